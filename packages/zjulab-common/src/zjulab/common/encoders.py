@@ -1,0 +1,208 @@
+"""Text encoders: sentence-transformers models and mean-pooled transformers encoders."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from zjulab.common.batching import length_buckets
+from zjulab.common.device import DeviceLike, DtypeLike, resolve_device
+from zjulab.common.errors import ConfigError, InputError
+from zjulab.common.progress import progress
+
+__all__ = ["SentenceTransformerEncoder", "TransformersEncoder", "l2_normalize"]
+
+logger = logging.getLogger(__name__)
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Scale each row of ``x`` to unit L2 norm (zero rows stay zero), as float32."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, eps)).astype(np.float32)
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise InputError("encode() takes a list of texts, not a single string")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise InputError(f"text {i} is {type(t).__name__}, not str")
+    return out
+
+
+class TransformersEncoder:
+    """Encode texts with a transformers ``AutoModel`` and pooling.
+
+    Args:
+        model: Hub id, local directory, or a loaded model.
+        tokenizer: Tokenizer or its id/path (defaults to the model's).
+        pooling: ``"mean"`` over non-padding tokens, ``"cls"`` (first token), or ``"last"``
+            (last non-padding token, as decoder embedders such as Qwen3-Embedding use).
+        normalize: L2-normalise the output (the protocol expects unit vectors).
+        max_length: Truncation length in tokens.
+        prompt: Optional text prepended to every input (e.g. a query instruction).
+        device: Device for the model.
+        dtype: Weight dtype.
+        show_progress: Progress bar while encoding (``None``: only on a terminal).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any = None,
+        *,
+        pooling: Literal["mean", "cls", "last"] = "mean",
+        normalize: bool = True,
+        max_length: int = 512,
+        prompt: str = "",
+        device: DeviceLike = "auto",
+        dtype: DtypeLike = "auto",
+        show_progress: bool | None = None,
+    ) -> None:
+        if pooling not in ("mean", "cls", "last"):
+            raise ConfigError(f"pooling must be 'mean', 'cls' or 'last', got {pooling!r}")
+        if max_length <= 0:
+            raise ConfigError(f"max_length must be positive, got {max_length}")
+        from zjulab.common.loading import load_encoder, load_tokenizer
+
+        if isinstance(model, (str, os.PathLike)):
+            self.model_id = str(model)
+            model = load_encoder(model, device=device, dtype=dtype)
+        else:
+            self.model_id = str(getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__)
+            model = model.to(resolve_device(device)).eval()
+        if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
+            tokenizer = load_tokenizer(tokenizer or self.model_id)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.normalize = normalize
+        self.max_length = max_length
+        self.prompt = prompt
+        self.show_progress = show_progress
+        self.dim = int(model.config.hidden_size)
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], batch_size: int = 32, **kwargs: Any) -> np.ndarray:
+        """Encode ``texts`` to a ``[n, dim]`` float32 array (unit rows when ``normalize``).
+
+        Keywords: ``prompt`` overrides the instance prompt for this call.
+
+        Raises:
+            InputError: ``texts`` is not a list of strings.
+        """
+        items = _check_texts(texts)
+        prompt = kwargs.get("prompt", self.prompt)
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        items = [prompt + t for t in items]
+        device = next(self.model.parameters()).device
+        out = np.zeros((len(items), self.dim), dtype=np.float32)
+        order = length_buckets(items, len, batch_size)
+        old_side = self.tokenizer.padding_side
+        self.tokenizer.padding_side = "right"
+        try:
+            for idx in progress(order, desc="Encoding", show=self.show_progress, unit="batch"):
+                enc = self.tokenizer(
+                    [items[i] for i in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(device)
+                hidden = self.model(**enc).last_hidden_state.float()
+                mask = enc["attention_mask"].unsqueeze(-1).float()
+                if self.pooling == "mean":
+                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+                elif self.pooling == "cls":
+                    pooled = hidden[:, 0]
+                else:
+                    last = enc["attention_mask"].sum(1) - 1
+                    pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+                out[idx] = pooled.cpu().numpy()
+        finally:
+            self.tokenizer.padding_side = old_side
+        return l2_normalize(out) if self.normalize else out
+
+
+class SentenceTransformerEncoder:
+    """Encode texts with a ``sentence_transformers.SentenceTransformer``.
+
+    Needs the ``sentence-transformers`` package (``pip install 'zjulab-common[sentence-transformers]'``).
+
+    Args:
+        model: Hub id, local directory, or a loaded ``SentenceTransformer``.
+        device: Device for the model.
+        dtype: Weight dtype (``"auto"``: fp32 on CPU; half precision on GPU).
+        prompt: Optional text prepended to every input.
+        show_progress: Progress bar while encoding (``None``: only on a terminal).
+        **kwargs: Passed to the ``SentenceTransformer`` constructor.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        device: DeviceLike = "auto",
+        dtype: DtypeLike = "auto",
+        prompt: str = "",
+        show_progress: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        from zjulab.common.device import resolve_dtype
+        from zjulab.common.loading import _guard
+
+        dev = resolve_device(device)
+        if isinstance(model, (str, os.PathLike)):
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError as exc:  # pragma: no cover - depends on the environment
+                raise ConfigError(
+                    "SentenceTransformerEncoder needs sentence-transformers: "
+                    "pip install 'zjulab-common[sentence-transformers]'"
+                ) from exc
+            name = str(model)
+            self.model_id = name
+            model = _guard(name, lambda: SentenceTransformer(name, device=str(dev), **kwargs))
+        else:
+            self.model_id = str(getattr(model, "model_card_data", None) and getattr(model.model_card_data, "base_model", None) or type(model).__name__)
+            model = model.to(dev)
+        dt = resolve_dtype(dtype, dev)
+        if dt != torch.float32:
+            model = model.to(dt)
+        self.model = model
+        self.prompt = prompt
+        self.show_progress = show_progress
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32, **kwargs: Any) -> np.ndarray:
+        """Encode ``texts`` to a ``[n, dim]`` float32 array with unit rows.
+
+        Raises:
+            InputError: ``texts`` is not a list of strings.
+        """
+        items = _check_texts(texts)
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        prompt = kwargs.get("prompt", self.prompt)
+        show = self.show_progress
+        if show is None:
+            import sys
+
+            show = sys.stderr.isatty()
+        emb = self.model.encode(
+            [prompt + t for t in items],
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=show,
+        )
+        return np.asarray(emb, dtype=np.float32)

@@ -1,0 +1,119 @@
+"""Deterministic stand-ins for models: a hashing encoder and a scripted chat model."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from zjulab.common.chat import Usage, validate_conversations
+from zjulab.common.encoders import l2_normalize
+from zjulab.common.errors import ConfigError, InputError
+from zjulab.common.protocols import Conversation
+
+__all__ = ["HashingEncoder", "ScriptedChatModel"]
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class HashingEncoder:
+    """A bag-of-words encoder: each lower-cased word (and word bigram) is hashed to a signed
+    bucket; the sum is L2-normalised.
+
+    Deterministic across processes and platforms (md5, not Python's salted ``hash``), instant,
+    and lexical: texts that share words get a positive cosine. Useful in tests and as a
+    no-model fallback; it satisfies :class:`~zjulab.common.protocols.TextEncoder`.
+
+    Args:
+        dim: Output dimension.
+        bigrams: Also hash adjacent word pairs.
+    """
+
+    def __init__(self, dim: int = 256, *, bigrams: bool = True) -> None:
+        if dim <= 0:
+            raise ConfigError(f"dim must be positive, got {dim}")
+        self.dim = dim
+        self.bigrams = bigrams
+        self.model_id = f"hashing-{dim}{'-bigram' if bigrams else ''}"
+
+    def _features(self, text: str) -> Iterable[str]:
+        words = [w.lower() for w in _WORD.findall(text)]
+        yield from words
+        if self.bigrams:
+            yield from (f"{a} {b}" for a, b in zip(words, words[1:]))
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32, **kwargs: Any) -> np.ndarray:
+        """Encode ``texts`` to unit-norm float32 rows (empty texts give zero rows)."""
+        if isinstance(texts, str):
+            raise InputError("encode() takes a list of texts, not a single string")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InputError(f"text {i} is {type(text).__name__}, not str")
+            for feat in self._features(text):
+                h = int.from_bytes(hashlib.md5(feat.encode("utf-8")).digest()[:8], "little")
+                out[i, h % self.dim] += 1.0 if (h >> 63) & 1 else -1.0
+        return l2_normalize(out)
+
+
+Responder = Callable[[Conversation], str]
+
+
+class ScriptedChatModel:
+    """A chat model that answers from a script, recording every conversation it is asked.
+
+    Args:
+        replies: Answers handed out in order, one per conversation, or a function computing
+            the answer from the conversation.
+        default: Answer used once a list of replies is exhausted; without it, running out
+            raises :class:`~zjulab.common.errors.InputError`.
+        model_id: Name reported as ``model_id``.
+
+    Attributes:
+        calls: Every conversation answered, in order.
+        sampling: The sampling keywords of every ``generate`` call.
+    """
+
+    def __init__(
+        self,
+        replies: Sequence[str] | Responder = (),
+        *,
+        default: str | None = None,
+        model_id: str = "scripted",
+    ) -> None:
+        self._fn: Responder | None = replies if callable(replies) else None
+        self._queue: deque[str] = deque([] if callable(replies) else list(replies))
+        self.default = default
+        self.model_id = model_id
+        self.calls: list[Conversation] = []
+        self.sampling: list[dict[str, Any]] = []
+        self.usage = Usage()
+        self._lock = threading.Lock()
+
+    def push(self, *replies: str) -> None:
+        """Append replies to the script."""
+        self._queue.extend(replies)
+
+    def generate(self, conversations: Sequence[Conversation], **sampling: Any) -> list[str]:
+        """Answer each conversation from the script."""
+        validate_conversations(conversations)
+        out = []
+        with self._lock:
+            self.sampling.append(dict(sampling))
+            for conv in conversations:
+                self.calls.append([dict(m) for m in conv])  # type: ignore[misc]
+                if self._fn is not None:
+                    out.append(self._fn(conv))
+                elif self._queue:
+                    out.append(self._queue.popleft())
+                elif self.default is not None:
+                    out.append(self.default)
+                else:
+                    raise InputError(f"ScriptedChatModel ran out of replies after {len(self.calls) - 1} calls")
+            self.usage.add(len(conversations), 0, 0)
+        return out
