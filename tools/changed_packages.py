@@ -17,9 +17,7 @@ SHARED = ("noxfile.py", "constraints.txt", "pyproject.toml", "tools/", ".github/
 
 
 def all_packages() -> list[str]:
-    return sorted(
-        p.name for p in (ROOT / "packages").glob("zjulab-*") if (p / "pyproject.toml").is_file()
-    )
+    return sorted(p.name for p in (ROOT / "packages").glob("zjulab-*") if (p / "pyproject.toml").is_file())
 
 
 def changed_packages(ref: str) -> list[str]:

@@ -25,9 +25,7 @@ def main(argv: list[str]) -> int:
     }
     extra = sorted(installed - allowed)
     loaded = sorted(
-        m
-        for m in sys.modules
-        if m.startswith("zjulab.") and m.split(".")[1] not in {"common", name}
+        m for m in sys.modules if m.startswith("zjulab.") and m.split(".")[1] not in {"common", name}
     )
     if extra or loaded:
         print(f"{dist}: siblings installed {extra}, sibling modules imported {loaded}")

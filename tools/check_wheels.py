@@ -1,6 +1,6 @@
 """Check built wheels: each holds its zjulab/NAME package and no zjulab/__init__.py.
 
-    python tools/check_wheels.py dist/
+python tools/check_wheels.py dist/
 """
 
 from __future__ import annotations

@@ -84,9 +84,7 @@ def token_budget_batches(
     return batches
 
 
-def length_buckets(
-    items: Sequence[T], key: Callable[[T], int], batch_size: int
-) -> list[list[int]]:
+def length_buckets(items: Sequence[T], key: Callable[[T], int], batch_size: int) -> list[list[int]]:
     """Sort indices by ``key`` (descending) and cut them into batches of ``batch_size``.
 
     Returns index lists so callers can restore the original order after batched inference.

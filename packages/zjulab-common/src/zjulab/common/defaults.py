@@ -42,8 +42,10 @@ _CONVERTED = "smollm2-135m-instruct-q4_1"
 
 
 def cache_dir() -> Path:
-    """Where zjulab caches converted models: ``$ZJULAB_CACHE``, else ``$XDG_CACHE_HOME/zjulab``
-    (``~/.cache/zjulab``)."""
+    """Where zjulab caches converted models.
+
+    ``$ZJULAB_CACHE`` if set, else ``$XDG_CACHE_HOME/zjulab`` (``~/.cache/zjulab``).
+    """
     env = os.environ.get("ZJULAB_CACHE")
     if env:
         return Path(env)
@@ -55,7 +57,7 @@ def _package_dir(module: str) -> Path | None:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def default_encoder_path() -> Path:
@@ -117,7 +119,7 @@ def default_chat_model_path() -> Path:
     from zjulab.common.io import atomic_directory
 
     logger.info("converting %s to safetensors in %s (once)", _GGUF_NAME, target)
-    model = AutoModelForCausalLM.from_pretrained(str(pkg), gguf_file=_GGUF_NAME)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(pkg), gguf_file=_GGUF_NAME)
     tok = AutoTokenizer.from_pretrained(str(pkg), gguf_file=_GGUF_NAME)
     # The de-quantised weights are plain float32; drop the GGUF marker so they can be saved.
     model.hf_quantizer = None
@@ -131,9 +133,7 @@ def default_chat_model_path() -> Path:
     return target
 
 
-def default_chat_model(
-    *, device: DeviceLike = "auto", dtype: DtypeLike = "float32", **kwargs: Any
-) -> Any:
+def default_chat_model(*, device: DeviceLike = "auto", dtype: DtypeLike = "float32", **kwargs: Any) -> Any:
     """The embedded chat model as a :class:`~zjulab.common.chat.TransformersChatModel`.
 
     Raises:

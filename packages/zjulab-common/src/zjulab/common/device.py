@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 
@@ -13,13 +13,13 @@ __all__ = ["DeviceLike", "DtypeLike", "resolve_device", "resolve_dtype"]
 
 logger = logging.getLogger(__name__)
 
-DeviceLike = Union[str, torch.device, None]
-DtypeLike = Union[
-    Literal["auto", "float32", "fp32", "float16", "fp16", "half", "bfloat16", "bf16"],
-    str,
-    torch.dtype,
-    None,
-]
+DeviceLike = str | torch.device | None
+DtypeLike = (
+    Literal["auto", "float32", "fp32", "float16", "fp16", "half", "bfloat16", "bf16"]
+    | str
+    | torch.dtype
+    | None
+)
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,

@@ -76,7 +76,9 @@ class TransformersEncoder:
             self.model_id = str(model)
             model = load_encoder(model, device=device, dtype=dtype)
         else:
-            self.model_id = str(getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__)
+            self.model_id = str(
+                getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+            )
             model = model.to(resolve_device(device)).eval()
         if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
             tokenizer = load_tokenizer(tokenizer or self.model_id)
@@ -172,7 +174,13 @@ class SentenceTransformerEncoder:
             self.model_id = name
             model = _guard(name, lambda: SentenceTransformer(name, device=str(dev), **kwargs))
         else:
-            self.model_id = str(getattr(model, "model_card_data", None) and getattr(model.model_card_data, "base_model", None) or type(model).__name__)
+            self.model_id = str(
+                (
+                    getattr(model, "model_card_data", None)
+                    and getattr(model.model_card_data, "base_model", None)
+                )
+                or type(model).__name__
+            )
             model = model.to(dev)
         dt = resolve_dtype(dtype, dev)
         if dt != torch.float32:

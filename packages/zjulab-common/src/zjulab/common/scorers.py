@@ -112,7 +112,7 @@ class CrossEncoderScorer:
 
 
 class YesNoScorer:
-    """Rerank with a causal LM: score = logit("yes") − logit("no") at the answer position.
+    r"""Rerank with a causal LM: score = logit("yes") − logit("no") at the answer position.
 
     The prompt follows the Qwen3-Reranker layout: a system message asking for a yes/no
     judgement, a user message ``<Instruct>: ...\\n<Query>: ...\\n<Document>: ...``, rendered

@@ -180,7 +180,7 @@ def _close_truncated(text: str) -> str:
         text += '"'
     text = text.rstrip()
     # drop a dangling key or separator before closing
-    text = re.sub(r',\s*$', "", text)
+    text = re.sub(r",\s*$", "", text)
     text = re.sub(r'(\{|,)\s*"[^"]*"\s*:?\s*$', r"\1", text) if stack and stack[-1] == "}" else text
     text = re.sub(r":\s*$", ": null", text)
     text = re.sub(r",\s*$", "", text)
@@ -343,9 +343,7 @@ def _to_dataclass(value: Any, cls: type, path: str) -> Any:
             continue
         kwargs[f.name] = _coerce(value[key], hints.get(f.name, Any), f"{path}.{f.name}")
     if missing:
-        raise StructuredOutputError(
-            f"{path}: missing required key(s) {missing}; got keys {sorted(value)}"
-        )
+        raise StructuredOutputError(f"{path}: missing required key(s) {missing}; got keys {sorted(value)}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -507,10 +505,12 @@ def generate_structured(
                     },
                 ]
         if still:
-            logger.debug("structured output: %d of %d failed on attempt %d", len(still), len(pending), attempt + 1)
+            logger.debug(
+                "structured output: %d of %d failed on attempt %d", len(still), len(pending), attempt + 1
+            )
         pending = still
-    for i, exc in sorted(errors.items()):
+    for i, failure in sorted(errors.items()):
         if on_error == "raise":
-            raise exc
-        results[i] = None if on_error == "none" else exc
+            raise failure
+        results[i] = None if on_error == "none" else failure
     return results

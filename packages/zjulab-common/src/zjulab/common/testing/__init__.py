@@ -7,6 +7,7 @@ plugin :mod:`zjulab.common.testing.pytest_plugin` (registered automatically thro
 """
 
 from zjulab.common.testing.doubles import HashingEncoder, ScriptedChatModel
+from zjulab.common.testing.server import ChatServer
 from zjulab.common.testing.tiny import (
     TINY_CHAT_TEMPLATE,
     save_tiny,
@@ -18,6 +19,7 @@ from zjulab.common.testing.tiny import (
 
 __all__ = [
     "TINY_CHAT_TEMPLATE",
+    "ChatServer",
     "HashingEncoder",
     "ScriptedChatModel",
     "save_tiny",

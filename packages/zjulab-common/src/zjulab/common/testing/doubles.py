@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import threading
 from collections import deque
@@ -22,8 +23,10 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 
 class HashingEncoder:
-    """A bag-of-words encoder: each lower-cased word (and word bigram) is hashed to a signed
-    bucket; the sum is L2-normalised.
+    """A bag-of-words encoder hashing words and word bigrams into signed buckets.
+
+    Each lower-cased word (and adjacent word pair) adds +1 or -1 to one bucket; the sum is
+    L2-normalised.
 
     Deterministic across processes and platforms (md5, not Python's salted ``hash``), instant,
     and lexical: texts that share words get a positive cosine. Useful in tests and as a
@@ -45,7 +48,7 @@ class HashingEncoder:
         words = [w.lower() for w in _WORD.findall(text)]
         yield from words
         if self.bigrams:
-            yield from (f"{a} {b}" for a, b in zip(words, words[1:]))
+            yield from (f"{a} {b}" for a, b in itertools.pairwise(words))
 
     def encode(self, texts: Sequence[str], batch_size: int = 32, **kwargs: Any) -> np.ndarray:
         """Encode ``texts`` to unit-norm float32 rows (empty texts give zero rows)."""
@@ -114,6 +117,8 @@ class ScriptedChatModel:
                 elif self.default is not None:
                     out.append(self.default)
                 else:
-                    raise InputError(f"ScriptedChatModel ran out of replies after {len(self.calls) - 1} calls")
+                    raise InputError(
+                        f"ScriptedChatModel ran out of replies after {len(self.calls) - 1} calls"
+                    )
             self.usage.add(len(conversations), 0, 0)
         return out

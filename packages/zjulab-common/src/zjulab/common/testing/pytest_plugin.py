@@ -56,9 +56,7 @@ def find_shared_data(start: Path | None = None) -> Path | None:
 @pytest.fixture(scope="session")
 def shared_data(request: pytest.FixtureRequest) -> Path:
     """The ``shared/data`` directory; skips the test when it is absent."""
-    found = find_shared_data(Path(str(request.config.rootpath))) or find_shared_data(
-        Path(__file__)
-    )
+    found = find_shared_data(Path(str(request.config.rootpath))) or find_shared_data(Path(__file__))
     if found is None:
         pytest.skip("../shared/data is not present (set ZJULAB_SHARED_DATA to its path)")
     return found

