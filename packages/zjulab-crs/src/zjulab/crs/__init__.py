@@ -1,0 +1,1 @@
+"""zjulab.crs: user-needs-centric conversational recommendation (U-NEED)."""
