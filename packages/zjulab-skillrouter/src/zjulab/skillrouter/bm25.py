@@ -1,0 +1,64 @@
+"""BM25 lexical retrieval over skill texts (the bm25s implementation)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from zjulab.common.errors import InputError
+
+from zjulab.skillrouter.errors import InvalidKError
+
+__all__ = ["BM25Index"]
+
+logger = logging.getLogger(__name__)
+
+
+class BM25Index:
+    """Okapi BM25 over a list of texts, with English stop-words removed.
+
+    Args:
+        k1: Term-frequency saturation.
+        b: Length normalisation.
+    """
+
+    def __init__(self, k1: float = 1.5, b: float = 0.75) -> None:
+        self.k1 = k1
+        self.b = b
+        self._retriever: object | None = None
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def build(self, texts: Sequence[str]) -> BM25Index:
+        """Index ``texts`` (document ``i`` gets id ``i``)."""
+        import bm25s
+
+        docs = list(texts)
+        if not docs:
+            raise InputError("cannot build a BM25 index over zero texts")
+        retriever = bm25s.BM25(k1=self.k1, b=self.b)
+        tokens = bm25s.tokenize(docs, stopwords="english", show_progress=False)
+        retriever.index(tokens, show_progress=False)
+        self._retriever = retriever
+        self._n = len(docs)
+        return self
+
+    def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` BM25 scores and ids for each query, best first.
+
+        Raises:
+            InvalidKError: ``k`` is not in ``[1, len(self)]``.
+        """
+        import bm25s
+
+        if self._retriever is None:
+            raise InputError("the BM25 index is empty: call build() first")
+        if not 0 < k <= self._n:
+            raise InvalidKError(f"k={k} must be in [1, {self._n}]")
+        tokens = bm25s.tokenize(list(queries), stopwords="english", show_progress=False, return_ids=False)
+        ids, scores = self._retriever.retrieve(tokens, k=k, show_progress=False)  # type: ignore[attr-defined]
+        return np.asarray(scores, dtype=np.float32), np.asarray(ids, dtype=np.int64)

@@ -1,0 +1,290 @@
+"""Skill records and their loaders: ``SKILL.md`` folders, JSONL files and Python objects."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zjulab.skillrouter.errors import (
+    DuplicateSkillError,
+    EmptyPoolError,
+    InvalidSkillError,
+    SkillParseError,
+)
+
+__all__ = [
+    "Skill",
+    "load_skills",
+    "load_skills_dir",
+    "load_skills_jsonl",
+    "parse_skill_md",
+    "skills_from_records",
+    "slugify",
+    "validate_pool",
+]
+
+logger = logging.getLogger(__name__)
+
+_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def slugify(text: str) -> str:
+    """Lower-case ``text`` and join its alphanumeric runs with ``-`` (``"PDF Tools!"`` → ``"pdf-tools"``)."""
+    return _SLUG.sub("-", text.lower()).strip("-")
+
+
+@dataclass(frozen=True)
+class Skill:
+    """One skill of a pool: what an agent could load into its context.
+
+    Args:
+        name: Short name from the front matter (``pdf-tools``).
+        description: One-paragraph summary an agent normally sees.
+        body: The full markdown body: steps, code, constraints. The decisive routing signal.
+        id: Stable identifier; defaults to the slug of ``name``. Folder loaders use the
+            folder path relative to the root, JSONL loaders the ``skill_id``/``id`` field.
+        category: Optional functional group; hard-negative mining draws same-category
+            negatives from it.
+        metadata: Any other front-matter or JSON fields, kept verbatim.
+    """
+
+    name: str
+    description: str
+    body: str
+    id: str = ""
+    category: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for fname in ("name", "description", "body", "id", "category"):
+            value = getattr(self, fname)
+            if not isinstance(value, str):
+                raise InvalidSkillError(
+                    f"skill field {fname!r} must be a string, got {type(value).__name__}: {value!r}"
+                )
+        if not self.name.strip():
+            raise InvalidSkillError(f"skill {self.id!r} has an empty name")
+        if not self.id:
+            object.__setattr__(self, "id", slugify(self.name) or self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``skill_id`` first) that :func:`skills_from_records` reads back."""
+        d = asdict(self)
+        d["metadata"] = dict(self.metadata)
+        return {"skill_id": d.pop("id"), **d}
+
+
+def validate_pool(skills: Sequence[Skill]) -> list[Skill]:
+    """Check a pool before indexing: non-empty, unique ids, no empty bodies.
+
+    Returns:
+        The skills as a list.
+
+    Raises:
+        EmptyPoolError: No skills.
+        DuplicateSkillError: Two skills share an id (both positions are named).
+        InvalidSkillError: A skill is not a :class:`Skill` or has an empty body.
+    """
+    pool = list(skills)
+    if not pool:
+        raise EmptyPoolError("the skill pool is empty")
+    seen: dict[str, int] = {}
+    for i, s in enumerate(pool):
+        if not isinstance(s, Skill):
+            raise InvalidSkillError(f"pool item {i} is {type(s).__name__}, not Skill")
+        if not s.body.strip():
+            raise InvalidSkillError(f"skill {s.id!r} has an empty body")
+        if s.id in seen:
+            raise DuplicateSkillError(f"duplicate skill id {s.id!r} at positions {seen[s.id]} and {i}")
+        seen[s.id] = i
+    return pool
+
+
+def _field(rec: Mapping[str, Any], *names: str, default: Any = "") -> Any:
+    for n in names:
+        if n in rec and rec[n] is not None:
+            return rec[n]
+    return default
+
+
+_KNOWN = {"skill_id", "id", "name", "description", "desc", "body", "content", "category", "metadata"}
+
+
+def _record_to_skill(rec: Mapping[str, Any], where: str) -> Skill:
+    if not isinstance(rec, Mapping):
+        raise InvalidSkillError(f"{where}: a skill record must be an object, got {type(rec).__name__}")
+    meta = dict(rec.get("metadata") or {})
+    meta.update({k: v for k, v in rec.items() if k not in _KNOWN})
+    try:
+        return Skill(
+            name=_field(rec, "name"),
+            description=_field(rec, "description", "desc"),
+            body=_field(rec, "body", "content"),
+            id=str(_field(rec, "skill_id", "id")),
+            category=_field(rec, "category"),
+            metadata=meta,
+        )
+    except InvalidSkillError as exc:
+        raise InvalidSkillError(f"{where}: {exc}") from None
+
+
+def skills_from_records(records: Iterable[Mapping[str, Any] | Skill]) -> list[Skill]:
+    """Build skills from dicts (``skill_id``/``id``, ``name``, ``description``, ``body``, ...).
+
+    :class:`Skill` objects pass through unchanged. Ids are checked by :func:`validate_pool`.
+
+    Raises:
+        InvalidSkillError: A record lacks a name or has a field of the wrong type.
+    """
+    out = []
+    for i, rec in enumerate(records):
+        out.append(rec if isinstance(rec, Skill) else _record_to_skill(rec, f"record {i}"))
+    return out
+
+
+def _decode(data: bytes, path: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SkillParseError(
+            f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})", path, line
+        ) from None
+
+
+def parse_skill_md(text: str, path: str = "<string>", skill_id: str = "") -> Skill:
+    """Parse one ``SKILL.md``: YAML front matter between ``---`` lines, then the markdown body.
+
+    Args:
+        text: The file content.
+        path: Shown in error messages.
+        skill_id: Id to give the skill (default: slug of its name).
+
+    Raises:
+        SkillParseError: No front matter, malformed YAML, or no ``name`` (file and line named).
+    """
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "---":
+        raise SkillParseError("missing YAML front matter: the first line must be '---'", path, 1)
+    end = next((i for i in range(1, len(lines)) if lines[i].strip() in ("---", "...")), None)
+    if end is None:
+        raise SkillParseError("unterminated front matter: no closing '---' line", path, 1)
+    try:
+        meta = yaml.safe_load("\n".join(lines[1:end]))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = (mark.line + 2) if mark is not None else 2
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SkillParseError(f"malformed front matter: {problem}", path, line) from None
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        raise SkillParseError(f"front matter must be a mapping, got {type(meta).__name__}", path, 2)
+    name = meta.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise SkillParseError("front matter has no 'name' string", path, 2)
+    desc = meta.get("description", "")
+    if not isinstance(desc, str):
+        raise SkillParseError(f"'description' must be a string, got {type(desc).__name__}", path, 2)
+    body = "\n".join(lines[end + 1 :]).strip()
+    rest = {k: v for k, v in meta.items() if k not in ("name", "description", "category")}
+    return Skill(
+        name=name.strip(),
+        description=desc.strip(),
+        body=body,
+        id=skill_id,
+        category=str(meta.get("category") or ""),
+        metadata=rest,
+    )
+
+
+def load_skills_dir(root: str | os.PathLike[str], pattern: str = "SKILL.md") -> list[Skill]:
+    """Load every ``SKILL.md`` below ``root`` (the agent-skills layout: one folder a skill).
+
+    The id of a skill is its folder's path relative to ``root`` (``"docs/pdf-tools"``), so it
+    stays the same however the files are listed. Files are read in sorted order.
+
+    Raises:
+        NotFoundError: ``root`` is not a directory.
+        EmptyPoolError: No ``SKILL.md`` below ``root``.
+        SkillParseError: A file is not UTF-8 or has malformed front matter.
+    """
+    from zjulab.common.errors import NotFoundError
+
+    base = Path(root)
+    if not base.is_dir():
+        raise NotFoundError(f"skill folder not found: {base}")
+    files = sorted(base.rglob(pattern))
+    if not files:
+        raise EmptyPoolError(f"no {pattern} files below {base}")
+    out = []
+    for f in files:
+        rel = f.parent.relative_to(base).as_posix()
+        sid = rel if rel != "." else slugify(f.stem)
+        out.append(parse_skill_md(_decode(f.read_bytes(), str(f)), str(f), skill_id=sid))
+    logger.info("loaded %d skills from %s", len(out), base)
+    return out
+
+
+def _jsonl_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted([*path.glob("*.jsonl"), *path.glob("*.jsonl.gz")])
+        if not files:
+            raise EmptyPoolError(f"no .jsonl or .jsonl.gz files in {path}")
+        return files
+    return [path]
+
+
+def load_skills_jsonl(path: str | os.PathLike[str]) -> list[Skill]:
+    """Load skills from a JSONL file, a ``.jsonl.gz`` file, or a folder of such shards.
+
+    Each line is an object with ``skill_id`` (or ``id``), ``name``, ``description`` and
+    ``body`` (the SkillRouter benchmark pool format); other keys go to ``metadata``.
+
+    Raises:
+        NotFoundError: The path does not exist.
+        SkillParseError: A line is not valid JSON or not UTF-8 (file and line named).
+        InvalidSkillError: A record lacks a name.
+    """
+    from zjulab.common.errors import NotFoundError
+
+    p = Path(path)
+    if not p.exists():
+        raise NotFoundError(f"skill file not found: {p}")
+    out: list[Skill] = []
+    for f in _jsonl_files(p):
+        raw = gzip.decompress(f.read_bytes()) if f.name.endswith(".gz") else f.read_bytes()
+        text = _decode(raw, str(f))
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SkillParseError(f"invalid JSON: {exc.msg}", str(f), lineno) from None
+            out.append(_record_to_skill(rec, f"{f}:{lineno}"))
+    return out
+
+
+def load_skills(source: str | os.PathLike[str] | Iterable[Mapping[str, Any] | Skill]) -> list[Skill]:
+    """Load skills from a folder of ``SKILL.md`` files, a JSONL path, or Python objects.
+
+    A folder holding ``*.jsonl``/``*.jsonl.gz`` shards and no ``SKILL.md`` is read as JSONL.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        if p.is_dir() and not any(p.rglob("SKILL.md")) and (any(p.glob("*.jsonl")) or any(p.glob("*.jsonl.gz"))):
+            return load_skills_jsonl(p)
+        if p.is_dir():
+            return load_skills_dir(p)
+        return load_skills_jsonl(p)
+    return skills_from_records(source)
