@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, Literal, TypeVar
 
 from zjulab.common.errors import ConfigError, InputError
 
-__all__ = ["batched", "length_buckets", "token_budget_batches"]
+__all__ = ["batched", "length_buckets", "padding_side", "token_budget_batches"]
 
 T = TypeVar("T")
 
@@ -91,3 +92,17 @@ def length_buckets(items: Sequence[T], key: Callable[[T], int], batch_size: int)
     """
     order = sorted(range(len(items)), key=lambda i: (-key(items[i]), i))
     return list(batched(order, batch_size))
+
+
+@contextlib.contextmanager
+def padding_side(tokenizer: Any, side: Literal["left", "right"]) -> Iterator[Any]:
+    """Temporarily set ``tokenizer.padding_side`` (left for generation and last-token scoring).
+
+    The previous side is restored on exit, also when the body raises.
+    """
+    old = tokenizer.padding_side
+    tokenizer.padding_side = side
+    try:
+        yield tokenizer
+    finally:
+        tokenizer.padding_side = old

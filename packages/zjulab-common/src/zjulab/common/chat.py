@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from zjulab.common.batching import length_buckets
+from zjulab.common.batching import length_buckets, padding_side
 from zjulab.common.device import DeviceLike, DtypeLike, resolve_device
 from zjulab.common.errors import ConfigError, InputError, RemoteModelError
 from zjulab.common.protocols import Conversation
@@ -217,9 +217,7 @@ class TransformersChatModel:
             gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         device = resolve_device(next(model.parameters()).device)
-        old_side = tok.padding_side
-        tok.padding_side = "left"
-        try:
+        with padding_side(tok, "left"):
             for idx in length_buckets(list(range(len(prompts))), lambda i: enc_lens[i], self.batch_size):
                 batch = tok(
                     [prompts[i] for i in idx],
@@ -234,8 +232,6 @@ class TransformersChatModel:
                 self.usage.add(len(idx), sum(enc_lens[i] for i in idx), produced)
                 for i, text in zip(idx, texts):
                     out[i] = _cut_at_stop(text, opts.get("stop")).strip()
-        finally:
-            tok.padding_side = old_side
         return out
 
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from zjulab.common.batching import length_buckets
+from zjulab.common.batching import length_buckets, padding_side
 from zjulab.common.device import DeviceLike, DtypeLike, resolve_device
 from zjulab.common.errors import ConfigError, InputError
 from zjulab.common.progress import progress
@@ -70,18 +70,11 @@ class TransformersEncoder:
             raise ConfigError(f"pooling must be 'mean', 'cls' or 'last', got {pooling!r}")
         if max_length <= 0:
             raise ConfigError(f"max_length must be positive, got {max_length}")
-        from zjulab.common.loading import load_encoder, load_tokenizer
+        from zjulab.common.loading import load_encoder, resolve_model_and_tokenizer
 
-        if isinstance(model, (str, os.PathLike)):
-            self.model_id = str(model)
-            model = load_encoder(model, device=device, dtype=dtype)
-        else:
-            self.model_id = str(
-                getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
-            )
-            model = model.to(resolve_device(device)).eval()
-        if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
-            tokenizer = load_tokenizer(tokenizer or self.model_id)
+        self.model_id, model, tokenizer = resolve_model_and_tokenizer(
+            model, tokenizer, device, dtype, load_encoder
+        )
         self.model = model
         self.tokenizer = tokenizer
         self.pooling = pooling
@@ -108,9 +101,7 @@ class TransformersEncoder:
         device = next(self.model.parameters()).device
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         order = length_buckets(items, len, batch_size)
-        old_side = self.tokenizer.padding_side
-        self.tokenizer.padding_side = "right"
-        try:
+        with padding_side(self.tokenizer, "right"):
             for idx in progress(order, desc="Encoding", show=self.show_progress, unit="batch"):
                 enc = self.tokenizer(
                     [items[i] for i in idx],
@@ -129,8 +120,6 @@ class TransformersEncoder:
                     last = enc["attention_mask"].sum(1) - 1
                     pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
                 out[idx] = pooled.cpu().numpy()
-        finally:
-            self.tokenizer.padding_side = old_side
         return l2_normalize(out) if self.normalize else out
 
 

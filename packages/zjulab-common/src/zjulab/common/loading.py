@@ -27,6 +27,7 @@ __all__ = [
     "load_encoder",
     "load_tokenizer",
     "model_not_available",
+    "resolve_model_and_tokenizer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -206,3 +207,34 @@ def load_cross_encoder(
     from transformers import AutoModelForSequenceClassification
 
     return _load(AutoModelForSequenceClassification, name_or_path, device, dtype, adapter, kwargs)  # type: ignore[no-any-return]
+
+
+def resolve_model_and_tokenizer(
+    model: Any,
+    tokenizer: Any,
+    device: DeviceLike,
+    dtype: DtypeLike,
+    loader: Callable[..., Any],
+) -> tuple[str, Any, Any]:
+    """Accept a model given either by id/path or as an object, and its tokenizer likewise.
+
+    Args:
+        model: Hub id, local directory, or a loaded model (moved to ``device``, eval mode).
+        tokenizer: Tokenizer, its id/path, or ``None`` for the model's own.
+        device: Target device.
+        dtype: Weight dtype when loading by id/path.
+        loader: One of the ``load_*`` functions of this module.
+
+    Returns:
+        ``(model_id, model, tokenizer)``.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        model_id = str(model)
+        model = loader(model, device=device, dtype=dtype)
+    else:
+        config = getattr(model, "config", None)
+        model_id = str(getattr(config, "_name_or_path", "") or type(model).__name__)
+        model = model.to(resolve_device(device)).eval()
+    if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
+        tokenizer = load_tokenizer(tokenizer or model_id)
+    return model_id, model, tokenizer

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from zjulab.common.batching import length_buckets
-from zjulab.common.device import DeviceLike, DtypeLike, resolve_device
+from zjulab.common.batching import length_buckets, padding_side
+from zjulab.common.device import DeviceLike, DtypeLike
 from zjulab.common.errors import ConfigError, InputError
+from zjulab.common.loading import resolve_model_and_tokenizer
 from zjulab.common.progress import progress
 
 __all__ = ["CrossEncoderScorer", "YesNoScorer"]
@@ -33,22 +33,6 @@ def _check_pairs(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
             raise InputError(f"pair {i} must be a (query, document) tuple of two strings")
         out.append((p[0], p[1]))
     return out
-
-
-def _load_pair(
-    model: Any, tokenizer: Any, device: DeviceLike, dtype: DtypeLike, loader: Any
-) -> tuple[str, Any, Any]:
-    from zjulab.common.loading import load_tokenizer
-
-    if isinstance(model, (str, os.PathLike)):
-        model_id = str(model)
-        model = loader(model, device=device, dtype=dtype)
-    else:
-        model_id = str(getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__)
-        model = model.to(resolve_device(device)).eval()
-    if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
-        tokenizer = load_tokenizer(tokenizer or model_id)
-    return model_id, model, tokenizer
 
 
 class CrossEncoderScorer:
@@ -80,7 +64,7 @@ class CrossEncoderScorer:
     ) -> None:
         from zjulab.common.loading import load_cross_encoder
 
-        self.model_id, self.model, self.tokenizer = _load_pair(
+        self.model_id, self.model, self.tokenizer = resolve_model_and_tokenizer(
             model, tokenizer, device, dtype, load_cross_encoder
         )
         self.max_length = max_length
@@ -155,7 +139,7 @@ class YesNoScorer:
 
         if max_length < 16:
             raise ConfigError(f"max_length must be at least 16, got {max_length}")
-        self.model_id, self.model, self.tokenizer = _load_pair(
+        self.model_id, self.model, self.tokenizer = resolve_model_and_tokenizer(
             model, tokenizer, device, dtype, load_causal_lm
         )
         if self.tokenizer.pad_token is None:
@@ -214,9 +198,7 @@ class YesNoScorer:
         prompts = [self._fit(q, d) for q, d in items]
         device = next(self.model.parameters()).device
         tok = self.tokenizer
-        old_side = tok.padding_side
-        tok.padding_side = "left"
-        try:
+        with padding_side(tok, "left"):
             order = length_buckets(prompts, len, batch_size or self.batch_size)
             for idx in progress(order, desc="Reranking", show=self.show_progress, unit="batch"):
                 enc = tok(
@@ -228,6 +210,4 @@ class YesNoScorer:
                 logits = self.model(**enc).logits[:, -1, :].float()
                 s = logits[:, self.yes_id] - logits[:, self.no_id]
                 out[idx] = s.cpu().numpy()
-        finally:
-            tok.padding_side = old_side
         return out

@@ -11,13 +11,14 @@ answer does not parse, re-asks with the error up to ``max_retries`` times before
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import re
 import types
 import typing
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, TypeVar, Union, overload
+from typing import Any, Literal, TypeVar, Union
 
 from zjulab.common.errors import ConfigError, StructuredOutputError
 from zjulab.common.protocols import ChatModel, Conversation
@@ -38,24 +39,39 @@ T = TypeVar("T")
 _FENCE = re.compile(r"```(?:json|JSON|javascript|js)?\s*\n?(.*?)(?:```|$)", re.DOTALL)
 
 
-def _balanced_span(text: str, start: int) -> int | None:
-    """End index (exclusive) of the JSON value opening at ``text[start]``, or None if unclosed."""
-    stack: list[str] = []
-    in_str: str | None = None
+def _string_mask(text: str, quotes: str = '"') -> tuple[list[bool], bool]:
+    """Mark the characters of ``text`` that belong to a string literal (quotes included).
+
+    Returns:
+        The per-character mask and whether a string is still open at the end.
+    """
+    mask: list[bool] = []
+    quote: str | None = None
     esc = False
-    for i in range(start, len(text)):
-        c = text[i]
-        if in_str:
+    for c in text:
+        if quote is not None:
+            mask.append(True)
             if esc:
                 esc = False
             elif c == "\\":
                 esc = True
-            elif c == in_str:
-                in_str = None
+            elif c == quote:
+                quote = None
+        else:
+            mask.append(c in quotes)
+            if c in quotes:
+                quote = c
+    return mask, quote is not None
+
+
+def _balanced_span(text: str, start: int) -> int | None:
+    """End index (exclusive) of the JSON value opening at ``text[start]``, or None if unclosed."""
+    stack: list[str] = []
+    mask, _ = _string_mask(text[start:], "\"'")
+    for i, (c, quoted) in enumerate(zip(text[start:], mask), start):
+        if quoted:
             continue
-        if c in "\"'":
-            in_str = c
-        elif c in "{[":
+        if c in "{[":
             stack.append("}" if c == "{" else "]")
         elif c in "}]":
             if not stack or stack[-1] != c:
@@ -91,29 +107,13 @@ _PY_LITERALS = {"True": "true", "False": "false", "None": "null"}
 
 
 def _tokens_outside_strings(text: str, fn: Callable[[str], str]) -> str:
-    """Apply ``fn`` to the parts of ``text`` that are outside double-quoted strings."""
+    """Apply ``fn`` to the runs of ``text`` that are outside double-quoted strings."""
+    mask, _ = _string_mask(text)
     out: list[str] = []
-    buf: list[str] = []
-    in_str = False
-    esc = False
-    for c in text:
-        if in_str:
-            out.append(c)
-            if esc:
-                esc = False
-            elif c == "\\":
-                esc = True
-            elif c == '"':
-                in_str = False
-        elif c == '"':
-            out.append(fn("".join(buf)))
-            buf = []
-            out.append(c)
-            in_str = True
-        else:
-            buf.append(c)
-    out.append(fn("".join(buf)))
-    return "".join(out)
+    for quoted, run in itertools.groupby(zip(text, mask), key=lambda cm: cm[1]):
+        chunk = "".join(c for c, _ in run)
+        out.append(chunk if quoted else fn(chunk))
+    return "".join(out) if text else fn("")
 
 
 def _single_to_double(text: str) -> str:
@@ -159,24 +159,15 @@ def _single_to_double(text: str) -> str:
 def _close_truncated(text: str) -> str:
     """Close an unterminated string and any open brackets of a truncated JSON value."""
     stack: list[str] = []
-    in_str = False
-    esc = False
-    for c in text:
-        if in_str:
-            if esc:
-                esc = False
-            elif c == "\\":
-                esc = True
-            elif c == '"':
-                in_str = False
+    mask, open_string = _string_mask(text)
+    for c, quoted in zip(text, mask):
+        if quoted:
             continue
-        if c == '"':
-            in_str = True
-        elif c in "{[":
+        if c in "{[":
             stack.append("}" if c == "{" else "]")
         elif c in "}]" and stack and stack[-1] == c:
             stack.pop()
-    if in_str:
+    if open_string:
         text += '"'
     text = text.rstrip()
     # drop a dangling key or separator before closing
@@ -404,42 +395,6 @@ def schema_prompt(schema: Any) -> str:
 
 
 OnError = Literal["raise", "none", "error"]
-
-
-@overload
-def generate_structured(
-    model: ChatModel,
-    conversations: Sequence[Conversation],
-    schema: type[T] | Any,
-    *,
-    max_retries: int = ...,
-    on_error: Literal["raise"] = ...,
-    **sampling: Any,
-) -> list[T]: ...
-
-
-@overload
-def generate_structured(
-    model: ChatModel,
-    conversations: Sequence[Conversation],
-    schema: type[T] | Any,
-    *,
-    max_retries: int = ...,
-    on_error: Literal["none"],
-    **sampling: Any,
-) -> list[T | None]: ...
-
-
-@overload
-def generate_structured(
-    model: ChatModel,
-    conversations: Sequence[Conversation],
-    schema: type[T] | Any,
-    *,
-    max_retries: int = ...,
-    on_error: Literal["error"],
-    **sampling: Any,
-) -> list[T | StructuredOutputError]: ...
 
 
 def generate_structured(
