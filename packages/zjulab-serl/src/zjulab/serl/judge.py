@@ -1,0 +1,182 @@
+"""Rank a group of responses with any :class:`~zjulab.common.protocols.ChatModel` as the judge.
+
+This is SERL's reward computation without training: build every pair in both orders, ask the
+judge, parse the verdicts, and score the responses with the Copeland rule. The trainer uses the
+same functions on its own rollouts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from zjulab.common.protocols import ChatModel
+from zjulab.serl.config import JudgeConfig
+from zjulab.serl.errors import SERLInputError
+from zjulab.serl.pairs import JudgmentSlot, judge_prompts, strip_reasoning, word_count
+from zjulab.serl.rewards import (
+    JudgeDiagnostics,
+    actor_rewards,
+    judge_diagnostics,
+    judge_rewards,
+    verdict_matrix,
+)
+from zjulab.serl.verdict import parse_verdict
+
+__all__ = ["CopelandJudge", "GroupJudgment", "format_matrix", "score_group"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GroupJudgment:
+    """Everything SERL derives from one group's judgments.
+
+    Attributes:
+        instruction: The request.
+        responses: The N responses as given.
+        slots: The ``C(N, 2) * K`` judgment slots.
+        raw: The judge's raw outputs, one per slot.
+        verdicts: Parsed verdicts (1, 2 or None), one per slot.
+        matrix: ``matrix[i, j]`` = judgments preferring i over j.
+        actor_rewards: R_A of each response.
+        judge_rewards: R_J of each judgment.
+        diagnostics: Consistency, position bias, invalid rate, reward spread.
+    """
+
+    instruction: str
+    responses: list[str]
+    slots: list[JudgmentSlot]
+    raw: list[str]
+    verdicts: list[int | None]
+    matrix: np.ndarray
+    actor_rewards: np.ndarray
+    judge_rewards: np.ndarray
+    diagnostics: JudgeDiagnostics
+
+    def ranking(self) -> list[int]:
+        """Response indices from best to worst Actor reward (ties keep the given order)."""
+        return sorted(range(len(self.responses)), key=lambda i: (-self.actor_rewards[i], i))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary."""
+        return {
+            "instruction": self.instruction,
+            "responses": self.responses,
+            "verdict_matrix": self.matrix.tolist(),
+            "actor_rewards": [float(x) for x in self.actor_rewards],
+            "ranking": self.ranking(),
+            "judgments": [
+                {"first": s.first, "second": s.second, "verdict": v, "judge_reward": float(r), "raw": t}
+                for s, v, r, t in zip(self.slots, self.verdicts, self.judge_rewards, self.raw)
+            ],
+            "diagnostics": self.diagnostics.as_dict(),
+        }
+
+
+def format_matrix(matrix: np.ndarray, rewards: Sequence[float] | None = None) -> str:
+    """A text table of a verdict matrix (row beat column that many times), with rewards if given."""
+    n = matrix.shape[0]
+    width = max(3, len(str(int(matrix.max()) if matrix.size else 0)) + 1)
+    head = "    " + "".join(f"{j:>{width}}" for j in range(n)) + ("   R_A" if rewards is not None else "")
+    lines = [head]
+    for i in range(n):
+        cells = "".join(f"{'-' if i == j else int(matrix[i, j]):>{width}}" for j in range(n))
+        tail = f"  {rewards[i]:.3f}" if rewards is not None else ""
+        lines.append(f"{i:>3} {cells}{tail}")
+    return "\n".join(lines)
+
+
+def score_group(
+    instruction: str,
+    responses: Sequence[str],
+    raw_verdicts: Sequence[str],
+    config: JudgeConfig | None = None,
+    slots: Sequence[JudgmentSlot] | None = None,
+) -> GroupJudgment:
+    """Score a group from the judge's raw outputs (one per slot of :func:`~zjulab.serl.pairs.build_pairs`).
+
+    Raises:
+        SERLInputError: The number of outputs does not match the slots.
+    """
+    cfg = config or JudgeConfig()
+    if slots is None:
+        _, slots = judge_prompts(instruction, responses, cfg)
+    slots = list(slots)
+    if len(raw_verdicts) != len(slots):
+        raise SERLInputError(f"{len(raw_verdicts)} judge outputs for {len(slots)} judgment slots")
+    marker = cfg.reasoning_end if cfg.strip_reasoning else None
+    verdicts = [
+        parse_verdict(t, lenient=cfg.verdict_format == "lenient", reasoning_end=marker) for t in raw_verdicts
+    ]
+    shown = [strip_reasoning(r, cfg.reasoning_end) if cfg.strip_reasoning else r for r in responses]
+    lengths = [word_count(r) for r in shown]
+    ra = actor_rewards(lengths, slots, verdicts, mode=cfg.actor_reward, band=cfg.length_band)
+    rj = judge_rewards(slots, verdicts, ra)
+    return GroupJudgment(
+        instruction=instruction,
+        responses=list(responses),
+        slots=slots,
+        raw=list(raw_verdicts),
+        verdicts=verdicts,
+        matrix=verdict_matrix(len(responses), slots, verdicts),
+        actor_rewards=ra,
+        judge_rewards=rj,
+        diagnostics=judge_diagnostics(slots, verdicts, ra),
+    )
+
+
+class CopelandJudge:
+    r"""Judge groups of responses pairwise with a chat model and score them (SERL's rewards).
+
+    Args:
+        chat_model: Any :class:`~zjulab.common.protocols.ChatModel` (local, served, scripted).
+        config: Judge settings (K, prompt template, verdict format, reward rule).
+
+    Example:
+        >>> from zjulab.common.testing import ScriptedChatModel
+        >>> judge = CopelandJudge(ScriptedChatModel(default="\\boxed{1}"))
+        >>> result = judge.judge("Say hi", ["hi", "hello"])  # a judge that always says "1"
+        >>> result.actor_rewards.tolist()  # each wins once, in first position: no preference
+        [0.5, 0.5]
+        >>> result.diagnostics.consistency_rate
+        0.0
+    """
+
+    def __init__(self, chat_model: ChatModel, config: JudgeConfig | None = None) -> None:
+        self.chat_model = chat_model
+        self.config = config or JudgeConfig()
+
+    def judge(self, instruction: str, responses: Sequence[str], **sampling: Any) -> GroupJudgment:
+        """Judge one group (see :meth:`judge_many`)."""
+        return self.judge_many([(instruction, responses)], **sampling)[0]
+
+    def judge_many(self, groups: Sequence[tuple[str, Sequence[str]]], **sampling: Any) -> list[GroupJudgment]:
+        """Judge several groups with one batched ``generate`` call.
+
+        Args:
+            groups: ``(instruction, responses)`` pairs.
+            **sampling: Overrides of the judge's ``max_new_tokens`` / ``temperature`` / ...
+
+        Raises:
+            SERLInputError: A group with fewer than two responses.
+        """
+        cfg = self.config
+        prompts: list[str] = []
+        per_group: list[tuple[str, Sequence[str], list[JudgmentSlot], int]] = []
+        for instruction, responses in groups:
+            p, slots = judge_prompts(instruction, responses, cfg)
+            per_group.append((instruction, responses, slots, len(prompts)))
+            prompts.extend(p)
+        opts: dict[str, Any] = {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature}
+        opts.update(sampling)
+        logger.info("judging %d groups with %d judge prompts", len(per_group), len(prompts))
+        raw = self.chat_model.generate([[{"role": "user", "content": p}] for p in prompts], **opts)
+        return [
+            score_group(instr, resp, raw[start : start + len(slots)], cfg, slots)
+            for instr, resp, slots, start in per_group
+        ]
