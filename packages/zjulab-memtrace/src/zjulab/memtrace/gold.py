@@ -1,0 +1,49 @@
+"""The reference an attribution is judged against: the gold answer and its evidence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from zjulab.common.errors import ConfigError
+from zjulab.memtrace.matching import answer_matches
+
+__all__ = ["Gold"]
+
+
+@dataclass
+class Gold:
+    """Gold answer and evidence for one question.
+
+    Args:
+        answer: The gold answer text.
+        evidence: Texts that hold the answer, in the form the pipeline stores them (for
+            example ``"Caroline: I went to a support group yesterday"``).
+        question: The question (shown to judges).
+        threshold: Fraction of the gold answer's tokens an answer must contain to count as
+            right; 0.6 accepts paraphrase around the key words without accepting one shared word.
+    """
+
+    answer: str
+    evidence: tuple[str, ...] = field(default_factory=tuple)
+    question: str | None = None
+    threshold: float = 0.6
+
+    def __post_init__(self) -> None:
+        self.answer = str(self.answer)
+        self.evidence = tuple(str(e) for e in self.evidence)
+        if not 0.0 < self.threshold <= 1.0:
+            raise ConfigError(f"threshold must be in (0, 1], got {self.threshold}")
+
+    def is_correct(self, answer: Any) -> bool:
+        """Whether ``answer`` counts as the gold answer."""
+        return answer_matches(answer, self.answer, self.threshold)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict."""
+        return {
+            "answer": self.answer,
+            "evidence": list(self.evidence),
+            "question": self.question,
+            "threshold": self.threshold,
+        }

@@ -1,0 +1,147 @@
+"""Replay: re-execute the operations downstream of a changed one.
+
+Give some operations a corrected output (``overrides``) or patched constant arguments such as
+a prompt (``patches``); :func:`replay` then re-runs, in topological order, exactly the
+operations whose inputs changed — each through its recorded handle with its recorded
+argument binding — and returns the new value of every variable, the new final answer, and
+the list of operations it executed. The original trace is left untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from zjulab.memtrace.errors import ReplayError
+from zjulab.memtrace.graph import Operation, Slot, Trace
+
+__all__ = ["ReplayResult", "replay"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ReplayResult:
+    """What a replay produced.
+
+    Args:
+        executed: Ids of the operations re-run, in order.
+        values: Value of every variable after the replay (unchanged ones included).
+        final: The new value of the trace's final variable.
+        changed: Ids of the variables whose value was replaced.
+    """
+
+    executed: list[str]
+    values: dict[str, Any]
+    final: Any
+    changed: list[str] = field(default_factory=list)
+
+
+def _split_outputs(op: Operation, value: Any) -> list[Any]:
+    if len(op.outputs) <= 1:
+        return [value]
+    if isinstance(value, Mapping):
+        return [value[k] for k in op.outputs]
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == len(op.outputs):
+        return list(value)
+    raise ReplayError(
+        f"operation {op.id} ({op.name}) has {len(op.outputs)} outputs; give the override as a "
+        f"sequence of that length or a mapping by variable id"
+    )
+
+
+def _bind(slot: Slot, values: Mapping[str, Any]) -> Any:
+    return values[slot.var] if slot.var is not None else slot.const
+
+
+def replay(
+    trace: Trace,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    patches: Mapping[str, Mapping[str, Any]] | None = None,
+    handles: Mapping[str, Callable[..., Any]] | None = None,
+) -> ReplayResult:
+    """Re-execute everything downstream of the overridden or patched operations.
+
+    Args:
+        trace: A trace whose operations have handles (recorded live, or attached on load).
+        overrides: Operation id -> corrected output (for several outputs: a sequence in output
+            order or a mapping by variable id). The operation itself is not re-run.
+        patches: Operation id -> {argument name: new constant} (for example
+            ``{"op3": {"prompt": "..."}}``). The operation is re-run with the new arguments.
+        handles: Extra callables by operation id, overriding the trace's own.
+
+    Returns:
+        The replay result.
+
+    Raises:
+        ReplayError: An id is unknown, an operation to re-run has no handle, a patched
+            argument does not exist, or a handle raised.
+    """
+    overrides = dict(overrides or {})
+    patches = {k: dict(v) for k, v in (patches or {}).items()}
+    for oid in [*overrides, *patches]:
+        if oid not in trace.operations:
+            raise ReplayError(f"no operation {oid!r} in trace {trace.id}")
+    values: dict[str, Any] = {vid: v.value for vid, v in trace.variables.items()}
+    changed: set[str] = set()
+    for oid, new in overrides.items():
+        op = trace.operations[oid]
+        for vid, val in zip(op.outputs, _split_outputs(op, new)):
+            values[vid] = val
+            changed.add(vid)
+    for oid, patch in patches.items():
+        op = trace.operations[oid]
+        known = {n for n in op.arg_names if n} | set(op.kwargs)
+        missing = sorted(set(patch) - known)
+        if missing:
+            raise ReplayError(
+                f"operation {oid} ({op.name}) has no argument {missing[0]!r}; arguments: {sorted(known)}"
+            )
+
+    order = trace.topological_operations()
+    live = dict(trace.handles)
+    live.update(handles or {})
+    executed: list[str] = []
+    running: set[str] = set()
+    for oid in order:
+        op = trace.operations[oid]
+        if oid in overrides:
+            continue
+        reads_changed = any(v in changed for v in op.inputs)
+        if not reads_changed and oid not in patches:
+            continue
+        if op.parent is not None and op.parent in running:
+            continue  # re-run inside its parent's handle
+        fn = live.get(oid)
+        if fn is None:
+            raise ReplayError(
+                f"operation {oid} ({op.name}) must be re-run but has no handle; pass handles= "
+                f"(ref {op.handle_ref!r})"
+            )
+        patch = patches.get(oid, {})
+        args = [
+            patch[name] if name is not None and name in patch else _bind(slot, values)
+            for slot, name in zip(op.args, op.arg_names + [None] * (len(op.args) - len(op.arg_names)))
+        ]
+        kwargs = {k: patch.get(k, _bind(slot, values)) for k, slot in op.kwargs.items()}
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            raise ReplayError(f"operation {oid} ({op.name}) raised during replay: {exc!r}") from exc
+        executed.append(oid)
+        running.add(oid)
+        outs = [result] if op.output_mode == "single" or len(op.outputs) <= 1 else _split_outputs(op, result)
+        for vid, val in zip(op.outputs, outs):
+            values[vid] = val
+            changed.add(vid)
+    final = trace.final
+    logger.debug("replay of %s re-ran %d operations", trace.id, len(executed))
+    return ReplayResult(
+        executed=executed,
+        values=values,
+        final=None if final is None else values[final],
+        changed=[v for v in trace.variables if v in changed],
+    )

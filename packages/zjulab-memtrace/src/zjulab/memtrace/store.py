@@ -1,0 +1,277 @@
+"""Save and load traces as versioned JSON.
+
+The file holds ``{"schema": "zjulab.memtrace.trace", "version": 1, ...}`` with every variable
+and operation. Values that JSON cannot represent are stored as ``{"__repr__": "..."}`` with a
+warning and the variable is marked ``serializable: false``. Writes are atomic (the whole
+document is serialised first, then written to a temporary file and moved into place), so a
+failure never leaves a torn trace file. The redaction hook runs before anything is written.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from zjulab.common.errors import StoreError
+from zjulab.common.io import read_json, write_json
+from zjulab.memtrace.errors import DanglingVariableError, TraceFileError, TraceSchemaError
+from zjulab.memtrace.graph import Slot, Trace
+from zjulab.memtrace.redaction import RedactFn, apply_redaction
+
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "load_trace", "save_trace", "trace_from_dict", "trace_to_dict"]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = "zjulab.memtrace.trace"
+SCHEMA_VERSION = 1
+
+
+def _encode(value: Any, where: str) -> tuple[Any, bool]:
+    """Return a JSON-safe form of ``value`` and whether it is lossless."""
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False)
+        return value, True
+    except (TypeError, ValueError):
+        logger.warning("%s: %s value is not JSON-serialisable; stored by repr", where, type(value).__name__)
+        return {"__repr__": repr(value)}, False
+
+
+def _slot_dict(slot: Slot, where: str) -> dict[str, Any]:
+    if slot.var is not None:
+        return {"var": slot.var}
+    enc, ok = _encode(slot.const, where)
+    return {"const": enc} if ok else {"const": enc, "lossy": True}
+
+
+def trace_to_dict(trace: Trace, *, redact: RedactFn | None = None) -> dict[str, Any]:
+    """The JSON document of a trace (values redacted when ``redact`` is given)."""
+    variables = []
+    for v in trace.variables.values():
+        value, ok = _encode(apply_redaction(v.value, redact), f"variable {v.id} ({v.label})")
+        variables.append(
+            {
+                "id": v.id,
+                "name": v.name,
+                "version": v.version,
+                "kind": v.kind,
+                "value": value,
+                "producer": v.producer,
+                "serializable": v.serializable and ok,
+                "created_ns": v.created_ns,
+                "meta": _encode(v.meta, f"variable {v.id} meta")[0],
+            }
+        )
+    operations = []
+    for op in trace.operations.values():
+        where = f"operation {op.id} ({op.name})"
+        operations.append(
+            {
+                "id": op.id,
+                "name": op.name,
+                "kind": op.kind,
+                "inputs": op.inputs,
+                "outputs": op.outputs,
+                "params": {k: _encode(apply_redaction(v, redact), where)[0] for k, v in op.params.items()},
+                "prompt": apply_redaction(op.prompt, redact),
+                "model_id": op.model_id,
+                "start_ns": op.start_ns,
+                "end_ns": op.end_ns,
+                "handle_ref": op.handle_ref,
+                "parent": op.parent,
+                "error": op.error,
+                "args": [_slot_dict(_redact_slot(s, redact), where) for s in op.args],
+                "kwargs": {k: _slot_dict(_redact_slot(s, redact), where) for k, s in op.kwargs.items()},
+                "arg_names": op.arg_names,
+                "output_mode": op.output_mode,
+                "meta": _encode(op.meta, f"{where} meta")[0],
+            }
+        )
+    return {
+        "schema": SCHEMA,
+        "version": SCHEMA_VERSION,
+        "id": trace.id,
+        "name": trace.name,
+        "metadata": _encode(apply_redaction(trace.metadata, redact), "trace metadata")[0],
+        "final": trace.final,
+        "variables": variables,
+        "operations": operations,
+    }
+
+
+def _redact_slot(slot: Slot, redact: RedactFn | None) -> Slot:
+    if slot.var is not None or redact is None:
+        return slot
+    return Slot(const=redact(slot.const))
+
+
+def save_trace(trace: Trace, path: str | os.PathLike[str], *, redact: RedactFn | None = None) -> Path:
+    """Write ``trace`` to ``path`` as JSON, atomically.
+
+    Args:
+        trace: The trace.
+        path: Target file.
+        redact: Redaction hook applied to every value, parameter and prompt first.
+
+    Returns:
+        The path written.
+    """
+    doc = trace_to_dict(trace, redact=redact)
+    write_json(path, doc)
+    return Path(path)
+
+
+def _need(doc: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in doc:
+        raise TraceFileError(f"{where}: missing field {key!r}")
+    return doc[key]
+
+
+def trace_from_dict(
+    doc: Mapping[str, Any],
+    *,
+    handles: Mapping[str, Callable[..., Any]] | None = None,
+    source: str = "<dict>",
+    resolve_imports: bool = False,
+) -> Trace:
+    """Rebuild a trace from its JSON document, checking ids and acyclicity.
+
+    Args:
+        doc: The document.
+        handles: Callables to re-attach, keyed by operation id, ``module:qualname`` or
+            operation name (tried in that order).
+        source: Name used in error messages.
+        resolve_imports: Also import ``module:qualname`` handles of top-level functions.
+
+    Returns:
+        The trace.
+
+    Raises:
+        TraceSchemaError: A newer or unknown schema.
+        TraceFileError: A field is missing or malformed.
+        DanglingVariableError: An operation names a variable that is not in the file.
+        CycleError: The operations form a cycle.
+    """
+    if not isinstance(doc, Mapping):
+        raise TraceFileError(f"{source}: a trace file holds a JSON object, got {type(doc).__name__}")
+    if doc.get("schema") != SCHEMA:
+        raise TraceSchemaError(f"{source}: schema is {doc.get('schema')!r}, expected {SCHEMA!r}")
+    version = doc.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise TraceSchemaError(f"{source}: bad schema version {version!r}")
+    if version > SCHEMA_VERSION:
+        raise TraceSchemaError(
+            f"{source}: written by a newer zjulab-memtrace (schema version {version}; this one reads <= {SCHEMA_VERSION})"
+        )
+    trace = Trace(str(doc.get("name", "trace")), dict(doc.get("metadata") or {}), id=doc.get("id"))
+    try:
+        for v in _need(doc, "variables", source):
+            trace.add_variable(
+                v["name"],
+                v.get("value"),
+                kind=v.get("kind", "data"),
+                id=v["id"],
+                version=v.get("version"),
+                serializable=bool(v.get("serializable", True)),
+                created_ns=int(v.get("created_ns", 0)),
+                meta=v.get("meta") or {},
+            )
+        for o in _need(doc, "operations", source):
+            args = [Slot(var=s.get("var"), const=s.get("const")) for s in o.get("args", [])]
+            kwargs = {k: Slot(var=s.get("var"), const=s.get("const")) for k, s in o.get("kwargs", {}).items()}
+            for s in [*args, *kwargs.values()]:
+                if s.var is not None and s.var not in trace.variables:
+                    raise DanglingVariableError(
+                        f"{source}: operation {o['id']} argument refers to unknown variable {s.var!r}"
+                    )
+            trace.add_operation(
+                o["name"],
+                o.get("inputs", []),
+                o.get("outputs", []),
+                kind=o.get("kind") or o["name"],
+                id=o["id"],
+                params=dict(o.get("params") or {}),
+                prompt=o.get("prompt"),
+                model_id=o.get("model_id"),
+                start_ns=int(o.get("start_ns", 0)),
+                end_ns=int(o.get("end_ns", 0)),
+                handle_ref=o.get("handle_ref"),
+                parent=o.get("parent"),
+                error=o.get("error"),
+                args=args,
+                kwargs=kwargs,
+                arg_names=list(o.get("arg_names") or [None] * len(args)),
+                output_mode=o.get("output_mode", "single"),
+                meta=dict(o.get("meta") or {}),
+            )
+    except (KeyError, TypeError) as exc:
+        raise TraceFileError(f"{source}: malformed trace ({type(exc).__name__}: {exc})") from exc
+    final = doc.get("final")
+    if final is not None:
+        trace.final = final
+    attach_handles(trace, handles or {}, resolve_imports=resolve_imports)
+    return trace
+
+
+def attach_handles(
+    trace: Trace, handles: Mapping[str, Callable[..., Any]], *, resolve_imports: bool = False
+) -> int:
+    """Attach callables to a trace's operations; returns how many operations got one."""
+    n = 0
+    for op in trace.operations.values():
+        fn = (
+            handles.get(op.id)
+            or (handles.get(op.handle_ref) if op.handle_ref else None)
+            or handles.get(op.name)
+        )
+        if fn is None and resolve_imports and op.handle_ref:
+            fn = _import_ref(op.handle_ref)
+        if fn is not None:
+            trace.handles[op.id] = fn
+            n += 1
+    return n
+
+
+def _import_ref(ref: str) -> Callable[..., Any] | None:
+    mod, _, qual = ref.partition(":")
+    if not mod or not qual or "<locals>" in qual:
+        return None
+    try:
+        obj: Any = importlib.import_module(mod)
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        return None
+    obj = getattr(obj, "__wrapped__", obj)
+    return obj if callable(obj) else None
+
+
+def load_trace(
+    path: str | os.PathLike[str],
+    *,
+    handles: Mapping[str, Callable[..., Any]] | None = None,
+    resolve_imports: bool = False,
+) -> Trace:
+    """Read a trace written by :func:`save_trace`.
+
+    Args:
+        path: The file.
+        handles: Callables to re-attach for replay (see :func:`trace_from_dict`).
+        resolve_imports: Import top-level functions named by ``handle_ref``.
+
+    Returns:
+        The trace.
+
+    Raises:
+        TraceFileError: Missing file, invalid JSON or malformed content.
+        TraceSchemaError: Written by a newer schema version.
+    """
+    try:
+        doc = read_json(path)
+    except StoreError as exc:
+        raise TraceFileError(str(exc)) from exc
+    return trace_from_dict(doc, handles=handles, source=str(path), resolve_imports=resolve_imports)

@@ -1,0 +1,504 @@
+"""Instrumentation: record a pipeline's operations into a :class:`~zjulab.memtrace.graph.Trace`.
+
+Decorate each step with ``@tracer.operation("extract")`` and run the pipeline inside
+``with tracer.trace() as trace:``. A value returned by one step and passed to another is the
+same Python object, so the tracer links them by object identity: the return value becomes an
+output variable, and an argument that is a known value becomes an input edge. Other data
+arguments (strings, lists, dicts, tuples) become new *source* variables; scalars, arguments
+named in ``params`` and other objects (models, ``self``) are recorded as constants.
+
+The active recording lives in a :class:`contextvars.ContextVar`, so threads and asyncio
+tasks each see their own recording, and nothing is recorded outside ``tracer.trace()``. A
+decorated function called with no active recording costs one context-variable lookup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import copy
+import functools
+import inspect
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from zjulab.memtrace.errors import TracingError
+from zjulab.memtrace.graph import Operation, Slot, Trace
+
+__all__ = ["OperationScope", "OperationSpec", "Tracer"]
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_DATA_TYPES = (str, bytes, list, dict, tuple, set, frozenset)
+_SCALARS = (int, float, bool, type(None))
+_tracer_ids = itertools.count()
+
+
+def _snapshot(value: Any, mode: str) -> Any:
+    if mode == "reference":
+        return value
+    try:
+        return copy.deepcopy(value)
+    except Exception:
+        logger.debug("value of type %s cannot be deep-copied; kept by reference", type(value).__name__)
+        return value
+
+
+def _handle_ref(fn: Callable[..., Any]) -> str | None:
+    mod = getattr(fn, "__module__", None)
+    qual = getattr(fn, "__qualname__", None)
+    return f"{mod}:{qual}" if mod and qual else None
+
+
+@dataclass
+class _Recording:
+    """One active trace plus the identity map from live objects to variable ids."""
+
+    trace: Trace
+    snapshot: str
+    live: dict[int, tuple[str, Any]] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def lookup(self, value: Any) -> str | None:
+        hit = self.live.get(id(value))
+        if hit is not None and hit[1] is value:
+            return hit[0]
+        return None
+
+    def register(self, value: Any, name: str, kind: str) -> str:
+        with self.lock:
+            var = self.trace.add_variable(
+                name, _snapshot(value, self.snapshot), kind=kind, created_ns=time.time_ns()
+            )
+            self.live[id(value)] = (var.id, value)
+            return var.id
+
+
+class OperationScope:
+    """An operation recorded with a ``with`` block.
+
+    Obtain one from ``with tracer.operation("summarise", inputs={"notes": notes}) as op:``;
+    call :meth:`set_output` with the result before the block ends. Without an active trace the
+    scope records nothing.
+    """
+
+    def __init__(self, spec: OperationSpec, recording: _Recording | None, inputs: dict[str, Any]):
+        self._spec = spec
+        self._rec = recording
+        self._inputs = inputs
+        self._outputs: list[tuple[Any, str]] = []
+        self._start = 0
+        self._token: contextvars.Token[str | None] | None = None
+        self.op: Operation | None = None
+
+    def set_output(self, value: Any, name: str | None = None) -> Any:
+        """Record ``value`` as an output of this operation and return it unchanged."""
+        if name is None:
+            k = len(self._outputs)
+            name = self._spec.outputs[k] if k < len(self._spec.outputs) else f"{self._spec.name}.out"
+        self._outputs.append((value, name))
+        return value
+
+    def __enter__(self) -> OperationScope:
+        self._start = time.time_ns()
+        if self._rec is not None:
+            self._token = self._spec.tracer._current_op.set(self._spec.tracer._reserve_op_id(self._rec))
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if self._rec is None:
+            return
+        tracer = self._spec.tracer
+        assert self._token is not None
+        op_id = tracer._current_op.get()
+        tracer._current_op.reset(self._token)
+        rec = self._rec
+        with rec.lock:
+            kwargs: dict[str, Slot] = {}
+            inputs: list[str] = []
+            params: dict[str, Any] = {}
+            for pname, value in self._inputs.items():
+                slot, param = tracer._slot_for(rec, pname, value, self._spec)
+                kwargs[pname] = slot
+                if slot.var is not None:
+                    inputs.append(slot.var)
+                elif param:
+                    params[pname] = value
+            outs = [rec.register(v, n, self._spec.output_kind) for v, n in self._outputs]
+            self.op = rec.trace.add_operation(
+                self._spec.name,
+                inputs,
+                outs,
+                kind=self._spec.kind,
+                id=op_id,
+                kwargs=kwargs,
+                params=params,
+                prompt=self._spec.prompt,
+                model_id=self._spec.model_id,
+                start_ns=self._start,
+                end_ns=time.time_ns(),
+                parent=self._token.old_value
+                if self._token.old_value is not contextvars.Token.MISSING
+                else None,
+                error=None if exc is None else repr(exc),
+                output_mode="single" if len(outs) <= 1 else "tuple",
+            )
+
+
+class OperationSpec:
+    """What ``tracer.operation(...)`` returns: a decorator, or a ``with`` block.
+
+    See :meth:`Tracer.operation` for the arguments.
+    """
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        name: str,
+        kind: str | None,
+        outputs: Sequence[str],
+        params: Sequence[str],
+        ignore: Sequence[str],
+        prompt: str | None,
+        prompt_arg: str,
+        model_id: str | None,
+        output_kind: str,
+        inputs: dict[str, Any] | None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise TracingError(f"operation name must be a non-empty string, got {name!r}")
+        self.tracer = tracer
+        self.name = name
+        self.kind = kind or name
+        self.outputs = tuple(outputs)
+        self.params = frozenset(params)
+        self.ignore = frozenset(ignore)
+        self.prompt = prompt
+        self.prompt_arg = prompt_arg
+        self.model_id = model_id
+        self.output_kind = output_kind
+        self.inputs = dict(inputs or {})
+        self._scope: OperationScope | None = None
+
+    # decorator use
+    def __call__(self, fn: F) -> F:
+        """Wrap ``fn`` so each call inside an active trace is recorded as this operation."""
+        tracer = self.tracer
+        active = tracer._active
+        try:
+            sig: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):
+            sig = None
+        spec = self
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                rec = active.get()
+                if rec is None:
+                    return await fn(*args, **kwargs)
+                call = tracer._begin(rec, spec, fn, sig, args, kwargs)
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    tracer._end(rec, call, None, exc)
+                    raise
+                tracer._end(rec, call, result, None)
+                return result
+
+            awrapper.__memtrace_spec__ = spec  # type: ignore[attr-defined]
+            return awrapper  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            rec = active.get()
+            if rec is None:
+                return fn(*args, **kwargs)
+            call = tracer._begin(rec, spec, fn, sig, args, kwargs)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                tracer._end(rec, call, None, exc)
+                raise
+            tracer._end(rec, call, result, None)
+            return result
+
+        wrapper.__memtrace_spec__ = spec  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    # context-manager use
+    def __enter__(self) -> OperationScope:
+        if self._scope is not None:
+            raise TracingError(
+                f"operation spec {self.name!r} is already open; call tracer.operation(...) again"
+            )
+        self._scope = OperationScope(self, self.tracer._active.get(), self.inputs)
+        return self._scope.__enter__()
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        scope, self._scope = self._scope, None
+        if scope is not None:
+            scope.__exit__(exc_type, exc, tb)
+
+
+@dataclass
+class _Call:
+    op_id: str
+    token: contextvars.Token[str | None]
+    parent: str | None
+    spec: OperationSpec
+    fn: Callable[..., Any]
+    args: list[Slot]
+    kwargs: dict[str, Slot]
+    arg_names: list[str | None]
+    inputs: list[str]
+    params: dict[str, Any]
+    prompt: str | None
+    model_id: str | None
+    start: int
+
+
+class Tracer:
+    """Records pipeline operations into evolution graphs.
+
+    Args:
+        enabled: When false, ``trace()`` yields None and nothing is recorded.
+        snapshot: ``"deepcopy"`` stores an immutable copy of each value; ``"reference"``
+            stores the object itself (faster; only safe when steps never mutate their data).
+
+    Example:
+        >>> tracer = Tracer()
+        >>> @tracer.operation("double")
+        ... def double(xs):
+        ...     return [2 * x for x in xs]
+        >>> with tracer.trace() as t:
+        ...     _ = double([1, 2])
+        >>> [op.name for op in t.operations.values()]
+        ['double']
+    """
+
+    def __init__(self, enabled: bool = True, *, snapshot: str = "deepcopy") -> None:
+        if snapshot not in ("deepcopy", "reference"):
+            raise TracingError(f"snapshot must be 'deepcopy' or 'reference', got {snapshot!r}")
+        self.enabled = enabled
+        self.snapshot = snapshot
+        uid = next(_tracer_ids)
+        self._active: contextvars.ContextVar[_Recording | None] = contextvars.ContextVar(
+            f"memtrace_active_{uid}", default=None
+        )
+        self._current_op: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+            f"memtrace_op_{uid}", default=None
+        )
+
+    # ------------------------------------------------------------------ recording scope
+    @contextlib.contextmanager
+    def trace(self, name: str = "trace", **metadata: Any) -> Iterator[Trace | None]:
+        """Record every decorated call made inside the block (in this thread / task).
+
+        Args:
+            name: Trace name.
+            **metadata: Stored in ``trace.metadata``.
+
+        Yields:
+            The trace being recorded, or None when the tracer is disabled.
+        """
+        if not self.enabled:
+            yield None
+            return
+        rec = _Recording(Trace(name, metadata), self.snapshot)
+        token = self._active.set(rec)
+        op_token = self._current_op.set(None)
+        try:
+            yield rec.trace
+        finally:
+            self._current_op.reset(op_token)
+            self._active.reset(token)
+
+    def current(self) -> Trace | None:
+        """The trace being recorded in this context, if any."""
+        rec = self._active.get()
+        return None if rec is None else rec.trace
+
+    # ------------------------------------------------------------------ public helpers
+    def operation(
+        self,
+        name: str,
+        kind: str | None = None,
+        *,
+        outputs: Sequence[str] = (),
+        params: Sequence[str] = (),
+        ignore: Sequence[str] = ("self", "cls"),
+        prompt: str | None = None,
+        prompt_arg: str = "prompt",
+        model_id: str | None = None,
+        output_kind: str = "data",
+        inputs: dict[str, Any] | None = None,
+    ) -> OperationSpec:
+        """Declare an operation, as a decorator or a ``with`` block.
+
+        Args:
+            name: Step name (``"extract"``).
+            kind: Step kind for failure-mode defaults (defaults to ``name``).
+            outputs: Output variable names. With two or more names a returned tuple of that
+                length is split into one variable each; with one name, or none
+                (``"<name>.out"``), the return value is one variable.
+            params: Argument names always recorded as constants (never as variables).
+            ignore: Argument names recorded as constants and left out of ``params`` views.
+            prompt: The prompt template, if it is not an argument.
+            prompt_arg: Name of the argument holding the prompt (recorded as ``op.prompt``
+                and patchable in replay).
+            model_id: Model id; otherwise taken from a constant argument's ``model_id``.
+            output_kind: ``kind`` label of the output variables.
+            inputs: For ``with`` use only: the named input values.
+
+        Returns:
+            An :class:`OperationSpec`.
+        """
+        return OperationSpec(
+            self, name, kind, outputs, params, ignore, prompt, prompt_arg, model_id, output_kind, inputs
+        )
+
+    def variable(self, value: Any, name: str, kind: str = "data") -> Any:
+        """Record ``value`` as a source variable and return it unchanged.
+
+        Later steps that receive this very object get an edge from it. Outside an active
+        trace, nothing happens.
+        """
+        rec = self._active.get()
+        if rec is not None:
+            rec.register(value, name, kind)
+        return value
+
+    # ------------------------------------------------------------------ internals
+    def _reserve_op_id(self, rec: _Recording) -> str:
+        # ids come from a monotonic counter, so an id handed out here is never reused
+        return rec.trace.new_id("op")
+
+    def _slot_for(self, rec: _Recording, pname: str, value: Any, spec: OperationSpec) -> tuple[Slot, bool]:
+        """Return the slot for one argument and whether it is a user-visible parameter."""
+        vid = rec.lookup(value)
+        if vid is not None:
+            return Slot(var=vid), False
+        if pname in spec.ignore:
+            return Slot(const=value), False
+        if pname in spec.params or pname == spec.prompt_arg or isinstance(value, _SCALARS):
+            return Slot(const=value), True
+        if isinstance(value, _DATA_TYPES):
+            return Slot(var=rec.register(value, pname, "source")), False
+        return Slot(const=value), False
+
+    def _begin(
+        self,
+        rec: _Recording,
+        spec: OperationSpec,
+        fn: Callable[..., Any],
+        sig: inspect.Signature | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> _Call:
+        names: list[str | None] = [None] * len(args)
+        if sig is not None:
+            plist = list(sig.parameters.values())
+            for i in range(len(args)):
+                if i < len(plist) and plist[i].kind in (
+                    inspect.Parameter.POSITIONAL_ONLY,
+                    inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                ):
+                    names[i] = plist[i].name
+                elif i < len(plist) and plist[i].kind is inspect.Parameter.VAR_POSITIONAL:
+                    names[i:] = [f"{plist[i].name}[{j}]" for j in range(len(args) - i)]
+                    break
+        inputs: list[str] = []
+        params: dict[str, Any] = {}
+        model_id = spec.model_id
+        prompt = spec.prompt
+        with rec.lock:
+            aslots: list[Slot] = []
+            for i, value in enumerate(args):
+                pname = names[i] or f"arg{i}"
+                slot, is_param = self._slot_for(rec, pname, value, spec)
+                aslots.append(slot)
+                if slot.var is not None:
+                    inputs.append(slot.var)
+                elif is_param:
+                    params[pname] = value
+                if model_id is None and slot.var is None:
+                    model_id = _model_id_of(value)
+            kslots: dict[str, Slot] = {}
+            for pname, value in kwargs.items():
+                slot, is_param = self._slot_for(rec, pname, value, spec)
+                kslots[pname] = slot
+                if slot.var is not None:
+                    inputs.append(slot.var)
+                elif is_param:
+                    params[pname] = value
+                if model_id is None and slot.var is None:
+                    model_id = _model_id_of(value)
+            if spec.prompt_arg in params and isinstance(params[spec.prompt_arg], str):
+                prompt = params[spec.prompt_arg]
+            op_id = rec.trace.new_id("op")
+        parent = self._current_op.get()
+        token = self._current_op.set(op_id)
+        return _Call(
+            op_id,
+            token,
+            parent,
+            spec,
+            fn,
+            aslots,
+            kslots,
+            names,
+            inputs,
+            params,
+            prompt,
+            model_id,
+            time.time_ns(),
+        )
+
+    def _end(self, rec: _Recording, call: _Call, result: Any, exc: BaseException | None) -> None:
+        end = time.time_ns()
+        self._current_op.reset(call.token)
+        spec = call.spec
+        with rec.lock:
+            outs: list[str] = []
+            mode = "single"
+            if exc is None:
+                if len(spec.outputs) > 1 and isinstance(result, tuple) and len(result) == len(spec.outputs):
+                    outs = [rec.register(v, n, spec.output_kind) for v, n in zip(result, spec.outputs)]
+                    mode = "tuple"
+                else:
+                    name = spec.outputs[0] if spec.outputs else f"{spec.name}.out"
+                    outs = [rec.register(result, name, spec.output_kind)]
+            rec.trace.add_operation(
+                spec.name,
+                list(dict.fromkeys(call.inputs)),
+                outs,
+                kind=spec.kind,
+                id=call.op_id,
+                handle=call.fn,
+                args=call.args,
+                kwargs=call.kwargs,
+                arg_names=call.arg_names,
+                params=call.params,
+                prompt=call.prompt,
+                model_id=call.model_id,
+                start_ns=call.start,
+                end_ns=end,
+                handle_ref=_handle_ref(call.fn),
+                parent=call.parent,
+                error=None if exc is None else repr(exc),
+                output_mode=mode,
+            )
+
+
+def _model_id_of(value: Any) -> str | None:
+    mid = getattr(value, "model_id", None)
+    return mid if isinstance(mid, str) else None
