@@ -94,6 +94,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from zjulab.common.errors import ModelNotAvailableError
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     sentences = [
         "A cat sleeps on the warm windowsill.",
         "The kitten is napping in the sun by the window.",
