@@ -1,0 +1,78 @@
+"""Save and load trained task models as versioned directories (atomic writes)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zjulab.common.errors import SchemaVersionError
+from zjulab.common.io import atomic_directory, read_json, write_json
+
+from zjulab.crs.config import TrainConfig
+from zjulab.crs.errors import NotTrainedError
+
+__all__ = ["FORMAT_VERSION", "read_checkpoint", "save_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+"""Version of the checkpoint layout (``crs.json`` + ``backbone/`` + ``head.pt``)."""
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    task: str,
+    config: TrainConfig,
+    backbone: Any,
+    tokenizer: Any,
+    head_state: dict[str, torch.Tensor] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint directory: ``backbone/`` (``save_pretrained``), ``head.pt`` and
+    ``crs.json`` (format version, task, config, label vocabularies). The directory is built
+    aside and swapped in, so a crash never leaves a half-written checkpoint."""
+    target = Path(path)
+    with atomic_directory(target) as tmp:
+        backbone.save_pretrained(tmp / "backbone")
+        tokenizer.save_pretrained(tmp / "backbone")
+        if head_state is not None:
+            torch.save({k: v.detach().cpu() for k, v in head_state.items()}, tmp / "head.pt")
+        write_json(
+            tmp / "crs.json",
+            {"format_version": FORMAT_VERSION, "task": task, "config": asdict(config), "meta": meta or {}},
+        )
+    logger.info("saved %s model to %s", task, target)
+    return target
+
+
+def read_checkpoint(path: str | os.PathLike[str], task: str) -> tuple[dict[str, Any], dict[str, Any], Path, dict[str, torch.Tensor] | None]:
+    """Read what :func:`save_checkpoint` wrote.
+
+    Returns:
+        ``(config_dict, meta, backbone_dir, head_state_or_None)``.
+
+    Raises:
+        NotTrainedError: No checkpoint at ``path``.
+        SchemaVersionError: The checkpoint has another format version.
+        UnknownLabelError: The checkpoint belongs to another task.
+    """
+    from zjulab.crs.errors import UnknownLabelError
+
+    root = Path(path)
+    if not (root / "crs.json").is_file():
+        raise NotTrainedError(f"{root}: no checkpoint (crs.json missing)")
+    info = read_json(root / "crs.json")
+    version = info.get("format_version")
+    if version != FORMAT_VERSION:
+        raise SchemaVersionError(f"{root}: checkpoint format {version!r}, this library reads {FORMAT_VERSION}")
+    if info.get("task") != task:
+        raise UnknownLabelError(f"{root}: checkpoint is for task {info.get('task')!r}, not {task!r}")
+    head = root / "head.pt"
+    state = torch.load(head, map_location="cpu", weights_only=True) if head.is_file() else None
+    return dict(info["config"]), dict(info.get("meta", {})), root / "backbone", state

@@ -1,0 +1,323 @@
+"""Turn dialogues into the samples of the five tasks.
+
+* :class:`UnderstandingExample` -- one utterance with its attribute spans (task 1).
+* :class:`ElicitationExample` -- the dialogue before an assistant question and the attributes
+  that question asks about (task 2).
+* :class:`RecommendationExample` -- the needs elicited before a recommendation, the user's
+  behaviour history, the candidate items and the recommended one(s) (task 3).
+* :class:`GenerationExample` -- context, needs and the recommended item before an assistant
+  question or explanation, and that utterance as the target (task 4).
+* :class:`EvaluationExample` -- a context, an assistant response and its human quality score
+  (task 5).
+
+:func:`build_task_samples` makes all five lists for one split of a
+:class:`~zjulab.crs.loaders.UNeedCorpus`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from zjulab.crs.dialogue import Dialogue, Item, Utterance
+from zjulab.crs.loaders import UNeedCorpus
+
+__all__ = [
+    "TASKS",
+    "ElicitationExample",
+    "EvaluationExample",
+    "GenerationExample",
+    "RecommendationExample",
+    "TaskSamples",
+    "UnderstandingExample",
+    "build_elicitation",
+    "build_evaluation",
+    "build_generation",
+    "build_recommendation",
+    "build_task_samples",
+    "build_understanding",
+    "render_context",
+]
+
+Task = Literal["understanding", "elicitation", "recommendation", "generation", "evaluation"]
+TASKS: tuple[Task, ...] = ("understanding", "elicitation", "recommendation", "generation", "evaluation")
+"""The five U-NEED tasks in the paper's order."""
+
+LINK_ONLY = {"仅发送商品链接", "here is a link"}
+"""Recommendation texts that only carry a link (not generation targets)."""
+
+Turn = tuple[str, str]
+
+
+def render_context(context: Sequence[Turn], max_turns: int | None = None) -> str:
+    """Render ``(role, text)`` turns as ``role: text`` lines (the last ``max_turns`` only)."""
+    turns = list(context)[-max_turns:] if max_turns else list(context)
+    return "\n".join(f"{role}: {text}" for role, text in turns)
+
+
+@dataclass
+class UnderstandingExample:
+    """Task 1: tag the attribute values in one utterance.
+
+    Args:
+        text: The utterance.
+        spans: Gold ``(key, start, end)`` spans.
+        pairs: Gold ``(key, value)`` pairs, including value-less mentions.
+        role: Speaker.
+        context: Earlier ``(role, text)`` turns.
+        category: Canonical category.
+        sid: Dialogue id.
+        seq_no: Utterance number.
+    """
+
+    text: str
+    spans: list[tuple[str, int, int]]
+    pairs: list[tuple[str, str]]
+    role: str = "user"
+    context: list[Turn] = field(default_factory=list)
+    category: str = ""
+    sid: str = ""
+    seq_no: int = 0
+
+
+@dataclass
+class ElicitationExample:
+    """Task 2: which attributes should the assistant ask about next.
+
+    Args:
+        context: ``(role, text)`` turns before the question.
+        known: ``(key, value)`` pairs the user gave so far.
+        targets: Attribute keys the assistant asked about.
+        category: Canonical category.
+        sid: Dialogue id.
+    """
+
+    context: list[Turn]
+    known: list[tuple[str, str]]
+    targets: list[str]
+    category: str = ""
+    sid: str = ""
+
+
+@dataclass
+class RecommendationExample:
+    """Task 3: rank candidate items from the needs, knowledge and behaviours.
+
+    Args:
+        needs: ``(key, value)`` pairs the user gave before the recommendation.
+        history: Item ids of the user's behaviours (oldest first).
+        candidates: Candidate item ids.
+        targets: Recommended (relevant) item ids.
+        context: ``(role, text)`` turns before the recommendation.
+        category: Canonical category.
+        sid: Dialogue id.
+        user_id: User id.
+    """
+
+    needs: list[tuple[str, str]]
+    history: list[str]
+    candidates: list[str]
+    targets: list[str]
+    context: list[Turn] = field(default_factory=list)
+    category: str = ""
+    sid: str = ""
+    user_id: str = ""
+
+
+@dataclass
+class GenerationExample:
+    """Task 4: generate the assistant's next utterance.
+
+    Args:
+        context: ``(role, text)`` turns before the response.
+        needs: ``(key, value)`` pairs given so far.
+        ask: Attribute keys the response asks about (empty for explanations).
+        item: The most recently recommended item, if any.
+        response: The gold response.
+        act: The response's act (``system_ask`` or ``system_explain``).
+        category: Canonical category.
+        sid: Dialogue id.
+    """
+
+    context: list[Turn]
+    needs: list[tuple[str, str]]
+    ask: list[str]
+    item: Item | None
+    response: str
+    act: str = "system_ask"
+    category: str = ""
+    sid: str = ""
+
+
+@dataclass
+class EvaluationExample:
+    """Task 5: a response and its human quality score.
+
+    Args:
+        context: ``(role, text)`` turns before the response.
+        response: The assistant's response.
+        score: Human quality score.
+        category: Canonical category.
+        sid: Dialogue id.
+    """
+
+    context: list[Turn]
+    response: str
+    score: float
+    category: str = ""
+    sid: str = ""
+
+
+def _turn(u: Utterance) -> Turn:
+    return (u.role, u.text)
+
+
+def build_understanding(dialogues: Sequence[Dialogue]) -> list[UnderstandingExample]:
+    """One example per utterance, link-only recommendation turns excluded."""
+    out = []
+    for d in dialogues:
+        for i, u in enumerate(d.utterances):
+            if u.act == "system_recommend" and u.text in LINK_ONLY:
+                continue
+            out.append(
+                UnderstandingExample(
+                    text=u.text,
+                    spans=[(a.key, a.start, a.end) for a in u.attributes if a.has_span],
+                    pairs=u.pairs(),
+                    role=u.role,
+                    context=[_turn(x) for x in d.utterances[:i]],
+                    category=d.category,
+                    sid=d.sid,
+                    seq_no=u.seq_no,
+                )
+            )
+    return out
+
+
+def _known(utts: Sequence[Utterance]) -> list[tuple[str, str]]:
+    seen: dict[str, str] = {}
+    for u in utts:
+        if u.is_user:
+            for a in u.attributes:
+                if a.value:
+                    seen[a.key] = a.value
+    return list(seen.items())
+
+
+def build_elicitation(dialogues: Sequence[Dialogue]) -> list[ElicitationExample]:
+    """One example per assistant question (``system_ask``) that names at least one attribute."""
+    out = []
+    for d in dialogues:
+        for i, u in enumerate(d.utterances):
+            if u.act != "system_ask":
+                continue
+            keys = list(dict.fromkeys(a.key for a in u.attributes))
+            if not keys:
+                continue
+            prev = d.utterances[:i]
+            out.append(ElicitationExample([_turn(x) for x in prev], _known(prev), keys, d.category, d.sid))
+    return out
+
+
+def build_recommendation(
+    dialogues: Sequence[Dialogue], corpus: UNeedCorpus | None = None
+) -> list[RecommendationExample]:
+    """One example per recommendation turn with a recommended item.
+
+    Candidates come from the turn's ``rec_item_candidates``; when the file has none, every
+    known item of the same category (by the ``category``/``一级类目`` knowledge tuple) is a
+    candidate. Behaviours are taken from ``corpus`` (all of the user's records, oldest first).
+    """
+    history: dict[str, list[str]] = defaultdict(list)
+    by_cat: dict[str, list[str]] = defaultdict(list)
+    if corpus is not None:
+        for b in sorted(corpus.behaviours, key=lambda x: x.time):
+            history[b.user_id].append(b.item_id)
+        for item in corpus.items.values():
+            cat = (item.values("category") or item.values("一级类目") or [""])[0]
+            by_cat[cat].append(item.item_id)
+    out = []
+    for d in dialogues:
+        for i, u in enumerate(d.utterances):
+            if u.act != "system_recommend" or not u.rec_item_ids:
+                continue
+            cands: list[str] = list(u.rec_candidates[0]) if u.rec_candidates else []
+            if not cands:
+                cat_ids = {info.split("@", 1)[1] for info in u.rec_item_info if "@" in info}
+                cands = [x for c in (cat_ids | {d.category}) for x in by_cat.get(c, [])]
+            cands = list(dict.fromkeys(cands + [x for x in u.rec_item_ids if x not in cands]))
+            prev = d.utterances[:i]
+            out.append(
+                RecommendationExample(
+                    needs=_known(prev),
+                    history=list(history.get(d.user_id, [])),
+                    candidates=cands,
+                    targets=list(u.rec_item_ids),
+                    context=[_turn(x) for x in prev],
+                    category=d.category,
+                    sid=d.sid,
+                    user_id=d.user_id,
+                )
+            )
+    return out
+
+
+def build_generation(dialogues: Sequence[Dialogue], corpus: UNeedCorpus | None = None) -> list[GenerationExample]:
+    """One example per assistant question or explanation (link-only turns skipped)."""
+    items = corpus.items if corpus is not None else {}
+    out = []
+    for d in dialogues:
+        last_item: Item | None = None
+        for i, u in enumerate(d.utterances):
+            if u.rec_item_ids:
+                iid = u.rec_item_ids[0]
+                last_item = items.get(iid, Item(item_id=iid))
+            if u.is_user or u.act not in ("system_ask", "system_explain") or u.text in LINK_ONLY:
+                continue
+            if d.quality.get(u.seq_no, 5.0) < 3.5:
+                continue  # a response rated poor is not a generation target
+            prev = d.utterances[:i]
+            ask = list(dict.fromkeys(a.key for a in u.attributes)) if u.act == "system_ask" else []
+            out.append(
+                GenerationExample(
+                    [_turn(x) for x in prev], _known(prev), ask, last_item, u.text, u.act, d.category, d.sid
+                )
+            )
+    return out
+
+
+def build_evaluation(dialogues: Sequence[Dialogue]) -> list[EvaluationExample]:
+    """One example per assistant utterance that has a quality score."""
+    out = []
+    for d in dialogues:
+        for i, u in enumerate(d.utterances):
+            if u.seq_no in d.quality:
+                out.append(
+                    EvaluationExample([_turn(x) for x in d.utterances[:i]], u.text, d.quality[u.seq_no], d.category, d.sid)
+                )
+    return out
+
+
+@dataclass
+class TaskSamples:
+    """The five tasks' samples of one split."""
+
+    understanding: list[UnderstandingExample]
+    elicitation: list[ElicitationExample]
+    recommendation: list[RecommendationExample]
+    generation: list[GenerationExample]
+    evaluation: list[EvaluationExample]
+
+
+def build_task_samples(corpus: UNeedCorpus, split: str) -> TaskSamples:
+    """All five tasks' samples of one split of ``corpus``."""
+    ds = corpus.split(split)
+    return TaskSamples(
+        understanding=build_understanding(ds),
+        elicitation=build_elicitation(ds),
+        recommendation=build_recommendation(ds, corpus),
+        generation=build_generation(ds, corpus),
+        evaluation=build_evaluation(ds),
+    )

@@ -1,0 +1,118 @@
+"""Per-task metric bundles shared by baselines, trained models and LLM variants.
+
+Each function takes the task's examples and one prediction per example and returns a flat
+``{metric: value}`` dict, so every system of a task is scored by the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from zjulab.crs.errors import MetricInputError
+from zjulab.crs.metrics import (
+    bleu,
+    distinct_n,
+    hit_at_k,
+    mrr_at_k,
+    multilabel_prf,
+    ndcg_at_k,
+    pair_prf,
+    pearson,
+    span_prf,
+    spearman,
+)
+from zjulab.crs.samples import (
+    ElicitationExample,
+    EvaluationExample,
+    GenerationExample,
+    RecommendationExample,
+    UnderstandingExample,
+)
+
+__all__ = [
+    "elicitation_scores",
+    "evaluation_scores",
+    "generation_scores",
+    "recommendation_scores",
+    "understanding_scores",
+]
+
+Span = tuple[str, int, int]
+
+
+def _valued(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in pairs if v.strip()]
+
+
+def understanding_scores(
+    examples: Sequence[UnderstandingExample],
+    spans: Sequence[Sequence[Span]] | None = None,
+    pairs: Sequence[Sequence[tuple[str, str]]] | None = None,
+) -> dict[str, float]:
+    """Task 1: exact-span P/R/F1 (when ``spans`` are given) and ``(key, value)`` pair P/R/F1.
+
+    Pairs are compared only where the value is non-empty (value-less mentions have no span to
+    tag). When only ``spans`` are given, pairs are read off the text.
+    """
+    if spans is None and pairs is None:
+        raise MetricInputError("understanding_scores needs spans or pairs")
+    out: dict[str, float] = {}
+    if spans is not None:
+        s = span_prf([e.spans for e in examples], spans)
+        out.update(precision=s.precision, recall=s.recall, f1=s.f1)
+        if pairs is None:
+            pairs = [[(k, e.text[a:b]) for k, a, b in sp] for e, sp in zip(examples, spans)]
+    assert pairs is not None
+    p = pair_prf([_valued(e.pairs) for e in examples], [_valued(x) for x in pairs])
+    out.update(pair_precision=p.precision, pair_recall=p.recall, pair_f1=p.f1)
+    if spans is None:
+        out.update(precision=p.precision, recall=p.recall, f1=p.f1)
+    return out
+
+
+def elicitation_scores(examples: Sequence[ElicitationExample], predicted: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Task 2: sample-averaged multi-label P/R/F1 (the paper's setting) and micro F1."""
+    gold = [e.targets for e in examples]
+    s = multilabel_prf(gold, predicted)
+    m = multilabel_prf(gold, predicted, average="micro")
+    return {"precision": s.precision, "recall": s.recall, "f1": s.f1, "micro_f1": m.f1}
+
+
+def recommendation_scores(
+    examples: Sequence[RecommendationExample], ranked: Sequence[Sequence[str]], ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
+    """Task 3: Hit@k, NDCG@k and MRR@k for each ``k`` in ``ks``."""
+    targets = [e.targets for e in examples]
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"hit@{k}"] = hit_at_k(ranked, targets, k)
+        out[f"ndcg@{k}"] = ndcg_at_k(ranked, targets, k)
+        out[f"mrr@{k}"] = mrr_at_k(ranked, targets, k)
+    return out
+
+
+def generation_scores(
+    examples: Sequence[GenerationExample], responses: Sequence[str], *, tokenize: str = "13a"
+) -> dict[str, float]:
+    """Task 4: corpus BLEU-1/2 (sacrebleu) and Distinct-1/2 of the generated responses.
+
+    Args:
+        examples: Gold examples (their ``response`` is the reference).
+        responses: Generated responses.
+        tokenize: sacrebleu tokenizer (``"zh"`` for Chinese data).
+    """
+    refs = [e.response for e in examples]
+    return {
+        "bleu1": bleu(responses, refs, 1, tokenize=tokenize),
+        "bleu2": bleu(responses, refs, 2, tokenize=tokenize),
+        "distinct1": distinct_n(responses, 1),
+        "distinct2": distinct_n(responses, 2),
+    }
+
+
+def evaluation_scores(examples: Sequence[EvaluationExample], predicted: Sequence[float]) -> dict[str, float]:
+    """Task 5: Pearson and Spearman correlation with the human scores (and their p-values)."""
+    gold = [e.score for e in examples]
+    r, rp = pearson(predicted, gold)
+    rho, sp = spearman(predicted, gold)
+    return {"pearson": r, "pearson_p": rp, "spearman": rho, "spearman_p": sp}
