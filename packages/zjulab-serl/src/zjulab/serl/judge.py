@@ -8,7 +8,7 @@ same functions on its own rollouts.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,8 +97,18 @@ def score_group(
     raw_verdicts: Sequence[str],
     config: JudgeConfig | None = None,
     slots: Sequence[JudgmentSlot] | None = None,
+    parser: Callable[[str], int | None] | None = None,
 ) -> GroupJudgment:
     """Score a group from the judge's raw outputs (one per slot of :func:`~zjulab.serl.pairs.build_pairs`).
+
+    Args:
+        instruction: The request.
+        responses: The N responses.
+        raw_verdicts: The judge's outputs, one per slot.
+        config: Judge settings.
+        slots: The slots (default: :func:`~zjulab.serl.pairs.build_pairs` for N and K).
+        parser: Maps a raw output to 1, 2 or None (default: :func:`~zjulab.serl.verdict.parse_verdict`
+            with the config's format and reasoning marker).
 
     Raises:
         SERLInputError: The number of outputs does not match the slots.
@@ -110,9 +120,11 @@ def score_group(
     if len(raw_verdicts) != len(slots):
         raise SERLInputError(f"{len(raw_verdicts)} judge outputs for {len(slots)} judgment slots")
     marker = cfg.reasoning_end if cfg.strip_reasoning else None
-    verdicts = [
-        parse_verdict(t, lenient=cfg.verdict_format == "lenient", reasoning_end=marker) for t in raw_verdicts
-    ]
+    if parser is None:
+        lenient = cfg.verdict_format == "lenient"
+        verdicts = [parse_verdict(t, lenient=lenient, reasoning_end=marker) for t in raw_verdicts]
+    else:
+        verdicts = [parser(t) for t in raw_verdicts]
     shown = [strip_reasoning(r, cfg.reasoning_end) if cfg.strip_reasoning else r for r in responses]
     lengths = [word_count(r) for r in shown]
     ra = actor_rewards(lengths, slots, verdicts, mode=cfg.actor_reward, band=cfg.length_band)

@@ -1,0 +1,113 @@
+"""Training configuration: TRL's :class:`~trl.GRPOConfig` plus SERL's fields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from trl import GRPOConfig
+
+from zjulab.serl.config import DEFAULT_JUDGE_TEMPLATE, JudgeConfig
+from zjulab.serl.errors import SERLConfigError
+
+__all__ = ["SERLConfig"]
+
+
+@dataclass
+class SERLConfig(GRPOConfig):
+    r"""Settings of :class:`~zjulab.serl.trainer.SERLTrainer`.
+
+    Every :class:`~trl.GRPOConfig` field keeps its meaning: ``num_generations`` is N (actor
+    rollouts per prompt), ``max_completion_length`` bounds actor rollouts, ``beta`` is TRL's KL
+    coefficient (not SERL's judge weight), ``loss_type`` picks how each of the two clipped losses
+    is aggregated. ``per_device_train_batch_size`` counts actor rollouts; the
+    ``(N - 1) * K / 2`` judge rollouts per actor rollout ride along in the same micro-batches.
+
+    Args:
+        num_judge_generations: K, judge rollouts per unordered pair of actor rollouts (even; half
+            in each order).
+        max_judge_completion_length: Token limit of a judge rollout.
+        actor_reward: ``"length_controlled"`` (the paper's) or ``"copeland"``.
+        length_band_low: Lower bound of ``len(loser) / len(winner)`` for a win to count.
+        length_band_high: Upper bound of that ratio.
+        verdict_format: ``"boxed"`` (only ``\boxed{1}`` / ``\boxed{2}`` are valid) or ``"lenient"``.
+        strip_reasoning: Cut actor rollouts after their reasoning before judging them.
+        reasoning_end: Marker that closes a reasoning block.
+        judge_template: Judge prompt with ``{instruction}``, ``{response_1}``, ``{response_2}``.
+        loss_schedule: ``"serl"`` (``alpha = min(progress, alpha_cap)``,
+            ``beta = max(1 - alpha, beta_floor)``) or ``"constant"``.
+        alpha_cap: Largest Actor-loss weight of the SERL schedule.
+        beta_floor: Smallest Judge-loss weight of the SERL schedule.
+        actor_loss_weight: Actor-loss weight of the constant schedule.
+        judge_loss_weight: Judge-loss weight of the constant schedule.
+    """
+
+    num_judge_generations: int = field(
+        default=2, metadata={"help": "K: judge rollouts per unordered pair (even; half per order)."}
+    )  # the smallest K that sees both orders
+    max_judge_completion_length: int = field(
+        default=256, metadata={"help": "Token limit of a judge rollout."}
+    )  # a short justification and the box
+    actor_reward: Literal["length_controlled", "copeland"] = field(
+        default="length_controlled", metadata={"help": "Actor reward rule."}
+    )  # the paper's
+    length_band_low: float = field(default=0.8, metadata={"help": "Lower length-ratio bound."})  # paper
+    length_band_high: float = field(default=1.2, metadata={"help": "Upper length-ratio bound."})  # paper
+    verdict_format: Literal["boxed", "lenient"] = field(
+        default="boxed", metadata={"help": "Which judge outputs count as valid verdicts."}
+    )  # reward the format the prompt asks for
+    strip_reasoning: bool = field(
+        default=True, metadata={"help": "Judge answers without their reasoning."}
+    )  # as in the paper
+    reasoning_end: str = field(default="</think>", metadata={"help": "Marker closing reasoning."})  # Qwen3
+    judge_template: str = field(default=DEFAULT_JUDGE_TEMPLATE, metadata={"help": "Judge prompt template."})
+    loss_schedule: Literal["serl", "constant"] = field(
+        default="serl", metadata={"help": "How the Actor and Judge losses are weighted over training."}
+    )  # the paper's warm start on the Judge
+    alpha_cap: float = field(default=0.5, metadata={"help": "Largest Actor weight (SERL schedule)."})  # paper
+    beta_floor: float = field(
+        default=0.5, metadata={"help": "Smallest Judge weight (SERL schedule)."}
+    )  # paper
+    actor_loss_weight: float = field(default=1.0, metadata={"help": "Actor weight (constant schedule)."})
+    judge_loss_weight: float = field(default=1.0, metadata={"help": "Judge weight (constant schedule)."})
+    loss_type: str = field(
+        default="grpo",
+        metadata={"help": "TRL loss aggregation; 'grpo' averages each sequence, then the batch."},
+    )  # the per-sequence mean of the original GRPO, as in the authors' code
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.judge_config()  # validates K, band, template, choices
+        if self.max_judge_completion_length <= 0:
+            raise SERLConfigError(
+                f"max_judge_completion_length must be positive, got {self.max_judge_completion_length}"
+            )
+        if self.loss_schedule not in ("serl", "constant"):
+            raise SERLConfigError(f"loss_schedule must be 'serl' or 'constant', got {self.loss_schedule!r}")
+        for name in ("alpha_cap", "beta_floor", "actor_loss_weight", "judge_loss_weight"):
+            if getattr(self, name) < 0:
+                raise SERLConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        local = self.per_device_train_batch_size * self.steps_per_generation
+        if local % self.num_generations:
+            raise SERLConfigError(
+                f"per_device_train_batch_size * steps_per_generation = {local} must be a multiple of "
+                f"num_generations = {self.num_generations}, so that every process holds whole groups to judge"
+            )
+
+    def judge_config(self) -> JudgeConfig:
+        """The :class:`~zjulab.serl.config.JudgeConfig` these settings describe.
+
+        Raises:
+            SERLConfigError: An invalid K, band, template or choice.
+        """
+        return JudgeConfig(
+            num_judgments=self.num_judge_generations,
+            actor_reward=self.actor_reward,
+            length_band=(self.length_band_low, self.length_band_high),
+            verdict_format=self.verdict_format,
+            strip_reasoning=self.strip_reasoning,
+            reasoning_end=self.reasoning_end,
+            judge_template=self.judge_template,
+            max_new_tokens=self.max_judge_completion_length,
+            temperature=self.temperature,
+        )

@@ -1,0 +1,220 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from zjulab.common.testing import tiny_causal_lm
+from zjulab.serl import SERLConfig, SERLConfigError, SERLTrainer, group_advantages
+
+datasets = pytest.importorskip("datasets")
+
+PROMPTS = [
+    [{"role": "user", "content": "Write a short poem about the sea."}],
+    [{"role": "user", "content": "Recommend a phone with a large battery."}],
+]
+
+
+def alternating_parser(text):
+    """A stand-in judge format for a random tiny model: the verdict follows the output's length."""
+    return 1 + len(text) % 2
+
+
+def make_trainer(tmp_path, **overrides):
+    model, tok = tiny_causal_lm(0)
+    tok.padding_side = "left"
+    settings = dict(
+        output_dir=str(tmp_path / "out"),
+        num_generations=3,
+        num_judge_generations=2,
+        per_device_train_batch_size=6,
+        max_completion_length=8,
+        max_judge_completion_length=4,
+        max_steps=1,
+        learning_rate=1e-2,
+        logging_steps=1,
+        report_to=[],
+        bf16=False,
+        use_cpu=True,
+        save_strategy="no",
+        actor_reward="copeland",
+        seed=0,
+    )
+    settings.update(overrides)
+    args = SERLConfig(**settings)
+    ds = datasets.Dataset.from_dict({"prompt": PROMPTS})
+    trainer = SERLTrainer(
+        model, args=args, train_dataset=ds, processing_class=tok, verdict_parser=alternating_parser
+    )
+    if not hasattr(trainer, "current_gradient_accumulation_steps"):
+        trainer.current_gradient_accumulation_steps = 1
+    return trainer
+
+
+def test_one_step_updates_weights_and_logs(tmp_path):
+    trainer = make_trainer(tmp_path, loss_schedule="constant")
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p.detach())]
+    assert len(changed) == len(before)
+    # two prompt groups, each C(3,2) * K = 6 judge rollouts
+    assert [len(g.slots) for g in trainer.last_judgments] == [6, 6]
+    logs = trainer.state.log_history[0]
+    for key in ("serl/consistency_rate", "serl/invalid_rate", "serl/position_bias", "serl/reward_spread"):
+        assert key in logs and math.isfinite(logs[key])
+    assert "serl/actor_loss" in logs and "serl/judge_loss" in logs
+    assert "judge/completions/max_length" in logs and logs["judge/completions/max_length"] <= 4
+    assert logs["completions/max_length"] <= 8
+    assert logs["serl/alpha"] == 1.0 and logs["serl/beta"] == 1.0
+
+
+def test_generation_batch_joins_actor_and_judge_rows(tmp_path):
+    trainer = make_trainer(tmp_path)
+    trainer.model.train()
+    torch.manual_seed(0)
+    batch = trainer._generate_and_score_completions([{"prompt": p} for p in PROMPTS for _ in range(3)])
+    role = batch["serl_role"]
+    assert int((role == 0).sum()) == 6 and int((role == 1).sum()) == 12
+    assert batch["completion_ids"].size(0) == batch["prompt_ids"].size(0) == batch["advantages"].size(0) == 18
+    # actor advantages: GRPO normalisation of the Actor rewards over N = 3
+    actor = np.concatenate([g.actor_rewards for g in trainer.last_judgments])
+    np.testing.assert_allclose(
+        batch["advantages"][:6].numpy(), group_advantages(actor, 3), rtol=1e-5, atol=1e-5
+    )
+    # judge advantages: over the K = 2 rollouts of each pair
+    judge = np.concatenate([g.judge_rewards for g in trainer.last_judgments])
+    np.testing.assert_allclose(
+        batch["advantages"][6:].numpy(), group_advantages(judge, 2), rtol=1e-5, atol=1e-5
+    )
+    # judge rewards follow from the verdicts and Actor rewards
+    for g in trainer.last_judgments:
+        for s, v, r in zip(g.slots, g.verdicts, g.judge_rewards):
+            w, l = s.winner(v), s.loser(v)
+            assert r == np.sign(g.actor_rewards[w] - g.actor_rewards[l])
+    # the judge prompt holds both responses; completions are at most the judge length
+    assert batch["completion_mask"][6:].sum(1).max() <= 4
+    assert int(batch["num_items_in_batch"]) == int(batch["serl_actor_items"]) + int(batch["serl_judge_items"])
+
+
+def _hand_loss(model, p_ids, p_mask, c_ids, c_mask, adv, old, eps=0.2):
+    """The clipped GRPO loss in plain torch: mean over sequences of the token-mean objective."""
+    ids = torch.cat([p_ids, c_ids], 1)
+    att = torch.cat([p_mask, c_mask], 1)
+    t = c_ids.size(1)
+    logits = model(input_ids=ids, attention_mask=att).logits[:, -t - 1 : -1].float()
+    logp = torch.log_softmax(logits, -1).gather(-1, c_ids.unsqueeze(-1)).squeeze(-1)
+    ratio = torch.exp(logp - old)
+    a = adv.unsqueeze(1)
+    per_token = -torch.min(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a)
+    return ((per_token * c_mask).sum(1) / c_mask.sum(1).clamp(min=1)).mean()
+
+
+def _fixed_batch(model):
+    g = torch.Generator().manual_seed(3)
+    p_ids = torch.randint(10, 200, (4, 5), generator=g)
+    c_ids = torch.randint(10, 200, (4, 3), generator=g)
+    p_mask = torch.ones(4, 5, dtype=torch.long)
+    c_mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 1, 1], [1, 0, 0]])
+    with torch.no_grad():
+        ids = torch.cat([p_ids, c_ids], 1)
+        logits = model(input_ids=ids, attention_mask=torch.cat([p_mask, c_mask], 1)).logits[:, -4:-1]
+        logp = torch.log_softmax(logits.float(), -1).gather(-1, c_ids.unsqueeze(-1)).squeeze(-1)
+    # ratios exp(+-0.3) fall outside the clip range [0.8, 1.2]; exp(+-0.05) inside
+    delta = torch.tensor([[0.3, -0.05, 0.05], [-0.3, 0.3, 0.0], [0.05, -0.3, 0.3], [0.3, 0.0, 0.0]])
+    return {
+        "prompt_ids": p_ids,
+        "prompt_mask": p_mask,
+        "completion_ids": c_ids,
+        "completion_mask": c_mask,
+        "advantages": torch.tensor([1.0, -0.5, 2.0, -1.5]),
+        "old_per_token_logps": logp - delta,
+        "num_items_in_batch": c_mask.sum(),
+        "serl_actor_items": c_mask[:2].sum(),
+        "serl_judge_items": c_mask[2:].sum(),
+        "serl_role": torch.tensor([0, 0, 1, 1]),
+    }
+
+
+@pytest.mark.parametrize(
+    "overrides,epoch,weights",
+    [
+        (dict(loss_schedule="constant", actor_loss_weight=0.7, judge_loss_weight=0.3), 0.0, (0.7, 0.3)),
+        (dict(max_steps=-1, num_train_epochs=2), 0.5, (0.25, 0.75)),  # alpha = 0.5 / 2
+        (dict(max_steps=-1, num_train_epochs=2), 0.0, (0.0, 1.0)),  # the Judge alone at the start
+    ],
+)
+def test_loss_matches_hand_computation(tmp_path, overrides, epoch, weights):
+    trainer = make_trainer(tmp_path, **overrides)
+    trainer.model.train()
+    trainer.state.epoch = epoch
+    model = trainer.model
+    batch = _fixed_batch(model)
+    loss = trainer.compute_loss(model, batch)
+    with torch.no_grad():
+        l_actor = _hand_loss(
+            model,
+            *(
+                batch[k][:2]
+                for k in (
+                    "prompt_ids",
+                    "prompt_mask",
+                    "completion_ids",
+                    "completion_mask",
+                    "advantages",
+                    "old_per_token_logps",
+                )
+            ),
+        )
+        l_judge = _hand_loss(
+            model,
+            *(
+                batch[k][2:]
+                for k in (
+                    "prompt_ids",
+                    "prompt_mask",
+                    "completion_ids",
+                    "completion_mask",
+                    "advantages",
+                    "old_per_token_logps",
+                )
+            ),
+        )
+    alpha, beta = weights
+    assert trainer.loss_weights() == pytest.approx(weights)
+    assert float(loss.detach()) == pytest.approx(alpha * float(l_actor) + beta * float(l_judge), abs=1e-5)
+    metrics = trainer._metrics["train"]
+    assert metrics["serl/judge_loss"][-1] == pytest.approx(float(l_judge), abs=1e-5)
+    if alpha > 0:
+        assert metrics["serl/actor_loss"][-1] == pytest.approx(float(l_actor), abs=1e-5)
+    else:
+        assert "serl/actor_loss" not in metrics  # the actor rows are skipped, not computed
+    # the clipping mattered: without it the judge loss would differ
+    assert float(l_judge) != pytest.approx(-float(batch["advantages"][2:].mean()), abs=1e-3)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_config_and_trainer_errors(tmp_path):
+    with pytest.raises(SERLConfigError, match="num_judgments"):
+        SERLConfig(
+            output_dir=str(tmp_path),
+            num_generations=2,
+            num_judge_generations=3,
+            per_device_train_batch_size=2,
+            report_to=[],
+            bf16=False,
+            use_cpu=True,
+        )
+    with pytest.raises(SERLConfigError, match="max_judge_completion_length"):
+        SERLConfig(
+            output_dir=str(tmp_path),
+            num_generations=2,
+            per_device_train_batch_size=2,
+            max_judge_completion_length=0,
+            report_to=[],
+            bf16=False,
+            use_cpu=True,
+        )
+    model, tok = tiny_causal_lm(0)
+    with pytest.raises(SERLConfigError, match="reward_funcs"):
+        SERLTrainer(model, args=None, processing_class=tok, reward_funcs=[len])
