@@ -89,8 +89,8 @@ def test_generation_batch_joins_actor_and_judge_rows(tmp_path):
     # judge rewards follow from the verdicts and Actor rewards
     for g in trainer.last_judgments:
         for s, v, r in zip(g.slots, g.verdicts, g.judge_rewards):
-            w, l = s.winner(v), s.loser(v)
-            assert r == np.sign(g.actor_rewards[w] - g.actor_rewards[l])
+            win, lose = s.winner(v), s.loser(v)
+            assert r == np.sign(g.actor_rewards[win] - g.actor_rewards[lose])
     # the judge prompt holds both responses; completions are at most the judge length
     assert batch["completion_mask"][6:].sum(1).max() <= 4
     assert int(batch["num_items_in_batch"]) == int(batch["serl_actor_items"]) + int(batch["serl_judge_items"])

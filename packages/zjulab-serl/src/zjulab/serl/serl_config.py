@@ -77,11 +77,11 @@ class SERLConfig(GRPOConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.judge_config()  # validates K, band, template, choices
         if self.max_judge_completion_length <= 0:
             raise SERLConfigError(
                 f"max_judge_completion_length must be positive, got {self.max_judge_completion_length}"
             )
+        self.judge_config()  # validates K, band, template, choices
         if self.loss_schedule not in ("serl", "constant"):
             raise SERLConfigError(f"loss_schedule must be 'serl' or 'constant', got {self.loss_schedule!r}")
         for name in ("alpha_cap", "beta_floor", "actor_loss_weight", "judge_loss_weight"):
