@@ -1,0 +1,76 @@
+"""Prompts with rubrics: the training and evaluation data of RTT."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zjulab.rtt.errors import RubricError
+from zjulab.rtt.rubrics import Rubric, parse_rubrics
+
+__all__ = ["RubricPrompt", "load_rubric_prompts", "to_dataset_rows"]
+
+
+@dataclass
+class RubricPrompt:
+    """A prompt with its rubrics.
+
+    Attributes:
+        key: Identifier of the prompt.
+        prompt: The instruction text.
+        rubrics: Its constraints.
+        dropped: Instruction ids that no registered checker covers.
+    """
+
+    key: str
+    prompt: str
+    rubrics: list[Rubric]
+    dropped: list[str] = field(default_factory=list)
+
+
+def load_rubric_prompts(path: str | os.PathLike[str]) -> list[RubricPrompt]:
+    """Read a JSONL file of ``{"prompt": ..., "rubrics": [...], "key": ...}`` records.
+
+    Each rubric is a :class:`~zjulab.rtt.rubrics.Rubric` dict, a JSON string, or plain text (a
+    judge rubric).
+
+    Raises:
+        RubricError: The file is missing or a line is malformed (the message names the line).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise RubricError(f"rubric prompt file not found: {p}")
+    out = []
+    with p.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                prompt = rec["prompt"]
+                rubrics = parse_rubrics(rec.get("rubrics"))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise RubricError(f"{p}:{lineno}: {exc}") from exc
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise RubricError(f"{p}:{lineno}: prompt must be non-empty text")
+            out.append(RubricPrompt(str(rec.get("key", lineno)), prompt, rubrics))
+    return out
+
+
+def to_dataset_rows(prompts: Sequence[RubricPrompt], *, conversational: bool = True) -> list[dict[str, Any]]:
+    """Rows for a ``datasets.Dataset``: ``prompt`` and ``rubrics`` (a list of JSON strings).
+
+    Args:
+        prompts: Prompts with rubrics.
+        conversational: Wrap each prompt as a one-turn user conversation (TRL then applies the
+            chat template).
+    """
+    rows = []
+    for rp in prompts:
+        prompt: Any = [{"role": "user", "content": rp.prompt}] if conversational else rp.prompt
+        rows.append({"prompt": prompt, "rubrics": [r.to_json() for r in rp.rubrics], "key": rp.key})
+    return rows

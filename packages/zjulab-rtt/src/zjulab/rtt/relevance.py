@@ -1,0 +1,166 @@
+"""Where token relevance comes from: the protocol the trainer calls, and rule-based sources.
+
+The trainer asks a :class:`RelevanceModel` for ``w[i, k, t]``, one weight in [0, 1] per
+policy token of response ``i`` and rubric ``k``. :class:`~zjulab.rtt.discriminator.RelevanceDiscriminator`
+is the learned source; :class:`SpanRelevance` reads the spans of verifiable checkers (exact for
+the constraints they cover, and free); :class:`UniformRelevance` gives every token the same
+weight, which makes every token advantage 0 (RTT-GRPO then equals GRPO).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from zjulab.rtt.labels import labels_from_offsets
+from zjulab.rtt.rubrics import Rubric
+
+__all__ = [
+    "RelevanceModel",
+    "RelevanceQuery",
+    "SpanRelevance",
+    "UniformRelevance",
+    "project_weights",
+    "token_char_offsets",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RelevanceQuery:
+    """One (response, rubric) pair whose token relevance is wanted.
+
+    Attributes:
+        rubric: The rubric.
+        completion_ids: The policy's token ids of the response (no padding).
+        text: The decoded response text.
+    """
+
+    rubric: Rubric
+    completion_ids: list[int]
+    text: str
+
+
+@runtime_checkable
+class RelevanceModel(Protocol):
+    """Anything that gives a relevance weight per policy token of each (response, rubric) pair."""
+
+    def token_relevance(self, queries: Sequence[RelevanceQuery], tokenizer: Any) -> list[torch.Tensor]:
+        """One float tensor ``[len(q.completion_ids)]`` in [0, 1] per query.
+
+        Args:
+            queries: The (response, rubric) pairs.
+            tokenizer: The policy's tokenizer (decodes ``completion_ids``).
+        """
+        ...
+
+
+def token_char_offsets(ids: Sequence[int], tokenizer: Any) -> tuple[str, list[tuple[int, int]]]:
+    """Decode ``ids`` and give each token its character range in the decoded text.
+
+    The range of token ``j`` runs from the length of the decoded prefix ``ids[:j]`` to that of
+    ``ids[:j+1]`` (special tokens decode to nothing), which stays right for byte-level BPE
+    tokens that split a character (the partial token gets an empty range).
+
+    Args:
+        ids: Token ids.
+        tokenizer: The tokenizer that produced them.
+
+    Returns:
+        ``(text, offsets)``.
+    """
+    ids = list(ids)
+    offsets: list[tuple[int, int]] = []
+    prev = 0
+    text = ""
+    for j in range(len(ids)):
+        text = tokenizer.decode(ids[: j + 1], skip_special_tokens=True)
+        cur = len(text)
+        # a byte-level token that ends inside a character decodes to U+FFFD; attribute it later
+        if text.endswith("\ufffd") and j + 1 < len(ids):
+            offsets.append((prev, prev))
+            continue
+        offsets.append((min(prev, cur), cur))
+        prev = cur
+    return text, offsets
+
+
+def project_weights(
+    source_offsets: Sequence[tuple[int, int]],
+    source_weights: Sequence[float],
+    target_offsets: Sequence[tuple[int, int]],
+) -> torch.Tensor:
+    """Carry per-token weights from one tokenisation of a text to another through characters.
+
+    Each target token takes the largest weight of the source tokens its character range
+    overlaps (0 when it overlaps none).
+
+    Args:
+        source_offsets: Character ranges of the source tokens.
+        source_weights: Their weights.
+        target_offsets: Character ranges of the target tokens.
+
+    Returns:
+        ``[len(target_offsets)]`` weights.
+    """
+    out = torch.zeros(len(target_offsets))
+    for j, (a, b) in enumerate(target_offsets):
+        if b <= a:
+            continue
+        best = 0.0
+        for (s, e), w in zip(source_offsets, source_weights):
+            if e > s and s < b and e > a:
+                best = max(best, float(w))
+        out[j] = best
+    return out
+
+
+class SpanRelevance:
+    """Relevance from the character spans reported by verifiable checkers.
+
+    A token gets ``on`` when it overlaps a span the rubric's checker reports on the response
+    (the commas that break "no commas", the keywords of "include X"...), else ``off``. Judge
+    rubrics, which have no checker, get ``off`` everywhere (constant, so no token credit).
+
+    Args:
+        on: Weight of tokens inside a span.
+        off: Weight of the other tokens.
+    """
+
+    def __init__(self, on: float = 1.0, off: float = 0.0) -> None:
+        self.on = float(on)
+        self.off = float(off)
+
+    def token_relevance(self, queries: Sequence[RelevanceQuery], tokenizer: Any) -> list[torch.Tensor]:
+        """See :class:`RelevanceModel`."""
+        out = []
+        for q in queries:
+            n = len(q.completion_ids)
+            if q.rubric.kind != "check" or n == 0:
+                out.append(torch.full((n,), self.off))
+                continue
+            text, offsets = token_char_offsets(q.completion_ids, tokenizer)
+            spans = q.rubric.evaluate(text).spans
+            labels = torch.tensor(labels_from_offsets(offsets, spans), dtype=torch.float32)
+            out.append(self.off + (self.on - self.off) * labels)
+        return out
+
+
+class UniformRelevance:
+    """Every token equally relevant to every rubric (all token advantages become 0).
+
+    Args:
+        value: The weight given to every token.
+    """
+
+    def __init__(self, value: float = 1.0) -> None:
+        self.value = float(value)
+
+    def token_relevance(self, queries: Sequence[RelevanceQuery], tokenizer: Any) -> list[torch.Tensor]:
+        """See :class:`RelevanceModel`."""
+        return [torch.full((len(q.completion_ids),), self.value) for q in queries]

@@ -1,0 +1,261 @@
+"""Rubric scores and response rewards: verifiable checkers plus a cached YES/NO LLM judge."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+
+from zjulab.common.protocols import ChatModel
+from zjulab.rtt.errors import RTTConfigError, RubricError
+from zjulab.rtt.rubrics import Rubric, parse_rubrics
+
+__all__ = ["RubricReward", "ScoreBatch", "completion_text", "prompt_text"]
+
+logger = logging.getLogger(__name__)
+
+_JUDGE_SYSTEM = (
+    "You grade whether a response meets one criterion. Read the request, the criterion and the "
+    "response, then answer with a single word: YES if the response meets the criterion, NO otherwise."
+)
+_YES_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+
+
+def prompt_text(prompt: Any) -> str:
+    """The text of a TRL prompt: a string, or the last user message of a conversation."""
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, (list, tuple)):
+        users = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        if users:
+            return str(users[-1])
+        return "\n".join(str(m.get("content", "")) for m in prompt if isinstance(m, dict))
+    return str(prompt)
+
+
+def completion_text(completion: Any) -> str:
+    """The text of a TRL completion: a string, or the content of its assistant message(s)."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, (list, tuple)):
+        return "".join(str(m.get("content", "")) for m in completion if isinstance(m, dict))
+    return str(completion)
+
+
+class ScoreBatch:
+    """Rubric scores of a batch of responses, padded to the largest rubric count.
+
+    Attributes:
+        scores: ``[B, K]`` scores in [-1, 1] (0 on padding).
+        mask: ``[B, K]``, 1 on real rubrics.
+        rubrics: The rubrics of each response.
+        responses: The response texts scored.
+    """
+
+    def __init__(
+        self, scores: torch.Tensor, mask: torch.Tensor, rubrics: list[list[Rubric]], responses: list[str]
+    ):
+        self.scores = scores
+        self.mask = mask
+        self.rubrics = rubrics
+        self.responses = responses
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+
+class RubricReward:
+    """Scores responses against their prompt's rubrics and turns the scores into a reward.
+
+    ``s[i, k]`` is ``+1`` when response ``i`` meets rubric ``k`` and ``-1`` when not (a checker
+    returning a fraction ``v`` in [0, 1] gives ``2v - 1``). The response reward is
+    ``"all"``: 1 when every rubric is met, else 0 (all-or-nothing), or ``"rate"``: the fraction
+    of rubrics met.
+
+    Instances are TRL reward functions: ``reward(prompts=..., completions=..., rubrics=...)``
+    returns one float per completion (the dataset column holding the rubrics is passed by TRL
+    as a keyword; its name is ``rubrics_column``). The scores of the last call are kept in
+    :attr:`last` for :class:`~zjulab.rtt.trainer.RTTGRPOTrainer`.
+
+    Args:
+        judge: Chat model answering YES/NO for ``"judge"`` rubrics; ``None`` makes judge
+            rubrics an error.
+        aggregate: ``"all"`` (all-or-nothing) or ``"rate"`` (satisfaction rate).
+        rubrics_column: Keyword (dataset column) that carries each prompt's rubrics.
+        judge_batch_size: Conversations sent to the judge per ``generate`` call.
+        cache_size: Judge verdicts remembered (keyed by prompt, response and criterion).
+        judge_max_new_tokens: Length limit of a judge answer.
+    """
+
+    __name__ = "rubric_reward"
+
+    def __init__(
+        self,
+        judge: ChatModel | None = None,
+        *,
+        aggregate: Literal["all", "rate"] = "all",
+        rubrics_column: str = "rubrics",
+        judge_batch_size: int = 16,
+        cache_size: int = 100_000,
+        judge_max_new_tokens: int = 4,
+    ) -> None:
+        if aggregate not in ("all", "rate"):
+            raise RTTConfigError(f"aggregate must be 'all' or 'rate', got {aggregate!r}")
+        if judge_batch_size <= 0:
+            raise RTTConfigError(f"judge_batch_size must be positive, got {judge_batch_size}")
+        if cache_size < 0:
+            raise RTTConfigError(f"cache_size must be >= 0, got {cache_size}")
+        self.judge = judge
+        self.aggregate = aggregate
+        self.rubrics_column = rubrics_column
+        self.judge_batch_size = judge_batch_size
+        self.cache_size = cache_size
+        self.judge_max_new_tokens = judge_max_new_tokens
+        self.judge_calls = 0
+        self.cache_hits = 0
+        self.last: ScoreBatch | None = None
+        self._cache: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # ----- judge -------------------------------------------------------------------------------
+    @staticmethod
+    def _key(prompt: str, response: str, criterion: str) -> str:
+        h = hashlib.sha256()
+        for part in (prompt, response, criterion):
+            h.update(part.encode("utf-8"))
+            h.update(b"\x00")
+        return h.hexdigest()
+
+    def judge_conversation(self, prompt: str, response: str, criterion: str) -> list[dict[str, str]]:
+        """The conversation the judge answers for one (prompt, response, criterion)."""
+        return [
+            {"role": "system", "content": _JUDGE_SYSTEM},
+            {
+                "role": "user",
+                "content": f"Request:\n{prompt}\n\nCriterion: {criterion}\n\nResponse:\n{response}\n\n"
+                "Does the response meet the criterion? Answer YES or NO.",
+            },
+        ]
+
+    @staticmethod
+    def parse_verdict(answer: str) -> float:
+        """``+1`` for a YES answer, ``-1`` for NO or anything unreadable (logged)."""
+        m = _YES_NO.search(answer)
+        if m is None:
+            logger.warning("judge answer %r has neither YES nor NO; scored as NO", answer[:60])
+            return -1.0
+        return 1.0 if m.group(1).lower() == "yes" else -1.0
+
+    def _judge_many(self, triples: list[tuple[str, str, str]]) -> list[float]:
+        out: list[float | None] = [None] * len(triples)
+        todo: dict[str, list[int]] = {}
+        with self._lock:
+            for i, (p, r, c) in enumerate(triples):
+                key = self._key(p, r, c)
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                    out[i] = self._cache[key]
+                    self.cache_hits += 1
+                else:
+                    todo.setdefault(key, []).append(i)
+        if todo:
+            if self.judge is None:
+                raise RubricError(
+                    f"rubric {triples[next(iter(todo.values()))[0]][2]!r} needs an LLM judge; pass judge= to RubricReward"
+                )
+            keys = list(todo)
+            for start in range(0, len(keys), self.judge_batch_size):
+                chunk = keys[start : start + self.judge_batch_size]
+                convs = [self.judge_conversation(*triples[todo[k][0]]) for k in chunk]
+                answers = self.judge.generate(
+                    convs, max_new_tokens=self.judge_max_new_tokens, temperature=0.0
+                )
+                self.judge_calls += len(convs)
+                with self._lock:
+                    for k, ans in zip(chunk, answers):
+                        v = self.parse_verdict(ans)
+                        for i in todo[k]:
+                            out[i] = v
+                        if self.cache_size:
+                            self._cache[k] = v
+                            while len(self._cache) > self.cache_size:
+                                self._cache.popitem(last=False)
+        return [float(v) for v in out]  # type: ignore[arg-type]
+
+    # ----- scoring -----------------------------------------------------------------------------
+    def score(self, prompts: Sequence[Any], responses: Sequence[Any], rubrics: Sequence[Any]) -> ScoreBatch:
+        """Score every response against its prompt's rubrics.
+
+        Args:
+            prompts: One prompt per response (text or conversation).
+            responses: Response texts (or TRL conversational completions).
+            rubrics: One rubric list per response (``Rubric`` objects, dicts or JSON strings).
+
+        Returns:
+            The padded ``[B, K]`` scores and mask.
+
+        Raises:
+            RubricError: Lengths differ, a rubric is malformed, or a judge rubric has no judge.
+        """
+        if not (len(prompts) == len(responses) == len(rubrics)):
+            raise RubricError(
+                f"got {len(prompts)} prompts, {len(responses)} responses and {len(rubrics)} rubric lists"
+            )
+        texts = [completion_text(r) for r in responses]
+        ptexts = [prompt_text(p) for p in prompts]
+        parsed = [parse_rubrics(r) for r in rubrics]
+        b = len(texts)
+        k = max((len(r) for r in parsed), default=0)
+        scores = torch.zeros(b, max(k, 1))
+        mask = torch.zeros(b, max(k, 1))
+        judge_slots: list[tuple[int, int]] = []
+        triples: list[tuple[str, str, str]] = []
+        for i, (text, rs) in enumerate(zip(texts, parsed)):
+            for j, rubric in enumerate(rs):
+                mask[i, j] = 1.0
+                if rubric.kind == "check":
+                    res = rubric.evaluate(text)
+                    scores[i, j] = 1.0 if res.passed else -1.0
+                else:
+                    judge_slots.append((i, j))
+                    triples.append((ptexts[i], text, rubric.text))
+        if triples:
+            for (i, j), v in zip(judge_slots, self._judge_many(triples)):
+                scores[i, j] = v
+        if k == 0:
+            scores, mask = scores[:, :0], mask[:, :0]
+        return ScoreBatch(scores, mask, parsed, texts)
+
+    def rewards(self, batch: ScoreBatch) -> list[float]:
+        """Response rewards from a score batch (see the class docstring)."""
+        out = []
+        for i in range(len(batch)):
+            m = batch.mask[i] > 0
+            s = batch.scores[i][m]
+            if s.numel() == 0:
+                out.append(0.0)
+            elif self.aggregate == "all":
+                out.append(1.0 if bool((s > 0).all()) else 0.0)
+            else:
+                out.append(float(((s + 1.0) / 2.0).mean()))
+        return out
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        """TRL reward-function entry point.
+
+        Raises:
+            RubricError: The rubrics column is missing from ``kwargs``.
+        """
+        if self.rubrics_column not in kwargs:
+            raise RubricError(
+                f"the dataset has no {self.rubrics_column!r} column; RubricReward needs each prompt's rubrics"
+            )
+        batch = self.score(prompts, completions, kwargs[self.rubrics_column])
+        self.last = batch
+        return self.rewards(batch)

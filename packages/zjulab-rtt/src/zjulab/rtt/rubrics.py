@@ -1,0 +1,498 @@
+"""Rubrics and the verifiable checkers that score them.
+
+A :class:`Rubric` is one constraint of a prompt. A ``"check"`` rubric names a registered Python
+checker (IFEval instruction ids such as ``"punctuation:no_comma"``) with its arguments; a
+``"judge"`` rubric is free text scored by an LLM judge (:class:`~zjulab.rtt.reward.RubricReward`).
+
+Every checker returns a :class:`CheckResult`: whether the response satisfies the constraint
+and the character spans of the response the constraint is about (the commas that break "no
+commas", the keyword occurrences of "mention X"...). The spans serve as token-relevance labels
+for the discriminator and as a rule-based relevance source (:class:`~zjulab.rtt.relevance.SpanRelevance`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from zjulab.rtt.errors import RubricError, UnknownCheckerError
+
+__all__ = [
+    "CHECKERS",
+    "CheckResult",
+    "Rubric",
+    "Span",
+    "describe_check",
+    "parse_rubrics",
+    "register_checker",
+    "run_check",
+]
+
+logger = logging.getLogger(__name__)
+
+Span = tuple[int, int]
+"""A half-open character range ``[start, end)`` of a response."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one verifiable checker on one response.
+
+    Attributes:
+        passed: Whether the response satisfies the constraint.
+        spans: Character spans of the response relevant to the constraint.
+    """
+
+    passed: bool
+    spans: tuple[Span, ...] = ()
+
+
+Checker = Callable[..., CheckResult]
+CHECKERS: dict[str, Checker] = {}
+"""Registered checkers by name (IFEval instruction ids plus any registered by the user)."""
+
+_DESCRIPTIONS: dict[str, Callable[..., str]] = {}
+
+
+def register_checker(name: str, describe: Callable[..., str] | None = None) -> Callable[[Checker], Checker]:
+    """Decorator registering ``fn(response, **kwargs) -> CheckResult`` under ``name``.
+
+    Args:
+        name: Checker name used by ``Rubric(checker=name)``.
+        describe: Builds the rubric's human-readable text from the checker arguments.
+
+    Returns:
+        The decorator.
+    """
+
+    def deco(fn: Checker) -> Checker:
+        CHECKERS[name] = fn
+        if describe is not None:
+            _DESCRIPTIONS[name] = describe
+        return fn
+
+    return deco
+
+
+def _compare(count: float, relation: str, target: float) -> bool:
+    rel = relation.strip().lower()
+    if rel in ("less than", "<"):
+        return count < target
+    if rel in ("at least", ">="):
+        return count >= target
+    if rel in ("at most", "<="):
+        return count <= target
+    if rel in ("more than", ">"):
+        return count > target
+    if rel in ("exactly", "=="):
+        return count == target
+    raise RubricError(
+        f"unknown relation {relation!r}; use 'less than', 'at least', 'at most', 'more than' or 'exactly'"
+    )
+
+
+def _find_all(pattern: str, text: str, flags: int = 0) -> tuple[Span, ...]:
+    return tuple((m.start(), m.end()) for m in re.finditer(pattern, text, flags))
+
+
+def _word_spans(text: str, word: str) -> tuple[Span, ...]:
+    return _find_all(r"\b" + re.escape(word) + r"\b", text, re.IGNORECASE)
+
+
+def _whole(text: str) -> tuple[Span, ...]:
+    return ((0, len(text)),) if text else ()
+
+
+@register_checker("punctuation:no_comma", lambda: "Do not use any commas in the response.")
+def _no_comma(response: str) -> CheckResult:
+    spans = _find_all(r",", response)
+    return CheckResult(not spans, spans)
+
+
+@register_checker("change_case:english_lowercase", lambda: "The entire response is in lowercase letters.")
+def _lowercase(response: str) -> CheckResult:
+    spans = _find_all(r"\S*[A-Z]\S*", response)
+    return CheckResult(response == response.lower(), spans)
+
+
+@register_checker("change_case:english_capital", lambda: "The entire response is in capital letters.")
+def _capital(response: str) -> CheckResult:
+    spans = _find_all(r"\S*[a-z]\S*", response)
+    return CheckResult(response == response.upper(), spans)
+
+
+@register_checker(
+    "change_case:capital_word_frequency",
+    lambda capital_frequency, capital_relation: (
+        f"Use {capital_relation} {capital_frequency} words in all capital letters."
+    ),
+)
+def _capital_words(response: str, capital_frequency: int, capital_relation: str) -> CheckResult:
+    spans = _find_all(r"\b[A-Z][A-Z0-9]+\b", response)
+    return CheckResult(_compare(len(spans), capital_relation, capital_frequency), spans)
+
+
+@register_checker(
+    "keywords:existence", lambda keywords: "Include the keywords: " + ", ".join(map(str, keywords)) + "."
+)
+def _keywords(response: str, keywords: list[str]) -> CheckResult:
+    spans: list[Span] = []
+    ok = True
+    for kw in keywords:
+        found = _find_all(re.escape(kw), response, re.IGNORECASE)
+        ok = ok and bool(found)
+        spans.extend(found)
+    return CheckResult(ok, tuple(sorted(spans)))
+
+
+@register_checker(
+    "keywords:forbidden_words",
+    lambda forbidden_words: "Do not use the words: " + ", ".join(map(str, forbidden_words)) + ".",
+)
+def _forbidden(response: str, forbidden_words: list[str]) -> CheckResult:
+    spans = sorted(s for w in forbidden_words for s in _word_spans(response, w))
+    return CheckResult(not spans, tuple(spans))
+
+
+@register_checker(
+    "keywords:frequency",
+    lambda keyword, frequency, relation: f"The word '{keyword}' appears {relation} {frequency} times.",
+)
+def _frequency(response: str, keyword: str, frequency: int, relation: str) -> CheckResult:
+    spans = _find_all(re.escape(keyword), response, re.IGNORECASE)
+    return CheckResult(_compare(len(spans), relation, frequency), spans)
+
+
+@register_checker(
+    "keywords:letter_frequency",
+    lambda letter, let_frequency, let_relation: (
+        f"The letter '{letter}' appears {let_relation} {let_frequency} times."
+    ),
+)
+def _letter_frequency(response: str, letter: str, let_frequency: int, let_relation: str) -> CheckResult:
+    spans = _find_all(re.escape(letter), response, re.IGNORECASE)
+    return CheckResult(_compare(len(spans), let_relation, let_frequency), spans)
+
+
+@register_checker(
+    "detectable_content:number_placeholders",
+    lambda num_placeholders: (
+        f"Include at least {num_placeholders} placeholders in square brackets, like [name]."
+    ),
+)
+def _placeholders(response: str, num_placeholders: int) -> CheckResult:
+    spans = _find_all(r"\[[^\[\]]*\]", response)
+    return CheckResult(len(spans) >= num_placeholders, spans)
+
+
+@register_checker(
+    "detectable_content:postscript",
+    lambda postscript_marker: f"End with a postscript starting with {postscript_marker}.",
+)
+def _postscript(response: str, postscript_marker: str) -> CheckResult:
+    marker = postscript_marker.strip()
+    if marker.lower() == "p.p.s":
+        pattern = r"\s*p\.\s?p\.\s?s.*$"
+    elif marker.lower() == "p.s.":
+        pattern = r"\s*p\.\s?s\..*$"
+    else:
+        pattern = r"\s*" + re.escape(marker.lower()) + r".*$"
+    spans = _find_all(pattern, response.lower(), re.MULTILINE)
+    return CheckResult(bool(spans), spans)
+
+
+@register_checker(
+    "detectable_format:number_highlighted_sections",
+    lambda num_highlights: f"Highlight at least {num_highlights} sections with markdown, like *highlighted*.",
+)
+def _highlights(response: str, num_highlights: int) -> CheckResult:
+    spans = [
+        (m.start(), m.end()) for m in re.finditer(r"\*[^\n\*]*\*", response) if m.group(0).strip("*").strip()
+    ]
+    spans += [
+        (m.start(), m.end())
+        for m in re.finditer(r"\*\*[^\n\*]*\*\*", response)
+        if m.group(0).strip("*").strip()
+    ]
+    spans = sorted(set(spans))
+    return CheckResult(len(spans) >= num_highlights, tuple(spans))
+
+
+@register_checker(
+    "detectable_format:number_bullet_lists",
+    lambda num_bullets: f"Use exactly {num_bullets} markdown bullet points.",
+)
+def _bullets(response: str, num_bullets: int) -> CheckResult:
+    spans = _find_all(r"^\s*[\*\-][^\*\-\n].*$", response, re.MULTILINE)
+    return CheckResult(len(spans) == num_bullets, spans)
+
+
+@register_checker(
+    "detectable_format:title", lambda: "Include a title wrapped in double angular brackets, like <<title>>."
+)
+def _title(response: str) -> CheckResult:
+    spans = [(m.start(), m.end()) for m in re.finditer(r"<<[^\n]+>>", response) if m.group(0)[2:-2].strip()]
+    return CheckResult(bool(spans), tuple(spans))
+
+
+@register_checker("detectable_format:json_format", lambda: "Wrap the entire output in JSON format.")
+def _json_format(response: str) -> CheckResult:
+    value = response.strip()
+    for prefix in ("```json", "```Json", "```JSON", "```"):
+        value = value.removeprefix(prefix)
+    value = value.removesuffix("```").strip()
+    try:
+        json.loads(value)
+        ok = True
+    except ValueError:
+        ok = False
+    return CheckResult(ok, _whole(response))
+
+
+@register_checker(
+    "startend:end_checker", lambda end_phrase: f"Finish the response with the exact phrase '{end_phrase}'."
+)
+def _end_checker(response: str, end_phrase: str) -> CheckResult:
+    stripped = response.rstrip()
+    ok = stripped.lower().endswith(end_phrase.strip().lower())
+    tail = max(0, len(stripped) - max(len(end_phrase), 1))
+    return CheckResult(ok, ((tail, len(stripped)),) if stripped else ())
+
+
+@register_checker("startend:quotation", lambda: "Wrap the entire response in double quotation marks.")
+def _quotation(response: str) -> CheckResult:
+    stripped = response.strip()
+    ok = len(stripped) > 1 and stripped[0] == '"' and stripped[-1] == '"'
+    if not response.strip():
+        return CheckResult(False, ())
+    start = len(response) - len(response.lstrip())
+    end = len(response.rstrip())
+    return CheckResult(ok, ((start, start + 1), (end - 1, end)))
+
+
+@register_checker(
+    "length_constraints:number_words",
+    lambda num_words, relation: f"Answer with {relation} {num_words} words.",
+)
+def _number_words(response: str, num_words: int, relation: str) -> CheckResult:
+    words = re.findall(r"\w+", response)
+    return CheckResult(_compare(len(words), relation, num_words), _whole(response))
+
+
+@register_checker(
+    "length_constraints:number_paragraphs",
+    lambda num_paragraphs: (
+        f"Write exactly {num_paragraphs} paragraphs separated by the markdown divider ***."
+    ),
+)
+def _number_paragraphs(response: str, num_paragraphs: int) -> CheckResult:
+    spans = _find_all(r"\s?\*\*\*\s?", response)
+    parts = re.split(r"\s?\*\*\*\s?", response)
+    ok = len(parts) == num_paragraphs and all(p.strip() for p in parts)
+    return CheckResult(ok, spans)
+
+
+@register_checker(
+    "detectable_format:constrained_response",
+    lambda: "Answer with one of: 'My answer is yes.', 'My answer is no.', 'My answer is maybe.'",
+)
+def _constrained(response: str) -> CheckResult:
+    options = ("My answer is yes.", "My answer is no.", "My answer is maybe.")
+    spans = tuple(s for o in options for s in _find_all(re.escape(o), response))
+    return CheckResult(bool(spans), spans)
+
+
+@register_checker(
+    "combination:repeat_prompt",
+    lambda prompt_to_repeat: "First repeat the request word for word without change, then answer.",
+)
+def _repeat_prompt(response: str, prompt_to_repeat: str) -> CheckResult:
+    ok = response.strip().lower().startswith(prompt_to_repeat.strip().lower())
+    start = len(response) - len(response.lstrip())
+    return CheckResult(ok, ((start, min(len(response), start + len(prompt_to_repeat))),) if response else ())
+
+
+@register_checker(
+    "detectable_format:multiple_sections",
+    lambda section_spliter, num_sections: (
+        f"Write {num_sections} sections, each starting with '{section_spliter} X'."
+    ),
+)
+def _multiple_sections(response: str, section_spliter: str, num_sections: int) -> CheckResult:
+    spans = _find_all(r"\s?" + re.escape(section_spliter) + r"\s?\d+\s?", response)
+    return CheckResult(len(spans) >= num_sections, spans)
+
+
+@register_checker(
+    "combination:two_responses",
+    lambda: "Give two different responses separated by six asterisks: ******.",
+)
+def _two_responses(response: str) -> CheckResult:
+    spans = _find_all(r"\*{6}", response)
+    parts = [p.strip() for p in response.split("******")]
+    ok = len(parts) == 2 and all(parts) and parts[0] != parts[1]
+    return CheckResult(ok, spans)
+
+
+def run_check(name: str, response: str, kwargs: Mapping[str, Any] | None = None) -> CheckResult:
+    """Run the checker ``name`` on ``response``.
+
+    Args:
+        name: A registered checker name.
+        response: The response text.
+        kwargs: The checker's arguments (``None`` values are dropped).
+
+    Returns:
+        The check result.
+
+    Raises:
+        UnknownCheckerError: ``name`` is not registered.
+        RubricError: The arguments do not fit the checker.
+    """
+    fn = CHECKERS.get(name)
+    if fn is None:
+        raise UnknownCheckerError(f"no checker named {name!r}; registered: {sorted(CHECKERS)}")
+    args = {k: v for k, v in (kwargs or {}).items() if v is not None}
+    try:
+        return fn(response, **args)
+    except TypeError as exc:
+        raise RubricError(f"checker {name!r} does not accept arguments {sorted(args)}: {exc}") from exc
+
+
+def describe_check(name: str, kwargs: Mapping[str, Any] | None = None) -> str:
+    """A human-readable statement of the constraint checked by ``name`` with ``kwargs``.
+
+    Raises:
+        UnknownCheckerError: ``name`` is not registered.
+    """
+    if name not in CHECKERS:
+        raise UnknownCheckerError(f"no checker named {name!r}; registered: {sorted(CHECKERS)}")
+    fn = _DESCRIPTIONS.get(name)
+    args = {k: v for k, v in (kwargs or {}).items() if v is not None}
+    if fn is None:
+        return f"Satisfy the constraint {name}."
+    try:
+        return fn(**args)
+    except TypeError as exc:
+        raise RubricError(f"checker {name!r} does not accept arguments {sorted(args)}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Rubric:
+    """One constraint of a prompt.
+
+    Args:
+        text: The criterion in words (what the judge and the discriminator read). Built from
+            the checker when empty.
+        kind: ``"check"`` (a registered Python checker) or ``"judge"`` (an LLM judge).
+        checker: Checker name, for ``kind="check"``.
+        kwargs: Checker arguments.
+    """
+
+    text: str = ""
+    kind: Literal["check", "judge"] = "judge"
+    checker: str | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("check", "judge"):
+            raise RubricError(f"rubric kind must be 'check' or 'judge', got {self.kind!r}")
+        if self.kind == "check":
+            if not self.checker:
+                raise RubricError(f"a 'check' rubric needs a checker name (text={self.text!r})")
+            if self.checker not in CHECKERS:
+                raise UnknownCheckerError(
+                    f"no checker named {self.checker!r}; registered: {sorted(CHECKERS)}"
+                )
+            clean = {k: v for k, v in dict(self.kwargs).items() if v is not None}
+            object.__setattr__(self, "kwargs", clean)
+            if not self.text:
+                object.__setattr__(self, "text", describe_check(self.checker, clean))
+        elif not self.text.strip():
+            raise RubricError("a 'judge' rubric needs non-empty text")
+
+    @classmethod
+    def check(cls, checker: str, text: str = "", **kwargs: Any) -> Rubric:
+        """A verifiable rubric scored by the checker ``checker``."""
+        return cls(text=text, kind="check", checker=checker, kwargs=kwargs)
+
+    @classmethod
+    def judge(cls, text: str) -> Rubric:
+        """A rubric scored by an LLM judge."""
+        return cls(text=text, kind="judge")
+
+    def evaluate(self, response: str) -> CheckResult:
+        """Run the checker of a ``"check"`` rubric.
+
+        Raises:
+            RubricError: The rubric is a ``"judge"`` rubric.
+        """
+        if self.kind != "check" or self.checker is None:
+            raise RubricError(f"rubric {self.text!r} is judged by a model, not checked by code")
+        return run_check(self.checker, response, self.kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``Rubric.from_obj`` reads it back)."""
+        out: dict[str, Any] = {"text": self.text, "kind": self.kind}
+        if self.checker is not None:
+            out["checker"] = self.checker
+            out["kwargs"] = dict(self.kwargs)
+        return out
+
+    def to_json(self) -> str:
+        """The rubric as a JSON string: the safest form for a ``datasets`` column."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> Rubric:
+        """Build a rubric from a ``Rubric``, a dict, a JSON string, or plain text (a judge rubric).
+
+        Raises:
+            RubricError: The object cannot be read as a rubric.
+        """
+        if isinstance(obj, Rubric):
+            return obj
+        if isinstance(obj, str):
+            s = obj.strip()
+            if s.startswith("{"):
+                try:
+                    obj = json.loads(s)
+                except ValueError as exc:
+                    raise RubricError(f"rubric JSON does not parse: {s[:80]!r}") from exc
+            else:
+                return cls.judge(obj)
+        if not isinstance(obj, Mapping):
+            raise RubricError(f"cannot read a rubric from {type(obj).__name__}: {obj!r}")
+        kind = obj.get("kind") or ("check" if obj.get("checker") else "judge")
+        kwargs = obj.get("kwargs") or {}
+        if not isinstance(kwargs, Mapping):
+            raise RubricError(f"rubric kwargs must be a mapping, got {kwargs!r}")
+        return cls(
+            text=str(obj.get("text") or ""), kind=kind, checker=obj.get("checker"), kwargs=dict(kwargs)
+        )
+
+
+def parse_rubrics(value: Any) -> list[Rubric]:
+    """Read a dataset cell holding a prompt's rubrics (a list, or a JSON list string).
+
+    Raises:
+        RubricError: The cell is not a list of rubric-like objects.
+    """
+    if isinstance(value, str):
+        s = value.strip()
+        if s.startswith("["):
+            try:
+                value = json.loads(s)
+            except ValueError as exc:
+                raise RubricError(f"rubric list JSON does not parse: {s[:80]!r}") from exc
+        else:
+            value = [value]
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise RubricError(f"rubrics must be a list, got {type(value).__name__}")
+    return [Rubric.from_obj(v) for v in value]

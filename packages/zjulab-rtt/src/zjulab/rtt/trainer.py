@@ -1,0 +1,209 @@
+"""RTT-GRPO on TRL: ``GRPOTrainer`` with token-level rubric advantages.
+
+:class:`RTTGRPOTrainer` lets TRL sample, score and build the batch, then replaces the ``[B]``
+GRPO advantages with ``[B, T]`` RTT-GRPO advantages
+``A[i, t] = A_resp[i] + λ·A_tok[i, t]`` (or the ``mix`` form). TRL's loss accepts ``[B, T]``
+advantages unchanged: clipping (``epsilon`` / ``epsilon_high``), the KL term (``beta``) and every
+loss type work as in GRPO. Nothing of TRL is copied; only ``_generate_and_score_completions`` is
+extended.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from trl import GRPOTrainer
+
+from zjulab.rtt.config import RTTConfig
+from zjulab.rtt.errors import RTTConfigError
+from zjulab.rtt.normalization import combine_advantages, token_advantages
+from zjulab.rtt.relevance import RelevanceModel, RelevanceQuery, UniformRelevance
+from zjulab.rtt.reward import RubricReward, ScoreBatch
+from zjulab.rtt.rubrics import Rubric
+
+__all__ = ["RTTGRPOTrainer", "TokenCredit"]
+
+logger = logging.getLogger(__name__)
+
+
+class TokenCredit:
+    """The per-token credit of the last batch, kept for inspection and display.
+
+    Attributes:
+        completion_ids: One list of policy token ids per response (no padding).
+        texts: Decoded responses.
+        rubrics: Rubrics of each response.
+        scores: ``[B, K]`` rubric scores.
+        weights: ``[B, K, T]`` relevance.
+        token_advantages: ``[B, T]`` token advantages ``A_tok``.
+        response_advantages: ``[B]`` GRPO advantages ``A_resp``.
+        advantages: ``[B, T]`` final advantages.
+    """
+
+    def __init__(self, **fields: Any) -> None:
+        self.completion_ids: list[list[int]] = fields["completion_ids"]
+        self.texts: list[str] = fields["texts"]
+        self.rubrics: list[list[Rubric]] = fields["rubrics"]
+        self.scores: torch.Tensor = fields["scores"]
+        self.weights: torch.Tensor = fields["weights"]
+        self.token_advantages: torch.Tensor = fields["token_advantages"]
+        self.response_advantages: torch.Tensor = fields["response_advantages"]
+        self.advantages: torch.Tensor = fields["advantages"]
+
+
+class RTTGRPOTrainer(GRPOTrainer):
+    """TRL's ``GRPOTrainer`` with Rubrics-to-Tokens credit assignment.
+
+    The rubric reward is the first reward function (more may follow in ``reward_funcs``); the
+    response advantage ``A_resp`` is TRL's, from the weighted sum of every reward function.
+    Runs wherever ``GRPOTrainer`` runs: CPU, one GPU, or many under ``accelerate launch``.
+
+    Args:
+        model: Policy (hub id, path, or loaded model), as for ``GRPOTrainer``.
+        rubric_reward: Scores rubrics; also TRL's first reward function.
+        relevance: Token relevance source (a trained
+            :class:`~zjulab.rtt.discriminator.RelevanceDiscriminator`,
+            :class:`~zjulab.rtt.relevance.SpanRelevance`...); ``None`` means uniform relevance,
+            i.e. plain GRPO.
+        rtt_config: RTT settings (``λ``, combination, normalisation).
+        reward_funcs: Extra TRL reward functions added after the rubric reward.
+        **kwargs: Passed to ``GRPOTrainer`` (``args``, ``train_dataset``, ``processing_class``...).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        rubric_reward: RubricReward,
+        relevance: RelevanceModel | None = None,
+        rtt_config: RTTConfig | None = None,
+        *,
+        reward_funcs: Sequence[Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(rubric_reward, RubricReward):
+            raise RTTConfigError(f"rubric_reward must be a RubricReward, got {type(rubric_reward).__name__}")
+        if relevance is not None and not hasattr(relevance, "token_relevance"):
+            raise RTTConfigError(f"relevance {type(relevance).__name__} has no token_relevance() method")
+        for name in ("_generate_and_score_completions", "_compute_loss"):
+            if not hasattr(GRPOTrainer, name):
+                raise RTTConfigError(f"this TRL version has no GRPOTrainer.{name}; install trl>=1.16,<2")
+        self.rubric_reward = rubric_reward
+        self.relevance: RelevanceModel = relevance if relevance is not None else UniformRelevance()
+        self.rtt_config = rtt_config or RTTConfig()
+        self.last_credit: TokenCredit | None = None
+        super().__init__(model=model, reward_funcs=[rubric_reward, *(reward_funcs or [])], **kwargs)
+
+    # ----- scoring -----------------------------------------------------------------------------
+    def _rubric_scores(self, inputs: list[dict[str, Any]], texts: list[str]) -> ScoreBatch:
+        last = self.rubric_reward.last
+        if last is not None and len(last) == len(texts):
+            return last
+        column = self.rubric_reward.rubrics_column
+        return self.rubric_reward.score(
+            [x.get("prompt", "") for x in inputs], texts, [x.get(column) for x in inputs]
+        )
+
+    def _relevance_tensor(
+        self, batch: ScoreBatch, ids: list[list[int]], texts: list[str], k: int, t: int
+    ) -> torch.Tensor:
+        device = self.accelerator.device
+        weights = torch.zeros(len(ids), k, t)
+        queries: list[RelevanceQuery] = []
+        slots: list[tuple[int, int]] = []
+        for i, rubrics in enumerate(batch.rubrics):
+            for j, rubric in enumerate(rubrics[:k]):
+                queries.append(RelevanceQuery(rubric, ids[i], texts[i]))
+                slots.append((i, j))
+        if queries:
+            kwargs: dict[str, Any] = {}
+            if hasattr(self.relevance, "predict_ids"):
+                kwargs["batch_size"] = self.rtt_config.relevance_batch_size
+            rel = self.relevance.token_relevance(queries, self.processing_class, **kwargs)
+            for (i, j), w in zip(slots, rel):
+                n = min(len(w), t)
+                weights[i, j, :n] = w[:n].float()
+        return weights.to(device)
+
+    # ----- the hook ----------------------------------------------------------------------------
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        self.rubric_reward.last = None
+        output = super()._generate_and_score_completions(inputs)
+        cfg = self.rtt_config
+        mode = "train" if self.model.training else "eval"
+        group = self.num_generations if mode == "train" else self.num_generations_eval
+        completion_ids = output["completion_ids"]
+        mask = output["completion_mask"]
+        if "tool_mask" in output:
+            mask = mask * output["tool_mask"]
+        b, t = completion_ids.shape
+        ids = [completion_ids[i][mask[i].bool()].tolist() for i in range(b)]
+        texts = self.processing_class.batch_decode(ids, skip_special_tokens=True)
+        batch = self._rubric_scores(inputs, texts)
+        if len(batch) != b:
+            raise RTTConfigError(f"rubric scores cover {len(batch)} responses, the batch has {b}")
+        k = min(batch.scores.shape[1], cfg.max_rubrics)
+        if batch.scores.shape[1] > cfg.max_rubrics:
+            logger.warning("a prompt has %d rubrics; using the first %d", batch.scores.shape[1], k)
+        device = completion_ids.device
+        scores = batch.scores[:, :k].to(device)
+        rmask = batch.mask[:, :k].to(device)
+        weights = self._relevance_tensor(batch, ids, texts, k, t)
+        tmask = mask.to(weights.dtype)
+        if cfg.token_norm == "intra_sample" or self.accelerator.num_processes == 1:
+            a_tok = token_advantages(
+                weights, scores, tmask, rmask, method=cfg.token_norm, group_size=group,
+                eps=cfg.eps, temperature=cfg.softmax_temperature,
+            )  # fmt: skip
+        else:
+            a_tok = self._gathered_token_advantages(weights, scores, tmask, rmask, group)
+        a_resp = output["advantages"]
+        output["advantages"] = combine_advantages(a_resp, a_tok, lam=cfg.lam, mode=cfg.combine)
+        self._log_rtt(mode, scores, rmask, a_tok, tmask)
+        self.last_credit = TokenCredit(
+            completion_ids=ids,
+            texts=list(texts),
+            rubrics=[list(r[:k]) for r in batch.rubrics],
+            scores=scores.detach().cpu(),
+            weights=weights.detach().cpu(),
+            token_advantages=a_tok.detach().cpu(),
+            response_advantages=a_resp.detach().cpu(),
+            advantages=output["advantages"].detach().cpu(),
+        )
+        return output
+
+    def _gathered_token_advantages(
+        self,
+        weights: torch.Tensor,
+        scores: torch.Tensor,
+        tmask: torch.Tensor,
+        rmask: torch.Tensor,
+        group: int,
+    ) -> torch.Tensor:
+        """Group normalisations across processes: gather padded tensors, normalise, slice back."""
+        acc = self.accelerator
+        cfg = self.rtt_config
+        b, _, t = weights.shape
+        w = acc.pad_across_processes(acc.pad_across_processes(weights, dim=1), dim=2)
+        s = acc.pad_across_processes(scores, dim=1)
+        r = acc.pad_across_processes(rmask, dim=1)
+        m = acc.pad_across_processes(tmask, dim=1)
+        a = token_advantages(
+            acc.gather(w), acc.gather(s), acc.gather(m), acc.gather(r), method=cfg.token_norm,
+            group_size=group, eps=cfg.eps, temperature=cfg.softmax_temperature,
+        )  # fmt: skip
+        start = acc.process_index * b
+        return a[start : start + b, :t]
+
+    def _log_rtt(
+        self, mode: str, scores: torch.Tensor, rmask: torch.Tensor, a_tok: torch.Tensor, tmask: torch.Tensor
+    ) -> None:
+        met = ((scores > 0).float() * rmask).sum()
+        total = rmask.sum().clamp(min=1.0)
+        all_met = (((scores > 0) | (rmask == 0)).all(dim=1)).float().mean()
+        self._metrics[mode]["rtt/rubric_accuracy"].append(float((met / total).item()))
+        self._metrics[mode]["rtt/instruction_accuracy"].append(float(all_met.item()))
+        abs_mean = (a_tok.abs() * tmask).sum() / tmask.sum().clamp(min=1.0)
+        self._metrics[mode]["rtt/token_advantage_abs_mean"].append(float(abs_mean.item()))
