@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -28,7 +29,7 @@ from zjulab.common.protocols import ChatModel
 from zjulab.common.structured import generate_structured, schema_prompt
 from zjulab.memtrace.gold import Gold
 from zjulab.memtrace.graph import Operation, Trace
-from zjulab.memtrace.matching import carries, flatten_text, token_recall
+from zjulab.memtrace.matching import carries, flatten_text, normalize_text, token_recall
 from zjulab.memtrace.taxonomy import DEFAULT_TAXONOMY, Taxonomy
 
 __all__ = [
@@ -125,11 +126,12 @@ class EvidenceCorrector:
         if len(op.outputs) != 1:
             return False, None
         value = trace.variables[op.outputs[0]].value
-        missing = [e for e in gold.evidence if not carries(value, e, self.threshold)]
+        missing = [e for e in gold.evidence if not carries(value, e, self.threshold, gold.answer)]
         if not missing:
             return False, None
         if isinstance(value, (list, tuple)) and all(isinstance(x, str) for x in value):
-            items = list(value)
+            # a damaged copy of a missing evidence text is replaced, not kept beside it
+            items = [x for x in value if not any(token_recall(e, x) >= 0.5 for e in missing)]
             if op.kind in self.front_kinds:
                 new = missing + [x for x in items if x not in missing]
                 new = new[: max(len(items), len(missing))]
@@ -137,7 +139,10 @@ class EvidenceCorrector:
                 new = items + missing
             return True, type(value)(new) if isinstance(value, tuple) else new
         if isinstance(value, str):
-            return True, "\n".join([value, *missing]) if value else "\n".join(missing)
+            lines = [
+                x for x in value.split("\n") if x and not any(token_recall(e, x) >= 0.5 for e in missing)
+            ]
+            return True, "\n".join([*lines, *missing])
         return False, None
 
 
@@ -197,8 +202,8 @@ class EvidenceJudge:
         self.taxonomy = taxonomy or DEFAULT_TAXONOMY
         self._corrector = EvidenceCorrector(threshold)
 
-    def _carried(self, trace: Trace, var_ids: Sequence[str], text: str) -> bool:
-        return any(carries(trace.variables[v].value, text, self.threshold) for v in var_ids)
+    def _carried(self, trace: Trace, var_ids: Sequence[str], text: str, answer: str = "") -> bool:
+        return any(carries(trace.variables[v].value, text, self.threshold, answer) for v in var_ids)
 
     def judge(self, trace: Trace, op_ids: Sequence[str], gold: Gold) -> dict[str, Verdict]:
         """See :class:`Judge`."""
@@ -206,7 +211,7 @@ class EvidenceJudge:
         out: dict[str, Verdict] = {}
         for oid in op_ids:
             op = trace.operation(oid)
-            in_has = [e for e in needed if self._carried(trace, op.inputs, e)]
+            in_has = [e for e in needed if self._carried(trace, op.inputs, e, gold.answer)]
             if trace.final in op.outputs:
                 if gold.is_correct(trace.variables[trace.final].value):  # type: ignore[index]
                     out[oid] = Verdict(oid, False, rationale="the answer matches the gold answer")
@@ -221,7 +226,7 @@ class EvidenceJudge:
                 else:
                     out[oid] = Verdict(oid, True, "upstream", rationale="the inputs lacked evidence")
                 continue
-            lost = [e for e in needed if not self._carried(trace, op.outputs, e)]
+            lost = [e for e in needed if not self._carried(trace, op.outputs, e, gold.answer)]
             if not lost:
                 out[oid] = Verdict(oid, False, rationale="the output carries the evidence")
                 continue
@@ -246,6 +251,22 @@ class EvidenceJudge:
     def correct(self, trace: Trace, op_id: str, gold: Gold) -> tuple[bool, Any]:
         """See :class:`EvidenceCorrector`."""
         return self._corrector.correct(trace, op_id, gold)
+
+
+def _tokens(value: Any) -> Counter[str]:
+    return Counter(t for s in flatten_text(value) for t in normalize_text(s).split())
+
+
+def _changed_not_lost(mine: Any, theirs: Any) -> bool:
+    """Whether ``mine`` rewrote content of ``theirs`` rather than dropping it.
+
+    Tokens of the reference missing from the output (lost) are compared with tokens of the
+    output missing from the reference (added): a drop adds (almost) nothing.
+    """
+    a, b = _tokens(mine), _tokens(theirs)
+    lost = sum((b - a).values())
+    added = sum((a - b).values())
+    return lost > 0 and added >= 0.5 * lost
 
 
 def _canon(value: Any) -> str:
@@ -294,13 +315,7 @@ class ReferenceJudge:
                 [self.reference.variables[v].value for v in ref.inputs]
             )
             mode = self.taxonomy.default_mode(op.kind)
-            if (
-                mode == "information_loss"
-                and len(mine) == 1
-                and isinstance(mine[0], list)
-                and isinstance(theirs[0], list)
-                and len(mine[0]) >= len(theirs[0])
-            ):
+            if mode == "information_loss" and _changed_not_lost(mine, theirs):
                 mode = "incorrect_extraction"
             out[oid] = Verdict(
                 oid,

@@ -60,6 +60,15 @@ def flatten_text(value: Any) -> Iterator[str]:
         yield str(value)
 
 
-def carries(value: Any, evidence: str, threshold: float = 0.9) -> bool:
-    """Whether one string inside ``value`` contains ``threshold`` of ``evidence``'s tokens."""
-    return any(token_recall(evidence, s) >= threshold for s in flatten_text(value))
+def carries(value: Any, evidence: str, threshold: float = 0.9, answer: str = "") -> bool:
+    """Whether one string inside ``value`` holds ``evidence``.
+
+    The string must contain ``threshold`` of the evidence's tokens and, when ``answer`` is
+    given, as much of the answer as the evidence itself does (so a copy of the evidence with
+    the answer changed does not count).
+    """
+    need = token_recall(answer, evidence) if answer else 0.0
+    return any(
+        token_recall(evidence, s) >= threshold and (not need or token_recall(answer, s) >= need)
+        for s in flatten_text(value)
+    )

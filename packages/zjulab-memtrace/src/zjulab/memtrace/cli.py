@@ -1,0 +1,192 @@
+"""Command line: ``zjulab-memtrace demo | show | attribute | bench`` (also installed as ``memtrace``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from zjulab.common.errors import ZjulabError
+from zjulab.common.io import read_json, write_json
+
+__all__ = ["main"]
+
+
+def _find_locomo(arg: str | None) -> Path:
+    if arg:
+        return Path(arg)
+    from zjulab.common.testing.pytest_plugin import find_shared_data
+
+    found = find_shared_data()
+    if found is None or not (found / "locomo" / "locomo10.json").is_file():
+        raise SystemExit("LoCoMo not found: pass --locomo PATH/TO/locomo10.json")
+    return found / "locomo" / "locomo10.json"
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from zjulab.memtrace.demo import DEMO_GOLD, run_demo
+
+    t0 = time.perf_counter()
+    res = run_demo(args.out, judge=args.judge, encoder=args.encoder, device=args.device)
+    att = res.attribution
+    print(f"Mem0-style pipeline (encoder: {res.encoder_id}) with a planted fault: extraction drops a fact")
+    print(f"question : {DEMO_GOLD.question}")
+    print(f"gold     : {DEMO_GOLD.answer}")
+    print(f"answer   : {res.answer}")
+    print(f"judge    : {att.method}; rounds: {att.rounds}")
+    for r in att.replays:
+        print(f"replay   : correct {r.op_ids} -> re-ran {r.executed} -> {r.answer!r} (rescued: {r.rescued})")
+    print(att.summary())
+    for d in att.decisive:
+        print(f"decisive error: {d.label} [{d.op_id}] mode={d.mode}: {d.rationale}")
+    print(f"trace    : {res.trace_path}")
+    for p in res.pictures:
+        print(f"picture  : {p}")
+    print(f"({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def _load_attribution(path: Path) -> object | None:
+    from zjulab.memtrace.attribution import Attribution
+
+    if not path.is_file():
+        return None
+    return Attribution.from_dict(read_json(path))
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from zjulab.memtrace.redaction import Redactor
+    from zjulab.memtrace.render import write_picture
+    from zjulab.memtrace.store import load_trace
+
+    trace_path = Path(args.trace)
+    trace = load_trace(trace_path)
+    att_path = Path(args.attribution) if args.attribution else trace_path.with_suffix(".attribution.json")
+    att = _load_attribution(att_path)
+    out = Path(args.out) if args.out else trace_path.with_suffix("")
+    paths = write_picture(trace, out, att, redact=Redactor() if args.redact else None, formats=args.format)  # type: ignore[arg-type]
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _cmd_attribute(args: argparse.Namespace) -> int:
+    from zjulab.memtrace.attribution import attribute
+    from zjulab.memtrace.config import AttributionConfig
+    from zjulab.memtrace.gold import Gold
+    from zjulab.memtrace.judges import ChatJudge, EvidenceJudge, Judge
+    from zjulab.memtrace.store import load_trace
+
+    trace = load_trace(args.trace, resolve_imports=True)
+    gold = Gold(args.gold, tuple(args.evidence or ()), args.question or trace.metadata.get("question"))
+    judge: Judge
+    if args.judge == "chat":
+        from zjulab.common.defaults import default_chat_model
+
+        judge = ChatJudge(default_chat_model(device=args.device))
+    else:
+        judge = EvidenceJudge()
+    att = attribute(trace, gold, judge, config=AttributionConfig(verify=not args.no_verify))
+    out = Path(args.out) if args.out else Path(args.trace).with_suffix(".attribution.json")
+    write_json(out, att.to_dict())
+    print(att.summary())
+    for d in att.decisive:
+        print(f"{d.label} [{d.op_id}] mode={d.mode}: {d.rationale}")
+    print(f"attribution: {out}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from zjulab.common.testing import HashingEncoder
+    from zjulab.memtrace.bench import build_memtracebench, chat_methods, default_methods, evaluate, stratified
+    from zjulab.memtrace.config import BenchConfig
+
+    path = _find_locomo(args.locomo)
+    t0 = time.perf_counter()
+    cases = build_memtracebench(
+        path, HashingEncoder(512), BenchConfig(max_questions=20 if args.quick else 60)
+    )
+    t1 = time.perf_counter()
+    report = evaluate(cases, default_methods())
+    t2 = time.perf_counter()
+    print(f"cases: {report.counts} (built in {t1 - t0:.1f} s, scored in {t2 - t1:.1f} s)")
+    print(report.table())
+    if args.chat_limit > 0:
+        from zjulab.common.defaults import default_chat_model
+
+        sub = stratified(cases, args.chat_limit)
+        model = default_chat_model(device=args.device)
+        methods = {
+            **chat_methods(model),
+            **{k: v for k, v in default_methods().items() if "oracle" in k or "last" in k},
+        }
+        t3 = time.perf_counter()
+        chat_report = evaluate(sub, methods)
+        print(
+            f"\nembedded chat model ({model.model_id}) on {len(sub)} stratified faulted cases ({time.perf_counter() - t3:.0f} s):"
+        )
+        print(chat_report.table())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser."""
+    p = argparse.ArgumentParser(
+        prog="zjulab-memtrace", description="Trace memory pipelines and attribute failures (MemTrace)."
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    d = sub.add_parser("demo", help="trace a faulty Mem0-style pipeline, attribute and draw it")
+    d.add_argument("--out", default="memtrace-demo", help="output folder")
+    d.add_argument("--judge", choices=["evidence", "chat"], default="evidence")
+    d.add_argument("--encoder", choices=["embedded", "hashing"], default="embedded")
+    d.add_argument("--device", default="cpu")
+    d.set_defaults(fn=_cmd_demo)
+
+    s = sub.add_parser("show", help="draw a saved trace as HTML and DOT")
+    s.add_argument("trace")
+    s.add_argument("--attribution", help="attribution JSON (default: TRACE.attribution.json if present)")
+    s.add_argument("--out", help="output path without suffix (default: next to the trace)")
+    s.add_argument("--format", nargs="+", choices=["html", "dot"], default=["html", "dot"])
+    s.add_argument("--redact", action="store_true", help="redact e-mails, phone numbers and keys")
+    s.set_defaults(fn=_cmd_show)
+
+    a = sub.add_parser("attribute", help="attribute a saved trace's wrong answer")
+    a.add_argument("trace")
+    a.add_argument("--gold", required=True, help="gold answer")
+    a.add_argument("--evidence", nargs="*", help="evidence texts as the pipeline stores them")
+    a.add_argument("--question")
+    a.add_argument("--judge", choices=["evidence", "chat"], default="evidence")
+    a.add_argument("--no-verify", action="store_true", help="skip replay verification")
+    a.add_argument("--out", help="attribution JSON (default: TRACE.attribution.json)")
+    a.add_argument("--device", default="cpu")
+    a.set_defaults(fn=_cmd_attribute)
+
+    b = sub.add_parser("bench", help="run the reduced MemTraceBench")
+    b.add_argument("--locomo", help="path of locomo10.json (default: shared/data/locomo)")
+    b.add_argument("--quick", action="store_true", help="20 questions instead of 60")
+    b.add_argument("--chat-limit", type=int, default=0, help="also score the embedded chat judge on N cases")
+    b.add_argument("--device", default="cpu")
+    b.set_defaults(fn=_cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.fn(args))
+    except ZjulabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
