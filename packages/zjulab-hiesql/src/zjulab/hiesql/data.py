@@ -1,0 +1,136 @@
+"""SParC/CoSQL interactions and the turn-per-line gold/prediction files."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zjulab.common.io import atomic_write_text
+
+from zjulab.hiesql.errors import SchemaFileError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Interaction", "Turn", "load_interactions", "read_turn_file", "write_turn_file"]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One utterance of an interaction with its gold SQL (empty when unknown).
+
+    Args:
+        utterance: The user's question at this turn.
+        sql: The gold SQL for this turn ("" at prediction time).
+    """
+
+    utterance: str
+    sql: str = ""
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """A sequence of turns over one database.
+
+    Args:
+        db_id: The database the interaction is about.
+        turns: The turns in order.
+        interaction_id: An identifier (the position in the source file by default).
+    """
+
+    db_id: str
+    turns: tuple[Turn, ...] = field(default_factory=tuple)
+    interaction_id: str = ""
+
+    def __len__(self) -> int:
+        return len(self.turns)
+
+
+def load_interactions(path: str | Path) -> list[Interaction]:
+    """Load SParC/CoSQL interactions (``dev.json`` in the editsql layout).
+
+    Each entry has ``database_id`` and ``interaction`` (a list of ``{utterance, query}``).
+
+    Args:
+        path: The JSON file.
+
+    Returns:
+        The interactions in file order.
+
+    Raises:
+        SchemaFileError: When the file is missing, not JSON, or an entry lacks a key.
+    """
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SchemaFileError(f"interaction file not found: {p}") from exc
+    except json.JSONDecodeError as exc:
+        raise SchemaFileError(f"{p}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+    out: list[Interaction] = []
+    for i, entry in enumerate(data):
+        try:
+            db = entry.get("database_id", entry.get("db_id"))
+            turns = tuple(Turn(str(t["utterance"]), str(t.get("query", t.get("sql_query", "")))) for t in entry["interaction"])
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise SchemaFileError(f"{p}: interaction {i} is malformed ({exc!r})") from exc
+        if not db:
+            raise SchemaFileError(f"{p}: interaction {i} has no database_id")
+        out.append(Interaction(str(db), turns, str(entry.get("interaction_id", i))))
+    return out
+
+
+def read_turn_file(path: str | Path) -> list[list[tuple[str, str]]]:
+    """Read a gold or prediction file: one ``SQL<TAB>db_id`` per turn, blank line between interactions.
+
+    A prediction line may omit the ``db_id``. A final interaction without a trailing blank line is
+    kept, and runs of blank lines do not create empty interactions (the official script would drop
+    the former and count the latter).
+
+    Args:
+        path: The text file.
+
+    Returns:
+        One list of ``(sql, db_id)`` per interaction.
+
+    Raises:
+        SchemaFileError: When the file does not exist.
+    """
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as exc:
+        raise SchemaFileError(f"turn file not found: {p}") from exc
+    out: list[list[tuple[str, str]]] = []
+    block: list[tuple[str, str]] = []
+    for line in lines:
+        if not line.strip():
+            if block:
+                out.append(block)
+            block = []
+            continue
+        parts = line.strip().split("\t")
+        block.append((parts[0], parts[1] if len(parts) > 1 else ""))
+    if block:
+        out.append(block)
+    return out
+
+
+def write_turn_file(path: str | Path, interactions: Sequence[Sequence[tuple[str, str]]]) -> None:
+    """Write ``(sql, db_id)`` turns in the gold-file layout, atomically.
+
+    Newlines and tabs inside SQL are replaced by spaces so each turn stays on one line.
+
+    Args:
+        path: Destination file.
+        interactions: One sequence of ``(sql, db_id)`` per interaction.
+    """
+    chunks = []
+    for inter in interactions:
+        for sql, db in inter:
+            flat = " ".join(sql.replace("\t", " ").split())
+            chunks.append(f"{flat}\t{db}\n")
+        chunks.append("\n")
+    atomic_write_text(path, "".join(chunks))

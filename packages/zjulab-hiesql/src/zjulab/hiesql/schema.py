@@ -1,0 +1,239 @@
+"""Database schemas in the Spider ``tables.json`` form, loaded from JSON or read from SQLite."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zjulab.hiesql.errors import SchemaFileError, UnknownDatabaseError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Schema", "SchemaSet", "load_tables", "schema_from_sqlite"]
+
+
+@dataclass(frozen=True)
+class Schema:
+    """One database schema (the Spider ``tables.json`` entry).
+
+    Column 0 is the special ``*`` column with table index -1, as in Spider.
+
+    Args:
+        db_id: Database identifier.
+        table_names_original: Table names as written in the database.
+        column_names_original: ``(table_index, column_name)`` pairs as written in the database.
+        table_names: Natural-language table names (defaults to the original names).
+        column_names: Natural-language ``(table_index, name)`` pairs (defaults to the originals).
+        column_types: One type string per column (``"text"``, ``"number"``...).
+        primary_keys: Column indices that are primary keys.
+        foreign_keys: ``(column_index, referenced_column_index)`` pairs.
+    """
+
+    db_id: str
+    table_names_original: tuple[str, ...]
+    column_names_original: tuple[tuple[int, str], ...]
+    table_names: tuple[str, ...] = ()
+    column_names: tuple[tuple[int, str], ...] = ()
+    column_types: tuple[str, ...] = ()
+    primary_keys: tuple[int, ...] = ()
+    foreign_keys: tuple[tuple[int, int], ...] = ()
+    _lower_tables: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.table_names:
+            object.__setattr__(self, "table_names", tuple(t.replace("_", " ").lower() for t in self.table_names_original))
+        if not self.column_names:
+            object.__setattr__(
+                self, "column_names", tuple((t, c.replace("_", " ").lower()) for t, c in self.column_names_original)
+            )
+        if not self.column_types:
+            object.__setattr__(self, "column_types", tuple("text" for _ in self.column_names_original))
+        for t_idx, name in self.column_names_original:
+            if t_idx >= len(self.table_names_original) or (t_idx < 0 and name != "*"):
+                raise SchemaFileError(f"schema {self.db_id!r}: column {name!r} has bad table index {t_idx}")
+        n_cols = len(self.column_names_original)
+        for a, b in self.foreign_keys:
+            if not (0 <= a < n_cols and 0 <= b < n_cols):
+                raise SchemaFileError(f"schema {self.db_id!r}: foreign key ({a}, {b}) out of range")
+        lower: dict[str, list[str]] = {t.lower(): [] for t in self.table_names_original}
+        for t_idx, name in self.column_names_original:
+            if t_idx >= 0:
+                lower[self.table_names_original[t_idx].lower()].append(name.lower())
+        object.__setattr__(self, "_lower_tables", lower)
+
+    @property
+    def tables(self) -> dict[str, list[str]]:
+        """Lower-cased table name -> lower-cased column names (the evaluator's view)."""
+        return self._lower_tables
+
+    def columns_of(self, table_index: int) -> list[int]:
+        """Column indices that belong to ``table_index``."""
+        return [i for i, (t, _) in enumerate(self.column_names_original) if t == table_index]
+
+    def qualified_column(self, column_index: int) -> str:
+        """``table.column`` (original spelling) for a column index; ``*`` for column 0."""
+        t_idx, name = self.column_names_original[column_index]
+        return name if t_idx < 0 else f"{self.table_names_original[t_idx]}.{name}"
+
+    def foreign_key_map(self) -> dict[str, str]:
+        """Map each foreign-key-linked column id to the smallest column id of its linked group.
+
+        Column ids use the evaluator's ``__table.column__`` spelling. Groups are formed the way
+        the official evaluator forms them: each key pair joins the first group that already holds
+        either of its two columns, otherwise it starts a new group.
+        """
+        ids = [
+            "__all__" if t < 0 else f"__{self.table_names_original[t].lower()}.{c.lower()}__"
+            for t, c in self.column_names_original
+        ]
+        groups: list[set[int]] = []
+        for a, b in self.foreign_keys:
+            target = next((g for g in groups if a in g or b in g), None)
+            if target is None:
+                target = set()
+                groups.append(target)
+            target.update((a, b))
+        mapping: dict[str, str] = {}
+        for g in groups:
+            head = ids[min(g)]
+            for i in g:
+                mapping[ids[i]] = head
+        return mapping
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``tables.json`` entry for this schema."""
+        return {
+            "db_id": self.db_id,
+            "table_names_original": list(self.table_names_original),
+            "table_names": list(self.table_names),
+            "column_names_original": [list(c) for c in self.column_names_original],
+            "column_names": [list(c) for c in self.column_names],
+            "column_types": list(self.column_types),
+            "primary_keys": list(self.primary_keys),
+            "foreign_keys": [list(fk) for fk in self.foreign_keys],
+        }
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> Schema:
+        """Build a schema from one ``tables.json`` entry.
+
+        Raises:
+            SchemaFileError: When a required key is missing or malformed.
+        """
+        try:
+            pks = [p for p in entry.get("primary_keys", []) for p in (p if isinstance(p, list) else [p])]
+            fks: list[tuple[int, int]] = []
+            for fk in entry.get("foreign_keys", []):
+                fks.append((int(fk[0]), int(fk[1])))
+            return cls(
+                db_id=str(entry["db_id"]),
+                table_names_original=tuple(entry["table_names_original"]),
+                column_names_original=tuple((int(t), str(c)) for t, c in entry["column_names_original"]),
+                table_names=tuple(entry.get("table_names", ())),
+                column_names=tuple((int(t), str(c)) for t, c in entry.get("column_names", ())),
+                column_types=tuple(entry.get("column_types", ())),
+                primary_keys=tuple(int(p) for p in pks),
+                foreign_keys=tuple(fks),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise SchemaFileError(f"bad tables.json entry {entry.get('db_id', '?')!r}: {exc!r}") from exc
+
+
+class SchemaSet(dict[str, Schema]):
+    """``db_id`` -> :class:`Schema`, raising :class:`UnknownDatabaseError` for unknown ids."""
+
+    def __missing__(self, key: str) -> Schema:
+        known = ", ".join(sorted(self)[:5])
+        raise UnknownDatabaseError(f"unknown db_id {key!r} ({len(self)} schemas loaded, e.g. {known})")
+
+
+def load_tables(path: str | Path) -> SchemaSet:
+    """Load a Spider-style ``tables.json`` into a :class:`SchemaSet`.
+
+    Args:
+        path: The JSON file (a list of schema entries).
+
+    Returns:
+        The schemas keyed by ``db_id``.
+
+    Raises:
+        SchemaFileError: When the file is missing, not JSON, or an entry is malformed.
+    """
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SchemaFileError(f"tables file not found: {p}") from exc
+    except json.JSONDecodeError as exc:
+        raise SchemaFileError(f"{p}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+    if not isinstance(data, list):
+        raise SchemaFileError(f"{p}: expected a JSON list of schemas, got {type(data).__name__}")
+    return SchemaSet((s.db_id, s) for s in (Schema.from_json(e) for e in data))
+
+
+def schema_from_sqlite(path: str | Path, db_id: str | None = None) -> Schema:
+    """Read a schema (tables, columns, types, primary and foreign keys) from a SQLite file.
+
+    The file is opened read-only.
+
+    Args:
+        path: The SQLite database file.
+        db_id: Identifier to give the schema; defaults to the file stem.
+
+    Returns:
+        The schema.
+
+    Raises:
+        SchemaFileError: When the file does not exist or is not a SQLite database.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise SchemaFileError(f"database file not found: {p}")
+    try:
+        conn = sqlite3.connect(f"file:{p.resolve()}?mode=ro", uri=True)
+        try:
+            tables = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
+                )
+            ]
+            cols: list[tuple[int, str]] = [(-1, "*")]
+            types: list[str] = ["text"]
+            pks: list[int] = []
+            index: dict[tuple[str, str], int] = {}
+            for t_idx, table in enumerate(tables):
+                for _cid, name, ctype, _nn, _dflt, pk in conn.execute(f'PRAGMA table_info("{table}")'):
+                    index[(table.lower(), name.lower())] = len(cols)
+                    if pk:
+                        pks.append(len(cols))
+                    cols.append((t_idx, name))
+                    low = (ctype or "").lower()
+                    types.append("number" if any(k in low for k in ("int", "real", "num", "float", "double")) else "text")
+            fks: list[tuple[int, int]] = []
+            for table in tables:
+                for row in conn.execute(f'PRAGMA foreign_key_list("{table}")'):
+                    ref_table, src, dst = row[2], row[3], row[4]
+                    a = index.get((table.lower(), str(src).lower()))
+                    b = index.get((str(ref_table).lower(), str(dst or "").lower()))
+                    if a is not None and b is not None:
+                        fks.append((a, b))
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise SchemaFileError(f"{p}: not a readable SQLite database ({exc})") from exc
+    return Schema(
+        db_id=db_id or p.stem,
+        table_names_original=tuple(tables),
+        column_names_original=tuple(cols),
+        column_types=tuple(types),
+        primary_keys=tuple(pks),
+        foreign_keys=tuple(fks),
+    )
+
+
