@@ -1,0 +1,66 @@
+"""zjulab.fluxmem: a connectivity-evolving memory graph for LLM agents (FluxMem).
+
+Memory is a heterogeneous graph of episodic, semantic and procedural units. Writes form
+connections by a hybrid score (Stage I), task feedback repairs them (Stage II: expand, prune,
+reshape), and successful trajectories consolidate into procedural circuits guided by PEMS
+(Stage III).
+"""
+
+from zjulab.fluxmem.async_memory import AsyncFluxMemory
+from zjulab.fluxmem.bm25 import BM25Index, tokenize
+from zjulab.fluxmem.clustering import kmeans, num_clusters
+from zjulab.fluxmem.config import FluxMemConfig
+from zjulab.fluxmem.consolidation import ConsolidationReport, SkillReport
+from zjulab.fluxmem.errors import (
+    FluxMemConfigError,
+    FluxMemError,
+    FluxStoreError,
+    FluxStoreIndexError,
+    FluxStoreVersionError,
+    MemoryInputError,
+    MemoryNotFoundError,
+    ScopeError,
+)
+from zjulab.fluxmem.graph import MemoryGraph
+from zjulab.fluxmem.memory import FluxMemory, scope_key
+from zjulab.fluxmem.nodes import MemoryEdge, MemoryNode
+from zjulab.fluxmem.pems import PEMSTracker, pems, skill_delta
+from zjulab.fluxmem.reasoner import MemoryReasoner
+from zjulab.fluxmem.refinement import FeedbackReport, RepairRound
+from zjulab.fluxmem.scoring import hybrid_scores, minmax
+from zjulab.fluxmem.vector_index import VectorIndex
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncFluxMemory",
+    "BM25Index",
+    "ConsolidationReport",
+    "FeedbackReport",
+    "FluxMemConfig",
+    "FluxMemConfigError",
+    "FluxMemError",
+    "FluxMemory",
+    "FluxStoreError",
+    "FluxStoreIndexError",
+    "FluxStoreVersionError",
+    "MemoryEdge",
+    "MemoryGraph",
+    "MemoryInputError",
+    "MemoryNode",
+    "MemoryNotFoundError",
+    "MemoryReasoner",
+    "PEMSTracker",
+    "RepairRound",
+    "ScopeError",
+    "SkillReport",
+    "VectorIndex",
+    "hybrid_scores",
+    "kmeans",
+    "minmax",
+    "num_clusters",
+    "pems",
+    "scope_key",
+    "skill_delta",
+    "tokenize",
+]

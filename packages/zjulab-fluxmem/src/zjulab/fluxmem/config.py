@@ -1,0 +1,126 @@
+"""Configuration of a :class:`~zjulab.fluxmem.memory.FluxMemory`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from zjulab.fluxmem.errors import FluxMemConfigError
+
+__all__ = ["FluxMemConfig"]
+
+
+@dataclass
+class FluxMemConfig:
+    """Settings of the three FluxMem stages and of search.
+
+    Args:
+        dense_weight: Weight of the (min-max normalised) cosine similarity in the hybrid score.
+        bm25_weight: Weight of the (min-max normalised) BM25 score in the hybrid score.
+        llm_weight: Weight of the (min-max normalised) chat-model verification score.
+        bm25_k1: BM25 term-frequency saturation.
+        bm25_b: BM25 document-length normalisation.
+        candidate_k: Dense candidates looked at when a new unit is linked (Stage I).
+        max_links: Associative links made per new unit at most (Stage I).
+        link_min_cosine: Candidates below this cosine are never linked on write.
+        verify_threshold: A chat-model verification score (0-1) below this rejects a link.
+        extract_facts: Distil semantic facts from new messages with the chat model on ``add``.
+        link_adjacent: Link consecutive messages of one ``add`` call (and run) with ``next`` edges.
+        search_candidates: Dense and BM25 candidates gathered per search before graph expansion.
+        context_weight: Share of a linked neighbour's score a node receives in search.
+        verify_on_search: Also score search candidates with the chat model (slow; off by default).
+        expand_top_k: Semantic neighbours linked by one *expand* edit (Stage II).
+        prune_threshold: Verification score above which an interfering link is pruned (Stage II).
+        max_refinement_rounds: Feedback repair rounds at most (Stage II).
+        max_consolidation_rounds: Skill refinement rounds at most (Stage III).
+        pems_epsilon: Consolidation stops when ``|ΔPEMS|`` falls below this (Stage III).
+        num_clusters: Fixed k for trajectory clustering; ``None`` uses ``max(1, ⌊√(n/2)⌋)``.
+        kmeans_iters: Lloyd iterations of the trajectory clustering.
+        seed: Seed of the k-means initialisation.
+        llm_max_new_tokens: Generation budget of one structured chat-model call.
+        llm_max_retries: Re-asks of a chat-model call whose answer does not parse.
+        encode_batch_size: Batch size handed to the text encoder.
+        bm25_max_df: BM25 candidate generation skips terms found in more than this share of a
+            scope's documents (they carry almost no IDF and dominate the cost).
+        bm25_scan_budget: BM25 candidate generation reads at most about this many postings per
+            search, rarest query terms first (bounds search time on large memories).
+    """
+
+    dense_weight: float = 1.0  # the paper's weighting: cosine dominates
+    bm25_weight: float = 0.5  # lexical match adds names and rare words cosine blurs
+    llm_weight: float = 0.3  # verification breaks ties; weak models must not dominate
+    bm25_k1: float = 1.5  # Okapi default, as in the reference implementation
+    bm25_b: float = 0.75  # Okapi default, as in the reference implementation
+    candidate_k: int = 20  # enough to find the handful of true links in a dialogue
+    max_links: int = 3  # keeps the graph sparse: degree grows linearly, not quadratically
+    link_min_cosine: float = 0.3  # below this MiniLM pairs are mostly unrelated
+    verify_threshold: float = 0.5  # the midpoint of the 0-1 verification scale
+    extract_facts: bool = True  # semantic nodes are the paper's second memory type
+    link_adjacent: bool = True  # a reply is usually grounded in the turn before it
+    search_candidates: int = 50  # 5x a top-10 request leaves room for graph re-ranking
+    context_weight: float = 0.3  # neighbours lift a node without outranking direct matches
+    verify_on_search: bool = False  # one chat call per candidate is too slow for a hot path
+    expand_top_k: int = 3  # the paper's expansion size
+    prune_threshold: float = 0.7  # only clearly interfering links are dropped
+    max_refinement_rounds: int = 5  # the paper's T
+    max_consolidation_rounds: int = 5  # the paper's round budget
+    pems_epsilon: float = 0.01  # the paper's convergence threshold
+    num_clusters: int | None = None  # None: the paper's k = max(1, floor(sqrt(n/2)))
+    kmeans_iters: int = 50  # Lloyd converges in a few iterations at these sizes
+    seed: int = 0  # deterministic clustering
+    llm_max_new_tokens: int = 256  # a JSON list of a few facts fits
+    llm_max_retries: int = 2  # the common structured-output default
+    encode_batch_size: int = 64  # fits MiniLM on CPU without memory spikes
+    bm25_max_df: float = 0.5  # terms in half the documents have IDF close to zero
+    bm25_scan_budget: int = 20000  # about 5 ms of Python per search at any memory size
+
+    def __post_init__(self) -> None:
+        for name in ("dense_weight", "bm25_weight", "llm_weight", "context_weight"):
+            value = getattr(self, name)
+            if value < 0:
+                raise FluxMemConfigError(f"{name} must be >= 0, got {value}")
+        if self.dense_weight + self.bm25_weight + self.llm_weight <= 0:
+            raise FluxMemConfigError("dense_weight + bm25_weight + llm_weight must be > 0")
+        if self.bm25_k1 < 0:
+            raise FluxMemConfigError(f"bm25_k1 must be >= 0, got {self.bm25_k1}")
+        if not 0.0 <= self.bm25_b <= 1.0:
+            raise FluxMemConfigError(f"bm25_b must be in [0, 1], got {self.bm25_b}")
+        for name in (
+            "candidate_k",
+            "search_candidates",
+            "max_refinement_rounds",
+            "max_consolidation_rounds",
+            "kmeans_iters",
+            "llm_max_new_tokens",
+            "encode_batch_size",
+            "bm25_scan_budget",
+        ):
+            value = getattr(self, name)
+            if value < 1:
+                raise FluxMemConfigError(f"{name} must be >= 1, got {value}")
+        for name in ("max_links", "expand_top_k", "llm_max_retries"):
+            value = getattr(self, name)
+            if value < 0:
+                raise FluxMemConfigError(f"{name} must be >= 0, got {value}")
+        for name in ("link_min_cosine",):
+            value = getattr(self, name)
+            if not -1.0 <= value <= 1.0:
+                raise FluxMemConfigError(f"{name} must be in [-1, 1], got {value}")
+        for name in ("verify_threshold", "prune_threshold", "bm25_max_df"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise FluxMemConfigError(f"{name} must be in [0, 1], got {value}")
+        if self.pems_epsilon <= 0:
+            raise FluxMemConfigError(f"pems_epsilon must be > 0, got {self.pems_epsilon}")
+        if self.num_clusters is not None and self.num_clusters < 1:
+            raise FluxMemConfigError(f"num_clusters must be >= 1 or None, got {self.num_clusters}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (stored in a memory directory's manifest)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FluxMemConfig:
+        """Build from :meth:`to_dict` output, ignoring unknown keys (newer versions)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
