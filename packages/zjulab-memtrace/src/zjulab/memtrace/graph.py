@@ -290,10 +290,10 @@ class Trace:
             for vid in outputs:
                 self.graph.add_edge(node, self._index[vid], None)
             if not rx.is_directed_acyclic_graph(self.graph):
-                cycle = rx.digraph_find_cycle(self.graph, node)
+                cycle = list(rx.digraph_find_cycle(self.graph, node))
+                names = [self.graph[a][1] for a, _ in cycle]
                 self.graph.remove_node(node)
                 del self._index[oid]
-                names = [self.graph[a][1] for a, _ in cycle] if cycle else []
                 raise CycleError(f"operation {name!r} ({oid}) would close a cycle through {names or outputs}")
             for vid in outputs:
                 self.variables[vid].producer = oid

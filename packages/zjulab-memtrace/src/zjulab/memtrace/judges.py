@@ -105,8 +105,9 @@ def _output_value(trace: Trace, op: Operation) -> Any:
 class EvidenceCorrector:
     """Correct an output by putting the gold answer or the missing evidence back into it.
 
-    The final answer becomes the gold answer. A list output gets each missing evidence text
-    (in front for retrieval-like kinds, keeping the list length; at the end otherwise); a
+    Only evidence the operation received (carried by one of its inputs) is put back: the
+    correction is what the operation should have output given its inputs. The final answer
+    becomes the gold answer. A list output gets each missing evidence text (in front for retrieval-like kinds, keeping the list length; at the end otherwise); a
     string output gets them appended. Other outputs have no correction.
 
     Args:
@@ -126,7 +127,13 @@ class EvidenceCorrector:
         if len(op.outputs) != 1:
             return False, None
         value = trace.variables[op.outputs[0]].value
-        missing = [e for e in gold.evidence if not carries(value, e, self.threshold, gold.answer)]
+        inputs = [trace.variables[v].value for v in op.inputs]
+        missing = [
+            e
+            for e in gold.evidence
+            if not carries(value, e, self.threshold, gold.answer)
+            and any(carries(x, e, self.threshold, gold.answer) for x in inputs)
+        ]
         if not missing:
             return False, None
         if isinstance(value, (list, tuple)) and all(isinstance(x, str) for x in value):
