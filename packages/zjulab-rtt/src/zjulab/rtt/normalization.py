@@ -14,7 +14,9 @@ into another one.
 
 Standard deviations over tokens are population deviations (divide by the number of valid
 entries); the deviation of rubric scores across a group (``"softmax_rubrics"``) is the unbiased
-one, as GRPO uses for rewards. ``eps`` is added to every deviation.
+one, as GRPO uses for rewards. ``eps`` is added to every deviation. Differences from a mean
+that are at the level of float round-off count as exactly 0, so a constant slice (uniform
+relevance) gives exactly 0 credit.
 """
 
 from __future__ import annotations
@@ -69,6 +71,17 @@ def _groups(batch: int, group_size: int | None) -> int:
     return batch // group_size
 
 
+def _centre(x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """``x - mu`` with differences at the level of float round-off set to exactly 0.
+
+    The mean of equal values need not equal them in floating point; without this snap a
+    constant slice would get a deviation of ~1e-8 and a normalised value of ~1e-2 instead of 0.
+    """
+    d = x - mu
+    tol = 16 * torch.finfo(d.dtype).eps * (mu.abs() + x.abs()).clamp(min=1e-30)
+    return torch.where(d.abs() <= tol, torch.zeros_like(d), d)
+
+
 def _mean_over_rubrics(z: torch.Tensor, rubric_mask: torch.Tensor) -> torch.Tensor:
     """``[B, K, T] -> [B, T]``: mean over the valid rubrics of each response (0 when it has none)."""
     count = rubric_mask.sum(dim=1).clamp(min=1.0)  # [B]
@@ -121,8 +134,9 @@ def intra_sample_token_norm(
     m = tm.unsqueeze(1)  # [B, 1, T]
     n = m.sum(dim=-1, keepdim=True).clamp(min=1.0)  # [B, 1, 1]
     mu = (x * m).sum(dim=-1, keepdim=True) / n
-    sigma = ((((x - mu) ** 2) * m).sum(dim=-1, keepdim=True) / n).sqrt()
-    z = (x - mu) / (sigma + eps) * m
+    d = _centre(x, mu)
+    sigma = (((d**2) * m).sum(dim=-1, keepdim=True) / n).sqrt()
+    z = d / (sigma + eps) * m
     return _mean_over_rubrics(z, rm) * tm
 
 
@@ -161,8 +175,9 @@ def group_token_norm(
     m = (tm.unsqueeze(1) * rm.unsqueeze(-1)).view(n_groups, group_size, k, t)
     n = m.sum(dim=(1, 3), keepdim=True).clamp(min=1.0)  # [N, 1, K, 1]
     mu = (x * m).sum(dim=(1, 3), keepdim=True) / n
-    sigma = ((((x - mu) ** 2) * m).sum(dim=(1, 3), keepdim=True) / n).sqrt()
-    z = ((x - mu) / (sigma + eps) * m).view(b, k, t)
+    d = _centre(x, mu)
+    sigma = (((d**2) * m).sum(dim=(1, 3), keepdim=True) / n).sqrt()
+    z = (d / (sigma + eps) * m).view(b, k, t)
     return _mean_over_rubrics(z, rm) * tm
 
 
@@ -201,8 +216,9 @@ def rubric_mean_group_token_norm(
     m = tm.view(n_groups, group_size, t)
     n = m.sum(dim=(1, 2), keepdim=True).clamp(min=1.0)
     mu = (xbar * m).sum(dim=(1, 2), keepdim=True) / n
-    sigma = ((((xbar - mu) ** 2) * m).sum(dim=(1, 2), keepdim=True) / n).sqrt()
-    return ((xbar - mu) / (sigma + eps) * m).view(b, t)
+    d = _centre(xbar, mu)
+    sigma = (((d**2) * m).sum(dim=(1, 2), keepdim=True) / n).sqrt()
+    return (d / (sigma + eps) * m).view(b, t)
 
 
 def softmax_rubrics_norm(
@@ -245,8 +261,9 @@ def softmax_rubrics_norm(
     mg = rm.view(n_groups, group_size, k)
     n = mg.sum(dim=1, keepdim=True)
     mu = (sg * mg).sum(dim=1, keepdim=True) / n.clamp(min=1.0)
-    var = (((sg - mu) ** 2) * mg).sum(dim=1, keepdim=True) / (n - 1.0).clamp(min=1.0)
-    adv = ((sg - mu) / (var.sqrt() + eps) * mg).view(b, k)
+    d = _centre(sg, mu)
+    var = ((d**2) * mg).sum(dim=1, keepdim=True) / (n - 1.0).clamp(min=1.0)
+    adv = (d / (var.sqrt() + eps) * mg).view(b, k)
     logits = (w / temperature).masked_fill(rm.unsqueeze(-1) == 0, float("-inf"))
     p = torch.softmax(logits, dim=1)
     p = torch.nan_to_num(p, nan=0.0)  # a response without any rubric
