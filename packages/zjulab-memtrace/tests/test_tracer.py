@@ -1,4 +1,5 @@
 import asyncio
+import itertools
 import threading
 
 import pytest
@@ -85,7 +86,7 @@ def test_asyncio_tasks_record_separate_traces():
         assert t.final_value == [n] * 6
         # chained: each fetch reads the previous one's output
         ops = [t.operations[o] for o in t.topological_operations()]
-        for a, b in zip(ops, ops[1:]):
+        for a, b in itertools.pairwise(ops):
             assert a.outputs[0] in b.inputs
 
 
@@ -102,7 +103,7 @@ def test_nested_operations_record_parent_and_tuple_outputs_split():
         return [y for y in ys if y % 2 == 0], [y for y in ys if y % 2]
 
     with tracer.trace() as t:
-        evens, odds = outer([1, 2, 3])
+        _evens, _odds = outer([1, 2, 3])
     inner_op = t.find_operations("inner")[0]
     outer_op = t.find_operations("outer")[0]
     assert inner_op.parent == outer_op.id

@@ -20,7 +20,7 @@ RedactFn = Callable[[Any], Any]
 
 DEFAULT_PATTERNS: dict[str, str] = {
     "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
-    "api_key": r"\b(?:sk|pk|rk|hf|ghp|gho|xox[abp])[-_][A-Za-z0-9_-]{12,}\b",
+    "api_key": r"(?i)\b(?:sk|pk|rk|hf|ghp|gho|xox[abp])[-_][A-Za-z0-9_-]{12,}\b",
     "bearer": r"(?i)bearer\s+[A-Za-z0-9._~+/=-]{12,}",
     "phone": r"(?<![\w.])\+?\d[\d\s().-]{7,}\d(?![\w.])",
 }

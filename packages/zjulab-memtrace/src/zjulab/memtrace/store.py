@@ -19,7 +19,7 @@ from typing import Any
 
 from zjulab.common.errors import StoreError
 from zjulab.common.io import read_json, write_json
-from zjulab.memtrace.errors import DanglingVariableError, TraceFileError, TraceSchemaError
+from zjulab.memtrace.errors import DanglingVariableError, MemTraceError, TraceFileError, TraceSchemaError
 from zjulab.memtrace.graph import Slot, Trace
 from zjulab.memtrace.redaction import RedactFn, apply_redaction
 
@@ -208,7 +208,9 @@ def trace_from_dict(
                 output_mode=o.get("output_mode", "single"),
                 meta=dict(o.get("meta") or {}),
             )
-    except (KeyError, TypeError) as exc:
+    except MemTraceError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
         raise TraceFileError(f"{source}: malformed trace ({type(exc).__name__}: {exc})") from exc
     final = doc.get("final")
     if final is not None:
