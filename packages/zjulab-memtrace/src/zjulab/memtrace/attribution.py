@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from zjulab.common.protocols import ChatModel
+from zjulab.common.protocols import ChatModel, Conversation
 from zjulab.common.structured import generate_structured, schema_prompt
 from zjulab.memtrace.config import AttributionConfig
 from zjulab.memtrace.errors import ReplayError, TracingError
@@ -439,7 +439,7 @@ def attribute_all_at_once(
         f"Operations:\n{render_operations(trace, ops, max_chars)}\n\nFailure modes:\n{tax.describe()}\n\n"
         "Which single operation is the root cause of the wrong answer? " + schema_prompt(RootCause)
     )
-    conv = [
+    conv: Conversation = [
         {"role": "system", "content": "You debug memory pipelines of LLM assistants."},
         {"role": "user", "content": user},
     ]

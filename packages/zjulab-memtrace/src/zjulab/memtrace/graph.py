@@ -274,6 +274,19 @@ class Trace:
                     )
                 if vid in inputs:
                     raise CycleError(f"operation {name!r} reads and writes variable {vid!r}")
+            # A cycle needs a path from an output back to an input; fresh outputs (the tracer's
+            # case) have no outgoing edges, so the check costs nothing there.
+            risky = [self._index[v] for v in outputs if self.graph.out_degree(self._index[v]) > 0]
+            if risky:
+                reach: set[int] = set()
+                for n in risky:
+                    reach |= set(rx.descendants(self.graph, n))
+                back = [v for v in inputs if self._index[v] in reach]
+                if back:
+                    raise CycleError(
+                        f"operation {name!r} would close a cycle: its outputs {list(outputs)} already "
+                        f"flow into its input {back[0]!r}"
+                    )
             oid = id or self.new_id("op")
             if oid in self._index:
                 raise TracingError(f"node id {oid!r} already exists in trace {self.id}")
@@ -289,12 +302,6 @@ class Trace:
                 self.graph.add_edge(self._index[vid], node, None)
             for vid in outputs:
                 self.graph.add_edge(node, self._index[vid], None)
-            if not rx.is_directed_acyclic_graph(self.graph):
-                cycle = list(rx.digraph_find_cycle(self.graph, node))
-                names = [self.graph[a][1] for a, _ in cycle]
-                self.graph.remove_node(node)
-                del self._index[oid]
-                raise CycleError(f"operation {name!r} ({oid}) would close a cycle through {names or outputs}")
             for vid in outputs:
                 self.variables[vid].producer = oid
             self.operations[oid] = op

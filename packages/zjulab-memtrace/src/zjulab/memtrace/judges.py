@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from zjulab.common.protocols import ChatModel
+from zjulab.common.protocols import ChatModel, Conversation
 from zjulab.common.structured import generate_structured, schema_prompt
 from zjulab.memtrace.gold import Gold
 from zjulab.memtrace.graph import Operation, Trace
@@ -450,7 +450,7 @@ class ChatJudge:
         self.sampling: dict[str, Any] = {"temperature": 0.0, "max_new_tokens": 160, **sampling}
         self.unusable = 0
 
-    def build_conversation(self, trace: Trace, op_ids: Sequence[str], gold: Gold) -> list[dict[str, str]]:
+    def build_conversation(self, trace: Trace, op_ids: Sequence[str], gold: Gold) -> Conversation:
         """The conversation sent for one subgraph."""
         user = (
             f"{gold_block(gold)}\n\nOperations:\n{render_operations(trace, op_ids, self.max_chars)}\n\n"

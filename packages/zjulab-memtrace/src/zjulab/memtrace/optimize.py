@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from zjulab.common.protocols import ChatModel
+from zjulab.common.protocols import ChatModel, Conversation
 from zjulab.common.structured import generate_structured, schema_prompt
 from zjulab.memtrace.attribution import Attribution
 from zjulab.memtrace.errors import ReplayError, TracingError
@@ -163,7 +163,7 @@ def optimize_prompts(
         + "\n\nWrite an improved prompt for this step that "
         "avoids these failures. " + schema_prompt(PromptRewrite)
     )
-    conv = [
+    conv: Conversation = [
         {"role": "system", "content": "You improve the prompts of LLM memory pipelines."},
         {"role": "user", "content": user},
     ]

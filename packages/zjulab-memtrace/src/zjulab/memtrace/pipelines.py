@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from zjulab.common.protocols import ChatModel, TextEncoder
+from zjulab.common.protocols import ChatModel, Conversation, TextEncoder
 from zjulab.memtrace.config import PipelineConfig
 from zjulab.memtrace.errors import TracingError
 from zjulab.memtrace.graph import Trace
@@ -242,7 +242,7 @@ class MemoryPipeline:
         fault = self._fault("generate")
         if self.chat is not None:
             context = "\n".join(lines if fault is None else [x for x in lines if fault.target not in x])
-            conv = [
+            conv: Conversation = [
                 {"role": "system", "content": prompt},
                 {"role": "user", "content": f"Memories:\n{context}\n\nQuestion: {question}"},
             ]
