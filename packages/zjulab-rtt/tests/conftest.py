@@ -34,7 +34,10 @@ def _fixed_rollout(tok: Any, completions: list[str]) -> Any:
 
     def rollout(prompts: list[Any], trainer: Any) -> dict[str, Any]:
         prompt_ids = [tok(p if isinstance(p, str) else p[-1]["content"])["input_ids"] for p in prompts]
-        comp = [tok(completions[i % len(completions)], add_special_tokens=False)["input_ids"] for i in range(len(prompts))]
+        comp = [
+            tok(completions[i % len(completions)], add_special_tokens=False)["input_ids"]
+            for i in range(len(prompts))
+        ]
         return {"prompt_ids": prompt_ids, "completion_ids": comp, "logprobs": None}
 
     return rollout

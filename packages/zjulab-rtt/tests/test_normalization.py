@@ -60,7 +60,10 @@ def test_rubric_mean_then_group_token_hand_worked():
     # group stats over 5 tokens: mu = -.15, squared deviations .4225 .1225 .0225 .01 .1225 -> var = .7/5 = .14
     sd = math.sqrt(0.14)
     expected = torch.tensor(
-        [[(0.5 + 0.15) / sd, (-0.5 + 0.15) / sd, (0 + 0.15) / sd], [(-0.25 + 0.15) / sd, (-0.5 + 0.15) / sd, 0.0]]
+        [
+            [(0.5 + 0.15) / sd, (-0.5 + 0.15) / sd, (0 + 0.15) / sd],
+            [(-0.25 + 0.15) / sd, (-0.5 + 0.15) / sd, 0.0],
+        ]
     )
     got = rubric_mean_group_token_norm(W, S, TM, group_size=2, eps=EPS)
     assert got == pytest.approx(expected, abs=1e-5)
@@ -126,7 +129,10 @@ def test_combine_add_and_mix():
     a_resp = torch.tensor([1.0, -2.0])
     a_tok = torch.tensor([[0.5, -0.5, 0.0], [1.0, 0.0, 0.0]])
     assert combine_advantages(a_resp, a_tok, lam=0.5).tolist() == [[1.25, 0.75, 1.0], [-1.5, -2.0, -2.0]]
-    assert combine_advantages(a_resp, a_tok, lam=0.5, mode="mix").tolist() == [[0.75, 0.25, 0.5], [-0.5, -1.0, -1.0]]
+    assert combine_advantages(a_resp, a_tok, lam=0.5, mode="mix").tolist() == [
+        [0.75, 0.25, 0.5],
+        [-0.5, -1.0, -1.0],
+    ]
     assert torch.equal(combine_advantages(a_resp, a_tok, lam=0.0), a_resp[:, None].expand(2, 3))
 
 

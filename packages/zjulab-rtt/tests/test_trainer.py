@@ -14,7 +14,16 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 NO_COMMA = Rubric.check("punctuation:no_comma").to_json()
 SAY_YES = Rubric.check("keywords:existence", keywords=["yes"]).to_json()
-COMPLETIONS = ["no, yes", "yes no", "the car, the dog", "red blue", "yes, yes", "no no", "the red car", "red, blue"]
+COMPLETIONS = [
+    "no, yes",
+    "yes no",
+    "the car, the dog",
+    "red blue",
+    "yes, yes",
+    "no no",
+    "the red car",
+    "red, blue",
+]
 
 
 def _dataset():
@@ -85,7 +94,9 @@ def test_matches_plain_grpo(tmp_path, fresh_tiny, clone, make_args, fixed_rollou
 
 
 def test_token_credit_changes_gradients(tmp_path, fresh_tiny, clone, make_args, fixed_rollout):
-    plain, rtt, inputs = _pair(tmp_path, fresh_tiny, clone, make_args, fixed_rollout, SpanRelevance(), RTTConfig(lam=0.5))
+    plain, rtt, inputs = _pair(
+        tmp_path, fresh_tiny, clone, make_args, fixed_rollout, SpanRelevance(), RTTConfig(lam=0.5)
+    )
     out_p = plain._generate_and_score_completions(inputs)
     out_r = rtt._generate_and_score_completions(inputs)
     _, gp = _loss_and_grads(plain, out_p)
@@ -111,7 +122,11 @@ def test_one_step_by_hand(tmp_path, fresh_tiny, clone, make_args, fixed_rollout)
         processing_class=tok,
         rollout_func=fixed_rollout(tok, ["no, yes", "yes no"]),
     )
-    assert tok.convert_ids_to_tokens(tok("no, yes", add_special_tokens=False)["input_ids"]) == ["no", ",", "Ġyes"]
+    assert tok.convert_ids_to_tokens(tok("no, yes", add_special_tokens=False)["input_ids"]) == [
+        "no",
+        ",",
+        "Ġyes",
+    ]
     batch = trainer._generate_and_score_completions([dict(ds[0])] * 2)
     # rewards [0, 1] -> GRPO advantages -+0.5 / (std + 1e-4) with the unbiased std sqrt(.5)
     a_resp = 0.5 / (math.sqrt(0.5) + 1e-4)
@@ -119,7 +134,10 @@ def test_one_step_by_hand(tmp_path, fresh_tiny, clone, make_args, fixed_rollout)
     sig = math.sqrt(2 / 9) + 1e-6
     tok_adv = [(1 / 3) / sig, (-2 / 3) / sig, (1 / 3) / sig]
     expected = torch.tensor(
-        [[-a_resp + 0.5 * v for v in tok_adv], [a_resp, a_resp, a_resp]]  # response 1 meets it: no token credit
+        [
+            [-a_resp + 0.5 * v for v in tok_adv],
+            [a_resp, a_resp, a_resp],
+        ]  # response 1 meets it: no token credit
     )
     assert batch["advantages"] == pytest.approx(expected, abs=1e-5)
     mask = batch["completion_mask"].float()
@@ -137,7 +155,9 @@ def test_one_step_by_hand(tmp_path, fresh_tiny, clone, make_args, fixed_rollout)
     trainer.model.zero_grad()
     ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
     att = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
-    logp, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, att, batch["completion_ids"].shape[1])
+    logp, _, _ = trainer._get_per_token_logps_and_entropies(
+        trainer.model, ids, att, batch["completion_ids"].shape[1]
+    )
     (-(expected * logp * mask).sum() / mask.sum()).backward()
     ref = [p.grad.clone() for p in trainer.model.parameters()]
     assert max(g.abs().max().item() for g in ref) > 1e-3

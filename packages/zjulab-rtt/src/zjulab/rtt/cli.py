@@ -51,6 +51,9 @@ def _load_policy(model: str | None, device: str, tiny: bool) -> tuple[Any, Any, 
 def _grpo_args(out: str, ns: argparse.Namespace, steps: int) -> Any:
     from trl import GRPOConfig
 
+    from zjulab.common.device import resolve_device
+
+    on_cpu = resolve_device(ns.device).type == "cpu"
     return GRPOConfig(
         output_dir=out,
         per_device_train_batch_size=ns.num_generations * ns.prompts_per_step,
@@ -61,7 +64,8 @@ def _grpo_args(out: str, ns: argparse.Namespace, steps: int) -> Any:
         logging_steps=1,
         report_to="none",
         save_strategy="no",
-        use_cpu=ns.device == "cpu",
+        use_cpu=on_cpu,
+        bf16=not on_cpu,  # TRL defaults to bf16 autocast, which only slows a CPU down
         seed=ns.seed,
         temperature=1.0,
         disable_tqdm=True,

@@ -129,8 +129,13 @@ class DiscriminatorTrainer:
         """The ``Accelerator`` driving the loop."""
         if self._accelerator is None:
             from accelerate import Accelerator
+            from accelerate.state import AcceleratorState
 
-            self._accelerator = Accelerator(cpu=self.discriminator.device.type == "cpu")
+            if AcceleratorState._shared_state:
+                # a process runs one accelerate state (a GRPO trainer may have made it): join it
+                self._accelerator = Accelerator()
+            else:
+                self._accelerator = Accelerator(cpu=self.discriminator.device.type == "cpu")
         return self._accelerator
 
     def loss(self, batch: dict[str, torch.Tensor], model: torch.nn.Module | None = None) -> torch.Tensor:
@@ -186,7 +191,8 @@ class DiscriminatorTrainer:
                 if step % cfg.log_every == 0:
                     logger.info("discriminator epoch %d step %d loss %.4f", epoch, step, value)
         model.eval()
-        self.discriminator = acc.unwrap_model(model)
+        # drop any mixed-precision forward wrapper so inference runs in the model's own dtype
+        self.discriminator = acc.unwrap_model(model, keep_fp32_wrapper=False)
         return list(self.history[-step:])
 
     @torch.no_grad()
