@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from zjulab.common.protocols import ChatModel, Conversation
-from zjulab.common.structured import generate_structured, schema_prompt
+from zjulab.common.protocols import ChatModel
+from zjulab.common.structured import schema_prompt
 from zjulab.memtrace.config import AttributionConfig
 from zjulab.memtrace.errors import ReplayError, TracingError
 from zjulab.memtrace.gold import Gold
@@ -33,6 +33,7 @@ from zjulab.memtrace.judges import (
     EvidenceCorrector,
     Judge,
     Verdict,
+    ask_structured,
     describe_value,
     gold_block,
     render_operations,
@@ -439,12 +440,10 @@ def attribute_all_at_once(
         f"Operations:\n{render_operations(trace, ops, max_chars)}\n\nFailure modes:\n{tax.describe()}\n\n"
         "Which single operation is the root cause of the wrong answer? " + schema_prompt(RootCause)
     )
-    conv: Conversation = [
-        {"role": "system", "content": "You debug memory pipelines of LLM assistants."},
-        {"role": "user", "content": user},
-    ]
-    kw: dict[str, Any] = {"temperature": 0.0, "max_new_tokens": 96, **sampling}
-    reply = generate_structured(model, [conv], RootCause, max_retries=1, on_error="none", **kw)[0]
+    sampling.setdefault("max_new_tokens", 96)
+    reply = ask_structured(
+        model, "You debug memory pipelines of LLM assistants.", user, RootCause, **sampling
+    )
     oid = resolve_op_ref(reply.op, ops, trace) if reply is not None else None
     degraded = oid is None
     if oid is None:

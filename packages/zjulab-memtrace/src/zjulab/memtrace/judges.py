@@ -377,6 +377,25 @@ _JUDGE_SYSTEM = (
 )
 
 
+def ask_structured(
+    model: ChatModel,
+    system: str,
+    user: str,
+    schema: Any,
+    *,
+    max_retries: int = 1,
+    max_new_tokens: int = 160,
+    **sampling: Any,
+) -> Any:
+    """One system+user question through :func:`~zjulab.common.structured.generate_structured`.
+
+    Greedy by default. Returns the parsed value, or None when the answer stays unusable.
+    """
+    conv: Conversation = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    kw: dict[str, Any] = {"temperature": 0.0, "max_new_tokens": max_new_tokens, **sampling}
+    return generate_structured(model, [conv], schema, max_retries=max_retries, on_error="none", **kw)[0]
+
+
 def render_operations(trace: Trace, op_ids: Sequence[str], max_chars: int) -> str:
     """Describe operations (inputs, outputs, prompt) for a judge prompt."""
     lines = []
@@ -447,7 +466,7 @@ class ChatJudge:
         self.taxonomy = taxonomy or DEFAULT_TAXONOMY
         self.max_chars = max_chars
         self.max_retries = max_retries
-        self.sampling: dict[str, Any] = {"temperature": 0.0, "max_new_tokens": 160, **sampling}
+        self.sampling: dict[str, Any] = dict(sampling)
         self.unusable = 0
 
     def build_conversation(self, trace: Trace, op_ids: Sequence[str], gold: Gold) -> Conversation:
@@ -462,9 +481,14 @@ class ChatJudge:
     def judge(self, trace: Trace, op_ids: Sequence[str], gold: Gold) -> dict[str, Verdict]:
         """See :class:`Judge`."""
         conv = self.build_conversation(trace, op_ids, gold)
-        reply = generate_structured(
-            self.model, [conv], JudgeReply, max_retries=self.max_retries, on_error="none", **self.sampling
-        )[0]
+        reply = ask_structured(
+            self.model,
+            conv[0]["content"],
+            conv[1]["content"],
+            JudgeReply,
+            max_retries=self.max_retries,
+            **self.sampling,
+        )
         out = {oid: Verdict(oid, False, rationale="not named by the judge") for oid in op_ids}
         if reply is None:
             self.unusable += 1

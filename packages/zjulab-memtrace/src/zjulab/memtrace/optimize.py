@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from zjulab.common.protocols import ChatModel, Conversation
-from zjulab.common.structured import generate_structured, schema_prompt
+from zjulab.common.protocols import ChatModel
+from zjulab.common.structured import schema_prompt
 from zjulab.memtrace.attribution import Attribution
 from zjulab.memtrace.errors import ReplayError, TracingError
 from zjulab.memtrace.gold import Gold
 from zjulab.memtrace.graph import Trace
-from zjulab.memtrace.judges import describe_value
+from zjulab.memtrace.judges import ask_structured, describe_value
 from zjulab.memtrace.replay import replay
 
 __all__ = [
@@ -163,12 +163,9 @@ def optimize_prompts(
         + "\n\nWrite an improved prompt for this step that "
         "avoids these failures. " + schema_prompt(PromptRewrite)
     )
-    conv: Conversation = [
-        {"role": "system", "content": "You improve the prompts of LLM memory pipelines."},
-        {"role": "user", "content": user},
-    ]
-    kw: dict[str, Any] = {"temperature": 0.0, "max_new_tokens": 160, **sampling}
-    reply = generate_structured(model, [conv], PromptRewrite, max_retries=1, on_error="none", **kw)[0]
+    reply = ask_structured(
+        model, "You improve the prompts of LLM memory pipelines.", user, PromptRewrite, **sampling
+    )
     if reply is None or not reply.prompt.strip():
         logger.warning("prompt optimiser answer unusable; keeping the old prompt of %r", name)
         return PromptUpdate(name, old, old, len(blocks), "optimiser answer unusable", changed=False)

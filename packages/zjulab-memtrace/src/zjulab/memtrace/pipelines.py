@@ -211,6 +211,23 @@ class MemoryPipeline:
                 return f
         return None
 
+    def _damage(self, op: str, session: int, lines: list[str]) -> list[str]:
+        """Apply a planted ``drop`` / ``corrupt`` fault of ``op`` at ``session`` to ``lines``."""
+        f = self._fault(op, session)
+        if f is not None and f.kind == "drop":
+            return [m for m in lines if m != f.target]
+        if f is not None and f.kind == "corrupt":
+            return [f.replacement if m == f.target else m for m in lines]
+        return lines
+
+    def _top_k(self, items: list[str], question: str, k: int) -> list[str]:
+        """The ``k`` items most similar to ``question``; a ``near_miss`` fault skips the evidence."""
+        order = self._rank(items, question)
+        f = self._fault("retrieve")
+        if f is not None and f.kind == "near_miss":
+            order = [i for i in order if f.target not in items[i]]
+        return [items[i] for i in order[:k]]
+
     def _vectors(self, texts: Sequence[str]) -> np.ndarray:
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if missing:
@@ -279,13 +296,7 @@ class LongContextPipeline(MemoryPipeline):
 
         @t.operation("compress", outputs=("transcript",))
         def compress(messages: list[str], session: int) -> list[str]:
-            out = list(messages)
-            f = self._fault("compress", session)
-            if f is not None and f.kind == "drop":
-                out = [m for m in out if m != f.target]
-            elif f is not None and f.kind == "corrupt":
-                out = [f.replacement if m == f.target else m for m in out]
-            return out
+            return self._damage("compress", session, list(messages))
 
         @t.operation("concat", outputs=("context",))
         def concat(*transcripts: list[str]) -> str:
@@ -315,12 +326,7 @@ class RAGPipeline(MemoryPipeline):
 
         @t.operation("chunk", outputs=("chunks",))
         def chunk(messages: list[str], session: int) -> list[str]:
-            msgs = list(messages)
-            f = self._fault("chunk", session)
-            if f is not None and f.kind == "drop":
-                msgs = [m for m in msgs if m != f.target]
-            elif f is not None and f.kind == "corrupt":
-                msgs = [f.replacement if m == f.target else m for m in msgs]
+            msgs = self._damage("chunk", session, list(messages))
             n = cfg.chunk_turns
             return ["\n".join(msgs[i : i + n]) for i in range(0, len(msgs), n)]
 
@@ -330,11 +336,7 @@ class RAGPipeline(MemoryPipeline):
 
         @t.operation("retrieve", outputs=("retrieved",), params=("k",))
         def retrieve(index: list[str], question: str, k: int = cfg.top_k) -> list[str]:
-            order = self._rank(index, question)
-            f = self._fault("retrieve")
-            if f is not None and f.kind == "near_miss":
-                order = [i for i in order if f.target not in index[i]]
-            return [index[i] for i in order[:k]]
+            return self._top_k(index, question, k)
 
         @t.operation("generate", outputs=("answer",), output_kind="answer")
         def generate(question: str, retrieved: list[str], prompt: str = ANSWER_PROMPT) -> str:
@@ -363,12 +365,7 @@ class Mem0Pipeline(MemoryPipeline):
         @t.operation("extract", outputs=("facts",))
         def extract(messages: list[str], session: int) -> list[str]:
             facts = [m for m in messages if content_words(m.split(": ", 1)[-1])]
-            f = self._fault("extract", session)
-            if f is not None and f.kind == "drop":
-                facts = [m for m in facts if m != f.target]
-            elif f is not None and f.kind == "corrupt":
-                facts = [f.replacement if m == f.target else m for m in facts]
-            return facts
+            return self._damage("extract", session, facts)
 
         @t.operation("update", outputs=("store",))
         def update(store: list[str], facts: list[str], session: int) -> list[str]:
@@ -390,11 +387,7 @@ class Mem0Pipeline(MemoryPipeline):
 
         @t.operation("retrieve", outputs=("retrieved",), params=("k",))
         def retrieve(store: list[str], question: str, k: int = cfg.top_k) -> list[str]:
-            order = self._rank(store, question)
-            f = self._fault("retrieve")
-            if f is not None and f.kind == "near_miss":
-                order = [i for i in order if store[i] != f.target]
-            return [store[i] for i in order[:k]]
+            return self._top_k(store, question, k)
 
         @t.operation("generate", outputs=("answer",), output_kind="answer")
         def generate(question: str, retrieved: list[str], prompt: str = ANSWER_PROMPT) -> str:
