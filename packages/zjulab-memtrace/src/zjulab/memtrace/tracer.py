@@ -278,11 +278,11 @@ class Tracer:
         >>> tracer = Tracer()
         >>> @tracer.operation("double")
         ... def double(xs):
-        ...     return [2 * x for x in xs]
+        ...     return tuple(2 * x for x in xs)
         >>> with tracer.trace() as t:
-        ...     _ = double([1, 2])
-        >>> [op.name for op in t.operations.values()]
-        ['double']
+        ...     _ = double((1, 2))
+        >>> t.final_value
+        (2, 4)
     """
 
     def __init__(self, enabled: bool = True, *, snapshot: str = "deepcopy") -> None:
