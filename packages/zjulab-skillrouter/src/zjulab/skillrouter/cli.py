@@ -1,0 +1,267 @@
+"""Command line: ``zjulab-skillrouter index | route | eval | train-encoder | train-reranker | demo``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from zjulab.common.errors import ZjulabError
+
+from zjulab.skillrouter.config import MiningConfig, RouterConfig, TrainEncoderConfig, TrainRerankerConfig
+from zjulab.skillrouter.evaluation import EvalReport, Task, evaluate, format_table, load_tasks
+from zjulab.skillrouter.router import RoutedSkill, SkillRouter
+from zjulab.skillrouter.skill import Skill, load_skills
+
+DEMO_TASKS = (
+    "These PDFs came off a photocopier and nothing in them can be searched or copied. Make them searchable.",
+    "Find out how our checkout API behaves when 500 users hit it at once; report tail latency.",
+    "Our parser tests pass on release 1.2 but fail on main; find the commit that broke them.",
+)
+
+
+def _router_from_args(args: argparse.Namespace, config: RouterConfig) -> SkillRouter:
+    if args.embedded:
+        return SkillRouter.embedded(config, device=args.device)
+    return SkillRouter(args.encoder, args.reranker, config, device=args.device)
+
+
+def _config(args: argparse.Namespace) -> RouterConfig:
+    return RouterConfig(
+        retriever=args.retriever,
+        rerank=not args.no_rerank,
+        fields=args.fields,
+        index_type=args.index_type,
+        retrieve_k=args.retrieve_k,
+        rerank_k=min(args.rerank_k, args.retrieve_k),
+    )
+
+
+def _print_routes(query: str, routed: Sequence[RoutedSkill]) -> None:
+    print(f"\ntask: {query}")
+    print(f"{'rank':>4}  {'skill id':<34} {'retrieval':>9} {'rerank':>8}  what its body says")
+    for r in routed:
+        rr = f"{r.rerank_score:8.2f}" if r.rerank_score is not None else f"{'-':>8}"
+        first = next((ln for ln in r.skill.body.splitlines()[1:] if ln.strip()), "")[:60]
+        print(f"{r.rank:>4}  {r.skill.id:<34} {r.retrieval_score:9.3f} {rr}  {first}")
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    skills = load_skills(args.source)
+    router = _router_from_args(args, _config(args)).index(skills)
+    router.save(args.out)
+    print(f"indexed {len(router)} skills from {args.source} -> {args.out}")
+    return 0
+
+
+def _cmd_route(args: argparse.Namespace) -> int:
+    router = SkillRouter.load(args.index, device=args.device)
+    _print_routes(args.task, router.route(args.task, k=args.k, rerank=False if args.no_rerank else None))
+    return 0
+
+
+def _tasks(args: argparse.Namespace) -> list[Task]:
+    if args.demo:
+        from zjulab.skillrouter.demo_pool import load_demo_pool
+
+        return load_demo_pool().test
+    if not args.tasks:
+        raise SystemExit("give --tasks (and --relevance) or --demo")
+    return load_tasks(args.tasks, args.relevance, mode=args.mode)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    tasks = _tasks(args)
+    if args.index:
+        router = SkillRouter.load(args.index, device=args.device)
+    else:
+        if args.demo:
+            from zjulab.skillrouter.demo_pool import load_demo_pool
+
+            skills: list[Skill] = load_demo_pool().skills
+        elif args.pool:
+            skills = load_skills(args.pool)
+        else:
+            raise SystemExit("give an INDEX, --pool PATH or --demo")
+        router = _router_from_args(args, _config(args)).index(skills)
+    report = evaluate(router, tasks, depth=args.depth, rerank=False if args.no_rerank else None, name=args.name)
+    metrics = ("Hit@1", "MRR@10", "nDCG@10", "Recall@10", "Recall@50", "FullCoverage@10")
+    print(format_table([report], metrics))
+    if report.skipped:
+        print(f"({len(report.skipped)} tasks had no ground-truth skill in the pool and were skipped)")
+    return 0
+
+
+def _training_data(args: argparse.Namespace) -> tuple[list[Skill], list[tuple[str, list[str]]]]:
+    if args.demo:
+        from zjulab.skillrouter.demo_pool import load_demo_pool
+
+        pool = load_demo_pool()
+        skills, tasks = pool.skills, pool.train
+    else:
+        if not (args.pool and args.tasks):
+            raise SystemExit("give --pool and --tasks (with --relevance), or --demo")
+        skills = load_skills(args.pool)
+        tasks = load_tasks(args.tasks, args.relevance)
+    ids = {s.id for s in skills}
+    pairs = [(t.query, sorted(t.relevant & ids)) for t in tasks if t.relevant & ids]
+    return skills, pairs
+
+
+def _cmd_train_encoder(args: argparse.Namespace) -> int:
+    from zjulab.common.encoders import SentenceTransformerEncoder
+
+    from zjulab.skillrouter.encoder_training import train_encoder
+    from zjulab.skillrouter.mining import mine_hard_negatives
+
+    skills, pairs = _training_data(args)
+    enc = SentenceTransformerEncoder(args.model, device=args.device)
+    examples = mine_hard_negatives(pairs, skills, enc, MiningConfig())
+    cfg = TrainEncoderConfig(
+        output_dir=args.out, max_steps=args.max_steps, batch_size=args.batch_size, epochs=args.epochs, lora=args.lora
+    )
+    res = train_encoder(enc.model, examples, cfg, device=args.device)
+    print(f"{len(examples)} examples, {res.steps} steps, mean loss {res.train_loss:.4f} -> {res.output_dir}")
+    return 0
+
+
+def _cmd_train_reranker(args: argparse.Namespace) -> int:
+    from zjulab.skillrouter.mining import mine_hard_negatives
+    from zjulab.skillrouter.models import embedded_encoder, load_skill_encoder
+    from zjulab.skillrouter.reranker_training import train_reranker
+
+    skills, pairs = _training_data(args)
+    enc: Any = embedded_encoder(device=args.device) if args.mining_encoder == "embedded" else load_skill_encoder(
+        args.mining_encoder, device=args.device
+    )
+    examples = mine_hard_negatives(pairs, skills, enc, MiningConfig())
+    cfg = TrainRerankerConfig(
+        output_dir=args.out,
+        loss=args.loss,
+        kind=args.kind,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        lora=args.lora,
+        group_size=args.group_size,
+    )
+    res = train_reranker(args.model, examples, cfg, device=args.device)
+    print(f"{len(examples)} groups, {res.steps} steps, mean loss {res.train_loss:.4f} -> {res.output_dir}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from zjulab.skillrouter.demo_pool import load_demo_pool
+
+    t0 = time.perf_counter()
+    pool = load_demo_pool()
+    print(
+        f"demo pool: {len(pool.skills)} skills in 40 groups of near-identical names/descriptions; "
+        f"{len(pool.test)} held-out tasks"
+    )
+    base = RouterConfig(rerank_k=args.rerank_k, retrieve_k=50)
+    two_stage = SkillRouter.embedded(base, device=args.device).index(pool.skills)
+    bm25 = SkillRouter(None, None, RouterConfig(retriever="bm25", rerank=False)).index(pool.skills)
+    print(f"indexed with MiniLM-L6 + faiss (exact) and BM25 in {time.perf_counter() - t0:.1f}s")
+    for q in DEMO_TASKS:
+        _print_routes(q, two_stage.route(q, k=3))
+    tasks = pool.test[: args.eval_tasks] if args.eval_tasks else pool.test
+    reports: list[EvalReport] = [
+        evaluate(bm25, tasks, name="BM25"),
+        evaluate(two_stage, tasks, rerank=False, name="dense (MiniLM)"),
+        evaluate(two_stage, tasks, name=f"two-stage (+SmolLM2 top-{args.rerank_k})"),
+    ]
+    print(f"\nheld-out tasks: {len(tasks)}")
+    print(format_table(reports, ("Hit@1", "nDCG@10", "Recall@10")))
+    print(f"\ndone in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def _add_router_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--embedded", action="store_true", help="use the embedded offline models")
+    p.add_argument("--encoder", default=None, help="encoder hub id or path (default: the SkillRouter encoder)")
+    p.add_argument("--reranker", default=None, help="reranker hub id or path (default: the SkillRouter reranker)")
+    p.add_argument("--retriever", choices=["dense", "bm25", "hybrid"], default="dense")
+    p.add_argument("--fields", choices=["full", "name_description"], default="full")
+    p.add_argument("--index-type", choices=["flat", "hnsw", "ivf"], default="flat")
+    p.add_argument("--retrieve-k", type=int, default=50)
+    p.add_argument("--rerank-k", type=int, default=20)
+    p.add_argument("--no-rerank", action="store_true", help="first stage only")
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--demo", action="store_true", help="use the packaged demo pool")
+    p.add_argument("--pool", default=None, help="skills: SKILL.md folder, JSONL file or folder of shards")
+    p.add_argument("--tasks", default=None, help="tasks.jsonl in the SkillRouter format")
+    p.add_argument("--relevance", default=None, help="relevance.json (default: beside the tasks)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``zjulab-skillrouter``."""
+    parser = argparse.ArgumentParser(prog="zjulab-skillrouter", description="Two-stage skill routing (SkillRouter).")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", help="index a folder of SKILL.md files (or a JSONL pool)")
+    p.add_argument("source")
+    p.add_argument("--out", required=True)
+    _add_router_args(p)
+    p.set_defaults(func=_cmd_index)
+
+    p = sub.add_parser("route", help="route a task with a saved index")
+    p.add_argument("index")
+    p.add_argument("task")
+    p.add_argument("-k", type=int, default=5)
+    p.add_argument("--no-rerank", action="store_true")
+    p.set_defaults(func=_cmd_route)
+
+    p = sub.add_parser("eval", help="evaluate on tasks + relevance (SkillRouter format) or the demo pool")
+    p.add_argument("index", nargs="?", default=None)
+    _add_data_args(p)
+    _add_router_args(p)
+    p.add_argument("--mode", choices=["core", "all"], default="core")
+    p.add_argument("--depth", type=int, default=50)
+    p.add_argument("--name", default="router")
+    p.set_defaults(func=_cmd_eval)
+
+    for name, func in (("train-encoder", _cmd_train_encoder), ("train-reranker", _cmd_train_reranker)):
+        p = sub.add_parser(name, help=f"{name.replace('-', ' ')} with mined hard negatives")
+        p.add_argument("--model", required=True, help="starting checkpoint (hub id or path)")
+        p.add_argument("--out", required=True)
+        _add_data_args(p)
+        p.add_argument("--max-steps", type=int, default=-1)
+        p.add_argument("--epochs", type=float, default=1.0)
+        p.add_argument("--batch-size", type=int, default=16 if name == "train-encoder" else 2)
+        p.add_argument("--lora", action="store_true")
+        if name == "train-reranker":
+            p.add_argument("--loss", choices=["listwise", "pointwise"], default="listwise")
+            p.add_argument("--kind", choices=["yes_no", "cross_encoder"], default="yes_no")
+            p.add_argument("--group-size", type=int, default=8)
+            p.add_argument("--mining-encoder", default="embedded", help="'embedded' or an encoder id/path")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("demo", help="route on the demo pool with the embedded models (offline)")
+    p.add_argument("--rerank-k", type=int, default=5)
+    p.add_argument("--eval-tasks", type=int, default=12, help="held-out tasks scored (0: all 44)")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``zjulab-skillrouter``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except ZjulabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
