@@ -17,7 +17,7 @@ __all__ = ["main"]
 
 logger = logging.getLogger(__name__)
 
-_DEMO_PROMPTS = [
+_DEMO_PROMPTS: list[tuple[str, list[tuple[str, dict[str, Any]]]]] = [
     ("List three fruits you like. Do not use any commas.", [("punctuation:no_comma", {})]),
     (
         "Describe the sea in one sentence and use the word blue.",

@@ -165,7 +165,7 @@ class DiscriminatorTrainer:
         encoded = encode_examples(self.discriminator, examples)
         pad_id = int(self.discriminator.tokenizer.pad_token_id)
         gen = torch.Generator().manual_seed(cfg.seed)
-        loader = DataLoader(
+        loader: Any = DataLoader(
             encoded,  # type: ignore[arg-type]
             batch_size=cfg.batch_size,
             shuffle=True,

@@ -7,7 +7,6 @@ instruction becomes a ``"check"`` :class:`~zjulab.rtt.rubrics.Rubric`. The file 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from zjulab.rtt.errors import RubricError
-from zjulab.rtt.prompts import RubricPrompt
+from zjulab.rtt.prompts import RubricPrompt, iter_records
 from zjulab.rtt.rubrics import CHECKERS, Rubric
 
 __all__ = ["load_ifeval"]
@@ -46,39 +45,31 @@ def load_ifeval(
             names the line).
     """
     p = Path(path)
-    if not p.is_file():
-        raise RubricError(f"IFEval file not found: {p}")
     out: list[RubricPrompt] = []
-    with p.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
+    for lineno, rec in iter_records(p, "IFEval"):
+        try:
+            ids: Sequence[str] = rec["instruction_id_list"]
+            kwargs: Sequence[dict[str, Any]] = rec["kwargs"]
+            prompt = str(rec["prompt"])
+            key = str(rec.get("key", lineno))
+        except (KeyError, TypeError) as exc:
+            raise RubricError(f"{p}:{lineno}: not an IFEval record ({exc!r})") from exc
+        if len(ids) != len(kwargs):
+            raise RubricError(f"{p}:{lineno}: {len(ids)} instruction ids but {len(kwargs)} kwargs")
+        rubrics: list[Rubric] = []
+        dropped: list[str] = []
+        for iid, kw in zip(ids, kwargs):
+            if iid not in CHECKERS:
+                dropped.append(iid)
                 continue
-            try:
-                rec = json.loads(line)
-                ids: Sequence[str] = rec["instruction_id_list"]
-                kwargs: Sequence[dict[str, Any]] = rec["kwargs"]
-                prompt = str(rec["prompt"])
-                key = str(rec.get("key", lineno))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise RubricError(f"{p}:{lineno}: not an IFEval record ({exc})") from exc
-            if len(ids) != len(kwargs):
-                raise RubricError(f"{p}:{lineno}: {len(ids)} instruction ids but {len(kwargs)} kwargs")
-            rubrics: list[Rubric] = []
-            dropped: list[str] = []
-            for iid, kw in zip(ids, kwargs):
-                if iid not in CHECKERS:
-                    dropped.append(iid)
-                    continue
-                clean = {k: v for k, v in (kw or {}).items() if v is not None}
-                if iid == "combination:repeat_prompt" and "prompt_to_repeat" not in clean:
-                    clean["prompt_to_repeat"] = prompt
-                rubrics.append(Rubric.check(iid, **clean))
-            if dropped and unsupported == "skip_prompt":
-                continue
-            if not rubrics:
-                continue
-            out.append(RubricPrompt(key, prompt, rubrics, dropped))
-            if limit is not None and len(out) >= limit:
-                break
+            clean = {k: v for k, v in (kw or {}).items() if v is not None}
+            if iid == "combination:repeat_prompt" and "prompt_to_repeat" not in clean:
+                clean["prompt_to_repeat"] = prompt
+            rubrics.append(Rubric.check(iid, **clean))
+        if (dropped and unsupported == "skip_prompt") or not rubrics:
+            continue
+        out.append(RubricPrompt(key, prompt, rubrics, dropped))
+        if limit is not None and len(out) >= limit:
+            break
     logger.info("read %d IFEval prompts with verifiable rubrics from %s", len(out), p)
     return out

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from zjulab.common.protocols import ChatModel
+from zjulab.common.protocols import ChatModel, Conversation
 from zjulab.common.structured import generate_structured
 from zjulab.rtt.errors import LabelAlignmentError
 from zjulab.rtt.rubrics import Span
@@ -180,7 +180,7 @@ class SpanAnnotator:
         self.max_new_tokens = max_new_tokens
         self.max_retries = max_retries
 
-    def conversation(self, criterion: str, response: str) -> list[dict[str, str]]:
+    def conversation(self, criterion: str, response: str) -> Conversation:
         """The conversation sent for one (criterion, response) pair."""
         return [
             {"role": "system", "content": _ANNOTATE_SYSTEM},

@@ -82,6 +82,15 @@ def _centre(x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
     return torch.where(d.abs() <= tol, torch.zeros_like(d), d)
 
 
+def _standardise(x: torch.Tensor, m: torch.Tensor, dims: tuple[int, ...], eps: float) -> torch.Tensor:
+    """``(x - μ) / (σ + eps) · m`` with ``μ``, ``σ`` the masked mean and population deviation over ``dims``."""
+    n = m.sum(dim=dims, keepdim=True).clamp(min=1.0)
+    mu = (x * m).sum(dim=dims, keepdim=True) / n
+    d = _centre(x, mu)
+    sigma = (((d**2) * m).sum(dim=dims, keepdim=True) / n).sqrt()
+    return d / (sigma + eps) * m
+
+
 def _mean_over_rubrics(z: torch.Tensor, rubric_mask: torch.Tensor) -> torch.Tensor:
     """``[B, K, T] -> [B, T]``: mean over the valid rubrics of each response (0 when it has none)."""
     count = rubric_mask.sum(dim=1).clamp(min=1.0)  # [B]
@@ -131,12 +140,7 @@ def intra_sample_token_norm(
     """
     w, s, tm, rm = _check(weights, scores, token_mask, rubric_mask)
     x = signed_relevance(w, s)
-    m = tm.unsqueeze(1)  # [B, 1, T]
-    n = m.sum(dim=-1, keepdim=True).clamp(min=1.0)  # [B, 1, 1]
-    mu = (x * m).sum(dim=-1, keepdim=True) / n
-    d = _centre(x, mu)
-    sigma = (((d**2) * m).sum(dim=-1, keepdim=True) / n).sqrt()
-    z = d / (sigma + eps) * m
+    z = _standardise(x, tm.unsqueeze(1).expand_as(x), (2,), eps)  # per (response, rubric) over tokens
     return _mean_over_rubrics(z, rm) * tm
 
 
@@ -173,11 +177,7 @@ def group_token_norm(
     n_groups = _groups(b, group_size)
     x = signed_relevance(w, s).view(n_groups, group_size, k, t)
     m = (tm.unsqueeze(1) * rm.unsqueeze(-1)).view(n_groups, group_size, k, t)
-    n = m.sum(dim=(1, 3), keepdim=True).clamp(min=1.0)  # [N, 1, K, 1]
-    mu = (x * m).sum(dim=(1, 3), keepdim=True) / n
-    d = _centre(x, mu)
-    sigma = (((d**2) * m).sum(dim=(1, 3), keepdim=True) / n).sqrt()
-    z = (d / (sigma + eps) * m).view(b, k, t)
+    z = _standardise(x, m, (1, 3), eps).view(b, k, t)  # per (group, rubric) over responses and tokens
     return _mean_over_rubrics(z, rm) * tm
 
 
@@ -213,12 +213,7 @@ def rubric_mean_group_token_norm(
     b, _, t = w.shape
     n_groups = _groups(b, group_size)
     xbar = _mean_over_rubrics(signed_relevance(w, s), rm).view(n_groups, group_size, t)
-    m = tm.view(n_groups, group_size, t)
-    n = m.sum(dim=(1, 2), keepdim=True).clamp(min=1.0)
-    mu = (xbar * m).sum(dim=(1, 2), keepdim=True) / n
-    d = _centre(xbar, mu)
-    sigma = (((d**2) * m).sum(dim=(1, 2), keepdim=True) / n).sqrt()
-    return (d / (sigma + eps) * m).view(b, t)
+    return _standardise(xbar, tm.view(n_groups, group_size, t), (1, 2), eps).view(b, t)
 
 
 def softmax_rubrics_norm(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,7 @@ from typing import Any
 from zjulab.rtt.errors import RubricError
 from zjulab.rtt.rubrics import Rubric, parse_rubrics
 
-__all__ = ["RubricPrompt", "load_rubric_prompts", "to_dataset_rows"]
+__all__ = ["RubricPrompt", "iter_records", "load_rubric_prompts", "to_dataset_rows"]
 
 
 @dataclass
@@ -32,6 +32,25 @@ class RubricPrompt:
     dropped: list[str] = field(default_factory=list)
 
 
+def iter_records(path: str | os.PathLike[str], what: str) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line number, parsed JSON)`` for each non-blank line of a JSONL file.
+
+    Raises:
+        RubricError: The file is missing or a line is not JSON (the message names the line).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise RubricError(f"{what} file not found: {p}")
+    with p.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except ValueError as exc:
+                raise RubricError(f"{p}:{lineno}: not JSON ({exc})") from exc
+
+
 def load_rubric_prompts(path: str | os.PathLike[str]) -> list[RubricPrompt]:
     """Read a JSONL file of ``{"prompt": ..., "rubrics": [...], "key": ...}`` records.
 
@@ -41,23 +60,16 @@ def load_rubric_prompts(path: str | os.PathLike[str]) -> list[RubricPrompt]:
     Raises:
         RubricError: The file is missing or a line is malformed (the message names the line).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise RubricError(f"rubric prompt file not found: {p}")
     out = []
-    with p.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                prompt = rec["prompt"]
-                rubrics = parse_rubrics(rec.get("rubrics"))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise RubricError(f"{p}:{lineno}: {exc}") from exc
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise RubricError(f"{p}:{lineno}: prompt must be non-empty text")
-            out.append(RubricPrompt(str(rec.get("key", lineno)), prompt, rubrics))
+    for lineno, rec in iter_records(path, "rubric prompt"):
+        try:
+            prompt = rec["prompt"]
+            rubrics = parse_rubrics(rec.get("rubrics"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RubricError(f"{path}:{lineno}: {exc}") from exc
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise RubricError(f"{path}:{lineno}: prompt must be non-empty text")
+        out.append(RubricPrompt(str(rec.get("key", lineno)), prompt, rubrics))
     return out
 
 

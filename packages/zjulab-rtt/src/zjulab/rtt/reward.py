@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import torch
 
-from zjulab.common.protocols import ChatModel
+from zjulab.common.protocols import ChatModel, Conversation
 from zjulab.rtt.errors import RTTConfigError, RubricError
 from zjulab.rtt.rubrics import Rubric, parse_rubrics
 
@@ -132,7 +132,7 @@ class RubricReward:
             h.update(b"\x00")
         return h.hexdigest()
 
-    def judge_conversation(self, prompt: str, response: str, criterion: str) -> list[dict[str, str]]:
+    def judge_conversation(self, prompt: str, response: str, criterion: str) -> Conversation:
         """The conversation the judge answers for one (prompt, response, criterion)."""
         return [
             {"role": "system", "content": _JUDGE_SYSTEM},

@@ -472,7 +472,10 @@ class Rubric:
         if not isinstance(kwargs, Mapping):
             raise RubricError(f"rubric kwargs must be a mapping, got {kwargs!r}")
         return cls(
-            text=str(obj.get("text") or ""), kind=kind, checker=obj.get("checker"), kwargs=dict(kwargs)
+            text=str(obj.get("text") or ""),
+            kind=kind,  # type: ignore[arg-type]  # checked in __post_init__
+            checker=obj.get("checker"),
+            kwargs=dict(kwargs),
         )
 
 

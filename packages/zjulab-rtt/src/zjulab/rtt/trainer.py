@@ -94,7 +94,8 @@ class RTTGRPOTrainer(GRPOTrainer):
         self.relevance: RelevanceModel = relevance if relevance is not None else UniformRelevance()
         self.rtt_config = rtt_config or RTTConfig()
         self.last_credit: TokenCredit | None = None
-        super().__init__(model=model, reward_funcs=[rubric_reward, *(reward_funcs or [])], **kwargs)
+        funcs: list[Any] = [rubric_reward, *(reward_funcs or [])]
+        super().__init__(model=model, reward_funcs=funcs, **kwargs)
 
     # ----- scoring -----------------------------------------------------------------------------
     def _rubric_scores(self, inputs: list[dict[str, Any]], texts: list[str]) -> ScoreBatch:
@@ -132,15 +133,16 @@ class RTTGRPOTrainer(GRPOTrainer):
         self.rubric_reward.last = None
         output = super()._generate_and_score_completions(inputs)
         cfg = self.rtt_config
-        mode = "train" if self.model.training else "eval"
-        group = self.num_generations if mode == "train" else self.num_generations_eval
+        mode = "train" if getattr(self.model, "training", True) else "eval"
+        group = int((self.num_generations if mode == "train" else self.num_generations_eval) or 1)
         completion_ids = output["completion_ids"]
         mask = output["completion_mask"]
         if "tool_mask" in output:
             mask = mask * output["tool_mask"]
         b, t = completion_ids.shape
         ids = [completion_ids[i][mask[i].bool()].tolist() for i in range(b)]
-        texts = self.processing_class.batch_decode(ids, skip_special_tokens=True)
+        tokenizer: Any = self.processing_class
+        texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
         batch = self._rubric_scores(inputs, texts)
         if len(batch) != b:
             raise RTTConfigError(f"rubric scores cover {len(batch)} responses, the batch has {b}")
