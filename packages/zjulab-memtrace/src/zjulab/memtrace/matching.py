@@ -63,12 +63,16 @@ def flatten_text(value: Any) -> Iterator[str]:
 def carries(value: Any, evidence: str, threshold: float = 0.9, answer: str = "") -> bool:
     """Whether one string inside ``value`` holds ``evidence``.
 
-    The string must contain ``threshold`` of the evidence's tokens and, when ``answer`` is
+    Strings are compared line by line (unless the evidence itself spans lines). The line must
+    contain ``threshold`` of the evidence's tokens and, when ``answer`` is
     given, as much of the answer as the evidence itself does (so a copy of the evidence with
     the answer changed does not count).
     """
     need = token_recall(answer, evidence) if answer else 0.0
+    units = flatten_text(value)
+    if "\n" not in evidence:  # compare line by line, so a long context cannot lend its words
+        units = (line for s in units for line in s.split("\n"))
     return any(
         token_recall(evidence, s) >= threshold and (not need or token_recall(answer, s) >= need)
-        for s in flatten_text(value)
+        for s in units
     )
