@@ -79,7 +79,9 @@ class EncoderHead(nn.Module):
         dropout: Dropout before the linear layer.
     """
 
-    def __init__(self, encoder: nn.Module, out_dim: int, pooling: Literal["cls", "mean"] = "mean", dropout: float = 0.1) -> None:
+    def __init__(
+        self, encoder: nn.Module, out_dim: int, pooling: Literal["cls", "mean"] = "mean", dropout: float = 0.1
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.pooling = pooling

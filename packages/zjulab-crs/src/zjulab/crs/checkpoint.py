@@ -12,7 +12,6 @@ import torch
 
 from zjulab.common.errors import SchemaVersionError
 from zjulab.common.io import atomic_directory, read_json, write_json
-
 from zjulab.crs.config import TrainConfig
 from zjulab.crs.errors import NotTrainedError
 
@@ -34,9 +33,12 @@ def save_checkpoint(
     head_state: dict[str, torch.Tensor] | None = None,
     meta: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint directory: ``backbone/`` (``save_pretrained``), ``head.pt`` and
-    ``crs.json`` (format version, task, config, label vocabularies). The directory is built
-    aside and swapped in, so a crash never leaves a half-written checkpoint."""
+    """Write a checkpoint directory.
+
+    The layout is ``backbone/`` (``save_pretrained``), ``head.pt`` and ``crs.json`` (format
+    version, task, config, label vocabularies). The directory is built aside and swapped in, so
+    a crash never leaves a half-written checkpoint.
+    """
     target = Path(path)
     with atomic_directory(target) as tmp:
         backbone.save_pretrained(tmp / "backbone")
@@ -51,7 +53,9 @@ def save_checkpoint(
     return target
 
 
-def read_checkpoint(path: str | os.PathLike[str], task: str) -> tuple[dict[str, Any], dict[str, Any], Path, dict[str, torch.Tensor] | None]:
+def read_checkpoint(
+    path: str | os.PathLike[str], task: str
+) -> tuple[dict[str, Any], dict[str, Any], Path, dict[str, torch.Tensor] | None]:
     """Read what :func:`save_checkpoint` wrote.
 
     Returns:
@@ -70,7 +74,9 @@ def read_checkpoint(path: str | os.PathLike[str], task: str) -> tuple[dict[str, 
     info = read_json(root / "crs.json")
     version = info.get("format_version")
     if version != FORMAT_VERSION:
-        raise SchemaVersionError(f"{root}: checkpoint format {version!r}, this library reads {FORMAT_VERSION}")
+        raise SchemaVersionError(
+            f"{root}: checkpoint format {version!r}, this library reads {FORMAT_VERSION}"
+        )
     if info.get("task") != task:
         raise UnknownLabelError(f"{root}: checkpoint is for task {info.get('task')!r}, not {task!r}")
     head = root / "head.pt"

@@ -28,9 +28,8 @@ class TrainConfig:
     Args:
         model_name_or_path: Backbone hub id or local directory (used when no model object is
             passed to the trainer).
-        max_steps: Optimiser steps; training stops at ``max_steps`` or after ``epochs``,
-            whichever comes first (``0``: epochs only).
-        epochs: Passes over the training samples.
+        max_steps: Optimiser steps; when positive it overrides ``epochs`` (the data is cycled).
+        epochs: Passes over the training samples when ``max_steps`` is 0.
         batch_size: Samples per step.
         learning_rate: AdamW learning rate of the backbone.
         head_learning_rate: Learning rate of the freshly initialised layers (LSTM, CRF, heads),
@@ -46,7 +45,9 @@ class TrainConfig:
         log_every: Log the running loss every this many steps.
     """
 
-    model_name_or_path: str = "bert-base-chinese"  # the paper's baselines are BERT-based and U-NEED is Chinese
+    model_name_or_path: str = (
+        "bert-base-chinese"  # the paper's baselines are BERT-based and U-NEED is Chinese
+    )
     max_steps: int = 0  # 0 = train for `epochs`
     epochs: int = 3  # enough for BERT-size models on U-NEED-size data
     batch_size: int = 16  # fits a 12 GB GPU at max_length 128
@@ -122,7 +123,9 @@ class ElicitationConfig(TrainConfig):
         if not 0.0 < self.threshold < 1.0:
             raise CrsConfigError(f"threshold must be in (0, 1), got {self.threshold}")
         if self.min_labels < 0 or self.max_turns < 1:
-            raise CrsConfigError(f"min_labels >= 0 and max_turns >= 1 needed, got {self.min_labels}, {self.max_turns}")
+            raise CrsConfigError(
+                f"min_labels >= 0 and max_turns >= 1 needed, got {self.min_labels}, {self.max_turns}"
+            )
         if self.pooling not in ("cls", "mean"):
             raise CrsConfigError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
 

@@ -82,7 +82,11 @@ class LinearChainCRF(nn.Module):
         nn.init.uniform_(self.end_transitions, -0.1, 0.1)
         nn.init.uniform_(self.transitions, -0.1, 0.1)
         sa = torch.ones(num_tags, dtype=torch.bool) if start_allowed is None else start_allowed.bool()
-        ta = torch.ones(num_tags, num_tags, dtype=torch.bool) if transition_allowed is None else transition_allowed.bool()
+        ta = (
+            torch.ones(num_tags, num_tags, dtype=torch.bool)
+            if transition_allowed is None
+            else transition_allowed.bool()
+        )
         if sa.shape != (num_tags,) or ta.shape != (num_tags, num_tags):
             raise CrsConfigError(
                 f"constraint shapes {tuple(sa.shape)} / {tuple(ta.shape)} do not match num_tags={num_tags}"
@@ -105,12 +109,16 @@ class LinearChainCRF(nn.Module):
             mask = torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)
         mask = mask.bool()
         if mask.shape != emissions.shape[:2]:
-            raise MetricInputError(f"mask shape {tuple(mask.shape)} != emissions {tuple(emissions.shape[:2])}")
+            raise MetricInputError(
+                f"mask shape {tuple(mask.shape)} != emissions {tuple(emissions.shape[:2])}"
+            )
         if emissions.size(1) == 0 or not bool(mask[:, 0].all()):
             raise MetricInputError("every sequence needs at least one position: mask[:, 0] must be on")
         return mask
 
-    def path_score(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def path_score(
+        self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Unnormalised score :math:`s(y)` of each tag path, ``[B]``."""
         mask = self._check(emissions, mask)
         start, trans, end = self._scores()
@@ -125,7 +133,7 @@ class LinearChainCRF(nn.Module):
         return score + end[tags[idx, last]]
 
     def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """:math:`\\log Z` of each sequence by the forward algorithm, ``[B]``."""
+        r""":math:`\log Z` of each sequence by the forward algorithm, ``[B]``."""
         mask = self._check(emissions, mask)
         start, trans, end = self._scores()
         em = emissions.float()
@@ -142,9 +150,11 @@ class LinearChainCRF(nn.Module):
         mask: torch.Tensor | None = None,
         reduction: Literal["mean", "sum", "none"] = "mean",
     ) -> torch.Tensor:
-        """Negative log-likelihood :math:`\\log Z - s(y)` of the gold tags."""
+        r"""Negative log-likelihood :math:`\log Z - s(y)` of the gold tags."""
         if tags.shape != emissions.shape[:2]:
-            raise MetricInputError(f"tags shape {tuple(tags.shape)} != emissions {tuple(emissions.shape[:2])}")
+            raise MetricInputError(
+                f"tags shape {tuple(tags.shape)} != emissions {tuple(emissions.shape[:2])}"
+            )
         nll = self.log_partition(emissions, mask) - self.path_score(emissions, tags, mask)
         if reduction == "mean":
             return nll.mean()

@@ -48,7 +48,9 @@ class AttributeClassifier:
 
     task = "elicitation"
 
-    def __init__(self, config: ElicitationConfig | None = None, *, model: Any = None, tokenizer: Any = None) -> None:
+    def __init__(
+        self, config: ElicitationConfig | None = None, *, model: Any = None, tokenizer: Any = None
+    ) -> None:
         self.config = config or ElicitationConfig()
         self._model_src = model if model is not None else self.config.model_name_or_path
         self._tok_src = tokenizer
@@ -58,7 +60,9 @@ class AttributeClassifier:
 
     def _build(self, labels: Sequence[str]) -> None:
         cfg = self.config
-        encoder, self.tokenizer = load_backbone(self._model_src, self._tok_src, device=cfg.device, dtype=cfg.dtype)
+        encoder, self.tokenizer = load_backbone(
+            self._model_src, self._tok_src, device=cfg.device, dtype=cfg.dtype
+        )
         self.labels = list(labels)
         self.net = EncoderHead(encoder, len(self.labels), cfg.pooling).to(module_device(encoder))
 
@@ -105,7 +109,11 @@ class AttributeClassifier:
         self.net.eval()
         parts = []
         for i in range(0, len(examples), self.config.batch_size):
-            parts.append(torch.sigmoid(self.net(**self._encode(examples[i : i + self.config.batch_size]))).float().cpu())
+            parts.append(
+                torch.sigmoid(self.net(**self._encode(examples[i : i + self.config.batch_size])))
+                .float()
+                .cpu()
+            )
         return torch.cat(parts) if parts else torch.zeros(0, len(self.labels))
 
     def predict(self, examples: Sequence[ElicitationExample]) -> list[list[str]]:
@@ -130,8 +138,13 @@ class AttributeClassifier:
             raise NotTrainedError("nothing to save: fit() or load() first")
         state = {k: v for k, v in self.net.state_dict().items() if not k.startswith("encoder.")}
         save_checkpoint(
-            path, task=self.task, config=self.config, backbone=self.net.encoder, tokenizer=self.tokenizer,
-            head_state=state, meta={"labels": self.labels},
+            path,
+            task=self.task,
+            config=self.config,
+            backbone=self.net.encoder,
+            tokenizer=self.tokenizer,
+            head_state=state,
+            meta={"labels": self.labels},
         )
 
     @classmethod

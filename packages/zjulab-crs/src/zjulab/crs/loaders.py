@@ -34,7 +34,6 @@ from typing import Any
 
 from zjulab.common.errors import StoreError
 from zjulab.common.io import atomic_write_text, read_json, read_jsonl
-
 from zjulab.crs.dialogue import (
     ACT_LABELS,
     ROLE_LABELS,
@@ -131,7 +130,9 @@ def _utterance(rec: Any, where: str, strict: bool) -> Utterance:
     act = ACT_LABELS.get(act_raw, act_raw)
     if act not in _ACT_OUT:
         if strict:
-            raise DataFormatError(f"{where}: unknown act_tag {act_raw!r} (expected one of {list(ACT_LABELS)})")
+            raise DataFormatError(
+                f"{where}: unknown act_tag {act_raw!r} (expected one of {list(ACT_LABELS)})"
+            )
         logger.warning("%s: unknown act_tag %r kept as is", where, act_raw)
     attrs_raw = _need(rec, "attributes", list, where)
     attrs = [_attribute(a, text, f"{where} attribute {j}", strict) for j, a in enumerate(attrs_raw)]
@@ -438,7 +439,9 @@ class UNeedCorpus:
 
 
 def load_uneed_dir(path: PathLike, *, strict: bool = True, name: str | None = None) -> UNeedCorpus:
-    """Read a U-NEED directory: ``{train,valid,test}_dialogue.json``, ``item_kg.txt`` and
+    """Read a U-NEED directory.
+
+    The directory holds ``{train,valid,test}_dialogue.json``, ``item_kg.txt`` and
     ``user_action.txt`` (each optional, but at least one dialogue file is required).
 
     Raises:

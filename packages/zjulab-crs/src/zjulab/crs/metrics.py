@@ -229,7 +229,9 @@ def hit_at_k(ranked: Sequence[Sequence[str]], targets: Sequence[Iterable[str] | 
     return sum(any(x in t for x in r) for r, t in rows) / len(rows)
 
 
-def mrr_at_k(ranked: Sequence[Sequence[str]], targets: Sequence[Iterable[str] | str], k: int | None = None) -> float:
+def mrr_at_k(
+    ranked: Sequence[Sequence[str]], targets: Sequence[Iterable[str] | str], k: int | None = None
+) -> float:
     """Mean reciprocal rank of the first target, 0 when it is not within the first ``k``.
 
     ``k=None`` looks at the whole ranking.
@@ -261,8 +263,10 @@ _TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+|[^\w\s]"
 
 
 def text_tokens(text: str) -> list[str]:
-    """Split text for Distinct-n: each CJK character, each run of letters/digits, and each
-    punctuation mark is one token; lower-cased.
+    """Split text for Distinct-n.
+
+    Each CJK character, each run of letters/digits and each punctuation mark is one token;
+    tokens are lower-cased.
 
     Example:
         ``text_tokens("Hi, 面膜 x2")`` gives ``["hi", ",", "面", "膜", "x2"]``.
@@ -295,8 +299,10 @@ def bleu(
     *,
     tokenize: str = "13a",
 ) -> float:
-    """Corpus BLEU-n in [0, 1] through sacrebleu: brevity penalty times the geometric mean of
-    the modified 1..n-gram precisions (cumulative BLEU-n, no smoothing).
+    """Corpus BLEU-n in [0, 1] through sacrebleu.
+
+    Brevity penalty times the geometric mean of the modified 1..n-gram precisions (cumulative
+    BLEU-n, no smoothing).
 
     Args:
         hypotheses: Generated texts.
@@ -361,8 +367,9 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """Spearman rank correlation (ties get average ranks) and p-value; ``(nan, nan)`` for a
-    constant input.
+    """Spearman rank correlation and its p-value.
+
+    Ties get average ranks; a constant input gives ``(nan, nan)``.
 
     Raises:
         MetricInputError: Lengths differ, fewer than 2 values, or non-finite values.

@@ -77,7 +77,12 @@ class BiEncoderRanker:
     task = "recommendation"
 
     def __init__(
-        self, items: Mapping[str, Item], config: RankerConfig | None = None, *, model: Any = None, tokenizer: Any = None
+        self,
+        items: Mapping[str, Item],
+        config: RankerConfig | None = None,
+        *,
+        model: Any = None,
+        tokenizer: Any = None,
     ) -> None:
         self.items = items
         self.config = config or RankerConfig()
@@ -116,9 +121,13 @@ class BiEncoderRanker:
                 negs += [negs[-1] if negs else e.targets[0]] * (cfg.num_negatives - len(negs))
                 groups.append([e.targets[0], *negs])
             q = self._embed([query_text(e, self.items, cfg.max_history) for e in batch])
-            d = self._embed([item_text(i, self.items) for g in groups for i in g]).view(len(batch), -1, q.size(-1))
+            d = self._embed([item_text(i, self.items) for g in groups for i in g]).view(
+                len(batch), -1, q.size(-1)
+            )
             logits = torch.einsum("bh,bnh->bn", q, d) / cfg.temperature
-            return nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long, device=q.device))
+            return nn.functional.cross_entropy(
+                logits, torch.zeros(len(batch), dtype=torch.long, device=q.device)
+            )
 
         return train_loop(net, examples, loss_fn, cfg, desc="ranker")
 
@@ -129,7 +138,9 @@ class BiEncoderRanker:
         net.eval()
         bs = self.config.batch_size
         ids = list(dict.fromkeys(c for e in examples for c in e.candidates))
-        vecs = [self._embed([item_text(i, self.items) for i in ids[j : j + bs]]) for j in range(0, len(ids), bs)]
+        vecs = [
+            self._embed([item_text(i, self.items) for i in ids[j : j + bs]]) for j in range(0, len(ids), bs)
+        ]
         table = dict(zip(ids, torch.cat(vecs))) if vecs else {}
         out = []
         for j in range(0, len(examples), bs):
@@ -152,10 +163,14 @@ class BiEncoderRanker:
         """Write a checkpoint directory (the item table is not saved)."""
         if self.net is None:
             raise NotTrainedError("nothing to save: fit() first")
-        save_checkpoint(path, task=self.task, config=self.config, backbone=self.net.encoder, tokenizer=self.tokenizer)
+        save_checkpoint(
+            path, task=self.task, config=self.config, backbone=self.net.encoder, tokenizer=self.tokenizer
+        )
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], items: Mapping[str, Item], *, device: str | None = None) -> BiEncoderRanker:
+    def load(
+        cls, path: str | os.PathLike[str], items: Mapping[str, Item], *, device: str | None = None
+    ) -> BiEncoderRanker:
         """Load a checkpoint written by :meth:`save`."""
         cfg_dict, _, backbone, _ = read_checkpoint(path, cls.task)
         if device is not None:

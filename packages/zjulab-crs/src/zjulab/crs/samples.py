@@ -264,7 +264,9 @@ def build_recommendation(
     return out
 
 
-def build_generation(dialogues: Sequence[Dialogue], corpus: UNeedCorpus | None = None) -> list[GenerationExample]:
+def build_generation(
+    dialogues: Sequence[Dialogue], corpus: UNeedCorpus | None = None
+) -> list[GenerationExample]:
     """One example per assistant question or explanation (link-only turns skipped)."""
     items = corpus.items if corpus is not None else {}
     out = []
@@ -295,7 +297,9 @@ def build_evaluation(dialogues: Sequence[Dialogue]) -> list[EvaluationExample]:
         for i, u in enumerate(d.utterances):
             if u.seq_no in d.quality:
                 out.append(
-                    EvaluationExample([_turn(x) for x in d.utterances[:i]], u.text, d.quality[u.seq_no], d.category, d.sid)
+                    EvaluationExample(
+                        [_turn(x) for x in d.utterances[:i]], u.text, d.quality[u.seq_no], d.category, d.sid
+                    )
                 )
     return out
 

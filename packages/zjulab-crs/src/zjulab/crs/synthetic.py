@@ -98,7 +98,14 @@ def load_spec(path: str | Path | None = None) -> dict[str, Any]:
         if key not in spec:
             raise DataFormatError(f"{where}: missing section {key!r}")
     for name, cat in spec["categories"].items():
-        for key in ("category_id", "products", "attributes", "ask_order", "ask_templates", "answer_templates"):
+        for key in (
+            "category_id",
+            "products",
+            "attributes",
+            "ask_order",
+            "ask_templates",
+            "answer_templates",
+        ):
             if key not in cat:
                 raise DataFormatError(f"{where}: category {name!r} lacks {key!r}")
         unknown = set(cat["ask_order"]) - set(cat["attributes"])
@@ -162,7 +169,9 @@ def _fill(template: str, slots: dict[str, tuple[str, str | None]]) -> list[tuple
     return parts
 
 
-def synthetic_corpus(config: SyntheticConfig | None = None, spec: dict[str, Any] | None = None) -> UNeedCorpus:
+def synthetic_corpus(
+    config: SyntheticConfig | None = None, spec: dict[str, Any] | None = None
+) -> UNeedCorpus:
     """Generate the synthetic corpus.
 
     Args:
@@ -210,7 +219,9 @@ def synthetic_corpus(config: SyntheticConfig | None = None, spec: dict[str, Any]
             t += timedelta(hours=rng.randint(1, 48), minutes=rng.randint(0, 59))
             it = rng.choice(similar) if rng.random() < 0.6 else popular(c)
             behaviours.append(
-                Behaviour(it.seller_id, uid, it.item_id, t.strftime("%Y-%m-%d %H:%M:%S"), rng.choice([0, 0, 1, 2]))
+                Behaviour(
+                    it.seller_id, uid, it.item_id, t.strftime("%Y-%m-%d %H:%M:%S"), rng.choice([0, 0, 1, 2])
+                )
             )
 
     dialogues: dict[str, list[Dialogue]] = {"train": [], "valid": [], "test": []}
@@ -230,7 +241,9 @@ def synthetic_corpus(config: SyntheticConfig | None = None, spec: dict[str, Any]
         dialogues["train"] += made[:n_train]
         dialogues["valid"] += made[n_train : n_train + n_valid]
         dialogues["test"] += made[n_train + n_valid :]
-    logger.info("synthetic corpus: %s dialogues, %d items", {k: len(v) for k, v in dialogues.items()}, len(items))
+    logger.info(
+        "synthetic corpus: %s dialogues, %d items", {k: len(v) for k, v in dialogues.items()}, len(items)
+    )
     return UNeedCorpus(dialogues=dialogues, items=items, behaviours=behaviours, name="synthetic")
 
 
@@ -281,9 +294,14 @@ def _dialogue(
 
     def recommend_and_explain(item: Item, needs: dict[str, str]) -> None:
         pool = [x.item_id for x in by_cat[c] if x.item_id != item.item_id]
-        cands = rng.sample(pool, cfg.candidates - 1) + [item.item_id]
+        cands = [*rng.sample(pool, cfg.candidates - 1), item.item_id]
         rng.shuffle(cands)
-        b.add("assistant", "system_recommend", [(sp["recommend_text"], None)], rec=(item.item_id, cs["category_id"], cands))
+        b.add(
+            "assistant",
+            "system_recommend",
+            [(sp["recommend_text"], None)],
+            rec=(item.item_id, cs["category_id"], cands),
+        )
         iv = dict(item.knowledge)
         keys = [k for k in needs if k in iv] or attrs[:2]
         k1 = rng.choice(keys)

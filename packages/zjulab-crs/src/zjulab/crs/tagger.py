@@ -31,7 +31,14 @@ from zjulab.crs.samples import UnderstandingExample
 from zjulab.crs.task_scores import understanding_scores
 from zjulab.crs.training import TrainHistory, module_device, train_loop
 
-__all__ = ["LexiconTagger", "SpanTagger", "TaggerNet", "bio_tag_set", "spans_to_token_tags", "token_tags_to_spans"]
+__all__ = [
+    "LexiconTagger",
+    "SpanTagger",
+    "TaggerNet",
+    "bio_tag_set",
+    "spans_to_token_tags",
+    "token_tags_to_spans",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +82,10 @@ def spans_to_token_tags(text: str, offsets: Offsets, spans: Sequence[Span]) -> l
 
 
 def token_tags_to_spans(text: str, offsets: Offsets, tags: Sequence[str]) -> list[Span]:
-    """Character spans from token BIO tags (an ``I-k`` that does not continue a ``k`` span
-    starts one)."""
+    """Character spans from token BIO tags.
+
+    An ``I-k`` that does not continue a ``k`` span starts one.
+    """
     spans: list[Span] = []
     cur: list[Any] | None = None
     for (s, e), tag in zip(offsets, tags):
@@ -129,7 +138,9 @@ class TaggerNet(nn.Module):
         self.proj = nn.Linear(2 * lstm_hidden if use_lstm else hidden, len(self.tags))
         if use_crf:
             start, trans = bio_constraints(self.tags)
-            self.crf: LinearChainCRF | None = LinearChainCRF(len(self.tags), start_allowed=start, transition_allowed=trans)
+            self.crf: LinearChainCRF | None = LinearChainCRF(
+                len(self.tags), start_allowed=start, transition_allowed=trans
+            )
         else:
             self.crf = None
 
@@ -148,7 +159,9 @@ class TaggerNet(nn.Module):
             x, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
         return self.proj(x)
 
-    def loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
         """CRF negative log-likelihood, or token cross-entropy without a CRF."""
         em = self.emissions(input_ids, attention_mask)
         mask = attention_mask.bool()
@@ -184,7 +197,9 @@ class SpanTagger:
 
     task = "understanding"
 
-    def __init__(self, config: TaggerConfig | None = None, *, model: Any = None, tokenizer: Any = None) -> None:
+    def __init__(
+        self, config: TaggerConfig | None = None, *, model: Any = None, tokenizer: Any = None
+    ) -> None:
         self.config = config or TaggerConfig()
         self._model_src = model if model is not None else self.config.model_name_or_path
         self._tok_src = tokenizer
@@ -200,7 +215,9 @@ class SpanTagger:
 
     def _build(self, tags: Sequence[str]) -> None:
         cfg = self.config
-        encoder, self.tokenizer = load_backbone(self._model_src, self._tok_src, device=cfg.device, dtype=cfg.dtype)
+        encoder, self.tokenizer = load_backbone(
+            self._model_src, self._tok_src, device=cfg.device, dtype=cfg.dtype
+        )
         self.net = TaggerNet(
             encoder,
             tags,
@@ -245,7 +262,9 @@ class SpanTagger:
                 labels[i, : len(tags)] = torch.tensor([index.get(t, 0) for t in tags])
             return self.net.loss(enc["input_ids"], enc["attention_mask"], labels)
 
-        return train_loop(self.net, examples, loss_fn, self.config, head_params=self.net.head_parameters(), desc="tagger")
+        return train_loop(
+            self.net, examples, loss_fn, self.config, head_params=self.net.head_parameters(), desc="tagger"
+        )
 
     def predict(self, texts: Sequence[str] | Sequence[UnderstandingExample]) -> list[list[Span]]:
         """Predicted ``(key, start, end)`` spans of each text.

@@ -70,7 +70,9 @@ def understanding_scores(
     return out
 
 
-def elicitation_scores(examples: Sequence[ElicitationExample], predicted: Sequence[Sequence[str]]) -> dict[str, float]:
+def elicitation_scores(
+    examples: Sequence[ElicitationExample], predicted: Sequence[Sequence[str]]
+) -> dict[str, float]:
     """Task 2: sample-averaged multi-label P/R/F1 (the paper's setting) and micro F1."""
     gold = [e.targets for e in examples]
     s = multilabel_prf(gold, predicted)

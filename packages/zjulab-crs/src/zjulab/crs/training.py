@@ -15,7 +15,6 @@ from torch import nn
 
 from zjulab.common.device import resolve_device
 from zjulab.common.seeding import seed_everything
-
 from zjulab.crs.config import TrainConfig
 from zjulab.crs.errors import DataFormatError
 
@@ -104,9 +103,7 @@ def train_loop(
         accelerator = Accelerator()
         module, opt = accelerator.prepare(module, opt)
     per_epoch = math.ceil(len(samples) / config.batch_size)
-    total = per_epoch * config.epochs
-    if config.max_steps:
-        total = min(total, config.max_steps) if config.epochs else config.max_steps
+    total = config.max_steps or per_epoch * config.epochs  # max_steps overrides epochs
     history = TrainHistory()
     module.train()
     start = time.perf_counter()
@@ -124,13 +121,21 @@ def train_loop(
                 else:
                     loss.backward()
                 if config.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], config.max_grad_norm)
+                    torch.nn.utils.clip_grad_norm_(
+                        [p for g in groups for p in g["params"]], config.max_grad_norm
+                    )
                 opt.step()
                 history.losses.append(float(loss.detach()))
                 history.examples += len(batch)
                 step += 1
                 if step % config.log_every == 0:
-                    logger.info("%s step %d/%d loss %.4f", desc, step, total, history.mean_loss(False, config.log_every))
+                    logger.info(
+                        "%s step %d/%d loss %.4f",
+                        desc,
+                        step,
+                        total,
+                        history.mean_loss(False, config.log_every),
+                    )
     finally:
         module.eval()
         history.seconds = time.perf_counter() - start

@@ -1,0 +1,186 @@
+"""Task 5, pre-sales dialogue evaluation: predict a response's human quality score.
+
+:class:`QualityRegressor` encodes ``(context, response)`` as a sentence pair and regresses the
+score with a linear head on the pooled output (mean-squared error on standardised scores), in
+the spirit of the paper's DEB baseline. :class:`RuberScorer` is the training-free baseline: the
+unreferenced part of RUBER, the cosine between the embeddings of the context and the response
+(the paper's ``Bert-RUBER`` row).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from zjulab.common.protocols import TextEncoder
+from zjulab.crs.backbone import EncoderHead, load_backbone
+from zjulab.crs.checkpoint import read_checkpoint, save_checkpoint
+from zjulab.crs.config import QualityConfig
+from zjulab.crs.errors import NotTrainedError
+from zjulab.crs.samples import EvaluationExample, render_context
+from zjulab.crs.task_scores import evaluation_scores
+from zjulab.crs.training import TrainHistory, module_device, train_loop
+
+__all__ = ["QualityRegressor", "RuberScorer"]
+
+logger = logging.getLogger(__name__)
+
+
+class QualityRegressor:
+    """Trainable quality regressor (encoder on the context/response pair + linear head).
+
+    Args:
+        config: Settings.
+        model: A loaded encoder (trained in place) instead of ``config.model_name_or_path``.
+        tokenizer: Its tokenizer.
+    """
+
+    task = "evaluation"
+
+    def __init__(
+        self, config: QualityConfig | None = None, *, model: Any = None, tokenizer: Any = None
+    ) -> None:
+        self.config = config or QualityConfig()
+        self._model_src = model if model is not None else self.config.model_name_or_path
+        self._tok_src = tokenizer
+        self.net: EncoderHead | None = None
+        self.tokenizer: Any = None
+        self.mean = 0.0
+        self.std = 1.0
+
+    def _build(self) -> EncoderHead:
+        if self.net is None:
+            cfg = self.config
+            encoder, self.tokenizer = load_backbone(
+                self._model_src, self._tok_src, device=cfg.device, dtype=cfg.dtype
+            )
+            self.net = EncoderHead(encoder, 1, cfg.pooling).to(module_device(encoder))
+        return self.net
+
+    def _encode(self, examples: Sequence[EvaluationExample]) -> dict[str, torch.Tensor]:
+        net = self._build()
+        old = self.tokenizer.truncation_side
+        self.tokenizer.truncation_side = "left"  # drop the oldest context first
+        try:
+            enc = self.tokenizer(
+                [render_context(e.context, self.config.max_turns) or "-" for e in examples],
+                [e.response for e in examples],
+                padding=True,
+                truncation="only_first",
+                max_length=self.config.max_length,
+                return_tensors="pt",
+            )
+        finally:
+            self.tokenizer.truncation_side = old
+        dev = module_device(net)
+        out = {"input_ids": enc["input_ids"].to(dev), "attention_mask": enc["attention_mask"].to(dev)}
+        if "token_type_ids" in enc:
+            out["token_type_ids"] = enc["token_type_ids"].to(dev)
+        return out
+
+    def fit(self, examples: Sequence[EvaluationExample]) -> TrainHistory:
+        """Train on standardised scores with mean-squared error."""
+        net = self._build()
+        scores = [e.score for e in examples]
+        self.mean = statistics.fmean(scores) if scores else 0.0
+        self.std = statistics.pstdev(scores) if len(scores) > 1 else 1.0
+        self.std = self.std or 1.0
+
+        def loss_fn(batch: list[EvaluationExample]) -> torch.Tensor:
+            pred = net(**self._encode(batch)).squeeze(-1)
+            target = torch.tensor([(e.score - self.mean) / self.std for e in batch], device=pred.device)
+            return nn.functional.mse_loss(pred.float(), target)
+
+        return train_loop(
+            net, examples, loss_fn, self.config, head_params=list(net.head.parameters()), desc="quality"
+        )
+
+    @torch.no_grad()
+    def predict(self, examples: Sequence[EvaluationExample]) -> list[float]:
+        """Predicted scores on the original scale."""
+        if self.net is None:
+            raise NotTrainedError("QualityRegressor.predict() called before fit() or load()")
+        self.net.eval()
+        out: list[float] = []
+        for i in range(0, len(examples), self.config.batch_size):
+            pred = (
+                self.net(**self._encode(examples[i : i + self.config.batch_size])).squeeze(-1).float().cpu()
+            )
+            out += (pred * self.std + self.mean).tolist()
+        return out
+
+    def evaluate(self, examples: Sequence[EvaluationExample]) -> dict[str, float]:
+        """Pearson/Spearman against the human scores."""
+        return evaluation_scores(examples, self.predict(examples))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write a checkpoint directory."""
+        if self.net is None:
+            raise NotTrainedError("nothing to save: fit() or load() first")
+        state = {k: v for k, v in self.net.state_dict().items() if not k.startswith("encoder.")}
+        save_checkpoint(
+            path,
+            task=self.task,
+            config=self.config,
+            backbone=self.net.encoder,
+            tokenizer=self.tokenizer,
+            head_state=state,
+            meta={"mean": self.mean, "std": self.std},
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, device: str | None = None) -> QualityRegressor:
+        """Load a checkpoint written by :meth:`save`."""
+        cfg_dict, meta, backbone, state = read_checkpoint(path, cls.task)
+        if device is not None:
+            cfg_dict["device"] = device
+        obj = cls(QualityConfig(**cfg_dict), model=str(backbone), tokenizer=str(backbone))
+        net = obj._build()
+        assert state is not None
+        net.load_state_dict(state, strict=False)
+        net.eval()
+        obj.mean, obj.std = float(meta["mean"]), float(meta["std"])
+        return obj
+
+
+class RuberScorer:
+    """Baseline: cosine similarity of context and response embeddings (unreferenced RUBER).
+
+    Args:
+        encoder: Any :class:`~zjulab.common.protocols.TextEncoder`; defaults to a 512-d
+            :class:`~zjulab.common.testing.HashingEncoder`.
+        max_turns: Context turns embedded.
+    """
+
+    task = "evaluation"
+
+    def __init__(self, encoder: TextEncoder | None = None, max_turns: int = 4) -> None:
+        if encoder is None:
+            from zjulab.common.testing import HashingEncoder
+
+            encoder = HashingEncoder(512)
+        self.encoder = encoder
+        self.max_turns = max_turns
+
+    def fit(self, examples: Sequence[EvaluationExample]) -> RuberScorer:
+        """Nothing to learn; returns ``self``."""
+        return self
+
+    def predict(self, examples: Sequence[EvaluationExample]) -> list[float]:
+        """Cosine of each context/response pair."""
+        if not examples:
+            return []
+        ctx = self.encoder.encode([render_context(e.context, self.max_turns) for e in examples])
+        rsp = self.encoder.encode([e.response for e in examples])
+        return [float(x) for x in np.sum(ctx * rsp, axis=1)]
+
+    def evaluate(self, examples: Sequence[EvaluationExample]) -> dict[str, float]:
+        """Pearson/Spearman against the human scores."""
+        return evaluation_scores(examples, self.predict(examples))
