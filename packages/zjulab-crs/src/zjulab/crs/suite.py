@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zjulab.common.protocols import ChatModel, TextEncoder
-
 from zjulab.crs.config import ElicitationConfig, GeneratorConfig, QualityConfig, RankerConfig, TaggerConfig
 from zjulab.crs.elicitation import AttributeClassifier, FrequencyElicitor
 from zjulab.crs.errors import CrsConfigError
@@ -46,6 +45,7 @@ class SuiteConfig:
         generator_batch_size: Samples per step of the causal LM.
         max_length: Token limit of encoder inputs.
         learning_rate: Backbone learning rate.
+        head_learning_rate: Learning rate of the new layers (LSTM, CRF, heads).
         generator_learning_rate: Causal-LM (LoRA) learning rate.
         use_lora: Fine-tune the generator with LoRA.
         max_eval: Test samples per task (``0``: all); generation is the slow one on CPU.
@@ -61,6 +61,7 @@ class SuiteConfig:
     generator_batch_size: int = 4  # SmolLM2-135M steps stay under a second on 2 cores
     max_length: int = 96  # synthetic turns are short
     learning_rate: float = 1e-4  # a few steps need a larger rate than a full fine-tune
+    head_learning_rate: float = 1e-3  # new layers start random
     generator_learning_rate: float = 1e-3  # LoRA tolerates large rates
     use_lora: bool = True
     max_eval: int = 0
@@ -159,6 +160,7 @@ def run_suite(
         "batch_size": cfg.batch_size,
         "max_length": cfg.max_length,
         "learning_rate": cfg.learning_rate,
+        "head_learning_rate": cfg.head_learning_rate,
         "device": cfg.device,
         "seed": cfg.seed,
     }

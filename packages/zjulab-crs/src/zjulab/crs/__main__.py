@@ -1,0 +1,5 @@
+import sys
+
+from zjulab.crs.cli import main
+
+sys.exit(main())
