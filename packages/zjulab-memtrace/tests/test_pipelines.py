@@ -18,12 +18,7 @@ Q = DEMO_GOLD.question
 @pytest.mark.parametrize(
     ("name", "ops"),
     [
-        (
-            "mem0",
-            ["update", "extract", "update", "extract", "update", "extract", "update", "retrieve", "generate"][
-                1:
-            ],
-        ),
+        ("mem0", ["extract", "update", "extract", "update", "extract", "update", "retrieve", "generate"]),
         ("rag", ["chunk", "index", "chunk", "index", "chunk", "index", "retrieve", "generate"]),
         ("long_context", ["compress", "compress", "compress", "concat", "generate"]),
     ],
