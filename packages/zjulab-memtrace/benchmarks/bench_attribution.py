@@ -71,7 +71,12 @@ def main() -> None:
         methods["iterative / oracle judge"] = full["iterative / oracle judge"]
         methods["last operation"] = full["last operation"]
         t3 = time.perf_counter()
-        chat_report = evaluate(sub, methods)
+
+        def show(case, atts):
+            got = {k: [case.trace.operation_label(o) for o in a.decisive_ops] for k, a in atts.items()}
+            print(f"  [{time.perf_counter() - t3:5.0f} s] {case.id} gold={case.gold_op}: {got}", flush=True)
+
+        chat_report = evaluate(sub, methods, on_case=show)
         dt = time.perf_counter() - t3
         print(
             f"\nembedded chat model {model.model_id} on {len(sub)} stratified faulted cases ({dt:.0f} s, "

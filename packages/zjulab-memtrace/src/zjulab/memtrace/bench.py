@@ -248,7 +248,9 @@ class BenchReport:
 
 
 def evaluate(
-    cases: Sequence[BenchCase], methods: Mapping[str, Callable[[BenchCase], Attribution]]
+    cases: Sequence[BenchCase],
+    methods: Mapping[str, Callable[[BenchCase], Attribution]],
+    on_case: Callable[[BenchCase, dict[str, Attribution]], None] | None = None,
 ) -> BenchReport:
     """Score attribution methods on benchmark cases.
 
@@ -259,14 +261,16 @@ def evaluate(
     Args:
         cases: From :func:`build_memtracebench`.
         methods: Name -> function attributing one case.
+        on_case: Called after each case with the attributions of every method (progress).
 
     Returns:
         The report.
     """
     scores = {name: MethodScore(name) for name in methods}
     for case in cases:
+        done: dict[str, Attribution] = {}
         for name, fn in methods.items():
-            att = fn(case)
+            att = done[name] = fn(case)
             s = scores[name]
             s.degraded += int(att.degraded)
             if case.is_control:
@@ -281,6 +285,8 @@ def evaluate(
             g = s.by_group[f"{case.pipeline}/{case.gold_mode}"]
             g[0] += 1
             g[1] += int(ok)
+        if on_case is not None:
+            on_case(case, done)
     counts = Counter(c.pipeline if not c.is_control else "control" for c in cases)
     return BenchReport(scores, dict(counts))
 
