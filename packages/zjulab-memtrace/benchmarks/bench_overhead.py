@@ -27,6 +27,8 @@ def main() -> None:
     ref_tracer = Tracer(snapshot="reference")
     traced_ref = ref_tracer.operation("step")(step)
     data = list(range(16))
+    off_tracer = Tracer(enabled=False)
+    traced_off = off_tracer.operation("step")(step)
 
     def timeit(fn, reps: int) -> float:
         t = time.perf_counter()
@@ -36,12 +38,14 @@ def main() -> None:
 
     raw = min(timeit(step, n) for _ in range(3))
     off = min(timeit(traced, n) for _ in range(3))
+    disabled = min(timeit(traced_off, n) for _ in range(3))
     m = n // 20
     with tracer.trace():
         on = timeit(traced, m)
     with ref_tracer.trace():
         on_ref = timeit(traced_ref, m)
     print(f"plain call            {raw * 1e9:8.0f} ns  x1.00")
+    print(f"disabled tracer       {disabled * 1e9:8.0f} ns  x{disabled / raw:.2f}")
     print(f"decorated, no trace   {off * 1e9:8.0f} ns  x{off / raw:.2f}")
     print(f"recording (deepcopy)  {on * 1e9:8.0f} ns  x{on / raw:.1f}")
     print(f"recording (reference) {on_ref * 1e9:8.0f} ns  x{on_ref / raw:.1f}")

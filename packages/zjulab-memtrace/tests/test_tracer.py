@@ -16,6 +16,14 @@ def test_disabled_tracer_records_nothing_and_returns_plain_results():
     assert calls == {"extract": 2, "update": 2, "retrieve": 1, "generate": 1}
 
 
+def test_disabled_tracer_leaves_functions_unwrapped():
+    def f(xs):
+        return xs
+
+    assert Tracer(enabled=False).operation("f")(f) is f
+    assert Tracer().operation("f")(f) is not f
+
+
 def test_calls_outside_a_trace_are_not_recorded():
     tracer = Tracer()
 

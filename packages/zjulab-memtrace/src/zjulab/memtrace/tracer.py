@@ -189,8 +189,14 @@ class OperationSpec:
 
     # decorator use
     def __call__(self, fn: F) -> F:
-        """Wrap ``fn`` so each call inside an active trace is recorded as this operation."""
+        """Wrap ``fn`` so each call inside an active trace is recorded as this operation.
+
+        A tracer that is disabled when the decorator runs returns ``fn`` itself: no wrapper,
+        no cost at all.
+        """
         tracer = self.tracer
+        if not tracer.enabled:
+            return fn
         active = tracer._active
         try:
             sig: inspect.Signature | None = inspect.signature(fn)
@@ -270,7 +276,8 @@ class Tracer:
     """Records pipeline operations into evolution graphs.
 
     Args:
-        enabled: When false, ``trace()`` yields None and nothing is recorded.
+        enabled: When false, ``trace()`` yields None, nothing is recorded, and functions
+            decorated while it is false are returned unwrapped (zero overhead).
         snapshot: ``"deepcopy"`` stores an immutable copy of each value; ``"reference"``
             stores the object itself (faster; only safe when steps never mutate their data).
 
