@@ -24,6 +24,7 @@ class FluxMemConfig:
         max_links: Associative links made per new unit at most (Stage I).
         link_min_cosine: Candidates below this cosine are never linked on write.
         verify_threshold: A chat-model verification score (0-1) below this rejects a link.
+        verify_links: Verify Stage I link candidates with the chat model (when one is attached).
         extract_facts: Distil semantic facts from new messages with the chat model on ``add``.
         link_adjacent: Link consecutive messages of one ``add`` call (and run) with ``next`` edges.
         search_candidates: Dense and BM25 candidates gathered per search before graph expansion.
@@ -55,6 +56,7 @@ class FluxMemConfig:
     max_links: int = 3  # keeps the graph sparse: degree grows linearly, not quadratically
     link_min_cosine: float = 0.3  # below this MiniLM pairs are mostly unrelated
     verify_threshold: float = 0.5  # the midpoint of the 0-1 verification scale
+    verify_links: bool = True  # the paper verifies every new connection
     extract_facts: bool = True  # semantic nodes are the paper's second memory type
     link_adjacent: bool = True  # a reply is usually grounded in the turn before it
     search_candidates: int = 50  # 5x a top-10 request leaves room for graph re-ranking

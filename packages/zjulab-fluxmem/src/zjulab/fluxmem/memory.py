@@ -493,7 +493,11 @@ class FluxMemory:
         }
 
     def _form_connections(self, nodes: Sequence[MemoryNode], key: str) -> list[dict[str, Any]]:
-        """Stage I: link each new node to its best hybrid-scored, verified candidates."""
+        """Stage I: link each new node to its best hybrid-scored, verified candidates.
+
+        Candidates are ranked by :func:`link_scores`; a link's weight is the cosine of its
+        endpoints (clipped to [0, 1]), an absolute similarity that search propagation can use.
+        """
         cfg = self.config
         if cfg.max_links == 0 or not nodes:
             return []
@@ -515,7 +519,7 @@ class FluxMemory:
             dense = np.asarray([cos for _, cos in hits], dtype=np.float64)
             plans.append((node, ids, dense, sc.bm25.score(node.content, ids)))
         verified: list[list[float] | None] = [None] * len(plans)
-        if self.reasoner.enabled and plans:
+        if self.reasoner.enabled and cfg.verify_links and plans:
             verified = self.reasoner.verify_links(
                 [(node.content, [self.graph.node(c).content for c in ids]) for node, ids, _, _ in plans]
             )
@@ -529,7 +533,7 @@ class FluxMemory:
                     break
                 if ver is not None and ver[j] < cfg.verify_threshold:
                     continue
-                if self._link(node.id, ids[j], "associate", float(scores[j]), "formation"):
+                if self._link(node.id, ids[j], "associate", float(min(1.0, max(0.0, dense[j]))), "formation"):
                     relations.append({"source": node.id, "target": ids[j], "kind": "associate"})
                     made += 1
         return relations
@@ -850,7 +854,7 @@ class FluxMemory:
 def link_scores(
     dense: np.ndarray, bm25: np.ndarray, verified: Sequence[float] | None, cfg: FluxMemConfig
 ) -> np.ndarray:
-    """Stage I link weights in [0, 1]: the hybrid score divided by the weights in play."""
+    """Stage I candidate ranking in [0, 1]: the hybrid score divided by the weights in play."""
     llm = None if verified is None else np.asarray(verified, dtype=np.float64)
     raw = hybrid_scores(
         dense,

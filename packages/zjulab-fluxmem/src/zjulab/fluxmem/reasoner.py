@@ -8,8 +8,8 @@ what a model said.
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -177,10 +177,10 @@ class MemoryReasoner:
             facts = []
             for f in res.facts:
                 text = f.text.strip()
-                if not text:
+                srcs = sorted({s for s in f.sources if 0 <= s < len(msgs)}) or list(range(len(msgs)))
+                if _placeholder(text) or not _grounded(text, [msgs[s] for s in srcs]):
                     continue
-                srcs = sorted({s for s in f.sources if 0 <= s < len(msgs)})
-                facts.append(ExtractedFact(text=text, sources=srcs or list(range(len(msgs)))))
+                facts.append(ExtractedFact(text=text, sources=srcs))
             out.append(facts)
         return out
 
@@ -226,6 +226,8 @@ class MemoryReasoner:
         res = self._ask([self._conv(text, Attribution)], Attribution)[0]
         if res is not None and res.target is not None and not 0 <= res.target < len(context):
             res.target = None
+        if res is not None and _placeholder(res.details):
+            res.details = ""
         return res  # type: ignore[no-any-return]
 
     def reshape(self, content: str, neighbour: str | None, reason: str) -> Reshape | None:
@@ -276,18 +278,32 @@ class MemoryReasoner:
             )
             for q, mems in questions
         ]
-        return [None if r is None else r.answer.strip() for r in self._ask(convs, Answer)]
+        return [None if r is None or _placeholder(r.answer) else r.answer.strip() for r in self._ask(convs, Answer)]
+
+
+_WORD = re.compile(r"[a-z0-9]{3,}")
+
+
+def _placeholder(text: str) -> bool:
+    """An empty answer or one that copies the schema example (``<string>``)."""
+    t = text.strip()
+    return not t or (t.startswith("<") and t.endswith(">")) or t in ("...", "string")
+
+
+def _grounded(fact: str, sources: Sequence[str]) -> bool:
+    """At least half of a fact's content words occur in its source messages."""
+    words = set(_WORD.findall(fact.lower()))
+    if not words:
+        return False
+    src = set(_WORD.findall(" ".join(sources).lower()))
+    return len(words & src) * 2 >= len(words)
 
 
 def _clean_skill(res: SkillDraft | None) -> SkillDraft | None:
     if res is None:
         return None
-    steps = [s.strip() for s in res.steps if s and s.strip()]
+    steps = [s.strip() for s in res.steps if s and s.strip() and not _placeholder(s)]
     if not steps:
         return None
-    return SkillDraft(name=res.name.strip() or steps[0], steps=steps)
-
-
-def describe(obj: Any) -> str:
-    """Compact JSON of a schema value for logs and history."""
-    return json.dumps(obj, ensure_ascii=False, default=lambda o: getattr(o, "__dict__", str(o)))
+    name = res.name.strip()
+    return SkillDraft(name=steps[0] if _placeholder(name) else name, steps=steps)
