@@ -22,7 +22,11 @@ OUT = HERE.parent / "src" / "zjulab" / "skillrouter" / "data"
 
 
 def body(name: str, tool: str, purpose: str, steps: str, code: str, limits: str) -> str:
-    numbered = "\n".join(f"{i}. {s.strip().rstrip('.')[:1].upper()}{s.strip().rstrip('.')[1:]}." for i, s in enumerate(steps.split(";"), 1))
+    """The markdown body of one skill."""
+    numbered = "\n".join(
+        f"{i}. {s.strip().rstrip('.')[:1].upper()}{s.strip().rstrip('.')[1:]}."
+        for i, s in enumerate(steps.split(";"), 1)
+    )
     return (
         f"# {name}\n\n{purpose}\n\nTooling: {tool}.\n\n## Steps\n{numbered}\n\n"
         f"## Example\n```\n{code}\n```\n\n## Limits\n{limits}\n"
@@ -30,6 +34,7 @@ def body(name: str, tool: str, purpose: str, steps: str, code: str, limits: str)
 
 
 def main() -> None:
+    """Write the two JSONL files."""
     skills, tasks, ids = [], [], {}
     for g, (key, category, names, desc, variants, group_tasks) in enumerate(GROUPS):
         assert len(names) == len(variants) == 5, key
@@ -76,8 +81,8 @@ def main() -> None:
     for fname, rows in (("demo_skills.jsonl", skills), ("demo_tasks.jsonl", tasks)):
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         (OUT / fname).write_text(text, encoding="utf-8")
-    print(f"{len(skills)} skills, {len(tasks)} tasks "
-          f"({sum(t['split'] == 'test' for t in tasks)} held out) -> {OUT}")
+    held_out = sum(t["split"] == "test" for t in tasks)
+    print(f"{len(skills)} skills, {len(tasks)} tasks ({held_out} held out) -> {OUT}")  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -26,7 +26,12 @@ GOOD = "---\nname: pdf-tools\ndescription: Work with PDFs.\nversion: 2\n---\n\n#
 
 def test_parse_skill_md():
     s = parse_skill_md(GOOD, "x/SKILL.md")
-    assert (s.name, s.description, s.body, s.id) == ("pdf-tools", "Work with PDFs.", "# pdf-tools\nMerge files.", "pdf-tools")
+    assert (s.name, s.description, s.body, s.id) == (
+        "pdf-tools",
+        "Work with PDFs.",
+        "# pdf-tools\nMerge files.",
+        "pdf-tools",
+    )
     assert s.metadata == {"version": 2}
 
 
@@ -72,7 +77,7 @@ def test_non_utf8_skill_md(tmp_path):
 
 
 def test_empty_folder_and_missing_folder(tmp_path):
-    with pytest.raises(EmptyPoolError, match="no SKILL.md"):
+    with pytest.raises(EmptyPoolError, match=r"no SKILL\.md"):
         load_skills_dir(tmp_path)
     with pytest.raises(NotFoundError, match="not found"):
         load_skills_dir(tmp_path / "nope")

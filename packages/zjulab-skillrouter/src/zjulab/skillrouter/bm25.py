@@ -8,7 +8,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from zjulab.common.errors import InputError
-
 from zjulab.skillrouter.errors import InvalidKError
 
 __all__ = ["BM25Index"]

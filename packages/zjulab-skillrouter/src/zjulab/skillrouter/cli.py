@@ -7,11 +7,9 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from zjulab.common.errors import ZjulabError
-
 from zjulab.skillrouter.config import MiningConfig, RouterConfig, TrainEncoderConfig, TrainRerankerConfig
 from zjulab.skillrouter.evaluation import EvalReport, Task, evaluate, format_table, load_tasks
 from zjulab.skillrouter.router import RoutedSkill, SkillRouter
@@ -88,7 +86,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         else:
             raise SystemExit("give an INDEX, --pool PATH or --demo")
         router = _router_from_args(args, _config(args)).index(skills)
-    report = evaluate(router, tasks, depth=args.depth, rerank=False if args.no_rerank else None, name=args.name)
+    report = evaluate(
+        router, tasks, depth=args.depth, rerank=False if args.no_rerank else None, name=args.name
+    )
     metrics = ("Hit@1", "MRR@10", "nDCG@10", "Recall@10", "Recall@50", "FullCoverage@10")
     print(format_table([report], metrics))
     if report.skipped:
@@ -114,7 +114,6 @@ def _training_data(args: argparse.Namespace) -> tuple[list[Skill], list[tuple[st
 
 def _cmd_train_encoder(args: argparse.Namespace) -> int:
     from zjulab.common.encoders import SentenceTransformerEncoder
-
     from zjulab.skillrouter.encoder_training import train_encoder
     from zjulab.skillrouter.mining import mine_hard_negatives
 
@@ -122,7 +121,11 @@ def _cmd_train_encoder(args: argparse.Namespace) -> int:
     enc = SentenceTransformerEncoder(args.model, device=args.device)
     examples = mine_hard_negatives(pairs, skills, enc, MiningConfig())
     cfg = TrainEncoderConfig(
-        output_dir=args.out, max_steps=args.max_steps, batch_size=args.batch_size, epochs=args.epochs, lora=args.lora
+        output_dir=args.out,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        lora=args.lora,
     )
     res = train_encoder(enc.model, examples, cfg, device=args.device)
     print(f"{len(examples)} examples, {res.steps} steps, mean loss {res.train_loss:.4f} -> {res.output_dir}")
@@ -135,8 +138,10 @@ def _cmd_train_reranker(args: argparse.Namespace) -> int:
     from zjulab.skillrouter.reranker_training import train_reranker
 
     skills, pairs = _training_data(args)
-    enc: Any = embedded_encoder(device=args.device) if args.mining_encoder == "embedded" else load_skill_encoder(
-        args.mining_encoder, device=args.device
+    enc: Any = (
+        embedded_encoder(device=args.device)
+        if args.mining_encoder == "embedded"
+        else load_skill_encoder(args.mining_encoder, device=args.device)
     )
     examples = mine_hard_negatives(pairs, skills, enc, MiningConfig())
     cfg = TrainRerankerConfig(
@@ -183,8 +188,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _add_router_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embedded", action="store_true", help="use the embedded offline models")
-    p.add_argument("--encoder", default=None, help="encoder hub id or path (default: the SkillRouter encoder)")
-    p.add_argument("--reranker", default=None, help="reranker hub id or path (default: the SkillRouter reranker)")
+    p.add_argument(
+        "--encoder", default=None, help="encoder hub id or path (default: the SkillRouter encoder)"
+    )
+    p.add_argument(
+        "--reranker", default=None, help="reranker hub id or path (default: the SkillRouter reranker)"
+    )
     p.add_argument("--retriever", choices=["dense", "bm25", "hybrid"], default="dense")
     p.add_argument("--fields", choices=["full", "name_description"], default="full")
     p.add_argument("--index-type", choices=["flat", "hnsw", "ivf"], default="flat")
@@ -202,7 +211,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``zjulab-skillrouter``."""
-    parser = argparse.ArgumentParser(prog="zjulab-skillrouter", description="Two-stage skill routing (SkillRouter).")
+    parser = argparse.ArgumentParser(
+        prog="zjulab-skillrouter", description="Two-stage skill routing (SkillRouter)."
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -255,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``zjulab-skillrouter``."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args))
     except ZjulabError as exc:

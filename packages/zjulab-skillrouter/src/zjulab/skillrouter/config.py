@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from zjulab.common.errors import ConfigError
-
 from zjulab.skillrouter.formatting import Fields
 
 __all__ = [

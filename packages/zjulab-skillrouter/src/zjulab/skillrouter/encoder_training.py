@@ -21,11 +21,11 @@ import torch
 
 from zjulab.common.device import DeviceLike, resolve_device
 from zjulab.common.errors import ConfigError
-
 from zjulab.skillrouter.config import TrainEncoderConfig
 from zjulab.skillrouter.errors import EmptyPoolError
 from zjulab.skillrouter.formatting import format_query, format_skill
 from zjulab.skillrouter.mining import TrainingExample
+from zjulab.skillrouter.trainer_args import warmup_kwargs
 
 __all__ = ["EncoderTrainResult", "build_encoder_dataset", "encoder_loss", "info_nce_loss", "train_encoder"]
 
@@ -52,7 +52,9 @@ def info_nce_loss(queries: torch.Tensor, candidates: torch.Tensor, temperature: 
     return torch.nn.functional.cross_entropy(logits, labels)
 
 
-def _texts(examples: Sequence[TrainingExample], config: TrainEncoderConfig, n_neg: int) -> dict[str, list[str]]:
+def _texts(
+    examples: Sequence[TrainingExample], config: TrainEncoderConfig, n_neg: int
+) -> dict[str, list[str]]:
     def fmt(s: Any) -> str:
         return format_skill(s, fields=config.fields, desc_max=config.desc_max, body_max=config.body_max)
 
@@ -74,7 +76,9 @@ def _n_negatives(examples: Sequence[TrainingExample]) -> int:
     return n
 
 
-def build_encoder_dataset(examples: Sequence[TrainingExample], config: TrainEncoderConfig | None = None) -> Any:
+def build_encoder_dataset(
+    examples: Sequence[TrainingExample], config: TrainEncoderConfig | None = None
+) -> Any:
     """A ``datasets.Dataset`` with columns ``anchor``, ``positive``, ``negative_1..n``.
 
     Every example keeps the same number of negatives (the smallest count among them), as
@@ -96,7 +100,9 @@ def _st_classes() -> tuple[Any, Any]:
     return SentenceTransformer, MultipleNegativesRankingLoss
 
 
-def encoder_loss(model: Any, examples: Sequence[TrainingExample], config: TrainEncoderConfig | None = None) -> float:
+def encoder_loss(
+    model: Any, examples: Sequence[TrainingExample], config: TrainEncoderConfig | None = None
+) -> float:
     """The InfoNCE loss of ``model`` (a ``SentenceTransformer``) on ``examples`` as one batch, no gradient."""
     cfg = config or TrainEncoderConfig()
     cols = _texts(examples, cfg, _n_negatives(examples))
@@ -158,7 +164,12 @@ def train_encoder(
         from peft import LoraConfig, TaskType
 
         model.add_adapter(
-            LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear")
+            LoraConfig(
+                task_type=TaskType.FEATURE_EXTRACTION,
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha,
+                target_modules="all-linear",
+            )
         )
     loss = mnrl(model, scale=1.0 / cfg.temperature)
     args = SentenceTransformerTrainingArguments(
@@ -167,7 +178,7 @@ def train_encoder(
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
-        warmup_ratio=cfg.warmup_ratio,
+        **warmup_kwargs(SentenceTransformerTrainingArguments, cfg.warmup_ratio),
         weight_decay=cfg.weight_decay,
         bf16=cfg.bf16,
         seed=cfg.seed,
@@ -180,5 +191,10 @@ def train_encoder(
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
     out = trainer.train()
     model.save(cfg.output_dir)
-    logger.info("trained the encoder for %d steps (loss %.4f) -> %s", out.global_step, out.training_loss, cfg.output_dir)
+    logger.info(
+        "trained the encoder for %d steps (loss %.4f) -> %s",
+        out.global_step,
+        out.training_loss,
+        cfg.output_dir,
+    )
     return EncoderTrainResult(model, cfg.output_dir, float(out.training_loss), int(out.global_step))

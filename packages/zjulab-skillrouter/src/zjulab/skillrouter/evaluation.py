@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from zjulab.common.errors import InputError, NotFoundError
 from zjulab.common.io import read_json
-
 from zjulab.skillrouter.errors import EmptyPoolError, SkillParseError
 from zjulab.skillrouter.metrics import METRIC_NAMES, compute_metrics, mean_metrics
 
@@ -112,7 +111,11 @@ def load_tasks(
         query = row.get("instruction_text") or row.get("query")
         if not isinstance(query, str) or not query.strip():
             raise InputError(f"{tpath}: task {tid!r} has no instruction_text")
-        meta = {k: v for k, v in row.items() if k not in ("task_id", "instruction_text", "query", "relevance", "relevant")}
+        meta = {
+            k: v
+            for k, v in row.items()
+            if k not in ("task_id", "instruction_text", "query", "relevance", "relevant")
+        }
         grades = {str(k): float(v) for k, v in (entry.get("relevance") or {}).items()}
         tasks.append(Task(tid, query, frozenset(map(str, gt)), grades, meta))
     if not tasks:
@@ -204,7 +207,9 @@ def evaluate(
     return evaluate_rankings(rankings, tasks, pool_ids={s.id for s in router.skills}, name=name)
 
 
-def format_table(reports: Sequence[EvalReport], metrics: Sequence[str] = ("Hit@1", "nDCG@10", "Recall@10")) -> str:
+def format_table(
+    reports: Sequence[EvalReport], metrics: Sequence[str] = ("Hit@1", "nDCG@10", "Recall@10")
+) -> str:
     """A plain-text table: one row per report, one column per metric (percent)."""
     for m in metrics:
         if m not in METRIC_NAMES:

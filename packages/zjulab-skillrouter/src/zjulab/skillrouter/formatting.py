@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Literal
 
 from zjulab.common.errors import ConfigError
-
 from zjulab.skillrouter.skill import Skill
 
 __all__ = ["Fields", "format_query", "format_skill"]

@@ -17,7 +17,6 @@ import numpy as np
 
 from zjulab.common.errors import InputError, NotFoundError
 from zjulab.common.protocols import TextEncoder
-
 from zjulab.skillrouter.bm25 import BM25Index
 from zjulab.skillrouter.config import MiningConfig
 from zjulab.skillrouter.errors import EmptyPoolError
@@ -59,6 +58,34 @@ def _group_pairs(pairs: Sequence[tuple[str, str | Sequence[str]]]) -> list[tuple
             raise InputError(f"pair {i} needs a non-empty query and at least one positive id")
         out.append((q, ids))
     return out
+
+
+def _take(
+    candidates: Sequence[int] | np.ndarray,
+    n: int,
+    scores: np.ndarray,
+    limit: float,
+    skip: set[int],
+    used: set[int],
+    filtered: set[int],
+) -> list[int]:
+    """The first ``n`` candidates not in ``skip``/``used`` and scoring at most ``limit``.
+
+    Chosen ones are added to ``used``; those above ``limit`` to ``filtered``.
+    """
+    got: list[int] = []
+    for c in candidates:
+        c = int(c)
+        if len(got) == n:
+            break
+        if c in skip or c in used:
+            continue
+        if scores[c] > limit:
+            filtered.add(c)
+            continue
+        got.append(c)
+        used.add(c)
+    return got
 
 
 def mine_hard_negatives(
@@ -106,7 +133,9 @@ def mine_hard_negatives(
                 raise NotFoundError(f"positive skill id {pid!r} is not in the pool")
     texts = [format_skill(s, fields=fields, desc_max=desc_max, body_max=body_max) for s in pool]
     doc_emb = np.asarray(encoder.encode(texts), dtype=np.float32)
-    q_emb = np.asarray(encoder.encode([format_query(q, prompt=query_prompt) for q, _ in grouped]), dtype=np.float32)
+    q_emb = np.asarray(
+        encoder.encode([format_query(q, prompt=query_prompt) for q, _ in grouped]), dtype=np.float32
+    )
     sims = q_emb @ doc_emb.T
     depth = min(cfg.search_depth, len(pool))
     bm25_ids: np.ndarray | None = None
@@ -123,21 +152,12 @@ def mine_hard_negatives(
             pos_score = sims[qi, p]
             used: set[int] = set()
             filtered: set[int] = set()
+            limit = pos_score if cfg.filter_false_negatives else np.inf
 
-            def take(candidates: Sequence[int] | np.ndarray, n: int, pos_score: float = pos_score) -> list[int]:
-                got: list[int] = []
-                for c in candidates:
-                    c = int(c)
-                    if len(got) == n:
-                        break
-                    if c in positives or c in used:
-                        continue
-                    if cfg.filter_false_negatives and sims[qi, c] > pos_score:
-                        filtered.add(c)
-                        continue
-                    got.append(c)
-                    used.add(c)
-                return got
+            def take(
+                candidates: Sequence[int] | np.ndarray, n: int, _limit: float = limit, _qi: int = qi
+            ) -> list[int]:
+                return _take(candidates, n, sims[_qi], _limit, positives, used, filtered)  # noqa: B023
 
             chosen: list[tuple[int, str]] = []
             chosen += [(c, "dense") for c in take(dense_order, cfg.n_dense)]

@@ -129,7 +129,12 @@ def load_skill_reranker(
         kind = "cross_encoder" if _is_classifier(name) else "yes_no"
     if kind == "cross_encoder":
         return CrossEncoderScorer(
-            name, max_length=max_length, batch_size=batch_size, device=device, dtype=dtype, show_progress=show_progress
+            name,
+            max_length=max_length,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+            show_progress=show_progress,
         )
     if kind != "yes_no":
         raise ConfigError(f"kind must be 'auto', 'yes_no' or 'cross_encoder', got {kind!r}")

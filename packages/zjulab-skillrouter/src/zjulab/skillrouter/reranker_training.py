@@ -20,12 +20,12 @@ from typing import Any
 import torch
 
 from zjulab.common.device import DeviceLike, resolve_device
-
 from zjulab.skillrouter.config import TrainRerankerConfig
 from zjulab.skillrouter.errors import EmptyPoolError
 from zjulab.skillrouter.formatting import format_skill
 from zjulab.skillrouter.mining import TrainingExample
 from zjulab.skillrouter.models import RERANK_INSTRUCTION
+from zjulab.skillrouter.trainer_args import warmup_kwargs
 
 __all__ = ["RerankerTrainResult", "group_loss", "reranker_loss", "train_reranker"]
 
@@ -58,7 +58,8 @@ def _groups(examples: Sequence[TrainingExample], cfg: TrainRerankerConfig) -> li
         return format_skill(s, fields=cfg.fields, desc_max=cfg.desc_max, body_max=cfg.body_max)
 
     return [
-        {"query": e.query, "docs": [fmt(e.positive), *(fmt(n) for n in e.negatives[:n_neg])]} for e in examples
+        {"query": e.query, "docs": [fmt(e.positive), *(fmt(n) for n in e.negatives[:n_neg])]}
+        for e in examples
     ]
 
 
@@ -76,7 +77,9 @@ class _Collator:
         over = len(tok(text, add_special_tokens=False)["input_ids"]) - limit
         if over > 0:
             ids = tok(doc, add_special_tokens=False)["input_ids"]
-            text = self.scorer.build_prompt(query, tok.decode(ids[: max(0, len(ids) - over)], skip_special_tokens=True))
+            text = self.scorer.build_prompt(
+                query, tok.decode(ids[: max(0, len(ids) - over)], skip_special_tokens=True)
+            )
         return str(text)
 
     def __call__(self, groups: list[dict[str, Any]]) -> dict[str, Any]:
@@ -85,8 +88,8 @@ class _Collator:
         queries = [g["query"] for g in groups for _ in g["docs"]]
         docs = [d for g in groups for d in g["docs"]]
         if self.scorer is not None:
-            old = tok.padding_side
-            tok.padding_side = "left"
+            old, old_trunc = tok.padding_side, tok.truncation_side
+            tok.padding_side = tok.truncation_side = "left"  # the answer position is at the end
             try:
                 enc = tok(
                     [self._prompt(q, d) for q, d in zip(queries, docs)],
@@ -97,10 +100,15 @@ class _Collator:
                     return_tensors="pt",
                 )
             finally:
-                tok.padding_side = old
+                tok.padding_side, tok.truncation_side = old, old_trunc
         else:
             enc = tok(
-                queries, docs, padding=True, truncation="only_second", max_length=self.cfg.max_length, return_tensors="pt"
+                queries,
+                docs,
+                padding=True,
+                truncation="only_second",
+                max_length=self.cfg.max_length,
+                return_tensors="pt",
             )
         return {**enc, "group_size": torch.tensor(size)}
 
@@ -220,13 +228,18 @@ def train_reranker(
 
         task = TaskType.CAUSAL_LM if cfg.kind == "yes_no" else TaskType.SEQ_CLS
         model = get_peft_model(
-            model, LoraConfig(task_type=task, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear")
+            model,
+            LoraConfig(task_type=task, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear"),
         )
     ids = (scorer.yes_id, scorer.no_id) if scorer is not None else None
 
     class _GroupTrainer(Trainer):
         def compute_loss(
-            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+            self,
+            model: Any,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
         ) -> Any:
             loss = group_loss(_scores(model, inputs, ids), cfg.loss)
             return (loss, None) if return_outputs else loss
@@ -238,7 +251,7 @@ def train_reranker(
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         learning_rate=cfg.learning_rate,
-        warmup_ratio=cfg.warmup_ratio,
+        **warmup_kwargs(TrainingArguments, cfg.warmup_ratio),
         bf16=cfg.bf16,
         seed=cfg.seed,
         logging_steps=cfg.logging_steps,
@@ -249,11 +262,21 @@ def train_reranker(
         disable_tqdm=True,
     )
     trainer = _GroupTrainer(
-        model=model, args=args, train_dataset=groups, data_collator=_Collator(tokenizer, cfg, scorer)  # type: ignore[arg-type]
+        model=model,
+        args=args,
+        train_dataset=groups,
+        data_collator=_Collator(tokenizer, cfg, scorer),  # type: ignore[arg-type]
     )
     out = trainer.train()
     model.eval()
     model.save_pretrained(cfg.output_dir)
     tokenizer.save_pretrained(cfg.output_dir)
-    logger.info("trained the reranker for %d steps (loss %.4f) -> %s", out.global_step, out.training_loss, cfg.output_dir)
-    return RerankerTrainResult(model, tokenizer, cfg.output_dir, float(out.training_loss), int(out.global_step))
+    logger.info(
+        "trained the reranker for %d steps (loss %.4f) -> %s",
+        out.global_step,
+        out.training_loss,
+        cfg.output_dir,
+    )
+    return RerankerTrainResult(
+        model, tokenizer, cfg.output_dir, float(out.training_loss), int(out.global_step)
+    )

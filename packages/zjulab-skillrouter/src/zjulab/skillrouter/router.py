@@ -13,10 +13,16 @@ import numpy as np
 
 from zjulab.common.device import DeviceLike, DtypeLike
 from zjulab.common.errors import ConfigError, InputError, SchemaVersionError
-from zjulab.common.io import atomic_directory, atomic_write_bytes, read_json, read_jsonl, write_json, write_jsonl
+from zjulab.common.io import (
+    atomic_directory,
+    atomic_write_bytes,
+    read_json,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+)
 from zjulab.common.progress import progress
 from zjulab.common.protocols import PairScorer, TextEncoder
-
 from zjulab.skillrouter.bm25 import BM25Index
 from zjulab.skillrouter.config import RouterConfig
 from zjulab.skillrouter.errors import (
@@ -110,7 +116,9 @@ class SkillRouter:
         self.device = device
         self.dtype = dtype
         self._encoder_spec = encoder
-        self._encoder: TextEncoder | None = None if encoder is None or isinstance(encoder, (str, os.PathLike)) else encoder
+        self._encoder: TextEncoder | None = (
+            None if encoder is None or isinstance(encoder, (str, os.PathLike)) else encoder
+        )
         self._reranker_spec = reranker
         self._reranker: PairScorer | None = (
             None if reranker is None or isinstance(reranker, (str, os.PathLike)) else reranker
@@ -131,7 +139,9 @@ class SkillRouter:
         cfg = config or RouterConfig()
         enc = embedded_encoder(device=device, show_progress=cfg.show_progress) if cfg.needs_encoder else None
         rr = (
-            embedded_reranker(device=device, batch_size=cfg.rerank_batch_size, show_progress=cfg.show_progress)
+            embedded_reranker(
+                device=device, batch_size=cfg.rerank_batch_size, show_progress=cfg.show_progress
+            )
             if cfg.rerank
             else None
         )
@@ -188,7 +198,9 @@ class SkillRouter:
         chunks = [texts[i : i + _ENCODE_CHUNK] for i in range(0, len(texts), _ENCODE_CHUNK)]
         parts = [
             np.asarray(enc.encode(chunk, batch_size=self.config.encode_batch_size), dtype=np.float32)
-            for chunk in progress(chunks, desc="Encoding skills", show=self.config.show_progress, unit="chunk")
+            for chunk in progress(
+                chunks, desc="Encoding skills", show=self.config.show_progress, unit="chunk"
+            )
         ]
         emb = np.concatenate(parts, axis=0)
         if emb.shape != (len(texts), enc.dim):
@@ -234,12 +246,19 @@ class SkillRouter:
         if self.config.needs_encoder:
             emb = self.encode_skills(pool) if embeddings is None else np.asarray(embeddings, dtype=np.float32)
             if emb.shape != (len(pool), self.encoder.dim):
-                raise InputError(f"embeddings have shape {emb.shape}, expected {(len(pool), self.encoder.dim)}")
+                raise InputError(
+                    f"embeddings have shape {emb.shape}, expected {(len(pool), self.encoder.dim)}"
+                )
             vindex = self._new_vindex(emb.shape[1]).build(emb)
         if self.config.retriever in ("bm25", "hybrid"):
             bm25 = BM25Index(self.config.bm25_k1, self.config.bm25_b).build(self.skill_texts(pool))
         self._skills, self._vindex, self._bm25 = pool, vindex, bm25
-        logger.info("indexed %d skills (retriever=%s, fields=%s)", len(pool), self.config.retriever, self.config.fields)
+        logger.info(
+            "indexed %d skills (retriever=%s, fields=%s)",
+            len(pool),
+            self.config.retriever,
+            self.config.fields,
+        )
         return self
 
     # ------------------------------------------------------------------ routing
@@ -286,7 +305,9 @@ class SkillRouter:
             fused.append([(int(i), float(s)) for i, s in ranked[:k]])
         return fused
 
-    def route_many(self, queries: Sequence[str], k: int = 5, *, rerank: bool | None = None) -> list[list[RoutedSkill]]:
+    def route_many(
+        self, queries: Sequence[str], k: int = 5, *, rerank: bool | None = None
+    ) -> list[list[RoutedSkill]]:
         """Route a batch of tasks; one ranking of ``k`` skills per task.
 
         The first stage retrieves ``max(retrieve_k, k)`` candidates (capped at the pool
@@ -317,7 +338,10 @@ class SkillRouter:
             for qi, (q, cand) in enumerate(zip(qs, cands)):
                 for pos, _ in cand[: c.rerank_k]:
                     doc = format_skill(
-                        self._skills[pos], fields=c.fields, desc_max=c.rerank_desc_max, body_max=c.rerank_body_max
+                        self._skills[pos],
+                        fields=c.fields,
+                        desc_max=c.rerank_desc_max,
+                        body_max=c.rerank_body_max,
                     )
                     pairs.append((q[: c.query_max_chars], doc))
                     owners.append(qi)
@@ -419,7 +443,9 @@ class SkillRouter:
             raise IndexFormatError(f"{meta_path}: not a {FORMAT_NAME} file")
         version = meta.get("version")
         if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise SchemaVersionError(f"{meta_path}: format version {version!r}; this library reads <= {FORMAT_VERSION}")
+            raise SchemaVersionError(
+                f"{meta_path}: format version {version!r}; this library reads <= {FORMAT_VERSION}"
+            )
         try:
             config = RouterConfig(**meta["config"])
         except (KeyError, TypeError) as exc:
@@ -441,7 +467,9 @@ class SkillRouter:
             raise IndexFormatError(f"{root}: skills.jsonl is missing")
         pool = validate_pool(skills_from_records(read_jsonl(skills_path)))
         if len(pool) != meta.get("n_skills"):
-            raise IndexFormatError(f"{skills_path}: {len(pool)} skills, router.json says {meta.get('n_skills')}")
+            raise IndexFormatError(
+                f"{skills_path}: {len(pool)} skills, router.json says {meta.get('n_skills')}"
+            )
         router._skills = pool
         if config.needs_encoder:
             fpath = root / "dense.faiss"
@@ -466,7 +494,9 @@ class SkillRouter:
             return saved_id
         if isinstance(encoder, (str, os.PathLike)):
             if str(encoder) != saved_id:
-                raise EncoderMismatchError(f"the index was built with encoder {saved_id!r}, not {str(encoder)!r}")
+                raise EncoderMismatchError(
+                    f"the index was built with encoder {saved_id!r}, not {str(encoder)!r}"
+                )
             return encoder
         got = describe_encoder(encoder)
         if got["model_id"] != saved_id or got["dim"] != saved_dim:

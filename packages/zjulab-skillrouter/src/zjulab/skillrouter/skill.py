@@ -282,7 +282,11 @@ def load_skills(source: str | os.PathLike[str] | Iterable[Mapping[str, Any] | Sk
     """
     if isinstance(source, (str, os.PathLike)):
         p = Path(source)
-        if p.is_dir() and not any(p.rglob("SKILL.md")) and (any(p.glob("*.jsonl")) or any(p.glob("*.jsonl.gz"))):
+        if (
+            p.is_dir()
+            and not any(p.rglob("SKILL.md"))
+            and (any(p.glob("*.jsonl")) or any(p.glob("*.jsonl.gz")))
+        ):
             return load_skills_jsonl(p)
         if p.is_dir():
             return load_skills_dir(p)

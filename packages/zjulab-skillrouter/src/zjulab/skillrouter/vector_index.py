@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from typing import Any, Literal
@@ -9,7 +10,6 @@ from typing import Any, Literal
 import numpy as np
 
 from zjulab.common.errors import ConfigError, InputError
-
 from zjulab.skillrouter.errors import IndexFormatError, InvalidKError
 
 __all__ = ["VectorIndex", "brute_force_search"]
@@ -108,7 +108,7 @@ class VectorIndex:
         quantizer = faiss.IndexFlatIP(self.dim)
         idx = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
         idx.nprobe = min(self.ivf_nprobe, nlist)
-        idx._quantizer_ref = quantizer  # keep the quantizer alive with the index
+        self._quantizer = quantizer  # keep the quantizer alive as long as the index
         return idx
 
     def _maybe_gpu(self, idx: Any) -> Any:
@@ -166,10 +166,8 @@ class VectorIndex:
             raise InputError("the index is empty: nothing to serialise")
         idx = self._index
         if self.use_gpu and hasattr(faiss, "index_gpu_to_cpu") and self.kind != "hnsw":
-            try:
+            with contextlib.suppress(RuntimeError, AttributeError):  # already a CPU index
                 idx = faiss.index_gpu_to_cpu(idx)
-            except (RuntimeError, AttributeError):  # already a CPU index
-                pass
         return bytes(faiss.serialize_index(idx).tobytes())
 
     def load_bytes(self, data: bytes) -> VectorIndex:

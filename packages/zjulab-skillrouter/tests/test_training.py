@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from zjulab.common.testing import save_tiny, tiny_causal_lm, tiny_cross_encoder, tiny_encoder
+from zjulab.skillrouter import Skill, TrainEncoderConfig, TrainRerankerConfig
+from zjulab.skillrouter.encoder_training import encoder_loss, info_nce_loss, train_encoder
+from zjulab.skillrouter.mining import TrainingExample
+from zjulab.skillrouter.reranker_training import group_loss, reranker_loss, train_reranker
+
+
+def examples():
+    def sk(i, body):
+        return Skill(name=f"s{i}", description="tools", body=body, id=f"s{i}")
+
+    pos = [sk(0, "merge pdf pages"), sk(1, "resize png images"), sk(2, "parse nginx logs")]
+    neg = [sk(3, "send smtp email"), sk(4, "rotate log files"), sk(5, "ocr scanned pdf")]
+    qs = ["combine two pdf files", "make thumbnails of photos", "count 500 errors in access logs"]
+    return [TrainingExample(q, p, [n, neg[(i + 1) % 3]]) for i, (q, p, n) in enumerate(zip(qs, pos, neg))]
+
+
+def test_info_nce_matches_hand_computation():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    c = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    # row 0 cosines: 1, 0, 1/sqrt2 -> logits /0.5
+    l0 = -np.log(np.exp(2) / (np.exp(2) + np.exp(0) + np.exp(2 / np.sqrt(2))))
+    assert float(info_nce_loss(q, c, temperature=0.5)) == pytest.approx(l0, rel=1e-5)
+
+
+def test_info_nce_agrees_with_sentence_transformers_mnrl():
+    try:
+        from sentence_transformers.util import cos_sim
+    except ImportError:
+        pytest.skip("sentence-transformers missing")
+    g = torch.Generator().manual_seed(0)
+    q, c = torch.randn(4, 8, generator=g), torch.randn(12, 8, generator=g)
+    ref = torch.nn.functional.cross_entropy(cos_sim(q, c) * 20.0, torch.arange(4))
+    assert float(info_nce_loss(q, c, 0.05)) == pytest.approx(float(ref), rel=1e-5)
+
+
+def test_group_loss_values():
+    s = torch.tensor([[2.0, 0.0, 0.0]])
+    assert float(group_loss(s, "listwise")) == pytest.approx(-np.log(np.exp(2) / (np.exp(2) + 2)), rel=1e-6)
+    point = (np.log1p(np.exp(-2.0)) + 2 * np.log(2)) / 3
+    assert float(group_loss(s, "pointwise")) == pytest.approx(point, rel=1e-6)
+
+
+def test_one_encoder_step_lowers_loss(tmp_path):
+    pytest.importorskip("sentence_transformers")
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    except ImportError:
+        from sentence_transformers.models import Pooling, Transformer
+
+    model, tok = tiny_encoder(seed=1)
+    path = save_tiny(model, tok, tmp_path / "enc")
+    st = SentenceTransformer(modules=[Transformer(str(path)), Pooling(32, "mean")], device="cpu")
+    ex = examples()
+    cfg = TrainEncoderConfig(
+        output_dir=str(tmp_path / "out"), max_steps=1, batch_size=3, learning_rate=5e-3, warmup_ratio=0.0
+    )
+    before = encoder_loss(st, ex, cfg)
+    res = train_encoder(st, ex, cfg, device="cpu")
+    after = encoder_loss(res.model, ex, cfg)
+    assert res.steps == 1
+    assert after < before
+    assert (tmp_path / "out" / "modules.json").is_file()
+
+
+@pytest.mark.parametrize("loss", ["listwise", "pointwise"])
+def test_one_yes_no_reranker_step_lowers_loss(tmp_path, loss):
+    model, tok = tiny_causal_lm(seed=2)
+    ex = examples()
+    cfg = TrainRerankerConfig(
+        output_dir=str(tmp_path / loss),
+        loss=loss,
+        group_size=3,
+        max_steps=1,
+        batch_size=3,
+        gradient_accumulation_steps=1,
+        learning_rate=5e-3,
+        warmup_ratio=0.0,
+        max_length=512,
+    )
+    before = reranker_loss(model, tok, ex, cfg)
+    res = train_reranker(model, ex, cfg, tokenizer=tok, device="cpu")
+    after = reranker_loss(res.model, tok, ex, cfg)
+    assert res.steps == 1 and after < before
+    assert (tmp_path / loss / "config.json").is_file()
+
+
+def test_one_cross_encoder_step_lowers_loss(tmp_path):
+    model, tok = tiny_cross_encoder(seed=3)
+    ex = examples()
+    cfg = TrainRerankerConfig(
+        output_dir=str(tmp_path / "ce"),
+        kind="cross_encoder",
+        group_size=3,
+        max_steps=1,
+        batch_size=3,
+        gradient_accumulation_steps=1,
+        learning_rate=5e-3,
+        warmup_ratio=0.0,
+        max_length=512,
+    )
+    before = reranker_loss(model, tok, ex, cfg)
+    res = train_reranker(model, ex, cfg, tokenizer=tok, device="cpu")
+    assert reranker_loss(res.model, tok, ex, cfg) < before
