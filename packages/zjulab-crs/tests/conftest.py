@@ -15,7 +15,9 @@ UNEED_SUBDIR = Path("uneed/LLM-CRS/UniMIND/available_resources/datasets/u_need")
 
 @pytest.fixture(scope="session")
 def small_corpus() -> UNeedCorpus:
-    return synthetic_corpus(SyntheticConfig(dialogues_per_category=8, items_per_category=20, users=15, candidates=10))
+    return synthetic_corpus(
+        SyntheticConfig(dialogues_per_category=8, items_per_category=20, users=15, candidates=10)
+    )
 
 
 @pytest.fixture(scope="session")

@@ -70,7 +70,7 @@ def test_uneed_kg_and_actions(uneed_dir: Path, tmp_path: Path):
     save_items(tmp_path / "item_kg.txt", items.values())
     assert load_items(tmp_path / "item_kg.txt") == items
     acts = load_behaviours(uneed_dir / "user_action.txt")
-    assert [(b.user_id, b.item_id, b.time, b.action) for b in acts][0] == (
+    assert (acts[0].user_id, acts[0].item_id, acts[0].time, acts[0].action) == (
         "277374149",
         "545878107033",
         "2022-09-24 17:17:31",
@@ -81,7 +81,11 @@ def test_uneed_kg_and_actions(uneed_dir: Path, tmp_path: Path):
 
 
 def test_uneed_task_samples_round_trip(uneed_dir: Path, tmp_path: Path):
-    for rel in ("saved_data/json/test_sample.json", "saved_data/jsonl/test_sample.jsonl", "prompt4LLM/test_sample.json"):
+    for rel in (
+        "saved_data/json/test_sample.json",
+        "saved_data/jsonl/test_sample.jsonl",
+        "prompt4LLM/test_sample.json",
+    ):
         src = uneed_dir / rel
         samples = load_task_samples(src)
         assert samples[1].label_pairs() == [("年龄", ""), ("肤质", "偏油"), ("肤质", "偏干")]
@@ -136,8 +140,14 @@ def write(tmp_path: Path, record: object, name: str = "train_dialogue.json") -> 
         (lambda r: r["dialogue"][0].update(sender_type="店主"), "unknown sender_type '店主'"),
         (lambda r: r["dialogue"][0].update(act_tag="闲聊"), "unknown act_tag '闲聊'"),
         (lambda r: r["dialogue"][0].update(seq_no="1"), "field 'seq_no' must be int"),
-        (lambda r: r["dialogue"][0]["attributes"][0].update(start=1), r"text\[1:4\] is '荐面膜', not the value '面膜'"),
-        (lambda r: r["dialogue"][0]["attributes"][0].update(exclusive_end=9), "outside the utterance of length 4"),
+        (
+            lambda r: r["dialogue"][0]["attributes"][0].update(start=1),
+            r"text\[1:4\] is '荐面膜', not the value '面膜'",
+        ),
+        (
+            lambda r: r["dialogue"][0]["attributes"][0].update(exclusive_end=9),
+            "outside the utterance of length 4",
+        ),
         (lambda r: r.pop("dialogue"), "missing field 'dialogue'"),
         (lambda r: r.update(quality={"3": "good"}), "quality"),
     ],
@@ -171,7 +181,9 @@ def test_invalid_json_and_wrong_top_level(tmp_path: Path):
 
 def test_csv_errors_name_file_and_line(tmp_path: Path):
     kg = tmp_path / "item_kg.txt"
-    kg.write_text("item_id_encrypt,seller_id_encrypt,relation_name,value\n1,2,颜色,红\n1,2,颜色\n", encoding="utf-8")
+    kg.write_text(
+        "item_id_encrypt,seller_id_encrypt,relation_name,value\n1,2,颜色,红\n1,2,颜色\n", encoding="utf-8"
+    )
     with pytest.raises(DataFormatError, match=r"item_kg.txt:3: expected 4 fields, got 3"):
         load_items(kg)
     kg.write_text("item,seller,relation,value\n", encoding="utf-8")
@@ -191,10 +203,12 @@ def test_csv_errors_name_file_and_line(tmp_path: Path):
 
 def test_task_sample_errors(tmp_path: Path):
     path = tmp_path / "s.jsonl"
-    path.write_text('{"input": ["a"], "domain": "d", "sid": "1", "task_name": "t", "label": "x"}\n{"input": "a"}\n')
+    path.write_text(
+        '{"input": ["a"], "domain": "d", "sid": "1", "task_name": "t", "label": "x"}\n{"input": "a"}\n'
+    )
     with pytest.raises(DataFormatError, match=r"s.jsonl: line 2: field 'input' must be list"):
         load_task_samples(path)
-    with pytest.raises(DataFormatError, match="no train/valid/test_dialogue.json"):
+    with pytest.raises(DataFormatError, match=r"no train/valid/test_dialogue\.json"):
         load_uneed_dir(tmp_path)
 
 
@@ -229,7 +243,9 @@ def test_synthetic_structure(small_corpus):
         if u.rec_item_ids:
             assert u.rec_item_ids[0] in u.rec_candidates[0] and len(u.rec_candidates[0]) == 10
     assert d.quality and all(1.0 <= s <= 5.0 for s in d.quality.values())
-    item = small_corpus.items[d.utterances[-1].rec_item_ids[0] if d.utterances[-1].rec_item_ids else next(iter(small_corpus.items))]
+    item = small_corpus.items[
+        d.utterances[-1].rec_item_ids[0] if d.utterances[-1].rec_item_ids else next(iter(small_corpus.items))
+    ]
     assert item.values("category")
 
 

@@ -117,7 +117,7 @@ def test_bleu_chinese_tokenizer_counts_characters():
 
 
 def test_bleu_errors():
-    with pytest.raises(MetricInputError, match="n must be in 1..4"):
+    with pytest.raises(MetricInputError, match=r"n must be in 1\.\.4"):
         bleu(["a"], ["a"], 5)
     with pytest.raises(MetricInputError, match="no samples"):
         bleu([], [], 1)

@@ -1,0 +1,90 @@
+from pathlib import Path
+
+import pytest
+
+from zjulab.crs.cli import main
+from zjulab.crs.errors import MetricInputError, UnknownLabelError
+from zjulab.crs.report import evaluate_by_category, format_table, score_predictions
+from zjulab.crs.samples import ElicitationExample
+from zjulab.crs.suite import SuiteConfig, TaskResult, five_task_table
+
+
+class Fixed:
+    def __init__(self, answers):
+        self.answers = answers
+
+    def predict(self, examples):
+        return [self.answers[e.category] for e in examples]
+
+
+def test_evaluate_by_category_scores_each_category_once():
+    ex = [ElicitationExample([], [], ["a"], "x")] * 3 + [ElicitationExample([], [], ["b"], "y")] * 3
+    by_cat, _ = evaluate_by_category(Fixed({"x": ["a"], "y": ["a"]}), "elicitation", ex)
+    assert by_cat["all"]["f1"] == pytest.approx(0.5)
+    assert by_cat["x"]["f1"] == 1.0 and by_cat["y"]["f1"] == 0.0
+
+
+def test_report_errors():
+    with pytest.raises(UnknownLabelError, match="unknown task 'chat'"):
+        score_predictions("chat", [], [])
+    with pytest.raises(MetricInputError, match="1 examples but 0 predictions"):
+        score_predictions("elicitation", [ElicitationExample([], [], ["a"])], [])
+
+
+def test_format_table_and_five_task_table():
+    assert format_table([{"a": 1.0, "b": "x"}]) == "| a      | b |\n| ------ | - |\n| 1.0000 | x |"
+    res = [TaskResult("evaluation", "RUBER cosine", "baseline", {"pearson": 0.25, "spearman": 0.5})]
+    table = five_task_table(res)
+    assert "| evaluation | RUBER cosine" in table and "0.2500" in table and "spearman 0.5000" in table
+    assert "paper: DEB (U-NEED, other data)" in table and "0.1617" in table
+    with pytest.raises(Exception, match="unknown task"):
+        SuiteConfig(tasks=("chat",))
+
+
+def test_cli_demo_runs_one_task(capsys):
+    assert main(["demo", "--tasks", "evaluation", "--steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "| evaluation" in out and "RUBER cosine" in out and "encoder regression" in out
+
+
+def test_cli_eval_baseline_and_validate(capsys, tmp_path: Path, uneed_dir: Path):
+    assert main(["eval", "elicitation"]) == 0
+    out = capsys.readouterr().out
+    assert "FrequencyElicitor" in out and "| all" in out and "| beauty" in out
+    assert main(["validate", str(uneed_dir)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_cli_errors_are_reported_not_raised(capsys, tmp_path: Path):
+    bad = tmp_path / "train_dialogue.json"
+    bad.write_text('[{"domain": "x"}]', encoding="utf-8")
+    assert main(["validate", str(bad)]) == 2
+    assert "missing field 'dialogue'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "chat"])
+
+
+def test_cli_train_tiny_and_eval_checkpoint(capsys, tmp_path: Path):
+    out_dir = tmp_path / "ckpt"
+    assert (
+        main(
+            [
+                "train",
+                "evaluation",
+                "--model",
+                "tiny",
+                "--steps",
+                "2",
+                "--batch-size",
+                "4",
+                "--device",
+                "cpu",
+                "--out",
+                str(out_dir),
+            ]
+        )
+        == 0
+    )
+    assert (out_dir / "crs.json").is_file()
+    assert main(["eval", "evaluation", "--checkpoint", str(out_dir), "--device", "cpu"]) == 0
+    assert "QualityRegressor" in capsys.readouterr().out
