@@ -105,6 +105,10 @@ class FluxMemory:
     ) -> None:
         if not hasattr(encoder, "encode") or not hasattr(encoder, "dim"):
             raise MemoryInputError(f"encoder must be a TextEncoder, got {type(encoder).__name__}")
+        if chat_model is not None and not callable(getattr(chat_model, "generate", None)):
+            raise MemoryInputError(f"chat_model must be a ChatModel, got {type(chat_model).__name__}")
+        if config is not None and not isinstance(config, FluxMemConfig):
+            raise MemoryInputError(f"config must be a FluxMemConfig, got {type(config).__name__}")
         self.encoder = encoder
         self.chat_model = chat_model
         self.config = config or FluxMemConfig()
