@@ -1,0 +1,114 @@
+"""zjulab.conifer: complex-constraint instruction data, verified and ordered easy-to-hard (Conifer).
+
+A resumable curation pipeline that runs on any chat model (reframe seed queries, generate
+constraints, recombine them into five difficulty levels, filter, answer, and collect internal
+and external process feedback), the IFEval constraint checkers as an extensible registry with
+IFEval scoring, a contamination guard, and export of easy-to-hard training conversations for
+TRL.
+"""
+
+from zjulab.conifer.checkers import (
+    CheckerRegistry,
+    ConstraintCheck,
+    InstructionSpec,
+    default_registry,
+    loose_variants,
+)
+from zjulab.conifer.config import PipelineConfig
+from zjulab.conifer.contamination import ContaminationGuard, OverlapHit
+from zjulab.conifer.curriculum import (
+    build_conversations,
+    easy_to_hard,
+    external_feedback,
+    internal_feedback,
+    normalize_record,
+    single_turn,
+    to_dataset,
+)
+from zjulab.conifer.errors import (
+    CheckpointError,
+    ConiferConfigError,
+    ConiferError,
+    ConiferInputError,
+    InstructionArgumentError,
+    UnknownInstructionError,
+)
+from zjulab.conifer.ifeval import IFEvalPrompt, IFEvalResult, evaluate_ifeval, load_ifeval, per_type_table
+from zjulab.conifer.language import detect_language
+from zjulab.conifer.pipeline import Pipeline, PipelineResult, StageStats, load_seeds
+from zjulab.conifer.sentences import SentenceSplitter, count_sentences, count_words, split_sentences
+from zjulab.conifer.stages import (
+    AnswerStage,
+    ConstraintStage,
+    ExternalFeedbackStage,
+    FilterStage,
+    FormatNumberStage,
+    InternalFeedbackStage,
+    LocalStage,
+    ModelStage,
+    RecombineStage,
+    ReframeStage,
+    Rejection,
+    SeedStage,
+    Stage,
+    WeakAnswerStage,
+    default_stages,
+)
+from zjulab.conifer.training import dpo_pairs, sft_trainer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AnswerStage",
+    "CheckerRegistry",
+    "CheckpointError",
+    "ConiferConfigError",
+    "ConiferError",
+    "ConiferInputError",
+    "ConstraintCheck",
+    "ConstraintStage",
+    "ContaminationGuard",
+    "ExternalFeedbackStage",
+    "FilterStage",
+    "FormatNumberStage",
+    "IFEvalPrompt",
+    "IFEvalResult",
+    "InstructionArgumentError",
+    "InstructionSpec",
+    "InternalFeedbackStage",
+    "LocalStage",
+    "ModelStage",
+    "OverlapHit",
+    "Pipeline",
+    "PipelineConfig",
+    "PipelineResult",
+    "RecombineStage",
+    "ReframeStage",
+    "Rejection",
+    "SeedStage",
+    "SentenceSplitter",
+    "Stage",
+    "StageStats",
+    "UnknownInstructionError",
+    "WeakAnswerStage",
+    "build_conversations",
+    "count_sentences",
+    "count_words",
+    "default_registry",
+    "default_stages",
+    "detect_language",
+    "dpo_pairs",
+    "easy_to_hard",
+    "evaluate_ifeval",
+    "external_feedback",
+    "internal_feedback",
+    "load_ifeval",
+    "load_seeds",
+    "loose_variants",
+    "normalize_record",
+    "per_type_table",
+    "sft_trainer",
+    "single_turn",
+    "split_sentences",
+    "to_dataset",
+]

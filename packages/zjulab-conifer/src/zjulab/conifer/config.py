@@ -1,0 +1,173 @@
+"""Configuration of the curation pipeline."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from zjulab.common.io import read_json
+from zjulab.conifer.errors import ConiferConfigError
+
+__all__ = ["PipelineConfig"]
+
+ModelSpec = dict[str, Any]
+
+
+@dataclass
+class PipelineConfig:
+    """Settings of a :class:`~zjulab.conifer.pipeline.Pipeline` run.
+
+    Args:
+        out_dir: Directory for the stage checkpoints, set-aside files and statistics.
+        num_reframes: Questions written per seed query in the reframing stage.
+        num_levels: Difficulty levels of the recombination stage (1 = easiest).
+        min_categories: Fewest constraint categories asked for per question.
+        max_categories: Most constraint categories asked for per question.
+        few_shot: Show each structured stage's worked example (one user/assistant exchange)
+            before the real prompt; helps models that drift from the JSON shape.
+        filters: Run the two model filter stages (first and second filter).
+        format_number: Also make format/number variants: each levelled instruction gets
+            verifiable constraints (checked by the IFEval checkers) appended.
+        format_constraints: Verifiable constraints appended per format/number variant.
+        hard_level: Levels at or above this get internal process feedback and, at the top
+            level, a weak-model answer with external feedback.
+        languages: Seed queries whose detected language is not in this list are dropped
+            (empty: keep all).
+        min_seed_chars: Shorter seed queries are dropped.
+        max_seed_chars: Longer seed queries are dropped.
+        batch_size: Items sent to the model in one ``generate`` call.
+        concurrency: Batches in flight at once (threads); for remote models set this to what
+            the server sustains.
+        max_structured_retries: Re-asks after an answer that does not parse.
+        max_remote_retries: Re-tries of a whole batch after a remote model error.
+        retry_backoff: Seconds before the first batch re-try (doubles each time).
+        max_new_tokens: Answer length of the structured stages.
+        answer_max_new_tokens: Answer length of the answer stages.
+        temperature: Sampling temperature (0 = greedy).
+        seed: Seed of the format/number constraint sampling.
+        show_progress: Progress bars (``None``: only on a terminal).
+        strong_model: For ``run CONFIG``: how to build the strong model, e.g.
+            ``{"kind": "openai", "model": "gpt-4o", "base_url": "..."}`` or
+            ``{"kind": "transformers", "model": "Qwen/Qwen2.5-7B-Instruct"}`` or
+            ``{"kind": "embedded"}``.
+        weak_model: The same for the weak model (empty: no weak-model stages).
+        seeds_path: For ``run CONFIG``: the seed file (one query a line, or JSONL with
+            ``query``).
+    """
+
+    out_dir: str = "conifer_run"
+    num_reframes: int = 3  # the paper's reframing writes a few questions per seed
+    num_levels: int = 5  # the paper's five difficulty levels
+    min_categories: int = 3
+    max_categories: int = 6
+    few_shot: bool = True  # costs one example's tokens per call, saves many unparseable answers
+    filters: bool = True  # the paper filters twice
+    format_number: bool = False  # extra verifiable variants; off keeps a first run small
+    format_constraints: int = 2
+    hard_level: int = 4  # levels 4 and 5 are the "hard" part of a five-level ladder
+    languages: list[str] = field(default_factory=lambda: ["en"])  # the paper keeps English seeds
+    min_seed_chars: int = 10  # shorter requests are rarely real questions
+    max_seed_chars: int = 2000  # longer ones are pasted documents, not requests
+    batch_size: int = 8
+    concurrency: int = 1  # local models gain nothing from threads; raise it for servers
+    max_structured_retries: int = 2
+    max_remote_retries: int = 2
+    retry_backoff: float = 1.0
+    max_new_tokens: int = 512
+    answer_max_new_tokens: int = 1024
+    temperature: float = 0.0
+    seed: int = 0
+    show_progress: bool | None = None
+    strong_model: ModelSpec = field(default_factory=lambda: {"kind": "embedded"})
+    weak_model: ModelSpec = field(default_factory=dict)
+    seeds_path: str = ""
+
+    def __post_init__(self) -> None:
+        positive = (
+            "num_reframes",
+            "num_levels",
+            "min_categories",
+            "max_categories",
+            "format_constraints",
+            "batch_size",
+            "concurrency",
+            "max_new_tokens",
+            "answer_max_new_tokens",
+            "hard_level",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConiferConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.min_categories > self.max_categories:
+            raise ConiferConfigError(
+                f"min_categories={self.min_categories} > max_categories={self.max_categories}"
+            )
+        if self.hard_level > self.num_levels:
+            raise ConiferConfigError(f"hard_level={self.hard_level} > num_levels={self.num_levels}")
+        for name in ("max_structured_retries", "max_remote_retries"):
+            if getattr(self, name) < 0:
+                raise ConiferConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.retry_backoff < 0:
+            raise ConiferConfigError(f"retry_backoff must be >= 0, got {self.retry_backoff}")
+        if self.temperature < 0:
+            raise ConiferConfigError(f"temperature must be >= 0, got {self.temperature}")
+        if self.min_seed_chars > self.max_seed_chars:
+            raise ConiferConfigError(
+                f"min_seed_chars={self.min_seed_chars} > max_seed_chars={self.max_seed_chars}"
+            )
+        for name in ("strong_model", "weak_model"):
+            spec = getattr(self, name)
+            kind = spec.get("kind") if spec else None
+            if spec and kind not in _MODEL_KINDS:
+                raise ConiferConfigError(f"{name}.kind must be one of {sorted(_MODEL_KINDS)}, got {kind!r}")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that change what the stages produce (checked on resume)."""
+        skip = {
+            "out_dir",
+            "batch_size",
+            "concurrency",
+            "show_progress",
+            "max_remote_retries",
+            "retry_backoff",
+        }
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
+        """Build from a plain dict, rejecting unknown keys.
+
+        Raises:
+            ConiferConfigError: Unknown keys or invalid values.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConiferConfigError(f"unknown config key(s) {unknown}; known: {sorted(names)}")
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PipelineConfig:
+        """Read a JSON config file (relative ``out_dir``/``seeds_path`` resolve against it).
+
+        Raises:
+            ConiferConfigError: Unknown keys or invalid values.
+            StoreError: The file is missing or not JSON.
+        """
+        p = Path(path)
+        data = read_json(p)
+        if not isinstance(data, dict):
+            raise ConiferConfigError(f"{p}: a config must be a JSON object")
+        for key in ("out_dir", "seeds_path"):
+            if data.get(key) and not Path(data[key]).is_absolute():
+                data[key] = str(p.parent / data[key])
+        return cls.from_dict(data)
+
+
+_MODEL_KINDS: frozenset[Literal["openai", "transformers", "embedded"]] = frozenset(
+    {"openai", "transformers", "embedded"}
+)

@@ -1,0 +1,207 @@
+"""IFEval scoring: prompt- and instruction-level accuracy, strict and loose.
+
+IFEval (Zhou et al., 2023) has 541 prompts, each carrying one to three verifiable instructions.
+A response *follows a prompt* when it follows every instruction of it. Four numbers summarise a
+run: the share of prompts followed and the share of instructions followed, each in strict and
+in loose mode (see :mod:`zjulab.conifer.checkers`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zjulab.conifer.checkers import CheckerRegistry, default_registry
+from zjulab.conifer.errors import ConiferInputError
+
+__all__ = ["IFEvalPrompt", "IFEvalResult", "evaluate_ifeval", "load_ifeval", "per_type_table"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IFEvalPrompt:
+    """One IFEval prompt.
+
+    Attributes:
+        key: IFEval's integer key.
+        prompt: The prompt text.
+        instruction_id_list: Instruction ids, one per instruction.
+        kwargs: Arguments of each instruction (same order).
+    """
+
+    key: int
+    prompt: str
+    instruction_id_list: tuple[str, ...]
+    kwargs: tuple[Mapping[str, Any], ...]
+
+
+def load_ifeval(path: str | os.PathLike[str]) -> list[IFEvalPrompt]:
+    """Read IFEval's ``input_data.jsonl``.
+
+    Raises:
+        ConiferInputError: Missing file, bad JSON or a row without the expected fields (the
+            message names the file and line).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConiferInputError(f"{p}: no such IFEval file")
+    out: list[IFEvalPrompt] = []
+    with p.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                ids = tuple(row["instruction_id_list"])
+                kws = tuple(dict(k) for k in row["kwargs"])
+                item = IFEvalPrompt(int(row["key"]), str(row["prompt"]), ids, kws)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ConiferInputError(f"{p}:{lineno}: not an IFEval row ({exc})") from exc
+            if len(ids) != len(kws):
+                raise ConiferInputError(f"{p}:{lineno}: {len(ids)} instruction ids but {len(kws)} kwargs")
+            out.append(item)
+    return out
+
+
+@dataclass
+class IFEvalResult:
+    """Scores of one IFEval run.
+
+    Attributes:
+        prompt_strict: Share of prompts whose every instruction is followed (strict).
+        prompt_loose: The same in loose mode.
+        instruction_strict: Share of all instructions followed (strict).
+        instruction_loose: The same in loose mode.
+        num_prompts: Prompts scored.
+        num_instructions: Instructions scored.
+        details: Per prompt: key, prompt, instruction ids, strict and loose booleans.
+    """
+
+    prompt_strict: float
+    prompt_loose: float
+    instruction_strict: float
+    instruction_loose: float
+    num_prompts: int
+    num_instructions: int
+    details: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict[str, float | int]:
+        """The four accuracies and the counts."""
+        return {
+            "prompt_strict": self.prompt_strict,
+            "prompt_loose": self.prompt_loose,
+            "instruction_strict": self.instruction_strict,
+            "instruction_loose": self.instruction_loose,
+            "num_prompts": self.num_prompts,
+            "num_instructions": self.num_instructions,
+        }
+
+
+def _response_lookup(
+    responses: Mapping[Any, str] | Sequence[Any], prompts: Sequence[IFEvalPrompt]
+) -> list[str]:
+    if isinstance(responses, Mapping):
+        out = []
+        for p in prompts:
+            if p.prompt in responses:
+                out.append(responses[p.prompt])
+            elif p.key in responses:
+                out.append(responses[p.key])
+            elif str(p.key) in responses:
+                out.append(responses[str(p.key)])
+            else:
+                raise ConiferInputError(f"no response for IFEval prompt key {p.key}: {p.prompt[:60]!r}")
+        return out
+    items = list(responses)
+    if items and isinstance(items[0], Mapping):
+        table: dict[Any, str] = {}
+        for i, row in enumerate(items):
+            if "response" not in row or not ({"prompt", "key"} & set(row)):
+                raise ConiferInputError(f"response row {i} needs 'response' and 'prompt' or 'key'")
+            table[row.get("prompt", row.get("key"))] = row["response"]
+        return _response_lookup(table, prompts)
+    if len(items) != len(prompts):
+        raise ConiferInputError(f"{len(items)} responses for {len(prompts)} prompts")
+    return [str(r) for r in items]
+
+
+def evaluate_ifeval(
+    responses: Mapping[Any, str] | Sequence[Any],
+    prompts: str | os.PathLike[str] | Sequence[IFEvalPrompt],
+    *,
+    registry: CheckerRegistry | None = None,
+) -> IFEvalResult:
+    """Score responses on IFEval prompts.
+
+    Args:
+        responses: Responses as a list aligned with ``prompts``, a mapping from prompt text or
+            key to response, or rows ``{"prompt" | "key", "response"}`` (IFEval's response
+            file format).
+        prompts: IFEval's ``input_data.jsonl`` path, or loaded prompts (a subset is fine).
+        registry: Checkers to use (default: the 25 IFEval types).
+
+    Returns:
+        The accuracies and per-prompt details.
+
+    Raises:
+        ConiferInputError: A prompt has no response, or the prompt file is malformed.
+        UnknownInstructionError: A prompt uses an instruction the registry does not know.
+    """
+    items = load_ifeval(prompts) if isinstance(prompts, (str, os.PathLike)) else list(prompts)
+    if not items:
+        raise ConiferInputError("no IFEval prompts to score")
+    reg = registry or default_registry()
+    texts = _response_lookup(responses, items)
+    details: list[dict[str, Any]] = []
+    n_inst = strict_inst = loose_inst = strict_prompt = loose_prompt = 0
+    for item, text in zip(items, texts):
+        strict = [
+            reg.check(i, text, kw, mode="strict", prompt=item.prompt)
+            for i, kw in zip(item.instruction_id_list, item.kwargs)
+        ]
+        loose = [
+            reg.check(i, text, kw, mode="loose", prompt=item.prompt)
+            for i, kw in zip(item.instruction_id_list, item.kwargs)
+        ]
+        n_inst += len(strict)
+        strict_inst += sum(strict)
+        loose_inst += sum(loose)
+        strict_prompt += all(strict)
+        loose_prompt += all(loose)
+        details.append(
+            {
+                "key": item.key,
+                "prompt": item.prompt,
+                "instruction_id_list": list(item.instruction_id_list),
+                "strict": strict,
+                "loose": loose,
+            }
+        )
+    n = len(items)
+    return IFEvalResult(
+        prompt_strict=strict_prompt / n,
+        prompt_loose=loose_prompt / n,
+        instruction_strict=strict_inst / n_inst if n_inst else 0.0,
+        instruction_loose=loose_inst / n_inst if n_inst else 0.0,
+        num_prompts=n,
+        num_instructions=n_inst,
+        details=details,
+    )
+
+
+def per_type_table(result: IFEvalResult) -> dict[str, dict[str, float]]:
+    """Accuracy per instruction type: ``{id: {"count", "strict", "loose"}}``, sorted by id."""
+    acc: dict[str, list[int]] = {}
+    for row in result.details:
+        for iid, s, lo in zip(row["instruction_id_list"], row["strict"], row["loose"]):
+            c = acc.setdefault(iid, [0, 0, 0])
+            c[0] += 1
+            c[1] += int(s)
+            c[2] += int(lo)
+    return {k: {"count": v[0], "strict": v[1] / v[0], "loose": v[2] / v[0]} for k, v in sorted(acc.items())}

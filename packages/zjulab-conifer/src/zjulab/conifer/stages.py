@@ -1,0 +1,652 @@
+"""The curation stages of Conifer, each a typed step with its own prompt and output schema.
+
+A stage turns one input record (a plain dict) into zero or more output records. Model stages
+build one conversation per record, read the answer through
+:func:`zjulab.common.structured.generate_structured` (or as free text for answers) and map the
+parsed value to output records in :meth:`ModelStage.apply`. An answer that cannot be used
+raises :class:`Rejection` there and the record is set aside with the reason; a model verdict
+to drop a record makes it *filtered* (an empty output list).
+
+Records carry these fields as they move down the pipeline: ``id`` (unique, the checkpoint
+key), ``seed``, ``query`` (the reframed question), ``constraints``, ``level``, ``kind``
+(``"general"`` or ``"format_number"``), ``instruction``, ``checks`` (verifiable constraints),
+``answer``, ``process`` (internal feedback), ``weak_answer``, ``follows`` and ``feedback``
+(external feedback).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from zjulab.common.protocols import Conversation
+from zjulab.conifer import prompts
+from zjulab.conifer.checkers import CheckerRegistry, default_registry
+from zjulab.conifer.config import PipelineConfig
+from zjulab.conifer.errors import ConiferInputError
+from zjulab.conifer.language import detect_language
+
+__all__ = [
+    "AnswerStage",
+    "ConstraintStage",
+    "ExternalFeedbackStage",
+    "FilterStage",
+    "FormatNumberStage",
+    "InternalFeedbackStage",
+    "LocalStage",
+    "ModelStage",
+    "RecombineStage",
+    "ReframeStage",
+    "Rejection",
+    "SeedStage",
+    "Stage",
+    "WeakAnswerStage",
+    "default_stages",
+]
+
+logger = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+
+
+class Rejection(Exception):
+    """Raised by a stage when a parsed answer cannot be used; the record is set aside."""
+
+
+# ------------------------------------------------------------------------ output schemas
+
+
+@dataclass
+class Questions:
+    """Reframed questions."""
+
+    questions: list[str]
+
+
+@dataclass
+class Verdict:
+    """A keep/drop decision with its reason."""
+
+    keep: bool
+    reason: str = ""
+
+
+@dataclass
+class Categories:
+    """Constraint categories, each with concrete options."""
+
+    categories: dict[str, list[str]]
+
+
+@dataclass
+class Levels:
+    """Instructions from easiest to hardest."""
+
+    levels: list[str]
+
+
+@dataclass
+class Steps:
+    """Internal process feedback: how each requirement is met."""
+
+    steps: list[str]
+
+
+@dataclass
+class Judgement:
+    """External process feedback on a weak answer."""
+
+    follows: bool
+    feedback: str = ""
+
+
+# ------------------------------------------------------------------------------- stages
+
+
+class Stage(ABC):  # noqa: B024 - a base with defaults; LocalStage/ModelStage add the abstract parts
+    """One step of the pipeline.
+
+    Attributes:
+        name: Used in file names and statistics; unique within a pipeline.
+    """
+
+    name: ClassVar[str] = "stage"
+
+    def select(self, record: Record) -> bool:
+        """Whether this stage works on ``record``; others pass through unchanged."""
+        return True
+
+    def key(self, record: Record) -> str:
+        """The checkpoint key of an input record."""
+        return str(record["id"])
+
+
+class LocalStage(Stage):
+    """A stage that needs no model."""
+
+    @abstractmethod
+    def process(self, record: Record) -> list[Record]:
+        """Output records of one input record (may raise :class:`Rejection`)."""
+
+
+class ModelStage(Stage):
+    """A stage that asks a chat model once per record.
+
+    Attributes:
+        role: Which model answers: ``"strong"`` or ``"weak"``.
+        schema: Output schema for structured answers; ``None`` for free text.
+        answer_length: Which length limit applies: ``"structured"`` or ``"answer"``.
+    """
+
+    role: ClassVar[Literal["strong", "weak"]] = "strong"
+    schema: ClassVar[Any] = None
+    answer_length: ClassVar[Literal["structured", "answer"]] = "structured"
+
+    #: A worked example ``(prompt, ideal answer)`` shown before the real prompt when
+    #: ``few_shot`` is on; it pins the JSON shape for models that drift into prose.
+    example: ClassVar[tuple[str, str] | None] = None
+
+    def __init__(self, template: str | None = None, *, few_shot: bool = False) -> None:
+        self.template = template
+        self.few_shot = few_shot
+
+    @abstractmethod
+    def prompt(self, record: Record) -> str:
+        """The user message for ``record``."""
+
+    def conversation(self, record: Record) -> Conversation:
+        """The conversation asked for ``record`` (the worked example first, if enabled)."""
+        conv: Conversation = []
+        if self.few_shot and self.example is not None:
+            conv += [
+                {"role": "user", "content": self.example[0]},
+                {"role": "assistant", "content": self.example[1]},
+            ]
+        return [*conv, {"role": "user", "content": self.prompt(record)}]
+
+    @abstractmethod
+    def apply(self, record: Record, parsed: Any) -> list[Record]:
+        """Output records from the parsed answer (raise :class:`Rejection` if unusable)."""
+
+
+def _clean(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def _child(record: Record, suffix: str, **updates: Any) -> Record:
+    out = dict(record)
+    out.update(updates)
+    out["id"] = f"{record['id']}-{suffix}"
+    return out
+
+
+class SeedStage(LocalStage):
+    """Stage 1: seed queries, with length and language filters and de-duplication.
+
+    Input records are ``{"id", "seed"}`` (see :func:`~zjulab.conifer.pipeline.load_seeds`).
+    """
+
+    name = "seeds"
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self.config = config
+
+    def process(self, record: Record) -> list[Record]:
+        """Keep the seed when it passes the filters (rejections are set aside with the reason)."""
+        text = str(record.get("seed", "")).strip()
+        if not (self.config.min_seed_chars <= len(text) <= self.config.max_seed_chars):
+            raise Rejection(
+                f"seed length {len(text)} outside [{self.config.min_seed_chars}, {self.config.max_seed_chars}]"
+            )
+        if self.config.languages:
+            lang = detect_language(text)
+            if lang not in self.config.languages:
+                raise Rejection(f"seed language {lang!r} not in {self.config.languages}")
+        return [{"id": record["id"], "seed": text}]
+
+
+class ReframeStage(ModelStage):
+    """Stage 2: reframe a seed query into questions that admit constraints."""
+
+    name = "reframe"
+    schema = Questions
+
+    example = (
+        prompts.REFRAME.format(seed="my basil keeps dying, what am I doing wrong", n=2),
+        '{"questions": ["What conditions does basil need to grow well indoors?", '
+        '"Which mistakes most often kill potted herbs, and how can they be avoided?"]}',
+    )
+
+    def __init__(
+        self, num_questions: int = 3, template: str | None = None, *, few_shot: bool = False
+    ) -> None:
+        super().__init__(template, few_shot=few_shot)
+        self.num_questions = num_questions
+
+    def prompt(self, record: Record) -> str:
+        """Ask for ``num_questions`` reframed questions."""
+        return (self.template or prompts.REFRAME).format(seed=record["seed"], n=self.num_questions)
+
+    def apply(self, record: Record, parsed: Any) -> list[Record]:
+        """One record per distinct non-empty question (at most ``num_questions``)."""
+        seen: set[str] = set()
+        out = []
+        for q in parsed.questions:
+            q = _clean(q)
+            if q and q.lower() not in seen:
+                seen.add(q.lower())
+                out.append(_child(record, f"q{len(out) + 1}", query=q))
+        if not out:
+            raise Rejection("no question in the answer")
+        return out[: self.num_questions]
+
+
+class FilterStage(ModelStage):
+    """Stages 3 and 6: the model keeps or drops each question (or instruction).
+
+    Args:
+        field: The record field judged: ``"query"`` (first filter) or ``"instruction"``
+            (second filter).
+        template: Prompt override.
+    """
+
+    schema = Verdict
+
+    def __init__(
+        self,
+        field: Literal["query", "instruction"] = "query",
+        template: str | None = None,
+        *,
+        few_shot: bool = False,
+    ) -> None:
+        super().__init__(template, few_shot=few_shot)
+        self.field = field
+        self.name = "filter_query" if field == "query" else "filter_instruction"  # type: ignore[misc]
+        default = prompts.FILTER_QUERY if field == "query" else prompts.FILTER_INSTRUCTION
+        self.example = (  # type: ignore[misc]
+            default.format(**{field: "What conditions does basil need to grow well indoors?"}),
+            '{"keep": true, "reason": "clear and answerable; light, water and soil can be constrained"}',
+        )
+
+    def prompt(self, record: Record) -> str:
+        """Ask for a keep/drop verdict."""
+        default = prompts.FILTER_QUERY if self.field == "query" else prompts.FILTER_INSTRUCTION
+        return (self.template or default).format(**{self.field: record[self.field]})
+
+    def apply(self, record: Record, parsed: Any) -> list[Record]:
+        """The record (with the reason) when kept, nothing when dropped."""
+        if not parsed.keep:
+            return []
+        return [dict(record, **{f"{self.name}_reason": _clean(parsed.reason)})]
+
+
+class ConstraintStage(ModelStage):
+    """Stage 4: constraint generation, a mapping category -> options."""
+
+    name = "constraints"
+    schema = Categories
+
+    example = (
+        prompts.CONSTRAINTS.format(
+            query="What conditions does basil need to grow well indoors?", min_categories=2, max_categories=3
+        ),
+        '{"categories": {"Growing setup": ["windowsill", "grow light", "hydroponics"], '
+        '"Audience": ["first-time gardeners", "experienced growers"], '
+        '"Format": ["a checklist", "under 100 words"]}}',
+    )
+
+    def __init__(
+        self,
+        min_categories: int = 3,
+        max_categories: int = 6,
+        template: str | None = None,
+        *,
+        few_shot: bool = False,
+    ) -> None:
+        super().__init__(template, few_shot=few_shot)
+        self.min_categories = min_categories
+        self.max_categories = max_categories
+
+    def prompt(self, record: Record) -> str:
+        """Ask for constraint categories and options."""
+        return (self.template or prompts.CONSTRAINTS).format(
+            query=record["query"], min_categories=self.min_categories, max_categories=self.max_categories
+        )
+
+    def apply(self, record: Record, parsed: Any) -> list[Record]:
+        """The record with ``constraints``; rejected when no category has an option."""
+        cats = {
+            _clean(k): [_clean(o) for o in v if _clean(o)] for k, v in parsed.categories.items() if _clean(k)
+        }
+        cats = {k: v for k, v in cats.items() if v}
+        if not cats:
+            raise Rejection("no constraint category with options")
+        return [dict(record, constraints=dict(list(cats.items())[: self.max_categories]))]
+
+
+def format_constraints(constraints: dict[str, list[str]]) -> str:
+    """Constraint categories as prompt lines ``- Category: a; b``."""
+    return "\n".join(f"- {k}: {'; '.join(v)}" for k, v in constraints.items())
+
+
+class RecombineStage(ModelStage):
+    """Stage 5: recombine constraints into instructions of levels 1..``num_levels``."""
+
+    name = "recombine"
+    schema = Levels
+
+    def __init__(self, num_levels: int = 5, template: str | None = None, *, few_shot: bool = False) -> None:
+        super().__init__(template, few_shot=few_shot)
+        self.num_levels = num_levels
+        ladder = [
+            "For a first-time gardener, what does basil need to grow indoors?",
+            "For a first-time gardener with only a windowsill, what does basil need to grow indoors? Use a checklist.",
+            "For a first-time gardener with a windowsill and no grow light, what does basil need to grow indoors "
+            "in winter? Use a checklist of under 100 words.",
+            "For an experienced grower comparing a windowsill with a grow light, what does basil need indoors in "
+            "winter, and which setup gives more leaves? Use a checklist of under 100 words.",
+            "For an experienced grower comparing windowsill, grow-light and hydroponic setups, what does basil need "
+            "indoors in winter, which setup yields most, and what does each cost? Answer as a checklist of under "
+            "100 words with one line per setup.",
+        ]
+        picks = [ladder[round(i * (len(ladder) - 1) / max(num_levels - 1, 1))] for i in range(num_levels)]
+        self.example = (  # type: ignore[misc]
+            prompts.RECOMBINE.format(
+                query="What conditions does basil need to grow well indoors?",
+                constraints="- Growing setup: windowsill; grow light; hydroponics\n"
+                "- Audience: first-time gardeners; experienced growers\n- Format: a checklist; under 100 words",
+                levels=num_levels,
+            ),
+            json.dumps({"levels": picks}),
+        )
+
+    def prompt(self, record: Record) -> str:
+        """Ask for ``num_levels`` instructions of growing difficulty."""
+        return (self.template or prompts.RECOMBINE).format(
+            query=record["query"],
+            constraints=format_constraints(record["constraints"]),
+            levels=self.num_levels,
+        )
+
+    def apply(self, record: Record, parsed: Any) -> list[Record]:
+        """One record per level; rejected unless exactly ``num_levels`` distinct instructions."""
+        levels = [_clean(x) for x in parsed.levels]
+        if len(levels) != self.num_levels or not all(levels):
+            raise Rejection(f"expected {self.num_levels} non-empty levels, got {len(levels)}")
+        if len({x.lower() for x in levels}) != len(levels):
+            raise Rejection("levels repeat each other")
+        return [
+            _child(record, f"L{i}", level=i, kind="general", instruction=text, checks=[])
+            for i, text in enumerate(levels, 1)
+        ]
+
+
+@dataclass(frozen=True)
+class _Template:
+    id: str
+    text: str
+    choices: dict[str, Sequence[Any]] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+
+# Verifiable constraints appended by the format/number stage; each maps to a checker.
+FORMAT_NUMBER_TEMPLATES: tuple[_Template, ...] = (
+    _Template(
+        "length_constraints:number_words",
+        "Answer in fewer than {num_words} words.",
+        {"num_words": (80, 120, 200)},
+        {"relation": "less than"},
+    ),
+    _Template(
+        "length_constraints:number_sentences",
+        "Use at least {num_sentences} sentences.",
+        {"num_sentences": (3, 5)},
+        {"relation": "at least"},
+    ),
+    _Template(
+        "detectable_format:number_bullet_lists",
+        "Use exactly {num_bullets} bullet points, each a line starting with '* '.",
+        {"num_bullets": (3, 4, 5)},
+    ),
+    _Template(
+        "length_constraints:number_paragraphs",
+        "Write exactly {num_paragraphs} paragraphs separated by the divider ***.",
+        {"num_paragraphs": (2, 3)},
+    ),
+    _Template(
+        "detectable_format:number_highlighted_sections",
+        "Highlight at least {num_highlights} key phrases with single asterisks, like *this*.",
+        {"num_highlights": (2, 3)},
+    ),
+    _Template("detectable_format:title", "Begin with a title in double angular brackets, like <<title>>."),
+    _Template("punctuation:no_comma", "Do not use any commas."),
+    _Template(
+        "detectable_content:postscript",
+        "End with a postscript that starts with {postscript_marker}",
+        {"postscript_marker": ("P.S.",)},
+    ),
+    _Template(
+        "startend:end_checker",
+        'Finish with the exact sentence "{end_phrase}"',
+        {"end_phrase": ("Is there anything else I can help with?", "Hope this helps.")},
+    ),
+    _Template("change_case:english_lowercase", "Write the whole answer in lowercase letters."),
+)
+
+
+class FormatNumberStage(LocalStage):
+    """Stage 5b: format/number variants with verifiable constraints.
+
+    Each general instruction is copied with ``count`` constraints drawn (deterministically, from
+    the record id and ``seed``) from :data:`FORMAT_NUMBER_TEMPLATES` and appended as
+    ``"The answer must follow these constraints: ..."``; ``checks`` records the checker ids and
+    arguments, so the answer stage can verify the answer.
+    """
+
+    name = "format_number"
+
+    def __init__(
+        self, count: int = 2, seed: int = 0, templates: Sequence[_Template] = FORMAT_NUMBER_TEMPLATES
+    ) -> None:
+        if not 0 < count <= len(templates):
+            raise ConiferInputError(f"count must be in [1, {len(templates)}], got {count}")
+        self.count = count
+        self.seed = seed
+        self.templates = tuple(templates)
+
+    def select(self, record: Record) -> bool:
+        """Only general instructions get variants."""
+        return record.get("kind") == "general"
+
+    def process(self, record: Record) -> list[Record]:
+        """The record itself and its format/number variant."""
+        digest = hashlib.sha256(f"{self.seed}:{record['id']}".encode()).digest()
+        rng = random.Random(int.from_bytes(digest[:8], "big"))
+        picked = rng.sample(self.templates, self.count)
+        texts, checks = [], []
+        for tpl in picked:
+            kwargs = {k: rng.choice(list(v)) for k, v in tpl.choices.items()}
+            kwargs.update(tpl.fixed)
+            texts.append(tpl.text.format(**kwargs))
+            checks.append({"id": tpl.id, "kwargs": kwargs})
+        variant = _child(
+            record,
+            "fn",
+            kind="format_number",
+            instruction=f"{record['instruction']} The answer must follow these constraints: {' '.join(texts)}",
+            checks=checks,
+        )
+        return [record, variant]
+
+
+class AnswerStage(ModelStage):
+    """Stage 7: the strong model answers; verifiable constraints are checked.
+
+    An empty answer, or one that fails a verifiable constraint of a format/number instruction,
+    is set aside with the reason.
+    """
+
+    name = "answer"
+    answer_length = "answer"
+
+    def __init__(
+        self, registry: CheckerRegistry | None = None, system: str | None = prompts.ANSWER_SYSTEM
+    ) -> None:
+        super().__init__(None)
+        self.registry = registry or default_registry()
+        self.system = system
+
+    def prompt(self, record: Record) -> str:
+        """The instruction itself."""
+        return str(record["instruction"])
+
+    def conversation(self, record: Record) -> Conversation:
+        """The instruction as the user turn (after an optional system turn)."""
+        conv: Conversation = [{"role": "system", "content": self.system}] if self.system else []
+        return [*conv, {"role": "user", "content": self.prompt(record)}]
+
+    def _verify(self, record: Record, text: str) -> None:
+        failed = [
+            c["id"]
+            for c in record.get("checks") or []
+            if not self.registry.check(
+                c["id"], text, c.get("kwargs"), mode="strict", prompt=record["instruction"]
+            )
+        ]
+        if failed:
+            raise Rejection(f"answer fails verifiable constraint(s) {failed}")
+
+    def apply(self, record: Record, parsed: Any) -> list[Record]:
+        """The record with ``answer``."""
+        text = str(parsed).strip()
+        if not text:
+            raise Rejection("empty answer")
+        self._verify(record, text)
+        return [dict(record, answer=text)]
+
+
+class InternalFeedbackStage(ModelStage):
+    """Stage 8: internal process feedback on hard instructions (level >= ``hard_level``)."""
+
+    name = "internal_feedback"
+    schema = Steps
+
+    example = (
+        prompts.INTERNAL_FEEDBACK.format(
+            instruction="In under 30 words and without commas, say what basil needs indoors.",
+            answer="Basil needs six hours of sun and moist soil that drains well and a warm spot away from drafts.",
+        ),
+        '{"steps": ["under 30 words: the answer has 19 words", "no commas: none are used", '
+        '"what basil needs: light, water, drainage and warmth are named"]}',
+    )
+
+    def __init__(self, hard_level: int = 4, template: str | None = None, *, few_shot: bool = False) -> None:
+        super().__init__(template, few_shot=few_shot)
+        self.hard_level = hard_level
+
+    def select(self, record: Record) -> bool:
+        """Hard, answered instructions only."""
+        return int(record.get("level", 0)) >= self.hard_level and bool(record.get("answer"))
+
+    def prompt(self, record: Record) -> str:
+        """Ask how the answer meets each requirement."""
+        return (self.template or prompts.INTERNAL_FEEDBACK).format(
+            instruction=record["instruction"], answer=record["answer"]
+        )
+
+    def apply(self, record: Record, parsed: Any) -> list[Record]:
+        """The record with ``process`` (a list of steps)."""
+        steps = [_clean(s) for s in parsed.steps if _clean(s)]
+        if not steps:
+            raise Rejection("no process steps")
+        return [dict(record, process=steps)]
+
+
+class WeakAnswerStage(ModelStage):
+    """Stage 9: the weak model answers the hardest level."""
+
+    name = "weak_answer"
+    role = "weak"
+    answer_length = "answer"
+
+    def __init__(self, top_level: int = 5) -> None:
+        super().__init__(None)
+        self.top_level = top_level
+
+    def select(self, record: Record) -> bool:
+        """Top-level, answered instructions only."""
+        return int(record.get("level", 0)) >= self.top_level and bool(record.get("answer"))
+
+    def prompt(self, record: Record) -> str:
+        """The instruction alone."""
+        return str(record["instruction"])
+
+    def apply(self, record: Record, parsed: Any) -> list[Record]:
+        """The record with ``weak_answer``."""
+        text = str(parsed).strip()
+        if not text:
+            raise Rejection("empty weak answer")
+        return [dict(record, weak_answer=text)]
+
+
+class ExternalFeedbackStage(ModelStage):
+    """Stage 10: the strong model judges the weak answer and explains its failures."""
+
+    name = "external_feedback"
+    schema = Judgement
+
+    def select(self, record: Record) -> bool:
+        """Records with a weak answer only."""
+        return bool(record.get("weak_answer"))
+
+    example = (
+        prompts.EXTERNAL_FEEDBACK.format(
+            instruction="In under 30 words and without commas, say what basil needs indoors.",
+            reference="Basil needs six hours of sun and moist soil that drains well and a warm spot away from drafts.",
+            candidate="Basil needs sun, water, and warmth, and you should also pinch the flowers off regularly.",
+        ),
+        '{"follows": false, "feedback": "It uses commas although the instruction forbids them; '
+        'rewrite the list with and instead."}',
+    )
+
+    def prompt(self, record: Record) -> str:
+        """Ask whether the weak answer follows every requirement."""
+        return (self.template or prompts.EXTERNAL_FEEDBACK).format(
+            instruction=record["instruction"], reference=record["answer"], candidate=record["weak_answer"]
+        )
+
+    def apply(self, record: Record, parsed: Any) -> list[Record]:
+        """The record with ``follows`` and ``feedback``; a failure needs feedback text."""
+        feedback = _clean(parsed.feedback)
+        if not parsed.follows and not feedback:
+            raise Rejection("judged as failing but gave no feedback")
+        return [dict(record, follows=bool(parsed.follows), feedback=feedback)]
+
+
+def default_stages(config: PipelineConfig, *, weak: bool = True) -> list[Stage]:
+    """The ten stages of the paper in order (format/number and weak stages as configured)."""
+    fs = config.few_shot
+    stages: list[Stage] = [
+        SeedStage(config),
+        ReframeStage(config.num_reframes, few_shot=fs),
+    ]
+    if config.filters:
+        stages.append(FilterStage("query", few_shot=fs))
+    stages += [
+        ConstraintStage(config.min_categories, config.max_categories, few_shot=fs),
+        RecombineStage(config.num_levels, few_shot=fs),
+    ]
+    if config.format_number:
+        stages.append(FormatNumberStage(config.format_constraints, config.seed))
+    if config.filters:
+        stages.append(FilterStage("instruction", few_shot=fs))
+    stages += [AnswerStage(), InternalFeedbackStage(config.hard_level, few_shot=fs)]
+    if weak:
+        stages += [WeakAnswerStage(config.num_levels), ExternalFeedbackStage(few_shot=fs)]
+    return stages

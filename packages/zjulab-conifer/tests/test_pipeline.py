@@ -1,0 +1,247 @@
+"""The pipeline: stage outputs, set-asides, filters, resume after a crash, retries, stats."""
+
+import json
+
+import pytest
+
+from zjulab.conifer import (
+    CheckpointError,
+    ConiferConfigError,
+    ConiferInputError,
+    Pipeline,
+    PipelineConfig,
+    load_seeds,
+)
+from zjulab.conifer.stages import AnswerStage, FormatNumberStage, Rejection
+
+from .fakes import FakeModel, weak_reply
+
+SEEDS = [
+    "How do I keep a sourdough starter alive?",
+    "BROKEN request that the model cannot reframe",
+    "How do I DROP a table safely in SQL?",
+    "Explain photosynthesis to a child please",
+]
+
+
+def config(tmp_path, **kw):
+    base = dict(
+        out_dir=str(tmp_path / "run"),
+        num_reframes=2,
+        num_levels=3,
+        hard_level=2,
+        batch_size=2,
+        max_structured_retries=1,
+        few_shot=False,
+        retry_backoff=0.0,
+    )
+    base.update(kw)
+    return PipelineConfig(**base)
+
+
+def run(tmp_path, strong=None, weak=None, **kw):
+    strong = strong or FakeModel()
+    weak = weak or FakeModel(weak_reply)
+    return Pipeline(strong, weak, config(tmp_path, **kw)).run(load_seeds(SEEDS)), strong, weak
+
+
+def test_full_run_counts_and_records(tmp_path):
+    res, _strong, _weak = run(tmp_path)
+    st = {s.name: s for s in res.stats}
+    assert [s.name for s in res.stats] == [
+        "seeds",
+        "reframe",
+        "filter_query",
+        "constraints",
+        "recombine",
+        "filter_instruction",
+        "answer",
+        "internal_feedback",
+        "weak_answer",
+        "external_feedback",
+    ]
+    assert st["seeds"].outputs == 4
+    # the BROKEN seed never parses: set aside, not dropped
+    assert (st["reframe"].inputs, st["reframe"].outputs, st["reframe"].set_aside) == (4, 6, 1)
+    # both questions about DROP are filtered by the model
+    assert (st["filter_query"].outputs, st["filter_query"].filtered) == (4, 2)
+    assert st["recombine"].outputs == 12  # 4 questions x 3 levels
+    assert st["answer"].outputs == 12
+    assert st["internal_feedback"].selected == 8  # levels 2 and 3
+    assert st["weak_answer"].selected == 4  # level 3 only
+    recs = res.records
+    assert len(recs) == 12
+    top = [r for r in recs if r["level"] == 3]
+    assert all(r["weak_answer"].startswith("weak answer") and r["follows"] is False for r in top)
+    assert all(r["process"] == ["audience: addressed", "format: a list"] for r in recs if r["level"] >= 2)
+    assert (
+        recs[0]["id"] == "s0-q1-L1"
+        and recs[0]["instruction"] == "L1: Q1 on How do I keep a sourdough starter alive??"
+    )
+    assert recs[0]["answer"].startswith("Answer to <L1: Q1")
+
+
+def test_set_aside_file_has_reason_and_raw(tmp_path):
+    res, strong, _ = run(tmp_path)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "02_reframe.setaside.jsonl").read_text().splitlines()]
+    assert len(rows) == 1
+    assert rows[0]["key"] == "s1" and rows[0]["stage"] == "reframe"
+    assert rows[0]["reason"].startswith("unparseable model output after 2 attempt(s)")
+    assert rows[0]["raw"] == "Still no JSON, sorry."  # the last attempt's raw answer
+    assert res.set_aside() == rows
+    # the re-ask carried the failed answer and the parse error
+    assert sum("BROKEN" in a for a in strong.asked) == 1  # asked once, then re-asked with the error
+    assert any(a.startswith("That answer could not be used") for a in strong.asked)
+
+
+def test_stats_count_tokens_and_calls(tmp_path):
+    res, strong, weak = run(tmp_path)
+    st = {s.name: s for s in res.stats}
+    assert st["answer"].usage["calls"] == 12
+    assert st["weak_answer"].usage["calls"] == 4
+    assert st["seeds"].usage == {}
+    total_calls = sum(s.usage.get("calls", 0) for s in res.stats if s.name != "weak_answer")
+    assert total_calls == strong.usage.calls
+    assert (
+        sum(s.usage.get("prompt_tokens", 0) for s in res.stats)
+        == strong.usage.prompt_tokens + weak.usage.prompt_tokens
+    )
+    saved = json.loads((tmp_path / "run" / "stats.json").read_text())
+    assert saved["answer"]["outputs"] == 12 and saved["answer"]["complete"] is True
+
+
+def test_resume_after_crash_redoes_nothing_finished(tmp_path):
+    clean, _, _ = run(tmp_path / "clean")
+    answered = []
+
+    def crash(conv):
+        text = conv[-1]["content"]
+        if text.startswith("L"):  # an answer-stage prompt
+            answered.append(text)
+            return len(answered) > 5  # the 6th answer crashes the process
+        return False
+
+    strong = FakeModel(fail_on=crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        Pipeline(strong, FakeModel(weak_reply), config(tmp_path)).run(load_seeds(SEEDS))
+    ckpt = tmp_path / "run" / "07_answer.jsonl"
+    done_keys = [json.loads(x)["key"] for x in ckpt.read_text().splitlines()]
+    assert len(done_keys) == 4  # batches of 2: two full batches landed before the crash
+    # simulate a torn write of the next line
+    with ckpt.open("a") as fh:
+        fh.write('{"key": "s3-q2-L1", "outp')
+    again = FakeModel()
+    res = Pipeline(again, FakeModel(weak_reply), config(tmp_path)).run(load_seeds(SEEDS))
+    st = {s.name: s for s in res.stats}
+    # stages 1-6 were complete: no model call for them
+    assert not any(
+        a.startswith(("Here is a request", "Question:", "Instruction:"))
+        and "Answer:" not in a
+        and "Candidate" not in a
+        for a in again.asked
+    )
+    answer_prompts = [a for a in again.asked if a.startswith("L")]
+    assert len(answer_prompts) == 12 - 4
+    assert st["answer"].resumed == 4
+    assert res.records == clean.records
+
+
+def test_manifest_guards_changed_settings(tmp_path):
+    run(tmp_path)
+    with pytest.raises(CheckpointError, match="num_levels"):
+        run(tmp_path, num_levels=4)
+    # batch size and concurrency do not change results: resuming with them is fine
+    res, strong, _ = run(tmp_path, batch_size=5, concurrency=2)
+    assert strong.asked == [] and len(res.records) == 12
+
+
+def test_corrupt_checkpoint_middle_line(tmp_path):
+    cfg = config(tmp_path)
+    (tmp_path / "run").mkdir()
+    Pipeline(FakeModel(), None, cfg)  # nothing written yet
+    (tmp_path / "run" / "01_seeds.jsonl").write_text(
+        '{"key": "s0", "outputs": []}\n{bad\n{"key": "s1", "outputs": []}\n'
+    )
+    with pytest.raises(CheckpointError, match=r"01_seeds.jsonl:2"):
+        Pipeline(FakeModel(), FakeModel(weak_reply), cfg).run(load_seeds(SEEDS))
+
+
+def test_concurrency_gives_the_same_records(tmp_path):
+    a, _, _ = run(tmp_path / "a", concurrency=1)
+    b, _, _ = run(tmp_path / "b", concurrency=4, batch_size=1)
+    assert a.records == b.records
+
+
+def test_remote_errors_are_retried_then_set_aside(tmp_path):
+    res, _strong, _ = run(tmp_path, strong=FakeModel(remote_failures=1))
+    assert len(res.records) == 12  # one failure, retried
+    res2, _, _ = run(tmp_path / "dead", strong=FakeModel(remote_failures=10**6), max_remote_retries=1)
+    rows = res2.set_aside()
+    assert len(rows) == 4 and all("RemoteModelError" in r["reason"] for r in rows)
+    assert res2.records == []
+
+
+def test_seed_filters_and_loading(tmp_path):
+    seeds = load_seeds(
+        [
+            "short",
+            "Wie pflege ich einen Sauerteig am besten?",
+            "How do I keep a starter alive?",
+            "how do I keep a  starter alive?",
+        ]
+    )
+    assert [s["id"] for s in seeds] == ["s0", "s1", "s2"]  # duplicate (case/space) removed
+    _res, _, _ = run(tmp_path, num_reframes=1)
+    p = Pipeline(FakeModel(), FakeModel(weak_reply), config(tmp_path / "x", num_reframes=1))
+    out = p.run(seeds)
+    reasons = {r["key"]: r["reason"] for r in out.set_aside() if r["stage"] == "seeds"}
+    assert reasons["s0"].startswith("seed length 5")
+    assert reasons["s1"] == "seed language 'de' not in ['en']"
+    f = tmp_path / "seeds.jsonl"
+    f.write_text('{"query": "a b c d e f g h"}\n{"text": "x"}\n')
+    with pytest.raises(ConiferInputError, match=r"seeds.jsonl:2.*'query'"):
+        load_seeds(f)
+    with pytest.raises(ConiferInputError, match="no seed"):
+        load_seeds([])
+
+
+def test_weak_stage_needs_weak_model_and_unique_names(tmp_path):
+    from zjulab.conifer.stages import WeakAnswerStage
+
+    with pytest.raises(ConiferConfigError, match="weak model"):
+        Pipeline(FakeModel(), None, config(tmp_path), stages=[WeakAnswerStage()])
+    with pytest.raises(ConiferConfigError, match="unique"):
+        Pipeline(FakeModel(), None, config(tmp_path), stages=[AnswerStage(), AnswerStage()])
+    p = Pipeline(FakeModel(), None, config(tmp_path))
+    assert "weak_answer" not in [s.name for s in p.stages]
+
+
+def test_format_number_variants_are_verified(tmp_path):
+    stage = FormatNumberStage(count=2, seed=3)
+    rec = {"id": "x-L1", "instruction": "Explain tides.", "kind": "general", "level": 1, "checks": []}
+    same, variant = stage.process(rec)
+    assert same is rec and variant["id"] == "x-L1-fn" and len(variant["checks"]) == 2
+    assert stage.process(rec)[1] == variant  # deterministic (resume-safe)
+    assert variant["instruction"].startswith("Explain tides. The answer must follow these constraints: ")
+    ans = AnswerStage()
+    var = dict(variant, checks=[{"id": "punctuation:no_comma", "kwargs": {}}])
+    assert ans.apply(var, "No commas here")[0]["answer"] == "No commas here"
+    with pytest.raises(Rejection, match=r"punctuation:no_comma"):
+        ans.apply(var, "Commas, here")
+    res, _, _ = run(tmp_path, format_number=True)
+    assert len([r for r in res.records if r["kind"] == "format_number"]) + len(res.set_aside()) >= 12
+
+
+def test_config_validation(tmp_path):
+    with pytest.raises(ConiferConfigError, match="num_levels"):
+        PipelineConfig(num_levels=0)
+    with pytest.raises(ConiferConfigError, match="hard_level=6 > num_levels=5"):
+        PipelineConfig(hard_level=6)
+    with pytest.raises(ConiferConfigError, match="unknown config key"):
+        PipelineConfig.from_dict({"levels": 3})
+    with pytest.raises(ConiferConfigError, match=r"strong_model\.kind"):
+        PipelineConfig(strong_model={"kind": "magic"})
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"out_dir": "out", "num_levels": 3, "hard_level": 2}))
+    cfg = PipelineConfig.load(path)
+    assert cfg.out_dir == str(tmp_path / "out") and cfg.num_levels == 3
