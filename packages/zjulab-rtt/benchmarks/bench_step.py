@@ -9,7 +9,9 @@ rubrics and settings:
   the policy (B·K extra forward passes per batch).
 
 Figures are printed as ratios to ``grpo``. Step time is the median of the timed optimiser steps
-(generation included: that is what a user waits for). Peak memory is CUDA's
+(generation included: that is what a user waits for), as wall-clock time and as the process's
+CPU time; on a shared CPU machine the CPU time is the steadier figure (run with
+``OMP_NUM_THREADS=1``). Peak memory is CUDA's
 ``max_memory_allocated`` on a GPU, and the growth of the process's peak RSS during training on
 CPU.
 
@@ -86,17 +88,20 @@ def _run(variant: str, cfg: dict[str, Any], queue: Any) -> None:
     cuda = cfg["device"].startswith("cuda")
     rows = [{"prompt": [{"role": "user", "content": p}], "rubrics": _rubrics()} for p in PROMPTS]
     times: list[float] = []
+    cpu_times: list[float] = []
 
     class Clock(TrainerCallback):
         def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if cuda:
                 torch.cuda.synchronize()
             self.t = time.perf_counter()
+            self.c = time.process_time()
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if cuda:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - self.t)
+            cpu_times.append(time.process_time() - self.c)
 
     with tempfile.TemporaryDirectory() as out:
         args = GRPOConfig(
@@ -125,7 +130,9 @@ def _run(variant: str, cfg: dict[str, Any], queue: Any) -> None:
                 backbone, _ = _model(cfg)
                 relevance = RelevanceDiscriminator.from_causal_lm(backbone, tok, max_length=512)
                 relevance = relevance.to(cfg["device"]).eval()
-            trainer = RTTGRPOTrainer(model, RubricReward(aggregate="rate"), relevance, RTTConfig(lam=0.5), **common)
+            trainer = RTTGRPOTrainer(
+                model, RubricReward(aggregate="rate"), relevance, RTTConfig(lam=0.5), **common
+            )
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(Clock())
@@ -137,7 +144,15 @@ def _run(variant: str, cfg: dict[str, Any], queue: Any) -> None:
             peak = torch.cuda.max_memory_allocated() / 2**20
         else:
             peak = max(_peak_rss_mib() - rss0, 0.0)
-    queue.put({"variant": variant, "step_s": statistics.median(times[1:]), "peak_mib": peak, "steps": len(times) - 1})
+    queue.put(
+        {
+            "variant": variant,
+            "step_s": statistics.median(times[1:]),
+            "cpu_s": statistics.median(cpu_times[1:]),
+            "peak_mib": peak,
+            "steps": len(times) - 1,
+        }
+    )
 
 
 def main() -> None:
@@ -169,11 +184,17 @@ def main() -> None:
         proc.join()
     base = results["grpo"]
     print(json.dumps({"config": cfg}, indent=None))
-    print(f"{'variant':10s} {'step s':>8s} {'x GRPO':>7s} {'peak MiB':>9s} {'x GRPO':>7s}")
+    print(
+        f"{'variant':10s} {'wall s':>8s} {'x GRPO':>7s} {'CPU s':>8s} {'x GRPO':>7s} {'peak MiB':>9s} {'x GRPO':>7s}"
+    )
     for name, r in results.items():
         t_ratio = r["step_s"] / base["step_s"]
+        c_ratio = r["cpu_s"] / base["cpu_s"]
         m_ratio = r["peak_mib"] / base["peak_mib"] if base["peak_mib"] > 0 else float("nan")
-        print(f"{name:10s} {r['step_s']:8.3f} {t_ratio:7.2f} {r['peak_mib']:9.1f} {m_ratio:7.2f}")
+        print(
+            f"{name:10s} {r['step_s']:8.3f} {t_ratio:7.2f} {r['cpu_s']:8.3f} {c_ratio:7.2f} "
+            f"{r['peak_mib']:9.1f} {m_ratio:7.2f}"
+        )
 
 
 if __name__ == "__main__":

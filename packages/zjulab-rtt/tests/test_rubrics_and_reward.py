@@ -165,3 +165,28 @@ def test_span_relevance_marks_checker_spans(tiny_tokenizer):
     )
     assert [t.tolist() for t in rel] == [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
     assert isinstance(rel[0], torch.Tensor)
+
+
+def test_routed_relevance_sends_each_kind_to_its_source(tiny_tokenizer):
+    from zjulab.rtt import RoutedRelevance, UniformRelevance
+
+    class Recorder(UniformRelevance):
+        def __init__(self):
+            super().__init__(0.5)
+            self.seen = []
+
+        def token_relevance(self, queries, tokenizer):
+            self.seen.extend(q.rubric.text for q in queries)
+            return super().token_relevance(queries, tokenizer)
+
+    judged = Recorder()
+    ids = tiny_tokenizer("no, yes", add_special_tokens=False)["input_ids"]
+    rel = RoutedRelevance(judged).token_relevance(
+        [
+            RelevanceQuery(Rubric.judge("Be kind."), ids, "no, yes"),
+            RelevanceQuery(Rubric.check("punctuation:no_comma"), ids, "no, yes"),
+        ],
+        tiny_tokenizer,
+    )
+    assert judged.seen == ["Be kind."]
+    assert [t.tolist() for t in rel] == [[0.5, 0.5, 0.5], [0.0, 1.0, 0.0]]

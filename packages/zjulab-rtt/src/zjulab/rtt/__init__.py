@@ -41,6 +41,7 @@ from zjulab.rtt.prompts import RubricPrompt, load_rubric_prompts, to_dataset_row
 from zjulab.rtt.relevance import (
     RelevanceModel,
     RelevanceQuery,
+    RoutedRelevance,
     SpanRelevance,
     UniformRelevance,
     project_weights,
@@ -71,6 +72,7 @@ __all__ = [
     "RelevanceExample",
     "RelevanceModel",
     "RelevanceQuery",
+    "RoutedRelevance",
     "Rubric",
     "RubricAccuracy",
     "RubricError",

@@ -121,6 +121,8 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
     spread = (credit.token_advantages.std(dim=1)).nan_to_num(0.0)
     i = int(spread.argmax())
     print(f"\nresponse {i} of the last batch (A_resp = {float(credit.response_advantages[i]):+.3f}):")
+    if abs(float(credit.response_advantages[i])) < 1e-6:
+        print("  (its whole group got the same reward, so GRPO alone gives it no signal; RTT still does)")
     for rubric, s in zip(credit.rubrics[i], credit.scores[i].tolist()):
         print(f"  [{'met' if s > 0 else 'NOT met'}] {rubric.text}")
     pieces = token_pieces(credit.completion_ids[i], tok)

@@ -22,6 +22,7 @@ from zjulab.rtt.rubrics import Rubric
 __all__ = [
     "RelevanceModel",
     "RelevanceQuery",
+    "RoutedRelevance",
     "SpanRelevance",
     "UniformRelevance",
     "project_weights",
@@ -164,3 +165,34 @@ class UniformRelevance:
     def token_relevance(self, queries: Sequence[RelevanceQuery], tokenizer: Any) -> list[torch.Tensor]:
         """See :class:`RelevanceModel`."""
         return [torch.full((len(q.completion_ids),), self.value) for q in queries]
+
+
+class RoutedRelevance:
+    """Relevance by rubric kind: checker spans for ``"check"`` rubrics, a model for the rest.
+
+    Verifiable rubrics then cost nothing (their spans are exact); only judge rubrics go through
+    the discriminator, which keeps its B·K forward passes to the rubrics that need them.
+
+    Args:
+        judged: Relevance source of ``"judge"`` rubrics (typically a
+            :class:`~zjulab.rtt.discriminator.RelevanceDiscriminator`).
+        checked: Relevance source of ``"check"`` rubrics (default :class:`SpanRelevance`).
+    """
+
+    def __init__(self, judged: RelevanceModel, checked: RelevanceModel | None = None) -> None:
+        self.judged = judged
+        self.checked = checked if checked is not None else SpanRelevance()
+
+    def token_relevance(
+        self, queries: Sequence[RelevanceQuery], tokenizer: Any, **kwargs: Any
+    ) -> list[torch.Tensor]:
+        """See :class:`RelevanceModel` (keywords go to the judged source)."""
+        out: list[torch.Tensor | None] = [None] * len(queries)
+        for kind, source in (("check", self.checked), ("judge", self.judged)):
+            idx = [i for i, q in enumerate(queries) if q.rubric.kind == kind]
+            if not idx:
+                continue
+            extra = kwargs if source is self.judged and hasattr(source, "predict_ids") else {}
+            for i, w in zip(idx, source.token_relevance([queries[i] for i in idx], tokenizer, **extra)):
+                out[i] = w
+        return [w if w is not None else torch.zeros(len(q.completion_ids)) for w, q in zip(out, queries)]

@@ -120,7 +120,7 @@ class RTTGRPOTrainer(GRPOTrainer):
                 slots.append((i, j))
         if queries:
             kwargs: dict[str, Any] = {}
-            if hasattr(self.relevance, "predict_ids"):
+            if hasattr(self.relevance, "predict_ids") or hasattr(self.relevance, "judged"):
                 kwargs["batch_size"] = self.rtt_config.relevance_batch_size
             rel = self.relevance.token_relevance(queries, self.processing_class, **kwargs)
             for (i, j), w in zip(slots, rel):
