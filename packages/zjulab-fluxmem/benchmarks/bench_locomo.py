@@ -25,7 +25,9 @@ from zjulab.fluxmem.locomo import evaluate_locomo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[3] / "shared/data/locomo/locomo10.json"))
+    ap.add_argument(
+        "--data", default=str(Path(__file__).resolve().parents[3] / "shared/data/locomo/locomo10.json")
+    )
     ap.add_argument("--quick", action="store_true", help="first conversation only")
     ap.add_argument("--limit", type=int, default=None, help="first N conversations")
     ap.add_argument("--f1-questions", type=int, default=0, help="questions per conversation answered for F1")
@@ -45,14 +47,21 @@ def main() -> None:
         config=FluxMemConfig(),
         limit=limit,
         f1_questions=args.f1_questions,
-        on_conversation=lambda cid: (done.append(cid), print(f"  done {cid} ({time.perf_counter() - t0:.0f}s)", flush=True)),
+        on_conversation=lambda cid: (
+            done.append(cid),
+            print(f"  done {cid} ({time.perf_counter() - t0:.0f}s)", flush=True),
+        ),
     )
     wall = time.perf_counter() - t0
-    print(f"\nLoCoMo: {len(rep.conversations)} conversations, machine: {platform.processor() or platform.machine()}, wall {wall:.0f}s")
+    print(
+        f"\nLoCoMo: {len(rep.conversations)} conversations, machine: {platform.processor() or platform.machine()}, wall {wall:.0f}s"
+    )
     print(rep.table())
     for k in sorted(rep.recall["fluxmem"]):
         f, b = rep.recall["fluxmem"][k][0], rep.recall["flat_rag"][k][0]
-        print(f"recall@{k} cats 1-4: fluxmem {100 * f:.1f} vs flat RAG {100 * b:.1f}: {100 * (f - b):+.1f} points, ratio {f / b:.3f}")
+        print(
+            f"recall@{k} cats 1-4: fluxmem {100 * f:.1f} vs flat RAG {100 * b:.1f}: {100 * (f - b):+.1f} points, ratio {f / b:.3f}"
+        )
     n = rep.counts.get(0, 1)
     s = rep.seconds
     print(
@@ -61,7 +70,16 @@ def main() -> None:
     )
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"recall": rep.recall, "f1": rep.f1, "counts": rep.counts, "seconds": rep.seconds, "conversations": rep.conversations}, indent=2)
+            json.dumps(
+                {
+                    "recall": rep.recall,
+                    "f1": rep.f1,
+                    "counts": rep.counts,
+                    "seconds": rep.seconds,
+                    "conversations": rep.conversations,
+                },
+                indent=2,
+            )
         )
 
 

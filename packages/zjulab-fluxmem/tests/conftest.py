@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from zjulab.common.testing import HashingEncoder
 from zjulab.fluxmem import FluxMemConfig, FluxMemory
 

@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+
 from zjulab.common.testing import ScriptedChatModel
 from zjulab.fluxmem import FluxMemConfig, FluxMemory, num_clusters, pems, skill_delta
 from zjulab.fluxmem.consolidation import render_skill
@@ -18,16 +19,39 @@ def ids_of(res: dict) -> list[str]:
 def test_fallback_consolidation_makes_one_circuit_per_cluster(enc):
     mem = FluxMemory(enc, config=FluxMemConfig(max_links=0, link_adjacent=False))
     pasta, water, tent, stakes = ids_of(
-        mem.add(["boil pasta in salted water", "drain pasta water quickly", "pitch tent on flat ground", "hammer tent stakes down"], user_id="u")
+        mem.add(
+            [
+                "boil pasta in salted water",
+                "drain pasta water quickly",
+                "pitch tent on flat ground",
+                "hammer tent stakes down",
+            ],
+            user_id="u",
+        )
     )
-    cooking = [("how do I cook pasta", [pasta, water]), ("pasta cooking steps", [pasta]), ("cook pasta water", [pasta, water]), ("pasta dinner", [water, pasta])]
-    camping = [("how to pitch a tent", [tent, stakes]), ("tent camping setup", [tent]), ("set up tent stakes", [stakes, tent]), ("camping tent ground", [tent])]
+    cooking = [
+        ("how do I cook pasta", [pasta, water]),
+        ("pasta cooking steps", [pasta]),
+        ("cook pasta water", [pasta, water]),
+        ("pasta dinner", [water, pasta]),
+    ]
+    camping = [
+        ("how to pitch a tent", [tent, stakes]),
+        ("tent camping setup", [tent]),
+        ("set up tent stakes", [stakes, tent]),
+        ("camping tent ground", [tent]),
+    ]
     for q, ev in cooking + camping:
         mem.feedback(q, "success", ev, user_id="u")
-    mem.feedback("failed task", "failure", [pasta], user_id="u", action="prune")  # failures are not consolidated
+    mem.feedback(
+        "failed task", "failure", [pasta], user_id="u", action="prune"
+    )  # failures are not consolidated
     rep = mem.consolidate(user_id="u")
     assert rep.k == num_clusters(8) == 2
-    groups = [sorted(mem._trajectories[[t["id"] for t in mem._trajectories].index(i)]["query"] for i in c) for c in rep.clusters]
+    groups = [
+        sorted(mem._trajectories[[t["id"] for t in mem._trajectories].index(i)]["query"] for i in c)
+        for c in rep.clusters
+    ]
     assert sorted(groups) == sorted([sorted(q for q, _ in cooking), sorted(q for q, _ in camping)])
     by_first = {s.steps[0]: s for s in rep.skills}
     cook = by_first["Recall: boil pasta in salted water"]
@@ -40,7 +64,12 @@ def test_fallback_consolidation_makes_one_circuit_per_cluster(enc):
     # the circuit: skill -> step 1 -> step 2, and distill links from the memories used
     es = {(e.source, e.target, e.kind) for e in mem.graph.edges()}
     s1, s2 = cook.step_ids
-    assert {(cook.skill_id, s1, "step"), (s1, s2, "step"), (pasta, cook.skill_id, "distill"), (water, cook.skill_id, "distill")} <= es
+    assert {
+        (cook.skill_id, s1, "step"),
+        (s1, s2, "step"),
+        (pasta, cook.skill_id, "distill"),
+        (water, cook.skill_id, "distill"),
+    } <= es
     head = mem.get(cook.skill_id)
     assert head["kind"] == "procedural" and head["metadata"]["role"] == "skill"
     assert head["metadata"]["pems_history"] == cook.pems_history
@@ -58,7 +87,9 @@ def test_pems_loop_with_chat_model_and_replay(enc):
     )
     last = {"name": "Cook pasta", "steps": ["Boil salted water", "Add pasta", "Drain it"]}
     chat = ScriptedChatModel(lambda conv: json.dumps(next(drafts, last)))
-    cfg = FluxMemConfig(max_links=0, link_adjacent=False, num_clusters=1, extract_facts=False, verify_links=False)
+    cfg = FluxMemConfig(
+        max_links=0, link_adjacent=False, num_clusters=1, extract_facts=False, verify_links=False
+    )
     mem = FluxMemory(enc, chat, cfg)
     a, b = ids_of(mem.add(["boil pasta", "drain pasta"], user_id="u"))
     for q in ("cook pasta", "make pasta"):

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from zjulab.fluxmem import (
     BM25Index,
     FluxMemConfig,
@@ -130,7 +131,9 @@ def test_pems_tracker_records():
     assert t.converged and len(t.history) == 2
 
 
-@pytest.mark.parametrize(("n", "k"), [(0, 1), (1, 1), (2, 1), (7, 1), (8, 2), (17, 2), (18, 3), (31, 3), (32, 4), (100, 7)])
+@pytest.mark.parametrize(
+    ("n", "k"), [(0, 1), (1, 1), (2, 1), (7, 1), (8, 2), (17, 2), (18, 3), (31, 3), (32, 4), (100, 7)]
+)
 def test_kmeans_k_formula(n, k):
     assert num_clusters(n) == k
     assert num_clusters(n) == max(1, math.floor(math.sqrt(n / 2)))

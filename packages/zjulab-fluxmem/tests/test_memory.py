@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from zjulab.common.testing import ScriptedChatModel
 from zjulab.fluxmem import (
     AsyncFluxMemory,
@@ -81,13 +82,17 @@ def test_malformed_verification_degrades_to_hybrid_links(enc):
     for m in (plain, broken):
         m.add("alpha beta gamma delta", user_id="u")
         m.add("alpha beta gamma epsilon", user_id="u")
-    kinds = lambda m: sorted((m.graph.node(e.source).content, m.graph.node(e.target).content) for e in m.graph.edges())  # noqa: E731
+    kinds = lambda m: sorted(
+        (m.graph.node(e.source).content, m.graph.node(e.target).content) for e in m.graph.edges()
+    )
     assert kinds(plain) == kinds(broken) == [("alpha beta gamma epsilon", "alpha beta gamma delta")]
     assert broken.reasoner.failures == 1
 
 
 def test_fact_extraction_grounds_facts(enc):
-    chat = ScriptedChatModel(['{"facts": [{"text": "Ana lives in Lisbon", "sources": [0]}, {"text": "<string>", "sources": [1]}]}'])
+    chat = ScriptedChatModel(
+        ['{"facts": [{"text": "Ana lives in Lisbon", "sources": [0]}, {"text": "<string>", "sources": [1]}]}']
+    )
     mem = FluxMemory(enc, chat, FluxMemConfig(max_links=0, verify_links=False))
     res = mem.add(["Ana: I moved to Lisbon", "Ana: I like trams"], user_id="ana")
     kinds = [r["kind"] for r in res["results"]]
@@ -96,7 +101,9 @@ def test_fact_extraction_grounds_facts(enc):
     assert edges(mem) == {(e0, e1, "next"), (f, e0, "ground"), (e0, f, "distill")}
     hit = mem.search("Where does Ana live?", user_id="ana", top_k=3)["results"]
     fact = next(h for h in hit if h["kind"] == "semantic")
-    assert {"id": e0, "memory": "Ana: I moved to Lisbon", "kind": "episodic", "relation": "ground"} in fact["context"]
+    assert {"id": e0, "memory": "Ana: I moved to Lisbon", "kind": "episodic", "relation": "ground"} in fact[
+        "context"
+    ]
 
 
 @pytest.mark.parametrize("reply", ["", "no facts here", '{"facts": "oops"', '{"wrong": 1}', "[1, 2"])
@@ -130,7 +137,9 @@ def test_scoping_is_strict(enc):
         assert [h["user_id"] for h in hits] == ["bob"]
         for h in hits:
             assert all(c["memory"] != "My password hint is the blue whale" for c in h["context"])
-    assert [h["memory"] for h in mem.search("blue whale", agent_id="helper")["results"]] == ["Agent note about blue whales"]
+    assert [h["memory"] for h in mem.search("blue whale", agent_id="helper")["results"]] == [
+        "Agent note about blue whales"
+    ]
     assert mem.search("anything", user_id="nobody")["results"] == []
     assert len(mem.get_all(user_id="alice")["results"]) == 1
 
@@ -153,8 +162,16 @@ def test_bad_messages(enc, bad):
 
 def test_search_filters_threshold_and_errors(enc):
     mem = FluxMemory(enc)
-    mem.add([{"role": "user", "content": "apples are red", "metadata": {"topic": "fruit"}}], user_id="u", agent_id="a1")
-    mem.add([{"role": "user", "content": "apples are green", "metadata": {"topic": "colour"}}], user_id="u", agent_id="a2")
+    mem.add(
+        [{"role": "user", "content": "apples are red", "metadata": {"topic": "fruit"}}],
+        user_id="u",
+        agent_id="a1",
+    )
+    mem.add(
+        [{"role": "user", "content": "apples are green", "metadata": {"topic": "colour"}}],
+        user_id="u",
+        agent_id="a2",
+    )
     got = mem.search("apples", user_id="u", filters={"topic": "fruit"})["results"]
     assert [g["memory"] for g in got] == ["apples are red"]
     got = mem.search("apples", user_id="u", agent_id="a2")["results"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from zjulab.common.testing import ScriptedChatModel
 from zjulab.fluxmem import FluxMemConfig, FluxMemory, MemoryInputError, MemoryNotFoundError, ScopeError
 
@@ -55,7 +56,10 @@ def test_expand_lifts_evidence_and_loop_stops_when_fixed(enc):
     cfg = FluxMemConfig(max_links=0, link_adjacent=False, context_weight=1.0)
     mem = FluxMemory(enc, config=cfg)
     a, b, *_ = ids_of(
-        mem.add(["Sam moved to Porto for work", "Maya leads the branding team", "Sam likes work trips"], user_id="u")
+        mem.add(
+            ["Sam moved to Porto for work", "Maya leads the branding team", "Sam likes work trips"],
+            user_id="u",
+        )
     )
     q = "Where did Sam move for work?"
     assert b not in [h["id"] for h in mem.search(q, user_id="u", top_k=2)["results"]]
@@ -88,7 +92,9 @@ def test_prune_with_llm_attribution_and_verification(chain_mem):
     def reply(conv):
         text = conv[-1]["content"]
         if "Decide whether the failure" in text:
-            return json.dumps({"type": "connection", "action": "prune", "target": 0, "details": "the cherry talk"})
+            return json.dumps(
+                {"type": "connection", "action": "prune", "target": 0, "details": "the cherry talk"}
+            )
         lines = [ln for ln in text.splitlines() if ln.startswith("[")]
         return json.dumps({"scores": [0.95 if "cherry" in ln else 0.0 for ln in lines]})
 
@@ -116,7 +122,9 @@ def test_reshape_splits_a_coarse_unit(enc):
     cfg = FluxMemConfig(max_links=0, max_refinement_rounds=1)
     mem = FluxMemory(enc, config=cfg)
     a, t = ids_of(mem.add(["Ana: hello there", "I moved to Lisbon. I work at a bakery."], user_id="u"))
-    rep = mem.feedback("I moved to Lisbon. I work at a bakery.", "failure", [a], user_id="u", action="reshape")
+    rep = mem.feedback(
+        "I moved to Lisbon. I work at a bakery.", "failure", [a], user_id="u", action="reshape"
+    )
     (rnd,) = rep.rounds
     p1, p2 = rnd.added_nodes
     assert (rnd.type, rnd.target, rnd.removed_nodes) == ("unit", t, [t])

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from zjulab.common.errors import SchemaVersionError, StoreError
 from zjulab.common.testing import HashingEncoder
 from zjulab.fluxmem import (
     FluxMemConfig,
@@ -21,11 +23,12 @@ from zjulab.fluxmem import (
     FluxStoreVersionError,
     MemoryInputError,
 )
-from zjulab.common.errors import SchemaVersionError, StoreError
 
 
 def build(enc, path=None) -> FluxMemory:
-    mem = FluxMemory(enc, config=FluxMemConfig(bm25_weight=0.7, link_min_cosine=0.1), path=path, autosave=False)
+    mem = FluxMemory(
+        enc, config=FluxMemConfig(bm25_weight=0.7, link_min_cosine=0.1), path=path, autosave=False
+    )
     mem.add(["Ana moved to Lisbon", "Ana works at a bakery in Lisbon", "Ana has a cat"], user_id="ana")
     mem.add("Bob plays chess in Porto", user_id="bob", run_id="r1")
     a = mem.get_all(user_id="ana")["results"][0]["id"]
@@ -54,7 +57,10 @@ def test_round_trip_is_lossless(enc, tmp_path):
     assert snapshot(back) == snapshot(mem)
     # the reopened store keeps working: new writes link and index like before
     back.add("Ana also likes trams in Lisbon", user_id="ana")
-    assert back.search("trams", user_id="ana", top_k=1)["results"][0]["memory"] == "Ana also likes trams in Lisbon"
+    assert (
+        back.search("trams", user_id="ana", top_k=1)["results"][0]["memory"]
+        == "Ana also likes trams in Lisbon"
+    )
 
 
 def test_autosave_commits_every_change(enc, tmp_path):
@@ -150,7 +156,9 @@ def test_sigkill_mid_write_leaves_loadable_store(enc, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     committed = 0
     for delay in (0.6, 0.9, 1.3):
-        proc = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE, env=env, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(path)], stdout=subprocess.PIPE, env=env, text=True
+        )
         first = proc.stdout.readline()  # at least one commit of this process happened
         assert first.strip()
         time.sleep(delay)

@@ -12,6 +12,7 @@ from zjulab.fluxmem.clustering import kmeans, num_clusters
 from zjulab.fluxmem.config import FluxMemConfig
 from zjulab.fluxmem.consolidation import ConsolidationReport, SkillReport
 from zjulab.fluxmem.errors import (
+    DatasetError,
     FluxMemConfigError,
     FluxMemError,
     FluxStoreError,
@@ -22,6 +23,7 @@ from zjulab.fluxmem.errors import (
     ScopeError,
 )
 from zjulab.fluxmem.graph import MemoryGraph
+from zjulab.fluxmem.locomo import FlatRAG, LocomoReport, evaluate_locomo, load_locomo
 from zjulab.fluxmem.memory import FluxMemory, scope_key
 from zjulab.fluxmem.nodes import MemoryEdge, MemoryNode
 from zjulab.fluxmem.pems import PEMSTracker, pems, skill_delta
@@ -36,7 +38,9 @@ __all__ = [
     "AsyncFluxMemory",
     "BM25Index",
     "ConsolidationReport",
+    "DatasetError",
     "FeedbackReport",
+    "FlatRAG",
     "FluxMemConfig",
     "FluxMemConfigError",
     "FluxMemError",
@@ -44,6 +48,7 @@ __all__ = [
     "FluxStoreError",
     "FluxStoreIndexError",
     "FluxStoreVersionError",
+    "LocomoReport",
     "MemoryEdge",
     "MemoryGraph",
     "MemoryInputError",
@@ -55,8 +60,10 @@ __all__ = [
     "ScopeError",
     "SkillReport",
     "VectorIndex",
+    "evaluate_locomo",
     "hybrid_scores",
     "kmeans",
+    "load_locomo",
     "minmax",
     "num_clusters",
     "pems",

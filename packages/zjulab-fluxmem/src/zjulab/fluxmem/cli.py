@@ -66,7 +66,11 @@ def _demo(args: argparse.Namespace) -> int:
     chat = _chat(args.chat, args.device, 64)
     # small budgets keep the demo under a minute on 2 CPU cores with the 135M chat model
     cfg = FluxMemConfig(
-        candidate_k=5, llm_max_new_tokens=64, llm_max_retries=0, max_refinement_rounds=3, max_consolidation_rounds=3
+        candidate_k=5,
+        llm_max_new_tokens=64,
+        llm_max_retries=0,
+        max_refinement_rounds=3,
+        max_consolidation_rounds=3,
     )
     mem = FluxMemory(enc, chat, cfg)
     print(f"FluxMem demo (encoder {enc.model_id}, chat {getattr(chat, 'model_id', 'none')})\n")
@@ -108,7 +112,9 @@ def _demo(args: argparse.Namespace) -> int:
             break
     evidence = [ids[m] for m in ids if needle in m]
     print(f"\nfeedback: '{question}' was answered wrongly; the needed turn is '{needle}...'")
-    rep = mem.feedback(question, "failure", evidence, user_id="sam", reason=f"the answer missed: {needle}", top_k=1)
+    rep = mem.feedback(
+        question, "failure", evidence, user_id="sam", reason=f"the answer missed: {needle}", top_k=1
+    )
     for rnd in rep.rounds:
         print(
             f"  round {rnd.round}: {rnd.action} ({rnd.decided_by}) +{len(rnd.added_edges)} links, "
@@ -124,10 +130,14 @@ def _demo(args: argparse.Namespace) -> int:
     ]:
         mem.feedback(q, "success", [ids[m] for m in ids if ev in m], user_id="sam")
     cons = mem.consolidate(user_id="sam")
-    print(f"\nconsolidation: {sum(len(c) for c in cons.clusters)} successful trajectories -> k={cons.k} cluster(s)")
+    print(
+        f"\nconsolidation: {sum(len(c) for c in cons.clusters)} successful trajectories -> k={cons.k} cluster(s)"
+    )
     for sk in cons.skills:
         pems_txt = ", ".join(f"{p:.3f}" for p in sk.pems_history)
-        print(f"  skill '{sk.name}' ({len(sk.steps)} steps), PEMS per round: {pems_txt}, converged: {sk.converged}")
+        print(
+            f"  skill '{sk.name}' ({len(sk.steps)} steps), PEMS per round: {pems_txt}, converged: {sk.converged}"
+        )
         for i, step in enumerate(sk.steps[:4], 1):
             print(f"     {i}. {step}")
 
@@ -175,10 +185,14 @@ def _inspect(args: argparse.Namespace) -> int:
 
     mem = FluxMemory.open(args.store, _StoredDim(), autosave=False)
     st = mem.stats()
-    print(f"store {args.store} (format v{manifest.get('version')}, encoder {manifest.get('encoder')}, dim {manifest.get('dim')})")
+    print(
+        f"store {args.store} (format v{manifest.get('version')}, encoder {manifest.get('encoder')}, dim {manifest.get('dim')})"
+    )
     print(f"nodes: {st['nodes']}")
     print(f"edges: {st['edges']}")
-    print(f"scopes: {st['scopes']}, trajectories: {st['trajectories']} ({st['pending_trajectories']} pending)")
+    print(
+        f"scopes: {st['scopes']}, trajectories: {st['trajectories']} ({st['pending_trajectories']} pending)"
+    )
     stages = Counter(e.stage for e in mem.graph.edges())
     print(f"edges by stage: {dict(sorted(stages.items()))}")
     centre = args.node
@@ -203,7 +217,9 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``zjulab-fluxmem``."""
-    ap = argparse.ArgumentParser(prog="zjulab-fluxmem", description="FluxMem: connectivity-evolving agent memory.")
+    ap = argparse.ArgumentParser(
+        prog="zjulab-fluxmem", description="FluxMem: connectivity-evolving agent memory."
+    )
     ap.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = ap.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="a scripted two-session dialogue through all three stages")
@@ -225,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--format", choices=["dot", "html"], default="dot")
     i.add_argument("--out", default=None, help="write the picture here instead of stdout")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         if args.cmd == "demo":
             return _demo(args)

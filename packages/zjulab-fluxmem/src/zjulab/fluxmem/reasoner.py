@@ -278,7 +278,10 @@ class MemoryReasoner:
             )
             for q, mems in questions
         ]
-        return [None if r is None or _placeholder(r.answer) else r.answer.strip() for r in self._ask(convs, Answer)]
+        return [
+            None if r is None or _placeholder(r.answer) else r.answer.strip()
+            for r in self._ask(convs, Answer)
+        ]
 
 
 _WORD = re.compile(r"[a-z0-9]{3,}")

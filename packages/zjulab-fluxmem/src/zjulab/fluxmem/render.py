@@ -41,7 +41,9 @@ def to_dot(mem: FluxMemory, ids: list[str]) -> str:
     lines = ["digraph fluxmem {", '  node [shape=box, style="rounded,filled", fontsize=10];']
     for nid in ids:
         n = mem.graph.node(nid)
-        lines.append(f'  "{nid[:8]}" [label="{n.kind[0].upper()}: {_label(n.content)}", fillcolor="{_COLOURS[n.kind]}"];')
+        lines.append(
+            f'  "{nid[:8]}" [label="{n.kind[0].upper()}: {_label(n.content)}", fillcolor="{_COLOURS[n.kind]}"];'
+        )
     for nid in ids:
         for e in mem.graph.out_edges(nid):
             if e.target in keep:
