@@ -20,7 +20,7 @@ def store(enc, tmp_path):
 
 
 def test_inspect_prints_counts_and_dot(store, capsys):
-    path, mem = store
+    path, _ = store
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
     assert "nodes: {'episodic': 2, 'procedural': 3}" in out

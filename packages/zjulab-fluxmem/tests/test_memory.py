@@ -82,9 +82,12 @@ def test_malformed_verification_degrades_to_hybrid_links(enc):
     for m in (plain, broken):
         m.add("alpha beta gamma delta", user_id="u")
         m.add("alpha beta gamma epsilon", user_id="u")
-    kinds = lambda m: sorted(
-        (m.graph.node(e.source).content, m.graph.node(e.target).content) for e in m.graph.edges()
-    )
+
+    def kinds(m):
+        return sorted(
+            (m.graph.node(e.source).content, m.graph.node(e.target).content) for e in m.graph.edges()
+        )
+
     assert kinds(plain) == kinds(broken) == [("alpha beta gamma epsilon", "alpha beta gamma delta")]
     assert broken.reasoner.failures == 1
 
@@ -156,7 +159,7 @@ def test_scope_errors(enc):
 
 @pytest.mark.parametrize("bad", [[], [{"role": "user"}], [{"role": "user", "content": "  "}], [3], 42])
 def test_bad_messages(enc, bad):
-    with pytest.raises(MemoryInputError, match="message|messages"):
+    with pytest.raises(MemoryInputError, match=r"message|messages"):
         FluxMemory(enc).add(bad, user_id="u")
 
 

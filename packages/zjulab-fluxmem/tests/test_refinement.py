@@ -38,7 +38,7 @@ def expand_mem(enc):
 
 
 def test_expand_links_anchor_to_missing_evidence_then_semantic_neighbours(expand_mem):
-    mem, (a, b, c, d, e) = expand_mem
+    mem, (a, b, c, _d, _e) = expand_mem
     q = "Where did Sam move for work?"
     assert [h["id"] for h in mem.search(q, user_id="u", top_k=1)["results"]] == [a]
     rep = mem.feedback(q, "failure", [b], user_id="u", top_k=1)
@@ -55,7 +55,7 @@ def test_expand_links_anchor_to_missing_evidence_then_semantic_neighbours(expand
 def test_expand_lifts_evidence_and_loop_stops_when_fixed(enc):
     cfg = FluxMemConfig(max_links=0, link_adjacent=False, context_weight=1.0)
     mem = FluxMemory(enc, config=cfg)
-    a, b, *_ = ids_of(
+    _a, b, *_ = ids_of(
         mem.add(
             ["Sam moved to Porto for work", "Maya leads the branding team", "Sam likes work trips"],
             user_id="u",
@@ -88,6 +88,7 @@ def test_prune_drops_links_of_interfering_units(chain_mem):
 
 def test_prune_with_llm_attribution_and_verification(chain_mem):
     mem, (a, b, c, d) = chain_mem
+    assert d
 
     def reply(conv):
         text = conv[-1]["content"]
@@ -108,7 +109,7 @@ def test_prune_with_llm_attribution_and_verification(chain_mem):
 
 
 def test_malformed_attribution_falls_back_to_heuristic(chain_mem):
-    mem, (a, b, c, d) = chain_mem
+    mem, (a, b, c, _d) = chain_mem
     chat = ScriptedChatModel(default="The failure is complicated.")
     mem.chat_model = mem.reasoner.chat_model = chat
     rep = mem.feedback("alpha apple", "failure", [a], user_id="u", reason="bravo banana")
@@ -170,7 +171,7 @@ def test_success_records_trajectory_and_errors(chain_mem):
 
 
 def test_custom_check_and_round_limit(chain_mem):
-    mem, ids = chain_mem
+    mem, _ = chain_mem
     mem.config.max_refinement_rounds = 3
     calls = []
     rep = mem.feedback("alpha", False, user_id="u", check=lambda results: calls.append(len(results)) or False)
