@@ -240,9 +240,7 @@ class EvidenceJudge:
             dropped = [e for e in lost if e in in_has]
             if dropped:
                 mode = self.taxonomy.default_mode(op.kind)
-                value = _output_value(trace, op)
-                near = any(token_recall(e, s) >= 0.5 for e in dropped for s in flatten_text(value))
-                if mode == "information_loss" and near:
+                if mode == "information_loss" and self._rewrote(trace, op, dropped):
                     mode = "incorrect_extraction"
                 out[oid] = Verdict(
                     oid, True, "self", mode, f"the inputs held {dropped[0]!r} but the output does not"
@@ -254,6 +252,19 @@ class EvidenceJudge:
             else:
                 out[oid] = Verdict(oid, False, rationale="this operation never received the evidence")
         return out
+
+    @staticmethod
+    def _rewrote(trace: Trace, op: Operation, dropped: Sequence[str]) -> bool:
+        """Whether the output holds a new line resembling a lost evidence text (a rewrite, not a drop)."""
+        seen = {
+            line for v in op.inputs for s in flatten_text(trace.variables[v].value) for line in s.split("\n")
+        }
+        for v in op.outputs:
+            for s in flatten_text(trace.variables[v].value):
+                for line in s.split("\n"):
+                    if line not in seen and any(token_recall(e, line) >= 0.5 for e in dropped):
+                        return True
+        return False
 
     def correct(self, trace: Trace, op_id: str, gold: Gold) -> tuple[bool, Any]:
         """See :class:`EvidenceCorrector`."""
