@@ -10,6 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 from zjulab.serl.config import DEFAULT_JUDGE_TEMPLATE, JudgeConfig
 from zjulab.serl.errors import SERLConfigError, SERLError, SERLInputError, SERLStoreError
+from zjulab.serl.evaluation import (
+    PairwiseRecord,
+    WinRateResult,
+    generate_outputs,
+    length_controlled_win_rate,
+    pairwise_win_rate,
+    read_alpacaeval_outputs,
+    write_alpacaeval_outputs,
+    write_annotations,
+)
 from zjulab.serl.judge import CopelandJudge, GroupJudgment, format_matrix, score_group
 from zjulab.serl.pairs import (
     JudgmentSlot,
@@ -40,36 +50,44 @@ if TYPE_CHECKING:  # imported lazily: TRL takes seconds to import
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_JUDGE_TEMPLATE",
     "CopelandJudge",
+    "DEFAULT_JUDGE_TEMPLATE",
     "GroupJudgment",
     "JudgeConfig",
     "JudgeDiagnostics",
     "JudgmentSlot",
+    "PairwiseRecord",
     "SERLConfig",
     "SERLConfigError",
     "SERLError",
     "SERLInputError",
     "SERLStoreError",
     "SERLTrainer",
+    "WinRateResult",
     "actor_rewards",
     "build_pairs",
     "copeland_rewards",
     "format_matrix",
+    "generate_outputs",
     "group_advantages",
     "judge_diagnostics",
     "judge_prompts",
     "judge_rewards",
     "length_controlled_rewards",
+    "length_controlled_win_rate",
     "loss_weights",
     "num_judge_prompts",
+    "pairwise_win_rate",
     "parse_verdict",
     "parse_verdicts",
+    "read_alpacaeval_outputs",
     "render_judge_prompt",
     "score_group",
     "strip_reasoning",
     "verdict_matrix",
     "word_count",
+    "write_alpacaeval_outputs",
+    "write_annotations",
 ]
 
 _LAZY = {"SERLConfig": "zjulab.serl.serl_config", "SERLTrainer": "zjulab.serl.trainer"}
