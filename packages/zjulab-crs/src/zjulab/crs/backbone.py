@@ -86,7 +86,7 @@ class EncoderHead(nn.Module):
         self.encoder = encoder
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
-        hidden = int(encoder.config.hidden_size)  # type: ignore[union-attr]
+        hidden = int(encoder.config.hidden_size)  # type: ignore[union-attr,arg-type]
         self.head = nn.Linear(hidden, out_dim)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kw: Any) -> torch.Tensor:

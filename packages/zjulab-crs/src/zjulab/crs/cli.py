@@ -160,7 +160,7 @@ def _load(task: str, path: str, corpus: Any, device: str) -> Any:
 
     if task == "recommendation":
         return BiEncoderRanker.load(path, corpus.items, device=device)
-    cls = {
+    cls: Any = {
         "understanding": SpanTagger,
         "elicitation": AttributeClassifier,
         "generation": ResponseGenerator,

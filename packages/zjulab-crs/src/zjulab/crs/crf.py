@@ -96,8 +96,10 @@ class LinearChainCRF(nn.Module):
 
     def _scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         zero = torch.zeros((), device=self.transitions.device)
-        start = self.start_transitions + torch.where(self.start_allowed, zero, zero + _FORBIDDEN)
-        trans = self.transitions + torch.where(self.transition_allowed, zero, zero + _FORBIDDEN)
+        start_ok: torch.Tensor = self.start_allowed  # type: ignore[assignment]
+        trans_ok: torch.Tensor = self.transition_allowed  # type: ignore[assignment]
+        start = self.start_transitions + torch.where(start_ok, zero, zero + _FORBIDDEN)
+        trans = self.transitions + torch.where(trans_ok, zero, zero + _FORBIDDEN)
         return start, trans, self.end_transitions
 
     def _check(self, emissions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

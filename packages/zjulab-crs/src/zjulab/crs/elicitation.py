@@ -10,7 +10,6 @@ attributes assistants asked most often in training, skipping those the user alre
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -19,8 +18,8 @@ import torch
 from torch import nn
 
 from zjulab.crs.backbone import EncoderHead, load_backbone
-from zjulab.crs.checkpoint import read_checkpoint, save_checkpoint
 from zjulab.crs.config import ElicitationConfig
+from zjulab.crs.encoder_model import EncoderModel
 from zjulab.crs.errors import NotTrainedError
 from zjulab.crs.samples import ElicitationExample, render_context
 from zjulab.crs.task_scores import elicitation_scores
@@ -37,7 +36,7 @@ def elicitation_text(example: ElicitationExample, max_turns: int = 6) -> str:
     return f"category: {example.category}\nknown: {known}\n{render_context(example.context, max_turns)}"
 
 
-class AttributeClassifier:
+class AttributeClassifier(EncoderModel):
     """Trainable multi-label attribute classifier (encoder + pooled linear head + BCE).
 
     Args:
@@ -47,16 +46,21 @@ class AttributeClassifier:
     """
 
     task = "elicitation"
+    config_class = ElicitationConfig
 
     def __init__(
         self, config: ElicitationConfig | None = None, *, model: Any = None, tokenizer: Any = None
     ) -> None:
-        self.config = config or ElicitationConfig()
-        self._model_src = model if model is not None else self.config.model_name_or_path
-        self._tok_src = tokenizer
-        self.net: EncoderHead | None = None
-        self.tokenizer: Any = None
+        super().__init__(config, model=model, tokenizer=tokenizer)
+        self.config: ElicitationConfig
+        self.net: EncoderHead | None
         self.labels: list[str] = []
+
+    def _meta(self) -> dict[str, Any]:
+        return {"labels": self.labels}
+
+    def _restore(self, meta: dict[str, Any]) -> None:
+        self._build(meta["labels"])
 
     def _build(self, labels: Sequence[str]) -> None:
         cfg = self.config
@@ -131,34 +135,6 @@ class AttributeClassifier:
     def evaluate(self, examples: Sequence[ElicitationExample]) -> dict[str, float]:
         """Multi-label P/R/F1 on ``examples``."""
         return elicitation_scores(examples, self.predict(examples))
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write a checkpoint directory."""
-        if self.net is None:
-            raise NotTrainedError("nothing to save: fit() or load() first")
-        state = {k: v for k, v in self.net.state_dict().items() if not k.startswith("encoder.")}
-        save_checkpoint(
-            path,
-            task=self.task,
-            config=self.config,
-            backbone=self.net.encoder,
-            tokenizer=self.tokenizer,
-            head_state=state,
-            meta={"labels": self.labels},
-        )
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], *, device: str | None = None) -> AttributeClassifier:
-        """Load a checkpoint written by :meth:`save`."""
-        cfg_dict, meta, backbone, state = read_checkpoint(path, cls.task)
-        if device is not None:
-            cfg_dict["device"] = device
-        obj = cls(ElicitationConfig(**cfg_dict), model=str(backbone), tokenizer=str(backbone))
-        obj._build(meta["labels"])
-        assert obj.net is not None and state is not None
-        obj.net.load_state_dict(state, strict=False)
-        obj.net.eval()
-        return obj
 
 
 class FrequencyElicitor:

@@ -10,7 +10,6 @@ unreferenced part of RUBER, the cosine between the embeddings of the context and
 from __future__ import annotations
 
 import logging
-import os
 import statistics
 from collections.abc import Sequence
 from typing import Any
@@ -21,8 +20,8 @@ from torch import nn
 
 from zjulab.common.protocols import TextEncoder
 from zjulab.crs.backbone import EncoderHead, load_backbone
-from zjulab.crs.checkpoint import read_checkpoint, save_checkpoint
 from zjulab.crs.config import QualityConfig
+from zjulab.crs.encoder_model import EncoderModel
 from zjulab.crs.errors import NotTrainedError
 from zjulab.crs.samples import EvaluationExample, render_context
 from zjulab.crs.task_scores import evaluation_scores
@@ -33,7 +32,7 @@ __all__ = ["QualityRegressor", "RuberScorer"]
 logger = logging.getLogger(__name__)
 
 
-class QualityRegressor:
+class QualityRegressor(EncoderModel):
     """Trainable quality regressor (encoder on the context/response pair + linear head).
 
     Args:
@@ -43,17 +42,23 @@ class QualityRegressor:
     """
 
     task = "evaluation"
+    config_class = QualityConfig
 
     def __init__(
         self, config: QualityConfig | None = None, *, model: Any = None, tokenizer: Any = None
     ) -> None:
-        self.config = config or QualityConfig()
-        self._model_src = model if model is not None else self.config.model_name_or_path
-        self._tok_src = tokenizer
-        self.net: EncoderHead | None = None
-        self.tokenizer: Any = None
+        super().__init__(config, model=model, tokenizer=tokenizer)
+        self.config: QualityConfig
+        self.net: EncoderHead | None
         self.mean = 0.0
         self.std = 1.0
+
+    def _meta(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std}
+
+    def _restore(self, meta: dict[str, Any]) -> None:
+        self._build()
+        self.mean, self.std = float(meta["mean"]), float(meta["std"])
 
     def _build(self) -> EncoderHead:
         if self.net is None:
@@ -119,35 +124,6 @@ class QualityRegressor:
     def evaluate(self, examples: Sequence[EvaluationExample]) -> dict[str, float]:
         """Pearson/Spearman against the human scores."""
         return evaluation_scores(examples, self.predict(examples))
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write a checkpoint directory."""
-        if self.net is None:
-            raise NotTrainedError("nothing to save: fit() or load() first")
-        state = {k: v for k, v in self.net.state_dict().items() if not k.startswith("encoder.")}
-        save_checkpoint(
-            path,
-            task=self.task,
-            config=self.config,
-            backbone=self.net.encoder,
-            tokenizer=self.tokenizer,
-            head_state=state,
-            meta={"mean": self.mean, "std": self.std},
-        )
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], *, device: str | None = None) -> QualityRegressor:
-        """Load a checkpoint written by :meth:`save`."""
-        cfg_dict, meta, backbone, state = read_checkpoint(path, cls.task)
-        if device is not None:
-            cfg_dict["device"] = device
-        obj = cls(QualityConfig(**cfg_dict), model=str(backbone), tokenizer=str(backbone))
-        net = obj._build()
-        assert state is not None
-        net.load_state_dict(state, strict=False)
-        net.eval()
-        obj.mean, obj.std = float(meta["mean"]), float(meta["std"])
-        return obj
 
 
 class RuberScorer:

@@ -142,7 +142,7 @@ class BiEncoderRanker:
             self._embed([item_text(i, self.items) for i in ids[j : j + bs]]) for j in range(0, len(ids), bs)
         ]
         table = dict(zip(ids, torch.cat(vecs))) if vecs else {}
-        out = []
+        out: list[list[str]] = []
         for j in range(0, len(examples), bs):
             chunk = examples[j : j + bs]
             qs = self._embed([query_text(e, self.items, self.config.max_history) for e in chunk])

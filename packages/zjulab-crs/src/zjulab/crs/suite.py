@@ -154,7 +154,7 @@ def run_suite(
     cfg = config or SuiteConfig()
     train = build_task_samples(corpus, "train")
     test = build_task_samples(corpus, "test")
-    common = {
+    common: dict[str, Any] = {
         "max_steps": cfg.steps,
         "epochs": cfg.epochs,
         "batch_size": cfg.batch_size,

@@ -12,20 +12,18 @@ training, each labelled with its most frequent attribute.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 import torch
 from torch import nn
 
 from zjulab.crs.backbone import load_backbone
-from zjulab.crs.checkpoint import read_checkpoint, save_checkpoint
 from zjulab.crs.config import TaggerConfig
 from zjulab.crs.crf import LinearChainCRF, bio_constraints
+from zjulab.crs.encoder_model import EncoderModel
 from zjulab.crs.errors import NotTrainedError
 from zjulab.crs.samples import UnderstandingExample
 from zjulab.crs.task_scores import understanding_scores
@@ -132,7 +130,7 @@ class TaggerNet(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.tags = list(tags)
-        hidden = int(encoder.config.hidden_size)  # type: ignore[union-attr]
+        hidden = int(encoder.config.hidden_size)  # type: ignore[union-attr,arg-type]
         self.dropout = nn.Dropout(dropout)
         self.lstm = nn.LSTM(hidden, lstm_hidden, batch_first=True, bidirectional=True) if use_lstm else None
         self.proj = nn.Linear(2 * lstm_hidden if use_lstm else hidden, len(self.tags))
@@ -181,7 +179,7 @@ class TaggerNet(nn.Module):
         return [row[:n] for row, n in zip(best, lengths)]
 
 
-class SpanTagger:
+class SpanTagger(EncoderModel):
     """Trainable encoder(+BiLSTM)(+CRF) span tagger for task 1.
 
     Args:
@@ -196,15 +194,20 @@ class SpanTagger:
     """
 
     task = "understanding"
+    config_class = TaggerConfig
 
     def __init__(
         self, config: TaggerConfig | None = None, *, model: Any = None, tokenizer: Any = None
     ) -> None:
-        self.config = config or TaggerConfig()
-        self._model_src = model if model is not None else self.config.model_name_or_path
-        self._tok_src = tokenizer
-        self.net: TaggerNet | None = None
-        self.tokenizer: Any = None
+        super().__init__(config, model=model, tokenizer=tokenizer)
+        self.config: TaggerConfig
+        self.net: TaggerNet | None
+
+    def _meta(self) -> dict[str, Any]:
+        return {"tags": self.tags}
+
+    def _restore(self, meta: dict[str, Any]) -> None:
+        self._build(meta["tags"])
 
     @property
     def tags(self) -> list[str]:
@@ -289,38 +292,6 @@ class SpanTagger:
     def evaluate(self, examples: Sequence[UnderstandingExample]) -> dict[str, float]:
         """Span and pair P/R/F1 on ``examples`` (see :func:`~zjulab.crs.task_scores.understanding_scores`)."""
         return understanding_scores(examples, self.predict(examples))
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write a checkpoint directory."""
-        if self.net is None:
-            raise NotTrainedError("nothing to save: fit() or load() first")
-        state = {k: v for k, v in self.net.state_dict().items() if not k.startswith("encoder.")}
-        save_checkpoint(
-            path,
-            task=self.task,
-            config=self.config,
-            backbone=self.net.encoder,
-            tokenizer=self.tokenizer,
-            head_state=state,
-            meta={"tags": self.net.tags},
-        )
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], *, device: str | None = None) -> SpanTagger:
-        """Load a checkpoint written by :meth:`save`."""
-        cfg_dict, meta, backbone, state = read_checkpoint(path, cls.task)
-        if device is not None:
-            cfg_dict["device"] = device
-        obj = cls(TaggerConfig(**cfg_dict), model=str(backbone), tokenizer=str(backbone))
-        obj._build(meta["tags"])
-        assert obj.net is not None and state is not None
-        obj.net.load_state_dict(state, strict=False)
-        obj.net.eval()
-        return obj
-
-    def describe(self) -> dict[str, Any]:
-        """Config as a dict (for reports)."""
-        return asdict(self.config)
 
 
 class LexiconTagger:

@@ -92,7 +92,7 @@ def train_loop(
     head_ids = {id(p) for p in head_params}
     base = [p for p in module.parameters() if p.requires_grad and id(p) not in head_ids]
     heads = [p for p in head_params if p.requires_grad]
-    groups = [{"params": base, "lr": config.learning_rate}]
+    groups: list[dict[str, Any]] = [{"params": base, "lr": config.learning_rate}]
     if heads:
         groups.append({"params": heads, "lr": config.head_learning_rate})
     opt = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
@@ -121,9 +121,7 @@ def train_loop(
                 else:
                     loss.backward()
                 if config.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(
-                        [p for g in groups for p in g["params"]], config.max_grad_norm
-                    )
+                    torch.nn.utils.clip_grad_norm_([*base, *heads], config.max_grad_norm)
                 opt.step()
                 history.losses.append(float(loss.detach()))
                 history.examples += len(batch)
