@@ -229,3 +229,13 @@ def test_attribution_dict_round_trip():
     back = Attribution.from_dict(json.loads(json.dumps(att.to_dict())))
     assert back.decisive == att.decisive and back.rounds == att.rounds and back.verified
     assert back.gold == att.gold
+
+
+def test_random_weight_chat_model_as_judge_degrades(tiny_chat_model):
+    # a real transformers model with random weights answers noise: no crash, a degraded result
+    _, trace, _ = record(drops={0: [MILO]})
+    judge = ChatJudge(tiny_chat_model, max_retries=0, max_new_tokens=8)
+    att = attribute(trace, GOLD, judge)
+    assert att.failed and att.degraded
+    assert judge.unusable >= 1
+    assert labels(trace, att.candidates) == ["generate#0"]
