@@ -4,8 +4,8 @@ Four layers of protection, each enough on its own for the case it covers:
 
 * the file is opened through a read-only URI (``mode=ro``), so SQLite refuses any write;
 * an authorizer allows only reading actions (SELECT, reading columns, calling functions other
-  than ``load_extension``, recursive CTEs, and PRAGMAs from a read-only list called without a
-  value); INSERT/UPDATE/DELETE, CREATE/DROP/ALTER, ATTACH/DETACH, transactions and PRAGMA
+  than ``load_extension``, recursive CTEs, and PRAGMAs from a list of read-only ones such as
+  ``table_info``); INSERT/UPDATE/DELETE, CREATE/DROP/ALTER, ATTACH/DETACH, transactions and PRAGMA
   assignments are denied;
 * extension loading is switched off on the connection;
 * a progress handler aborts a statement that runs past the time limit, and results are capped
@@ -100,7 +100,7 @@ class SQLiteSandbox:
                 self._denied = "load_extension()"
                 return sqlite3.SQLITE_DENY
             return sqlite3.SQLITE_OK
-        if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() in _READ_ONLY_PRAGMAS and arg2 is None:
+        if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() in _READ_ONLY_PRAGMAS:
             return sqlite3.SQLITE_OK
         name = _ACTION_NAMES.get(action, str(action)).removeprefix("SQLITE_")
         self._denied = f"{name} {arg1 or ''}".strip()
@@ -167,6 +167,8 @@ class SQLiteSandbox:
             columns = tuple(d[0] for d in (cur.description or ()))
         except sqlite3.DatabaseError as exc:
             msg = str(exc)
+            if "one statement" in msg:
+                raise SandboxPermissionError(f"only one statement may run at a time: {sql[:200]!r}") from exc
             if self._denied is not None or "not authorized" in msg or "readonly" in msg:
                 what = self._denied or msg
                 raise SandboxPermissionError(f"sandbox refused {what!r} in {sql[:200]!r}") from exc
@@ -175,8 +177,6 @@ class SQLiteSandbox:
                     f"statement stopped after the {self.config.timeout_s:g}s time limit: {sql[:200]!r}"
                 ) from exc
             raise SandboxError(f"SQLite error {msg!r} in {sql[:200]!r}") from exc
-        except sqlite3.ProgrammingError as exc:
-            raise SandboxPermissionError(f"only one statement may run at a time: {sql[:200]!r}") from exc
         except sqlite3.Warning as exc:  # "You can only execute one statement at a time." on some versions
             raise SandboxPermissionError(f"only one statement may run at a time: {sql[:200]!r}") from exc
         finally:
