@@ -33,6 +33,10 @@ LENIENT_CASES = [
     ("Verdict: 2", 2),
     ("Response 1 is weaker; answer 2 is clearly better", 2),  # the last statement wins
     (" 2. ", 2),
+    ("1. Study in short blocks", 1),  # a leading number answers "reply with 1 or 2"
+    ("(2) because it is concrete", 2),
+    ("12 reasons", None),
+    ("1.5 points each", None),
     ("\\boxed{3}", None),  # a box always decides, even when lenient
     ("Both are fine.", None),
     ('{"winner": true}', None),

@@ -14,6 +14,12 @@ from typing import Any
 
 from zjulab.common.errors import ZjulabError
 
+# A terse judge prompt: a 135M model rarely follows the full default template's box format.
+DEMO_JUDGE_TEMPLATE = (
+    "Question: {instruction}\n\nAnswer 1: {response_1}\n\nAnswer 2: {response_2}\n\n"
+    "Which answer is better? Reply with only the number 1 or 2."
+)
+
 DEMO_PROMPTS = [
     "Give one practical tip for staying focused while studying.",
     "Name a fruit that is rich in vitamin C and say why it is healthy.",
@@ -97,6 +103,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             save_strategy="no",
             disable_tqdm=True,
             verdict_format="lenient",  # a 135M model rarely writes the box; read plain verdicts too
+            judge_template=DEMO_JUDGE_TEMPLATE,
             loss_schedule="constant",
             actor_loss_weight=0.5,  # the paper's weights once the Judge warm-up is over
             judge_loss_weight=0.5,
@@ -277,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--num-generations", type=int, default=3, help="N actor rollouts per prompt")
     d.add_argument("--num-judge-generations", type=int, default=2, help="K judge rollouts per pair")
     d.add_argument("--max-completion-length", type=int, default=24)
-    d.add_argument("--max-judge-completion-length", type=int, default=12)
+    d.add_argument("--max-judge-completion-length", type=int, default=6)
     d.set_defaults(func=cmd_demo)
 
     j = sub.add_parser("judge", help="rank responses with the Copeland rule")

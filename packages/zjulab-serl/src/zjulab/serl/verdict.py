@@ -25,6 +25,7 @@ _WORD_NAMES = {"1": 1, "2": 2, "one": 1, "two": 2, "first": 1, "second": 2, "a":
 _LABEL = re.compile(
     r"^(?:answer|response|output|model|assistant|option|candidate|choice)?[\s_#:.-]*([12])$|^([12])$"
 )
+_LEADING = re.compile(r"^[\s\"'`*(\[]*([12])(?![\d.,]\d)(?:\W|$)")
 _JSON_KEYS = ("winner", "better", "best", "preference", "preferred", "verdict", "choice", "answer", "result")
 _PHRASES = [
     # "Answer 2 is better", "response (1) is the best one", "model_1 wins"
@@ -112,8 +113,8 @@ def _from_phrases(text: str) -> int | None:
                 best = (m.start(), verdict)
     if best is not None:
         return best[1]
-    bare = re.sub(r"[\s\"'`*.!()\[\]]", "", text).lower()
-    return _WORD_NAMES.get(bare) if bare in ("1", "2") else None
+    lead = _LEADING.match(text)  # "2", "1. Because ...", "(2) is better": a leading number
+    return int(lead.group(1)) if lead else None
 
 
 def parse_verdict(text: str, *, lenient: bool = False, reasoning_end: str | None = "</think>") -> int | None:
@@ -128,8 +129,8 @@ def parse_verdict(text: str, *, lenient: bool = False, reasoning_end: str | None
        ``\boxed{1 or 2}``) makes the verdict invalid.
     3. Only with ``lenient=True`` and no box: ``boxed{1}`` without a backslash, a JSON object
        with a ``winner`` / ``better`` / ``preference`` / ``verdict`` / ``choice`` key, phrases
-       such as "Answer 2 is better", "I prefer response 1", "Verdict: 2", ``[[A]]``, or a bare
-       ``1`` / ``2``; the last such statement wins.
+       such as "Answer 2 is better", "I prefer response 1", "Verdict: 2", ``[[A]]`` (the last
+       such statement wins), or else an answer that starts with ``1`` or ``2`` ("2", "1. Because").
 
     Args:
         text: The judge's raw output.
