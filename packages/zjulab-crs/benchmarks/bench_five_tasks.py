@@ -100,9 +100,10 @@ def main() -> None:
                 {
                     "task": task,
                     "system": r.system,
-                    "vs": base.system if base else "-",
-                    f"{metric} / base": ratio,
-                    "infer speed / base": (r.infer_examples_per_s / base.infer_examples_per_s)
+                    "vs baseline": base.system if base else "-",
+                    "metric": metric,
+                    "metric / baseline": ratio,
+                    "infer speed / baseline": (r.infer_examples_per_s / base.infer_examples_per_s)
                     if base
                     else float("nan"),
                 }
