@@ -166,3 +166,26 @@ def test_one_step_by_hand(tmp_path, fresh_tiny, clone, make_args, fixed_rollout)
     trainer.train()
     after = list(trainer.model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_gathered_group_path_matches_local(tmp_path, fresh_tiny, clone, make_args, fixed_rollout):
+    # the multi-process path (pad, gather, normalise, slice back) on one process must equal the local one
+    from zjulab.rtt import token_advantages
+
+    _, rtt, _ = _pair(
+        tmp_path,
+        fresh_tiny,
+        clone,
+        make_args,
+        fixed_rollout,
+        SpanRelevance(),
+        RTTConfig(token_norm="group_token"),
+    )
+    torch.manual_seed(0)
+    w, s = torch.rand(8, 2, 5), torch.sign(torch.randn(8, 2))
+    tm = torch.ones(8, 5)
+    tm[1, 3:] = 0
+    rm = torch.ones(8, 2)
+    rm[4:, 1] = 0
+    got = rtt._gathered_token_advantages(w, s, tm, rm, 4)
+    assert got == pytest.approx(token_advantages(w, s, tm, rm, method="group_token", group_size=4), abs=1e-6)
