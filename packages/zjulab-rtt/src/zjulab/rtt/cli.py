@@ -199,6 +199,7 @@ def _cmd_train(ns: argparse.Namespace) -> int:
 
     from zjulab.rtt import (
         RelevanceDiscriminator,
+        RoutedRelevance,
         RTTConfig,
         RTTGRPOTrainer,
         RubricReward,
@@ -212,6 +213,10 @@ def _cmd_train(ns: argparse.Namespace) -> int:
     relevance: Any
     if ns.discriminator:
         relevance = RelevanceDiscriminator.load(ns.discriminator, device=ns.device)
+        if ns.relevance == "routed":
+            relevance = RoutedRelevance(relevance)
+    elif ns.relevance == "routed":
+        raise ZjulabError("--relevance routed needs --discriminator (it scores the judge rubrics)")
     elif ns.relevance == "span":
         relevance = SpanRelevance()
     else:
@@ -308,7 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--limit", type=int, default=None)
     tr.add_argument("--discriminator", help="saved discriminator directory")
     tr.add_argument(
-        "--relevance", choices=["span", "uniform"], default="span", help="without --discriminator"
+        "--relevance",
+        choices=["span", "uniform", "routed"],
+        default="span",
+        help="without --discriminator: checker spans or uniform; routed (with --discriminator): "
+        "checker spans for checked rubrics, the discriminator for judged ones",
     )
     tr.add_argument("--combine", choices=["add", "mix"], default="add")
     tr.add_argument(
