@@ -88,3 +88,13 @@ def test_cli_train_tiny_and_eval_checkpoint(capsys, tmp_path: Path):
     assert (out_dir / "crs.json").is_file()
     assert main(["eval", "evaluation", "--checkpoint", str(out_dir), "--device", "cpu"]) == 0
     assert "QualityRegressor" in capsys.readouterr().out
+
+
+def test_generation_scores_pick_the_chinese_tokenizer_for_chinese_references():
+    from zjulab.crs.samples import GenerationExample
+    from zjulab.crs.task_scores import generation_scores
+
+    ex = [GenerationExample([], [], [], None, "补水面霜")]
+    # per-character tokens: 3 of 4 match; with 13a the whole string would be one (wrong) token
+    assert generation_scores(ex, ["补水面膜"])["bleu1"] == pytest.approx(0.75, abs=1e-6)
+    assert generation_scores(ex, ["补水面膜"], tokenize="13a")["bleu1"] == 0.0

@@ -89,3 +89,19 @@ def test_render_context_keeps_last_turns():
     ctx = [("user", "a"), ("assistant", "b"), ("user", "c")]
     assert render_context(ctx, 2) == "assistant: b\nuser: c"
     assert render_context(ctx) == "user: a\nassistant: b\nuser: c"
+
+
+def test_uneed_samples_build_task_samples(uneed_dir):
+    from zjulab.crs.loaders import load_uneed_dir
+    from zjulab.crs.samples import build_task_samples
+
+    corpus = load_uneed_dir(uneed_dir)
+    test = build_task_samples(corpus, "test")
+    # 8 utterances, the link-only recommendation skipped
+    assert len(test.understanding) == 7
+    assert test.understanding[0].spans == [("性别", 0, 1), ("品类", 2, 5), ("品类", 5, 7), ("品类", 10, 12)]
+    (el,) = test.elicitation
+    assert el.targets == ["年龄", "肤质"] and el.known[0] == ("性别", "男")
+    (rec,) = test.recommendation
+    assert len(rec.candidates) == 20 and rec.targets == ["577681663455"] and rec.targets[0] in rec.candidates
+    assert [g.act for g in test.generation] == ["system_ask", "system_explain"]

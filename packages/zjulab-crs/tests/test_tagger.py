@@ -98,3 +98,19 @@ def test_span_tagger_errors(tmp_path: Path):
     model, tok = tiny_encoder(3)
     with pytest.raises(DataFormatError, match="no training samples"):
         SpanTagger(TaggerConfig(device="cpu"), model=model, tokenizer=tok).fit([])
+
+
+def test_bio_alignment_round_trips_on_chinese_uneed_utterances(uneed_dir):
+    # byte-level BPE splits a Chinese character into several tokens that share its offsets
+    from zjulab.common.testing import tiny_tokenizer
+    from zjulab.crs.loaders import load_uneed_dir
+    from zjulab.crs.samples import build_understanding
+
+    tok = tiny_tokenizer("encoder")
+    corpus = load_uneed_dir(uneed_dir)
+    examples = [e for ds in corpus.dialogues.values() for e in build_understanding(ds)]
+    assert sum(len(e.spans) for e in examples) >= 15
+    for e in examples:
+        offsets = tok(e.text, return_offsets_mapping=True)["offset_mapping"]
+        tags = spans_to_token_tags(e.text, offsets, e.spans)
+        assert token_tags_to_spans(e.text, offsets, tags) == e.spans

@@ -154,7 +154,9 @@ class ResponseGenerator:
             tok.padding_side, tok.truncation_side = old
         return out
 
-    def evaluate(self, examples: Sequence[GenerationExample], *, tokenize: str = "13a") -> dict[str, float]:
+    def evaluate(
+        self, examples: Sequence[GenerationExample], *, tokenize: str | None = None
+    ) -> dict[str, float]:
         """BLEU-1/2 and Distinct-1/2 on ``examples``."""
         return generation_scores(examples, self.generate(examples), tokenize=tokenize)
 
@@ -216,6 +218,8 @@ class RetrievalResponder:
         best = np.argmax(q @ self._keys.T, axis=1)
         return [self._responses[int(i)] for i in best]
 
-    def evaluate(self, examples: Sequence[GenerationExample], *, tokenize: str = "13a") -> dict[str, float]:
+    def evaluate(
+        self, examples: Sequence[GenerationExample], *, tokenize: str | None = None
+    ) -> dict[str, float]:
         """BLEU-1/2 and Distinct-1/2 on ``examples``."""
         return generation_scores(examples, self.generate(examples), tokenize=tokenize)

@@ -271,6 +271,8 @@ class LLMResponder(_LLMTask):
         answers = self._ask([self.prompt(e) for e in examples], Reply)
         return [a.response.strip() if a is not None else "" for a in answers]
 
-    def evaluate(self, examples: Sequence[GenerationExample], *, tokenize: str = "13a") -> dict[str, float]:
+    def evaluate(
+        self, examples: Sequence[GenerationExample], *, tokenize: str | None = None
+    ) -> dict[str, float]:
         """BLEU-1/2 and Distinct-1/2 (same bundle as the generator)."""
         return generation_scores(examples, self.generate(examples), tokenize=tokenize)

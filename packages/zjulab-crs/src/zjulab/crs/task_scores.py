@@ -6,6 +6,7 @@ Each function takes the task's examples and one prediction per example and retur
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from zjulab.crs.errors import MetricInputError
@@ -93,17 +94,23 @@ def recommendation_scores(
     return out
 
 
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
+
+
 def generation_scores(
-    examples: Sequence[GenerationExample], responses: Sequence[str], *, tokenize: str = "13a"
+    examples: Sequence[GenerationExample], responses: Sequence[str], *, tokenize: str | None = None
 ) -> dict[str, float]:
     """Task 4: corpus BLEU-1/2 (sacrebleu) and Distinct-1/2 of the generated responses.
 
     Args:
         examples: Gold examples (their ``response`` is the reference).
         responses: Generated responses.
-        tokenize: sacrebleu tokenizer (``"zh"`` for Chinese data).
+        tokenize: sacrebleu tokenizer; ``None`` picks ``"zh"`` when any reference contains
+            Chinese characters (U-NEED) and ``"13a"`` otherwise.
     """
     refs = [e.response for e in examples]
+    if tokenize is None:
+        tokenize = "zh" if any(_CJK.search(r) for r in refs) else "13a"
     return {
         "bleu1": bleu(responses, refs, 1, tokenize=tokenize),
         "bleu2": bleu(responses, refs, 2, tokenize=tokenize),
