@@ -89,7 +89,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             print(f"\n{task} by category")
             print(category_table(results, task))
     print(
-        f"\n(paper rows: U-NEED, a different data set; shown for orientation only). {time.perf_counter() - start:.1f} s"
+        "\nTrained rows ran only a few optimiser steps"
+        + ("" if args.embedded else " from random initialisation")
+        + "; see BENCHMARKS.md for longer runs. Paper rows are U-NEED results, a different data set,"
+        + f" shown for orientation only. Total {time.perf_counter() - start:.1f} s."
     )
     return 0
 
