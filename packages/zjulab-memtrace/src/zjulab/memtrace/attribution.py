@@ -411,6 +411,7 @@ def attribute_all_at_once(
     *,
     taxonomy: Taxonomy | None = None,
     max_chars: int = 160,
+    max_retries: int = 1,
     **sampling: Any,
 ) -> Attribution:
     """Baseline: show the whole trace to a chat model once and ask for the root cause.
@@ -424,6 +425,7 @@ def attribute_all_at_once(
         model: The chat model.
         taxonomy: Failure modes.
         max_chars: Characters of each value shown.
+        max_retries: Re-asks on an unparsable answer.
         **sampling: Passed to ``model.generate`` (greedy, 96 new tokens by default).
 
     Returns:
@@ -442,7 +444,12 @@ def attribute_all_at_once(
     )
     sampling.setdefault("max_new_tokens", 96)
     reply = ask_structured(
-        model, "You debug memory pipelines of LLM assistants.", user, RootCause, **sampling
+        model,
+        "You debug memory pipelines of LLM assistants.",
+        user,
+        RootCause,
+        max_retries=max_retries,
+        **sampling,
     )
     oid = resolve_op_ref(reply.op, ops, trace) if reply is not None else None
     degraded = oid is None

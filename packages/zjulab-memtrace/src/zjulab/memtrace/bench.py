@@ -322,15 +322,29 @@ def default_methods(seed: int = 0) -> dict[str, Callable[[BenchCase], Attributio
     }
 
 
-def chat_methods(model: Any, max_chars: int = 120) -> dict[str, Callable[[BenchCase], Attribution]]:
-    """Iterative attribution and the all-at-once baseline with the same chat model."""
+def chat_methods(
+    model: Any, max_chars: int = 120, max_new_tokens: int = 96, max_retries: int = 0
+) -> dict[str, Callable[[BenchCase], Attribution]]:
+    """Iterative attribution and the all-at-once baseline with the same chat model and budget.
+
+    Args:
+        model: The chat model.
+        max_chars: Characters of each value shown.
+        max_new_tokens: Answer budget per call (both methods).
+        max_retries: Re-asks on an unparsable answer (both methods).
+    """
     from zjulab.memtrace.attribution import attribute, attribute_all_at_once
     from zjulab.memtrace.judges import ChatJudge
 
-    judge = ChatJudge(model, max_chars=max_chars)
+    judge = ChatJudge(model, max_chars=max_chars, max_retries=max_retries, max_new_tokens=max_new_tokens)
     return {
         "iterative / chat judge": lambda c: attribute(c.trace, c.gold, judge),
         "all-at-once / chat judge": lambda c: attribute_all_at_once(
-            c.trace, c.gold, model, max_chars=max_chars
+            c.trace,
+            c.gold,
+            model,
+            max_chars=max_chars,
+            max_retries=max_retries,
+            max_new_tokens=max_new_tokens,
         ),
     }
