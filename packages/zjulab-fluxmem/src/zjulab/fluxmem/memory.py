@@ -508,11 +508,11 @@ class FluxMemory:
         sc = self._scope(key)
         new_ids = {n.id for n in nodes}
         plans: list[tuple[MemoryNode, list[str], np.ndarray, np.ndarray]] = []
-        for node in nodes:
-            vec = sc.index.vector(node.id)
+        found = sc.index.search_many(sc.index.vectors([n.id for n in nodes]), cfg.candidate_k + 1)
+        for node, raw in zip(nodes, found):
             hits = [
                 (cid, cos)
-                for cid, cos in sc.index.search(vec, cfg.candidate_k + 1)
+                for cid, cos in raw
                 if cid != node.id and cos >= cfg.link_min_cosine and not self.graph.has_link(node.id, cid)
             ]
             # a pair of batch-mates is judged from one side only (the smaller id)

@@ -79,7 +79,8 @@ class VectorIndex:
         """Stored vectors of ``node_ids`` as a ``[len, dim]`` array."""
         if not node_ids:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([self.vector(n) for n in node_ids])
+        keys = np.asarray([self._to_int[n] for n in node_ids], dtype=np.int64)
+        return np.asarray(self._index.reconstruct_batch(keys), dtype=np.float32).reshape(len(keys), self.dim)
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
         """The ``k`` nearest ids to one query vector, as ``(id, cosine)`` best first."""
@@ -88,6 +89,16 @@ class VectorIndex:
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
         scores, ids = self._index.search(q, min(k, len(self._to_int)))
         return [(self._to_str[int(i)], float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+
+    def search_many(self, queries: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        """:meth:`search` for each row of ``queries``, in one faiss call (a matrix product)."""
+        q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        if not self._to_int or k <= 0 or not len(q):
+            return [[] for _ in range(len(q))]
+        scores, ids = self._index.search(q, min(k, len(self._to_int)))
+        return [
+            [(self._to_str[int(i)], float(s)) for s, i in zip(srow, irow) if i >= 0] for srow, irow in zip(scores, ids)
+        ]
 
     def to_bytes(self) -> tuple[bytes, dict[str, int]]:
         """Serialise the faiss index and the id map."""
