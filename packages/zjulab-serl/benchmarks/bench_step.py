@@ -55,6 +55,7 @@ def run(
     kind: str, model_name: str, n: int, k: int, prompts: int, steps: int, actor_len: int, judge_len: int
 ) -> tuple[float, int]:
     from datasets import Dataset
+    from transformers import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from zjulab.serl import SERLConfig, SERLTrainer
@@ -97,6 +98,7 @@ def run(
                 **common,
             )
             trainer = SERLTrainer(model, args=cfg, train_dataset=data, processing_class=tok)
+        trainer.remove_callback(PrinterCallback)
         trainer.train()
     times = [h["step_time"] for h in trainer.state.log_history if "step_time" in h]
     timed = times[1:] or times

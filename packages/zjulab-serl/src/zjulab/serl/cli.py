@@ -71,6 +71,7 @@ def _print_group(g: Any, show_raw: int = 3) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     """One SERL step on the embedded SmolLM2-135M-Instruct with two prompts."""
     from datasets import Dataset
+    from transformers import PrinterCallback
 
     from zjulab.common.defaults import default_chat_model_path
     from zjulab.common.loading import load_causal_lm, load_tokenizer
@@ -111,6 +112,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         ds = Dataset.from_dict({"prompt": [[{"role": "user", "content": p}] for p in DEMO_PROMPTS]})
         trainer = SERLTrainer(model, args=config, train_dataset=ds, processing_class=tok)
+        trainer.remove_callback(PrinterCallback)  # the summary below replaces the raw log line
         before = {name: p.detach().clone() for name, p in model.named_parameters()}
         print(
             f"SERL demo: embedded SmolLM2-135M-Instruct as Actor and Judge; {len(DEMO_PROMPTS)} prompts, "

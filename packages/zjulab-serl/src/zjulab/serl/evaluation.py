@@ -123,7 +123,7 @@ def _sigmoid(z: np.ndarray | float) -> Any:
 
 
 def length_controlled_win_rate(
-    scores: Sequence[float],
+    scores: Sequence[float] | np.ndarray,
     model_lengths: Sequence[int],
     reference_lengths: Sequence[int],
     *,

@@ -52,6 +52,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Verdict = int | None
+Floats = Sequence[float] | np.ndarray
 
 
 def _check(num_responses: int, slots: Sequence[JudgmentSlot], verdicts: Sequence[Verdict]) -> None:
@@ -180,7 +181,7 @@ def actor_rewards(
 
 
 def judge_rewards(
-    slots: Sequence[JudgmentSlot], verdicts: Sequence[Verdict], actor: Sequence[float], *, tol: float = 1e-9
+    slots: Sequence[JudgmentSlot], verdicts: Sequence[Verdict], actor: Floats, *, tol: float = 1e-9
 ) -> np.ndarray:
     """Self-consistency reward of each judgment (see the module docstring).
 
@@ -210,7 +211,7 @@ def judge_rewards(
 
 
 def group_advantages(
-    rewards: Sequence[float] | np.ndarray, group_size: int, *, scale: bool = True, eps: float = 1e-4
+    rewards: Floats, group_size: int, *, scale: bool = True, eps: float = 1e-4
 ) -> np.ndarray:
     """GRPO advantages: ``(r - group mean) / (group std + eps)`` over consecutive groups.
 
@@ -305,7 +306,7 @@ class JudgeDiagnostics:
 
 
 def judge_diagnostics(
-    slots: Sequence[JudgmentSlot], verdicts: Sequence[Verdict], actor: Sequence[float]
+    slots: Sequence[JudgmentSlot], verdicts: Sequence[Verdict], actor: Floats
 ) -> JudgeDiagnostics:
     """Diagnostics of one group's judgments.
 

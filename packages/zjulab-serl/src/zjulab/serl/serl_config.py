@@ -87,8 +87,8 @@ class SERLConfig(GRPOConfig):
         for name in ("alpha_cap", "beta_floor", "actor_loss_weight", "judge_loss_weight"):
             if getattr(self, name) < 0:
                 raise SERLConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        local = self.per_device_train_batch_size * self.steps_per_generation
-        if local % self.num_generations:
+        local = self.per_device_train_batch_size * int(self.steps_per_generation or 1)
+        if local % int(self.num_generations or 1):
             raise SERLConfigError(
                 f"per_device_train_batch_size * steps_per_generation = {local} must be a multiple of "
                 f"num_generations = {self.num_generations}, so that every process holds whole groups to judge"

@@ -23,7 +23,7 @@ import logging
 import warnings
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from accelerate.utils import gather
@@ -123,7 +123,7 @@ class SERLTrainer(GRPOTrainer):
         SERLConfigError: ``args`` is not a SERLConfig, or an unsupported keyword is given.
     """
 
-    _tag_names: ClassVar[list[str]] = ["trl", "grpo", "serl"]
+    _tag_names = ["trl", "grpo", "serl"]  # noqa: RUF012 (TRL declares it as a plain list)
     _name = "SERL"
 
     def __init__(
@@ -154,9 +154,10 @@ class SERLTrainer(GRPOTrainer):
                 f"zjulab-serl was tested with trl>={_TESTED_TRL[0]},<{_TESTED_TRL[1]}; found {trl.__version__}",
                 stacklevel=2,
             )
+        reward_funcs: Any = [serl_actor_reward]
         super().__init__(
             model=model,
-            reward_funcs=[serl_actor_reward],
+            reward_funcs=reward_funcs,
             args=args,
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
@@ -209,7 +210,7 @@ class SERLTrainer(GRPOTrainer):
         """Switch TRL's per-pass settings to the judge pass and back."""
         a = self.serl_args
         k = a.num_judge_generations
-        saved = {
+        saved: dict[str, Any] = {
             "num_generations": self.num_generations,
             "num_generations_eval": self.num_generations_eval,
             "reward_func_names": self.reward_func_names,
@@ -248,15 +249,18 @@ class SERLTrainer(GRPOTrainer):
             return super()._generate(prompts)
         # The K judge prompts of a pair are two runs of K/2 identical prompts; vLLM samples
         # `num_generations` completions per distinct prompt, so generate with K/2 here.
-        k = self.num_generations
+        k = int(self.num_generations or 0)
         self.num_generations = self.num_generations_eval = k // 2
         try:
             return super()._generate(prompts)
         finally:
             self.num_generations = self.num_generations_eval = k
 
+    def _mode(self) -> str:
+        return "train" if getattr(self.model, "training", False) else "eval"
+
     def _group_size(self) -> int:
-        return int(self.num_generations if self.model.training else self.num_generations_eval)
+        return int((self.num_generations if self._mode() == "train" else self.num_generations_eval) or 0)
 
     def _calculate_rewards(
         self,
@@ -293,7 +297,7 @@ class SERLTrainer(GRPOTrainer):
                     {"prompt": [{"role": "user", "content": text}] if conversational else text}
                 )
         self._serl_pending = {"groups": groups}
-        mode = "train" if self.model.training else "eval"
+        mode = self._mode()
         before = {key: len(values) for key, values in self._metrics[mode].items()}
         with self._judge_settings():
             judge_batch = GRPOTrainer._generate_and_score_completions(self, judge_inputs)
@@ -334,7 +338,7 @@ class SERLTrainer(GRPOTrainer):
         return judge
 
     def _log_diagnostics(self, results: list[GroupJudgment]) -> None:
-        mode = "train" if self.model.training else "eval"
+        mode = self._mode()
         diag = JudgeDiagnostics()
         for r in results:
             diag = diag + r.diagnostics
@@ -354,7 +358,20 @@ class SERLTrainer(GRPOTrainer):
             device=self.accelerator.device,
         )
         total = self.accelerator.reduce(counts, reduction="sum").tolist()
-        merged = JudgeDiagnostics(*(int(x) for x in total[:7]), float(total[7]), int(total[8]))
+        names = (
+            "judgments",
+            "invalid",
+            "first_picks",
+            "order_pairs",
+            "consistent_pairs",
+            "agree",
+            "disagree",
+        )
+        merged = JudgeDiagnostics(
+            **{name: int(x) for name, x in zip(names, total[:7])},
+            spread_sum=float(total[7]),
+            groups=int(total[8]),
+        )
         self.judge_diagnostics[mode] = self.judge_diagnostics[mode] + merged
         for key, value in merged.as_dict().items():
             if value == value:  # skip NaN (no data for that rate in this batch)
@@ -383,7 +400,8 @@ class SERLTrainer(GRPOTrainer):
             "importance_sampling_ratio": 1.0,
         }
         for key in set(actor) | set(judge):
-            a, j = actor.get(key), judge.get(key)
+            a: Any = actor.get(key)
+            j: Any = judge.get(key)
             if key == "num_items_in_batch":
                 out["serl_actor_items"], out["serl_judge_items"] = a, j
                 out[key] = a + j
@@ -453,7 +471,7 @@ class SERLTrainer(GRPOTrainer):
         role = inputs.get("serl_role")
         if role is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        mode = "train" if self.model.training else "eval"
+        mode = self._mode()
         alpha, beta = self.loss_weights()
         self._metrics[mode]["serl/alpha"].append(alpha)
         self._metrics[mode]["serl/beta"].append(beta)
@@ -483,6 +501,6 @@ class SERLTrainer(GRPOTrainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Log as GRPOTrainer does, then reset the running judge diagnostics."""
-        mode = "train" if self.model.training else "eval"
+        mode = self._mode()
         super().log(logs, start_time)
         self.judge_diagnostics[mode] = JudgeDiagnostics()

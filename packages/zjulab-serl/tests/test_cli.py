@@ -1,0 +1,105 @@
+import json
+
+import pytest
+
+from zjulab.serl.cli import build_parser, main
+
+
+def test_parser_has_commands():
+    p = build_parser()
+    extra = {
+        "judge": ["x"],
+        "generate": ["x", "-o", "y"],
+        "eval": ["--model-outputs", "a", "--reference-outputs", "b"],
+        "train": ["--model", "m", "--data", "d", "--output-dir", "o"],
+    }
+    for cmd in ("demo", "judge", "generate", "eval", "train"):
+        assert p.parse_args([cmd, *extra.get(cmd, [])]).command == cmd
+
+
+def test_judge_command_on_tiny_model(tmp_path, tiny_causal_lm_path, capsys):
+    groups = tmp_path / "groups.jsonl"
+    groups.write_text(json.dumps({"instruction": "Say hi", "responses": ["hi", "hello there", "hey"]}) + "\n")
+    out = tmp_path / "ranked.json"
+    rc = main(
+        [
+            "judge",
+            str(groups),
+            "--model",
+            str(tiny_causal_lm_path),
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "4",
+            "-o",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert len(data) == 1 and len(data[0]["judgments"]) == 3 * 2  # C(3,2) * K
+    assert len(data[0]["verdict_matrix"]) == 3
+    assert "verdict matrix" in capsys.readouterr().out
+
+
+def test_generate_and_eval_commands(tmp_path, tiny_causal_lm_path, capsys):
+    instr = tmp_path / "instructions.json"
+    instr.write_text(json.dumps(["Say hi", {"instruction": "Name a color"}]))
+    model_out = tmp_path / "model.json"
+    assert (
+        main(
+            [
+                "generate",
+                str(instr),
+                "-o",
+                str(model_out),
+                "--model",
+                str(tiny_causal_lm_path),
+                "--device",
+                "cpu",
+                "--max-new-tokens",
+                "4",
+                "--generator",
+                "tiny",
+            ]
+        )
+        == 0
+    )
+    rows = json.loads(model_out.read_text())
+    assert [r["instruction"] for r in rows] == ["Say hi", "Name a color"] and rows[0]["generator"] == "tiny"
+    ref = tmp_path / "ref.json"
+    ref.write_text(
+        json.dumps([{"instruction": r["instruction"], "output": "ref", "generator": "ref"} for r in rows])
+    )
+    ann = tmp_path / "ann.json"
+    rc = main(
+        [
+            "eval",
+            "--model-outputs",
+            str(model_out),
+            "--reference-outputs",
+            str(ref),
+            "--judge-model",
+            str(tiny_causal_lm_path),
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "4",
+            "--annotations",
+            str(ann),
+        ]
+    )
+    assert rc == 0
+    summary = json.loads(ann.read_text())["summary"]
+    assert summary["n"] + summary["n_invalid"] == 2
+
+
+def test_cli_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("[{")
+    assert main(["judge", str(bad)]) == 2
+    assert "bad.json" in capsys.readouterr().err
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps([{"instruction": "x"}]))
+    with pytest.raises(SystemExit, match="row 0"):
+        main(["judge", str(rows)])
