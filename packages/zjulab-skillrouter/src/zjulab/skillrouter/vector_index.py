@@ -99,17 +99,17 @@ class VectorIndex:
         if self.kind == "flat":
             return faiss.IndexFlatIP(self.dim)
         if self.kind == "hnsw":
-            idx = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            idx: Any = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             idx.hnsw.efConstruction = self.hnsw_ef_construction
             idx.hnsw.efSearch = self.hnsw_ef_search
             return idx
         nlist = self.ivf_nlist or int(4 * math.sqrt(n))
         nlist = max(1, min(nlist, n // 39 if n >= 39 else 1))
         quantizer = faiss.IndexFlatIP(self.dim)
-        idx = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        idx.nprobe = min(self.ivf_nprobe, nlist)
+        ivf: Any = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.nprobe = min(self.ivf_nprobe, nlist)
         self._quantizer = quantizer  # keep the quantizer alive as long as the index
-        return idx
+        return ivf
 
     def _maybe_gpu(self, idx: Any) -> Any:
         if not self.use_gpu:
@@ -179,7 +179,7 @@ class VectorIndex:
         import faiss
 
         try:
-            idx = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8).copy())
+            idx: Any = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8).copy())
         except RuntimeError as exc:
             raise IndexFormatError(f"not a readable faiss index: {exc}") from None
         if int(idx.d) != self.dim:
