@@ -23,6 +23,7 @@ from dataclasses import asdict
 import torch
 
 from zjulab.crs.report import HEADLINE, format_table
+from zjulab.crs.samples import TASKS
 from zjulab.crs.suite import SuiteConfig, five_task_table, run_suite
 from zjulab.crs.synthetic import synthetic_corpus
 
@@ -54,6 +55,7 @@ def main() -> None:
     )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--llm", action="store_true", help="add the LLM variants with the embedded chat model")
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, help="tasks to run")
     ap.add_argument("--json", default="", help="write the results here")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -74,9 +76,12 @@ def main() -> None:
             generator_batch_size=8,
             max_eval=args.max_eval or 64,
             device=args.device,
+            tasks=tuple(args.tasks),
         )
     else:
-        cfg = SuiteConfig(steps=args.steps or 60, max_eval=args.max_eval or 96, device=args.device)
+        cfg = SuiteConfig(
+            steps=args.steps or 60, max_eval=args.max_eval or 96, device=args.device, tasks=tuple(args.tasks)
+        )
     chat = None
     if args.llm:
         from zjulab.common.defaults import default_chat_model
