@@ -162,6 +162,8 @@ def main() -> None:
     p.add_argument("--model", default=None, help="policy hub id or path instead of the tiny model")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
+    p.add_argument("--steps", type=int, default=None, help="timed steps (after one warm-up)")
+    p.add_argument("--completion-length", type=int, default=None, help="max new tokens per response")
     ns = p.parse_args()
     cfg = {
         "model": ns.model,
@@ -171,8 +173,8 @@ def main() -> None:
         "layers": 2 if ns.quick else 4,
         "generations": 4,
         "prompts_per_step": 2,
-        "completion_length": 16 if ns.quick else 48,
-        "steps": 3 if ns.quick else 8,
+        "completion_length": ns.completion_length or (16 if ns.quick else 48),
+        "steps": ns.steps or (3 if ns.quick else 8),
     }
     ctx = mp.get_context("spawn")
     results = {}

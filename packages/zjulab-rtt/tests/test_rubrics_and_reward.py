@@ -80,6 +80,20 @@ from zjulab.rtt.relevance import RelevanceQuery
         ("length_constraints:number_paragraphs", {"num_paragraphs": 2}, "p1\n***\np2", True, [(2, 7)]),
         ("combination:two_responses", {}, "one\n******\ntwo", True, [(4, 10)]),
         ("detectable_content:postscript", {"postscript_marker": "P.S."}, "Hi.\nP.S. bye", True, [(3, 12)]),
+        (
+            "length_constraints:nth_paragraph_first_word",
+            {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "then"},
+            "First part.\n\n*Then* more.",
+            True,
+            [(14, 18)],
+        ),
+        (
+            "length_constraints:nth_paragraph_first_word",
+            {"num_paragraphs": 3, "nth_paragraph": 2, "first_word": "then"},
+            "First part.\n\nThen more.",
+            False,
+            [(13, 17)],
+        ),
     ],
 )
 def test_checkers(name, kwargs, text, passed, spans):

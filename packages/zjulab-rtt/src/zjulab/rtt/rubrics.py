@@ -338,6 +338,32 @@ def _two_responses(response: str) -> CheckResult:
     return CheckResult(ok, spans)
 
 
+@register_checker(
+    "length_constraints:nth_paragraph_first_word",
+    lambda num_paragraphs, nth_paragraph, first_word: (
+        f"Write {num_paragraphs} paragraphs separated by blank lines; paragraph {nth_paragraph} "
+        f"starts with the word '{first_word}'."
+    ),
+)
+def _nth_paragraph_first_word(
+    response: str, num_paragraphs: int, nth_paragraph: int, first_word: str
+) -> CheckResult:
+    bounds = []  # (start, end) of each non-empty paragraph
+    pos = 0
+    for part in re.split(r"\n\n", response):
+        if part.strip():
+            lead = len(part) - len(part.lstrip())
+            bounds.append((pos + lead, pos + len(part.rstrip())))
+        pos += len(part) + 2
+    if not 0 < nth_paragraph <= len(bounds):
+        return CheckResult(False, ())
+    start, end = bounds[nth_paragraph - 1]
+    m = re.match(r"[^\w]*(\w+)", response[start:end])
+    word_span = (start + m.start(1), start + m.end(1)) if m else (start, start + 1)
+    ok = len(bounds) == num_paragraphs and m is not None and m.group(1).lower() == first_word.strip().lower()
+    return CheckResult(ok, (word_span,))
+
+
 def run_check(name: str, response: str, kwargs: Mapping[str, Any] | None = None) -> CheckResult:
     """Run the checker ``name`` on ``response``.
 
