@@ -71,12 +71,20 @@ def test_one_encoder_step_lowers_loss(tmp_path):
     assert (tmp_path / "out" / "modules.json").is_file()
 
 
-@pytest.mark.parametrize("loss", ["listwise", "pointwise"])
-def test_one_yes_no_reranker_step_lowers_loss(tmp_path, loss):
-    model, tok = tiny_causal_lm(seed=2)
+@pytest.mark.parametrize(
+    ("kind", "loss", "factory"),
+    [
+        ("yes_no", "listwise", tiny_causal_lm),
+        ("yes_no", "pointwise", tiny_causal_lm),
+        ("cross_encoder", "listwise", tiny_cross_encoder),
+    ],
+)
+def test_one_reranker_step_lowers_loss(tmp_path, kind, loss, factory):
+    model, tok = factory(seed=2)
     ex = examples()
     cfg = TrainRerankerConfig(
         output_dir=str(tmp_path / loss),
+        kind=kind,
         loss=loss,
         group_size=3,
         max_steps=1,
@@ -91,22 +99,3 @@ def test_one_yes_no_reranker_step_lowers_loss(tmp_path, loss):
     after = reranker_loss(res.model, tok, ex, cfg)
     assert res.steps == 1 and after < before
     assert (tmp_path / loss / "config.json").is_file()
-
-
-def test_one_cross_encoder_step_lowers_loss(tmp_path):
-    model, tok = tiny_cross_encoder(seed=3)
-    ex = examples()
-    cfg = TrainRerankerConfig(
-        output_dir=str(tmp_path / "ce"),
-        kind="cross_encoder",
-        group_size=3,
-        max_steps=1,
-        batch_size=3,
-        gradient_accumulation_steps=1,
-        learning_rate=5e-3,
-        warmup_ratio=0.0,
-        max_length=512,
-    )
-    before = reranker_loss(model, tok, ex, cfg)
-    res = train_reranker(model, ex, cfg, tokenizer=tok, device="cpu")
-    assert reranker_loss(res.model, tok, ex, cfg) < before

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -14,6 +13,7 @@ from zjulab.common.errors import InputError, NotFoundError
 from zjulab.common.io import read_json
 from zjulab.skillrouter.errors import EmptyPoolError, SkillParseError
 from zjulab.skillrouter.metrics import METRIC_NAMES, compute_metrics, mean_metrics
+from zjulab.skillrouter.skill import iter_json_lines
 
 if TYPE_CHECKING:
     from zjulab.skillrouter.router import SkillRouter
@@ -44,13 +44,7 @@ class Task:
 
 def _read_task_lines(path: Path) -> list[dict[str, Any]]:
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SkillParseError(f"invalid JSON: {exc.msg}", str(path), lineno) from None
+    for lineno, row in iter_json_lines(path):
         if not isinstance(row, dict) or "task_id" not in row:
             raise SkillParseError("a task line must be an object with 'task_id'", str(path), lineno)
         rows.append(row)

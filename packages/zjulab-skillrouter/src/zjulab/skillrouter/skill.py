@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,6 +244,22 @@ def _jsonl_files(path: Path) -> list[Path]:
     return [path]
 
 
+def iter_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` for each non-blank line of a JSONL (or ``.gz``) file.
+
+    Raises:
+        SkillParseError: A line is not valid JSON or the file is not UTF-8 (file and line named).
+    """
+    raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+    for lineno, line in enumerate(_decode(raw, str(path)).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SkillParseError(f"invalid JSON: {exc.msg}", str(path), lineno) from None
+
+
 def load_skills_jsonl(path: str | os.PathLike[str]) -> list[Skill]:
     """Load skills from a JSONL file, a ``.jsonl.gz`` file, or a folder of such shards.
 
@@ -262,15 +278,7 @@ def load_skills_jsonl(path: str | os.PathLike[str]) -> list[Skill]:
         raise NotFoundError(f"skill file not found: {p}")
     out: list[Skill] = []
     for f in _jsonl_files(p):
-        raw = gzip.decompress(f.read_bytes()) if f.name.endswith(".gz") else f.read_bytes()
-        text = _decode(raw, str(f))
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SkillParseError(f"invalid JSON: {exc.msg}", str(f), lineno) from None
+        for lineno, rec in iter_json_lines(f):
             out.append(_record_to_skill(rec, f"{f}:{lineno}"))
     return out
 
