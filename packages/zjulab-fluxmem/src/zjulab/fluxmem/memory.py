@@ -87,11 +87,14 @@ class FluxMemory:
         autosave: With a ``path``, commit after every change.
 
     Example:
-        >>> from zjulab.common.testing import HashingEncoder
-        >>> mem = FluxMemory(HashingEncoder(64))
-        >>> _ = mem.add("I moved to Lisbon in May", user_id="ana")
-        >>> mem.search("Where does Ana live?", user_id="ana")["results"][0]["memory"]
-        'I moved to Lisbon in May'
+        ```python
+        from zjulab.common.testing import HashingEncoder
+
+        mem = FluxMemory(HashingEncoder(64))
+        mem.add("I moved to Lisbon in May", user_id="ana")
+        hits = mem.search("Where does Ana live?", user_id="ana")["results"]
+        assert hits[0]["memory"] == "I moved to Lisbon in May"
+        ```
     """
 
     def __init__(
