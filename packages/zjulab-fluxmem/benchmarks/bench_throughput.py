@@ -22,6 +22,7 @@ import time
 
 import faiss
 import numpy as np
+
 from zjulab.common.testing import HashingEncoder
 from zjulab.fluxmem import FluxMemConfig, FluxMemory
 
@@ -78,13 +79,26 @@ def main() -> None:
             flat.search(v[None], 10)
             flat_ms.append(1000 * (time.perf_counter() - t0))
         mem.config = FluxMemConfig(max_links=0, link_adjacent=False)
-        rows.append((len(mem.graph), fill, statistics.mean(add_ms), pct(search_ms, 50), pct(search_ms, 95), pct(flat_ms, 50)))
+        rows.append(
+            (
+                len(mem.graph),
+                fill,
+                statistics.mean(add_ms),
+                pct(search_ms, 50),
+                pct(search_ms, 95),
+                pct(flat_ms, 50),
+            )
+        )
         print(f"  {len(mem.graph)} nodes: filled in {fill:.1f}s", flush=True)
     base = rows[0]
-    print("\n| nodes | add ms/msg | add growth | search p50 ms | search p95 ms | search growth | faiss flat p50 ms | search / faiss |")
+    print(
+        "\n| nodes | add ms/msg | add growth | search p50 ms | search p95 ms | search growth | faiss flat p50 ms | search / faiss |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for n, _, add, p50, p95, fl in rows:
-        print(f"| {n} | {add:.2f} | {add / base[2]:.2f}x | {p50:.2f} | {p95:.2f} | {p50 / base[3]:.2f}x | {fl:.2f} | {p50 / fl:.2f}x |")
+        print(
+            f"| {n} | {add:.2f} | {add / base[2]:.2f}x | {p50:.2f} | {p95:.2f} | {p50 / base[3]:.2f}x | {fl:.2f} | {p50 / fl:.2f}x |"
+        )
     try:
         from zjulab.common.defaults import default_encoder
 
@@ -96,7 +110,9 @@ def main() -> None:
             t0 = time.perf_counter()
             mini.encode([q])
             enc_ms.append(1000 * (time.perf_counter() - t0))
-        print(f"\nMiniLM-L6 query encoding on CPU: p50 {pct(enc_ms, 50):.2f} ms (add to search for end-to-end)")
+        print(
+            f"\nMiniLM-L6 query encoding on CPU: p50 {pct(enc_ms, 50):.2f} ms (add to search for end-to-end)"
+        )
     except Exception as exc:  # the embedded encoder is optional here
         print(f"\n(MiniLM not measured: {exc})")
 

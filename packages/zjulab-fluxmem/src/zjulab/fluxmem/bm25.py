@@ -189,5 +189,8 @@ class BM25Index:
         if len(cand) > 2 * n:
             keep = np.argpartition(-vals, 2 * n)[: 2 * n]
             cand, vals = cand[keep], vals[keep]
-        best = sorted(((str(self._ids[c]), float(v)) for c, v in zip(cand.tolist(), vals.tolist())), key=lambda kv: (-kv[1], kv[0]))
+        best = sorted(
+            ((str(self._ids[c]), float(v)) for c, v in zip(cand.tolist(), vals.tolist())),
+            key=lambda kv: (-kv[1], kv[0]),
+        )
         return best[:n]

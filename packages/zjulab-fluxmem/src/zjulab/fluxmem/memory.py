@@ -643,14 +643,7 @@ class FluxMemory:
         if cfg.verify_on_search and self.reasoner.enabled:
             ver = self.reasoner.verify_links([(query, [self.graph.node(i).content for i in ids])])[0]
             llm = None if ver is None else np.asarray(ver)
-        base = hybrid_scores(
-            dense,
-            bm,
-            llm,
-            dense_weight=cfg.dense_weight,
-            bm25_weight=cfg.bm25_weight,
-            llm_weight=cfg.llm_weight,
-        )
+        base = _hybrid(cfg, dense, bm, llm)
         final = propagate(ids, base, self.graph, cfg.context_weight)
         order = sorted(range(len(ids)), key=lambda i: (-final[i], ids[i]))
         return [(ids[i], float(final[i])) for i in order[:top_k]]
@@ -858,12 +851,8 @@ class FluxMemory:
         return report
 
 
-def link_scores(
-    dense: np.ndarray, bm25: np.ndarray, verified: Sequence[float] | None, cfg: FluxMemConfig
-) -> np.ndarray:
-    """Stage I candidate ranking in [0, 1]: the hybrid score divided by the weights in play."""
-    llm = None if verified is None else np.asarray(verified, dtype=np.float64)
-    raw = hybrid_scores(
+def _hybrid(cfg: FluxMemConfig, dense: np.ndarray, bm25: np.ndarray, llm: np.ndarray | None) -> np.ndarray:
+    return hybrid_scores(
         dense,
         bm25,
         llm,
@@ -871,6 +860,14 @@ def link_scores(
         bm25_weight=cfg.bm25_weight,
         llm_weight=cfg.llm_weight,
     )
+
+
+def link_scores(
+    dense: np.ndarray, bm25: np.ndarray, verified: Sequence[float] | None, cfg: FluxMemConfig
+) -> np.ndarray:
+    """Stage I candidate ranking in [0, 1]: the hybrid score divided by the weights in play."""
+    llm = None if verified is None else np.asarray(verified, dtype=np.float64)
+    raw = _hybrid(cfg, dense, bm25, llm)
     total = cfg.dense_weight + cfg.bm25_weight + (cfg.llm_weight if llm is not None else 0.0)
     return raw / total if total > 0 else raw
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 from zjulab.fluxmem.errors import FluxStoreError
 
@@ -26,6 +26,9 @@ NODE_KINDS: tuple[str, ...] = get_args(NodeKind)
 EDGE_KINDS: tuple[str, ...] = get_args(EdgeKind)
 
 
+_R = TypeVar("_R", bound="_Record")
+
+
 def now_iso() -> str:
     """The current UTC time in ISO 8601."""
     return datetime.now(timezone.utc).isoformat()
@@ -36,8 +39,33 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+class _Record:
+    """Plain-JSON round trip shared by nodes and edges."""
+
+    _KINDS: ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return asdict(self)  # type: ignore[call-overload, no-any-return]
+
+    @classmethod
+    def from_dict(cls: type[_R], data: dict[str, Any]) -> _R:
+        """Inverse of :meth:`to_dict`; unknown keys (from newer versions) are ignored.
+
+        Raises:
+            FluxStoreError: A required key is missing or the kind is unknown.
+        """
+        try:
+            obj = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})  # type: ignore[attr-defined]
+        except TypeError as exc:
+            raise FluxStoreError(f"bad {cls.__name__} record {data!r}: {exc}") from exc
+        if obj.kind not in cls._KINDS:  # type: ignore[attr-defined]
+            raise FluxStoreError(f"{cls.__name__} record {data!r} has unknown kind {obj.kind!r}")  # type: ignore[attr-defined]
+        return obj
+
+
 @dataclass
-class MemoryNode:
+class MemoryNode(_Record):
     """One memory unit.
 
     Args:
@@ -66,35 +94,19 @@ class MemoryNode:
     created_at: str = field(default_factory=now_iso)
     updated_at: str = field(default_factory=now_iso)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MemoryNode:
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-            FluxStoreError: A required key is missing or the kind is unknown.
-        """
-        try:
-            node = cls(**{k: data[k] for k in data if k in _NODE_FIELDS})
-        except TypeError as exc:
-            raise FluxStoreError(f"bad node record {data.get('id')!r}: {exc}") from exc
-        if node.kind not in NODE_KINDS:
-            raise FluxStoreError(f"node {node.id!r} has unknown kind {node.kind!r}")
-        return node
+    _KINDS: ClassVar[tuple[str, ...]] = NODE_KINDS
 
 
 @dataclass
-class MemoryEdge:
+class MemoryEdge(_Record):
     """A directed, typed link between two nodes.
 
     Args:
         source: Id of the node the edge leaves.
         target: Id of the node the edge enters.
         kind: What the link means (see :data:`EdgeKind`).
-        weight: Strength in [0, 1] (the hybrid score that made it, 1.0 for provenance links).
+        weight: Strength in [0, 1] (the cosine of its endpoints for associative links, 1.0 for
+            provenance, temporal and evidence links).
         stage: The stage that made it.
         created_at: When it was made.
     """
@@ -106,25 +118,4 @@ class MemoryEdge:
     stage: Stage = "formation"
     created_at: str = field(default_factory=now_iso)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MemoryEdge:
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-            FluxStoreError: A required key is missing or the kind is unknown.
-        """
-        try:
-            edge = cls(**{k: data[k] for k in data if k in _EDGE_FIELDS})
-        except TypeError as exc:
-            raise FluxStoreError(f"bad edge record {data!r}: {exc}") from exc
-        if edge.kind not in EDGE_KINDS:
-            raise FluxStoreError(f"edge {edge.source}->{edge.target} has unknown kind {edge.kind!r}")
-        return edge
-
-
-_NODE_FIELDS = set(MemoryNode.__dataclass_fields__)
-_EDGE_FIELDS = set(MemoryEdge.__dataclass_fields__)
+    _KINDS: ClassVar[tuple[str, ...]] = EDGE_KINDS

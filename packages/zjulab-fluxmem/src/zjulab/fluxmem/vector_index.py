@@ -97,7 +97,8 @@ class VectorIndex:
             return [[] for _ in range(len(q))]
         scores, ids = self._index.search(q, min(k, len(self._to_int)))
         return [
-            [(self._to_str[int(i)], float(s)) for s, i in zip(srow, irow) if i >= 0] for srow, irow in zip(scores, ids)
+            [(self._to_str[int(i)], float(s)) for s, i in zip(srow, irow) if i >= 0]
+            for srow, irow in zip(scores, ids)
         ]
 
     def to_bytes(self) -> tuple[bytes, dict[str, int]]:
