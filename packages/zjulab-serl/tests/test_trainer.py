@@ -20,7 +20,7 @@ def alternating_parser(text):
     return 1 + len(text) % 2
 
 
-def make_trainer(tmp_path, **overrides):
+def make_trainer(tmp_path, peft_config=None, **overrides):
     model, tok = tiny_causal_lm(0)
     tok.padding_side = "left"
     settings = dict(
@@ -44,7 +44,12 @@ def make_trainer(tmp_path, **overrides):
     args = SERLConfig(**settings)
     ds = datasets.Dataset.from_dict({"prompt": PROMPTS})
     trainer = SERLTrainer(
-        model, args=args, train_dataset=ds, processing_class=tok, verdict_parser=alternating_parser
+        model,
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+        verdict_parser=alternating_parser,
+        peft_config=peft_config,
     )
     if not hasattr(trainer, "current_gradient_accumulation_steps"):
         trainer.current_gradient_accumulation_steps = 1
@@ -195,26 +200,29 @@ def test_loss_matches_hand_computation(tmp_path, overrides, epoch, weights):
 
 
 def test_config_and_trainer_errors(tmp_path):
+    def config(**kw):
+        base = dict(output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=2)
+        return SERLConfig(**base, **kw, report_to=[], bf16=False, use_cpu=True)
+
     with pytest.raises(SERLConfigError, match="num_judgments"):
-        SERLConfig(
-            output_dir=str(tmp_path),
-            num_generations=2,
-            num_judge_generations=3,
-            per_device_train_batch_size=2,
-            report_to=[],
-            bf16=False,
-            use_cpu=True,
-        )
+        config(num_judge_generations=3)
     with pytest.raises(SERLConfigError, match="max_judge_completion_length"):
-        SERLConfig(
-            output_dir=str(tmp_path),
-            num_generations=2,
-            per_device_train_batch_size=2,
-            max_judge_completion_length=0,
-            report_to=[],
-            bf16=False,
-            use_cpu=True,
-        )
+        config(max_judge_completion_length=0)
+    with pytest.raises(SERLConfigError, match="loss_schedule"):
+        config(loss_schedule="cosine")
+    with pytest.raises(SERLConfigError, match="alpha_cap"):
+        config(alpha_cap=-1.0)
     model, tok = tiny_causal_lm(0)
     with pytest.raises(SERLConfigError, match="reward_funcs"):
         SERLTrainer(model, args=None, processing_class=tok, reward_funcs=[len])
+
+
+def test_lora_step_trains_only_the_adapter(tmp_path):
+    peft = pytest.importorskip("peft")
+    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    trainer = make_trainer(tmp_path, peft_config=lora, loss_schedule="constant", learning_rate=5e-2)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    moved = {n for n in before if not torch.equal(before[n], after[n].detach())}
+    assert moved and all("lora_" in n for n in moved)

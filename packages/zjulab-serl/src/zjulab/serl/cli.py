@@ -79,7 +79,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from zjulab.serl.serl_config import SERLConfig
     from zjulab.serl.trainer import SERLTrainer
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     seed_everything(args.seed)
     path = default_chat_model_path()
     model = load_causal_lm(str(path), device=args.device, dtype="float32")
@@ -133,7 +133,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"beta={logs.get('serl/beta', 0):.2f}: L_actor={logs.get('serl/actor_loss', float('nan')):.4f}, "
         f"L_judge={logs.get('serl/judge_loss', float('nan')):.4f}; weights moved by {moved:.2e} (L2 sum)"
     )
-    print(f"done in {time.perf_counter() - t0:.1f} s")
+    print(f"done in {time.perf_counter() - t0:.1f} s wall, {time.process_time() - c0:.1f} s CPU")
     return 0
 
 
@@ -285,8 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--num-generations", type=int, default=3, help="N actor rollouts per prompt")
     d.add_argument("--num-judge-generations", type=int, default=2, help="K judge rollouts per pair")
-    d.add_argument("--max-completion-length", type=int, default=24)
-    d.add_argument("--max-judge-completion-length", type=int, default=6)
+    d.add_argument("--max-completion-length", type=int, default=20)
+    d.add_argument("--max-judge-completion-length", type=int, default=5)
     d.set_defaults(func=cmd_demo)
 
     j = sub.add_parser("judge", help="rank responses with the Copeland rule")
