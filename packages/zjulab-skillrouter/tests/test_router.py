@@ -187,3 +187,18 @@ def test_faiss_matches_brute_force(kind):
         idx.search(q, 2001)
     with pytest.raises(InputError, match="dimension 16"):
         idx.search(q[:, :16], 3)
+
+
+@pytest.mark.gpu
+def test_faiss_gpu_index_matches_cpu():
+    faiss = pytest.importorskip("faiss")
+    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+        pytest.skip("faiss has no GPU support in this environment")
+    rng = np.random.default_rng(1)
+    v = rng.standard_normal((5000, 64)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    cpu = VectorIndex(64, "flat").build(v)
+    gpu = VectorIndex(64, "flat", use_gpu=True).build(v)
+    np.testing.assert_array_equal(cpu.search(v[:10], 20)[1], gpu.search(v[:10], 20)[1])
+    restored = VectorIndex(64, "flat").load_bytes(gpu.to_bytes())
+    np.testing.assert_array_equal(restored.search(v[:10], 20)[1], cpu.search(v[:10], 20)[1])
