@@ -168,3 +168,18 @@ def test_config_errors(kwargs, match):
 def test_config_round_trip():
     cfg = FluxMemConfig(bm25_weight=0.7, num_clusters=3)
     assert FluxMemConfig.from_dict({**cfg.to_dict(), "unknown_future_key": 1}) == cfg
+
+
+def test_bm25_agrees_with_bm25s_lucene():
+    bm25s = pytest.importorskip("bm25s")
+    docs = ["Apple banana apple", "banana cherry", "cherry date egg fig", "fig fig fig apple pie", "x y z"]
+    ref = bm25s.BM25(method="lucene", k1=1.5, b=0.75)
+    ref.index([tokenize(d) for d in docs], show_progress=False)
+    ours = BM25Index(k1=1.5, b=0.75)
+    for i, d in enumerate(docs):
+        ours.add(str(i), d)
+    for q in ("apple fig cherry", "banana", "fig fig egg"):
+        expected = ref.get_scores(tokenize(q))
+        # bm25s drops the constant (k1 + 1) factor of the Okapi numerator; rankings are identical
+        got = ours.score(q, [str(i) for i in range(len(docs))])
+        assert got.tolist() == pytest.approx((2.5 * expected).tolist(), rel=1e-5)
