@@ -99,21 +99,21 @@ def _demo(args: argparse.Namespace) -> int:
 
     # pick a question whose evidence the first search misses, so the repair has work to do
     probes = [
-        ("What will Maya lead at the studio?", "lead the branding team"),
-        ("Does Sam have a pet?", "adopted a cat"),
-        ("Where does Maya rent a flat?", "flat near the river"),
+        ("What will Maya be in charge of?", "lead the branding team"),
+        ("Does Sam own any animals?", "adopted a cat"),
+        ("Is Maya happy with her new home?", "She loves it"),
         ("What is Sam's longest run?", "18 km"),
     ]
     question, needle = probes[0]
     for q, n in probes:
-        top = [h["id"] for h in mem.search(q, user_id="sam", top_k=1, with_context=False)["results"]]
+        top = [h["id"] for h in mem.search(q, user_id="sam", top_k=3, with_context=False)["results"]]
         if not any(ids[m] in top for m in ids if n in m):
             question, needle = q, n
             break
     evidence = [ids[m] for m in ids if needle in m]
     print(f"\nfeedback: '{question}' was answered wrongly; the needed turn is '{needle}...'")
     rep = mem.feedback(
-        question, "failure", evidence, user_id="sam", reason=f"the answer missed: {needle}", top_k=1
+        question, "failure", evidence, user_id="sam", reason=f"the answer missed: {needle}", top_k=3
     )
     for rnd in rep.rounds:
         print(
