@@ -137,3 +137,18 @@ def test_bad_max_length():
     model, tok = tiny_causal_lm(0)
     with pytest.raises(RTTConfigError, match="max_length"):
         RelevanceDiscriminator.from_causal_lm(model, tok, max_length=4)
+
+
+def test_shared_prefix_equals_full_rows():
+    disc = _disc(seed=4)
+    with torch.no_grad():
+        disc.head.weight.normal_(std=0.5)
+    ex = colour_examples(7, seed=5)
+    ids = [disc.tokenizer(e.response, add_special_tokens=False)["input_ids"] for e in ex]
+    crits = ["Mention a colour.", "Do not use any commas."] * 3 + ["Mention a colour."]
+    shared = disc.predict_ids(crits, ids, batch_size=2, share_prefix=True)
+    full = disc.predict_ids(crits, ids, batch_size=3, share_prefix=False)
+    for a, b in zip(shared, full):
+        assert a.shape == b.shape
+        assert torch.allclose(a, b, atol=1e-5)
+    assert max(float((a - a.mean()).abs().max()) for a in full) > 1e-3  # the weights vary by token

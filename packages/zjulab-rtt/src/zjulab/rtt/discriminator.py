@@ -196,31 +196,108 @@ class RelevanceDiscriminator(nn.Module):
 
     @torch.no_grad()
     def predict_ids(
-        self, criteria: Sequence[str], response_ids: Sequence[Sequence[int]], *, batch_size: int = 16
+        self,
+        criteria: Sequence[str],
+        response_ids: Sequence[Sequence[int]],
+        *,
+        batch_size: int = 16,
+        share_prefix: bool = True,
     ) -> list[torch.Tensor]:
         """Relevance ``[len(ids)]`` (CPU, float32) of each response's tokens to its criterion.
 
         ``response_ids`` must come from this discriminator's tokenizer. Tokens cut by
         ``max_length`` get 0.
+
+        Args:
+            criteria: One criterion per response.
+            response_ids: Token ids of each response.
+            batch_size: Rows per forward pass.
+            share_prefix: Run the instruction + criterion prefix once per distinct criterion and
+                reuse its key/value cache for every response judged against it (same result,
+                less compute: a GRPO batch repeats each criterion for every response of a group).
+                Falls back to full rows when the backbone returns no cache.
         """
         if len(criteria) != len(response_ids):
             raise RTTConfigError(f"got {len(criteria)} criteria for {len(response_ids)} responses")
         was_training = self.training
         self.eval()
-        out: list[torch.Tensor] = []
+        out: list[torch.Tensor | None] = [None] * len(criteria)
         try:
-            for start in range(0, len(criteria), batch_size):
-                crit = criteria[start : start + batch_size]
-                ids = response_ids[start : start + batch_size]
-                input_ids, mask, where = self.build_inputs(crit, ids)
-                probs = torch.sigmoid(self(input_ids.to(self.device), mask.to(self.device))).float().cpu()
-                for row, (s, n), full in zip(probs, where, ids):
-                    w = torch.zeros(len(full))
-                    w[:n] = row[s : s + n]
-                    out.append(w)
+            if share_prefix:
+                groups: dict[str, list[int]] = {}
+                for i, c in enumerate(criteria):
+                    groups.setdefault(c, []).append(i)
+                for crit, idx in groups.items():
+                    for start in range(0, len(idx), batch_size):
+                        chunk = idx[start : start + batch_size]
+                        rows = self._predict_shared(crit, [response_ids[i] for i in chunk])
+                        if rows is None:
+                            share_prefix = False
+                            break
+                        for i, w in zip(chunk, rows):
+                            out[i] = w
+                    if not share_prefix:
+                        break
+            if not share_prefix:
+                for start in range(0, len(criteria), batch_size):
+                    batch_crit = criteria[start : start + batch_size]
+                    ids = response_ids[start : start + batch_size]
+                    input_ids, mask, where = self.build_inputs(batch_crit, ids)
+                    probs = torch.sigmoid(self(input_ids.to(self.device), mask.to(self.device))).float().cpu()
+                    for k, (row, (s, n), full) in enumerate(zip(probs, where, ids)):
+                        w = torch.zeros(len(full))
+                        w[:n] = row[s : s + n]
+                        out[start + k] = w
         finally:
             self.train(was_training)
-        return out
+        return [w if w is not None else torch.zeros(len(ids)) for w, ids in zip(out, response_ids)]
+
+    def _predict_shared(
+        self, criterion: str, response_ids: Sequence[Sequence[int]]
+    ) -> list[torch.Tensor] | None:
+        """Relevance of several responses to one criterion, the prefix computed once (None: no cache)."""
+        prefix = self.prompt_ids(criterion)
+        if len(prefix) >= self.max_length:
+            return None
+        room = self.max_length - len(prefix)
+        kept = [list(ids)[:room] for ids in response_ids]
+        n, p = len(kept), len(prefix)
+        width = max((len(k) for k in kept), default=0)
+        if width == 0:
+            return [torch.zeros(len(ids)) for ids in response_ids]
+        dev = self.device
+        pre = self.backbone(
+            input_ids=torch.tensor([prefix], device=dev),
+            attention_mask=torch.ones(1, p, dtype=torch.long, device=dev),
+            use_cache=True,
+        )
+        cache = getattr(pre, "past_key_values", None)
+        if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+            return None
+        cache.batch_repeat_interleave(n)
+        pad = int(self.tokenizer.pad_token_id)
+        ids = torch.full((n, width), pad, dtype=torch.long)
+        mask = torch.zeros((n, p + width), dtype=torch.long)
+        mask[:, :p] = 1
+        for i, k in enumerate(kept):
+            ids[i, : len(k)] = torch.tensor(k, dtype=torch.long)
+            mask[i, p : p + len(k)] = 1
+        positions = torch.arange(p, p + width).unsqueeze(0).expand(n, -1)
+        res = self.backbone(
+            input_ids=ids.to(dev),
+            attention_mask=mask.to(dev),
+            position_ids=positions.to(dev),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        hidden = res.last_hidden_state if hasattr(res, "last_hidden_state") else res[0]
+        probs = torch.sigmoid(self.head(hidden.to(self.head.weight.dtype)).squeeze(-1)).float().cpu()
+        outs = []
+        for i, (k, full) in enumerate(zip(kept, response_ids)):
+            w = torch.zeros(len(full))
+            w[: len(k)] = probs[i, : len(k)]
+            outs.append(w)
+        return outs
 
     def predict(
         self, criteria: Sequence[str], responses: Sequence[str], *, batch_size: int = 16
