@@ -133,3 +133,13 @@ def test_real_locomo_file(shared_data):
             cats[q.category] = cats.get(q.category, 0) + 1
     assert cats == {1: 282, 2: 321, 3: 96, 4: 841, 5: 446}
     assert sum(1 for s in samples for q in s.qa if q.category < 5 and not q.evidence) <= 5
+
+
+def test_plain_text_answers_degrade_to_first_line(enc, tmp_path):
+    from zjulab.fluxmem.reasoner import MemoryReasoner
+
+    r = MemoryReasoner(
+        ScriptedChatModel(["It was a beagle.\nMore text", '{"answer": "Rex"}', "<string>"]), max_retries=0
+    )
+    assert r.answer([("q", ["m"]), ("q", ["m"]), ("q", ["m"])]) == ["It was a beagle.", "Rex", None]
+    assert MemoryReasoner(None).answer([("q", [])]) == [None]

@@ -396,7 +396,7 @@ def evaluate_locomo(
     counts: Counter[int] = Counter()
     f1_counts: Counter[int] = Counter()
     timers: dict[str, float] = defaultdict(float)
-    reasoner = MemoryReasoner(chat_model, max_new_tokens=48, max_retries=1)
+    reasoner = MemoryReasoner(chat_model, max_new_tokens=48, max_retries=0)
     kmax = max(ks)
     for sample in progress(samples, desc="LoCoMo", show=show_progress):
         mem = FluxMemory(encoder, chat_model if use_chat_in_memory else None, config)

@@ -268,7 +268,10 @@ class MemoryReasoner:
         return _clean_skill(res)
 
     def answer(self, questions: Sequence[tuple[str, Sequence[str]]]) -> list[str | None]:
-        """Answer each question from its retrieved memories, briefly."""
+        """Answer each question from its retrieved memories, briefly.
+
+        An answer that is not the requested JSON degrades to its first line of plain text.
+        """
         convs = [
             self._conv(
                 "Answer the question from the memories below in a few words. If they do not "
@@ -278,10 +281,30 @@ class MemoryReasoner:
             )
             for q, mems in questions
         ]
-        return [
-            None if r is None or _placeholder(r.answer) else r.answer.strip()
-            for r in self._ask(convs, Answer)
-        ]
+        if self.chat_model is None or not convs:
+            return [None] * len(convs)
+        try:
+            out = generate_structured(
+                self.chat_model,
+                convs,
+                Answer,
+                max_retries=self.max_retries,
+                on_error="error",
+                max_new_tokens=self.max_new_tokens,
+                temperature=0.0,
+            )
+        except (ZjulabError, RuntimeError, OSError) as exc:
+            logger.warning("chat model call failed (%s); no answers", exc)
+            return [None] * len(convs)
+        answers: list[str | None] = []
+        for r in out:
+            if isinstance(r, Answer):
+                answers.append(None if _placeholder(r.answer) else r.answer.strip())
+            else:  # not JSON: a small model often answers in plain words, which is still an answer
+                self.failures += 1
+                raw = (getattr(r, "raw", "") or "").strip().splitlines()
+                answers.append(raw[0].strip() if raw and not _placeholder(raw[0]) else None)
+        return answers
 
 
 _WORD = re.compile(r"[a-z0-9]{3,}")
