@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="first conversation only")
     ap.add_argument("--limit", type=int, default=None, help="first N conversations")
     ap.add_argument("--f1-questions", type=int, default=0, help="questions per conversation answered for F1")
+    ap.add_argument("--ablation", action="store_true", help="also score FluxMem without link propagation")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", default=None, help="write the report here")
     args = ap.parse_args()
@@ -47,6 +48,7 @@ def main() -> None:
         config=FluxMemConfig(),
         limit=limit,
         f1_questions=args.f1_questions,
+        ablation=args.ablation,
         on_conversation=lambda cid: (
             done.append(cid),
             print(f"  done {cid} ({time.perf_counter() - t0:.0f}s)", flush=True),

@@ -113,13 +113,16 @@ def test_flat_rag_ranks_by_cosine(enc, tmp_path):
 def test_evaluate_locomo_harness(enc, tmp_path):
     path = tiny_locomo(tmp_path / "l.json")
     chat = ScriptedChatModel(default='{"answer": "beagle"}')
-    rep = evaluate_locomo(path, enc, chat_model=chat, ks=(1, 5), f1_questions=1, show_progress=False)
+    rep = evaluate_locomo(
+        path, enc, chat_model=chat, ks=(1, 5), f1_questions=1, ablation=True, show_progress=False
+    )
     assert rep.counts == {4: 1, 2: 1, 1: 1, 0: 3}
     for system in ("fluxmem", "flat_rag"):
         assert rep.recall[system][5][0] == 1.0  # 5 turns: everything is within the top 5
         assert 0.0 <= rep.recall[system][1][0] <= 1.0
         assert rep.f1[system] == {4: 1.0, 0: 1.0}  # the one answered question is the beagle one
     assert rep.f1_counts == {4: 1, 0: 1}
+    assert rep.recall["fluxmem_no_graph"][5][0] == 1.0 and "fluxmem_no_graph" not in rep.f1
     assert "recall@5" in rep.table() and "| fluxmem | F1 |" in rep.table()
 
 

@@ -364,6 +364,7 @@ def evaluate_locomo(
     categories: Sequence[int] = (1, 2, 3, 4),
     f1_questions: int = 0,
     use_chat_in_memory: bool = False,
+    ablation: bool = False,
     show_progress: bool | None = None,
     on_conversation: Callable[[str], None] | None = None,
 ) -> LocomoReport:
@@ -382,6 +383,8 @@ def evaluate_locomo(
             small CPU model takes seconds per question).
         use_chat_in_memory: Let FluxMem use the chat model on writes (fact extraction and link
             verification); slow, off by default so recall measures the graph itself.
+        ablation: Also score ``fluxmem_no_graph``: the same memory searched with
+            ``context_weight = 0`` (hybrid dense + BM25 ranking, no link propagation).
         show_progress: Progress bars (default: on a terminal).
         on_conversation: Called with each conversation id when it is done.
 
@@ -390,7 +393,7 @@ def evaluate_locomo(
     """
     samples = load_locomo(path)[: limit if limit else None]
     report = LocomoReport(conversations=[s.sample_id for s in samples])
-    systems = ("fluxmem", "flat_rag")
+    systems: tuple[str, ...] = ("fluxmem", "flat_rag") + (("fluxmem_no_graph",) if ablation else ())
     sums: dict[str, dict[int, dict[int, float]]] = {s: {k: defaultdict(float) for k in ks} for s in systems}
     f1_sums: dict[str, dict[int, float]] = {s: defaultdict(float) for s in systems}
     counts: Counter[int] = Counter()
@@ -419,7 +422,13 @@ def evaluate_locomo(
             got_b = flat.retrieve(qa.question, kmax)
             timers["flat_search"] += time.perf_counter() - t0
             counts[qa.category] += 1
-            for system, got in (("fluxmem", got_f), ("flat_rag", got_b)):
+            runs = [("fluxmem", got_f), ("flat_rag", got_b)]
+            if ablation:
+                weight = mem.config.context_weight
+                mem.config.context_weight = 0.0
+                runs.append(("fluxmem_no_graph", fluxmem_retrieve(mem, qa.question, sample.sample_id, kmax)))
+                mem.config.context_weight = weight
+            for system, got in runs:
                 for k in ks:
                     sums[system][k][qa.category] += evidence_recall(got, qa.evidence, k)
             if reasoner.enabled and answered < f1_questions:
@@ -433,7 +442,7 @@ def evaluate_locomo(
                     ]
                 )
                 timers["answer"] += time.perf_counter() - t0
-                for system, pred in zip(systems, preds):
+                for system, pred in zip(("fluxmem", "flat_rag"), preds):
                     f1_sums[system][qa.category] += locomo_score(pred or "", qa.answer, qa.category)
         if on_conversation is not None:
             on_conversation(sample.sample_id)
@@ -446,7 +455,7 @@ def evaluate_locomo(
             by_cat = {c: sums[system][k][c] / n for c, n in counts.items() if n}
             by_cat[0] = sum(sums[system][k].values()) / total if total else 0.0
             report.recall[system][k] = by_cat
-        if f1_counts:
+        if f1_counts and system in ("fluxmem", "flat_rag"):
             by = {c: f1_sums[system][c] / n for c, n in f1_counts.items() if n}
             by[0] = sum(f1_sums[system].values()) / max(1, sum(f1_counts.values()))
             report.f1[system] = by
