@@ -7,6 +7,8 @@ cross-encoder or a causal-LM yes/no scorer that also reads the body.
 
 from zjulab.skillrouter.bm25 import BM25Index
 from zjulab.skillrouter.config import MiningConfig, RouterConfig, TrainEncoderConfig, TrainRerankerConfig
+from zjulab.skillrouter.demo_pool import DemoPool, load_demo_pool
+from zjulab.skillrouter.encoder_training import EncoderTrainResult, train_encoder
 from zjulab.skillrouter.errors import (
     DuplicateSkillError,
     EmptyPoolError,
@@ -37,6 +39,7 @@ from zjulab.skillrouter.metrics import (
     ndcg_at_k,
     recall_at_k,
 )
+from zjulab.skillrouter.mining import TrainingExample, mine_hard_negatives
 from zjulab.skillrouter.models import (
     DEFAULT_ENCODER_ID,
     DEFAULT_RERANKER_ID,
@@ -47,6 +50,7 @@ from zjulab.skillrouter.models import (
     load_skill_encoder,
     load_skill_reranker,
 )
+from zjulab.skillrouter.reranker_training import RerankerTrainResult, train_reranker
 from zjulab.skillrouter.router import RoutedSkill, SkillRouter
 from zjulab.skillrouter.skill import (
     Skill,
@@ -65,9 +69,11 @@ __all__ = [
     "BM25Index",
     "DEFAULT_ENCODER_ID",
     "DEFAULT_RERANKER_ID",
+    "DemoPool",
     "DuplicateSkillError",
     "EmptyPoolError",
     "EncoderMismatchError",
+    "EncoderTrainResult",
     "EvalReport",
     "FALLBACK_ENCODER_ID",
     "FALLBACK_RERANKER_ID",
@@ -76,6 +82,7 @@ __all__ = [
     "InvalidSkillError",
     "MiningConfig",
     "NotIndexedError",
+    "RerankerTrainResult",
     "RoutedSkill",
     "RouterConfig",
     "Skill",
@@ -85,6 +92,7 @@ __all__ = [
     "Task",
     "TrainEncoderConfig",
     "TrainRerankerConfig",
+    "TrainingExample",
     "VectorIndex",
     "brute_force_search",
     "compute_metrics",
@@ -97,6 +105,7 @@ __all__ = [
     "format_table",
     "full_coverage_at_k",
     "hit_at_k",
+    "load_demo_pool",
     "load_skill_encoder",
     "load_skill_reranker",
     "load_skills",
@@ -104,11 +113,14 @@ __all__ = [
     "load_skills_jsonl",
     "load_tasks",
     "mean_metrics",
+    "mine_hard_negatives",
     "mrr_at_k",
     "ndcg_at_k",
     "parse_skill_md",
     "recall_at_k",
     "reciprocal_rank_fusion",
     "skills_from_records",
+    "train_encoder",
+    "train_reranker",
     "validate_pool",
 ]
