@@ -243,3 +243,17 @@ def test_checkpoint_version_and_task_are_checked(small_train, tmp_path: Path):
 def test_config_errors(factory, message):
     with pytest.raises(CrsConfigError, match=message):
         factory()
+
+
+def test_accelerate_path_updates_the_weights(small_train):
+    model, tok = enc(6)
+    reg = QualityRegressor(
+        QualityConfig(max_steps=3, batch_size=4, device="cpu", max_length=32, use_accelerate=True),
+        model=model,
+        tokenizer=tok,
+    )
+    reg._build()
+    before = reg.net.head.weight.detach().clone()
+    hist = reg.fit(small_train.evaluation[:8])
+    assert hist.steps == 3 and all(loss == loss for loss in hist.losses)
+    assert not torch.equal(before, reg.net.head.weight.detach())

@@ -78,7 +78,7 @@ class QualityRegressor(EncoderModel):
                 [render_context(e.context, self.config.max_turns) or "-" for e in examples],
                 [e.response for e in examples],
                 padding=True,
-                truncation="only_first",
+                truncation="longest_first",  # the longer side (usually the context) loses tokens first
                 max_length=self.config.max_length,
                 return_tensors="pt",
             )
