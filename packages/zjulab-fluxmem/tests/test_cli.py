@@ -7,8 +7,6 @@ import pytest
 from zjulab.fluxmem import FluxMemConfig, FluxMemory
 from zjulab.fluxmem.cli import main
 
-from .test_locomo import tiny_locomo
-
 
 @pytest.fixture
 def store(enc, tmp_path):
@@ -54,8 +52,8 @@ def test_inspect_html_to_file(store, tmp_path, capsys):
     assert main(["inspect", str(path), "--node", "zzzz"]) == 2
 
 
-def test_eval_locomo_with_hashing_encoder(tmp_path, capsys):
-    path = tiny_locomo(tmp_path / "l.json")
+def test_eval_locomo_with_hashing_encoder(tiny_locomo_file, capsys):
+    path = tiny_locomo_file
     assert main(["eval-locomo", str(path), "--encoder", "hashing", "--chat", "none"]) == 0
     out = capsys.readouterr().out
     assert "conv-t" in out and "| fluxmem | recall@10 |" in out and "| flat_rag | recall@5 |" in out

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from zjulab.common.testing import ScriptedChatModel
@@ -53,39 +51,8 @@ def test_evidence_recall():
         evidence_recall(got, [], 5)
 
 
-def tiny_locomo(path):
-    conv = {
-        "speaker_a": "Ana",
-        "speaker_b": "Bo",
-        "session_1_date_time": "1 May 2023",
-        "session_1": [
-            {"speaker": "Ana", "dia_id": "D1:1", "text": "I adopted a puppy named Rex"},
-            {"speaker": "Bo", "dia_id": "D1:2", "text": "Cute! What breed is Rex?"},
-            {"speaker": "Ana", "dia_id": "D1:3", "text": "A beagle", "blip_caption": "a photo of a beagle"},
-        ],
-        "session_2_date_time": "9 May 2023",
-        "session_2": [
-            {"speaker": "Bo", "dia_id": "D2:1", "text": "I started pottery classes"},
-            {"speaker": "Ana", "dia_id": "D2:2", "text": "Rex chewed my shoes again"},
-        ],
-    }
-    qa = [
-        {"question": "What breed is Ana's puppy?", "answer": "beagle", "evidence": ["D1:03"], "category": 4},
-        {"question": "What did Bo start?", "answer": "pottery classes", "evidence": ["D:2:1"], "category": 2},
-        {
-            "question": "What is Rex?",
-            "answer": "a beagle puppy",
-            "evidence": ["D1:1; D1:3", "D9:9"],
-            "category": 1,
-        },
-        {"question": "Unknown", "adversarial_answer": "x", "evidence": [], "category": 5},
-    ]
-    path.write_text(json.dumps([{"sample_id": "conv-t", "conversation": conv, "qa": qa}]))
-    return path
-
-
-def test_load_locomo_cleans_evidence(tmp_path):
-    (s,) = load_locomo(tiny_locomo(tmp_path / "l.json"))
+def test_load_locomo_cleans_evidence(tiny_locomo_file):
+    (s,) = load_locomo(tiny_locomo_file)
     assert s.sample_id == "conv-t" and len(s.turns) == 5 and len(s.sessions()) == 2
     assert s.turns[2].content == "Ana: A beagle [shares a photo of a beagle]"
     assert [q.evidence for q in s.qa] == [["D1:3"], ["D2:1"], ["D1:1", "D1:3"], []]
@@ -103,15 +70,15 @@ def test_load_locomo_errors(tmp_path):
         load_locomo(tmp_path / "obj.json")
 
 
-def test_flat_rag_ranks_by_cosine(enc, tmp_path):
-    (s,) = load_locomo(tiny_locomo(tmp_path / "l.json"))
+def test_flat_rag_ranks_by_cosine(enc, tiny_locomo_file):
+    (s,) = load_locomo(tiny_locomo_file)
     rag = FlatRAG(enc)
     rag.index(s.turns)
     assert rag.retrieve("pottery classes", 1) == ["D2:1"]
 
 
-def test_evaluate_locomo_harness(enc, tmp_path):
-    path = tiny_locomo(tmp_path / "l.json")
+def test_evaluate_locomo_harness(enc, tiny_locomo_file):
+    path = tiny_locomo_file
     chat = ScriptedChatModel(default='{"answer": "beagle"}')
     rep = evaluate_locomo(
         path, enc, chat_model=chat, ks=(1, 5), f1_questions=1, ablation=True, show_progress=False
