@@ -32,17 +32,18 @@ PROMPTS = [
 ]
 
 
-def load(model_name: str) -> tuple[Any, Any]:
+def load(model_name: str, device: str) -> tuple[Any, Any]:
     if model_name == "tiny":
         from zjulab.common.testing import tiny_causal_lm
 
         model, tok = tiny_causal_lm(0, hidden_size=64, num_layers=2)
+        model = model.to(device)
     else:
         from zjulab.common.defaults import default_chat_model_path
         from zjulab.common.loading import load_causal_lm, load_tokenizer
 
         path = default_chat_model_path()
-        model, tok = load_causal_lm(str(path), device="cpu", dtype="float32"), load_tokenizer(str(path))
+        model, tok = load_causal_lm(str(path), device=device, dtype="float32"), load_tokenizer(str(path))
     tok.padding_side = "left"
     return model, tok
 
@@ -52,7 +53,15 @@ def length_reward(completions: list[Any], **kwargs: Any) -> list[float]:
 
 
 def run(
-    kind: str, model_name: str, n: int, k: int, prompts: int, steps: int, actor_len: int, judge_len: int
+    kind: str,
+    model_name: str,
+    device: str,
+    n: int,
+    k: int,
+    prompts: int,
+    steps: int,
+    actor_len: int,
+    judge_len: int,
 ) -> tuple[float, int]:
     from datasets import Dataset
     from transformers import PrinterCallback
@@ -60,7 +69,7 @@ def run(
 
     from zjulab.serl import SERLConfig, SERLTrainer
 
-    model, tok = load(model_name)
+    model, tok = load(model_name, device)
     data = Dataset.from_dict(
         {"prompt": [[{"role": "user", "content": p}] for p in PROMPTS[:prompts]] * (steps + 1)}
     )
@@ -73,7 +82,7 @@ def run(
         logging_steps=1,
         report_to=[],
         bf16=False,
-        use_cpu=True,
+        use_cpu=device == "cpu",
         save_strategy="no",
         disable_tqdm=True,
         loss_type="grpo",
@@ -111,6 +120,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="one small configuration, two timed steps")
     p.add_argument("--model", choices=["tiny", "embedded"], default="tiny")
     p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args()
     logging.disable(logging.WARNING)
     if args.quick:
@@ -127,8 +137,8 @@ def main() -> None:
     )
     for n, k in grid:
         t0 = time.perf_counter()
-        grpo, _ = run("grpo", args.model, n, k, prompts, steps, actor_len, judge_len)
-        serl, judge = run("serl", args.model, n, k, prompts, steps, actor_len, judge_len)
+        grpo, _ = run("grpo", args.model, args.device, n, k, prompts, steps, actor_len, judge_len)
+        serl, judge = run("serl", args.model, args.device, n, k, prompts, steps, actor_len, judge_len)
         print(
             f"{n:>3} {k:>3} {n * prompts:>10} {judge:>10} {grpo:>12.3f} {serl:>12.3f} {serl / grpo:>10.2f}"
             f"   ({time.perf_counter() - t0:.0f} s)"

@@ -91,7 +91,7 @@ def test_alpacaeval_files_round_trip(tmp_path):
     ann = tmp_path / "annotations.json"
     write_annotations(ann, res, "my-model", "ref-model")
     data = json.loads(ann.read_text())
-    assert data["summary"]["n_wins"] == 2
+    assert data["summary"]["n_wins"] == 2 and data["version"] == 1
     assert (
         data["annotations"][0]["output_1"] == "ref answer one" and data["annotations"][0]["preference"] == 2.0
     )

@@ -304,9 +304,10 @@ def read_alpacaeval_outputs(path: str | os.PathLike[str]) -> list[dict[str, Any]
 def write_annotations(
     path: str | os.PathLike[str], result: WinRateResult, generator: str, reference: str
 ) -> None:
-    """Write per-item judgments in AlpacaEval's annotation layout (``preference`` 1..2).
+    """Write per-item judgments in AlpacaEval's annotation layout (``preference`` 1..2), atomically.
 
-    ``output_1`` is the reference and ``output_2`` the model, as in AlpacaEval.
+    The file is ``{"format", "version", "summary", "annotations": [...]}``; each annotation has
+    ``output_1`` = the reference and ``output_2`` = the model, as in AlpacaEval.
     """
     rows = [
         {
@@ -320,4 +321,7 @@ def write_annotations(
         }
         for r in result.records
     ]
-    write_json(path, {"summary": result.to_dict(), "annotations": rows})
+    write_json(
+        path,
+        {"format": "zjulab-serl/annotations", "version": 1, "summary": result.to_dict(), "annotations": rows},
+    )
