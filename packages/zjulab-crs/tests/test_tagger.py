@@ -96,6 +96,13 @@ def test_span_tagger_errors(tmp_path: Path):
     with pytest.raises(CrsConfigError, match="batch_size"):
         TaggerConfig(batch_size=0)
     model, tok = tiny_encoder(3)
+
+    class SlowTokenizer:
+        is_fast = False
+        pad_token = "[PAD]"
+
+    with pytest.raises(CrsConfigError, match="needs a fast tokenizer"):
+        SpanTagger(TaggerConfig(device="cpu"), model=model, tokenizer=SlowTokenizer()).fit(examples())
     with pytest.raises(DataFormatError, match="no training samples"):
         SpanTagger(TaggerConfig(device="cpu"), model=model, tokenizer=tok).fit([])
 

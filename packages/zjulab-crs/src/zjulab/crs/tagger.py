@@ -24,7 +24,7 @@ from zjulab.crs.backbone import load_backbone
 from zjulab.crs.config import TaggerConfig
 from zjulab.crs.crf import LinearChainCRF, bio_constraints
 from zjulab.crs.encoder_model import EncoderModel
-from zjulab.crs.errors import NotTrainedError
+from zjulab.crs.errors import CrsConfigError, NotTrainedError
 from zjulab.crs.samples import UnderstandingExample
 from zjulab.crs.task_scores import understanding_scores
 from zjulab.crs.training import TrainHistory, module_device, train_loop
@@ -221,6 +221,10 @@ class SpanTagger(EncoderModel):
         encoder, self.tokenizer = load_backbone(
             self._model_src, self._tok_src, device=cfg.device, dtype=cfg.dtype
         )
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise CrsConfigError(
+                f"SpanTagger needs a fast tokenizer (character offsets); {type(self.tokenizer).__name__} is not one"
+            )
         self.net = TaggerNet(
             encoder,
             tags,
