@@ -217,6 +217,8 @@ class SERLTrainer(GRPOTrainer):
             "max_completion_length": self.max_completion_length,
             "_logs": self._logs,
         }
+        vllm: Any = getattr(self, "vllm_generation", None) if getattr(self, "use_vllm", False) else None
+        saved_vllm_max = getattr(vllm, "max_completion_length", None)
         gen_config = getattr(self, "generation_config", None)
         gen_kwargs = getattr(self, "generation_kwargs", None)
         saved_max_new = getattr(gen_config, "max_new_tokens", None)
@@ -230,6 +232,8 @@ class SERLTrainer(GRPOTrainer):
         self._logs = _fresh_logs(saved["_logs"])
         if gen_config is not None:
             gen_config.max_new_tokens = a.max_judge_completion_length
+        if saved_vllm_max is not None:
+            vllm.max_completion_length = a.max_judge_completion_length
         if isinstance(gen_kwargs, dict):
             gen_kwargs["max_new_tokens"] = a.max_judge_completion_length
         try:
@@ -241,6 +245,8 @@ class SERLTrainer(GRPOTrainer):
                 setattr(self, key, value)
             if gen_config is not None:
                 gen_config.max_new_tokens = saved_max_new
+            if saved_vllm_max is not None:
+                vllm.max_completion_length = saved_vllm_max
             if isinstance(gen_kwargs, dict):
                 gen_kwargs["max_new_tokens"] = saved_kwargs_max
 
