@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from zjulab.common.testing import tiny_causal_lm
-from zjulab.serl import SERLConfig, SERLConfigError, SERLTrainer, group_advantages
+from zjulab.serl import SERLConfig, SERLConfigError, SERLInputError, SERLTrainer, group_advantages
 
 datasets = pytest.importorskip("datasets")
 
@@ -226,3 +226,26 @@ def test_lora_step_trains_only_the_adapter(tmp_path):
     after = dict(trainer.model.named_parameters())
     moved = {n for n in before if not torch.equal(before[n], after[n].detach())}
     assert moved and all("lora_" in n for n in moved)
+
+
+def test_prompt_text_for_the_judge():
+    from zjulab.serl.trainer import _text_of, serl_actor_reward
+
+    assert _text_of("plain") == "plain"
+    assert _text_of([{"role": "assistant", "content": "answer"}]) == "answer"
+    sys_user = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Explain tides."}]
+    assert _text_of(sys_user) == "Explain tides."
+    dialogue = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "Explain tides."},
+    ]
+    assert _text_of(dialogue) == "user: Hi\n\nassistant: Hello\n\nuser: Explain tides."
+    blocks = [
+        {"role": "user", "content": [{"type": "text", "text": "Explain"}, {"type": "text", "text": "tides."}]}
+    ]
+    assert _text_of(blocks) == "Explain tides."
+    with pytest.raises(SERLInputError):
+        _text_of(42)
+    with pytest.raises(SERLConfigError, match="computed by SERLTrainer"):
+        serl_actor_reward([], [])
