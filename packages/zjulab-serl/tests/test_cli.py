@@ -103,3 +103,14 @@ def test_cli_errors(tmp_path, capsys):
     rows.write_text(json.dumps([{"instruction": "x"}]))
     with pytest.raises(SystemExit, match="row 0"):
         main(["judge", str(rows)])
+
+
+def test_train_command_on_tiny_model(tmp_path, tiny_causal_lm_path):
+    data = tmp_path / "prompts.jsonl"
+    data.write_text('{"prompt": "Say hi"}\n"Name a color"\n')
+    out = tmp_path / "run"
+    args = ["train", "--model", str(tiny_causal_lm_path), "--data", str(data), "--output-dir", str(out)]
+    args += ["--num-generations", "2", "--batch-size", "4", "--max-steps", "1", "--device", "cpu"]
+    args += ["--max-completion-length", "4", "--max-judge-completion-length", "2", "--learning-rate", "1e-3"]
+    assert main(args) == 0
+    assert (out / "config.json").is_file() or any(out.glob("*.safetensors"))
