@@ -278,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    for handler in logging.getLogger().handlers:  # bm25s sets its own logger to DEBUG
+        handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
     try:
         return int(args.func(args))
     except ZjulabError as exc:
