@@ -241,3 +241,12 @@ def test_async_variant(enc):
 
     n, last = asyncio.run(run())
     assert (n, last) == (5, "UPDATE")
+
+
+def test_from_pretrained_names_a_missing_model():
+    from zjulab.common.errors import ConfigError, ModelNotAvailableError
+
+    with pytest.raises(
+        (ModelNotAvailableError, ConfigError), match=r"zjulab-test/no-such-encoder|sentence-transformers"
+    ):
+        FluxMemory.from_pretrained("zjulab-test/no-such-encoder", device="cpu")

@@ -157,6 +157,49 @@ class FluxMemory:
         load_into(mem, Path(path), keep_config=config is not None)
         return mem
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        encoder: str = "sentence-transformers/all-MiniLM-L6-v2",
+        chat_model: str | None = None,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        config: FluxMemConfig | None = None,
+        path: str | Path | None = None,
+        max_new_tokens: int = 256,
+    ) -> FluxMemory:
+        """Build a memory from hub ids (or local directories) of an encoder and a chat model.
+
+        The encoder loads now (sentence-transformers); the chat model, when given, is a
+        :class:`~zjulab.common.chat.TransformersChatModel` that loads on first use. For a served
+        model pass an :class:`~zjulab.common.chat.OpenAIChatModel` to the constructor instead.
+
+        Args:
+            encoder: Sentence-transformers model id or path.
+            chat_model: Causal chat model id or path, or None for the non-LLM paths.
+            device: ``"auto"``, ``"cpu"``, ``"cuda:0"``...
+            dtype: ``"auto"``, ``"bf16"``, ``"fp16"`` or ``"fp32"``.
+            config: Stage and search settings.
+            path: Directory store to open (see :meth:`open`).
+            max_new_tokens: Generation budget of the chat model.
+
+        Raises:
+            ModelNotAvailableError: A model is neither cached nor downloadable.
+        """
+        from zjulab.common.chat import TransformersChatModel
+        from zjulab.common.encoders import SentenceTransformerEncoder
+
+        enc: Any = SentenceTransformerEncoder(encoder, device=device, dtype=dtype)
+        chat: Any = None
+        if chat_model is not None:
+            chat = TransformersChatModel(
+                chat_model, device=device, dtype=dtype, max_new_tokens=max_new_tokens
+            )
+        if path is not None:
+            return cls.open(path, enc, chat, config)
+        return cls(enc, chat, config)
+
     def save(self, path: str | Path | None = None) -> Path:
         """Commit the whole memory to a directory store, atomically.
 
