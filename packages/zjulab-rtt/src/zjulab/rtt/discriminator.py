@@ -252,6 +252,16 @@ class RelevanceDiscriminator(nn.Module):
             self.train(was_training)
         return [w if w is not None else torch.zeros(len(ids)) for w, ids in zip(out, response_ids)]
 
+    def _cache_keyword(self) -> str:
+        """``"cache"`` (transformers 5) or ``"past_key_values"`` (older): how the backbone takes a KV cache."""
+        import inspect
+
+        base = self.backbone
+        if hasattr(base, "get_base_model"):
+            base = base.get_base_model()
+        params = inspect.signature(base.forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
+
     def _predict_shared(
         self, criterion: str, response_ids: Sequence[Sequence[int]]
     ) -> list[torch.Tensor] | None:
@@ -271,7 +281,8 @@ class RelevanceDiscriminator(nn.Module):
             attention_mask=torch.ones(1, p, dtype=torch.long, device=dev),
             use_cache=True,
         )
-        cache = getattr(pre, "past_key_values", None)
+        cache_kw = self._cache_keyword()
+        cache = getattr(pre, cache_kw, None)
         if cache is None or not hasattr(cache, "batch_repeat_interleave"):
             return None
         cache.batch_repeat_interleave(n)
@@ -287,8 +298,8 @@ class RelevanceDiscriminator(nn.Module):
             input_ids=ids.to(dev),
             attention_mask=mask.to(dev),
             position_ids=positions.to(dev),
-            past_key_values=cache,
             use_cache=True,
+            **{cache_kw: cache},
         )
         hidden = res.last_hidden_state if hasattr(res, "last_hidden_state") else res[0]
         probs = torch.sigmoid(self.head(hidden.to(self.head.weight.dtype)).squeeze(-1)).float().cpu()
