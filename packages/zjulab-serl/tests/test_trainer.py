@@ -249,3 +249,21 @@ def test_prompt_text_for_the_judge():
         _text_of(42)
     with pytest.raises(SERLConfigError, match="computed by SERLTrainer"):
         serl_actor_reward([], [])
+
+
+def test_gradient_accumulation_splits_the_joined_batch(tmp_path):
+    trainer = make_trainer(
+        tmp_path,
+        per_device_train_batch_size=3,
+        gradient_accumulation_steps=2,
+        steps_per_generation=2,
+        loss_schedule="constant",
+    )
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    # 6 actor + 12 judge rows were shuffled into two micro-batches of 9 and both roles were trained
+    assert trainer._buffered_inputs is not None and len(trainer._buffered_inputs) == 2
+    assert [int(b["serl_role"].numel()) for b in trainer._buffered_inputs] == [9, 9]
+    assert any(not torch.equal(before[n], p.detach()) for n, p in trainer.model.named_parameters())
+    logs = trainer.state.log_history[0]
+    assert "serl/actor_loss" in logs and "serl/judge_loss" in logs
