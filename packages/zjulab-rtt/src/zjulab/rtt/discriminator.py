@@ -256,7 +256,7 @@ class RelevanceDiscriminator(nn.Module):
         """``"cache"`` (transformers 5) or ``"past_key_values"`` (older): how the backbone takes a KV cache."""
         import inspect
 
-        base = self.backbone
+        base: Any = self.backbone
         if hasattr(base, "get_base_model"):
             base = base.get_base_model()
         params = inspect.signature(base.forward).parameters
