@@ -96,3 +96,21 @@ def test_aggregate_and_prompt_optimisation(scripted_chat):
     assert not same.changed and same.new_prompt == same.old_prompt
     with pytest.raises(TracingError, match="no prompt"):
         optimize_prompts(fails, model, op_name="extract")
+
+
+def test_optimiser_skips_blamed_operations_without_a_prompt(scripted_chat):
+    from zjulab.memtrace import Attribution, DecisiveError
+
+    gold = Gold("Milo", (MILO,), QUESTION)
+    _, trace, _ = record(garble_answer=True)
+    gen = attribute(trace, gold, EvidenceJudge())
+    ret = trace.find_operations("retrieve")[0]
+    blamed = Attribution(
+        True, "x", gold, decisive=[DecisiveError(ret.id, "retrieve", "retrieve#0", "retrieval_misalignment")]
+    )
+    fails = [(trace, gen)] + [(trace, blamed)] * 3
+    assert aggregate([a for _, a in fails]).guilty() == "retrieve"
+    update = optimize_prompts(fails, scripted_chat(default=json.dumps({"prompt": "Use the memories."})))
+    assert update.op_name == "generate"
+    with pytest.raises(TracingError, match="none of the blamed"):
+        optimize_prompts([(trace, blamed)], scripted_chat(default="{}"))

@@ -132,7 +132,7 @@ def optimize_prompts(
     Args:
         failures: ``(trace, attribution)`` pairs of attributed failures.
         model: The chat model that rewrites the prompt.
-        op_name: Operation to optimise (the most-blamed one by default).
+        op_name: Operation to optimise (by default the most-blamed one that recorded a prompt).
         max_examples: Failure cases shown.
         max_chars: Characters of each value shown.
         **sampling: Passed to ``model.generate`` (greedy, 160 new tokens by default).
@@ -144,18 +144,27 @@ def optimize_prompts(
         TracingError: No decisive errors, or the operation recorded no prompt.
     """
     summary = aggregate([a for _, a in failures])
-    name = op_name or summary.guilty()
-    if name is None:
+    if not summary.by_operation:
         raise TracingError("no decisive errors to learn from")
+
+    def prompt_of(op: str) -> str | None:
+        return next(
+            (o.prompt for t, _ in failures for o in t.operations.values() if o.name == op and o.prompt), None
+        )
+
+    if op_name is None:  # the most-blamed operation that recorded a prompt
+        op_name = next((n for n, _ in summary.by_operation.most_common() if prompt_of(n)), None)
+        if op_name is None:
+            raise TracingError(
+                f"none of the blamed operations {sorted(summary.by_operation)} recorded a prompt"
+            )
+    name = op_name
+    old = prompt_of(name)
+    if old is None:
+        raise TracingError(f"operation {name!r} recorded no prompt to optimise")
     blocks = [b for t, a in failures if (b := _failure_block(t, a, name, max_chars)) is not None][
         :max_examples
     ]
-    old = next(
-        (op.prompt for t, _ in failures for op in t.operations.values() if op.name == name and op.prompt),
-        None,
-    )
-    if old is None:
-        raise TracingError(f"operation {name!r} recorded no prompt to optimise")
     user = (
         f"The step {name!r} of a memory pipeline uses this prompt:\n{old}\n\n"
         f"It caused these failures:\n"
