@@ -27,7 +27,11 @@ def perturb_sql(sql: str, rng: random.Random) -> str:
         toks[a], toks[b] = toks[b], toks[a]
         return " ".join(toks)
     if r < 0.48:
-        return re.sub(r"\bDESC\b", "ASC", sql, flags=re.I) if re.search("desc", sql, re.I) else sql.replace("ASC", "DESC")
+        return (
+            re.sub(r"\bDESC\b", "ASC", sql, flags=re.I)
+            if re.search("desc", sql, re.I)
+            else sql.replace("ASC", "DESC")
+        )
     if r < 0.55:
         return re.sub(r"(?i)\bcount\(", "max(", sql, count=1)
     if r < 0.60:

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from zjulab.hiesql import Evaluator, evaluate_files, hardness, load_tables, parse_spider_sql, read_turn_file
@@ -21,27 +19,40 @@ def score(ev, pred, gold):
     return exact, {k: v.correct for k, v in comps.items()}, level, parsed
 
 
-GOLD_JOIN = "SELECT T1.name FROM singer AS T1 JOIN concert AS T2 ON T1.singer_id = T2.singer_id WHERE T2.year = 2014"
+GOLD_JOIN = (
+    "SELECT T1.name FROM singer AS T1 JOIN concert AS T2 ON T1.singer_id = T2.singer_id WHERE T2.year = 2014"
+)
 
 
 @pytest.mark.parametrize(
     ("pred", "gold"),
     [
         # reordered conditions
-        ("SELECT name FROM singer WHERE age > 20 AND country = 'x'", "SELECT name FROM singer WHERE country = 'France' AND age > 30"),
+        (
+            "SELECT name FROM singer WHERE age > 20 AND country = 'x'",
+            "SELECT name FROM singer WHERE country = 'France' AND age > 30",
+        ),
         # reordered select items
         ("SELECT age, name FROM singer", "SELECT name, age FROM singer"),
         # aliases resolved (and values ignored)
-        ("SELECT singer.name FROM singer JOIN concert ON singer.singer_id = concert.singer_id WHERE concert.year = 1",
-         GOLD_JOIN),
+        (
+            "SELECT singer.name FROM singer JOIN concert ON singer.singer_id = concert.singer_id WHERE concert.year = 1",
+            GOLD_JOIN,
+        ),
         # table order in the join does not matter
-        ("SELECT A.name FROM concert AS B JOIN singer AS A ON A.singer_id = B.singer_id WHERE B.year = 2014", GOLD_JOIN),
+        (
+            "SELECT A.name FROM concert AS B JOIN singer AS A ON A.singer_id = B.singer_id WHERE B.year = 2014",
+            GOLD_JOIN,
+        ),
         # DISTINCT ignored
         ("SELECT DISTINCT country FROM singer", "SELECT country FROM singer"),
         # the word "value" stands for a value
         ("SELECT name FROM singer WHERE age > value", "SELECT name FROM singer WHERE age > 30"),
         # foreign-key columns are folded onto one another
-        ("SELECT count(*) FROM concert GROUP BY concert.singer_id", "SELECT count(*) FROM concert GROUP BY singer_id"),
+        (
+            "SELECT count(*) FROM concert GROUP BY concert.singer_id",
+            "SELECT count(*) FROM concert GROUP BY singer_id",
+        ),
     ],
 )
 def test_equivalent_predictions_match(ev, pred, gold):
@@ -51,13 +62,21 @@ def test_equivalent_predictions_match(ev, pred, gold):
 
 def test_component_failures_are_located(ev):
     gold = "SELECT name, age FROM singer WHERE country = 'France' ORDER BY age DESC LIMIT 1"
-    exact, comps, level, _ = score(ev, "SELECT name, max(age) FROM singer WHERE country = 'France' ORDER BY age DESC LIMIT 1", gold)
+    exact, comps, level, _ = score(
+        ev, "SELECT name, max(age) FROM singer WHERE country = 'France' ORDER BY age DESC LIMIT 1", gold
+    )
     assert exact == 0 and comps["select"] == 0 and comps["select(no AGG)"] == 1 and comps["where"] == 1
-    exact, comps, _, _ = score(ev, "SELECT name, age FROM singer WHERE country = 'France' ORDER BY age ASC LIMIT 1", gold)
+    exact, comps, _, _ = score(
+        ev, "SELECT name, age FROM singer WHERE country = 'France' ORDER BY age ASC LIMIT 1", gold
+    )
     assert exact == 0 and comps["order"] == 0 and comps["keywords"] == 0 and comps["select"] == 1
-    exact, comps, _, _ = score(ev, "SELECT name, age FROM singer WHERE country = 'France' ORDER BY age DESC", gold)
+    exact, comps, _, _ = score(
+        ev, "SELECT name, age FROM singer WHERE country = 'France' ORDER BY age DESC", gold
+    )
     assert exact == 0 and comps["order"] == 0  # LIMIT presence is part of ORDER
-    exact, comps, _, _ = score(ev, "SELECT name, age FROM singer WHERE country != 'France' ORDER BY age DESC LIMIT 1", gold)
+    exact, comps, _, _ = score(
+        ev, "SELECT name, age FROM singer WHERE country != 'France' ORDER BY age DESC LIMIT 1", gold
+    )
     assert exact == 0 and comps["where"] == 0 and comps["where(no OP)"] == 1
     assert level == "hard"  # WHERE + ORDER + LIMIT = 3 clauses
 
@@ -66,15 +85,29 @@ def test_group_having_and_or(ev):
     gold = "SELECT country FROM singer GROUP BY country HAVING count(*) > 1"
     exact, comps, _, _ = score(ev, "SELECT country FROM singer GROUP BY country HAVING count(*) < 5", gold)
     assert exact == 0 and comps["group(no Having)"] == 1 and comps["group"] == 0
-    exact, comps, _, _ = score(ev, "SELECT name FROM singer WHERE age > 1 OR country = 'x'",
-                               "SELECT name FROM singer WHERE age > 1 AND country = 'x'")
+    exact, comps, _, _ = score(
+        ev,
+        "SELECT name FROM singer WHERE age > 1 OR country = 'x'",
+        "SELECT name FROM singer WHERE age > 1 AND country = 'x'",
+    )
     assert exact == 0 and comps["and/or"] == 0 and comps["where"] == 1
 
 
 def test_nested_and_iuen(ev):
     gold = "SELECT name FROM singer WHERE singer_id IN (SELECT singer_id FROM concert WHERE year = 2014)"
-    assert score(ev, "SELECT name FROM singer WHERE singer_id IN (SELECT singer_id FROM concert WHERE year = 1999)", gold)[0] == 1
-    exact, comps, level, _ = score(ev, "SELECT name FROM singer WHERE singer_id IN (SELECT concert_id FROM concert WHERE year = 2014)", gold)
+    assert (
+        score(
+            ev,
+            "SELECT name FROM singer WHERE singer_id IN (SELECT singer_id FROM concert WHERE year = 1999)",
+            gold,
+        )[0]
+        == 1
+    )
+    exact, comps, level, _ = score(
+        ev,
+        "SELECT name FROM singer WHERE singer_id IN (SELECT concert_id FROM concert WHERE year = 2014)",
+        gold,
+    )
     assert exact == 0 and comps["where"] == 0 and comps["where(no OP)"] == 1 and level == "hard"
     iu = "SELECT name FROM singer WHERE age > 30 INTERSECT SELECT name FROM singer WHERE country = 'France'"
     assert score(ev, iu.replace("age > 30", "age > 1"), iu)[0] == 1
@@ -107,7 +140,10 @@ def test_unknown_db_and_bad_gold(ev):
         ("SELECT name FROM singer WHERE age > 3 ORDER BY age LIMIT 1", "hard"),
         ("SELECT name FROM singer WHERE age > 3 OR country = 'a' ORDER BY age LIMIT 1", "extra"),
         ("SELECT name FROM singer EXCEPT SELECT name FROM singer WHERE age > 3", "hard"),
-        ("SELECT name, max(age), min(age) FROM singer WHERE age > 3 GROUP BY name ORDER BY age LIMIT 2", "extra"),
+        (
+            "SELECT name, max(age), min(age) FROM singer WHERE age > 3 GROUP BY name ORDER BY age LIMIT 2",
+            "extra",
+        ),
     ],
 )
 def test_hardness(concert_schema, sql, level):
@@ -116,7 +152,11 @@ def test_hardness(concert_schema, sql, level):
 
 def test_qm_im_and_turn_aggregation(ev):
     g = "SELECT name FROM singer"
-    gold = [[(g, "concert"), ("SELECT name FROM singer WHERE age > 3", "concert")], [(g, "concert")], [(g, "concert")] * 3]
+    gold = [
+        [(g, "concert"), ("SELECT name FROM singer WHERE age > 3", "concert")],
+        [(g, "concert")],
+        [(g, "concert")] * 3,
+    ]
     pred = [[g, "SELECT name FROM singer"], [g], [g, g, "bad"]]
     rep = ev.evaluate(gold, pred)
     assert rep.question_match == pytest.approx(4 / 6)
@@ -131,8 +171,15 @@ def test_qm_im_and_turn_aggregation(ev):
 
 def test_execution_accuracy(concert_schema, concert_db):
     ev = Evaluator({"concert": concert_schema}, databases={"concert": concert_db})
-    gold = [[("SELECT name FROM singer WHERE country = 'France'", "concert"), ("SELECT count(*) FROM singer", "concert")]]
-    rep = ev.evaluate(gold, [["SELECT name FROM singer WHERE age < 35", "SELECT count(*) FROM singer WHERE age > 99"]])
+    gold = [
+        [
+            ("SELECT name FROM singer WHERE country = 'France'", "concert"),
+            ("SELECT count(*) FROM singer", "concert"),
+        ]
+    ]
+    rep = ev.evaluate(
+        gold, [["SELECT name FROM singer WHERE age < 35", "SELECT count(*) FROM singer WHERE age > 99"]]
+    )
     assert [t.execution for t in rep.turns] == [1, 0]
     assert rep.execution_accuracy == 0.5 and rep.interaction_exec == 0
     assert [t.exact for t in rep.turns] == [0, 0]
@@ -153,7 +200,12 @@ def test_pinned_against_official_script(shared_data, tmp_path, name, qm, im, n_t
     gold = tmp_path / "gold.txt"
     gold.write_text(gold_text)
     same = evaluate_files(gold, gold, shared_data / name / "tables.json")
-    assert (same.question_match, same.interaction_match, len(same.turns), same.n_interactions) == (1.0, 1.0, n_turns, n_inter)
+    assert (same.question_match, same.interaction_match, len(same.turns), same.n_interactions) == (
+        1.0,
+        1.0,
+        n_turns,
+        n_inter,
+    )
     pred = tmp_path / "pred.txt"
     pred.write_text(perturb.perturb_text(gold_text, 1))
     rep = evaluate_files(gold, pred, shared_data / name / "tables.json")
@@ -162,7 +214,9 @@ def test_pinned_against_official_script(shared_data, tmp_path, name, qm, im, n_t
     if name == "sparc":
         levels = rep.by_level()
         assert [int(levels[k]["count"]) for k in ("easy", "medium", "hard", "extra")] == [483, 441, 145, 134]
-        assert [round(levels[k]["exact"] * levels[k]["count"]) for k in ("easy", "medium", "hard", "extra")] == [321, 299, 76, 94]
+        assert [
+            round(levels[k]["exact"] * levels[k]["count"]) for k in ("easy", "medium", "hard", "extra")
+        ] == [321, 299, 76, 94]
         assert [round(v["exact"] * v["count"]) for v in rep.by_turn().values()] == [292, 263, 177, 58, 0]
         part = rep.partial("all")
         assert part["select"]["acc"] == pytest.approx(0.974419, abs=1e-6)
@@ -188,12 +242,15 @@ def test_turn_file_round_trip_and_errors(tmp_path):
         load_tables(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text("[{]")
-    with pytest.raises(SchemaFileError, match="bad.json:1"):
+    with pytest.raises(SchemaFileError, match=r"bad\.json:1"):
         load_tables(bad)
 
 
 def test_foreign_key_groups_follow_official_rule(concert_schema):
-    assert concert_schema.foreign_key_map() == {"__concert.singer_id__": "__singer.singer_id__", "__singer.singer_id__": "__singer.singer_id__"}
+    assert concert_schema.foreign_key_map() == {
+        "__concert.singer_id__": "__singer.singer_id__",
+        "__singer.singer_id__": "__singer.singer_id__",
+    }
 
 
 def test_cli_eval(tmp_path, concert_schema, capsys):
@@ -207,7 +264,9 @@ def test_cli_eval(tmp_path, concert_schema, capsys):
     gold.write_text("SELECT name FROM singer\tconcert\nSELECT age FROM singer\tconcert\n\n")
     pred = tmp_path / "pred.txt"
     pred.write_text("SELECT name FROM singer\tconcert\nSELECT name FROM singer\tconcert\n\n")
-    assert main(["eval", str(gold), str(pred), "--tables", str(tables), "--json", str(tmp_path / "s.json")]) == 0
+    assert (
+        main(["eval", str(gold), str(pred), "--tables", str(tables), "--json", str(tmp_path / "s.json")]) == 0
+    )
     out = capsys.readouterr().out
     assert "QM = 0.5000  IM = 0.0000" in out
     assert json.loads((tmp_path / "s.json").read_text())["question_match"] == 0.5

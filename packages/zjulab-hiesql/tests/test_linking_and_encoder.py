@@ -14,7 +14,11 @@ from zjulab.hiesql.rat import RelationAwareAttention
 
 
 def edge_set(g):
-    return {(s.kind, s.text, s.turn, t.kind, t.text, e) for s, t, e in g.edges() if s.kind in ("question", "history", "sql")}
+    return {
+        (s.kind, s.text, s.turn, t.kind, t.text, e)
+        for s, t, e in g.edges()
+        if s.kind in ("question", "history", "sql")
+    }
 
 
 def test_graph_edges_hand_built(concert_schema, concert_db):
@@ -54,21 +58,40 @@ def test_graph_edges_hand_built(concert_schema, concert_db):
 
 def test_exact_token_layout(concert_schema):
     _, tok = tiny_encoder()
-    g = build_linking_graph(concert_schema, "how old", ["list singers", "only france"], "SELECT age FROM singer")
+    g = build_linking_graph(
+        concert_schema, "how old", ["list singers", "only france"], "SELECT age FROM singer"
+    )
     x = build_encoder_input(tok, g, "history_sql", 512)
 
     def ids(words):
         return [i for w in words for i in tok(" " + w, add_special_tokens=False)["input_ids"]]
 
     cls, sep = tok.cls_token_id, tok.sep_token_id
-    schema_words = ["singer", "singer id", "name", "country", "age", "concert", "concert id", "singer id", "year", "stadium"]
-    expected = (
-        [cls] + ids(["how", "old"]) + [sep]
-        + ids(["only", "france"]) + [sep]  # most recent history first
-        + ids(["list", "singers"]) + [sep]
-        + ids(["select", "age", "from", "singer"]) + [sep]
-        + ids(schema_words) + [sep]
-    )
+    schema_words = [
+        "singer",
+        "singer id",
+        "name",
+        "country",
+        "age",
+        "concert",
+        "concert id",
+        "singer id",
+        "year",
+        "stadium",
+    ]
+    expected = [
+        cls,
+        *ids(["how", "old"]),
+        sep,
+        *ids(["only", "france"]),  # most recent history first
+        sep,
+        *ids(["list", "singers"]),
+        sep,
+        *ids(["select", "age", "from", "singer"]),
+        sep,
+        *ids(schema_words),
+        sep,
+    ]
     assert x.input_ids == expected
     seg_names = [SEGMENTS[s] for s in x.segments]
     n_q = len(ids(["how", "old"]))
@@ -78,7 +101,7 @@ def test_exact_token_layout(concert_schema):
     assert x.relations.shape == (len(expected), len(expected))
     # without history/SQL the same utterance and schema remain
     u = build_encoder_input(tok, g, "utterance", 512)
-    assert u.input_ids == [cls] + ids(["how", "old"]) + [sep] + ids(schema_words) + [sep]
+    assert u.input_ids == [cls, *ids(["how", "old"]), sep, *ids(schema_words), sep]
     h = build_encoder_input(tok, g, "history", 512)
     assert "sql" not in [SEGMENTS[s] for s in h.segments] and "history" in [SEGMENTS[s] for s in h.segments]
 
@@ -122,7 +145,9 @@ def test_encoder_forward_and_padding(concert_schema):
     model, tok = tiny_encoder()
     enc = HieSqlEncoder(model, EncoderConfig(rat_heads=4, rat_layers=1, dropout=0.0)).eval()
     a = build_encoder_input(tok, build_linking_graph(concert_schema, "singer names"), "history_sql")
-    b = build_encoder_input(tok, build_linking_graph(concert_schema, "how many concerts in each year", ["x"]), "history_sql")
+    b = build_encoder_input(
+        tok, build_linking_graph(concert_schema, "how many concerts in each year", ["x"]), "history_sql"
+    )
     batch = collate_encoder_inputs([a, b], tok.pad_token_id)
     out = enc(**batch)
     alone = enc(**collate_encoder_inputs([a], tok.pad_token_id))

@@ -13,7 +13,7 @@ from zjulab.hiesql.validity import check_sql, extract_sql
 
 
 def test_validity_guard(concert_schema):
-    assert check_sql("SELECT T1.name FROM singer AS T1 WHERE T1.country = \"France\"", concert_schema)
+    assert check_sql('SELECT T1.name FROM singer AS T1 WHERE T1.country = "France"', concert_schema)
     assert check_sql("SELECT nam FROM singer", concert_schema).reason == "unknown column 'nam'"
     assert check_sql("DELETE FROM singer", concert_schema).reason == "not a query: Delete"
     assert not check_sql("SELECT name FROM singers", concert_schema)
@@ -22,9 +22,17 @@ def test_validity_guard(concert_schema):
 
 
 def test_rerank_prefers_first_valid_then_executable(concert_schema, concert_db):
-    cands = [("SELECT nope FROM singer", -0.1), ("SELECT age FROM singer WHERE x", -0.2), ("SELECT name FROM singer", -0.5)]
+    cands = [
+        ("SELECT nope FROM singer", -0.1),
+        ("SELECT age FROM singer WHERE x", -0.2),
+        ("SELECT name FROM singer", -0.5),
+    ]
     p = rerank_candidates(cands, concert_schema)
-    assert p.sql == "SELECT name FROM singer" and p.valid and [r[0] for r in p.rejected] == [c[0] for c in cands[:2]]
+    assert (
+        p.sql == "SELECT name FROM singer"
+        and p.valid
+        and [r[0] for r in p.rejected] == [c[0] for c in cands[:2]]
+    )
     p2 = rerank_candidates([("SELECT nope FROM singer", 0.0)], concert_schema)
     assert p2.sql == "SELECT nope FROM singer" and not p2.valid
 
@@ -37,11 +45,15 @@ def test_session_carries_history_and_last_sql(concert_db):
     second = session.ask("Only those from France?")
     assert first.result.rows == [("Ana",), ("Bo",), ("Cy",)]
     assert second.result.rows == [("Ana",), ("Cy",)]
-    prompt2 = chat.calls[1][0][-1]["content"] if isinstance(chat.calls[1][0], list) and isinstance(chat.calls[1][0][0], list) else None
+    prompt2 = (
+        chat.calls[1][0][-1]["content"]
+        if isinstance(chat.calls[1][0], list) and isinstance(chat.calls[1][0][0], list)
+        else None
+    )
     text = str(chat.calls[1])
     assert "earlier questions: Show the singer names" in text
     assert "previous SQL: SELECT name FROM singer" in text
-    assert "singer!(" in text  # the linked table is marked in the schema listing
+    assert "CREATE TABLE singer (  -- mentioned" in text  # the linked table is marked
     assert prompt2 is None or "question: Only those from France?" in prompt2
     assert session.last_sql == "SELECT name FROM singer WHERE country = 'France'"
     session.reset()

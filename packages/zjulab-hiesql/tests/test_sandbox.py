@@ -5,7 +5,13 @@ import time
 import pytest
 
 from zjulab.hiesql.config import SandboxConfig
-from zjulab.hiesql.errors import HieSqlConfigError, SandboxError, SandboxLimitError, SandboxPermissionError, SchemaFileError
+from zjulab.hiesql.errors import (
+    HieSqlConfigError,
+    SandboxError,
+    SandboxLimitError,
+    SandboxPermissionError,
+    SchemaFileError,
+)
 from zjulab.hiesql.sandbox import SQLiteSandbox
 
 
@@ -64,7 +70,9 @@ def test_row_and_size_caps(concert_db):
     with pytest.raises(SandboxLimitError, match="more than 10 rows"):
         SQLiteSandbox(concert_db, SandboxConfig(max_rows=10, on_row_limit="raise")).execute(many)
     with pytest.raises(SandboxLimitError, match="bytes"):
-        SQLiteSandbox(concert_db, SandboxConfig(max_bytes=1000)).execute("SELECT printf('%.*c', 600, 'x') FROM singer")
+        SQLiteSandbox(concert_db, SandboxConfig(max_bytes=1000)).execute(
+            "SELECT printf('%.*c', 600, 'x') FROM singer"
+        )
 
 
 def test_errors(concert_db, tmp_path):

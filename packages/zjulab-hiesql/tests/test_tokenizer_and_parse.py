@@ -8,8 +8,23 @@ from zjulab.hiesql.errors import SQLParseError
 
 def test_tokens_of_a_typical_query():
     assert tokenize_sql("SELECT count(*) FROM singer AS T1 WHERE T1.age >= 20 AND name != 'Bo'") == [
-        "select", "count", "(", "*", ")", "from", "singer", "as", "t1", "where",
-        "t1.age", ">=", "20", "and", "name", "!=", '"Bo"',
+        "select",
+        "count",
+        "(",
+        "*",
+        ")",
+        "from",
+        "singer",
+        "as",
+        "t1",
+        "where",
+        "t1.age",
+        ">=",
+        "20",
+        "and",
+        "name",
+        "!=",
+        '"Bo"',
     ]
 
 
@@ -62,9 +77,14 @@ def test_parse_structure(concert_schema):
         "WHERE T2.year > 2013 GROUP BY T1.name ORDER BY count(*) DESC LIMIT 3",
         concert_schema,
     )
-    assert sql["select"] == (False, [(0, (0, (0, "__singer.name__", False), None)), (3, (0, (0, "__all__", False), None))])
+    assert sql["select"] == (
+        False,
+        [(0, (0, (0, "__singer.name__", False), None)), (3, (0, (0, "__all__", False), None))],
+    )
     assert sql["from"]["table_units"] == [("table_unit", "__singer__"), ("table_unit", "__concert__")]
-    assert sql["from"]["conds"] == [(False, 2, (0, (0, "__singer.singer_id__", False), None), (0, "__concert.singer_id__", False), None)]
+    assert sql["from"]["conds"] == [
+        (False, 2, (0, (0, "__singer.singer_id__", False), None), (0, "__concert.singer_id__", False), None)
+    ]
     assert sql["where"] == [(False, 3, (0, (0, "__concert.year__", False), None), 2013.0, None)]
     assert sql["groupBy"] == [(0, "__singer.name__", False)]
     assert sql["orderBy"] == ("desc", [(0, (3, "__all__", False), None)])

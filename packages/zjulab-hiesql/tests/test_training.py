@@ -54,13 +54,19 @@ def test_lora_trains_only_adapters(concert_schema):
 
 def test_history_and_last_sql_reach_encoder_and_prompt(concert_schema):
     parser = tiny_parser()
-    enc, prompt = parser.encode_turn(concert_schema, "Only France?", ["How many singers?"], "SELECT count(*) FROM singer")
+    enc, prompt = parser.encode_turn(
+        concert_schema, "Only France?", ["How many singers?"], "SELECT count(*) FROM singer"
+    )
     kinds = {enc.graph.graph[n].kind for n in enc.nodes if n >= 0}
     assert kinds == {"question", "history", "sql", "table", "column"}
     text = parser.decoder.tokenizer.decode(prompt)
-    assert "earlier questions: How many singers?" in text and "previous SQL: SELECT count(*) FROM singer" in text
+    assert (
+        "earlier questions: How many singers?" in text and "previous SQL: SELECT count(*) FROM singer" in text
+    )
     parser.config.encoder.context = "utterance"
-    enc_u, prompt_u = parser.encode_turn(concert_schema, "Only France?", ["How many singers?"], "SELECT count(*) FROM singer")
+    enc_u, prompt_u = parser.encode_turn(
+        concert_schema, "Only France?", ["How many singers?"], "SELECT count(*) FROM singer"
+    )
     assert {enc_u.graph.graph[n].kind for n in enc_u.nodes if n >= 0} == {"question", "table", "column"}
     assert "previous SQL" not in parser.decoder.tokenizer.decode(prompt_u)
 
@@ -69,7 +75,7 @@ def test_errors(concert_schema, tmp_path):
     parser = tiny_parser()
     with pytest.raises(HieSqlConfigError, match="no training turn"):
         parser.train([Interaction("concert", (Turn("hi"),))], {"concert": concert_schema}, max_steps=1)
-    with pytest.raises(ParserStoreError, match="hiesql.json"):
+    with pytest.raises(ParserStoreError, match=r"hiesql\.json"):
         HieSqlParser.load(tmp_path)
     (tmp_path / "hiesql.json").write_text('{"format_version": 99}')
     with pytest.raises(ParserStoreError, match="format_version"):
@@ -83,15 +89,31 @@ def test_bimodal_pretraining_masks_both_sides_and_learns():
 
     model, tok = tiny_encoder(seed=2)
     mlm = BertForMaskedLM(model.config)
-    trainer = BimodalPretrainer(mlm, tok, PretrainConfig(mask_prob=0.3, sql_mask_share=0.5, batch_size=4, lr=3e-3), device="cpu")
-    ex = trainer.mask_pair("how many singers are from france", "SELECT count(*) FROM singer WHERE country = 'France'")
+    trainer = BimodalPretrainer(
+        mlm, tok, PretrainConfig(mask_prob=0.3, sql_mask_share=0.5, batch_size=4, lr=3e-3), device="cpu"
+    )
+    ex = trainer.mask_pair(
+        "how many singers are from france", "SELECT count(*) FROM singer WHERE country = 'France'"
+    )
     masked = [i for i, lab in enumerate(ex.labels) if lab != -100]
-    n_content = sum(1 for t, s in zip(tok("how many singers are from france", "SELECT count(*) FROM singer WHERE country = 'France'")["input_ids"], ex.token_type_ids) if t not in tok.all_special_ids)
+    n_content = sum(
+        1
+        for t, s in zip(
+            tok("how many singers are from france", "SELECT count(*) FROM singer WHERE country = 'France'")[
+                "input_ids"
+            ],
+            ex.token_type_ids,
+        )
+        if t not in tok.all_special_ids
+    )
     assert len(masked) == round(0.3 * n_content)
     sql_side = sum(1 for i in masked if ex.token_type_ids[i] == 1)
     assert sql_side == round(len(masked) * 0.5)
     pairs = paired_texts([INTER], "history")
-    assert pairs[1] == ("Only those from France? | How many singers are there?", "SELECT count(*) FROM singer WHERE country = 'France'")
+    assert pairs[1] == (
+        "Only those from France? | How many singers are there?",
+        "SELECT count(*) FROM singer WHERE country = 'France'",
+    )
     losses = trainer.train(pairs * 4, steps=15)
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
     with pytest.raises(HieSqlConfigError, match="at least one"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import tempfile
@@ -31,7 +30,9 @@ def _print_turn(k: int, turn: Any, max_rows: int = 10) -> None:
     for bad, why in turn.prediction.rejected[:3]:
         print(f"    rejected: {bad[:80]!r} ({why[:60]})")
     if turn.result is not None:
-        print(f"  rows ({len(turn.result.rows)}{'+' if turn.result.truncated else ''}): {', '.join(turn.result.columns)}")
+        print(
+            f"  rows ({len(turn.result.rows)}{'+' if turn.result.truncated else ''}): {', '.join(turn.result.columns)}"
+        )
         for row in turn.result.rows[:max_rows]:
             print("    " + " | ".join(str(v) for v in row))
     elif turn.error:
@@ -90,10 +91,14 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     pairs = paired_texts(load_interactions(args.data), "history")
     model = AutoModelForMaskedLM.from_pretrained(args.model)
     tok = load_tokenizer(args.model)
-    trainer = BimodalPretrainer(model, tok, PretrainConfig(steps=args.steps, batch_size=args.batch_size), device=args.device)
+    trainer = BimodalPretrainer(
+        model, tok, PretrainConfig(steps=args.steps, batch_size=args.batch_size), device=args.device
+    )
     losses = trainer.train(pairs)
     trainer.save(args.out)
-    print(f"pretrained {len(losses)} steps on {len(pairs)} pairs; loss {losses[0]:.3f} -> {losses[-1]:.3f}; saved to {args.out}")
+    print(
+        f"pretrained {len(losses)} steps on {len(pairs)} pairs; loss {losses[0]:.3f} -> {losses[-1]:.3f}; saved to {args.out}"
+    )
     return 0
 
 
@@ -121,8 +126,10 @@ def _llm_parser(args: argparse.Namespace, examples: Any = None) -> Any:
     else:
         from zjulab.common.defaults import default_chat_model
 
-        chat = default_chat_model(device=args.device, max_new_tokens=128)
-    return LLMParser(chat, num_candidates=args.candidates, examples=examples)
+        chat = default_chat_model(device=args.device, max_new_tokens=args.max_new_tokens)
+    return LLMParser(
+        chat, num_candidates=args.candidates, max_new_tokens=args.max_new_tokens, examples=examples
+    )
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
@@ -166,10 +173,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         session = Text2SQLSession(parser, db)
         print("HIE-SQL demo: a three-turn interaction over the bundled bookshop database")
         print("model: embedded SmolLM2-135M-Instruct through the LLM path (history + last SQL in the prompt)")
-        print("tables: " + "; ".join(
-            f"{t}({', '.join(session.schema.column_names_original[c][1] for c in session.schema.columns_of(i))})"
-            for i, t in enumerate(session.schema.table_names_original)
-        ))
+        print(
+            "tables: "
+            + "; ".join(
+                f"{t}({', '.join(session.schema.column_names_original[c][1] for c in session.schema.columns_of(i))})"
+                for i, t in enumerate(session.schema.table_names_original)
+            )
+        )
         for k, q in enumerate(DEMO_QUESTIONS, start=1):
             _print_turn(k, session.ask(q))
         session.close()
@@ -182,7 +192,9 @@ def _build() -> argparse.ArgumentParser:
     ap.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    e = sub.add_parser("eval", help="exact-set-match QM/IM of a prediction file (official SParC/CoSQL scoring)")
+    e = sub.add_parser(
+        "eval", help="exact-set-match QM/IM of a prediction file (official SParC/CoSQL scoring)"
+    )
     e.add_argument("gold")
     e.add_argument("pred")
     e.add_argument("--tables", required=True, help="tables.json")
@@ -233,7 +245,8 @@ def _build() -> argparse.ArgumentParser:
             c.add_argument("--model", default=None, help="a saved HieSqlParser (default: the LLM path)")
         c.add_argument("--llm", default="default", help="model name on --base-url")
         c.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for the LLM path")
-        c.add_argument("--candidates", type=int, default=4, help="LLM candidates for validity re-ranking")
+        c.add_argument("--candidates", type=int, default=2, help="LLM candidates for validity re-ranking")
+        c.add_argument("--max-new-tokens", type=int, default=48, help="longest SQL the LLM may write")
         c.add_argument("--device", default="cpu")
         c.set_defaults(func=func)
     return ap
@@ -242,7 +255,9 @@ def _build() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``zjulab-hiesql``."""
     args = _build().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args))
     except ZjulabError as exc:

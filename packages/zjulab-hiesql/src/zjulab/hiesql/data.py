@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zjulab.common.io import atomic_write_text
-
 from zjulab.hiesql.errors import SchemaFileError
 
 logger = logging.getLogger(__name__)
@@ -73,7 +72,10 @@ def load_interactions(path: str | Path) -> list[Interaction]:
     for i, entry in enumerate(data):
         try:
             db = entry.get("database_id", entry.get("db_id"))
-            turns = tuple(Turn(str(t["utterance"]), str(t.get("query", t.get("sql_query", "")))) for t in entry["interaction"])
+            turns = tuple(
+                Turn(str(t["utterance"]), str(t.get("query", t.get("sql_query", ""))))
+                for t in entry["interaction"]
+            )
         except (KeyError, TypeError, AttributeError) as exc:
             raise SchemaFileError(f"{p}: interaction {i} is malformed ({exc!r})") from exc
         if not db:

@@ -24,7 +24,9 @@ __all__ = ["SQLDecoder"]
 def _wrap_lora(lm: Any, cfg: DecoderConfig) -> Any:
     from peft import LoraConfig, get_peft_model
 
-    lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
+    lcfg = LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
     return get_peft_model(lm, lcfg)
 
 
@@ -72,7 +74,11 @@ class SQLDecoder(nn.Module):
         return self.proj(keep)
 
     def loss(
-        self, states: torch.Tensor, mask: torch.Tensor, prompts: Sequence[list[int]], targets: Sequence[list[int]]
+        self,
+        states: torch.Tensor,
+        mask: torch.Tensor,
+        prompts: Sequence[list[int]],
+        targets: Sequence[list[int]],
     ) -> torch.Tensor:
         """Mean token cross-entropy of the target SQL.
 
@@ -108,7 +114,9 @@ class SQLDecoder(nn.Module):
         return out.loss
 
     @torch.no_grad()
-    def generate(self, states: torch.Tensor, mask: torch.Tensor, prompt: list[int], num_beams: int | None = None) -> list[tuple[str, float]]:
+    def generate(
+        self, states: torch.Tensor, mask: torch.Tensor, prompt: list[int], num_beams: int | None = None
+    ) -> list[tuple[str, float]]:
         """Beam-search SQL candidates for one example.
 
         Args:
@@ -138,6 +146,10 @@ class SQLDecoder(nn.Module):
             return_dict_in_generate=True,
         )
         seqs = out.sequences
-        scores = out.sequences_scores.tolist() if getattr(out, "sequences_scores", None) is not None else [0.0] * len(seqs)
+        scores = (
+            out.sequences_scores.tolist()
+            if getattr(out, "sequences_scores", None) is not None
+            else [0.0] * len(seqs)
+        )
         texts = self.tokenizer.batch_decode(seqs, skip_special_tokens=True)
         return [(" ".join(t.split()), float(s)) for t, s in zip(texts, scores)]

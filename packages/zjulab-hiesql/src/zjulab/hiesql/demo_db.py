@@ -18,14 +18,13 @@ DEMO_QUESTIONS = (
 )
 #: Demonstrations given to the LLM path on the demo database (different questions).
 DEMO_EXAMPLES = (
-    ("Show the titles of all books.", "SELECT title FROM book"),
-    ("Which of them cost more than 20?", "SELECT title FROM book WHERE price > 20"),
     ("What is the country of the author named Dev Raman?", "SELECT country FROM author WHERE name = 'Dev Raman'"),
     (
         "Show the quantity sold of books by the author named Ada Lindqvist.",
         "SELECT T3.quantity FROM author AS T1 JOIN book AS T2 ON T1.author_id = T2.author_id "
         "JOIN sale AS T3 ON T2.book_id = T3.book_id WHERE T1.name = 'Ada Lindqvist'",
     ),
+    ("Show the titles of all books.", "SELECT title FROM book"),
 )
 
 

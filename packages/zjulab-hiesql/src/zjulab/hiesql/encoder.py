@@ -19,7 +19,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["HieSqlEncoder", "collate_encoder_inputs"]
 
 
-def collate_encoder_inputs(batch: Sequence[EncoderInput], pad_id: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+def collate_encoder_inputs(
+    batch: Sequence[EncoderInput], pad_id: int, device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
     """Right-pad a batch of inputs into tensors.
 
     Returns:
@@ -36,7 +38,10 @@ def collate_encoder_inputs(batch: Sequence[EncoderInput], pad_id: int, device: t
         mask[i, :m] = 1
         seg[i, :m] = torch.tensor(x.segments)
         rel[i, :m, :m] = torch.from_numpy(x.relations)
-    return {k: v.to(device) for k, v in {"input_ids": ids, "attention_mask": mask, "segments": seg, "relations": rel}.items()}
+    return {
+        k: v.to(device)
+        for k, v in {"input_ids": ids, "attention_mask": mask, "segments": seg, "relations": rel}.items()
+    }
 
 
 class HieSqlEncoder(nn.Module):
@@ -56,11 +61,16 @@ class HieSqlEncoder(nn.Module):
         self.segment = nn.Embedding(len(SEGMENTS), hidden)
         nn.init.zeros_(self.segment.weight)
         self.layers = nn.ModuleList(
-            RelationAwareLayer(hidden, config.rat_heads, len(RELATIONS), config.dropout) for _ in range(config.rat_layers)
+            RelationAwareLayer(hidden, config.rat_heads, len(RELATIONS), config.dropout)
+            for _ in range(config.rat_layers)
         )
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, segments: torch.Tensor, relations: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        segments: torch.Tensor,
+        relations: torch.Tensor,
     ) -> torch.Tensor:
         """Encode a padded batch.
 

@@ -125,7 +125,11 @@ def build_encoder_input(
         return str(n.text)
 
     every = q + [x for k in sorted(hist) for x in hist[k]] + sql + schema_nodes
-    pieces = tokenizer([" " + text_of(n) for _, n in every], add_special_tokens=False)["input_ids"] if every else []
+    pieces = (
+        tokenizer([" " + text_of(n) for _, n in every], add_special_tokens=False)["input_ids"]
+        if every
+        else []
+    )
     ids_of = {gi: list(p) for (gi, _), p in zip(every, pieces)}
 
     def span(nodes: list[tuple[int, Any]], seg: str) -> list[tuple[int, int, int]]:
@@ -137,7 +141,13 @@ def build_encoder_input(
     sc_part = span(schema_nodes, "schema")
 
     def total() -> int:
-        return 2 + len(q_part) + sum(len(h) + 1 for h in h_parts) + (len(s_part) + 1 if s_part else 0) + len(sc_part)
+        return (
+            2
+            + len(q_part)
+            + sum(len(h) + 1 for h in h_parts)
+            + (len(s_part) + 1 if s_part else 0)
+            + len(sc_part)
+        )
 
     while total() > max_length and h_parts:
         h_parts.pop()  # the oldest history utterance

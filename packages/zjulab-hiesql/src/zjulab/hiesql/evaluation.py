@@ -244,23 +244,31 @@ def _components(pred: SQLDict, gold: SQLDict) -> dict[str, ComponentScore]:
     res: dict[str, ComponentScore] = {}
     ps, gs = pred["select"][1], gold["select"][1]
     res["select"] = ComponentScore(len(gs), len(ps), _multiset_hits(ps, gs))
-    res["select(no AGG)"] = ComponentScore(len(gs), len(ps), _multiset_hits([u[1] for u in ps], [u[1] for u in gs]))
+    res["select(no AGG)"] = ComponentScore(
+        len(gs), len(ps), _multiset_hits([u[1] for u in ps], [u[1] for u in gs])
+    )
     pw, gw = pred["where"][::2], gold["where"][::2]
     res["where"] = ComponentScore(len(gw), len(pw), _multiset_hits(pw, gw))
-    res["where(no OP)"] = ComponentScore(len(gw), len(pw), _multiset_hits([u[2] for u in pw], [u[2] for u in gw]))
+    res["where(no OP)"] = ComponentScore(
+        len(gw), len(pw), _multiset_hits([u[2] for u in pw], [u[2] for u in gw])
+    )
 
     def bare(col: str) -> str:  # the official group-by check compares the text after the first dot
         return col.split(".")[1] if "." in col else col
 
     pg, gg = [u[1] for u in pred["groupBy"]], [u[1] for u in gold["groupBy"]]
-    res["group(no Having)"] = ComponentScore(len(gg), len(pg), _multiset_hits([bare(c) for c in pg], [bare(c) for c in gg]))
+    res["group(no Having)"] = ComponentScore(
+        len(gg), len(pg), _multiset_hits([bare(c) for c in pg], [bare(c) for c in gg])
+    )
     p_has, g_has = int(bool(pg)), int(bool(gg))
     res["group"] = ComponentScore(
         g_has, p_has, int(p_has == g_has == 1 and pg == gg and pred["having"] == gold["having"])
     )
     p_ord, g_ord = int(bool(pred["orderBy"])), int(bool(gold["orderBy"]))
     same_limit = (pred["limit"] is None) == (gold["limit"] is None)
-    res["order"] = ComponentScore(g_ord, p_ord, int(bool(g_ord and pred["orderBy"] == gold["orderBy"] and same_limit)))
+    res["order"] = ComponentScore(
+        g_ord, p_ord, int(bool(g_ord and pred["orderBy"] == gold["orderBy"] and same_limit))
+    )
     pao, gao = set(pred["where"][1::2]), set(gold["where"][1::2])
     # The official helper returns (len(pred), len(gold)) in the (gold, pred) slots: kept as is.
     res["and/or"] = ComponentScore(1, 1, 1) if pao == gao else ComponentScore(len(pao), len(gao), 0)
@@ -369,7 +377,10 @@ class EvaluationReport:
         out: dict[str, dict[str, float]] = {}
         for level in (*HARDNESS_LEVELS, "all"):
             ts = self._select(level)
-            row: dict[str, float] = {"count": float(len(ts)), "exact": sum(t.exact for t in ts) / len(ts) if ts else 0.0}
+            row: dict[str, float] = {
+                "count": float(len(ts)),
+                "exact": sum(t.exact for t in ts) / len(ts) if ts else 0.0,
+            }
             ex = [t.execution for t in ts if t.execution is not None]
             if ex:
                 row["exec"] = sum(ex) / len(ex)
@@ -381,7 +392,10 @@ class EvaluationReport:
         out: dict[str, dict[str, float]] = {}
         for bucket in TURN_BUCKETS:
             ts = [t for t in self.turns if (str(t.turn + 1) if t.turn < 4 else ">4") == bucket]
-            row: dict[str, float] = {"count": float(len(ts)), "exact": sum(t.exact for t in ts) / len(ts) if ts else 0.0}
+            row: dict[str, float] = {
+                "count": float(len(ts)),
+                "exact": sum(t.exact for t in ts) / len(ts) if ts else 0.0,
+            }
             ex = [t.execution for t in ts if t.execution is not None]
             if ex:
                 row["exec"] = sum(ex) / len(ex)
@@ -428,18 +442,27 @@ class EvaluationReport:
         lv = self.by_level()
         head = f"{'':14}" + "".join(f"{k:>9}" for k in (*HARDNESS_LEVELS, "all"))
         lines.append(head)
-        lines.append(f"{'count':14}" + "".join(f"{int(lv[k]['count']):>9d}" for k in (*HARDNESS_LEVELS, "all")))
-        lines.append(f"{'QM (exact)':14}" + "".join(f"{lv[k]['exact']:>9.3f}" for k in (*HARDNESS_LEVELS, "all")))
+        lines.append(
+            f"{'count':14}" + "".join(f"{int(lv[k]['count']):>9d}" for k in (*HARDNESS_LEVELS, "all"))
+        )
+        lines.append(
+            f"{'QM (exact)':14}" + "".join(f"{lv[k]['exact']:>9.3f}" for k in (*HARDNESS_LEVELS, "all"))
+        )
         if self.execution_accuracy is not None:
-            lines.append(f"{'execution':14}" + "".join(f"{lv[k].get('exec', 0.0):>9.3f}" for k in (*HARDNESS_LEVELS, "all")))
+            lines.append(
+                f"{'execution':14}"
+                + "".join(f"{lv[k].get('exec', 0.0):>9.3f}" for k in (*HARDNESS_LEVELS, "all"))
+            )
         tb = self.by_turn()
         lines.append("")
         lines.append(f"{'turn':14}" + "".join(f"{k:>9}" for k in TURN_BUCKETS))
         lines.append(f"{'count':14}" + "".join(f"{int(tb[k]['count']):>9d}" for k in TURN_BUCKETS))
         lines.append(f"{'QM (exact)':14}" + "".join(f"{tb[k]['exact']:>9.3f}" for k in TURN_BUCKETS))
         lines.append("")
-        lines.append(f"QM = {self.question_match:.4f}  IM = {self.interaction_match:.4f}  "
-                     f"({len(self.turns)} turns, {self.n_interactions} interactions, {self.parse_failures} unparsable)")
+        lines.append(
+            f"QM = {self.question_match:.4f}  IM = {self.interaction_match:.4f}  "
+            f"({len(self.turns)} turns, {self.n_interactions} interactions, {self.parse_failures} unparsable)"
+        )
         part = self.partial("all")
         lines.append("")
         lines.append(f"{'component (all)':18}{'acc':>8}{'rec':>8}{'f1':>8}")
@@ -562,7 +585,12 @@ class Evaluator:
         do_exec = (self.databases is not None) if execution == "auto" else bool(execution)
         report = EvaluationReport()
         if len(gold) != len(pred):
-            logger.warning("%d gold vs %d predicted interactions; scoring the first %d", len(gold), len(pred), min(len(gold), len(pred)))
+            logger.warning(
+                "%d gold vs %d predicted interactions; scoring the first %d",
+                len(gold),
+                len(pred),
+                min(len(gold), len(pred)),
+            )
         exec_all = 0
         for i, (g_inter, p_inter) in enumerate(zip(gold, pred)):
             if len(g_inter) != len(p_inter):
@@ -622,4 +650,3 @@ def evaluate_files(
                 raise SchemaFileError(f"{gold_path}: interaction {k} has a turn without db_id: {sql!r}")
     schemas = load_tables(tables_path)
     return Evaluator(schemas, databases=databases).evaluate(gold, [[p for p, _ in inter] for inter in pred])
-

@@ -48,12 +48,55 @@ EDGE_TYPES = (
     "table_foreign_key",
 )
 #: Relation vocabulary of the encoder: "none", "same_node", then each edge type and its reverse.
-RELATIONS: tuple[str, ...] = ("none", "same_node") + tuple(r for e in EDGE_TYPES for r in (e, f"{e}_rev"))
+RELATIONS: tuple[str, ...] = ("none", "same_node", *(r for e in EDGE_TYPES for r in (e, f"{e}_rev")))
 _REL_ID = {r: i for i, r in enumerate(RELATIONS)}
 _WORD = re.compile(r"\w+|[^\w\s]")
 _STOP = frozenset(
-    "a an the of in on at for to by with and or is are was were be what which who whom whose how many "
-    "much show list give tell me all each every that this these those their its it as from".split()
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "at",
+        "for",
+        "to",
+        "by",
+        "with",
+        "and",
+        "or",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "how",
+        "many",
+        "much",
+        "show",
+        "list",
+        "give",
+        "tell",
+        "me",
+        "all",
+        "each",
+        "every",
+        "that",
+        "this",
+        "these",
+        "those",
+        "their",
+        "its",
+        "it",
+        "as",
+        "from",
+    ]
 )
 
 NodeKind = Literal["question", "history", "sql", "table", "column"]
@@ -104,7 +147,11 @@ class SchemaLinkingGraph:
 
     def nodes(self, kind: NodeKind | None = None) -> list[tuple[int, LinkNode]]:
         """``(graph index, node)`` pairs, optionally of one kind, in insertion order."""
-        return [(i, self.graph[i]) for i in self.graph.node_indices() if kind is None or self.graph[i].kind == kind]
+        return [
+            (i, self.graph[i])
+            for i in self.graph.node_indices()
+            if kind is None or self.graph[i].kind == kind
+        ]
 
     def edges(self, edge_type: str | None = None) -> list[tuple[LinkNode, LinkNode, str]]:
         """``(source, target, type)`` triples, optionally of one type."""
@@ -146,7 +193,11 @@ class SchemaLinkingGraph:
                     if dst.kind == "table"
                     else self.schema.qualified_column(dst.index)
                 )
-                where = "" if src.kind == "question" else f" ({src.kind}{'-' + str(src.turn) if src.turn else ''})"
+                where = (
+                    ""
+                    if src.kind == "question"
+                    else f" ({src.kind}{'-' + str(src.turn) if src.turn else ''})"
+                )
                 out.setdefault(key, set()).add(f"{et} <- {src.text!r}{where}")
         return {k: sorted(v) for k, v in sorted(out.items())}
 
@@ -188,7 +239,9 @@ def _read_values(db_path: str | Path, schema: Schema, limit: int) -> dict[int, s
                 rows = conn.execute(f'SELECT DISTINCT "{col}" FROM "{table}" LIMIT {int(limit)}').fetchall()
             except sqlite3.Error:
                 continue
-            values[c_idx] = {" ".join(words(str(r[0]))) for r in rows if r[0] is not None and str(r[0]).strip()}
+            values[c_idx] = {
+                " ".join(words(str(r[0]))) for r in rows if r[0] is not None and str(r[0]).strip()
+            }
     finally:
         conn.close()
     return values
@@ -206,9 +259,17 @@ def _link_utterance(
 ) -> None:
     names: list[tuple[int, list[str], list[str]]] = []  # (node, nl words, original words)
     for t_idx, node in enumerate(table_nodes):
-        names.append((node, _name_words(schema.table_names[t_idx]), _name_words(schema.table_names_original[t_idx])))
+        names.append(
+            (node, _name_words(schema.table_names[t_idx]), _name_words(schema.table_names_original[t_idx]))
+        )
     for c_idx, node in column_nodes.items():
-        names.append((node, _name_words(schema.column_names[c_idx][1]), _name_words(schema.column_names_original[c_idx][1])))
+        names.append(
+            (
+                node,
+                _name_words(schema.column_names[c_idx][1]),
+                _name_words(schema.column_names_original[c_idx][1]),
+            )
+        )
     linked: dict[tuple[int, int], str] = {}
     n = len(toks)
     for size in range(min(cfg.max_ngram, n), 0, -1):
@@ -219,9 +280,13 @@ def _link_utterance(
             text = " ".join(raw)
             gram = [_stem(w) for w in raw]
             for node, nl, orig in names:
-                if gram == nl or gram == orig:
+                if gram in (nl, orig):
                     kind = "exact_match"
-                elif len(text) >= cfg.partial_min_chars and not any(w in _STOP for w in raw) and (_contains(nl, gram) or _contains(orig, gram)):
+                elif (
+                    len(text) >= cfg.partial_min_chars
+                    and not any(w in _STOP for w in raw)
+                    and (_contains(nl, gram) or _contains(orig, gram))
+                ):
                     kind = "partial_match"
                 else:
                     continue
@@ -243,7 +308,12 @@ def _contains(name: list[str], gram: list[str]) -> bool:
 
 
 def _link_sql(
-    g: rx.PyDiGraph, sql_toks: list[str], sql_nodes: list[int], schema: Schema, table_nodes: list[int], column_nodes: dict[int, int]
+    g: rx.PyDiGraph,
+    sql_toks: list[str],
+    sql_nodes: list[int],
+    schema: Schema,
+    table_nodes: list[int],
+    column_nodes: dict[int, int],
 ) -> None:
     tables = {t.lower(): i for i, t in enumerate(schema.table_names_original)}
     alias: dict[str, str] = {}
@@ -260,14 +330,14 @@ def _link_sql(
             g.add_edge(node, table_nodes[tables[tok]], "sql_table")
         elif "." in tok:
             a, _, c = tok.partition(".")
-            c_idx = cols.get((alias.get(a, a), c))
-            if c_idx is not None:
-                g.add_edge(node, column_nodes[c_idx], "sql_column")
+            hit = cols.get((alias.get(a, a), c))
+            if hit is not None:
+                g.add_edge(node, column_nodes[hit], "sql_column")
         else:
             for t in dict.fromkeys(mentioned):
-                c_idx = cols.get((t, tok))
-                if c_idx is not None:
-                    g.add_edge(node, column_nodes[c_idx], "sql_column")
+                found = cols.get((t, tok))
+                if found is not None:
+                    g.add_edge(node, column_nodes[found], "sql_column")
                     break
 
 

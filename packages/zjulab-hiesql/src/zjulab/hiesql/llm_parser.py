@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from zjulab.common.protocols import ChatModel
-
 from zjulab.hiesql.config import ContextMode, LinkingConfig
 from zjulab.hiesql.errors import HieSqlConfigError
 from zjulab.hiesql.linking import build_linking_graph

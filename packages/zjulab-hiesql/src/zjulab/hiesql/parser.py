@@ -19,7 +19,6 @@ from zjulab.common.io import atomic_directory
 from zjulab.common.loading import load_causal_lm, load_encoder, load_tokenizer
 from zjulab.common.progress import progress
 from zjulab.common.seeding import seed_everything
-
 from zjulab.hiesql.config import DecoderConfig, EncoderConfig, LinkingConfig, ParserConfig
 from zjulab.hiesql.data import Interaction
 from zjulab.hiesql.decoder import SQLDecoder
@@ -120,7 +119,9 @@ class HieSqlParser:
         return cls.from_modules(enc_model, enc_tok, lm, lm_tok, cfg, dev)
 
     # -- examples ---------------------------------------------------------------------------------
-    def _prompt_ids(self, schema: Schema, utterance: str, history: Sequence[str], last_sql: str | None, graph: Any) -> list[int]:
+    def _prompt_ids(
+        self, schema: Schema, utterance: str, history: Sequence[str], last_sql: str | None, graph: Any
+    ) -> list[int]:
         if not self.config.decoder.text_prompt:
             return []
         text = f"{describe_schema(schema, graph)}\n{render_context(utterance, history, last_sql, self.config.encoder.context)}\nSQL:"
@@ -146,7 +147,10 @@ class HieSqlParser:
         return enc, self._prompt_ids(schema, utterance, hist, sql, graph)
 
     def _examples(
-        self, interactions: Sequence[Interaction], schemas: Mapping[str, Schema], db_paths: Mapping[str, str | Path] | None
+        self,
+        interactions: Sequence[Interaction],
+        schemas: Mapping[str, Schema],
+        db_paths: Mapping[str, str | Path] | None,
     ) -> list[_Example]:
         out = []
         for inter in interactions:
@@ -156,7 +160,9 @@ class HieSqlParser:
                 if not turn.sql:
                     continue
                 last = inter.turns[k - 1].sql if k else None
-                enc, prompt = self.encode_turn(schema, turn.utterance, [t.utterance for t in inter.turns[:k]], last, db)
+                enc, prompt = self.encode_turn(
+                    schema, turn.utterance, [t.utterance for t in inter.turns[:k]], last, db
+                )
                 target = self.decoder.tokenizer(" " + turn.sql, add_special_tokens=False)["input_ids"]
                 out.append(_Example(enc, prompt, list(target)[: self.config.decoder.max_new_tokens]))
         return out
@@ -190,12 +196,14 @@ class HieSqlParser:
         examples = self._examples(interactions, schemas, db_paths)
         if not examples:
             raise HieSqlConfigError("no training turn has gold SQL")
-        params = [p for p in list(self.encoder.parameters()) + list(self.decoder.parameters()) if p.requires_grad]
+        params = [
+            p for p in list(self.encoder.parameters()) + list(self.decoder.parameters()) if p.requires_grad
+        ]
         opt = torch.optim.AdamW(params, lr=cfg.lr)
         limit = max_steps if max_steps is not None else cfg.max_steps
         rng = random.Random(cfg.seed)
         steps_per_epoch = (len(examples) + cfg.batch_size - 1) // cfg.batch_size
-        total = steps_per_epoch * cfg.epochs if not limit else limit
+        total = limit if limit else steps_per_epoch * cfg.epochs
         self.encoder.train()
         self.decoder.train()
         losses: list[float] = []
@@ -209,7 +217,9 @@ class HieSqlParser:
             batch = [examples[order.pop()] for _ in range(min(cfg.batch_size, len(examples)))]
             tensors = collate_encoder_inputs([b.enc for b in batch], pad, self.device)
             states = self.encoder(**tensors)
-            loss = self.decoder.loss(states, tensors["attention_mask"], [b.prompt for b in batch], [b.target for b in batch])
+            loss = self.decoder.loss(
+                states, tensors["attention_mask"], [b.prompt for b in batch], [b.target for b in batch]
+            )
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
@@ -254,7 +264,9 @@ class HieSqlParser:
         preds: list[Prediction] = []
         last: str | None = None
         for k, turn in enumerate(interaction.turns):
-            p = self.predict_turn(schema, turn.utterance, [t.utterance for t in interaction.turns[:k]], last, db_path)
+            p = self.predict_turn(
+                schema, turn.utterance, [t.utterance for t in interaction.turns[:k]], last, db_path
+            )
             preds.append(p)
             last = p.sql
         return preds

@@ -20,7 +20,6 @@ import torch
 
 from zjulab.common.device import resolve_device
 from zjulab.common.seeding import seed_everything
-
 from zjulab.hiesql.config import ContextMode, PretrainConfig
 from zjulab.hiesql.data import Interaction
 from zjulab.hiesql.errors import HieSqlConfigError
@@ -30,7 +29,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["BimodalPretrainer", "MaskedExample", "paired_texts"]
 
 
-def paired_texts(interactions: Sequence[Interaction], context: ContextMode = "history") -> list[tuple[str, str]]:
+def paired_texts(
+    interactions: Sequence[Interaction], context: ContextMode = "history"
+) -> list[tuple[str, str]]:
     """``(natural-language side, SQL side)`` pairs from interactions with gold SQL.
 
     Args:
@@ -78,7 +79,9 @@ class BimodalPretrainer:
         device: Where to train.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, config: PretrainConfig | None = None, device: str = "auto") -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, config: PretrainConfig | None = None, device: str = "auto"
+    ) -> None:
         if tokenizer.mask_token_id is None:
             raise HieSqlConfigError("bimodal pretraining needs a tokenizer with a mask token")
         self.config = config or PretrainConfig()

@@ -80,7 +80,9 @@ class RelationAwareLayer(nn.Module):
         super().__init__()
         self.attn = RelationAwareAttention(hidden_size, num_heads, num_relations, dropout)
         self.norm1 = nn.LayerNorm(hidden_size)
-        self.ffn = nn.Sequential(nn.Linear(hidden_size, 4 * hidden_size), nn.GELU(), nn.Linear(4 * hidden_size, hidden_size))
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden_size, 4 * hidden_size), nn.GELU(), nn.Linear(4 * hidden_size, hidden_size)
+        )
         self.norm2 = nn.LayerNorm(hidden_size)
         self.drop = nn.Dropout(dropout)
 

@@ -42,8 +42,9 @@ def rerank_candidates(
     db_path: str | Path | None = None,
     graph: SchemaLinkingGraph | None = None,
 ) -> Prediction:
-    """Pick the best-scored candidate that sqlglot parses against the schema (and, with a
-    database, that the sandbox executes).
+    """Pick the best-scored candidate that passes the validity guard.
+
+    Valid means: sqlglot parses it against the schema and, with a database, the sandbox runs it.
 
     Candidates keep the model's order among themselves: invalid ones are moved behind valid ones.
 

@@ -30,7 +30,15 @@ logger = logging.getLogger(__name__)
 __all__ = ["ExecutionResult", "SQLiteSandbox"]
 
 _READ_ONLY_PRAGMAS = frozenset(
-    {"table_info", "table_xinfo", "foreign_key_list", "index_list", "index_info", "table_list", "database_list"}
+    {
+        "table_info",
+        "table_xinfo",
+        "foreign_key_list",
+        "index_list",
+        "index_info",
+        "table_list",
+        "database_list",
+    }
 )
 _ALLOWED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
 _ACTION_NAMES = {v: k for k, v in vars(sqlite3).items() if k.startswith("SQLITE_") and isinstance(v, int)}
@@ -88,13 +96,15 @@ class SQLiteSandbox:
             conn.enable_load_extension(False)
         conn.set_authorizer(self._authorize)
         conn.set_progress_handler(self._progress, self.config.progress_steps)
-        if hasattr(conn, "setlimit"):
-            conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max(1000, self.config.max_bytes))
+        if hasattr(conn, "setlimit"):  # Python >= 3.11
+            conn.setlimit(getattr(sqlite3, "SQLITE_LIMIT_ATTACHED"), 0)  # noqa: B009 - absent before 3.11
+            conn.setlimit(getattr(sqlite3, "SQLITE_LIMIT_LENGTH"), max(1000, self.config.max_bytes))  # noqa: B009
         self._conn = conn
         return conn
 
-    def _authorize(self, action: int, arg1: str | None, arg2: str | None, _db: str | None, _trig: str | None) -> int:
+    def _authorize(
+        self, action: int, arg1: str | None, arg2: str | None, _db: str | None, _trig: str | None
+    ) -> int:
         if action in _ALLOWED:
             if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() == "load_extension":
                 self._denied = "load_extension()"
@@ -118,7 +128,9 @@ class SQLiteSandbox:
     def __enter__(self) -> SQLiteSandbox:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     # -- execution --------------------------------------------------------------------------------
@@ -160,7 +172,9 @@ class SQLiteSandbox:
                         break
                     size += sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in row)
                     if size > self.config.max_bytes:
-                        raise SandboxLimitError(f"result exceeds {self.config.max_bytes} bytes: {sql[:200]!r}")
+                        raise SandboxLimitError(
+                            f"result exceeds {self.config.max_bytes} bytes: {sql[:200]!r}"
+                        )
                     rows.append(tuple(row))
                 if truncated:
                     break

@@ -46,10 +46,14 @@ class Schema:
 
     def __post_init__(self) -> None:
         if not self.table_names:
-            object.__setattr__(self, "table_names", tuple(t.replace("_", " ").lower() for t in self.table_names_original))
+            object.__setattr__(
+                self, "table_names", tuple(t.replace("_", " ").lower() for t in self.table_names_original)
+            )
         if not self.column_names:
             object.__setattr__(
-                self, "column_names", tuple((t, c.replace("_", " ").lower()) for t, c in self.column_names_original)
+                self,
+                "column_names",
+                tuple((t, c.replace("_", " ").lower()) for t, c in self.column_names_original),
             )
         if not self.column_types:
             object.__setattr__(self, "column_types", tuple("text" for _ in self.column_names_original))
@@ -214,7 +218,11 @@ def schema_from_sqlite(path: str | Path, db_id: str | None = None) -> Schema:
                         pks.append(len(cols))
                     cols.append((t_idx, name))
                     low = (ctype or "").lower()
-                    types.append("number" if any(k in low for k in ("int", "real", "num", "float", "double")) else "text")
+                    types.append(
+                        "number"
+                        if any(k in low for k in ("int", "real", "num", "float", "double"))
+                        else "text"
+                    )
             fks: list[tuple[int, int]] = []
             for table in tables:
                 for row in conn.execute(f'PRAGMA foreign_key_list("{table}")'):
@@ -235,5 +243,3 @@ def schema_from_sqlite(path: str | Path, db_id: str | None = None) -> Schema:
         primary_keys=tuple(pks),
         foreign_keys=tuple(fks),
     )
-
-

@@ -88,7 +88,9 @@ class Text2SQLSession:
         self.parser = parser
         self.db_path = Path(db_path) if db_path is not None else None
         self.schema = schema if schema is not None else schema_from_sqlite(self.db_path)  # type: ignore[arg-type]
-        self.sandbox = SQLiteSandbox(self.db_path, sandbox_config) if (execute and self.db_path is not None) else None
+        self.sandbox = (
+            SQLiteSandbox(self.db_path, sandbox_config) if (execute and self.db_path is not None) else None
+        )
         self.history: list[str] = []
         self.last_sql: str | None = None
         self.turns: list[SessionTurn] = []
@@ -102,7 +104,9 @@ class Text2SQLSession:
         Returns:
             The answered turn.
         """
-        pred = self.parser.predict_turn(self.schema, utterance, list(self.history), self.last_sql, self.db_path)
+        pred = self.parser.predict_turn(
+            self.schema, utterance, list(self.history), self.last_sql, self.db_path
+        )
         turn = SessionTurn(utterance, pred)
         if self.sandbox is not None:
             if not pred.valid:

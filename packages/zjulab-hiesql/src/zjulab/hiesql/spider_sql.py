@@ -111,7 +111,9 @@ class _Reader:
                 return i + 1, f"__{table}.{word}__"
         raise _Fail(f"unknown column {word!r}")
 
-    def col_unit(self, i: int, scope: list[str], toks: list[str] | None = None) -> tuple[int, tuple[int, str, bool]]:
+    def col_unit(
+        self, i: int, scope: list[str], toks: list[str] | None = None
+    ) -> tuple[int, tuple[int, str, bool]]:
         toks = self.toks if toks is None else toks
 
         def at(k: int) -> str:
@@ -271,7 +273,10 @@ class _Reader:
         if wrapped:
             i += 1
         end, units, conds, scope = self.from_clause(start)
-        sql: SQLDict = {"from": {"table_units": units, "conds": conds}, "select": self.select_clause(i, scope)}
+        sql: SQLDict = {
+            "from": {"table_units": units, "conds": conds},
+            "select": self.select_clause(i, scope),
+        }
         i = end
         n = len(self.toks)
         sql["where"] = []
