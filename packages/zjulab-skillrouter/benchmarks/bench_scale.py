@@ -46,11 +46,14 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--k", type=int, default=50)
+    ap.add_argument("--hnsw-m", type=int, default=32)
+    ap.add_argument("--ef-construction", type=int, default=200)
     args = ap.parse_args()
     n, nq = (10_000, 50) if args.quick else (args.n, args.queries)
     rng = np.random.default_rng(0)
     pool, queries = unit(rng, n, args.dim), unit(rng, nq, args.dim)
     print(f"pool {n} x {args.dim} random unit vectors, {nq} single-vector queries, k={args.k}")
+    print(f"HNSW M={args.hnsw_m}, efConstruction={args.ef_construction}")
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"
     )
@@ -72,7 +75,9 @@ def main() -> None:
     flat_recall = np.mean([len(set(a) & set(b)) / args.k for a, b in zip(flat_ids, exact)])
 
     t = time.perf_counter()
-    hnsw = VectorIndex(args.dim, "hnsw", hnsw_m=32, hnsw_ef_construction=200, hnsw_ef_search=128).build(pool)
+    hnsw = VectorIndex(
+        args.dim, "hnsw", hnsw_m=args.hnsw_m, hnsw_ef_construction=args.ef_construction, hnsw_ef_search=128
+    ).build(pool)
     hnsw_build = time.perf_counter() - t
     recalls = {}
     for ef in (64, 128, 256):
@@ -80,7 +85,7 @@ def main() -> None:
         lat = latencies(lambda q: hnsw.search(q, args.k), queries)
         _, ids = hnsw.search(queries, args.k)
         recalls[ef] = np.mean([len(set(a) & set(b)) / args.k for a, b in zip(ids, exact)])
-        rows.append((f"faiss HNSW32 ef={ef}", hnsw_build, lat))
+        rows.append((f"faiss HNSW{args.hnsw_m} ef={ef}", hnsw_build, lat))
 
     p50_np = np.percentile(lat_np, 50)
     print(
