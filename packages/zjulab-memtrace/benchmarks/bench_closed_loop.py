@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from zjulab.common.testing import HashingEncoder
-from zjulab.memtrace import EvidenceJudge, Gold, attribute
+from zjulab.memtrace import EvidenceJudge, Gold, TracingError, attribute
 from zjulab.memtrace.locomo import load_locomo
 from zjulab.memtrace.matching import token_recall
 from zjulab.memtrace.optimize import aggregate, evaluate_prompt_update, optimize_prompts
@@ -79,7 +79,11 @@ def main() -> None:
         f"{len(runs)} questions, {len(failures)} wrong; decisive errors by operation: {dict(summary.by_operation)}"
     )
     print(f"by mode: {dict(summary.by_mode)}")
-    update = optimize_prompts(failures, chat)
+    try:
+        update = optimize_prompts(failures, chat)
+    except TracingError as exc:
+        print(f"closed loop stops here: {exc} (nothing to rewrite; fix that operation instead)")
+        return
     print(f"guilty operation: {update.op_name}; prompt changed: {update.changed}")
     print(f"old prompt: {update.old_prompt!r}")
     print(f"new prompt: {update.new_prompt!r}")
