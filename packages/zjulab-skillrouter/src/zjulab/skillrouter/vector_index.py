@@ -19,13 +19,13 @@ logger = logging.getLogger(__name__)
 IndexType = Literal["flat", "hnsw", "ivf"]
 
 
-def _as_matrix(x: np.ndarray, dim: int | None, what: str) -> np.ndarray:
+def _as_matrix(x: np.ndarray, dim: int | None, what: str, check_finite: bool = True) -> np.ndarray:
     arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
     if arr.ndim != 2:
         raise InputError(f"{what} must be a 2-D array, got shape {arr.shape}")
     if dim is not None and arr.shape[1] != dim:
         raise InputError(f"{what} have dimension {arr.shape[1]}, the index has {dim}")
-    if not np.isfinite(arr).all():
+    if check_finite and not np.isfinite(arr).all():
         raise InputError(f"{what} contain NaN or infinite values")
     return arr
 
@@ -36,7 +36,7 @@ def brute_force_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> tupl
     Returns:
         ``(scores, ids)``, each ``[n_queries, k]``, best first.
     """
-    v = _as_matrix(vectors, None, "vectors")
+    v = _as_matrix(vectors, None, "vectors", check_finite=False)  # a pool is checked once, when built
     q = _as_matrix(queries, v.shape[1], "queries")
     if not 0 < k <= v.shape[0]:
         raise InvalidKError(f"k={k} must be in [1, {v.shape[0]}]")
