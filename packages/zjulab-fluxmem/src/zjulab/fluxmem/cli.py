@@ -63,7 +63,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     enc = _encoder(args.encoder, args.device)
-    chat = _chat(args.chat, args.device, 64)
+    chat = _chat(args.chat, args.device, 48)
     # small budgets keep the demo under a minute on 2 CPU cores with the 135M chat model
     cfg = FluxMemConfig(
         candidate_k=5,
