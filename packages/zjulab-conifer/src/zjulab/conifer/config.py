@@ -45,6 +45,7 @@ class PipelineConfig:
         max_remote_retries: Re-tries of a whole batch after a remote model error.
         retry_backoff: Seconds before the first batch re-try (doubles each time).
         max_new_tokens: Answer length of the structured stages.
+        verdict_max_new_tokens: Answer length of the filter stages (a short JSON verdict).
         answer_max_new_tokens: Answer length of the answer stages.
         temperature: Sampling temperature (0 = greedy).
         seed: Seed of the format/number constraint sampling.
@@ -77,6 +78,7 @@ class PipelineConfig:
     max_remote_retries: int = 2
     retry_backoff: float = 1.0
     max_new_tokens: int = 512
+    verdict_max_new_tokens: int = 128  # {"keep": ..., "reason": ...} needs few tokens
     answer_max_new_tokens: int = 1024
     temperature: float = 0.0
     seed: int = 0
@@ -96,6 +98,7 @@ class PipelineConfig:
             "concurrency",
             "max_new_tokens",
             "answer_max_new_tokens",
+            "verdict_max_new_tokens",
             "hard_level",
         )
         for name in positive:

@@ -100,7 +100,7 @@ def easy_to_hard(records: Iterable[Mapping[str, Any]], *, max_turns: int | None 
 
 def single_turn(records: Iterable[Mapping[str, Any]]) -> list[tuple[int, Conversation]]:
     """``(level, [user, assistant])`` for every answered record, in input order."""
-    out = []
+    out: list[tuple[int, Conversation]] = []
     for r in records:
         n = normalize_record(r)
         out.append(

@@ -141,12 +141,13 @@ class ModelStage(Stage):
     Attributes:
         role: Which model answers: ``"strong"`` or ``"weak"``.
         schema: Output schema for structured answers; ``None`` for free text.
-        answer_length: Which length limit applies: ``"structured"`` or ``"answer"``.
+        answer_length: Which length limit applies: ``"structured"``, ``"verdict"`` (short
+            keep/drop answers) or ``"answer"``.
     """
 
     role: ClassVar[Literal["strong", "weak"]] = "strong"
     schema: ClassVar[Any] = None
-    answer_length: ClassVar[Literal["structured", "answer"]] = "structured"
+    answer_length: ClassVar[Literal["structured", "verdict", "answer"]] = "structured"
 
     #: A worked example ``(prompt, ideal answer)`` shown before the real prompt when
     #: ``few_shot`` is on; it pins the JSON shape for models that drift into prose.
@@ -257,6 +258,7 @@ class FilterStage(ModelStage):
     """
 
     schema = Verdict
+    answer_length = "verdict"
 
     def __init__(
         self,

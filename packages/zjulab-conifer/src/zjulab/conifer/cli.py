@@ -1,0 +1,263 @@
+"""Command line: ``zjulab-conifer {run,export,check,eval-ifeval,demo}``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from zjulab.common.io import read_jsonl, write_jsonl
+from zjulab.conifer.checkers import default_registry
+from zjulab.conifer.config import PipelineConfig
+from zjulab.conifer.curriculum import build_conversations, easy_to_hard, to_dataset
+from zjulab.conifer.errors import ConiferError, ConiferInputError
+from zjulab.conifer.ifeval import evaluate_ifeval, load_ifeval, per_type_table
+from zjulab.conifer.pipeline import Pipeline, PipelineResult, load_seeds
+
+DEMO_SEEDS = [
+    "How do I keep a sourdough starter alive while I am away for two weeks?",
+    "What should I consider when choosing a first programming language?",
+    "Explain why the sky is blue.",
+]
+
+
+def build_model(spec: dict[str, Any], *, device: str = "auto", max_new_tokens: int = 512) -> Any:
+    """A chat model from a config spec (``{"kind": "openai" | "transformers" | "embedded", ...}``)."""
+    kind = spec.get("kind", "embedded")
+    if kind == "embedded":
+        from zjulab.common.defaults import default_chat_model
+
+        return default_chat_model(device=spec.get("device", device), max_new_tokens=max_new_tokens)
+    if kind == "transformers":
+        from zjulab.common.chat import TransformersChatModel
+
+        opts = {k: v for k, v in spec.items() if k not in ("kind", "model")}
+        opts.setdefault("device", device)
+        opts.setdefault("max_new_tokens", max_new_tokens)
+        return TransformersChatModel(spec["model"], **opts)
+    from zjulab.common.chat import OpenAIChatModel
+
+    opts = {k: v for k, v in spec.items() if k not in ("kind", "model")}
+    opts.setdefault("max_new_tokens", max_new_tokens)
+    return OpenAIChatModel(spec["model"], **opts)
+
+
+def _stats_table(result: PipelineResult) -> str:
+    head = f"{'stage':<20}{'in':>5}{'out':>6}{'filt':>6}{'aside':>7}{'resumed':>9}{'sec':>8}{'calls':>7}{'tok in':>9}{'tok out':>9}"
+    lines = [head, "-" * len(head)]
+    for s in result.stats:
+        u = s.usage
+        lines.append(
+            f"{s.name:<20}{s.inputs:>5}{s.outputs:>6}{s.filtered:>6}{s.set_aside:>7}{s.resumed:>9}{s.seconds:>8.1f}"
+            f"{u.get('calls', 0):>7}{u.get('prompt_tokens', 0):>9}{u.get('completion_tokens', 0):>9}"
+        )
+    return "\n".join(lines)
+
+
+def _print_conversation(conv: list[dict[str, str]], width: int = 400) -> None:
+    for m in conv:
+        text = " ".join(m["content"].split())
+        print(f"  [{m['role']}] {text[:width]}{' ...' if len(text) > width else ''}")
+
+
+def _last_records(run_dir: Path) -> list[dict[str, Any]]:
+    outs = sorted(run_dir.glob("[0-9][0-9]_*.output.jsonl"))
+    if not outs:
+        raise ConiferInputError(f"{run_dir}: no completed stage output (*.output.jsonl)")
+    return read_jsonl(outs[-1])
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the pipeline from a JSON config."""
+    cfg = PipelineConfig.load(args.config)
+    if not cfg.seeds_path:
+        raise ConiferInputError(f"{args.config}: set seeds_path to the seed file")
+    strong = build_model(cfg.strong_model, device=args.device, max_new_tokens=cfg.answer_max_new_tokens)
+    weak = (
+        build_model(cfg.weak_model, device=args.device, max_new_tokens=cfg.answer_max_new_tokens)
+        if cfg.weak_model
+        else None
+    )
+    result = Pipeline(strong, weak, cfg).run(load_seeds(cfg.seeds_path))
+    print(_stats_table(result))
+    print(f"\n{len(result.records)} records, {len(result.set_aside())} set aside; files in {result.out_dir}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a run's records as chat ``messages`` (JSONL or a saved ``datasets`` dataset)."""
+    records = _last_records(Path(args.run_dir))
+    convs = build_conversations(records, args.ordering, include_feedback=not args.no_feedback, seed=args.seed)
+    if args.format == "jsonl":
+        n = write_jsonl(args.out, ({"messages": c} for c in convs))
+    else:
+        ds = to_dataset(convs)
+        ds.save_to_disk(args.out)
+        n = len(ds)
+    print(f"wrote {n} conversations ({args.ordering}) to {args.out}")
+    return 0
+
+
+def _rows_for_check(
+    path: Path, prompts_path: str | None
+) -> list[tuple[str, list[str], list[dict[str, Any]], str]]:
+    rows = read_jsonl(path)
+    by_prompt = {p.prompt: p for p in load_ifeval(prompts_path)} if prompts_path else {}
+    out = []
+    for i, row in enumerate(rows, 1):
+        response = row.get("response", row.get("answer"))
+        prompt = str(row.get("prompt", row.get("instruction", "")))
+        if response is None:
+            raise ConiferInputError(f"{path}:{i}: no 'response' or 'answer'")
+        if "instruction_id_list" in row:
+            ids, kws = (
+                list(row["instruction_id_list"]),
+                list(row.get("kwargs") or [{}] * len(row["instruction_id_list"])),
+            )
+        elif "checks" in row:
+            ids, kws = [c["id"] for c in row["checks"]], [c.get("kwargs", {}) for c in row["checks"]]
+        elif prompt in by_prompt:
+            ids, kws = (
+                list(by_prompt[prompt].instruction_id_list),
+                [dict(k) for k in by_prompt[prompt].kwargs],
+            )
+        else:
+            raise ConiferInputError(
+                f"{path}:{i}: no instruction_id_list/checks, and the prompt is not in --prompts"
+            )
+        out.append((str(response), ids, kws, prompt))
+    return out
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Run the checkers on a responses file and print a per-type table."""
+    reg = default_registry()
+    table: dict[str, list[int]] = {}
+    for response, ids, kws, prompt in _rows_for_check(Path(args.responses), args.prompts):
+        for iid, kw in zip(ids, kws):
+            c = table.setdefault(iid, [0, 0, 0])
+            c[0] += 1
+            c[1] += reg.check(iid, response, kw, mode="strict", prompt=prompt)
+            c[2] += reg.check(iid, response, kw, mode="loose", prompt=prompt)
+    print(f"{'instruction type':<48}{'n':>5}{'strict':>8}{'loose':>8}")
+    for iid in sorted(table):
+        n, s, lo = table[iid]
+        print(f"{iid:<48}{n:>5}{s / n:>8.3f}{lo / n:>8.3f}")
+    tot = [sum(v[k] for v in table.values()) for k in range(3)]
+    if tot[0]:
+        print(f"{'all':<48}{tot[0]:>5}{tot[1] / tot[0]:>8.3f}{tot[2] / tot[0]:>8.3f}")
+    return 0
+
+
+def cmd_eval_ifeval(args: argparse.Namespace) -> int:
+    """Score IFEval responses (``{"prompt", "response"}`` JSONL) on the prompt file."""
+    rows = read_jsonl(args.responses)
+    res = evaluate_ifeval(rows, args.prompts)
+    for k, v in res.as_dict().items():
+        print(f"{k:<22}{v:.4f}" if isinstance(v, float) else f"{k:<22}{v}")
+    if args.table:
+        print()
+        for iid, row in per_type_table(res).items():
+            print(f"{iid:<48}{row['count']:>5}{row['strict']:>8.3f}{row['loose']:>8.3f}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Whole pipeline on three seeds with the embedded SmolLM2-135M, then one easy-to-hard conversation."""
+    from zjulab.common.defaults import default_chat_model
+
+    t0 = time.perf_counter()
+    model = default_chat_model(device=args.device, max_new_tokens=args.max_new_tokens)
+    out_dir = args.out_dir or tempfile.mkdtemp(prefix="conifer-demo-")
+    cfg = PipelineConfig(
+        out_dir=out_dir,
+        num_reframes=1,
+        num_levels=3,
+        hard_level=3,
+        max_structured_retries=0,
+        max_new_tokens=args.max_new_tokens,
+        verdict_max_new_tokens=24,
+        answer_max_new_tokens=32,
+        batch_size=16,
+        min_categories=2,
+        max_categories=3,
+    )
+    print(
+        f"Conifer demo: 3 seed queries, SmolLM2-135M-Instruct as strong and weak model, output in {out_dir}\n"
+    )
+    result = Pipeline(model, model, cfg).run(load_seeds(DEMO_SEEDS))
+    print(_stats_table(result))
+    aside = result.set_aside()
+    if aside:
+        print(f"\n{len(aside)} item(s) set aside (kept with their reasons in *.setaside.jsonl), e.g.:")
+        for row in aside[:3]:
+            print(f"  {row['stage']}/{row['key']}: {row['reason'][:150]}")
+    convs = easy_to_hard(r for r in result.records if r.get("answer"))
+    if convs:
+        conv = max(convs, key=len)
+        print(f"\nEasy-to-hard conversation ({len(conv) // 2} levels, easiest first):")
+        _print_conversation(conv)
+    else:
+        print(
+            "\nNo instruction reached the answer stage with this tiny model; see the set-aside reasons above."
+        )
+    print(f"\ndone in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``zjulab-conifer``."""
+    parser = argparse.ArgumentParser(prog="zjulab-conifer", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("run", help="run the curation pipeline from a JSON config")
+    p.add_argument("config")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("export", help="export a run as chat conversations")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True)
+    p.add_argument("--ordering", choices=["easy_to_hard", "level", "shuffled"], default="easy_to_hard")
+    p.add_argument("--format", choices=["jsonl", "hf"], default="jsonl")
+    p.add_argument("--no-feedback", action="store_true", help="leave out the feedback conversations")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("check", help="run the constraint checkers on a responses file")
+    p.add_argument(
+        "responses", help="JSONL rows with response/answer and instruction_id_list+kwargs or checks"
+    )
+    p.add_argument("--prompts", help="IFEval input_data.jsonl, to look instructions up by prompt")
+    p.set_defaults(fn=cmd_check)
+
+    p = sub.add_parser("eval-ifeval", help="score IFEval responses")
+    p.add_argument("responses", help='JSONL rows {"prompt", "response"}')
+    p.add_argument("--prompts", required=True, help="IFEval input_data.jsonl")
+    p.add_argument("--table", action="store_true", help="also print per-type accuracy")
+    p.set_defaults(fn=cmd_eval_ifeval)
+
+    p = sub.add_parser("demo", help="whole pipeline on three seeds with the embedded model")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-new-tokens", type=int, default=56, help="length of the structured answers")
+    p.add_argument("--out-dir", default=None)
+    p.set_defaults(fn=cmd_demo)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.fn(args))
+    except (ConiferError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The command line on small files (no model needed)."""
+
+import json
+
+from zjulab.conifer import Pipeline, PipelineConfig, load_seeds
+from zjulab.conifer.cli import main
+
+from .fakes import FakeModel, weak_reply
+
+
+def test_check_prints_per_type_table(tmp_path, capsys):
+    f = tmp_path / "resp.jsonl"
+    rows = [
+        {"response": "No commas here", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
+        {"response": "One, two", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
+        {"answer": "<<T>>\nbody", "checks": [{"id": "detectable_format:title", "kwargs": {}}]},
+    ]
+    f.write_text("\n".join(json.dumps(r) for r in rows))
+    assert main(["check", str(f)]) == 0
+    out = capsys.readouterr().out
+    assert "punctuation:no_comma                                2   0.500   0.500" in out
+    assert "detectable_format:title                             1   1.000   1.000" in out
+    assert "all                                                 3   0.667   0.667" in out
+
+
+def test_check_reports_bad_rows(tmp_path, capsys):
+    f = tmp_path / "resp.jsonl"
+    f.write_text(json.dumps({"response": "x"}) + "\n")
+    assert main(["check", str(f)]) == 2
+    assert "resp.jsonl:1" in capsys.readouterr().err
+
+
+def test_eval_ifeval(tmp_path, capsys, ifeval_path):
+    lines = ifeval_path.read_text().splitlines()[:20]
+    sub = tmp_path / "prompts.jsonl"
+    sub.write_text("\n".join(lines) + "\n")
+    first = [json.loads(x) for x in lines]
+    n_inst = sum(len(r["instruction_id_list"]) for r in first)
+    f = tmp_path / "r.jsonl"
+    f.write_text("\n".join(json.dumps({"prompt": r["prompt"], "response": r["prompt"]}) for r in first))
+    assert main(["eval-ifeval", str(f), "--prompts", str(sub), "--table"]) == 0
+    out = capsys.readouterr().out
+    assert "num_prompts           20" in out and f"num_instructions      {n_inst}" in out
+    assert "punctuation:no_comma" in out
+
+
+def test_export_jsonl_and_hf(tmp_path, capsys):
+    cfg = PipelineConfig(
+        out_dir=str(tmp_path / "run"), num_reframes=1, num_levels=3, hard_level=2, few_shot=False
+    )
+    Pipeline(FakeModel(), FakeModel(weak_reply), cfg).run(load_seeds(["How do I keep a starter alive?"]))
+    out = tmp_path / "sft.jsonl"
+    assert main(["export", str(tmp_path / "run"), "--out", str(out)]) == 0
+    convs = [json.loads(x)["messages"] for x in out.read_text().splitlines()]
+    # one easy-to-hard conversation (3 levels), 2 internal-feedback, 1 external-feedback
+    assert [len(c) for c in convs] == [6, 2, 2, 4]
+    assert [m["content"][:2] for m in convs[0] if m["role"] == "user"] == ["L1", "L2", "L3"]
+    assert (
+        main(
+            [
+                "export",
+                str(tmp_path / "run"),
+                "--out",
+                str(tmp_path / "hf"),
+                "--format",
+                "hf",
+                "--no-feedback",
+            ]
+        )
+        == 0
+    )
+    import datasets
+
+    assert len(datasets.load_from_disk(str(tmp_path / "hf"))) == 1
+    assert main(["export", str(tmp_path / "nothing"), "--out", str(out)]) == 2
