@@ -14,23 +14,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from zjulab.common.testing import HashingEncoder
 from zjulab.memtrace import BenchConfig
 from zjulab.memtrace.bench import build_memtracebench, chat_methods, default_methods, evaluate, stratified
-
-HERE = Path(__file__).resolve()
-
-
-def find_locomo(arg: str | None) -> Path:
-    if arg:
-        return Path(arg)
-    for parent in HERE.parents:
-        cand = parent / "shared" / "data" / "locomo" / "locomo10.json"
-        if cand.is_file():
-            return cand
-    raise SystemExit("locomo10.json not found; pass --locomo")
+from zjulab.memtrace.locomo import find_locomo
 
 
 def main() -> None:

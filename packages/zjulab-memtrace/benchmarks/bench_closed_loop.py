@@ -14,26 +14,13 @@ from __future__ import annotations
 import argparse
 import random
 import time
-from pathlib import Path
 
 from zjulab.common.testing import HashingEncoder
 from zjulab.memtrace import EvidenceJudge, Gold, TracingError, attribute
-from zjulab.memtrace.locomo import load_locomo
+from zjulab.memtrace.locomo import find_locomo, load_locomo
 from zjulab.memtrace.matching import token_recall
 from zjulab.memtrace.optimize import aggregate, evaluate_prompt_update, optimize_prompts
 from zjulab.memtrace.pipelines import Mem0Pipeline
-
-HERE = Path(__file__).resolve()
-
-
-def find_locomo(arg: str | None) -> Path:
-    if arg:
-        return Path(arg)
-    for parent in HERE.parents:
-        cand = parent / "shared" / "data" / "locomo" / "locomo10.json"
-        if cand.is_file():
-            return cand
-    raise SystemExit("locomo10.json not found; pass --locomo")
 
 
 def main() -> None:

@@ -15,17 +15,6 @@ from zjulab.common.io import read_json, write_json
 __all__ = ["main"]
 
 
-def _find_locomo(arg: str | None) -> Path:
-    if arg:
-        return Path(arg)
-    from zjulab.common.testing.pytest_plugin import find_shared_data
-
-    found = find_shared_data()
-    if found is None or not (found / "locomo" / "locomo10.json").is_file():
-        raise SystemExit("LoCoMo not found: pass --locomo PATH/TO/locomo10.json")
-    return found / "locomo" / "locomo10.json"
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     from zjulab.memtrace.demo import DEMO_GOLD, run_demo
 
@@ -103,8 +92,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from zjulab.common.testing import HashingEncoder
     from zjulab.memtrace.bench import build_memtracebench, chat_methods, default_methods, evaluate, stratified
     from zjulab.memtrace.config import BenchConfig
+    from zjulab.memtrace.locomo import find_locomo
 
-    path = _find_locomo(args.locomo)
+    path = find_locomo(args.locomo)
     t0 = time.perf_counter()
     cases = build_memtracebench(
         path, HashingEncoder(512), BenchConfig(max_questions=20 if args.quick else 60)

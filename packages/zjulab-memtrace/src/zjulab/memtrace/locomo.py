@@ -16,7 +16,7 @@ from zjulab.common.errors import StoreError
 from zjulab.common.io import read_json
 from zjulab.memtrace.errors import TraceFileError
 
-__all__ = ["LocomoConversation", "LocomoQA", "LocomoTurn", "load_locomo"]
+__all__ = ["LocomoConversation", "LocomoQA", "LocomoTurn", "find_locomo", "load_locomo"]
 
 _SESSION = re.compile(r"^session_(\d+)$")
 
@@ -120,3 +120,27 @@ def load_locomo(path: str | os.PathLike[str]) -> list[LocomoConversation]:
             )
         out.append(c)
     return out
+
+
+def find_locomo(path: str | os.PathLike[str] | None = None) -> Path:
+    """Locate ``locomo10.json``.
+
+    ``path`` wins; then ``$ZJULAB_SHARED_DATA/locomo/locomo10.json``; then
+    ``shared/data/locomo/locomo10.json`` beside any ancestor of the working directory or of
+    this file.
+
+    Raises:
+        TraceFileError: Not found.
+    """
+    if path is not None:
+        return Path(path)
+    rel = Path("locomo") / "locomo10.json"
+    env = os.environ.get("ZJULAB_SHARED_DATA")
+    if env and (Path(env) / rel).is_file():
+        return Path(env) / rel
+    for start in (Path.cwd().resolve(), Path(__file__).resolve()):
+        for parent in [start, *start.parents]:
+            cand = parent / "shared" / "data" / rel
+            if cand.is_file():
+                return cand
+    raise TraceFileError("locomo10.json not found: pass its path (or set ZJULAB_SHARED_DATA)")
