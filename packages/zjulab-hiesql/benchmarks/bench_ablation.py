@@ -15,6 +15,7 @@ the same as the full parser's. Scores come from this package's evaluator (offici
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,16 +29,8 @@ from zjulab.hiesql.reranking import Prediction, rerank_candidates
 from zjulab.hiesql.schema import Schema
 
 HERE = Path(__file__).resolve().parent
-
-
-def find_data(arg: str | None) -> Path:
-    if arg:
-        return Path(arg)
-    for p in [HERE, *HERE.parents]:
-        for cand in (p / "shared" / "data", p.parent / "shared" / "data"):
-            if (cand / "sparc").is_dir():
-                return cand
-    raise SystemExit("shared/data not found; pass --data")
+sys.path.insert(0, str(HERE))
+from bench_data import find_data  # noqa: E402
 
 
 class NearestNeighbourParser:

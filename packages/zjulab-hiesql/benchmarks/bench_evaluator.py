@@ -19,18 +19,8 @@ from zjulab.hiesql import evaluate_files, read_turn_file, tokenize_sql
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from bench_data import find_data  # noqa: E402
 from perturb import perturb_text  # noqa: E402
-
-
-def find_data(arg: str | None) -> Path:
-    if arg:
-        return Path(arg)
-    for p in [HERE, *HERE.parents]:
-        if (p / "shared" / "data" / "sparc").is_dir():
-            return p / "shared" / "data"
-        if (p.parent / "shared" / "data" / "sparc").is_dir():
-            return p.parent / "shared" / "data"
-    raise SystemExit("shared/data not found; pass --data")
 
 
 def main() -> None:

@@ -79,3 +79,18 @@ def test_demo_database(tmp_path):
         "sale.book_id->book.book_id",
     ]
     assert len(DEMO_QUESTIONS) == 3
+
+
+def test_linking_repair_only_with_exact_or_value_links(tmp_path):
+    from zjulab.hiesql.linking import build_linking_graph
+    from zjulab.hiesql.reranking import repair_with_linking
+
+    db = build_demo_database(tmp_path / "b.sqlite")
+    s = schema_from_sqlite(db)
+    g = build_linking_graph(s, "List the names of all authors.", [], None, db)
+    assert repair_with_linking("SELECT author FROM author", s, g) == "SELECT name FROM author"
+    p = rerank_candidates([("SELECT author FROM author", -1.0)], s, db, g)
+    assert p.valid and p.sql == "SELECT name FROM author" and "repaired" in p.rejected[-1][1]
+    g3 = build_linking_graph(s, "What are the titles of the books written by them?", ["x"], None, db)
+    # "country" is not a book column and nothing unused in book is linked exactly: no repair
+    assert repair_with_linking("SELECT title FROM book WHERE country = 'Canada'", s, g3) is None

@@ -28,7 +28,7 @@ def _print_turn(k: int, turn: Any, max_rows: int = 10) -> None:
             print(f"    {item:22} {', '.join(how[:3])}")
     print(f"  SQL: {turn.sql}" + ("" if turn.prediction.valid else "   [no valid candidate]"))
     for bad, why in turn.prediction.rejected[:3]:
-        print(f"    rejected: {bad[:80]!r} ({why[:60]})")
+        print(f"    rejected: {bad[:80]!r} ({why[:110]})")
     if turn.result is not None:
         print(
             f"  rows ({len(turn.result.rows)}{'+' if turn.result.truncated else ''}): {', '.join(turn.result.columns)}"
@@ -245,7 +245,12 @@ def _build() -> argparse.ArgumentParser:
             c.add_argument("--model", default=None, help="a saved HieSqlParser (default: the LLM path)")
         c.add_argument("--llm", default="default", help="model name on --base-url")
         c.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for the LLM path")
-        c.add_argument("--candidates", type=int, default=2, help="LLM candidates for validity re-ranking")
+        c.add_argument(
+            "--candidates",
+            type=int,
+            default=1 if name == "demo" else 2,
+            help="LLM candidates for validity re-ranking (greedy first, then samples)",
+        )
         c.add_argument("--max-new-tokens", type=int, default=48, help="longest SQL the LLM may write")
         c.add_argument("--device", default="cpu")
         c.set_defaults(func=func)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from pathlib import Path
 
 from zjulab.common.io import atomic_write_text
 from zjulab.hiesql.errors import SchemaFileError
+from zjulab.hiesql.schema import read_json_file
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +62,7 @@ def load_interactions(path: str | Path) -> list[Interaction]:
         SchemaFileError: When the file is missing, not JSON, or an entry lacks a key.
     """
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise SchemaFileError(f"interaction file not found: {p}") from exc
-    except json.JSONDecodeError as exc:
-        raise SchemaFileError(f"{p}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+    data = read_json_file(p, "interaction file")
     out: list[Interaction] = []
     for i, entry in enumerate(data):
         try:

@@ -18,7 +18,10 @@ DEMO_QUESTIONS = (
 )
 #: Demonstrations given to the LLM path on the demo database (different questions).
 DEMO_EXAMPLES = (
-    ("What is the country of the author named Dev Raman?", "SELECT country FROM author WHERE name = 'Dev Raman'"),
+    (
+        "What is the country of the author named Dev Raman?",
+        "SELECT country FROM author WHERE name = 'Dev Raman'",
+    ),
     (
         "Show the quantity sold of books by the author named Ada Lindqvist.",
         "SELECT T3.quantity FROM author AS T1 JOIN book AS T2 ON T1.author_id = T2.author_id "

@@ -332,6 +332,17 @@ class TurnResult:
     execution: int | None = None
 
 
+def _summary(ts: Sequence[TurnResult]) -> dict[str, float]:
+    row: dict[str, float] = {
+        "count": float(len(ts)),
+        "exact": sum(t.exact for t in ts) / len(ts) if ts else 0.0,
+    }
+    ex = [t.execution for t in ts if t.execution is not None]
+    if ex:
+        row["exec"] = sum(ex) / len(ex)
+    return row
+
+
 @dataclass
 class EvaluationReport:
     """Aggregated scores with the per-turn results.
@@ -376,30 +387,16 @@ class EvaluationReport:
         """``level -> {count, exact, exec}`` for easy/medium/hard/extra/all."""
         out: dict[str, dict[str, float]] = {}
         for level in (*HARDNESS_LEVELS, "all"):
-            ts = self._select(level)
-            row: dict[str, float] = {
-                "count": float(len(ts)),
-                "exact": sum(t.exact for t in ts) / len(ts) if ts else 0.0,
-            }
-            ex = [t.execution for t in ts if t.execution is not None]
-            if ex:
-                row["exec"] = sum(ex) / len(ex)
-            out[level] = row
+            out[level] = _summary(self._select(level))
         return out
 
     def by_turn(self) -> dict[str, dict[str, float]]:
         """``"1".."4", ">4" -> {count, exact, exec}`` by turn position."""
         out: dict[str, dict[str, float]] = {}
         for bucket in TURN_BUCKETS:
-            ts = [t for t in self.turns if (str(t.turn + 1) if t.turn < 4 else ">4") == bucket]
-            row: dict[str, float] = {
-                "count": float(len(ts)),
-                "exact": sum(t.exact for t in ts) / len(ts) if ts else 0.0,
-            }
-            ex = [t.execution for t in ts if t.execution is not None]
-            if ex:
-                row["exec"] = sum(ex) / len(ex)
-            out[bucket] = row
+            out[bucket] = _summary(
+                [t for t in self.turns if (str(t.turn + 1) if t.turn < 4 else ">4") == bucket]
+            )
         return out
 
     def partial(self, level: str = "all") -> dict[str, dict[str, float]]:

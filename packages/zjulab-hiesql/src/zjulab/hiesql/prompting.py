@@ -83,7 +83,11 @@ def schema_ddl(schema: Schema, graph: SchemaLinkingGraph | None = None) -> str:
             note = "  -- mentioned" if f"{table}.{name}" in linked else ""
             lines.append(f"  {name} {ctype}{extra},{note}")
         if lines:
-            lines[-1] = lines[-1].replace(",", "", 1) if "--" not in lines[-1] else lines[-1].replace(",  --", "  --", 1)
+            lines[-1] = (
+                lines[-1].replace(",", "", 1)
+                if "--" not in lines[-1]
+                else lines[-1].replace(",  --", "  --", 1)
+            )
         head = f"CREATE TABLE {table} (" + ("  -- mentioned" if table in linked else "")
         out.append("\n".join([head, *lines, ");"]))
     return "\n".join(out)

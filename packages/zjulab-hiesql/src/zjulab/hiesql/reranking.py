@@ -7,6 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+
 from zjulab.hiesql.errors import SandboxError
 from zjulab.hiesql.linking import SchemaLinkingGraph
 from zjulab.hiesql.schema import Schema
@@ -14,7 +18,7 @@ from zjulab.hiesql.validity import check_sql
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Prediction", "rerank_candidates"]
+__all__ = ["Prediction", "repair_with_linking", "rerank_candidates"]
 
 
 @dataclass
@@ -76,5 +80,69 @@ def rerank_candidates(
         if verdict:
             return Prediction(sql, True, list(candidates), rejected, graph)
         rejected.append((sql, verdict.reason))
+    if graph is not None:
+        for sql, _score in candidates:
+            fixed = repair_with_linking(sql, schema, graph)
+            if fixed is not None and fixed not in seen and check_sql(fixed, schema):
+                rejected.append((sql, f"repaired with the linked schema into {fixed!r}"))
+                return Prediction(fixed, True, list(candidates), rejected, graph)
     top = candidates[0][0] if candidates else ""
     return Prediction(top, False, list(candidates), rejected, graph)
+
+
+_LINK_RANK = {"exact_match": 0, "value_match": 1}  # partial matches are too loose to substitute
+
+
+def repair_with_linking(sql: str, schema: Schema, graph: SchemaLinkingGraph) -> str | None:
+    """Replace unknown table/column names in ``sql`` by the items the question links to.
+
+    An unknown table becomes the table the current question (or, failing that, the history)
+    names most directly; an unknown column becomes the best-linked column of the query's tables
+    not already used in the query (exact name match before value match — partial matches are
+    never used — and the current question before the history). Used only when no model candidate is valid.
+
+    Args:
+        sql: A candidate that failed the validity guard.
+        schema: The schema.
+        graph: The turn's linking graph.
+
+    Returns:
+        The repaired SQL, or None when nothing could be substituted.
+    """
+    try:
+        tree = sqlglot.parse_one(sql, read="sqlite")
+    except (ParseError, TokenError):
+        return None
+    if tree is None:
+        return None
+    tables = schema.tables
+    ranked_tables: list[tuple[int, str]] = []
+    ranked_cols: list[tuple[int, str, str]] = []
+    for src, dst, et in graph.edges():
+        if src.kind not in ("question", "history") or et not in _LINK_RANK:
+            continue
+        rank = _LINK_RANK[et] + (0 if src.kind == "question" else 2)
+        if dst.kind == "table":
+            ranked_tables.append((rank, schema.table_names_original[dst.index].lower()))
+        elif dst.kind == "column":
+            t_idx, name = schema.column_names_original[dst.index]
+            ranked_cols.append((rank, schema.table_names_original[t_idx].lower(), name.lower()))
+    changed = False
+    for t in tree.find_all(exp.Table):
+        if t.name.lower() not in tables and ranked_tables:
+            t.set("this", exp.to_identifier(min(ranked_tables)[1]))
+            changed = True
+    used_tables = {t.name.lower() for t in tree.find_all(exp.Table)}
+    all_columns = {c for ts in used_tables for c in tables.get(ts, ())}
+    used = {c.name.lower() for c in tree.find_all(exp.Column)}
+    for col in tree.find_all(exp.Column):
+        name = col.name.lower()
+        if not name or name in all_columns or (isinstance(col.this, exp.Identifier) and col.this.quoted):
+            continue
+        options = sorted(r for r in ranked_cols if r[1] in used_tables and r[2] not in used)
+        if not options:
+            return None
+        col.set("this", exp.to_identifier(options[0][2]))
+        used.add(options[0][2])
+        changed = True
+    return tree.sql(dialect="sqlite") if changed else None

@@ -156,6 +156,16 @@ class SchemaSet(dict[str, Schema]):
         raise UnknownDatabaseError(f"unknown db_id {key!r} ({len(self)} schemas loaded, e.g. {known})")
 
 
+def read_json_file(path: Path, what: str) -> Any:
+    """Read JSON, raising :class:`SchemaFileError` naming the file (and line) when it fails."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SchemaFileError(f"{what} not found: {path}") from exc
+    except json.JSONDecodeError as exc:
+        raise SchemaFileError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+
+
 def load_tables(path: str | Path) -> SchemaSet:
     """Load a Spider-style ``tables.json`` into a :class:`SchemaSet`.
 
@@ -169,12 +179,7 @@ def load_tables(path: str | Path) -> SchemaSet:
         SchemaFileError: When the file is missing, not JSON, or an entry is malformed.
     """
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise SchemaFileError(f"tables file not found: {p}") from exc
-    except json.JSONDecodeError as exc:
-        raise SchemaFileError(f"{p}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+    data = read_json_file(p, "tables file")
     if not isinstance(data, list):
         raise SchemaFileError(f"{p}: expected a JSON list of schemas, got {type(data).__name__}")
     return SchemaSet((s.db_id, s) for s in (Schema.from_json(e) for e in data))
