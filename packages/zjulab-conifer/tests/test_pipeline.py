@@ -245,3 +245,31 @@ def test_config_validation(tmp_path):
     path.write_text(json.dumps({"out_dir": "out", "num_levels": 3, "hard_level": 2}))
     cfg = PipelineConfig.load(path)
     assert cfg.out_dir == str(tmp_path / "out") and cfg.num_levels == 3
+
+
+def test_constraint_shapes_are_normalised():
+    from zjulab.conifer.stages import normalize_categories
+
+    assert normalize_categories({"Audience": ["kids", ""], "Format": "a list; a table", "Empty": []}) == {
+        "Audience": ["kids"],
+        "Format": ["a list", "a table"],
+    }
+    assert normalize_categories([{"name": "Tone", "options": ["formal"]}, "Length: short, long", "junk"]) == {
+        "Tone": ["formal"],
+        "Length": ["short", "long"],
+    }
+    assert normalize_categories("nothing") == {}
+
+
+def test_recombine_min_levels():
+    from zjulab.conifer.stages import Levels, RecombineStage
+
+    rec = {"id": "x", "query": "q", "constraints": {"A": ["b"]}}
+    strict = RecombineStage(3)
+    with pytest.raises(Rejection, match="expected 3 non-empty levels, got 2"):
+        strict.apply(rec, Levels(["one", "two", " "]))
+    lenient = RecombineStage(3, min_levels=2)
+    out = lenient.apply(rec, Levels(["one", "two"]))
+    assert [(r["id"], r["level"]) for r in out] == [("x-L1", 1), ("x-L2", 2)]
+    with pytest.raises(Rejection, match="expected 2-3 non-empty levels, got 1"):
+        lenient.apply(rec, Levels(["one"]))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from zjulab.common.io import read_jsonl, write_jsonl
+from zjulab.common.protocols import Conversation
 from zjulab.conifer.checkers import default_registry
 from zjulab.conifer.config import PipelineConfig
 from zjulab.conifer.curriculum import build_conversations, easy_to_hard, to_dataset
@@ -58,7 +59,7 @@ def _stats_table(result: PipelineResult) -> str:
     return "\n".join(lines)
 
 
-def _print_conversation(conv: list[dict[str, str]], width: int = 400) -> None:
+def _print_conversation(conv: Conversation, width: int = 400) -> None:
     for m in conv:
         text = " ".join(m["content"].split())
         print(f"  [{m['role']}] {text[:width]}{' ...' if len(text) > width else ''}")
@@ -177,7 +178,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         out_dir=out_dir,
         num_reframes=1,
         num_levels=3,
-        hard_level=3,
+        min_levels=2,
+        hard_level=2,
         max_structured_retries=0,
         max_new_tokens=args.max_new_tokens,
         verdict_max_new_tokens=24,

@@ -24,6 +24,8 @@ class PipelineConfig:
         out_dir: Directory for the stage checkpoints, set-aside files and statistics.
         num_reframes: Questions written per seed query in the reframing stage.
         num_levels: Difficulty levels of the recombination stage (1 = easiest).
+        min_levels: Fewest levels a recombination answer may have (0: all ``num_levels``);
+            shorter ladders are kept with levels 1..k.
         min_categories: Fewest constraint categories asked for per question.
         max_categories: Most constraint categories asked for per question.
         few_shot: Show each structured stage's worked example (one user/assistant exchange)
@@ -62,6 +64,7 @@ class PipelineConfig:
     out_dir: str = "conifer_run"
     num_reframes: int = 3  # the paper's reframing writes a few questions per seed
     num_levels: int = 5  # the paper's five difficulty levels
+    min_levels: int = 0  # the paper keeps only complete ladders
     min_categories: int = 3
     max_categories: int = 6
     few_shot: bool = True  # costs one example's tokens per call, saves many unparseable answers
@@ -108,6 +111,10 @@ class PipelineConfig:
         if self.min_categories > self.max_categories:
             raise ConiferConfigError(
                 f"min_categories={self.min_categories} > max_categories={self.max_categories}"
+            )
+        if not 0 <= self.min_levels <= self.num_levels:
+            raise ConiferConfigError(
+                f"min_levels must be in [0, num_levels={self.num_levels}], got {self.min_levels}"
             )
         if self.hard_level > self.num_levels:
             raise ConiferConfigError(f"hard_level={self.hard_level} > num_levels={self.num_levels}")

@@ -78,7 +78,7 @@ def load_seeds(source: str | os.PathLike[str] | Iterable[str], *, column: str = 
     if not texts:
         raise ConiferInputError("no seed queries")
     seen: set[str] = set()
-    out = []
+    out: list[Record] = []
     for text in texts:
         norm = " ".join(text.split())
         if norm.lower() in seen:
@@ -234,14 +234,14 @@ class Pipeline:
         return self.out_dir / f"{index + 1:02d}_{stage.name}{suffix}"
 
     def _check_manifest(self) -> None:
-        manifest = {
+        manifest: dict[str, Any] = {
             "version": MANIFEST_VERSION,
             "stages": [s.name for s in self.stages],
             "config": self.config.fingerprint(),
         }
         path = self.out_dir / "manifest.json"
         if path.exists():
-            old = read_json(path)
+            old: dict[str, Any] = read_json(path)
             if old.get("version") != MANIFEST_VERSION:
                 raise CheckpointError(
                     f"{path}: manifest version {old.get('version')} is not {MANIFEST_VERSION}"
@@ -275,9 +275,10 @@ class Pipeline:
                 checkpoint.
             ConiferInputError: No seeds, or records without an ``id``.
         """
-        records: list[Record] = (
-            load_seeds(seeds) if seeds and isinstance(seeds[0], str) else [dict(r) for r in seeds]
-        )  # type: ignore[arg-type]
+        if seeds and isinstance(seeds[0], str):
+            records = load_seeds([str(s) for s in seeds])
+        else:
+            records = [dict(r) for r in seeds if isinstance(r, dict)]
         if not records:
             raise ConiferInputError("no seed records")
         self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,9 +80,46 @@ class Verdict:
 
 @dataclass
 class Categories:
-    """Constraint categories, each with concrete options."""
+    """Constraint categories, each with concrete options.
 
-    categories: dict[str, list[str]]
+    ``categories`` is normally ``{"Audience": ["kids", "adults"], ...}``; the stage also accepts
+    the shapes models often drift into (see :func:`normalize_categories`).
+    """
+
+    categories: Any
+
+
+def _split_options(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value if _clean(v)]
+    text = _clean(value)
+    return [p.strip() for p in re.split(r"[;,]", text) if p.strip()] if text else []
+
+
+def normalize_categories(value: Any) -> dict[str, list[str]]:
+    """Category -> options from the usual model answer shapes.
+
+    Accepted: ``{"name": [options]}`` or ``{"name": "a; b"}``; a list of
+    ``{"name" | "category" | "type": ..., "options" | "values" | "examples": [...]}``; a list of
+    strings ``"Name: a, b"``. Categories without options are dropped.
+    """
+    out: dict[str, list[str]] = {}
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out[_clean(k)] = _split_options(v)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict):
+                name = next((item[k] for k in ("name", "category", "type", "kind") if k in item), None)
+                opts = next(
+                    (item[k] for k in ("options", "values", "examples", "choices") if k in item), None
+                )
+                if name is not None and opts is not None:
+                    out[_clean(name)] = _split_options(opts)
+            elif isinstance(item, str) and ":" in item:
+                name, _, rest = item.partition(":")
+                out[_clean(name)] = _split_options(rest)
+    return {k: v for k, v in out.items() if k and v}
 
 
 @dataclass
@@ -237,7 +275,7 @@ class ReframeStage(ModelStage):
     def apply(self, record: Record, parsed: Any) -> list[Record]:
         """One record per distinct non-empty question (at most ``num_questions``)."""
         seen: set[str] = set()
-        out = []
+        out: list[Record] = []
         for q in parsed.questions:
             q = _clean(q)
             if q and q.lower() not in seen:
@@ -343,9 +381,17 @@ class RecombineStage(ModelStage):
     name = "recombine"
     schema = Levels
 
-    def __init__(self, num_levels: int = 5, template: str | None = None, *, few_shot: bool = False) -> None:
+    def __init__(
+        self,
+        num_levels: int = 5,
+        template: str | None = None,
+        *,
+        few_shot: bool = False,
+        min_levels: int | None = None,
+    ) -> None:
         super().__init__(template, few_shot=few_shot)
         self.num_levels = num_levels
+        self.min_levels = num_levels if min_levels is None else min_levels
         ladder = [
             "For a first-time gardener, what does basil need to grow indoors?",
             "For a first-time gardener with only a windowsill, what does basil need to grow indoors? Use a checklist.",
@@ -377,10 +423,15 @@ class RecombineStage(ModelStage):
         )
 
     def apply(self, record: Record, parsed: Any) -> list[Record]:
-        """One record per level; rejected unless exactly ``num_levels`` distinct instructions."""
-        levels = [_clean(x) for x in parsed.levels]
-        if len(levels) != self.num_levels or not all(levels):
-            raise Rejection(f"expected {self.num_levels} non-empty levels, got {len(levels)}")
+        """One record per level; rejected unless ``min_levels`` to ``num_levels`` distinct instructions."""
+        levels = [x for x in (_clean(x) for x in parsed.levels) if x]
+        if not self.min_levels <= len(levels) <= self.num_levels:
+            want = (
+                str(self.num_levels)
+                if self.min_levels == self.num_levels
+                else f"{self.min_levels}-{self.num_levels}"
+            )
+            raise Rejection(f"expected {want} non-empty levels, got {len(levels)}")
         if len({x.lower() for x in levels}) != len(levels):
             raise Rejection("levels repeat each other")
         return [
@@ -642,7 +693,7 @@ def default_stages(config: PipelineConfig, *, weak: bool = True) -> list[Stage]:
         stages.append(FilterStage("query", few_shot=fs))
     stages += [
         ConstraintStage(config.min_categories, config.max_categories, few_shot=fs),
-        RecombineStage(config.num_levels, few_shot=fs),
+        RecombineStage(config.num_levels, few_shot=fs, min_levels=config.min_levels or None),
     ]
     if config.format_number:
         stages.append(FormatNumberStage(config.format_constraints, config.seed))
