@@ -67,7 +67,7 @@ def _demo(args: argparse.Namespace) -> int:
     # small budgets keep the demo under a minute on 2 CPU cores with the 135M chat model
     cfg = FluxMemConfig(
         candidate_k=5,
-        llm_max_new_tokens=64,
+        llm_max_new_tokens=48,
         llm_max_retries=0,
         max_refinement_rounds=3,
         max_consolidation_rounds=3,
