@@ -273,3 +273,15 @@ def test_recombine_min_levels():
     assert [(r["id"], r["level"]) for r in out] == [("x-L1", 1), ("x-L2", 2)]
     with pytest.raises(Rejection, match="expected 2-3 non-empty levels, got 1"):
         lenient.apply(rec, Levels(["one"]))
+
+
+def test_constraint_stage_accepts_a_list_of_categories():
+    from zjulab.conifer.stages import Categories, ConstraintStage
+
+    st = ConstraintStage(max_categories=2)
+    out = st.apply(
+        {"id": "x", "query": "q"}, Categories(["Tone: formal, casual", "Length: short", "Audience: kids"])
+    )
+    assert out[0]["constraints"] == {"Tone": ["formal", "casual"], "Length": ["short"]}
+    with pytest.raises(Rejection, match="no constraint category"):
+        st.apply({"id": "x", "query": "q"}, Categories(["junk"]))

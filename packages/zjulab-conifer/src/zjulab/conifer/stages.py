@@ -361,10 +361,7 @@ class ConstraintStage(ModelStage):
 
     def apply(self, record: Record, parsed: Any) -> list[Record]:
         """The record with ``constraints``; rejected when no category has an option."""
-        cats = {
-            _clean(k): [_clean(o) for o in v if _clean(o)] for k, v in parsed.categories.items() if _clean(k)
-        }
-        cats = {k: v for k, v in cats.items() if v}
+        cats = normalize_categories(parsed.categories)
         if not cats:
             raise Rejection("no constraint category with options")
         return [dict(record, constraints=dict(list(cats.items())[: self.max_categories]))]
