@@ -118,6 +118,10 @@ def _cmd_train_encoder(args: argparse.Namespace) -> int:
     from zjulab.skillrouter.mining import mine_hard_negatives
 
     skills, pairs = _training_data(args)
+    if args.model == "embedded":
+        from zjulab.common.defaults import default_encoder_path
+
+        args.model = str(default_encoder_path())
     enc = SentenceTransformerEncoder(args.model, device=args.device)
     examples = mine_hard_negatives(pairs, skills, enc, MiningConfig())
     cfg = TrainEncoderConfig(
@@ -154,6 +158,10 @@ def _cmd_train_reranker(args: argparse.Namespace) -> int:
         lora=args.lora,
         group_size=args.group_size,
     )
+    if args.model == "embedded":
+        from zjulab.common.defaults import default_chat_model_path
+
+        args.model = str(default_chat_model_path())
     res = train_reranker(args.model, examples, cfg, device=args.device)
     print(f"{len(examples)} groups, {res.steps} steps, mean loss {res.train_loss:.4f} -> {res.output_dir}")
     return 0
@@ -249,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, func in (("train-encoder", _cmd_train_encoder), ("train-reranker", _cmd_train_reranker)):
         p = sub.add_parser(name, help=f"{name.replace('-', ' ')} with mined hard negatives")
-        p.add_argument("--model", required=True, help="starting checkpoint (hub id or path)")
+        p.add_argument("--model", required=True, help="starting checkpoint: hub id, path, or 'embedded'")
         p.add_argument("--out", required=True)
         _add_data_args(p)
         p.add_argument("--max-steps", type=int, default=-1)
