@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from zjulab.common.errors import ZjulabError
+from zjulab.common.errors import ModelNotAvailableError, ZjulabError
 
 __all__ = ["main"]
 
@@ -89,7 +89,10 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from zjulab.hiesql.pretraining import BimodalPretrainer, paired_texts
 
     pairs = paired_texts(load_interactions(args.data), "history")
-    model = AutoModelForMaskedLM.from_pretrained(args.model)
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(args.model)
+    except OSError as exc:
+        raise ModelNotAvailableError(f"cannot load masked-LM {args.model!r}: {exc}") from exc
     tok = load_tokenizer(args.model)
     trainer = BimodalPretrainer(
         model, tok, PretrainConfig(steps=args.steps, batch_size=args.batch_size), device=args.device
