@@ -69,7 +69,7 @@ def _demo(args: argparse.Namespace) -> int:
         candidate_k=5,
         llm_max_new_tokens=48,
         llm_max_retries=0,
-        max_refinement_rounds=3,
+        max_refinement_rounds=2,
         max_consolidation_rounds=3,
     )
     mem = FluxMemory(enc, chat, cfg)
