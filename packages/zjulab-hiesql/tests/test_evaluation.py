@@ -271,3 +271,20 @@ def test_cli_eval(tmp_path, concert_schema, capsys):
     assert "QM = 0.5000  IM = 0.0000" in out
     assert json.loads((tmp_path / "s.json").read_text())["question_match"] == 0.5
     assert main(["eval", str(gold), str(tmp_path / "none.txt"), "--tables", str(tables)]) == 2
+
+
+@pytest.mark.parametrize(("name", "n_inter", "n_turns"), [("sparc", 422, 1203), ("cosql", 293, 1007)])
+def test_loaders_on_shared_data(shared_data, name, n_inter, n_turns):
+    from zjulab.hiesql import load_interactions
+
+    inters = load_interactions(shared_data / name / "dev.json")
+    gold = read_turn_file(shared_data / name / "dev_gold.txt")
+    schemas = load_tables(shared_data / name / "tables.json")
+    assert len(inters) == n_inter and sum(len(i) for i in inters) == n_turns and len(schemas) == 166
+    shape = [(i.db_id, len(i)) for i in inters]
+    gold_shape = [(g[0][1], len(g)) for g in gold]
+    if name == "sparc":
+        assert shape == gold_shape
+    else:  # CoSQL's dev.json lists the dialogues in another order than dev_gold.txt
+        assert shape != gold_shape and sorted(shape) == sorted(gold_shape)
+    assert all(i.db_id in schemas for i in inters)

@@ -115,6 +115,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     parser = HieSqlParser.load(args.model, device=args.device)
     preds = parser.predict(inters, schemas)
     write_turn_file(args.out, [[(sql, inter.db_id) for sql in p] for p, inter in zip(preds, inters)])
+    if args.gold_out:  # CoSQL's dev.json and dev_gold.txt list dialogues in different orders
+        write_turn_file(args.gold_out, [[(t.sql, i.db_id) for t in i.turns] for i in inters])
     print(f"wrote {sum(len(p) for p in preds)} predictions for {len(preds)} interactions to {args.out}")
     return 0
 
@@ -235,6 +237,7 @@ def _build() -> argparse.ArgumentParser:
     pr.add_argument("--data", required=True)
     pr.add_argument("--tables", required=True)
     pr.add_argument("--out", required=True)
+    pr.add_argument("--gold-out", default=None, help="also write the gold SQL in the same interaction order")
     pr.add_argument("--device", default="auto")
     pr.set_defaults(func=_cmd_predict)
 
