@@ -64,6 +64,9 @@ def main() -> None:
         print(
             f"recall@{k} cats 1-4: fluxmem {100 * f:.1f} vs flat RAG {100 * b:.1f}: {100 * (f - b):+.1f} points, ratio {f / b:.3f}"
         )
+        if "fluxmem_no_graph" in rep.recall:
+            g = rep.recall["fluxmem_no_graph"][k][0]
+            print(f"  ablation without link propagation: {100 * g:.1f} ({100 * (g - b):+.1f} vs flat RAG)")
     n = rep.counts.get(0, 1)
     s = rep.seconds
     print(
