@@ -73,3 +73,30 @@ def test_export_jsonl_and_hf(tmp_path, capsys):
 
     assert len(datasets.load_from_disk(str(tmp_path / "hf"))) == 1
     assert main(["export", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+
+
+def test_run_from_config_sets_aside_when_the_server_is_down(tmp_path, capsys):
+    (tmp_path / "seeds.txt").write_text("How do I keep a sourdough starter alive?\n")
+    cfg = {
+        "out_dir": "run",
+        "seeds_path": "seeds.txt",
+        "num_levels": 3,
+        "hard_level": 2,
+        "max_remote_retries": 0,
+        "retry_backoff": 0.0,
+        "strong_model": {
+            "kind": "openai",
+            "model": "m",
+            "base_url": "http://127.0.0.1:9/v1",
+            "max_retries": 0,
+            "timeout": 2,
+        },
+    }
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    assert main(["run", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert "0 records, 1 set aside" in out
+    (row,) = [
+        json.loads(x) for x in (tmp_path / "run" / "02_reframe.setaside.jsonl").read_text().splitlines()
+    ]
+    assert row["key"] == "s0" and "RemoteModelError" in row["reason"]

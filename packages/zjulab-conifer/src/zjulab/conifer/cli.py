@@ -180,6 +180,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         num_levels=3,
         min_levels=2,
         hard_level=2,
+        weak_level=2,
         max_structured_retries=0,
         max_new_tokens=args.max_new_tokens,
         verdict_max_new_tokens=24,

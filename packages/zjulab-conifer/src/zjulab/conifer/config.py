@@ -36,6 +36,8 @@ class PipelineConfig:
         format_constraints: Verifiable constraints appended per format/number variant.
         hard_level: Levels at or above this get internal process feedback and, at the top
             level, a weak-model answer with external feedback.
+        weak_level: Level from which the weak model answers and external feedback is asked
+            (0: only the top level ``num_levels``, as in the paper).
         languages: Seed queries whose detected language is not in this list are dropped
             (empty: keep all).
         min_seed_chars: Shorter seed queries are dropped.
@@ -72,6 +74,7 @@ class PipelineConfig:
     format_number: bool = False  # extra verifiable variants; off keeps a first run small
     format_constraints: int = 2
     hard_level: int = 4  # levels 4 and 5 are the "hard" part of a five-level ladder
+    weak_level: int = 0  # the paper asks the weak model only about the hardest level
     languages: list[str] = field(default_factory=lambda: ["en"])  # the paper keeps English seeds
     min_seed_chars: int = 10  # shorter requests are rarely real questions
     max_seed_chars: int = 2000  # longer ones are pasted documents, not requests
@@ -115,6 +118,10 @@ class PipelineConfig:
         if not 0 <= self.min_levels <= self.num_levels:
             raise ConiferConfigError(
                 f"min_levels must be in [0, num_levels={self.num_levels}], got {self.min_levels}"
+            )
+        if not 0 <= self.weak_level <= self.num_levels:
+            raise ConiferConfigError(
+                f"weak_level must be in [0, num_levels={self.num_levels}], got {self.weak_level}"
             )
         if self.hard_level > self.num_levels:
             raise ConiferConfigError(f"hard_level={self.hard_level} > num_levels={self.num_levels}")

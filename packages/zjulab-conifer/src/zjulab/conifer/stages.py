@@ -698,5 +698,8 @@ def default_stages(config: PipelineConfig, *, weak: bool = True) -> list[Stage]:
         stages.append(FilterStage("instruction", few_shot=fs))
     stages += [AnswerStage(), InternalFeedbackStage(config.hard_level, few_shot=fs)]
     if weak:
-        stages += [WeakAnswerStage(config.num_levels), ExternalFeedbackStage(few_shot=fs)]
+        stages += [
+            WeakAnswerStage(config.weak_level or config.num_levels),
+            ExternalFeedbackStage(few_shot=fs),
+        ]
     return stages
