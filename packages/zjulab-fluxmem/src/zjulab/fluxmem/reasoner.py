@@ -127,7 +127,8 @@ class MemoryReasoner:
         """Whether a chat model is attached."""
         return self.chat_model is not None
 
-    def _ask(self, convs: Sequence[Conversation], schema: type[T] | Any) -> list[Any]:
+    def _ask(self, convs: Sequence[Conversation], schema: type[T] | Any, on_error: str = "none") -> list[Any]:
+        """Structured answers; a failed item is None (or its error with ``on_error="error"``)."""
         if self.chat_model is None or not convs:
             return [None] * len(convs)
         try:
@@ -136,7 +137,7 @@ class MemoryReasoner:
                 convs,
                 schema,
                 max_retries=self.max_retries,
-                on_error="none",
+                on_error=on_error,  # type: ignore[arg-type]
                 max_new_tokens=self.max_new_tokens,
                 temperature=0.0,
             )
@@ -281,25 +282,13 @@ class MemoryReasoner:
             )
             for q, mems in questions
         ]
-        if self.chat_model is None or not convs:
-            return [None] * len(convs)
-        try:
-            out = generate_structured(
-                self.chat_model,
-                convs,
-                Answer,
-                max_retries=self.max_retries,
-                on_error="error",
-                max_new_tokens=self.max_new_tokens,
-                temperature=0.0,
-            )
-        except (ZjulabError, RuntimeError, OSError) as exc:
-            logger.warning("chat model call failed (%s); no answers", exc)
-            return [None] * len(convs)
+        out = self._ask(convs, Answer, on_error="error")
         answers: list[str | None] = []
         for r in out:
             if isinstance(r, Answer):
                 answers.append(None if _placeholder(r.answer) else r.answer.strip())
+            elif r is None:
+                answers.append(None)
             else:  # not JSON: a small model often answers in plain words, which is still an answer
                 self.failures += 1
                 raw = (getattr(r, "raw", "") or "").strip().splitlines()
