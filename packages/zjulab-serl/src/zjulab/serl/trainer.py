@@ -405,7 +405,9 @@ class SERLTrainer(GRPOTrainer):
             "sampling_per_token_logps": 0.0,
             "importance_sampling_ratio": 1.0,
         }
-        for key in set(actor) | set(judge):
+        # Keep TRL's key order (a batch-sized tensor first): TRL takes the batch size from the
+        # first non-None value, so a scalar such as num_items_in_batch must not lead.
+        for key in list(actor) + [k for k in judge if k not in actor]:
             a: Any = actor.get(key)
             j: Any = judge.get(key)
             if key == "num_items_in_batch":
