@@ -10,6 +10,7 @@ Packages are discovered under packages/zjulab-*: a new library needs no edit her
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,15 @@ PACKAGES = sorted(p.name for p in (ROOT / "packages").glob("zjulab-*") if (p / "
 LIBRARIES = [p for p in PACKAGES if p != "zjulab-common"]
 CONSTRAINTS = ["-c", str(ROOT / "constraints.txt")]
 COMMON = str(ROOT / "packages" / "zjulab-common")
+
+# Offline by design; tiny models gain nothing from intra-op threads, and one thread per process
+# keeps suites that start several processes from oversubscribing small CI machines.
+TEST_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+}
 
 nox.options.sessions = ["tests"]
 nox.options.error_on_missing_interpreters = False
@@ -76,7 +86,7 @@ def tests(session: nox.Session, package: str) -> None:
         "no:cacheprovider",
         *args,
         success_codes=[0, 5],
-        env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+        env=TEST_ENV,
     )
 
 
