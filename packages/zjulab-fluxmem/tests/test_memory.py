@@ -255,3 +255,20 @@ def test_from_pretrained_names_a_missing_model():
         (ModelNotAvailableError, ConfigError), match=r"zjulab-test/no-such-encoder|sentence-transformers"
     ):
         FluxMemory.from_pretrained("zjulab-test/no-such-encoder", device="cpu")
+
+
+def test_fact_sources_are_repaired_or_the_fact_dropped(enc):
+    reply = (
+        '{"facts": [{"text": "Ana likes trams", "sources": [0]},'
+        ' {"text": "Ana owns a yacht in Monaco", "sources": [1]}]}'
+    )
+    mem = FluxMemory(enc, ScriptedChatModel([reply]), FluxMemConfig(max_links=0, verify_links=False))
+    e0, e1, fact = (
+        r["id"] for r in mem.add(["Ana: I moved to Lisbon", "Ana: I like trams"], user_id="ana")["results"]
+    )
+    assert mem.get(fact)["memory"] == "Ana likes trams"
+    # the model cited message 0; the words are in message 1, so the fact is grounded there
+    assert {(e.source, e.target, e.kind) for e in mem.graph.edges() if e.kind == "ground"} == {
+        (fact, e1, "ground")
+    }
+    assert len(mem.get_all(user_id="ana")["results"]) == 3  # the unsupported yacht fact is dropped

@@ -159,7 +159,12 @@ class MemoryReasoner:
         ]
 
     def extract_facts(self, batches: Sequence[Sequence[str]]) -> list[list[ExtractedFact] | None]:
-        """Distil durable facts from each batch of messages (one call per batch)."""
+        """Distil durable facts from each batch of messages (one call per batch).
+
+        A fact is kept only if at least half of its content words occur in its source messages;
+        when the model's sources are missing or do not support it, the sources become the
+        messages that do (and the fact is dropped when none does).
+        """
         convs = [
             self._conv(
                 "Read these messages and list the durable facts they state about people, events, "
@@ -178,8 +183,13 @@ class MemoryReasoner:
             facts = []
             for f in res.facts:
                 text = f.text.strip()
-                srcs = sorted({s for s in f.sources if 0 <= s < len(msgs)}) or list(range(len(msgs)))
-                if _placeholder(text) or not _grounded(text, [msgs[s] for s in srcs]):
+                if _placeholder(text):
+                    continue
+                srcs = sorted({s for s in f.sources if 0 <= s < len(msgs)})
+                if not srcs or not _grounded(text, [msgs[s] for s in srcs]):
+                    # missing or wrong sources: ground the fact in the messages that support it alone
+                    srcs = [i for i, m in enumerate(msgs) if _grounded(text, [m])]
+                if not srcs:
                     continue
                 facts.append(ExtractedFact(text=text, sources=srcs))
             out.append(facts)
