@@ -263,7 +263,7 @@ def test_fact_sources_are_repaired_or_the_fact_dropped(enc):
         ' {"text": "Ana owns a yacht in Monaco", "sources": [1]}]}'
     )
     mem = FluxMemory(enc, ScriptedChatModel([reply]), FluxMemConfig(max_links=0, verify_links=False))
-    e0, e1, fact = (
+    _e0, e1, fact = (
         r["id"] for r in mem.add(["Ana: I moved to Lisbon", "Ana: I like trams"], user_id="ana")["results"]
     )
     assert mem.get(fact)["memory"] == "Ana likes trams"
