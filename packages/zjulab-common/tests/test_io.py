@@ -11,6 +11,7 @@ from zjulab.common import (
     atomic_write_text,
     read_json,
     read_jsonl,
+    recover_directory,
     write_json,
     write_jsonl,
 )
@@ -108,3 +109,13 @@ def test_atomic_directory_recovers_interrupted_swap(tmp_path):
         assert (store / "a.txt").read_text() == "1"  # recovered before the new write starts
         (d / "a.txt").write_text("2")
     assert json.loads("1") == 1 and (store / "a.txt").read_text() == "2"
+
+
+def test_recover_directory_for_readers(tmp_path):
+    store = tmp_path / "store"
+    with atomic_directory(store) as d:
+        (d / "a.txt").write_text("1")
+    assert recover_directory(store) is False
+    os.replace(store, tmp_path / ".store.old")
+    assert recover_directory(store) is True
+    assert (store / "a.txt").read_text() == "1"

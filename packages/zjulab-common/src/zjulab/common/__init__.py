@@ -30,6 +30,7 @@ from zjulab.common.io import (
     atomic_write_text,
     read_json,
     read_jsonl,
+    recover_directory,
     write_json,
     write_jsonl,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "progress",
     "read_json",
     "read_jsonl",
+    "recover_directory",
     "resolve_device",
     "resolve_dtype",
     "schema_prompt",

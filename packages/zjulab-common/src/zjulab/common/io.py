@@ -27,6 +27,7 @@ __all__ = [
     "atomic_write_text",
     "read_json",
     "read_jsonl",
+    "recover_directory",
     "write_json",
     "write_jsonl",
 ]
@@ -198,7 +199,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _recover_directory(target)
+    recover_directory(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the final directory should look like mkdir's
     try:
@@ -221,9 +222,19 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def _recover_directory(target: Path) -> None:
-    """Restore ``target`` from its ``.old`` copy when a swap was interrupted."""
+def recover_directory(path: str | os.PathLike[str]) -> bool:
+    """Restore a directory whose :func:`atomic_directory` swap was cut between its two renames.
+
+    Readers call this before opening a store, so a crash between ``path -> .path.old`` and
+    ``tmp -> path`` gives back the last committed state rather than an empty store.
+
+    Returns:
+        Whether the previous copy was restored.
+    """
+    target = Path(path)
     old = target.with_name(f".{target.name}.old")
     if not target.exists() and old.exists():
         logger.warning("recovering %s from an interrupted write", target)
         os.replace(old, target)
+        return True
+    return False

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +31,7 @@ from zjulab.common.io import (
     atomic_write_bytes,
     read_json,
     read_jsonl,
+    recover_directory,
     write_json,
     write_jsonl,
 )
@@ -93,14 +93,6 @@ def save_memory(mem: FluxMemory, path: Path) -> None:
     logger.debug("saved %d nodes to %s", len(nodes), path)
 
 
-def _recover(path: Path) -> None:
-    """Restore the previous commit when a directory swap was cut between its two renames."""
-    old = path.with_name(f".{path.name}.old")
-    if not path.exists() and old.exists():
-        logger.warning("restoring %s from an interrupted commit", path)
-        os.replace(old, path)
-
-
 def load_into(mem: FluxMemory, path: Path, *, keep_config: bool = False) -> None:
     """Fill an empty ``mem`` from the store at ``path``; a missing store leaves it empty.
 
@@ -110,7 +102,7 @@ def load_into(mem: FluxMemory, path: Path, *, keep_config: bool = False) -> None
             encoder's dimension differs from the stored one.
         FluxStoreError: Any other unreadable or inconsistent file.
     """
-    _recover(path)
+    recover_directory(path)
     if not path.exists():
         return
     if not path.is_dir():
