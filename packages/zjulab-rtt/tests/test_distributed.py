@@ -12,16 +12,12 @@ import pytest
 WORKER = Path(__file__).parent / "scripts" / "group_split_worker.py"
 
 
-def _run(cmd, tmp_path):
+def _run(cmd, tmp_path, out_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = []
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            rec = json.loads(line[len("RESULT ") :])
-            rows.append((rec["rank"], rec["rows"]))
-    return [r for _, rs in sorted(rows) for r in rs]
+    recs = [json.loads(p.read_text()) for p in sorted(out_dir.glob("result-*.json"))]
+    return [r for rec in sorted(recs, key=lambda rec: rec["rank"]) for r in rec["rows"]]
 
 
 @pytest.mark.slow
@@ -30,8 +26,9 @@ def test_group_token_norm_across_processes(tmp_path):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     if not Path(torchrun).exists():
         pytest.skip("torchrun not found")
-    single = _run([sys.executable, str(WORKER), "4", str(tmp_path / "a")], tmp_path)
-    split = _run([torchrun, "--nproc_per_node", "2", str(WORKER), "2", str(tmp_path / "b")], tmp_path)
+    a, b = tmp_path / "a", tmp_path / "b"
+    single = _run([sys.executable, str(WORKER), "4", str(a)], tmp_path, a)
+    split = _run([torchrun, "--nproc_per_node", "2", str(WORKER), "2", str(b)], tmp_path, b)
     assert (
         [r["text"] for r in split]
         == [r["text"] for r in single]

@@ -1,14 +1,16 @@
 """Worker for test_distributed: one group of G=4 split over the processes of a torchrun job.
 
-Prints one JSON line per process with its responses and token advantages (group_token norm).
+Writes one JSON file per process (`result-RANK.json` in the output dir) with its responses and token advantages (group_token norm).
 """
 
 import json
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
+import torch
 from datasets import Dataset
 from trl import GRPOConfig
 
@@ -67,7 +69,15 @@ def main() -> None:
         {"text": t, "a_tok": credit.token_advantages[i, : len(ids)].tolist()}
         for i, (t, ids) in enumerate(zip(credit.texts, credit.completion_ids))
     ]
-    print("RESULT " + json.dumps({"rank": trainer.accelerator.process_index, "rows": rows}), flush=True)
+    rank = trainer.accelerator.process_index
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    Path(out_dir, f"result-{rank}.json").write_text(json.dumps({"rank": rank, "rows": rows}))
+    # Leave together and tear the gloo group down before interpreter exit; a rank that exits
+    # while its peer still talks to it aborts with "terminate called without an active exception".
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
