@@ -1,5 +1,7 @@
+import argparse
 import importlib.util
 import json
+import logging
 import random
 
 import numpy as np
@@ -7,7 +9,8 @@ import pytest
 import torch
 
 from zjulab.common import progress, seed_everything
-from zjulab.common.cli import main
+from zjulab.common.cli import main, run_command
+from zjulab.common.errors import InputError
 
 
 def test_env_json_reports_versions_and_devices(capsys):
@@ -19,6 +22,38 @@ def test_env_json_reports_versions_and_devices(capsys):
     assert info["devices"]["auto"] in {"cpu", "cuda:0", "mps"}
     assert {"zjulab", "hf_home", "hf_offline"} <= set(info["caches"])
     assert "zjulab-common" in info["packages"]
+
+
+def _raise(exc):
+    def cmd(args):
+        raise exc
+
+    return cmd
+
+
+def test_run_command_turns_expected_errors_into_exit_codes(capsys):
+    quiet = argparse.Namespace(verbose=False)
+    assert run_command(lambda a: 3, quiet) == 3
+    assert run_command(_raise(InputError("bad row 7")), quiet, prog="zjulab-x") == 2
+    assert capsys.readouterr().err == "zjulab-x: error: bad row 7\n"
+    assert run_command(_raise(ValueError("v")), quiet, errors=(ValueError,)) == 2
+    assert capsys.readouterr().err == "error: v\n"
+    assert run_command(_raise(KeyboardInterrupt()), quiet) == 130
+    with pytest.raises(RuntimeError):  # a bug is not dressed up as an expected error
+        run_command(_raise(RuntimeError("bug")), quiet)
+
+
+def test_run_command_quiets_third_party_logs_unless_verbose():
+    noisy = logging.getLogger("transformers")
+    old = noisy.level
+    try:
+        noisy.setLevel(logging.NOTSET)
+        run_command(lambda a: 0, argparse.Namespace(verbose=True))
+        assert noisy.level == logging.NOTSET
+        run_command(lambda a: 0, argparse.Namespace(verbose=False))
+        assert noisy.level == logging.ERROR
+    finally:
+        noisy.setLevel(old)
 
 
 def test_seed_everything_repeats_all_generators():

@@ -1,4 +1,7 @@
-"""``zjulab-common``: the embedded-defaults demo and an environment report for bug reports."""
+"""``zjulab-common``: the embedded-defaults demo and an environment report for bug reports.
+
+Also :func:`run_command`, the entry-point runner every zjulab command-line tool shares.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,69 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
+
+from zjulab.common.errors import ZjulabError
+
+__all__ = ["main", "run_command"]
+
+_NOISY_LIBRARIES = ("transformers", "trl", "accelerate", "datasets", "bm25s", "sentence_transformers")
+
+
+def run_command(
+    func: Callable[[argparse.Namespace], int],
+    args: argparse.Namespace,
+    *,
+    prog: str | None = None,
+    errors: tuple[type[BaseException], ...] = (ZjulabError,),
+    quiet_libraries: bool = True,
+) -> int:
+    """Run one sub-command of a zjulab CLI with the shared conventions.
+
+    Logging goes to stderr at INFO with ``args.verbose`` and at WARNING otherwise; without
+    ``--verbose`` the chatty third-party libraries (transformers, trl, accelerate, datasets,
+    bm25s, sentence-transformers) are held at ERROR, and their warnings and deprecation
+    notices are hidden.
+    An expected failure (``errors``, by default any :class:`~zjulab.common.errors.ZjulabError`)
+    prints ``error: <message>`` (prefixed with ``prog``) and returns 2 instead of a traceback;
+    Ctrl-C returns 130.
+
+    Args:
+        func: The sub-command; returns the exit status.
+        args: Parsed arguments, with a boolean ``verbose``.
+        prog: Program name put before error messages.
+        errors: Exception types reported as a one-line error.
+        quiet_libraries: Silence third-party logs and warnings unless verbose.
+
+    Returns:
+        The process exit status.
+    """
+    verbose = bool(getattr(args, "verbose", False))
+    level = logging.INFO if verbose else logging.WARNING
+    root = logging.getLogger()
+    existing = list(root.handlers)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in root.handlers:  # bm25s lowers its own logger to DEBUG when imported
+        if handler not in existing:
+            handler.setLevel(level)
+    if quiet_libraries and not verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        for name in _NOISY_LIBRARIES:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        import warnings
+
+        for category in (FutureWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", category=category)
+        libs = "|".join((*_NOISY_LIBRARIES, "torch", "peft"))
+        warnings.filterwarnings("ignore", module=rf"({libs})(\.|$)")
+    try:
+        return int(func(args))
+    except errors as exc:
+        print(f"{prog + ': ' if prog else ''}error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 def _versions() -> dict[str, str | None]:
@@ -139,8 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_env.add_argument("--json", action="store_true", help="machine-readable output")
     p_env.set_defaults(func=cmd_env)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    return int(args.func(args))
+    return run_command(args.func, args, prog="zjulab-common")
 
 
 if __name__ == "__main__":  # pragma: no cover

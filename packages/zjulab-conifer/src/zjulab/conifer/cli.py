@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from zjulab.common.cli import run_command
 from zjulab.common.io import read_jsonl, write_jsonl
 from zjulab.common.protocols import Conversation
 from zjulab.conifer.checkers import default_registry
@@ -252,14 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_demo)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        return int(args.fn(args))
-    except (ConiferError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(args.fn, args, prog="zjulab-conifer", errors=(ConiferError, ValueError, OSError))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from zjulab.common.errors import ZjulabError
+from zjulab.common.cli import run_command
 
 __all__ = ["main"]
 
@@ -311,14 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``zjulab-crs``."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        return int(args.fn(args))
-    except ZjulabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(args.fn, args, prog="zjulab-crs")
 
 
 if __name__ == "__main__":

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from zjulab.common.cli import run_command
 from zjulab.common.errors import ModelNotAvailableError, ZjulabError
 from zjulab.common.protocols import ChatModel, TextEncoder
 
@@ -241,18 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--format", choices=["dot", "html"], default="dot")
     i.add_argument("--out", default=None, help="write the picture here instead of stdout")
     args = ap.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        if args.cmd == "demo":
-            return _demo(args)
-        if args.cmd == "eval-locomo":
-            return _eval(args)
-        return _inspect(args)
-    except ZjulabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    commands = {"demo": _demo, "eval-locomo": _eval, "inspect": _inspect}
+    return run_command(commands[args.cmd], args, prog="zjulab-fluxmem")
 
 
 if __name__ == "__main__":

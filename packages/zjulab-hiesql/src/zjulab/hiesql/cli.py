@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from zjulab.common.errors import ModelNotAvailableError, ZjulabError
+from zjulab.common.cli import run_command
+from zjulab.common.errors import ModelNotAvailableError
 
 __all__ = ["main"]
 
@@ -266,16 +265,7 @@ def _build() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``zjulab-hiesql``."""
     args = _build().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        return int(args.func(args))
-    except ZjulabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_command(args.func, args, prog="zjulab-hiesql")
 
 
 if __name__ == "__main__":

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from zjulab.common.errors import ZjulabError
+from zjulab.common.cli import run_command
 from zjulab.common.io import read_json, write_json
 
 __all__ = ["main"]
@@ -168,14 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        return int(args.fn(args))
-    except ZjulabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(args.fn, args, prog="zjulab-memtrace")
 
 
 if __name__ == "__main__":  # pragma: no cover

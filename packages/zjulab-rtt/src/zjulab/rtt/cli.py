@@ -11,6 +11,7 @@ import tempfile
 import time
 from typing import Any
 
+from zjulab.common.cli import run_command
 from zjulab.common.errors import ZjulabError
 
 __all__ = ["main"]
@@ -344,26 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``zjulab-rtt``."""
     ns = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if ns.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    if not ns.verbose:
-        for noisy in ("transformers", "trl", "accelerate"):
-            logging.getLogger(noisy).setLevel(logging.ERROR)
-        import warnings
-
-        warnings.filterwarnings("ignore")
     commands = {
         "demo": _cmd_demo,
         "train-discriminator": _cmd_train_discriminator,
         "train": _cmd_train,
         "eval": _cmd_eval,
     }
-    try:
-        return commands[ns.command](ns)
-    except ZjulabError as exc:
-        print(f"zjulab-rtt: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(commands[ns.command], ns, prog="zjulab-rtt")
 
 
 if __name__ == "__main__":

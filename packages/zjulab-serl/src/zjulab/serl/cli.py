@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from zjulab.common.errors import ZjulabError
+from zjulab.common.cli import run_command
 
 # A terse judge prompt: a 135M model rarely follows the full default template's box format.
 DEMO_JUDGE_TEMPLATE = (
@@ -356,19 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``zjulab-serl``."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    if not args.verbose:
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        import warnings
-
-        warnings.filterwarnings("ignore")
-    try:
-        return int(args.func(args))
-    except ZjulabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(args.func, args, prog="zjulab-serl")
 
 
 if __name__ == "__main__":

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from zjulab.common.errors import ZjulabError
+from zjulab.common.cli import run_command
 from zjulab.skillrouter.config import MiningConfig, RouterConfig, TrainEncoderConfig, TrainRerankerConfig
 from zjulab.skillrouter.evaluation import EvalReport, Task, evaluate, format_table, load_tasks
 from zjulab.skillrouter.router import RoutedSkill, SkillRouter
@@ -283,16 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``zjulab-skillrouter``."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    for handler in logging.getLogger().handlers:  # bm25s sets its own logger to DEBUG
-        handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
-    try:
-        return int(args.func(args))
-    except ZjulabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(args.func, args, prog="zjulab-skillrouter")
 
 
 if __name__ == "__main__":
