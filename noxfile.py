@@ -122,7 +122,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation site in strict mode (broken links and refs fail)."""
-    session.install("mkdocs-material", "mkdocstrings-python")
+    session.install("mkdocs-material", "mkdocstrings-python", "ruff")  # ruff formats signatures
     session.run("mkdocs", "build", "--strict", "-f", str(ROOT / "docs" / "mkdocs.yml"))
 
 
