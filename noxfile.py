@@ -110,7 +110,8 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Mypy over every package's src (namespace packages, explicit package bases)."""
-    session.install(*CONSTRAINTS, "mypy", *[str(ROOT / "packages" / p) for p in PACKAGES])
+    # pytest too: zjulab.common.testing's plugin is typed against it
+    session.install(*CONSTRAINTS, "mypy", "pytest", *[str(ROOT / "packages" / p) for p in PACKAGES])
     srcs = [str(ROOT / "packages" / p / "src") for p in PACKAGES]
     session.run(
         "mypy",
