@@ -92,6 +92,16 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def _guard(name: str, fn: Callable[[], T]) -> T:
+    # A model on disk needs no download, so its per-tensor "Loading weights" bar is only noise;
+    # for a hub id the bars stay (they also show download progress).
+    quiet = Path(str(name)).exists()
+    hf_logging: Any = None
+    if quiet:
+        from transformers.utils import logging as hf_logging
+
+        quiet = hf_logging.is_progress_bar_enabled()
+        if quiet:
+            hf_logging.disable_progress_bar()
     try:
         return fn()
     except ModelNotAvailableError:
@@ -100,6 +110,9 @@ def _guard(name: str, fn: Callable[[], T]) -> T:
         if not Path(str(name)).exists() and _is_hub_failure(exc):
             raise model_not_available(str(name), exc) from exc
         raise
+    finally:
+        if quiet:
+            hf_logging.enable_progress_bar()
 
 
 def load_tokenizer(name_or_path: str | os.PathLike[str], **kwargs: Any) -> Any:
