@@ -12,7 +12,6 @@ The paper's U-NEED numbers are printed for orientation only: they are on a diffe
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import os
@@ -24,24 +23,8 @@ import torch
 
 from zjulab.crs.report import HEADLINE, format_table
 from zjulab.crs.samples import TASKS
-from zjulab.crs.suite import SuiteConfig, five_task_table, run_suite
+from zjulab.crs.suite import SuiteConfig, embedded_factories, five_task_table, run_suite, tiny_factories
 from zjulab.crs.synthetic import synthetic_corpus
-
-
-def factories(quick: bool, device: str):
-    if quick:
-        from zjulab.common.testing import tiny_causal_lm, tiny_encoder
-
-        seeds = iter(range(100))
-        return (lambda: tiny_encoder(next(seeds), hidden_size=64)), (
-            lambda: tiny_causal_lm(0, hidden_size=64)
-        )
-    from zjulab.common.defaults import default_chat_model_path, default_encoder_path
-    from zjulab.crs.backbone import load_backbone
-
-    enc, tok = load_backbone(str(default_encoder_path()), device=device)
-    path = str(default_chat_model_path())
-    return (lambda: (copy.deepcopy(enc), tok)), (lambda: load_backbone(path, kind="causal", device=device))
 
 
 def main() -> None:
@@ -63,20 +46,10 @@ def main() -> None:
 
     start = time.perf_counter()
     corpus = synthetic_corpus()
-    enc_f, lm_f = factories(args.quick, args.device)
+    enc_f, lm_f = tiny_factories() if args.quick else embedded_factories(args.device)
     if args.quick:
-        cfg = SuiteConfig(
-            steps=args.steps or 40,
-            learning_rate=1e-3,
-            head_learning_rate=1e-2,
-            generator_learning_rate=1e-2,
-            use_lora=False,
-            max_length=64,
-            batch_size=16,
-            generator_batch_size=8,
-            max_eval=args.max_eval or 64,
-            device=args.device,
-            tasks=tuple(args.tasks),
+        cfg = SuiteConfig.tiny(
+            steps=args.steps or 40, max_eval=args.max_eval or 64, device=args.device, tasks=tuple(args.tasks)
         )
     else:
         cfg = SuiteConfig(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import sys
 import time
@@ -27,24 +26,15 @@ def _corpus(data: str) -> Any:
     return synthetic_corpus() if data == "synthetic" else load_uneed_dir(data)
 
 
-def _tiny_factories() -> tuple[Any, Any]:
-    from zjulab.common.testing import tiny_causal_lm, tiny_encoder
-
-    counter = iter(range(1000))
-    return (lambda: tiny_encoder(next(counter), hidden_size=64)), (lambda: tiny_causal_lm(0, hidden_size=64))
-
-
-def _embedded_factories(device: str) -> tuple[Any, Any]:
-    from zjulab.common.defaults import default_chat_model_path, default_encoder_path
-    from zjulab.crs.backbone import load_backbone
-
-    enc, tok = load_backbone(str(default_encoder_path()), device=device)
-    lm_path = str(default_chat_model_path())
-    return (lambda: (copy.deepcopy(enc), tok)), (lambda: load_backbone(lm_path, kind="causal", device=device))
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from zjulab.crs.suite import SuiteConfig, category_table, five_task_table, run_suite
+    from zjulab.crs.suite import (
+        SuiteConfig,
+        category_table,
+        embedded_factories,
+        five_task_table,
+        run_suite,
+        tiny_factories,
+    )
     from zjulab.crs.synthetic import synthetic_corpus
 
     start = time.perf_counter()
@@ -52,26 +42,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     n = {k: len(v) for k, v in corpus.dialogues.items()}
     print(f"synthetic corpus: {n} dialogues, {len(corpus.items)} items, {len(corpus.behaviours)} behaviours")
     if args.embedded:
-        enc_f, lm_f = _embedded_factories(args.device)
+        enc_f, lm_f = embedded_factories(args.device)
         cfg = SuiteConfig(
             tasks=tuple(args.tasks), steps=args.steps or 20, device=args.device, max_eval=48, seed=args.seed
         )
         print("models: embedded MiniLM-L6 encoder and SmolLM2-135M (LoRA)")
     else:
-        enc_f, lm_f = _tiny_factories()
-        cfg = SuiteConfig(
-            tasks=tuple(args.tasks),
-            steps=args.steps or 40,
-            learning_rate=1e-3,
-            head_learning_rate=1e-2,
-            generator_learning_rate=1e-2,
-            use_lora=False,
-            max_length=64,
-            batch_size=16,
-            generator_batch_size=8,
-            max_eval=64,
-            device=args.device,
-            seed=args.seed,
+        enc_f, lm_f = tiny_factories()
+        cfg = SuiteConfig.tiny(
+            tasks=tuple(args.tasks), steps=args.steps or 40, device=args.device, seed=args.seed
         )
         print(
             "models: tiny random-initialised encoder and causal LM (zjulab.common.testing), trained from scratch"

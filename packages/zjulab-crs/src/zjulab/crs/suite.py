@@ -7,6 +7,8 @@ same metric bundle as its baseline; training and inference throughput are record
 
 from __future__ import annotations
 
+import copy
+import itertools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -26,7 +28,15 @@ from zjulab.crs.report import HEADLINE, PAPER_BASELINES, evaluate_by_category, f
 from zjulab.crs.samples import TASKS, build_task_samples
 from zjulab.crs.tagger import LexiconTagger, SpanTagger
 
-__all__ = ["SuiteConfig", "TaskResult", "category_table", "five_task_table", "run_suite"]
+__all__ = [
+    "SuiteConfig",
+    "TaskResult",
+    "category_table",
+    "embedded_factories",
+    "five_task_table",
+    "run_suite",
+    "tiny_factories",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +87,46 @@ class SuiteConfig:
             raise CrsConfigError("steps >= 0, epochs >= 1 and batch sizes >= 1 are required")
         if self.max_eval < 0:
             raise CrsConfigError(f"max_eval must be >= 0, got {self.max_eval}")
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> SuiteConfig:
+        """Settings for the tiny random models of :func:`tiny_factories`.
+
+        They train from scratch: 40 steps, larger learning rates, no LoRA, short inputs.
+        """
+        settings: dict[str, Any] = {
+            "steps": 40,
+            "learning_rate": 1e-3,
+            "head_learning_rate": 1e-2,
+            "generator_learning_rate": 1e-2,
+            "use_lora": False,
+            "max_length": 64,
+            "batch_size": 16,
+            "generator_batch_size": 8,
+            "max_eval": 64,
+        }
+        return cls(**{**settings, **overrides})
+
+
+def tiny_factories() -> tuple[Factory, Factory]:
+    """Backbone factories of tiny random models (``zjulab.common.testing``): encoder, causal LM.
+
+    Each encoder call gets a new seed, so the trained models do not share initial weights.
+    """
+    from zjulab.common.testing import tiny_causal_lm, tiny_encoder
+
+    seeds = itertools.count()
+    return (lambda: tiny_encoder(next(seeds), hidden_size=64)), (lambda: tiny_causal_lm(0, hidden_size=64))
+
+
+def embedded_factories(device: str) -> tuple[Factory, Factory]:
+    """Backbone factories of the embedded models: MiniLM-L6 (a fresh copy per call), SmolLM2-135M."""
+    from zjulab.common.defaults import default_chat_model_path, default_encoder_path
+    from zjulab.crs.backbone import load_backbone
+
+    enc, tok = load_backbone(str(default_encoder_path()), device=device)
+    lm_path = str(default_chat_model_path())
+    return (lambda: (copy.deepcopy(enc), tok)), (lambda: load_backbone(lm_path, kind="causal", device=device))
 
 
 @dataclass
