@@ -46,7 +46,7 @@ def test_yes_no_score_equals_hand_computation(tiny_causal_lm):
 def test_yes_no_truncates_document_not_prompt_end(tiny_causal_lm):
     model, tok = tiny_causal_lm
     scorer = YesNoScorer(model, tok, device="cpu", max_length=240)
-    prompt = scorer._fit("q", "word " * 500)
+    prompt = scorer.fit_prompt("q", "word " * 500)
     n = len(tok(prompt, add_special_tokens=False)["input_ids"])
     assert 200 < n <= 240 + 2 and prompt.endswith("<|im_start|>assistant\n")
 

@@ -177,8 +177,12 @@ class YesNoScorer:
             text = f"{self.system}\n\n{user}\nAnswer: "
         return str(text) + self.assistant_prefix
 
-    def _fit(self, query: str, document: str) -> str:
-        """Truncate ``document`` so the rendered prompt fits in ``max_length`` tokens."""
+    def fit_prompt(self, query: str, document: str) -> str:
+        """The prompt for one pair, ``document`` cut so the whole fits in ``max_length`` tokens.
+
+        The end of the prompt (where the yes/no answer is read) is never cut; trainers use this
+        to build exactly the prompts the scorer sees.
+        """
         prompt = self.build_prompt(query, document)
         n = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
         if n <= self.max_length:
@@ -195,7 +199,7 @@ class YesNoScorer:
         out = np.zeros(len(items), dtype=np.float32)
         if not items:
             return out
-        prompts = [self._fit(q, d) for q, d in items]
+        prompts = [self.fit_prompt(q, d) for q, d in items]
         device = next(self.model.parameters()).device
         tok = self.tokenizer
         with padding_side(tok, "left"):

@@ -71,17 +71,6 @@ class _Collator:
         self.cfg = cfg
         self.scorer = scorer
 
-    def _prompt(self, query: str, doc: str) -> str:
-        tok, limit = self.tokenizer, self.cfg.max_length
-        text = self.scorer.build_prompt(query, doc)
-        over = len(tok(text, add_special_tokens=False)["input_ids"]) - limit
-        if over > 0:
-            ids = tok(doc, add_special_tokens=False)["input_ids"]
-            text = self.scorer.build_prompt(
-                query, tok.decode(ids[: max(0, len(ids) - over)], skip_special_tokens=True)
-            )
-        return str(text)
-
     def __call__(self, groups: list[dict[str, Any]]) -> dict[str, Any]:
         tok = self.tokenizer
         size = len(groups[0]["docs"])
@@ -92,7 +81,7 @@ class _Collator:
             tok.padding_side = tok.truncation_side = "left"  # the answer position is at the end
             try:
                 enc = tok(
-                    [self._prompt(q, d) for q, d in zip(queries, docs)],
+                    [self.scorer.fit_prompt(q, d) for q, d in zip(queries, docs)],
                     padding=True,
                     truncation=True,
                     max_length=self.cfg.max_length,
