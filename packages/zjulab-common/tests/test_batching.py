@@ -31,3 +31,17 @@ def test_token_budget_errors():
 
 def test_length_buckets_longest_first():
     assert length_buckets(["aa", "a", "aaaa", "aaa"], len, 2) == [[2, 3], [0, 1]]
+
+
+def test_padding_side_sets_and_restores_both_sides(tiny_tokenizer):
+    from zjulab.common.batching import padding_side
+
+    tok = tiny_tokenizer
+    tok.padding_side, tok.truncation_side = "right", "right"
+    with padding_side(tok, "left", truncation="left"):
+        assert (tok.padding_side, tok.truncation_side) == ("left", "left")
+    assert (tok.padding_side, tok.truncation_side) == ("right", "right")
+    with pytest.raises(RuntimeError), padding_side(tok, None, truncation="left"):
+        assert (tok.padding_side, tok.truncation_side) == ("right", "left")
+        raise RuntimeError
+    assert (tok.padding_side, tok.truncation_side) == ("right", "right")

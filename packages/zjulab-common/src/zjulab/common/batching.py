@@ -95,14 +95,24 @@ def length_buckets(items: Sequence[T], key: Callable[[T], int], batch_size: int)
 
 
 @contextlib.contextmanager
-def padding_side(tokenizer: Any, side: Literal["left", "right"]) -> Iterator[Any]:
-    """Temporarily set ``tokenizer.padding_side`` (left for generation and last-token scoring).
+def padding_side(
+    tokenizer: Any,
+    side: Literal["left", "right"] | None,
+    *,
+    truncation: Literal["left", "right"] | None = None,
+) -> Iterator[Any]:
+    """Temporarily set a tokenizer's padding side and, optionally, its truncation side.
 
-    The previous side is restored on exit, also when the body raises.
+    Left padding suits generation and last-token scoring; left truncation keeps the most
+    recent text. ``None`` leaves that side as it is. The previous sides are restored on exit,
+    also when the body raises.
     """
-    old = tokenizer.padding_side
-    tokenizer.padding_side = side
+    old = tokenizer.padding_side, tokenizer.truncation_side
+    if side is not None:
+        tokenizer.padding_side = side
+    if truncation is not None:
+        tokenizer.truncation_side = truncation
     try:
         yield tokenizer
     finally:
-        tokenizer.padding_side = old
+        tokenizer.padding_side, tokenizer.truncation_side = old

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from zjulab.common.batching import padding_side
 from zjulab.crs.backbone import EncoderHead, load_backbone
 from zjulab.crs.config import ElicitationConfig
 from zjulab.crs.encoder_model import EncoderModel
@@ -72,9 +73,7 @@ class AttributeClassifier(EncoderModel):
 
     def _encode(self, examples: Sequence[ElicitationExample]) -> dict[str, torch.Tensor]:
         assert self.net is not None
-        old = self.tokenizer.truncation_side
-        self.tokenizer.truncation_side = "left"  # keep the most recent turns
-        try:
+        with padding_side(self.tokenizer, None, truncation="left"):  # keep the most recent turns
             enc = self.tokenizer(
                 [elicitation_text(e, self.config.max_turns) for e in examples],
                 padding=True,
@@ -82,8 +81,6 @@ class AttributeClassifier(EncoderModel):
                 max_length=self.config.max_length,
                 return_tensors="pt",
             )
-        finally:
-            self.tokenizer.truncation_side = old
         dev = module_device(self.net)
         return {"input_ids": enc["input_ids"].to(dev), "attention_mask": enc["attention_mask"].to(dev)}
 

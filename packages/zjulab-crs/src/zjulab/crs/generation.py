@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from zjulab.common.batching import padding_side
 from zjulab.common.protocols import TextEncoder
 from zjulab.crs.backbone import load_backbone
 from zjulab.crs.checkpoint import read_checkpoint, save_checkpoint
@@ -128,9 +129,7 @@ class ResponseGenerator:
         model.eval()
         tok, cfg = self.tokenizer, self.config
         out: list[str] = []
-        old = tok.padding_side, tok.truncation_side
-        tok.padding_side, tok.truncation_side = "left", "left"
-        try:
+        with padding_side(tok, "left", truncation="left"):
             for i in range(0, len(examples), cfg.batch_size):
                 chunk = examples[i : i + cfg.batch_size]
                 enc = tok(
@@ -150,8 +149,6 @@ class ResponseGenerator:
                 )
                 texts = tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
                 out += [t.strip().split("\n")[0].strip() for t in texts]
-        finally:
-            tok.padding_side, tok.truncation_side = old
         return out
 
     def evaluate(

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from zjulab.common.batching import padding_side
 from zjulab.common.protocols import TextEncoder
 from zjulab.crs.backbone import EncoderHead, load_backbone
 from zjulab.crs.config import QualityConfig
@@ -71,9 +72,7 @@ class QualityRegressor(EncoderModel):
 
     def _encode(self, examples: Sequence[EvaluationExample]) -> dict[str, torch.Tensor]:
         net = self._build()
-        old = self.tokenizer.truncation_side
-        self.tokenizer.truncation_side = "left"  # drop the oldest context first
-        try:
+        with padding_side(self.tokenizer, None, truncation="left"):  # drop the oldest context first
             enc = self.tokenizer(
                 [render_context(e.context, self.config.max_turns) or "-" for e in examples],
                 [e.response for e in examples],
@@ -82,8 +81,6 @@ class QualityRegressor(EncoderModel):
                 max_length=self.config.max_length,
                 return_tensors="pt",
             )
-        finally:
-            self.tokenizer.truncation_side = old
         dev = module_device(net)
         out = {"input_ids": enc["input_ids"].to(dev), "attention_mask": enc["attention_mask"].to(dev)}
         if "token_type_ids" in enc:

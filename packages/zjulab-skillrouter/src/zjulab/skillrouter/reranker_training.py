@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from zjulab.common.batching import padding_side
 from zjulab.common.device import DeviceLike, resolve_device
 from zjulab.skillrouter.config import TrainRerankerConfig
 from zjulab.skillrouter.errors import EmptyPoolError
@@ -77,9 +78,8 @@ class _Collator:
         queries = [g["query"] for g in groups for _ in g["docs"]]
         docs = [d for g in groups for d in g["docs"]]
         if self.scorer is not None:
-            old, old_trunc = tok.padding_side, tok.truncation_side
-            tok.padding_side = tok.truncation_side = "left"  # the answer position is at the end
-            try:
+            # the answer position is at the end
+            with padding_side(tok, "left", truncation="left"):
                 enc = tok(
                     [self.scorer.fit_prompt(q, d) for q, d in zip(queries, docs)],
                     padding=True,
@@ -88,8 +88,6 @@ class _Collator:
                     add_special_tokens=False,
                     return_tensors="pt",
                 )
-            finally:
-                tok.padding_side, tok.truncation_side = old, old_trunc
         else:
             enc = tok(
                 queries,
