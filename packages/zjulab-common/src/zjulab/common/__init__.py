@@ -9,7 +9,7 @@ from zjulab.common.batching import batched, length_buckets, token_budget_batches
 from zjulab.common.chat import OpenAIChatModel, TransformersChatModel, Usage
 from zjulab.common.defaults import default_chat_model, default_encoder
 from zjulab.common.device import resolve_device, resolve_dtype
-from zjulab.common.encoders import SentenceTransformerEncoder, TransformersEncoder, l2_normalize
+from zjulab.common.encoders import SentenceTransformerEncoder, TransformersEncoder, l2_normalize, pool_hidden
 from zjulab.common.errors import (
     ConfigError,
     DeviceNotAvailableError,
@@ -81,6 +81,7 @@ __all__ = [
     "default_encoder",
     "generate_structured",
     "l2_normalize",
+    "pool_hidden",
     "length_buckets",
     "load_causal_lm",
     "load_cross_encoder",

@@ -15,7 +15,7 @@ from zjulab.common.device import DeviceLike, DtypeLike, resolve_device
 from zjulab.common.errors import ConfigError, InputError
 from zjulab.common.progress import progress
 
-__all__ = ["SentenceTransformerEncoder", "TransformersEncoder", "l2_normalize"]
+__all__ = ["SentenceTransformerEncoder", "TransformersEncoder", "l2_normalize", "pool_hidden"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,23 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     return (x / np.maximum(norms, eps)).astype(np.float32)
+
+
+def pool_hidden(
+    hidden: torch.Tensor, attention_mask: torch.Tensor, mode: Literal["mean", "cls", "last"] = "mean"
+) -> torch.Tensor:
+    """Pool ``[B, L, H]`` hidden states to ``[B, H]``.
+
+    ``mean`` averages the positions ``attention_mask`` marks, ``cls`` takes the first position,
+    ``last`` the last marked position of each row (right padding).
+    """
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "last":
+        last = attention_mask.sum(1) - 1
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
@@ -111,15 +128,7 @@ class TransformersEncoder:
                     return_tensors="pt",
                 ).to(device)
                 hidden = self.model(**enc).last_hidden_state.float()
-                mask = enc["attention_mask"].unsqueeze(-1).float()
-                if self.pooling == "mean":
-                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-                elif self.pooling == "cls":
-                    pooled = hidden[:, 0]
-                else:
-                    last = enc["attention_mask"].sum(1) - 1
-                    pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-                out[idx] = pooled.cpu().numpy()
+                out[idx] = pool_hidden(hidden, enc["attention_mask"], self.pooling).cpu().numpy()
         return l2_normalize(out) if self.normalize else out
 
 

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from zjulab.common.device import resolve_device, resolve_dtype
+from zjulab.common.encoders import pool_hidden
 from zjulab.common.loading import load_causal_lm, load_encoder, load_tokenizer
 
-__all__ = ["EncoderHead", "load_backbone", "pool"]
+__all__ = ["EncoderHead", "load_backbone"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,14 +59,6 @@ def load_backbone(
     return model, tokenizer
 
 
-def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: Literal["cls", "mean"] = "mean") -> torch.Tensor:
-    """Pool ``[B, L, H]`` hidden states to ``[B, H]``: first token or mean over ``mask``."""
-    if mode == "cls":
-        return hidden[:, 0]
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
-
-
 class EncoderHead(nn.Module):
     """An encoder, pooling, dropout and a linear layer with ``out_dim`` outputs.
 
@@ -92,5 +85,5 @@ class EncoderHead(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kw: Any) -> torch.Tensor:
         """Outputs ``[B, out_dim]``."""
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
-        pooled = pool(out, attention_mask, self.pooling)
+        pooled = pool_hidden(out, attention_mask, self.pooling)
         return self.head(self.dropout(pooled.to(self.head.weight.dtype)))

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from zjulab.crs.backbone import load_backbone, pool
+from zjulab.common.encoders import pool_hidden
+from zjulab.crs.backbone import load_backbone
 from zjulab.crs.checkpoint import read_checkpoint, save_checkpoint
 from zjulab.crs.config import RankerConfig
 from zjulab.crs.dialogue import Behaviour, Item
@@ -61,7 +62,7 @@ class _Tower(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         h = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return nn.functional.normalize(pool(h.float(), attention_mask, self.pooling), dim=-1)  # type: ignore[arg-type]
+        return nn.functional.normalize(pool_hidden(h.float(), attention_mask, self.pooling), dim=-1)  # type: ignore[arg-type]
 
 
 class BiEncoderRanker:
