@@ -132,3 +132,13 @@ def test_sampling_is_seeded():
     a = chat.generate(conv, temperature=1.0, seed=7)
     b = chat.generate(conv, temperature=1.0, seed=7)
     assert a == b
+
+
+def test_pool_hidden_hand_worked():
+    from zjulab.common import pool_hidden
+
+    h = torch.arange(12.0).view(1, 3, 4)  # rows [0..3], [4..7], [8..11]
+    m = torch.tensor([[1, 1, 0]])  # the third position is padding
+    assert pool_hidden(h, m).tolist() == [[2.0, 3.0, 4.0, 5.0]]
+    assert pool_hidden(h, m, "cls").tolist() == [[0.0, 1.0, 2.0, 3.0]]
+    assert pool_hidden(h, m, "last").tolist() == [[4.0, 5.0, 6.0, 7.0]]
