@@ -12,6 +12,7 @@ __all__ = [
     "DeviceNotAvailableError",
     "IndexMismatchError",
     "InputError",
+    "MissingDependencyError",
     "ModelNotAvailableError",
     "NotFoundError",
     "RemoteModelError",
@@ -77,3 +78,19 @@ class SchemaVersionError(StoreError):
 
 class IndexMismatchError(StoreError):
     """A persisted index was built with a different model or configuration than requested."""
+
+
+class MissingDependencyError(ZjulabError, ImportError):
+    """An optional dependency (an extra) is not installed; the message names the install line.
+
+    Attributes:
+        module: The import name that failed (``"torch"``).
+        install: The exact command that installs it (``pip install 'zjulab-hiesql[torch]'``).
+    """
+
+    def __init__(self, module: str, install: str, feature: str = "") -> None:
+        what = f"{feature} needs" if feature else "this needs"
+        super().__init__(f"{what} {module!r}, which is not installed; install it with: {install}")
+        self.module = module
+        self.install = install
+        self.name = module
