@@ -3,37 +3,45 @@
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, Union
 
-import torch
-
+from zjulab.common.deps import require
 from zjulab.common.errors import ConfigError, DeviceNotAvailableError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["DeviceLike", "DtypeLike", "resolve_device", "resolve_dtype"]
 
 logger = logging.getLogger(__name__)
 
-DeviceLike = str | torch.device | None
-DtypeLike = (
-    Literal["auto", "float32", "fp32", "float16", "fp16", "half", "bfloat16", "bf16"]
-    | str
-    | torch.dtype
-    | None
-)
+# Plain aliases that need no torch at import: torch stays out of every torch-free install.
+DeviceLike = Union[str, "torch.device", None]
+DtypeLike = Union[
+    Literal["auto", "float32", "fp32", "float16", "fp16", "half", "bfloat16", "bf16"],
+    str,
+    "torch.dtype",
+    None,
+]
 
-_DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
+_DTYPE_NAMES: dict[str, str] = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
 }
 
 
+def _torch() -> Any:
+    return require("torch", feature="device and dtype resolution")
+
+
 def _mps_available() -> bool:
+    torch = _torch()
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
 
@@ -54,7 +62,9 @@ def resolve_device(device: DeviceLike = "auto") -> torch.device:
     Raises:
         DeviceNotAvailableError: The device is not present on this machine.
         ConfigError: The string is not a device name.
+        MissingDependencyError: torch is not installed (``pip install 'zjulab-common[torch]'``).
     """
+    torch = _torch()
     if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
         if torch.cuda.is_available():
             return torch.device("cuda", 0)
@@ -104,6 +114,7 @@ def resolve_dtype(dtype: DtypeLike = "auto", device: DeviceLike = "auto") -> tor
         ConfigError: Unknown dtype name, a non-floating dtype, or bfloat16 requested on a CUDA
             device without bf16 support.
     """
+    torch = _torch()
     dev = resolve_device(device)
     if isinstance(dtype, torch.dtype):
         resolved = dtype
@@ -115,9 +126,9 @@ def resolve_dtype(dtype: DtypeLike = "auto", device: DeviceLike = "auto") -> tor
         return torch.float32
     else:
         key = str(dtype).strip().lower().removeprefix("torch.")
-        if key not in _DTYPES:
-            raise ConfigError(f"dtype={dtype!r} is not one of {sorted(_DTYPES)} or 'auto'")
-        resolved = _DTYPES[key]
+        if key not in _DTYPE_NAMES:
+            raise ConfigError(f"dtype={dtype!r} is not one of {sorted(_DTYPE_NAMES)} or 'auto'")
+        resolved = getattr(torch, _DTYPE_NAMES[key])
     if not resolved.is_floating_point:
         raise ConfigError(f"dtype={dtype!r} is not a floating-point dtype")
     if resolved == torch.bfloat16 and dev.type == "cuda" and not torch.cuda.is_bf16_supported():

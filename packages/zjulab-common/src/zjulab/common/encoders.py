@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 
 from zjulab.common.batching import length_buckets, padding_side
+from zjulab.common.deps import require
 from zjulab.common.device import DeviceLike, DtypeLike, resolve_device
 from zjulab.common.errors import ConfigError, InputError
 from zjulab.common.progress import progress
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["SentenceTransformerEncoder", "TransformersEncoder", "l2_normalize", "pool_hidden"]
 
@@ -38,6 +41,7 @@ def pool_hidden(
     if mode == "cls":
         return hidden[:, 0]
     if mode == "last":
+        torch = require("torch", feature="pool_hidden")
         last = attention_mask.sum(1) - 1
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
     m = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -87,6 +91,7 @@ class TransformersEncoder:
             raise ConfigError(f"pooling must be 'mean', 'cls' or 'last', got {pooling!r}")
         if max_length <= 0:
             raise ConfigError(f"max_length must be positive, got {max_length}")
+        require("torch", feature="TransformersEncoder")
         from zjulab.common.loading import load_encoder, resolve_model_and_tokenizer
 
         self.model_id, model, tokenizer = resolve_model_and_tokenizer(
@@ -101,7 +106,6 @@ class TransformersEncoder:
         self.show_progress = show_progress
         self.dim = int(model.config.hidden_size)
 
-    @torch.inference_mode()
     def encode(self, texts: Sequence[str], batch_size: int = 32, **kwargs: Any) -> np.ndarray:
         """Encode ``texts`` to a ``[n, dim]`` float32 array (unit rows when ``normalize``).
 
@@ -110,6 +114,12 @@ class TransformersEncoder:
         Raises:
             InputError: ``texts`` is not a list of strings.
         """
+        import torch
+
+        with torch.inference_mode():
+            return self._encode(texts, **kwargs, batch_size=batch_size)
+
+    def _encode(self, texts: Sequence[str], batch_size: int, **kwargs: Any) -> np.ndarray:
         items = _check_texts(texts)
         prompt = kwargs.get("prompt", self.prompt)
         if not items:
@@ -156,18 +166,18 @@ class SentenceTransformerEncoder:
         show_progress: bool | None = None,
         **kwargs: Any,
     ) -> None:
+        torch = require("torch", feature="SentenceTransformerEncoder")
         from zjulab.common.device import resolve_dtype
         from zjulab.common.loading import _guard
 
         dev = resolve_device(device)
         if isinstance(model, (str, os.PathLike)):
-            try:
-                from sentence_transformers import SentenceTransformer
-            except ImportError as exc:  # pragma: no cover - depends on the environment
-                raise ConfigError(
-                    "SentenceTransformerEncoder needs sentence-transformers: "
-                    "pip install 'zjulab-common[sentence-transformers]'"
-                ) from exc
+            st = require(
+                "sentence_transformers",
+                "pip install 'zjulab-common[sentence-transformers]'",
+                feature="SentenceTransformerEncoder",
+            )
+            SentenceTransformer = st.SentenceTransformer
             name = str(model)
             self.model_id = name
             model = _guard(name, lambda: SentenceTransformer(name, device=str(dev), **kwargs))

@@ -15,10 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import torch
-
+from zjulab.common.deps import require
 from zjulab.common.device import DeviceLike, DtypeLike, resolve_device, resolve_dtype
 from zjulab.common.errors import ModelNotAvailableError
+
+torch = require("torch", feature="model loading (zjulab.common.loading)")
 
 __all__ = [
     "is_offline",

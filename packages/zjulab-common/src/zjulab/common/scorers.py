@@ -7,13 +7,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from zjulab.common.batching import length_buckets, padding_side
+from zjulab.common.deps import require
 from zjulab.common.device import DeviceLike, DtypeLike
 from zjulab.common.errors import ConfigError, InputError
 from zjulab.common.loading import resolve_model_and_tokenizer
 from zjulab.common.progress import progress
+
+torch = require("torch", feature="zjulab.common.scorers (CrossEncoderScorer, YesNoScorer)")
 
 __all__ = ["CrossEncoderScorer", "YesNoScorer"]
 

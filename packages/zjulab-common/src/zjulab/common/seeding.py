@@ -6,13 +6,12 @@ import os
 import random
 
 import numpy as np
-import torch
 
 __all__ = ["seed_everything"]
 
 
 def seed_everything(seed: int, *, deterministic: bool = False) -> None:
-    """Seed Python, NumPy and torch (CPU and every CUDA device).
+    """Seed Python, NumPy and, when it is installed, torch (CPU and every CUDA device).
 
     Args:
         seed: The seed.
@@ -21,6 +20,10 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
     """
     random.seed(seed)
     np.random.seed(seed % (2**32))
+    try:
+        import torch
+    except ImportError:  # a torch-free install has no torch generators to seed
+        return
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)

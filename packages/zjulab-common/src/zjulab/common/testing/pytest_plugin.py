@@ -25,11 +25,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Skip ``gpu`` tests on machines without CUDA."""
     if not any(item.get_closest_marker("gpu") for item in items):
         return
-    import torch
-
-    if torch.cuda.is_available():
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None and torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
+    skip = pytest.mark.skip(
+        reason="needs a CUDA device" if torch is not None else "needs torch and a CUDA device"
+    )
     for item in items:
         if item.get_closest_marker("gpu"):
             item.add_marker(skip)
