@@ -17,6 +17,11 @@ from zjulab.common import (
 )
 
 
+def _visible(folder):
+    """Entries of ``folder`` except the documented ``.NAME.lock`` files of directory stores."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
+
+
 def test_atomic_write_replaces_on_success(tmp_path):
     target = tmp_path / "sub" / "f.txt"
     atomic_write_text(target, "one")
@@ -84,7 +89,7 @@ def test_atomic_directory_swaps_whole_directory(tmp_path):
     with atomic_directory(store) as d:
         (d / "b.txt").write_text("2")
     assert sorted(p.name for p in store.iterdir()) == ["b.txt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+    assert _visible(tmp_path) == ["store"]
 
 
 def test_atomic_directory_exception_keeps_previous(tmp_path):
@@ -96,7 +101,7 @@ def test_atomic_directory_exception_keeps_previous(tmp_path):
             (d / "a.txt").write_text("corrupt")
             raise ValueError
     assert (store / "a.txt").read_text() == "1"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+    assert _visible(tmp_path) == ["store"]
 
 
 def test_atomic_directory_recovers_interrupted_swap(tmp_path):

@@ -17,6 +17,7 @@ __all__ = [
     "NotFoundError",
     "RemoteModelError",
     "SchemaVersionError",
+    "SerializationError",
     "StoreError",
     "StructuredOutputError",
     "ZjulabError",
@@ -94,3 +95,10 @@ class MissingDependencyError(ZjulabError, ImportError):
         self.module = module
         self.install = install
         self.name = module
+
+
+class SerializationError(InputError, TypeError):
+    """A value cannot be written in the requested format (a ``date`` or an object in JSON).
+
+    The message names the file and the value's type.
+    """

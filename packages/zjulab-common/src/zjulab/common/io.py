@@ -1,9 +1,23 @@
-"""Atomic file writes and JSON / JSONL helpers.
+"""Atomic file writes and JSON / JSONL helpers that respect the user's files.
 
-Every persisted artefact in zjulab goes through :func:`atomic_write`: the data is written to a
-temporary file in the same directory, flushed and fsynced, then moved over the target with
-:func:`os.replace`. A crash or an exception at any point leaves either the old file or the new
-one, never a torn mix.
+Every persisted artefact in zjulab goes through :func:`atomic_write` or :func:`atomic_directory`:
+the data is written to a temporary sibling, flushed and fsynced, then moved over the target with
+:func:`os.replace`. A crash, a kill or an exception at any point leaves either the old content or
+the new one, never a torn mix, and the temporary siblings a killed writer left behind are removed
+by the next write to the same target.
+
+What a write keeps of the user's file:
+
+* a replaced file keeps its permission bits; a new file gets ``0666 & ~umask`` (what ``open``
+  would give it), not ``mkstemp``'s 0600;
+* a symlink is written *through*: the link stays and its target gets the new content, atomically;
+* a symlinked directory store (``index -> index-v1``) is rebuilt next to its target, and the
+  link is left pointing where it pointed.
+
+:func:`atomic_directory` and :func:`recover_directory` take a cross-process lock (``filelock``)
+on ``.NAME.lock`` beside the directory, so two writers never interleave their swaps and a reader's
+recovery never runs in the middle of a writer's swap; readers that must see one consistent
+version hold :func:`directory_lock` while they read.
 """
 
 from __future__ import annotations
@@ -12,8 +26,12 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
+import stat
 import tempfile
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, Literal, overload
@@ -25,14 +43,107 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "directory_lock",
     "read_json",
     "read_jsonl",
     "recover_directory",
+    "remove_stale_temps",
     "write_json",
     "write_jsonl",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Temporary siblings are named ``.NAME.<pid>.<random>.tmp`` so a later writer can tell a dead
+#: writer's leftovers (its process is gone) from a live writer's work in progress.
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
+#: Leftovers of writers that did not record their pid are removed once this old (seconds).
+_LEGACY_TMP_AGE = 3600.0
+_umask_lock = threading.Lock()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    with _umask_lock:  # portable fallback: set and restore, serialised within the process
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _new_mode(existing: Path, *, directory: bool = False) -> int:
+    """Permission bits for a file or directory that replaces ``existing`` (or is new)."""
+    try:
+        return stat.S_IMODE(existing.stat().st_mode)
+    except OSError:
+        return (0o777 if directory else 0o666) & ~_umask()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # our own threads' work in progress
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    except OSError:
+        return True
+    return True
+
+
+def remove_stale_temps(target: str | os.PathLike[str]) -> int:
+    """Remove the temporary siblings of ``target`` that killed writers left behind.
+
+    A sibling ``.NAME.<pid>.<random>.tmp`` is stale when process ``pid`` no longer exists; one
+    without a pid (written by an older version) when it is more than an hour old. Live writers'
+    temporaries are never touched.
+
+    Returns:
+        How many were removed.
+    """
+    path = Path(target)
+    parent = path.parent
+    removed = 0
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return 0
+    legacy = re.compile(r"^\." + re.escape(path.name) + r"\.[A-Za-z0-9_]+\.tmp$")
+    now = time.time()
+    for entry in entries:
+        m = _TMP.match(entry.name)
+        stale = False
+        if m and m.group("name") == path.name:
+            stale = not _pid_alive(int(m.group("pid")))
+        elif legacy.match(entry.name):
+            with contextlib.suppress(OSError):
+                stale = now - entry.stat(follow_symlinks=False).st_mtime > _LEGACY_TMP_AGE
+        if not stale:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed += 1
+            logger.info("removed %s, left behind by an interrupted write", entry.path)
+    return removed
+
+
+def _resolve_target(path: Path) -> Path:
+    """Where a write to ``path`` must land: through any symlinks, to the real file."""
+    if path.is_symlink():
+        return Path(os.path.realpath(path))
+    return path
+
+
+def _tmp_prefix(target: Path) -> str:
+    return f".{target.name}.{os.getpid()}."
 
 
 def _fsync_dir(path: Path) -> None:
@@ -69,10 +180,12 @@ def atomic_write(
 
     Returns:
         A context manager yielding a file object. If the ``with`` body raises, the temporary
-        file is removed and the target keeps its previous content.
+        file is removed and the target keeps its previous content. A replaced file keeps its
+        permission bits, a new one follows the umask, and a symlink is written through (the
+        link stays, its target is replaced atomically).
 
     Raises:
-        InputError: ``mode`` is not ``"w"`` or ``"wb"``.
+        InputError: ``mode`` is not ``"w"`` or ``"wb"``, or ``path`` is a directory.
     """
     if mode not in ("w", "wb"):
         raise InputError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
@@ -81,10 +194,18 @@ def atomic_write(
 
 @contextlib.contextmanager
 def _atomic_write(path: Path, mode: str, encoding: str) -> Iterator[IO[Any]]:
+    if path.is_dir() and not path.is_symlink():
+        raise InputError(f"{path}: is a directory, not a file")
+    path = _resolve_target(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a file")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    file_mode = _new_mode(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
+        os.fchmod(fd, file_mode)
         if mode == "wb":
             fh: IO[Any] = os.fdopen(fd, "wb")
         else:
@@ -117,10 +238,20 @@ def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2
     """Serialise ``obj`` as JSON (UTF-8, keys kept in order) and write it atomically.
 
     The object is serialised before the file is opened, so a value that JSON cannot encode
-    raises ``TypeError`` and leaves the target untouched.
+    raises :class:`~zjulab.common.errors.SerializationError` (also a ``TypeError``) naming the
+    file and the value's type, and leaves the target untouched.
     """
-    text = json.dumps(obj, ensure_ascii=False, indent=indent)
+    text = _dumps(obj, path, indent=indent)
     atomic_write_text(path, text + "\n")
+
+
+def _dumps(obj: Any, path: str | os.PathLike[str], *, indent: int | None = None) -> str:
+    from zjulab.common.errors import SerializationError
+
+    try:
+        return json.dumps(obj, ensure_ascii=False, indent=indent)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"{path}: cannot be written as JSON: {exc}") from exc
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
@@ -137,6 +268,10 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise StoreError(f"{p}: no such file") from exc
     except UnicodeDecodeError as exc:
         raise StoreError(f"{p}: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    except IsADirectoryError as exc:
+        raise StoreError(f"{p}: is a directory, not a JSON file") from exc
+    except PermissionError as exc:
+        raise StoreError(f"{p}: permission denied") from exc
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -144,11 +279,15 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 
 def write_jsonl(path: str | os.PathLike[str], rows: Iterable[Any]) -> int:
-    """Write one JSON document per line, atomically. Returns the number of rows written."""
+    """Write one JSON document per line, atomically. Returns the number of rows written.
+
+    Raises:
+        SerializationError: A row cannot be encoded as JSON (nothing is written).
+    """
     n = 0
     with atomic_write(path, "w") as fh:
         for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False))
+            fh.write(_dumps(row, f"{path}: row {n + 1}"))
             fh.write("\n")
             n += 1
     return n
@@ -167,6 +306,10 @@ def read_jsonl(path: str | os.PathLike[str], *, skip_blank: bool = True) -> list
         fh = p.open(encoding="utf-8")
     except FileNotFoundError as exc:
         raise StoreError(f"{p}: no such file") from exc
+    except IsADirectoryError as exc:
+        raise StoreError(f"{p}: is a directory, not a JSONL file") from exc
+    except PermissionError as exc:
+        raise StoreError(f"{p}: permission denied") from exc
     with fh:
         try:
             for lineno, line in enumerate(fh, 1):
@@ -181,60 +324,117 @@ def read_jsonl(path: str | os.PathLike[str], *, skip_blank: bool = True) -> list
     return rows
 
 
+def _lock_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.lock")
+
+
+@contextlib.contextmanager
+def directory_lock(path: str | os.PathLike[str], *, timeout: float = -1) -> Iterator[None]:
+    """Hold the cross-process lock that :func:`atomic_directory` swaps under.
+
+    Readers that must see one consistent version of a directory store (every file from the same
+    save) read inside this context. The lock file is ``.NAME.lock`` beside the directory.
+
+    Args:
+        path: The directory (it need not exist yet).
+        timeout: Seconds to wait; ``-1`` waits forever.
+
+    Raises:
+        StoreError: The lock could not be taken within ``timeout``.
+    """
+    from filelock import FileLock, Timeout
+
+    target = _resolve_target(Path(path))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(_lock_path(target)), timeout=timeout, mode=_new_mode(_lock_path(target)))
+    try:
+        with lock:
+            yield
+    except Timeout as exc:
+        raise StoreError(f"{target}: another process holds its lock ({_lock_path(target)})") from exc
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Build a directory in a temporary sibling, then swap it into place.
 
     The body writes files into the yielded temporary directory. On success the previous
-    directory (if any) is replaced in two renames: ``path -> path.old-*``, ``tmp -> path``;
-    a crash between them leaves the complete new directory under ``tmp`` and the old one under
-    ``.old``, and :func:`atomic_directory` recovers the old one on the next call if ``path``
-    itself is missing. On an exception nothing at ``path`` changes.
+    directory (if any) is replaced in two renames, ``path -> .path.old`` then ``tmp -> path``,
+    under the directory's cross-process lock (:func:`directory_lock`), so concurrent writers
+    take turns and a concurrent :func:`recover_directory` never runs between the two renames.
+    A kill between them leaves the old directory under ``.path.old``, restored by the next
+    writer or reader. On an exception nothing at ``path`` changes. Temporaries that killed
+    writers left beside ``path`` are removed.
+
+    ``path`` may be a symlink to a directory (``index -> index-v1``): the new build is made
+    beside the link's target and swapped in there, and the link is kept.
 
     Args:
         path: The directory to create or replace.
 
     Yields:
         The temporary directory to populate.
+
+    Raises:
+        InputError: ``path`` exists and is not a directory.
     """
-    target = Path(path)
+    target = _resolve_target(Path(path))
+    if target.exists() and not target.is_dir():
+        raise InputError(f"{target}: exists and is not a directory")
     target.parent.mkdir(parents=True, exist_ok=True)
-    recover_directory(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the final directory should look like mkdir's
+    with directory_lock(target):
+        _recover(target)
+        remove_stale_temps(target)
+        dir_mode = _new_mode(target, directory=True)
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(target), suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, dir_mode)  # mkdtemp makes 0700; keep the old directory's bits or mkdir's
     try:
         yield tmp
         for f in tmp.rglob("*"):
-            if f.is_file():
+            if f.is_file() and not f.is_symlink():
                 with f.open("rb") as fh:
                     os.fsync(fh.fileno())
-        old = target.with_name(f".{target.name}.old")
-        if target.exists():
+        _fsync_dir(tmp)
+        with directory_lock(target):
+            old = target.with_name(f".{target.name}.old")
             if old.exists():
                 shutil.rmtree(old)
-            os.replace(target, old)
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
-        if old.exists():
-            shutil.rmtree(old, ignore_errors=True)
+            if target.exists():
+                os.replace(target, old)
+            os.replace(tmp, target)
+            _fsync_dir(target.parent)
+            if old.exists():
+                shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def recover_directory(path: str | os.PathLike[str]) -> bool:
-    """Restore a directory whose :func:`atomic_directory` swap was cut between its two renames.
-
-    Readers call this before opening a store, so a crash between ``path -> .path.old`` and
-    ``tmp -> path`` gives back the last committed state rather than an empty store.
-
-    Returns:
-        Whether the previous copy was restored.
-    """
-    target = Path(path)
+def _recover(target: Path) -> bool:
     old = target.with_name(f".{target.name}.old")
     if not target.exists() and old.exists():
         logger.warning("recovering %s from an interrupted write", target)
         os.replace(old, target)
         return True
+    if target.exists() and old.exists():
+        # the swap finished but the old copy was not yet removed when the writer died
+        shutil.rmtree(old, ignore_errors=True)
     return False
+
+
+def recover_directory(path: str | os.PathLike[str]) -> bool:
+    """Restore a directory whose :func:`atomic_directory` swap was cut between its two renames.
+
+    Readers call this before opening a store, so a kill between ``path -> .path.old`` and
+    ``tmp -> path`` gives back the last committed state rather than an empty store. It takes
+    the directory's lock, so it never interferes with a swap in progress.
+
+    Returns:
+        Whether the previous copy was restored.
+    """
+    target = _resolve_target(Path(path))
+    old = target.with_name(f".{target.name}.old")
+    if not old.exists():  # the common case costs no lock
+        return False
+    with directory_lock(target):
+        return _recover(target)

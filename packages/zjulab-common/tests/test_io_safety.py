@@ -1,0 +1,277 @@
+"""What a write keeps of the user's files: modes, symlinks, locks, and leftovers of killed writers."""
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from zjulab.common import (
+    InputError,
+    SerializationError,
+    StoreError,
+    atomic_directory,
+    atomic_write_text,
+    directory_lock,
+    read_json,
+    read_jsonl,
+    recover_directory,
+    remove_stale_temps,
+    write_json,
+    write_jsonl,
+)
+
+
+def _mode(p):
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+@pytest.fixture()
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_replaced_file_keeps_its_mode(tmp_path, umask_022):
+    f = tmp_path / "shared.json"
+    f.write_text("{}")
+    os.chmod(f, 0o664)
+    write_json(f, {"a": 1})
+    assert _mode(f) == 0o664
+    os.chmod(f, 0o640)
+    atomic_write_text(f, "x")
+    assert _mode(f) == 0o640
+
+
+def test_new_file_follows_the_umask(tmp_path):
+    old = os.umask(0o002)
+    try:
+        write_json(tmp_path / "a.json", [1])
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "a.json") == 0o664
+    old = os.umask(0o077)
+    try:
+        write_jsonl(tmp_path / "b.jsonl", [1])
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "b.jsonl") == 0o600
+
+
+def test_write_through_a_symlink_keeps_the_link(tmp_path):
+    real = tmp_path / "real.json"
+    write_json(real, {"v": 1})
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    write_json(link, {"v": 2})
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert read_json(real) == {"v": 2}
+    # a relative link into another folder is followed too
+    (tmp_path / "sub").mkdir()
+    rel = tmp_path / "sub" / "rel.json"
+    rel.symlink_to("../real.json")
+    write_json(rel, {"v": 3})
+    assert rel.is_symlink() and read_json(real) == {"v": 3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.json", "real.json", "sub"]
+
+
+def test_writing_onto_a_directory_is_a_typed_error(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "keep.txt").write_text("user data")
+    with pytest.raises(InputError, match="is a directory"):
+        write_json(tmp_path / "d", {})
+    assert (tmp_path / "d" / "keep.txt").read_text() == "user data"
+    (tmp_path / "f").write_text("a file")
+    with pytest.raises(InputError, match="not a directory"):
+        with atomic_directory(tmp_path / "f"):
+            pass
+    assert (tmp_path / "f").read_text() == "a file"
+
+
+def test_reading_a_directory_is_a_typed_error(tmp_path):
+    with pytest.raises(StoreError, match="is a directory"):
+        read_json(tmp_path)
+    with pytest.raises(StoreError, match="is a directory"):
+        read_jsonl(tmp_path)
+
+
+def test_unserialisable_value_names_the_file(tmp_path):
+    import datetime
+
+    with pytest.raises(SerializationError, match=r"meta.json.*date"):
+        write_json(tmp_path / "meta.json", {"when": datetime.date(2024, 3, 2)})
+    with pytest.raises(TypeError):  # still a TypeError for callers that caught that
+        write_jsonl(tmp_path / "rows.jsonl", [{"a": 1}, {"b": object()}])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_symlinked_store_is_rebuilt_beside_its_target(tmp_path):
+    v1 = tmp_path / "index-v1"
+    with atomic_directory(v1) as d:
+        (d / "a.txt").write_text("1")
+    link = tmp_path / "index"
+    link.symlink_to("index-v1")
+    for n in ("2", "3"):  # the second save is the one that used to fail
+        with atomic_directory(link) as d:
+            (d / "a.txt").write_text(n)
+        assert link.is_symlink() and os.readlink(link) == "index-v1"
+        assert (link / "a.txt").read_text() == n
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == [
+        "index",
+        "index-v1",
+    ]
+
+
+def test_replaced_directory_keeps_its_mode(tmp_path, umask_022):
+    store = tmp_path / "store"
+    with atomic_directory(store) as d:
+        (d / "a").write_text("1")
+    assert _mode(store) == 0o755
+    os.chmod(store, 0o775)
+    with atomic_directory(store) as d:
+        (d / "a").write_text("2")
+    assert _mode(store) == 0o775
+
+
+_KILLED_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from zjulab.common import atomic_write, atomic_directory
+    kind, target = sys.argv[1], sys.argv[2]
+    if kind == "file":
+        with atomic_write(target, "wb") as fh:
+            fh.write(b"x" * 1000)
+            fh.flush()
+            print("writing", flush=True)
+            time.sleep(60)
+    else:
+        with atomic_directory(target) as d:
+            (d / "big.bin").write_bytes(b"x" * 1000)
+            print("writing", flush=True)
+            time.sleep(60)
+    """
+)
+
+
+def _kill_mid_write(kind, target):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, kind, str(target)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_a_killed_writer_leaves_nothing_after_the_next_write(tmp_path, kind):
+    target = tmp_path / ("f.bin" if kind == "file" else "store")
+    for _ in range(3):
+        _kill_mid_write(kind, target)
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    # each kill left a temporary; each later writer removed the one before it
+    assert len(leftovers) == 1
+    assert not target.exists()  # and never a torn target
+    if kind == "file":
+        atomic_write_text(target, "ok")
+    else:
+        with atomic_directory(target) as d:
+            (d / "ok").write_text("ok")
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_live_writers_temporaries_are_never_removed(tmp_path):
+    target = tmp_path / "f.bin"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, "file", str(target)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+        assert remove_stale_temps(target) == 0
+        assert len([p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]) == 1
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert remove_stale_temps(target) == 1
+
+
+def test_legacy_temporaries_are_removed_only_when_old(tmp_path):
+    target = tmp_path / "f.json"
+    fresh = tmp_path / ".f.json.abc123.tmp"
+    old = tmp_path / ".f.json.zzz999.tmp"
+    unrelated = tmp_path / ".g.json.abc123.tmp"
+    for p in (fresh, old, unrelated):
+        p.write_text("partial")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    write_json(target, {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name, unrelated.name, "f.json"])
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    from zjulab.common import atomic_directory
+    target, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    for i in range(n):
+        with atomic_directory(target) as d:
+            (d / "who").write_text(tag)
+            (d / "n").write_text(str(i))
+    """
+)
+
+
+def test_two_processes_swapping_one_store_never_crash(tmp_path):
+    store = tmp_path / "store"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(store), tag, "25"], stderr=subprocess.PIPE, text=True
+        )
+        for tag in ("a", "b")
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert (store / "who").read_text() in {"a", "b"} and (store / "n").read_text() == "24"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith((".tmp", ".old"))] == []
+
+
+def test_a_reader_recovery_never_breaks_a_swap_in_progress(tmp_path):
+    store = tmp_path / "store"
+    with atomic_directory(store) as d:
+        (d / "v").write_text("1")
+    os.replace(store, tmp_path / ".store.old")  # as if a writer were between its two renames
+    with directory_lock(store):  # ... and still held its lock
+        result = []
+        t = threading.Thread(target=lambda: result.append(recover_directory(store)))
+        t.start()
+        t.join(0.3)
+        assert t.is_alive() and not store.exists()  # the reader waits instead of racing
+        os.replace(tmp_path / ".store.old", store)  # the writer finishes its swap
+    t.join(10)
+    assert result == [False] and (store / "v").read_text() == "1"
+
+
+def test_directory_lock_times_out_with_a_typed_error(tmp_path):
+    store = tmp_path / "store"
+    with directory_lock(store):
+        err = []
+
+        def other():
+            try:
+                with directory_lock(store, timeout=0.1):
+                    pass
+            except StoreError as exc:
+                err.append(str(exc))
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(10)
+    assert err and "holds its lock" in err[0]
+    assert json.dumps(err)  # the message is plain text
