@@ -2,6 +2,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import os
 import random
 
 import numpy as np
@@ -20,7 +21,8 @@ def test_env_json_reports_versions_and_devices(capsys):
         "torch"
     ].startswith(torch.__version__.split("+")[0])
     assert info["devices"]["auto"] in {"cpu", "cuda:0", "mps"}
-    assert {"zjulab", "hf_home", "hf_offline"} <= set(info["caches"])
+    assert set(info["caches"]) == {"zjulab"}
+    assert {"hf_home", "hub_cache", "mode", "endpoint"} <= set(info["hub"])
     assert "zjulab-common" in info["packages"]
 
 
@@ -78,3 +80,72 @@ def test_demo_runs_on_embedded_defaults(capsys):
     out = capsys.readouterr().out
     assert "all-MiniLM-L6-v2 (384-d)" in out
     assert "Paris" in out
+
+
+def _env_json(extra_env, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING", "TRANSFORMERS_", "XDG_"))
+    }
+    env.update(extra_env)
+    out = subprocess.run(
+        [sys.executable, "-m", "zjulab.common.cli", "env", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=True,
+    ).stdout
+    return json.loads(out)["hub"]
+
+
+def test_env_reports_the_real_hub_cache_and_mode(tmp_path):
+    hub = _env_json({"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}, tmp_path)
+    assert hub["hf_home"] == str(tmp_path / "hf")
+    assert hub["hub_cache"] == str(tmp_path / "hf" / "hub")
+    assert hub["mode"] == "offline" and hub["hf_hub_offline"] is True
+    hub = _env_json({"HF_HUB_CACHE": str(tmp_path / "c"), "XDG_CACHE_HOME": str(tmp_path / "x")}, tmp_path)
+    assert hub["hub_cache"] == str(tmp_path / "c")
+    assert hub["hf_home"] == str(tmp_path / "x" / "huggingface")
+    assert hub["mode"] == "online" and hub["token_set"] is False
+    hub = _env_json({"TRANSFORMERS_OFFLINE": "yes", "HF_TOKEN": "hf_secret_value"}, tmp_path)
+    assert hub["mode"] == "offline" and hub["token_set"] is True
+    assert "hf_secret_value" not in str(hub)
+
+
+def test_hub_settings_without_huggingface_hub(monkeypatch, tmp_path):
+    import sys
+
+    from zjulab.common.cli import hub_settings
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    for k in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "ON")
+    hub = hub_settings()
+    assert hub["hub_cache"] == str(tmp_path / "huggingface" / "hub")
+    assert hub["mode"] == "offline"
+
+
+def test_use_color_honours_no_color_and_terminals(monkeypatch):
+    import io
+
+    from zjulab.common.cli import use_color
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    assert use_color(Tty()) is True
+    assert use_color(io.StringIO()) is False  # a pipe or a file
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert use_color(Tty()) is False
+    monkeypatch.setenv("NO_COLOR", "")
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    assert use_color(io.StringIO()) is True

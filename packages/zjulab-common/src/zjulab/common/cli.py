@@ -17,7 +17,7 @@ from importlib import metadata
 
 from zjulab.common.errors import ZjulabError
 
-__all__ = ["main", "run_command"]
+__all__ = ["hub_settings", "main", "run_command", "use_color"]
 
 _NOISY_LIBRARIES = ("transformers", "trl", "accelerate", "datasets", "bm25s", "sentence_transformers")
 
@@ -77,9 +77,64 @@ def run_command(
         return 130
 
 
+def use_color(stream: object = None) -> bool:
+    """Whether a CLI may print ANSI colour codes to ``stream`` (default: standard output).
+
+    Never when ``NO_COLOR`` is set to anything non-empty (https://no-color.org) or the stream is
+    not a terminal; ``FORCE_COLOR`` (non-empty) forces colour on, for pagers that understand it.
+    """
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    stream = sys.stdout if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def hub_settings() -> dict[str, object]:
+    """The Hugging Face hub settings in force: cache folders, offline mode and endpoint.
+
+    Read from ``huggingface_hub.constants`` when it is installed (so every variable it honours,
+    ``HF_HOME``, ``HF_HUB_CACHE``, ``XDG_CACHE_HOME``, ``HF_HUB_OFFLINE`` ..., counts exactly as it
+    does for the hub client), else resolved from the same variables in the same order.
+    """
+    env = os.environ
+    try:
+        from huggingface_hub import constants as hf
+    except ImportError:
+        home = env.get("HF_HOME") or os.path.join(
+            env.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
+        )
+        hub_cache = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE") or os.path.join(home, "hub")
+        offline = _truthy(env.get("HF_HUB_OFFLINE"))
+        endpoint = (env.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    else:
+        home, hub_cache = str(hf.HF_HOME), str(hf.HF_HUB_CACHE)
+        offline, endpoint = bool(hf.HF_HUB_OFFLINE), str(hf.ENDPOINT)
+    transformers_offline = _truthy(env.get("TRANSFORMERS_OFFLINE"))
+    return {
+        "hf_home": home,
+        "hub_cache": hub_cache,
+        "hub_cache_exists": os.path.isdir(hub_cache),
+        "mode": "offline" if offline or transformers_offline else "online",
+        "hf_hub_offline": offline,
+        "transformers_offline": transformers_offline,
+        "endpoint": endpoint,
+        "token_set": bool(env.get("HF_TOKEN") or env.get("HUGGING_FACE_HUB_TOKEN")),
+    }
+
+
 def _versions() -> dict[str, str | None]:
     names = [
         "zjulab-common",
+        "openai",
+        "pydantic",
+        "huggingface-hub",
         "torch",
         "transformers",
         "accelerate",
@@ -112,29 +167,32 @@ def _versions() -> dict[str, str | None]:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    """Print versions, devices and cache paths."""
-    import torch
-
+    """Print versions, devices, the Hugging Face cache and hub mode, and zjulab's cache."""
     from zjulab.common.defaults import cache_dir, describe
-    from zjulab.common.device import resolve_device, resolve_dtype
 
-    dev = resolve_device("auto")
-    info = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "packages": {k: v for k, v in _versions().items() if v is not None},
-        "devices": {
+    devices: dict[str, object]
+    try:
+        import torch
+    except ImportError:
+        devices = {"torch": "not installed (pip install 'zjulab-common[torch]' for local models)"}
+    else:
+        from zjulab.common.device import resolve_device, resolve_dtype
+
+        dev = resolve_device("auto")
+        devices = {
             "auto": str(dev),
             "auto_dtype": str(resolve_dtype("auto", dev)),
             "cuda_available": torch.cuda.is_available(),
             "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
             "torch_threads": torch.get_num_threads(),
-        },
-        "caches": {
-            "zjulab": str(cache_dir()),
-            "hf_home": os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")),
-            "hf_offline": os.environ.get("HF_HUB_OFFLINE", ""),
-        },
+        }
+    info = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": {k: v for k, v in _versions().items() if v is not None},
+        "devices": devices,
+        "hub": hub_settings(),
+        "caches": {"zjulab": str(cache_dir())},
         "embedded": describe(),
     }
     if args.json:
