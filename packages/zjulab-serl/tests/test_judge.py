@@ -33,9 +33,10 @@ def test_scripted_longer_judge_length_controlled():
     chat = ScriptedChatModel(longer_answer_judge)
     result = CopelandJudge(chat, JudgeConfig(num_judgments=2)).judge("Explain tides.", RESPONSES)
     assert len(chat.calls) == 6 * 2
-    # 2 beats 0 and 1 inside the band: (10/12 + 11/12) * K / ((N-1) * K)
+    # a win counts when 0.8 * len(loser) < len(winner) < 1.2 * len(loser) (the authors' rule):
+    # 2 (12 words) beats 1 (11) inside the band: (11/12) * K / ((N-1) * K); over 0 it is out (12 = 1.2 * 10)
     # 1 beats 0: (10/11) / 3; 3 beats everyone but always outside the band; 0 wins nothing
-    assert result.actor_rewards.tolist() == pytest.approx([0.0, (10 / 11) / 3, (21 / 12) / 3, 0.0])
+    assert result.actor_rewards.tolist() == pytest.approx([0.0, (10 / 11) / 3, (11 / 12) / 3, 0.0])
     assert result.ranking() == [2, 1, 0, 3]
     assert result.matrix.tolist() == [[0, 0, 0, 0], [2, 0, 0, 0], [2, 2, 0, 0], [2, 2, 2, 0]]
     # a consistent judge: both orders agree, no invalid verdicts, no position bias

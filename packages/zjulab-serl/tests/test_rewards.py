@@ -25,14 +25,19 @@ from zjulab.serl import (
 SLOTS = build_pairs(3, 2)
 LENGTHS = [10, 11, 9]
 VERDICTS = [1, 2, 2, None, 1, 2]
-# slot0: 0 beats 1, 11/10 in band (8 < 11 < 12)      -> R0 += 1.1
-# slot1: 0 beats 1 again                              -> R0 += 1.1
-# slot2: 2 beats 0, 10/9 in band (7.2 < 10 < 10.8)    -> R2 += 10/9
+# A win counts when 0.8 * len(loser) < len(winner) < 1.2 * len(loser) (AlwaysOu/SERL's rewards_actor)
+# and adds len(loser) / len(winner).
+# slot0: 0 (10) beats 1 (11): 8.8 < 10 < 13.2         -> R0 += 11/10
+# slot1: 0 beats 1 again                              -> R0 += 11/10
+# slot2: 2 (9) beats 0 (10): 8 < 9 < 12               -> R2 += 10/9
 # slot3: invalid                                      -> nothing
-# slot4: 1 beats 2, 9/11 in band (8.8 < 9 < 13.2)     -> R1 += 9/11
-# slot5: 1 beats 2 again                              -> R1 += 9/11
+# slot4: 1 (11) beats 2 (9): 7.2 < 11 < 10.8 fails    -> nothing
+# slot5: 1 beats 2 again, out of the band again       -> nothing
 # M = (N - 1) * K = 4
-EXPECTED_LC = [2.2 / 4, 2 * (9 / 11) / 4, (10 / 9) / 4]
+EXPECTED_LC = [2.2 / 4, 0.0, (10 / 9) / 4]
+# the winner-relative band (0.8 * len(winner) < len(loser) < 1.2 * len(winner)) counts slot4/5 too:
+# 8.8 < 9 < 13.2 -> R1 += 2 * 9/11
+EXPECTED_LC_WINNER = [2.2 / 4, 2 * (9 / 11) / 4, (10 / 9) / 4]
 
 
 @pytest.mark.parametrize("n,k", [(2, 2), (3, 2), (4, 4), (5, 6)])
@@ -64,6 +69,10 @@ def test_length_controlled_hand_worked():
     # the same through actor_rewards, from the texts themselves
     texts = [" ".join(["w"] * n) for n in LENGTHS]
     assert actor_rewards(texts, SLOTS, VERDICTS).tolist() == pytest.approx(EXPECTED_LC)
+    winner = length_controlled_rewards(LENGTHS, SLOTS, VERDICTS, band_reference="winner")
+    assert winner.tolist() == pytest.approx(EXPECTED_LC_WINNER)
+    with pytest.raises(SERLConfigError, match="loser"):
+        length_controlled_rewards(LENGTHS, SLOTS, VERDICTS, band_reference="both")
 
 
 def test_length_band_excludes_wins_outside():
@@ -74,7 +83,9 @@ def test_length_band_excludes_wins_outside():
     assert length_controlled_rewards([10, 20], slots, [2, 1], band=(0.4, 2.5)).tolist() == pytest.approx(
         [0, 0.5]
     )
-    # boundaries are exclusive: 8 = 0.8 * 10 is out
+    # boundaries are exclusive: a 10-word winner over an 8-word loser is out (10 = 1.25 * 8), and so is
+    # a 12-word winner over a 10-word loser (12 = 1.2 * 10)
+    assert length_controlled_rewards([10, 12], slots, [2, 1]).tolist() == [0.0, 0.0]
     assert length_controlled_rewards([10, 8], slots, [1, 2]).tolist() == [0.0, 0.0]
     # an empty winner earns nothing
     assert length_controlled_rewards([0, 0], slots, [1, 1]).tolist() == [0.0, 0.0]
@@ -101,9 +112,11 @@ def test_verdict_matrix():
 
 
 def test_judge_rewards_hand_worked():
-    ra = np.array(EXPECTED_LC)  # 0.55, 0.409, 0.278
-    # picks 0>1 (+1), 0>1 (+1), 2>0 (-1), invalid (-1), 1>2 (+1), 1>2 (+1)
-    assert judge_rewards(SLOTS, VERDICTS, ra).tolist() == [1, 1, -1, -1, 1, 1]
+    ra = np.array(EXPECTED_LC)  # 0.55, 0, 0.278
+    # picks 0>1 (+1), 0>1 (+1), 2>0 (-1), invalid (-1), 1>2 (-1), 1>2 (-1)
+    assert judge_rewards(SLOTS, VERDICTS, ra).tolist() == [1, 1, -1, -1, -1, -1]
+    ra_w = np.array(EXPECTED_LC_WINNER)  # 0.55, 0.409, 0.278: under the winner band 1>2 agrees
+    assert judge_rewards(SLOTS, VERDICTS, ra_w).tolist() == [1, 1, -1, -1, 1, 1]
     # ties give 0, invalid stays -1
     assert judge_rewards(SLOTS, VERDICTS, [0.3, 0.3, 0.3]).tolist() == [0, 0, 0, -1, 0, 0]
 

@@ -65,6 +65,20 @@ def check_band(band: tuple[float, float], name: str = "length_band") -> tuple[fl
     return low, high
 
 
+BAND_REFERENCES = ("loser", "winner")
+
+
+def check_band_reference(value: str) -> str:
+    """Validate the length band's reference ("loser": the authors' rule, or "winner").
+
+    Raises:
+        SERLConfigError: Any other value.
+    """
+    if value not in BAND_REFERENCES:
+        raise SERLConfigError(f"length_band_reference must be 'loser' or 'winner', got {value!r}")
+    return value
+
+
 @dataclass
 class JudgeConfig:
     r"""How responses are compared, how verdicts are read and how the Actor is rewarded.
@@ -76,12 +90,20 @@ class JudgeConfig:
             ratio, counted only inside the band) or ``"copeland"`` (pairwise-majority
             Copeland score, (pairs won - pairs lost) / (N - 1)).
         length_band: ``(low, high)``: a win of response i over j counts only when
-            ``low * len(i) < len(j) < high * len(i)`` (lengths in words).
+            ``low * len(j) < len(i) < high * len(j)`` (lengths in words; the authors' rule).
+        length_band_reference: ``"loser"`` (the band is drawn around the loser's length, as in
+            the authors' ``rewards_actor``) or ``"winner"`` (around the winner's length:
+            ``low * len(i) < len(j) < high * len(i)``, the rule of zjulab-serl 0.1.0, kept so that
+            runs made with it can be reproduced).
         verdict_format: ``"boxed"`` accepts only ``\boxed{1}`` / ``\boxed{2}``; ``"lenient"`` also
             reads JSON (``{"winner": 2}``) and plain phrases (``Answer 1 is better``).
         strip_reasoning: Drop everything up to the last ``reasoning_end`` marker in a response
-            before it is judged, and in a verdict before it is parsed.
+            before it is judged. (A verdict is always read after the judge's reasoning, and a
+            judge output that stops inside its reasoning has no verdict.)
         reasoning_end: The marker closing a reasoning block.
+        reasoning_start: The marker opening a reasoning block.
+        reasoning_opened_by_prompt: The judge's chat template opens the reasoning block in the
+            prompt (DeepSeek-R1 style), so a judge output without ``reasoning_end`` is unfinished.
         judge_template: Judge prompt with ``{instruction}``, ``{response_1}``, ``{response_2}``.
         max_new_tokens: Length limit of one verdict when judging through a ``ChatModel``.
         temperature: Sampling temperature of the judge when judging through a ``ChatModel``.
@@ -90,12 +112,27 @@ class JudgeConfig:
     num_judgments: int = 2  # the smallest K that asks both orders, hence controls position bias
     actor_reward: Literal["length_controlled", "copeland"] = "length_controlled"  # the paper's reward
     length_band: tuple[float, float] = (0.8, 1.2)  # the paper's +-20 % length window
+    length_band_reference: Literal["loser", "winner"] = "loser"  # the authors' rewards_actor
     verdict_format: Literal["boxed", "lenient"] = "boxed"  # training must reward the format it asks for
     strip_reasoning: bool = True  # judges see answers, not chains of thought (as in the paper)
     reasoning_end: str = "</think>"  # Qwen3 / DeepSeek-R1 convention
+    reasoning_start: str = "<think>"  # Qwen3 convention
+    reasoning_opened_by_prompt: bool = False  # Qwen3 writes <think> itself
     judge_template: str = DEFAULT_JUDGE_TEMPLATE
     max_new_tokens: int = 256  # room for a short justification before the box
     temperature: float = 0.0  # greedy: a ChatModel judge used for ranking should be repeatable
+
+    def parse(self, text: str) -> int | None:
+        """The verdict in one judge output under these settings (see :func:`~zjulab.serl.verdict.parse_verdict`)."""
+        from zjulab.serl.verdict import parse_verdict
+
+        return parse_verdict(
+            text,
+            lenient=self.verdict_format == "lenient",
+            reasoning_end=self.reasoning_end,
+            reasoning_start=self.reasoning_start or None,
+            reasoning_opened_by_prompt=self.reasoning_opened_by_prompt,
+        )
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_judgments, int) or self.num_judgments < 2 or self.num_judgments % 2:
@@ -109,6 +146,7 @@ class JudgeConfig:
         if self.verdict_format not in ("boxed", "lenient"):
             raise SERLConfigError(f"verdict_format must be 'boxed' or 'lenient', got {self.verdict_format!r}")
         self.length_band = check_band(self.length_band)
+        check_band_reference(self.length_band_reference)
         check_judge_template(self.judge_template)
         if not self.reasoning_end:
             raise SERLConfigError("reasoning_end must be a non-empty string")

@@ -36,7 +36,6 @@ from zjulab.common.protocols import ChatModel
 from zjulab.serl.config import JudgeConfig
 from zjulab.serl.errors import SERLInputError, SERLStoreError
 from zjulab.serl.pairs import render_judge_prompt, strip_reasoning, word_count
-from zjulab.serl.verdict import parse_verdict
 
 __all__ = [
     "PairwiseRecord",
@@ -209,14 +208,13 @@ def pairwise_win_rate(
     opts: dict[str, Any] = {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature}
     opts.update(sampling)
     raw = judge.generate([[{"role": "user", "content": p}] for p in prompts], **opts)
-    marker = cfg.reasoning_end if cfg.strip_reasoning else None
     per_item = 2 if both_orders else 1
     records: list[PairwiseRecord] = []
     for i, (instr, out, ref) in enumerate(zip(instructions, outputs, references)):
         votes: list[float | None] = []
         texts = raw[i * per_item : (i + 1) * per_item]
         for text, first in zip(texts, model_first[i * per_item : (i + 1) * per_item]):
-            v = parse_verdict(text, lenient=cfg.verdict_format == "lenient", reasoning_end=marker)
+            v = cfg.parse(text)
             votes.append(None if v is None else float((v == 1) == first))
         valid = [v for v in votes if v is not None]
         score = sum(valid) / len(valid) if valid else None

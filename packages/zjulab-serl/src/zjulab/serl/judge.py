@@ -25,7 +25,6 @@ from zjulab.serl.rewards import (
     judge_rewards,
     verdict_matrix,
 )
-from zjulab.serl.verdict import parse_verdict
 
 __all__ = ["CopelandJudge", "GroupJudgment", "format_matrix", "score_group"]
 
@@ -119,15 +118,14 @@ def score_group(
     slots = list(slots)
     if len(raw_verdicts) != len(slots):
         raise SERLInputError(f"{len(raw_verdicts)} judge outputs for {len(slots)} judgment slots")
-    marker = cfg.reasoning_end if cfg.strip_reasoning else None
-    if parser is None:
-        lenient = cfg.verdict_format == "lenient"
-        verdicts = [parse_verdict(t, lenient=lenient, reasoning_end=marker) for t in raw_verdicts]
-    else:
-        verdicts = [parser(t) for t in raw_verdicts]
+    read = parser or cfg.parse
+    verdicts = [read(t) for t in raw_verdicts]
     shown = [strip_reasoning(r, cfg.reasoning_end) if cfg.strip_reasoning else r for r in responses]
     lengths = [word_count(r) for r in shown]
-    ra = actor_rewards(lengths, slots, verdicts, mode=cfg.actor_reward, band=cfg.length_band)
+    ra = actor_rewards(
+        lengths, slots, verdicts, mode=cfg.actor_reward, band=cfg.length_band,
+        band_reference=cfg.length_band_reference,
+    )
     rj = judge_rewards(slots, verdicts, ra)
     return GroupJudgment(
         instruction=instruction,

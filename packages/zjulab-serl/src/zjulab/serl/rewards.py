@@ -5,12 +5,15 @@ response takes part in ``M = (N - 1) * K`` judgments. A judgment is a
 :class:`~zjulab.serl.pairs.JudgmentSlot` (who was shown first and second) and a verdict
 (1, 2 or ``None`` for an unreadable answer).
 
-Actor reward, length controlled (the paper's)::
+Actor reward, length controlled (the paper's; the authors' ``rewards_actor``)::
 
     R_A(i) = (1 / M) * sum over judgments won by i against j of  len(j) / len(i),
-             counted only when  low * len(i) < len(j) < high * len(i)
+             counted only when  low * len(j) < len(i) < high * len(j)
 
-Lost and invalid judgments add nothing. Lengths are in words.
+that is, the winner's length must lie within the band around the loser's length
+(``band_reference="loser"``, the default). ``band_reference="winner"`` puts the band around the
+winner's length instead (``low * len(i) < len(j) < high * len(i)``). Lost and invalid judgments
+add nothing. Lengths are in words.
 
 Actor reward, plain Copeland (pairwise majority)::
 
@@ -34,7 +37,7 @@ from typing import Literal
 
 import numpy as np
 
-from zjulab.serl.config import check_band
+from zjulab.serl.config import check_band, check_band_reference
 from zjulab.serl.errors import SERLInputError
 from zjulab.serl.pairs import JudgmentSlot
 
@@ -97,6 +100,7 @@ def length_controlled_rewards(
     slots: Sequence[JudgmentSlot],
     verdicts: Sequence[Verdict],
     band: tuple[float, float] = (0.8, 1.2),
+    band_reference: Literal["loser", "winner"] = "loser",
 ) -> np.ndarray:
     """The paper's Actor reward (see the module docstring for the formula).
 
@@ -107,16 +111,20 @@ def length_controlled_rewards(
         lengths: Word count of each response.
         slots: The judgment slots of the group.
         verdicts: One verdict per slot (1, 2 or None).
-        band: ``(low, high)`` bounds on ``len(loser) / len(winner)``.
+        band: ``(low, high)``: with ``band_reference="loser"`` a win counts when
+            ``low * len(loser) < len(winner) < high * len(loser)`` (the authors' rule); with
+            ``"winner"`` when ``low * len(winner) < len(loser) < high * len(winner)``.
+        band_reference: Whose length the band is drawn around (see ``band``).
 
     Returns:
         float64 array of length N with values in ``[0, high]``.
 
     Raises:
         SERLInputError: Mismatched inputs or negative lengths.
-        SERLConfigError: An invalid band.
+        SERLConfigError: An invalid band or band reference.
     """
     low, high = check_band(band, "band")
+    check_band_reference(band_reference)
     n = len(lengths)
     _check(n, slots, verdicts)
     if any((not isinstance(x, (int, np.integer))) or x < 0 for x in lengths):
@@ -128,7 +136,8 @@ def length_controlled_rewards(
         if win is None or lose is None or lengths[win] == 0:
             continue
         lw, ll = float(lengths[win]), float(lengths[lose])
-        if low * lw < ll < high * lw:
+        inside = low * ll < lw < high * ll if band_reference == "loser" else low * lw < ll < high * lw
+        if inside:
             total[win] += ll / lw
     return np.divide(total, m, out=np.zeros(n), where=m > 0)
 
@@ -156,6 +165,7 @@ def actor_rewards(
     *,
     mode: Literal["length_controlled", "copeland"] = "length_controlled",
     band: tuple[float, float] = (0.8, 1.2),
+    band_reference: Literal["loser", "winner"] = "loser",
 ) -> np.ndarray:
     """Actor rewards of one group, by either rule.
 
@@ -165,6 +175,7 @@ def actor_rewards(
         verdicts: One verdict per slot.
         mode: ``"length_controlled"`` or ``"copeland"``.
         band: Length band of the length-controlled rule.
+        band_reference: Whose length the band is drawn around (see :func:`length_controlled_rewards`).
 
     Raises:
         SERLInputError: Mismatched inputs or an unknown mode.
@@ -174,7 +185,7 @@ def actor_rewards(
     items = list(responses_or_lengths)
     lengths = [word_count(x) if isinstance(x, str) else x for x in items]
     if mode == "length_controlled":
-        return length_controlled_rewards(lengths, slots, verdicts, band)  # type: ignore[arg-type]
+        return length_controlled_rewards(lengths, slots, verdicts, band, band_reference)  # type: ignore[arg-type]
     if mode == "copeland":
         return copeland_rewards(len(items), slots, verdicts)
     raise SERLInputError(f"mode must be 'length_controlled' or 'copeland', got {mode!r}")

@@ -28,11 +28,16 @@ class SERLConfig(GRPOConfig):
             in each order).
         max_judge_completion_length: Token limit of a judge rollout.
         actor_reward: ``"length_controlled"`` (the paper's) or ``"copeland"``.
-        length_band_low: Lower bound of ``len(loser) / len(winner)`` for a win to count.
-        length_band_high: Upper bound of that ratio.
+        length_band_low: A win counts when ``low * len(loser) < len(winner) < high * len(loser)``.
+        length_band_high: The ``high`` of that band.
+        length_band_reference: ``"loser"`` (the authors' rule, above) or ``"winner"`` (the band
+            drawn around the winner's length; see :class:`~zjulab.serl.config.JudgeConfig`).
         verdict_format: ``"boxed"`` (only ``\boxed{1}`` / ``\boxed{2}`` are valid) or ``"lenient"``.
         strip_reasoning: Cut actor rollouts after their reasoning before judging them.
         reasoning_end: Marker that closes a reasoning block.
+        reasoning_start: Marker that opens a reasoning block (a judge rollout that opens one and
+            never closes it has no verdict).
+        reasoning_opened_by_prompt: The chat template opens the reasoning block in the prompt.
         judge_template: Judge prompt with ``{instruction}``, ``{response_1}``, ``{response_2}``.
         loss_schedule: ``"serl"`` (``alpha = min(progress, alpha_cap)``,
             ``beta = max(1 - alpha, beta_floor)``) or ``"constant"``.
@@ -53,6 +58,9 @@ class SERLConfig(GRPOConfig):
     )  # the paper's
     length_band_low: float = field(default=0.8, metadata={"help": "Lower length-ratio bound."})  # paper
     length_band_high: float = field(default=1.2, metadata={"help": "Upper length-ratio bound."})  # paper
+    length_band_reference: Literal["loser", "winner"] = field(
+        default="loser", metadata={"help": "Whose length the band is drawn around."}
+    )  # the authors' rewards_actor
     verdict_format: Literal["boxed", "lenient"] = field(
         default="boxed", metadata={"help": "Which judge outputs count as valid verdicts."}
     )  # reward the format the prompt asks for
@@ -60,6 +68,10 @@ class SERLConfig(GRPOConfig):
         default=True, metadata={"help": "Judge answers without their reasoning."}
     )  # as in the paper
     reasoning_end: str = field(default="</think>", metadata={"help": "Marker closing reasoning."})  # Qwen3
+    reasoning_start: str = field(default="<think>", metadata={"help": "Marker opening reasoning."})  # Qwen3
+    reasoning_opened_by_prompt: bool = field(
+        default=False, metadata={"help": "The chat template opens the reasoning block in the prompt."}
+    )  # Qwen3 writes <think> itself
     judge_template: str = field(default=DEFAULT_JUDGE_TEMPLATE, metadata={"help": "Judge prompt template."})
     loss_schedule: Literal["serl", "constant"] = field(
         default="serl", metadata={"help": "How the Actor and Judge losses are weighted over training."}
@@ -104,9 +116,12 @@ class SERLConfig(GRPOConfig):
             num_judgments=self.num_judge_generations,
             actor_reward=self.actor_reward,
             length_band=(self.length_band_low, self.length_band_high),
+            length_band_reference=self.length_band_reference,
             verdict_format=self.verdict_format,
             strip_reasoning=self.strip_reasoning,
             reasoning_end=self.reasoning_end,
+            reasoning_start=self.reasoning_start,
+            reasoning_opened_by_prompt=self.reasoning_opened_by_prompt,
             judge_template=self.judge_template,
             max_new_tokens=self.max_judge_completion_length,
             temperature=self.temperature,

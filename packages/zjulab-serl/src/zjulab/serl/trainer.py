@@ -37,7 +37,6 @@ from zjulab.serl.pairs import judge_prompts
 from zjulab.serl.rewards import JudgeDiagnostics
 from zjulab.serl.schedule import loss_weights
 from zjulab.serl.serl_config import SERLConfig
-from zjulab.serl.verdict import parse_verdict
 
 __all__ = ["SERLTrainer", "serl_actor_reward"]
 
@@ -169,11 +168,7 @@ class SERLTrainer(GRPOTrainer):
         )
         self.serl_args: SERLConfig = args
         self.judge_config = args.judge_config()
-        marker = args.reasoning_end if args.strip_reasoning else None
-        lenient = args.verdict_format == "lenient"
-        self.verdict_parser: Callable[[str], int | None] = verdict_parser or (
-            lambda text: parse_verdict(text, lenient=lenient, reasoning_end=marker)
-        )
+        self.verdict_parser: Callable[[str], int | None] = verdict_parser or self.judge_config.parse
         self._serl_phase = "actor"
         self._serl_pending: dict[str, Any] = {}
         self.last_judgments: list[GroupJudgment] = []

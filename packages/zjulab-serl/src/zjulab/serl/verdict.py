@@ -14,7 +14,7 @@ from typing import Any
 from zjulab.common.errors import StructuredOutputError
 from zjulab.common.structured import parse_json
 
-__all__ = ["parse_verdict", "parse_verdicts"]
+__all__ = ["parse_verdict", "parse_verdicts", "unfinished_reasoning"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,11 +117,42 @@ def _from_phrases(text: str) -> int | None:
     return int(lead.group(1)) if lead else None
 
 
-def parse_verdict(text: str, *, lenient: bool = False, reasoning_end: str | None = "</think>") -> int | None:
+def unfinished_reasoning(
+    text: str,
+    reasoning_start: str | None = "<think>",
+    reasoning_end: str | None = "</think>",
+    *,
+    opened_by_prompt: bool = False,
+) -> bool:
+    """Whether ``text`` stops inside a reasoning block (an opening marker with no closing one after it).
+
+    With ``opened_by_prompt=True`` (chat templates that end the prompt with the opening marker, as
+    DeepSeek-R1's does) a text without any closing marker is unfinished too.
+    """
+    if not reasoning_end:
+        return False
+    last_end = text.rfind(reasoning_end)
+    if reasoning_start and text.rfind(reasoning_start) > last_end:
+        return True
+    return opened_by_prompt and last_end < 0
+
+
+def parse_verdict(
+    text: str,
+    *,
+    lenient: bool = False,
+    reasoning_end: str | None = "</think>",
+    reasoning_start: str | None = "<think>",
+    reasoning_opened_by_prompt: bool = False,
+) -> int | None:
     r"""The answer a judge prefers: 1, 2, or ``None`` when no valid verdict can be read.
 
     Rules, in order:
 
+    0. An output that stops inside its reasoning (``reasoning_start`` with no ``reasoning_end``
+       after it, or, with ``reasoning_opened_by_prompt=True``, no ``reasoning_end`` at all) has
+       no verdict, in both modes: a box written while thinking ("``\boxed{1}`` if ...,
+       ``\boxed{2}`` if ...") is not an answer.
     1. If ``reasoning_end`` occurs, only the text after its last occurrence counts.
     2. The **last** ``\boxed{...}`` (any number of backslashes, nested braces allowed) decides.
        Its content is cleaned of LaTeX commands, quotes, brackets and a label word
@@ -136,11 +167,15 @@ def parse_verdict(text: str, *, lenient: bool = False, reasoning_end: str | None
         text: The judge's raw output.
         lenient: Accept verdicts that are not in the requested boxed format.
         reasoning_end: Marker closing a reasoning block (``None`` to keep the whole text).
+        reasoning_start: Marker opening a reasoning block (``None``: never looked for).
+        reasoning_opened_by_prompt: The prompt already opened the reasoning block.
 
     Returns:
         1 or 2, or ``None`` for an invalid verdict.
     """
     if not isinstance(text, str):
+        return None
+    if unfinished_reasoning(text, reasoning_start, reasoning_end, opened_by_prompt=reasoning_opened_by_prompt):
         return None
     if reasoning_end and reasoning_end in text:
         text = text.rsplit(reasoning_end, 1)[1]
@@ -158,8 +193,6 @@ def parse_verdict(text: str, *, lenient: bool = False, reasoning_end: str | None
     return _from_phrases(text)
 
 
-def parse_verdicts(
-    texts: list[str], *, lenient: bool = False, reasoning_end: str | None = "</think>"
-) -> list[int | None]:
-    """:func:`parse_verdict` over a list."""
-    return [parse_verdict(t, lenient=lenient, reasoning_end=reasoning_end) for t in texts]
+def parse_verdicts(texts: list[str], **options: object) -> list[int | None]:
+    """:func:`parse_verdict` over a list (same keyword options)."""
+    return [parse_verdict(t, **options) for t in texts]  # type: ignore[arg-type]
