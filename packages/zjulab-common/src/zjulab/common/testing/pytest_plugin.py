@@ -137,3 +137,15 @@ def scripted_chat() -> Iterator[Any]:
     from zjulab.common.testing import ScriptedChatModel
 
     yield ScriptedChatModel
+
+
+@pytest.fixture()
+def needs_torch() -> None:
+    """Skip unless torch and transformers are installed (the ``[torch]`` extras).
+
+    Documentation examples that run a local model request it in their fence,
+    ```` ```python fixture:needs_torch ````, so the same page runs in a full install and skips
+    those blocks, with this reason, in a torch-free one.
+    """
+    pytest.importorskip("torch", reason="needs the [torch] extra (torch is not installed)")
+    pytest.importorskip("transformers", reason="needs the [torch] extra (transformers is not installed)")
