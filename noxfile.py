@@ -6,6 +6,9 @@ Packages are discovered under packages/zjulab-*: a new library needs no edit her
     nox -s tests -- --changed origin/main # only packages changed since a ref
     nox -s "tests(package='zjulab-common')"
     nox -s isolation build lint typecheck docs demo bench
+    nox -s lean                           # torch-free libraries from built wheels, no extras
+    nox -s release -- zjulab-skillrouter  # the release check of one package (dry run)
+    nox -s tools                          # tests of the repository tools
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ PACKAGES = sorted(p.name for p in (ROOT / "packages").glob("zjulab-*") if (p / "
 LIBRARIES = [p for p in PACKAGES if p != "zjulab-common"]
 CONSTRAINTS = ["-c", str(ROOT / "constraints.txt")]
 COMMON = str(ROOT / "packages" / "zjulab-common")
+# Libraries whose core installs and imports without torch, transformers or peft.
+LEAN = ["zjulab-conifer", "zjulab-fluxmem", "zjulab-hiesql", "zjulab-memtrace", "zjulab-skillrouter"]
+HEAVY = ["torch", "transformers", "peft"]
+SHARED_DATA = ROOT.parent / "shared" / "data"
 
 # Offline by design; tiny models gain nothing from intra-op threads, and one thread per process
 # keeps suites that start several processes from oversubscribing small CI machines.
@@ -88,6 +95,205 @@ def tests(session: nox.Session, package: str) -> None:
         success_codes=[0, 5],
         env=TEST_ENV,
     )
+    # Every fenced Python example of the package's README and docs pages runs verbatim, from a
+    # scratch folder so examples that write files leave nothing in the checkout.
+    session.install("pytest-markdown-docs>=0.9")
+    docs = _docs(package)
+    if docs:
+        with session.chdir(session.create_tmp()):
+            session.run(
+                "pytest",
+                "--markdown-docs",
+                "--rootdir",
+                str(ROOT),
+                "-c",
+                str(ROOT / "pyproject.toml"),
+                "-p",
+                "no:cacheprovider",
+                *docs,
+                success_codes=[0, 5],
+                env=TEST_ENV,
+            )
+
+
+def _docs(package: str) -> list[str]:
+    """The markdown pages whose examples belong to ``package``: its README and docs folder."""
+    paths = [
+        ROOT / "packages" / package / "README.md",
+        ROOT / "docs" / "pages" / package.removeprefix("zjulab-"),
+    ]
+    return [str(p) for p in paths if p.exists()]
+
+
+def _wheels(session: nox.Session, dest: Path, *packages: str) -> list[str]:
+    """Build the wheels of ``packages`` into ``dest`` (no dependencies) and return their paths."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for package in packages:
+        session.run(
+            "python",
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "-w",
+            str(dest),
+            str(ROOT / "packages" / package),
+        )
+    built = []
+    for package in packages:
+        found = sorted(dest.glob(f"{package.replace('-', '_')}-*.whl"))
+        if not found:
+            session.error(f"no wheel was built for {package}")
+        built.append(str(found[-1]))
+    return built
+
+
+@nox.session
+@nox.parametrize("package", LEAN)
+def lean(session: nox.Session, package: str) -> None:
+    """Install one torch-free library from its built wheel, without extras, and use it.
+
+    Fails if torch, transformers or peft got installed or imported, then runs the library's README
+    examples (blocks fenced ``fixture:needs_torch`` skip) and reports installed size and import time.
+    """
+    tmp = Path(session.create_tmp())
+    shutil.rmtree(tmp / "dist", ignore_errors=True)
+    wheels = _wheels(session, tmp / "dist", "zjulab-common", package)
+    session.install(*CONSTRAINTS, *wheels)
+    session.install("pytest>=8", "pytest-timeout>=2.3", "pytest-markdown-docs>=0.9")
+    session.run("python", str(ROOT / "tools" / "check_lean.py"), package, *HEAVY)
+    with session.chdir(tmp):
+        session.run(
+            "pytest",
+            "--markdown-docs",
+            "--rootdir",
+            str(tmp),
+            "-c",
+            str(ROOT / "pyproject.toml"),
+            "-p",
+            "no:cacheprovider",
+            "-rs",
+            str(ROOT / "packages" / package / "README.md"),
+            success_codes=[0, 5],
+            env=TEST_ENV,
+        )
+
+
+@nox.session
+def release(session: nox.Session) -> None:
+    """The release check of one or more packages (a dry run: nothing is uploaded).
+
+    ``nox -s release -- zjulab-NAME [zjulab-NAME ...]`` (``all`` for every package): builds the
+    sdist and wheel with hatch into ``dist/NAME/``, runs ``twine check --strict``, checks the
+    wheel's contents and metadata (tools/check_wheels.py --release), installs the built wheel and
+    a built zjulab-common wheel into a fresh venv that cannot see the source tree, and runs the
+    package's tests against that install.
+    """
+    args = list(session.posargs)
+    if not args:
+        session.error("name the packages to check: nox -s release -- zjulab-NAME (or: all)")
+    targets = PACKAGES if args == ["all"] else args
+    unknown = sorted(set(targets) - set(PACKAGES))
+    if unknown:
+        session.error(f"unknown packages {unknown}; known: {PACKAGES}")
+    session.install("hatch", "twine")
+    for package in targets:
+        session.log(f"=== release check: {package} ===")
+        dist = ROOT / "dist" / package
+        shutil.rmtree(dist, ignore_errors=True)
+        with session.chdir(ROOT / "packages" / package):
+            session.run("hatch", "build", "-t", "sdist", "-t", "wheel", str(dist))
+        session.run("twine", "check", "--strict", *[str(p) for p in sorted(dist.iterdir())])
+        session.run("python", str(ROOT / "tools" / "check_wheels.py"), "--release", str(dist))
+        _test_built_wheel(session, package, dist)
+
+
+def _test_built_wheel(session: nox.Session, package: str, dist: Path) -> None:
+    """Install ``dist``'s wheel into a fresh venv outside the tree and run the package's tests."""
+    tmp = Path(session.create_tmp()) / f"release-{package}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    links = [str(dist)]
+    if package != "zjulab-common":
+        common_dist = ROOT / "dist" / "zjulab-common"
+        if not list(common_dist.glob("*.whl")):
+            with session.chdir(ROOT / "packages" / "zjulab-common"):
+                session.run("hatch", "build", "-t", "wheel", str(common_dist))
+        links.append(str(common_dist))
+    venv = tmp / "venv"
+    session.run(sys.executable, "-m", "venv", str(venv))
+    py = str(venv / "bin" / "python")
+    wheel = sorted(dist.glob("*.whl"))[-1]
+    find_links = [a for link in links for a in ("--find-links", link)]
+    session.run(
+        py,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--upgrade",
+        "pip",
+        external=True,
+    )
+    session.run(
+        py,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        *CONSTRAINTS,
+        *find_links,
+        f"{wheel}[test]",
+        external=True,
+    )
+    # The tests, README and benchmarks are copied; the sources are not, so every import comes
+    # from the installed wheel.
+    copy = tmp / package
+    src_pkg = ROOT / "packages" / package
+    for item in src_pkg.iterdir():
+        if item.name in {"src", "dist"} or item.name.startswith("."):
+            continue
+        if item.is_dir():
+            shutil.copytree(item, copy / item.name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            copy.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(item, copy / item.name)
+    name = package.removeprefix("zjulab-")
+    check = (
+        "import zjulab.{n}, sys; f = zjulab.{n}.__file__; "
+        "assert {root!r} not in f, f; print('zjulab.{n} from', f)"
+    ).format(n=name, root=str(ROOT / "packages"))
+    env = dict(TEST_ENV)
+    if SHARED_DATA.is_dir():
+        env["ZJULAB_SHARED_DATA"] = str(SHARED_DATA)
+    with session.chdir(tmp):
+        session.run(py, "-c", check, external=True, env=env)
+        session.run(
+            py,
+            "-m",
+            "pytest",
+            str(copy / "tests"),
+            "-c",
+            str(ROOT / "pyproject.toml"),
+            "--rootdir",
+            str(copy),
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            external=True,
+            env=env,
+            success_codes=[0, 5],
+        )
+
+
+@nox.session
+def tools(session: nox.Session) -> None:
+    """Tests of the repository's own tools (wheel checks, changed packages, version bumps)."""
+    session.install("pytest>=8")
+    session.run("pytest", str(ROOT / "tools" / "tests"), "-p", "no:cacheprovider", "-q", env=TEST_ENV)
 
 
 @nox.session
