@@ -101,8 +101,9 @@ def test_generation_batch_joins_actor_and_judge_rows(tmp_path):
     assert int(batch["num_items_in_batch"]) == int(batch["serl_actor_items"]) + int(batch["serl_judge_items"])
 
 
-def _hand_loss(model, p_ids, p_mask, c_ids, c_mask, adv, old, eps=0.2):
-    """The clipped GRPO loss in plain torch: mean over sequences of the token-mean objective."""
+def _hand_loss(model, p_ids, p_mask, c_ids, c_mask, adv, old, eps=0.2, loss_type="grpo"):
+    """The clipped GRPO loss in plain torch: mean over sequences of the token-mean objective
+    ("grpo"), or the token sum over the role's token count ("dapo")."""
     ids = torch.cat([p_ids, c_ids], 1)
     att = torch.cat([p_mask, c_mask], 1)
     t = c_ids.size(1)
@@ -111,6 +112,8 @@ def _hand_loss(model, p_ids, p_mask, c_ids, c_mask, adv, old, eps=0.2):
     ratio = torch.exp(logp - old)
     a = adv.unsqueeze(1)
     per_token = -torch.min(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a)
+    if loss_type == "dapo":
+        return (per_token * c_mask).sum() / c_mask.sum()
     return ((per_token * c_mask).sum(1) / c_mask.sum(1).clamp(min=1)).mean()
 
 
@@ -140,6 +143,7 @@ def _fixed_batch(model):
     }
 
 
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
 @pytest.mark.parametrize(
     "overrides,epoch,weights",
     [
@@ -148,8 +152,8 @@ def _fixed_batch(model):
         (dict(max_steps=-1, num_train_epochs=2), 0.0, (0.0, 1.0)),  # the Judge alone at the start
     ],
 )
-def test_loss_matches_hand_computation(tmp_path, overrides, epoch, weights):
-    trainer = make_trainer(tmp_path, **overrides)
+def test_loss_matches_hand_computation(tmp_path, overrides, epoch, weights, loss_type):
+    trainer = make_trainer(tmp_path, loss_type=loss_type, **overrides)
     trainer.model.train()
     trainer.state.epoch = epoch
     model = trainer.model
@@ -169,6 +173,7 @@ def test_loss_matches_hand_computation(tmp_path, overrides, epoch, weights):
                     "old_per_token_logps",
                 )
             ),
+            loss_type=loss_type,
         )
         l_judge = _hand_loss(
             model,
@@ -183,6 +188,7 @@ def test_loss_matches_hand_computation(tmp_path, overrides, epoch, weights):
                     "old_per_token_logps",
                 )
             ),
+            loss_type=loss_type,
         )
     alpha, beta = weights
     assert trainer.loss_weights() == pytest.approx(weights)
@@ -267,3 +273,62 @@ def test_gradient_accumulation_splits_the_joined_batch(tmp_path):
     assert any(not torch.equal(before[n], p.detach()) for n, p in trainer.model.named_parameters())
     logs = trainer.state.log_history[0]
     assert "serl/actor_loss" in logs and "serl/judge_loss" in logs
+
+
+def _accumulated_grad(tmp_path, batch, accumulation, loss_type, seed=0):
+    trainer = make_trainer(
+        tmp_path / f"ga{accumulation}{loss_type}",
+        num_generations=2,
+        per_device_train_batch_size=4 // accumulation,
+        gradient_accumulation_steps=accumulation,
+        loss_type=loss_type,
+        loss_schedule="constant",
+        actor_loss_weight=0.7,
+        judge_loss_weight=0.3,
+    )
+    trainer.current_gradient_accumulation_steps = accumulation
+    trainer.model.train()
+    trainer._generate_and_score_completions = lambda inputs: batch
+    trainer._buffered_inputs, trainer._step = None, 0
+    trainer.model.zero_grad()
+    torch.manual_seed(seed)  # the shuffle
+    total, roles = 0.0, []
+    for _ in range(accumulation):
+        micro = trainer._prepare_inputs([{"prompt": p} for p in PROMPTS for _ in range(2)])
+        roles.append(micro["serl_role"].tolist())
+        loss = trainer.compute_loss(trainer.model, micro)
+        loss.backward()
+        total += float(loss.detach())
+        trainer._step += 1
+    grad = torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
+    return grad, total, roles, trainer
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo"])
+def test_per_row_weights_equal_across_gradient_accumulation(tmp_path, loss_type):
+    """The accumulated gradient (so every row's weight) is the same at accumulation 1, 2 and 4."""
+    source = make_trainer(tmp_path / "src", num_generations=2, per_device_train_batch_size=4, loss_type=loss_type)
+    source.model.train()
+    torch.manual_seed(1)
+    batch = source._generate_and_score_completions([{"prompt": p} for p in PROMPTS for _ in range(2)])
+    assert batch["serl_role"].tolist() == [0] * 4 + [1] * 4
+    # rows of unequal length and unequal advantages, so that any unequal weighting shows
+    lengths = [8, 3, 6, 1, 4, 2, 3, 1]
+    width = batch["completion_mask"].size(1)
+    batch["completion_mask"] = torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
+    batch["advantages"] = torch.tensor([1.0, -0.5, 0.3, -0.8, 0.9, -0.9, 0.4, -0.2])
+    ref, ref_loss, _, _ = _accumulated_grad(tmp_path, batch, 1, loss_type)
+    assert ref.abs().sum() > 0
+    for acc in (2, 4):
+        for seed in range(4):  # several shuffles
+            grad, loss, roles, trainer = _accumulated_grad(tmp_path, batch, acc, loss_type, seed)
+            # every micro-batch holds the same number of rows of each role
+            assert all(r.count(0) == 4 // acc and r.count(1) == 4 // acc for r in roles)
+            torch.testing.assert_close(grad, ref, atol=1e-6, rtol=1e-4)
+            assert loss == pytest.approx(ref_loss, abs=1e-5)
+    # the per-role losses are logged once per optimizer step, on the scale of the loss
+    logged = trainer._metrics["train"]
+    assert len(logged["serl/actor_loss"]) == 1 and len(logged["serl/judge_loss"]) == 1
+    assert 0.7 * logged["serl/actor_loss"][0] + 0.3 * logged["serl/judge_loss"][0] == pytest.approx(loss, abs=1e-5)
+    # TRL's loss metrics are kept per role
+    assert "actor/entropy" in logged and "judge/entropy" in logged and "entropy" not in logged

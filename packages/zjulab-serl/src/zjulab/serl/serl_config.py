@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Literal
 
 from trl import GRPOConfig
@@ -13,6 +14,15 @@ from zjulab.serl.errors import SERLConfigError
 __all__ = ["SERLConfig"]
 
 
+def _bf16_supported() -> bool:
+    from transformers.utils import is_torch_bf16_gpu_available
+
+    try:
+        return bool(is_torch_bf16_gpu_available())
+    except Exception:  # a broken CUDA setup reads as "no bf16 GPU"
+        return False
+
+
 @dataclass
 class SERLConfig(GRPOConfig):
     r"""Settings of :class:`~zjulab.serl.trainer.SERLTrainer`.
@@ -20,8 +30,12 @@ class SERLConfig(GRPOConfig):
     Every :class:`~trl.GRPOConfig` field keeps its meaning: ``num_generations`` is N (actor
     rollouts per prompt), ``max_completion_length`` bounds actor rollouts, ``beta`` is TRL's KL
     coefficient (not SERL's judge weight), ``loss_type`` picks how each of the two clipped losses
-    is aggregated. ``per_device_train_batch_size`` counts actor rollouts; the
-    ``(N - 1) * K / 2`` judge rollouts per actor rollout ride along in the same micro-batches.
+    is aggregated (TRL's default, ``"dapo"``: token sums normalised by each role's own token
+    count; the authors used ``"bnpo"``, the same thing within one micro-batch).
+    ``per_device_train_batch_size`` counts actor rollouts; the ``(N - 1) * K / 2`` judge rollouts
+    per actor rollout ride along, dealt evenly over the micro-batches (see
+    ``judge_micro_batch_size`` to bound them). ``bf16`` left unset follows the machine (on when a
+    bf16-capable GPU is present) instead of TRL's always-on default.
 
     Args:
         num_judge_generations: K, judge rollouts per unordered pair of actor rollouts (even; half
@@ -82,13 +96,47 @@ class SERLConfig(GRPOConfig):
     )  # paper
     actor_loss_weight: float = field(default=1.0, metadata={"help": "Actor weight (constant schedule)."})
     judge_loss_weight: float = field(default=1.0, metadata={"help": "Judge weight (constant schedule)."})
-    loss_type: str = field(
-        default="grpo",
-        metadata={"help": "TRL loss aggregation; 'grpo' averages each sequence, then the batch."},
-    )  # the per-sequence mean of the original GRPO, as in the authors' code
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        if self.bf16 is None and not self.fp16:
+            # TRL turns bf16 on by default, which transformers refuses on a machine without a
+            # bf16-capable GPU; default to what the machine supports instead.
+            self.bf16 = _bf16_supported()
+        try:
+            super().__post_init__()
+        except ValueError as exc:
+            if "bf16" in str(exc):
+                raise SERLConfigError(
+                    "bf16=True needs a GPU with bf16 support (NVIDIA Ampere or newer); this machine has "
+                    "none. Leave bf16 unset (it then follows the machine), set bf16=False, or set "
+                    "use_cpu=True to run bf16 on the CPU."
+                ) from exc
+            raise SERLConfigError(f"invalid training settings: {exc}") from exc
+        self._check_serl_fields()
+
+    @classmethod
+    def from_grpo_config(cls, args: GRPOConfig) -> SERLConfig:
+        """A SERLConfig with every setting of a plain :class:`~trl.GRPOConfig` and SERL's defaults.
+
+        The GRPOConfig is not changed; TRL's resolved values (``steps_per_generation``, ``bf16``,
+        ``loss_type``, ...) are taken as they are.
+
+        Raises:
+            SERLConfigError: ``args`` is not a GRPOConfig, or its batch does not hold whole groups.
+        """
+        if isinstance(args, cls):
+            return args
+        if not isinstance(args, GRPOConfig):
+            raise SERLConfigError(f"args must be a GRPOConfig or SERLConfig, got {type(args).__name__}")
+        new = cls.__new__(cls)
+        new.__dict__.update(copy.deepcopy(args.__dict__))
+        for f in fields(cls):
+            if f.name not in new.__dict__:
+                setattr(new, f.name, f.default_factory() if f.default_factory is not MISSING else f.default)
+        new._check_serl_fields()
+        return new
+
+    def _check_serl_fields(self) -> None:
         if self.max_judge_completion_length <= 0:
             raise SERLConfigError(
                 f"max_judge_completion_length must be positive, got {self.max_judge_completion_length}"

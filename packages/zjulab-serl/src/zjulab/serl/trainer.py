@@ -101,7 +101,8 @@ class SERLTrainer(GRPOTrainer):
 
     Args:
         model: Model id, path, ``PreTrainedModel`` or ``PeftModel`` (as for GRPOTrainer).
-        args: A :class:`~zjulab.serl.serl_config.SERLConfig`.
+        args: A :class:`~zjulab.serl.serl_config.SERLConfig`, or a plain :class:`trl.GRPOConfig`
+            (SERL's fields then take their defaults; TRL's settings, ``loss_type`` included, are kept).
         train_dataset: Dataset with a ``prompt`` column (standard or conversational).
         eval_dataset: Same format, optional.
         processing_class: Tokenizer; its chat template renders the judge prompts.
@@ -119,7 +120,7 @@ class SERLTrainer(GRPOTrainer):
         judge_diagnostics: Running diagnostics since the last log.
 
     Raises:
-        SERLConfigError: ``args`` is not a SERLConfig, or an unsupported keyword is given.
+        SERLConfigError: ``args`` is not a GRPOConfig, or an unsupported keyword is given.
     """
 
     _tag_names = ["trl", "grpo", "serl"]  # noqa: RUF012 (TRL declares it as a plain list)
@@ -144,8 +145,7 @@ class SERLTrainer(GRPOTrainer):
         if args is None:
             name = model if isinstance(model, str) else type(model).__name__
             args = SERLConfig(output_dir=f"{str(name).split('/')[-1]}-SERL")
-        if not isinstance(args, SERLConfig):
-            raise SERLConfigError(f"args must be a SERLConfig, got {type(args).__name__}")
+        args = SERLConfig.from_grpo_config(args)  # a plain GRPOConfig gets SERL's defaults
         import trl
 
         if not (Version(_TESTED_TRL[0]) <= Version(trl.__version__) < Version(_TESTED_TRL[1])):
@@ -434,7 +434,7 @@ class SERLTrainer(GRPOTrainer):
         size = inputs["serl_role"].size(0)
         sub: dict[str, Any] = {}
         for key, value in inputs.items():
-            if key in ("serl_role", "serl_actor_items", "serl_judge_items"):
+            if key.startswith("serl_"):
                 continue
             if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.size(0) == size:
                 sub[key] = value[idx]
@@ -462,10 +462,70 @@ class SERLTrainer(GRPOTrainer):
                 sub[key] = value[:, :last]
         return sub
 
+    # ------------------------------------------------------------------ batching
+
+    def _prepare_inputs(self, generation_batch: Any) -> Any:
+        """TRL's buffering of one generation batch over ``steps_per_generation`` micro-batches,
+        with the split stratified by role.
+
+        TRL shuffles all rows together before splitting, so the number of actor and judge rows
+        varies between micro-batches, and with a per-micro-batch mean (``loss_type="grpo"``) a row
+        weighs more in a micro-batch with few rows of its role. Here each role is shuffled on its
+        own and dealt evenly, so every micro-batch holds the same number of actor rows and of
+        judge rows: every row of a role weighs the same at any gradient accumulation.
+        """
+        if not getattr(self.model, "training", False):
+            return super()._prepare_inputs(generation_batch)
+        chunks = int(self.args.steps_per_generation)
+        generate_every = chunks * self.num_iterations
+        if self._step % generate_every == 0 or self._buffered_inputs is None:
+            batch = self._generate_and_score_completions(generation_batch)
+            self._buffered_inputs = self._split_by_role(batch, chunks)
+        return self._buffered_inputs[self._step % chunks]
+
+    @staticmethod
+    def _split_by_role(batch: dict[str, Any], chunks: int) -> list[dict[str, Any]]:
+        """Split a joined batch into ``chunks`` micro-batches with equal role counts (rows shuffled).
+
+        Raises:
+            SERLInputError: A role's row count is not a multiple of ``chunks``.
+        """
+        role = batch["serl_role"]
+        size = role.size(0)
+        parts = []
+        for code in (0, 1):
+            idx = (role == code).nonzero(as_tuple=True)[0]
+            if idx.numel() % chunks:
+                name = ("actor", "judge")[code]
+                raise SERLInputError(f"{idx.numel()} {name} rows do not split into {chunks} micro-batches")
+            idx = idx[torch.randperm(idx.numel(), device=idx.device)]
+            parts.append(idx.view(chunks, -1))
+        out = []
+        for c in range(chunks):
+            rows = torch.cat([parts[0][c], parts[1][c]])
+            chunk: dict[str, Any] = {}
+            for key, value in batch.items():
+                if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.size(0) == size:
+                    chunk[key] = value[rows]
+                elif isinstance(value, list) and len(value) == size:
+                    chunk[key] = [value[i] for i in rows.tolist()]
+                else:
+                    chunk[key] = value
+            out.append(chunk)
+        return out
+
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> torch.Tensor:
-        """``alpha * L_actor + beta * L_judge``, each TRL's clipped GRPO loss on its own rows.
+        """``alpha * L_actor + beta * L_judge``, each TRL's loss (``loss_type``) on its own rows.
+
+        Every micro-batch holds the same number of rows of each role (see :meth:`_prepare_inputs`),
+        so each role's loss, summed over an accumulation window, is the mean over all of that
+        role's rows (``"grpo"``, ``"dr_grpo"``, ``"sapo"``, ``"luspo"``) or tokens (``"dapo"``,
+        ``"cispo"``, ``"vespo"``: normalised by the role's own token count); ``"bnpo"`` keeps TRL's
+        per-micro-batch token mean. TRL's loss metrics (entropy, KL, clip ratios) are logged per
+        role under ``actor/`` and ``judge/``; ``serl/actor_loss`` and ``serl/judge_loss`` are the
+        two losses on the scale of ``loss`` (summed over the accumulation window).
 
         A batch without a ``serl_role`` column is handed to GRPOTrainer unchanged.
         """
@@ -479,6 +539,7 @@ class SERLTrainer(GRPOTrainer):
         self._metrics[mode]["serl/alpha"].append(alpha)
         self._metrics[mode]["serl/beta"].append(beta)
         total: torch.Tensor | None = None
+        parts: dict[str, float] = {}
         for code, name, weight, items in (
             (0, "actor", alpha, inputs.get("serl_actor_items")),
             (1, "judge", beta, inputs.get("serl_judge_items")),
@@ -487,20 +548,54 @@ class SERLTrainer(GRPOTrainer):
             if idx.numel() == 0 or weight == 0.0:
                 continue
             sub = self._rows(inputs, idx, items)
+            before = {key: len(values) for key, values in self._metrics[mode].items()}
+            saved = self.max_completion_length
             if name == "judge":
-                saved = self.max_completion_length
                 self.max_completion_length = self.serl_args.max_judge_completion_length
-                try:
-                    part = self._compute_loss(model, sub)
-                finally:
-                    self.max_completion_length = saved
-            else:
+            try:
                 part = self._compute_loss(model, sub)
-            self._metrics[mode][f"serl/{name}_loss"].append(float(part.detach()))
+            finally:
+                self.max_completion_length = saved
+            self._move_new_metrics(mode, before, name)
+            parts[name] = float(part.detach())
             total = weight * part if total is None else total + weight * part
+        self._log_role_losses(mode, parts)
         if total is None:  # nothing to learn from in this micro-batch; keep the graph connected
             total = sum((p.sum() * 0.0 for p in model.parameters() if p.requires_grad), torch.tensor(0.0))
         return total
+
+    def _move_new_metrics(self, mode: str, before: dict[str, int], prefix: str) -> None:
+        """Move the metric values TRL's loss just recorded to ``prefix/<name>``."""
+        metrics = self._metrics[mode]
+        for key in list(metrics.keys()):
+            if key.startswith(("actor/", "judge/", "serl/")):
+                continue
+            start = before.get(key, 0)
+            new = metrics[key][start:]
+            if new:
+                del metrics[key][start:]
+                metrics[f"{prefix}/{key}"].extend(new)
+                if not metrics[key]:
+                    del metrics[key]
+
+    def _log_role_losses(self, mode: str, parts: dict[str, float]) -> None:
+        """Log each role's loss once per optimizer step, summed over the accumulation window."""
+        if mode != "train":
+            for name, value in parts.items():
+                self._metrics[mode][f"serl/{name}_loss"].append(value)
+            return
+        window = getattr(self, "_serl_window", None)
+        if window is None:
+            window = self._serl_window = {"micro": 0, "actor": 0.0, "judge": 0.0, "seen": set()}
+        window["micro"] += 1
+        for name, value in parts.items():
+            window[name] += value
+            window["seen"].add(name)
+        if window["micro"] >= int(self.current_gradient_accumulation_steps or 1):
+            for name in ("actor", "judge"):
+                if name in window["seen"]:
+                    self._metrics[mode][f"serl/{name}_loss"].append(window[name])
+            self._serl_window = None
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Log as GRPOTrainer does, then reset the running judge diagnostics."""
