@@ -70,11 +70,11 @@ def ref_judge(layout, boxes, actor):
         if box not in ("1", "2"):
             out.append(-1)
             continue
-        w, l = (first, second) if box == "1" else (second, first)
-        if actor[w] == actor[l]:
+        w, lo = (first, second) if box == "1" else (second, first)
+        if actor[w] == actor[lo]:
             out.append(0)
         else:
-            out.append(1 if actor[w] - actor[l] > 0 else -1)
+            out.append(1 if actor[w] - actor[lo] > 0 else -1)
     return out
 
 
@@ -174,7 +174,10 @@ def test_default_tie_tolerance_only_differs_on_exact_ties():
         boxes[layout.index(shown)] = "1"
     ref_actor_float = ref_actor(lengths, layout, boxes)
     assert ref_actor_float[0] != ref_actor_float[1]
-    assert ref_actor(lengths, layout, boxes, cast=Fraction)[0] == ref_actor(lengths, layout, boxes, cast=Fraction)[1]
+    assert (
+        ref_actor(lengths, layout, boxes, cast=Fraction)[0]
+        == ref_actor(lengths, layout, boxes, cast=Fraction)[1]
+    )
     slots = build_pairs(6, 2)
     ours = length_controlled_rewards(lengths, slots, [to_verdict(b) for b in boxes])
     k = layout.index((0, 1))
@@ -194,9 +197,9 @@ def test_winner_band_option_is_the_mirror_rule():
         for s, v in zip(slots, verdicts):
             if v is None:
                 continue
-            w, l = s.winner(v), s.loser(v)
-            if 0.8 * lengths[w] < lengths[l] < 1.2 * lengths[w]:
-                want[w] += lengths[l] / lengths[w]
+            w, lo = s.winner(v), s.loser(v)
+            if 0.8 * lengths[w] < lengths[lo] < 1.2 * lengths[w]:
+                want[w] += lengths[lo] / lengths[w]
         np.testing.assert_allclose(got, want / ((n - 1) * k), atol=1e-12)
 
 
@@ -209,8 +212,8 @@ def test_copeland_matches_a_pairwise_majority_reference():
         votes = {}
         for (f, s), b in zip(layout, boxes):
             if b in ("1", "2"):
-                w, l = (f, s) if b == "1" else (s, f)
-                votes[(w, l)] = votes.get((w, l), 0) + 1
+                w, lo = (f, s) if b == "1" else (s, f)
+                votes[(w, lo)] = votes.get((w, lo), 0) + 1
         want = []
         for i in range(n):
             score = 0

@@ -307,7 +307,9 @@ def _accumulated_grad(tmp_path, batch, accumulation, loss_type, seed=0):
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo"])
 def test_per_row_weights_equal_across_gradient_accumulation(tmp_path, loss_type):
     """The accumulated gradient (so every row's weight) is the same at accumulation 1, 2 and 4."""
-    source = make_trainer(tmp_path / "src", num_generations=2, per_device_train_batch_size=4, loss_type=loss_type)
+    source = make_trainer(
+        tmp_path / "src", num_generations=2, per_device_train_batch_size=4, loss_type=loss_type
+    )
     source.model.train()
     torch.manual_seed(1)
     batch = source._generate_and_score_completions([{"prompt": p} for p in PROMPTS for _ in range(2)])
@@ -329,6 +331,8 @@ def test_per_row_weights_equal_across_gradient_accumulation(tmp_path, loss_type)
     # the per-role losses are logged once per optimizer step, on the scale of the loss
     logged = trainer._metrics["train"]
     assert len(logged["serl/actor_loss"]) == 1 and len(logged["serl/judge_loss"]) == 1
-    assert 0.7 * logged["serl/actor_loss"][0] + 0.3 * logged["serl/judge_loss"][0] == pytest.approx(loss, abs=1e-5)
+    assert 0.7 * logged["serl/actor_loss"][0] + 0.3 * logged["serl/judge_loss"][0] == pytest.approx(
+        loss, abs=1e-5
+    )
     # TRL's loss metrics are kept per role
     assert "actor/entropy" in logged and "judge/entropy" in logged and "entropy" not in logged

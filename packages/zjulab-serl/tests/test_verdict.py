@@ -68,7 +68,11 @@ REALISTIC = [
     # --- finished reasoning (Qwen3 thinking mode)
     ("<think>\nAnswer 1 lists three causes; Answer 2 only one.\n</think>\n\n\\boxed{1}", 1, 1),
     ("<think>\nThe user asked for a haiku. Answer 2 has 5-7-5.\n</think>\n\n\\boxed{2}", 2, 2),
-    ("<think>\nIf Answer 1 is better I output \\boxed{1}, otherwise \\boxed{2}. Answer 2 is wrong.\n</think>\n\n\\boxed{1}", 1, 1),
+    (
+        "<think>\nIf Answer 1 is better I output \\boxed{1}, otherwise \\boxed{2}. Answer 2 is wrong.\n</think>\n\n\\boxed{1}",
+        1,
+        1,
+    ),
     ("<think>\nBoth are fine, slight edge to the second.\n</think>\n\nAnswer 2 is better. \\boxed{2}", 2, 2),
     ("<think>\nhmm\n</think>\n\n\\boxed{\\text{1}}", 1, 1),
     ("<think>\nhmm\n</think>\n\nAnswer 2 is better.", None, 2),

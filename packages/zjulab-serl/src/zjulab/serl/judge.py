@@ -123,7 +123,11 @@ def score_group(
     shown = [strip_reasoning(r, cfg.reasoning_end) if cfg.strip_reasoning else r for r in responses]
     lengths = [word_count(r) for r in shown]
     ra = actor_rewards(
-        lengths, slots, verdicts, mode=cfg.actor_reward, band=cfg.length_band,
+        lengths,
+        slots,
+        verdicts,
+        mode=cfg.actor_reward,
+        band=cfg.length_band,
         band_reference=cfg.length_band_reference,
     )
     rj = judge_rewards(slots, verdicts, ra)

@@ -465,8 +465,7 @@ class SERLTrainer(GRPOTrainer):
     # ------------------------------------------------------------------ batching
 
     def _prepare_inputs(self, generation_batch: Any) -> Any:
-        """TRL's buffering of one generation batch over ``steps_per_generation`` micro-batches,
-        with the split stratified by role.
+        """TRL's buffering of a generation batch over micro-batches, with the split stratified by role.
 
         TRL shuffles all rows together before splitting, so the number of actor and judge rows
         varies between micro-batches, and with a per-micro-batch mean (``loss_type="grpo"``) a row

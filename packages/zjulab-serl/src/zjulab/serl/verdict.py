@@ -175,7 +175,9 @@ def parse_verdict(
     """
     if not isinstance(text, str):
         return None
-    if unfinished_reasoning(text, reasoning_start, reasoning_end, opened_by_prompt=reasoning_opened_by_prompt):
+    if unfinished_reasoning(
+        text, reasoning_start, reasoning_end, opened_by_prompt=reasoning_opened_by_prompt
+    ):
         return None
     if reasoning_end and reasoning_end in text:
         text = text.rsplit(reasoning_end, 1)[1]
