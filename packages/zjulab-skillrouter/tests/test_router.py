@@ -119,7 +119,12 @@ def test_save_load_identical_results(tmp_path, pool):
     enc = HashingEncoder(128)
     r = SkillRouter(enc, None, RouterConfig(retriever="hybrid", rerank=False)).index(pool)
     path = r.save(tmp_path / "idx")
-    assert sorted(p.name for p in path.iterdir()) == ["dense.faiss", "router.json", "skills.jsonl"]
+    assert sorted(p.name for p in path.iterdir()) == [
+        ".zjulab-skillrouter-index",
+        "dense.faiss",
+        "router.json",
+        "skills.jsonl",
+    ]
     loaded = SkillRouter.load(path, encoder=HashingEncoder(128))
     assert loaded.skills == pool
     for q in ["merge pdf", "gps exif privacy", "smtp attachments"]:
@@ -161,9 +166,10 @@ def test_failed_save_leaves_previous_index_intact(tmp_path, pool, monkeypatch):
 
     monkeypatch.setattr(router_mod, "write_json", boom)
     with pytest.raises(OSError, match="disk full"):
-        r2.save(path)
+        r2.save(path, overwrite=True)
     assert (path / "skills.jsonl").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
+    # only the index and its lock file (zjulab.common.io's cross-process lock); no temporaries
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".idx.lock", "idx"]
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])

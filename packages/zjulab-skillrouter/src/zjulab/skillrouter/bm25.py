@@ -9,6 +9,7 @@ import numpy as np
 
 from zjulab.common.errors import InputError
 from zjulab.skillrouter.errors import InvalidKError
+from zjulab.skillrouter.ranking import top_k_row
 
 __all__ = ["BM25Index"]
 
@@ -46,8 +47,15 @@ class BM25Index:
         self._n = len(docs)
         return self
 
-    def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: Sequence[str], k: int, *, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` BM25 scores and ids for each query, best first.
+
+        Only documents sharing a term with the query are results: a row holds fewer than ``k``
+        ids when fewer matched, padded with id ``-1`` and score ``0``. Equal scores are ordered
+        by document position (:mod:`zjulab.skillrouter.ranking`). ``allowed`` restricts the
+        candidates to those positions before the cut.
 
         Raises:
             InvalidKError: ``k`` is not in ``[1, len(self)]``.
@@ -59,5 +67,17 @@ class BM25Index:
         if not 0 < k <= self._n:
             raise InvalidKError(f"k={k} must be in [1, {self._n}]")
         tokens = bm25s.tokenize(list(queries), stopwords="english", show_progress=False, return_ids=False)
-        ids, scores = self._retriever.retrieve(tokens, k=k, show_progress=False)  # type: ignore[attr-defined]
-        return np.asarray(scores, dtype=np.float32), np.asarray(ids, dtype=np.int64)
+        out_s = np.zeros((len(tokens), k), dtype=np.float32)
+        out_i = np.full((len(tokens), k), -1, dtype=np.int64)
+        for qi, toks in enumerate(tokens):
+            known = [t for t in toks if t in self._retriever.vocab_dict]  # type: ignore[attr-defined]
+            if not known:
+                continue  # no query term occurs in the pool: nothing matched
+            row = np.asarray(self._retriever.get_scores(known), dtype=np.float32)  # type: ignore[attr-defined]
+            if allowed is not None:
+                mask = np.zeros(row.shape[0], dtype=bool)
+                mask[np.asarray(allowed, dtype=np.int64)] = True
+                row = np.where(mask, row, 0.0).astype(np.float32)
+            s, i = top_k_row(row, k, above=0.0)
+            out_s[qi, : s.size], out_i[qi, : i.size] = s, i
+        return out_s, out_i

@@ -48,9 +48,27 @@ def _print_routes(query: str, routed: Sequence[RoutedSkill]) -> None:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    out = Path(args.out)
+    if not args.update:
+        SkillRouter._check_target(out, args.overwrite)  # refuse before spending time encoding
     skills = load_skills(args.source)
+    if args.update:
+        router = SkillRouter.load(out, device=args.device)
+        wanted = {s.id for s in skills}
+        gone = [s.id for s in router.skills if s.id not in wanted]
+        counts = router.upsert(skills)
+        if gone:
+            router.remove(gone)
+        router.save(out, overwrite=True)
+        print(
+            f"updated {out}: {counts['added']} added, {counts['updated']} re-encoded, "
+            f"{counts['unchanged']} unchanged, {len(gone)} removed"
+        )
+        return 0
     router = _router_from_args(args, _config(args)).index(skills)
-    router.save(args.out)
+    router.save(out, overwrite=args.overwrite)
     print(f"indexed {len(router)} skills from {args.source} -> {args.out}")
     return 0
 
@@ -234,7 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("index", help="index a folder of SKILL.md files (or a JSONL pool)")
     p.add_argument("source")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="a new or empty folder (or an index, with --overwrite)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the index in --out (never a folder that is not one)"
+    )
+    p.add_argument(
+        "--update", action="store_true", help="re-encode only new or changed skills of the index in --out"
+    )
     _add_router_args(p)
     p.set_defaults(func=_cmd_index)
 

@@ -12,9 +12,12 @@ __all__ = [
     "DuplicateSkillError",
     "EmptyPoolError",
     "EncoderMismatchError",
+    "IndexExistsError",
     "IndexFormatError",
+    "IndexIntegrityError",
     "InvalidKError",
     "InvalidSkillError",
+    "NotAnIndexError",
     "NotIndexedError",
     "SkillParseError",
     "SkillRouterError",
@@ -66,3 +69,18 @@ class IndexFormatError(SkillRouterError, StoreError):
 
 class EncoderMismatchError(SkillRouterError, IndexMismatchError):
     """A saved index was built with a different encoder (or dimension) than the one given."""
+
+
+class IndexIntegrityError(IndexFormatError):
+    """A saved index's skills no longer match the hashes recorded at save time (edited, shuffled)."""
+
+
+class IndexExistsError(SkillRouterError, StoreError):
+    """``save`` would replace an existing index; pass ``overwrite=True`` (CLI ``--overwrite``)."""
+
+
+class NotAnIndexError(SkillRouterError, StoreError):
+    """``save`` was pointed at a folder that holds files but no index this library wrote.
+
+    The folder is never deleted or replaced, whatever ``overwrite`` says.
+    """

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,8 @@ class TrainingExample:
         negatives: Mined negatives, in source order.
         sources: The source of each negative: ``"dense"``, ``"bm25"``, ``"category"`` or ``"random"``.
         filtered: Candidates dropped by the false-negative filter.
+        excluded_relevant: Graded-relevant skills (any grade > 0, other positives included)
+            that a source offered and that were kept out of the negatives.
     """
 
     query: str
@@ -45,18 +48,22 @@ class TrainingExample:
     negatives: list[Skill]
     sources: list[str] = field(default_factory=list)
     filtered: int = 0
+    excluded_relevant: int = 0
 
 
-def _group_pairs(pairs: Sequence[tuple[str, str | Sequence[str]]]) -> list[tuple[str, list[str]]]:
+def _group_pairs(pairs: Sequence[Sequence[Any]]) -> list[tuple[str, list[str], set[str]]]:
     out = []
     for i, item in enumerate(pairs):
-        if not isinstance(item, (tuple, list)) or len(item) != 2:
-            raise InputError(f"pair {i} must be (query, positive id or ids), got {item!r}")
-        q, pos = item
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            raise InputError(
+                f"pair {i} must be (query, positive id(s)) or (query, positive id(s), relevant ids), got {item!r}"
+            )
+        q, pos = item[0], item[1]
         ids = [pos] if isinstance(pos, str) else list(pos)
+        also = set() if len(item) == 2 else ({item[2]} if isinstance(item[2], str) else set(item[2]))
         if not isinstance(q, str) or not q.strip() or not ids:
             raise InputError(f"pair {i} needs a non-empty query and at least one positive id")
-        out.append((q, ids))
+        out.append((q, ids, also | set(ids)))
     return out
 
 
@@ -68,17 +75,24 @@ def _take(
     skip: set[int],
     used: set[int],
     filtered: set[int],
+    skipped: set[int],
 ) -> list[int]:
     """The first ``n`` candidates not in ``skip``/``used`` and scoring at most ``limit``.
 
-    Chosen ones are added to ``used``; those above ``limit`` to ``filtered``.
+    Chosen ones are added to ``used``; those above ``limit`` to ``filtered``; relevant ones
+    (``skip``) a source offered to ``skipped``.
     """
     got: list[int] = []
     for c in candidates:
         c = int(c)
         if len(got) == n:
             break
-        if c in skip or c in used:
+        if c < 0:  # BM25 found fewer matches than asked
+            continue
+        if c in skip:
+            skipped.add(c)
+            continue
+        if c in used:
             continue
         if scores[c] > limit:
             filtered.add(c)
@@ -89,7 +103,7 @@ def _take(
 
 
 def mine_hard_negatives(
-    pairs: Sequence[tuple[str, str | Sequence[str]]],
+    pairs: Sequence[Sequence[Any]],
     skills: Sequence[Skill],
     encoder: TextEncoder,
     config: MiningConfig | None = None,
@@ -102,9 +116,11 @@ def mine_hard_negatives(
     """Mine negatives for each (query, positive) pair.
 
     Args:
-        pairs: ``(query, positive skill id)`` or ``(query, [positive ids])``; a query with
-            several positives yields one example per positive, and none of its positives is
-            ever a negative.
+        pairs: ``(query, positive skill id)``, ``(query, [positive ids])`` or
+            ``(query, [positive ids], [other graded-relevant ids])``; a query with several
+            positives yields one example per positive. No skill graded relevant for the query
+            (its positives and the third element, e.g. grade-1 partial matches) is ever one of
+            its negatives.
         skills: The pool to mine from.
         encoder: The current encoder (dense source and false-negative filter).
         config: Counts per source and the filter switch.
@@ -127,37 +143,39 @@ def mine_hard_negatives(
     if not grouped:
         raise EmptyPoolError("no (query, positive) pairs to mine negatives for")
     pos_of = {s.id: i for i, s in enumerate(pool)}
-    for _, ids in grouped:
+    for _, ids, _rel in grouped:
         for pid in ids:
             if pid not in pos_of:
                 raise NotFoundError(f"positive skill id {pid!r} is not in the pool")
     texts = [format_skill(s, fields=fields, desc_max=desc_max, body_max=body_max) for s in pool]
     doc_emb = np.asarray(encoder.encode(texts), dtype=np.float32)
     q_emb = np.asarray(
-        encoder.encode([format_query(q, prompt=query_prompt) for q, _ in grouped]), dtype=np.float32
+        encoder.encode([format_query(q, prompt=query_prompt) for q, _, _ in grouped]), dtype=np.float32
     )
     sims = q_emb @ doc_emb.T
     depth = min(cfg.search_depth, len(pool))
     bm25_ids: np.ndarray | None = None
     if cfg.n_bm25:
-        _, bm25_ids = BM25Index().build(texts).search([q for q, _ in grouped], depth)
+        _, bm25_ids = BM25Index().build(texts).search([q for q, _, _ in grouped], depth)
     rng = np.random.default_rng(cfg.seed)
     out: list[TrainingExample] = []
     short = 0
-    for qi, (query, ids) in enumerate(grouped):
-        positives = {pos_of[p] for p in ids}
+    offered_relevant = 0
+    for qi, (query, ids, rel) in enumerate(grouped):
+        positives = {pos_of[p] for p in rel if p in pos_of}
         dense_order = np.argsort(-sims[qi], kind="stable")[:depth]
         for pid in ids:
             p = pos_of[pid]
             pos_score = sims[qi, p]
             used: set[int] = set()
             filtered: set[int] = set()
+            skipped: set[int] = set()
             limit = pos_score if cfg.filter_false_negatives else np.inf
 
             def take(
                 candidates: Sequence[int] | np.ndarray, n: int, _limit: float = limit, _qi: int = qi
             ) -> list[int]:
-                return _take(candidates, n, sims[_qi], _limit, positives, used, filtered)  # noqa: B023
+                return _take(candidates, n, sims[_qi], _limit, positives, used, filtered, skipped)  # noqa: B023
 
             chosen: list[tuple[int, str]] = []
             chosen += [(c, "dense") for c in take(dense_order, cfg.n_dense)]
@@ -177,8 +195,15 @@ def mine_hard_negatives(
                     negatives=[pool[c] for c, _ in chosen],
                     sources=[s for _, s in chosen],
                     filtered=len(filtered),
+                    excluded_relevant=len(skipped - {p}),
                 )
             )
+            offered_relevant += len(skipped - {p})
+    logger.info(
+        "mined %d examples; %d graded-relevant skills offered as negatives were excluded (0 remain)",
+        len(out),
+        offered_relevant,
+    )
     if short:
         logger.info("%d of %d examples got fewer than %d negatives", short, len(out), cfg.total)
     return out

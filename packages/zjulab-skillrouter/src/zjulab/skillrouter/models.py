@@ -219,4 +219,7 @@ def embedded_reranker(
 
 def describe_encoder(encoder: Any) -> dict[str, Any]:
     """``{"model_id", "dim"}`` of an encoder, as stored with a saved index."""
-    return {"model_id": str(getattr(encoder, "model_id", type(encoder).__name__)), "dim": int(encoder.dim)}
+    mid = str(getattr(encoder, "model_id", type(encoder).__name__))
+    if Path(mid).exists():  # a local checkpoint: stored absolute so the index survives a cd
+        mid = str(Path(mid).resolve())
+    return {"model_id": mid, "dim": int(encoder.dim)}

@@ -11,6 +11,7 @@ import numpy as np
 
 from zjulab.common.errors import ConfigError, InputError
 from zjulab.skillrouter.errors import IndexFormatError, InvalidKError
+from zjulab.skillrouter.ranking import order_hits, top_k_row
 
 __all__ = ["VectorIndex", "brute_force_search"]
 
@@ -33,6 +34,8 @@ def _as_matrix(x: np.ndarray, dim: int | None, what: str, check_finite: bool = T
 def brute_force_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` inner-product search with numpy (the reference and the benchmark baseline).
 
+    Equal scores are ordered by vector position (the tie rule of :mod:`zjulab.skillrouter.ranking`).
+
     Returns:
         ``(scores, ids)``, each ``[n_queries, k]``, best first.
     """
@@ -41,10 +44,8 @@ def brute_force_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> tupl
     if not 0 < k <= v.shape[0]:
         raise InvalidKError(f"k={k} must be in [1, {v.shape[0]}]")
     sims = q @ v.T
-    part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    top = np.take_along_axis(sims, part, axis=1)
-    order = np.argsort(-top, axis=1, kind="stable")
-    return np.take_along_axis(top, order, axis=1), np.take_along_axis(part, order, axis=1)
+    rows = [top_k_row(r, k) for r in sims]
+    return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
 
 
 class VectorIndex:
@@ -138,12 +139,21 @@ class VectorIndex:
         logger.info("built a %s faiss index over %d vectors of dim %d", self.kind, v.shape[0], self.dim)
         return self
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` by inner product.
 
         Returns:
-            ``(scores, ids)``, each ``[n_queries, k]``, best first; an approximate index may
-            return ``-1`` ids when it finds fewer than ``k`` vectors.
+            ``(scores, ids)``, each ``[n_queries, k]``, best first, equal scores by position
+            (:mod:`zjulab.skillrouter.ranking`); an approximate index may return ``-1`` ids
+            (last) when it finds fewer than ``k`` vectors.
+
+        Args:
+            queries: ``[n_queries, dim]``.
+            k: Results per query.
+            allowed: Only these vector positions are candidates (a metadata filter applied
+                before the top-``k`` cut); ``k`` must not exceed their number.
 
         Raises:
             InvalidKError: ``k`` is not in ``[1, ntotal]``.
@@ -153,10 +163,61 @@ class VectorIndex:
         q = _as_matrix(queries, self.dim, "queries")
         if not 0 < k <= self.ntotal:
             raise InvalidKError(f"k={k} must be in [1, {self.ntotal}]")
-        if self.kind == "hnsw":
-            self._index.hnsw.efSearch = max(self.hnsw_ef_search, k)
-        scores, ids = self._index.search(q, k)
-        return scores, ids
+        n = self.ntotal
+        params = None
+        if allowed is not None:
+            import faiss
+
+            allowed = np.ascontiguousarray(np.asarray(allowed, dtype=np.int64))
+            n = int(allowed.size)
+            if not 0 < k <= n:
+                raise InvalidKError(f"k={k} must be in [1, {n}] (skills passing the filter)")
+            sel = faiss.IDSelectorBatch(allowed)
+            if self.kind == "hnsw":
+                params = faiss.SearchParametersHNSW(sel=sel)
+            elif self.kind == "ivf":
+                params = faiss.SearchParametersIVF(sel=sel, nprobe=self._index.nprobe)
+            else:
+                params = faiss.SearchParameters(sel=sel)
+            self._sel = sel  # the selector must outlive the search call
+        window = min(n, k + 8)
+        while True:
+            if self.kind == "hnsw":
+                self._index.hnsw.efSearch = max(self.hnsw_ef_search, window)
+                if params is not None:
+                    params.efSearch = self._index.hnsw.efSearch
+            scores, ids = (
+                self._index.search(q, window)
+                if params is None
+                else self._index.search(q, window, params=params)
+            )
+            # a tie that reaches the window's edge may continue past it: widen until it does not
+            straddles = (ids[:, window - 1] >= 0) & (scores[:, k - 1] == scores[:, window - 1])
+            if window >= n or not straddles.any():
+                break
+            window = min(n, 2 * window)
+        scores, ids = order_hits(scores, ids)
+        return scores[:, :k], ids[:, :k]
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Append vectors (positions ``ntotal .. ntotal + len - 1``)."""
+        v = _as_matrix(vectors, self.dim, "vectors")
+        if self._index is None:
+            self.build(v)
+            return
+        self._index.add(v)
+
+    def reconstruct_all(self) -> np.ndarray:
+        """Every stored vector, ``[ntotal, dim]`` (flat and HNSW store them; IVF keeps a direct map)."""
+        import faiss
+
+        idx = self._index
+        if self.use_gpu and hasattr(faiss, "index_gpu_to_cpu") and self.kind != "hnsw":
+            with contextlib.suppress(RuntimeError, AttributeError):
+                idx = faiss.index_gpu_to_cpu(idx)
+        if self.kind == "ivf":
+            idx.make_direct_map()
+        return np.asarray(idx.reconstruct_n(0, self.ntotal), dtype=np.float32)
 
     def to_bytes(self) -> bytes:
         """Serialise the index (moved to CPU first) with faiss."""

@@ -1,0 +1,206 @@
+"""Saving never destroys a user's folder, survives a kill, and a tampered store is detected."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from zjulab.common.testing import HashingEncoder
+from zjulab.skillrouter import (
+    EncoderMismatchError,
+    IndexExistsError,
+    IndexFormatError,
+    IndexIntegrityError,
+    NotAnIndexError,
+    RouterConfig,
+    SkillRouter,
+    SkillRouterError,
+)
+from zjulab.skillrouter.cli import main
+
+
+def dense(pool, dim=128):
+    return SkillRouter(HashingEncoder(dim), None, RouterConfig(rerank=False)).index(pool)
+
+
+def test_save_refuses_a_folder_that_is_not_an_index(tmp_path, pool):
+    victim = tmp_path / "victim"
+    (victim / "pdf").mkdir(parents=True)
+    (victim / "pdf" / "SKILL.md").write_text("---\nname: pdf\n---\nbody\n")
+    (victim / "notes.txt").write_text("mine")
+    r = dense(pool)
+    for overwrite in (False, True):
+        with pytest.raises(NotAnIndexError, match="holds no skill-router index") as info:
+            r.save(victim, overwrite=overwrite)
+        assert isinstance(info.value, SkillRouterError)
+    assert (victim / "pdf" / "SKILL.md").read_text() == "---\nname: pdf\n---\nbody\n"
+    assert (victim / "notes.txt").read_text() == "mine"
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    with pytest.raises(NotAnIndexError, match="not a folder"):
+        r.save(a_file, overwrite=True)
+    assert a_file.read_text() == "x"
+
+
+def test_overwrite_only_over_an_index_and_only_with_the_flag(tmp_path, pool):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    dense(pool).save(empty)  # an empty folder is fine
+    with pytest.raises(IndexExistsError, match="--overwrite"):
+        dense(pool[:3]).save(empty)
+    assert len(SkillRouter.load(empty, encoder=HashingEncoder(128))) == len(pool)
+    dense(pool[:3]).save(empty, overwrite=True)
+    assert len(SkillRouter.load(empty, encoder=HashingEncoder(128))) == 3
+    (empty / "my-notes.md").write_text("added by the user")
+    with pytest.raises(NotAnIndexError, match=r"my-notes\.md"):
+        dense(pool).save(empty, overwrite=True)
+    assert (empty / "my-notes.md").read_text() == "added by the user"
+
+
+def test_cli_index_out_onto_the_source_folder_deletes_nothing(tmp_path, capsys):
+    src = tmp_path / "victim"
+    for rel, body in (("a", "Merge PDF documents."), ("b", "Resize photos.")):
+        (src / rel).mkdir(parents=True)
+        (src / rel / "SKILL.md").write_text(f"---\nname: {rel}\ndescription: d\n---\n{body}\n")
+    argv = ["index", str(src), "--out", str(src), "--retriever", "bm25", "--no-rerank"]
+    assert main(argv) != 0
+    assert "holds no skill-router index" in capsys.readouterr().err
+    assert sorted(p.relative_to(src).as_posix() for p in src.rglob("SKILL.md")) == [
+        "a/SKILL.md",
+        "b/SKILL.md",
+    ]
+    out = tmp_path / "idx"
+    assert main(["index", str(src), "--out", str(out), "--retriever", "bm25", "--no-rerank"]) == 0
+    assert main(["index", str(src), "--out", str(out), "--retriever", "bm25", "--no-rerank"]) != 0
+    assert "--overwrite" in capsys.readouterr().err
+    assert (
+        main(["index", str(src), "--out", str(out), "--retriever", "bm25", "--no-rerank", "--overwrite"]) == 0
+    )
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    import zjulab.skillrouter.router as rm
+    from zjulab.common.testing import HashingEncoder
+    from zjulab.skillrouter import RouterConfig, SkillRouter, Skill
+    pool = [Skill(name=f"s{i}", description="d", body=f"body {i} words", id=f"s{i}") for i in range(300)]
+    r = SkillRouter(HashingEncoder(64), None, RouterConfig(rerank=False)).index(pool)
+    real = rm.write_json
+    def die(*a, **k):
+        os.kill(os.getpid(), signal.SIGKILL)  # killed after the big files, before router.json
+    rm.write_json = die
+    r.save(sys.argv[1], overwrite=True)
+    """
+)
+
+
+def test_kill_during_save_keeps_the_old_index_and_the_next_save_cleans_up(tmp_path, pool):
+    path = tmp_path / "idx"
+    dense(pool, 64).save(path)
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(path)], capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers, "the killed save should have left its temporary folder"
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+    loaded = SkillRouter.load(path, encoder=HashingEncoder(64))  # the reader cleans up too
+    assert len(loaded) == len(pool)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    loaded.save(path, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".idx.lock", "idx"]
+
+
+def _rewrite_skills(path, fn):
+    lines = (path / "skills.jsonl").read_text().splitlines()
+    (path / "skills.jsonl").write_text("\n".join(fn(lines)) + "\n")
+
+
+def test_shuffled_or_edited_skill_store_is_detected(tmp_path, pool):
+    path = dense(pool).save(tmp_path / "idx")
+    original = (path / "skills.jsonl").read_text()
+    _rewrite_skills(path, lambda ls: [ls[1], ls[0], *ls[2:]])
+    with pytest.raises(IndexIntegrityError, match="different order"):
+        SkillRouter.load(path, encoder=HashingEncoder(128))
+    (path / "skills.jsonl").write_text(original)
+
+    def edit(ls):
+        rec = json.loads(ls[2])
+        rec["body"] += " (edited)"
+        return [*ls[:2], json.dumps(rec), *ls[3:]]
+
+    _rewrite_skills(path, edit)
+    with pytest.raises(IndexIntegrityError, match="'pdf-forms'") as info:
+        SkillRouter.load(path, encoder=HashingEncoder(128))
+    assert str(path / "skills.jsonl") in str(info.value)
+
+
+def test_corrupt_router_json_is_a_typed_error_naming_the_file(tmp_path, pool):
+    path = dense(pool).save(tmp_path / "idx")
+    (path / "router.json").write_text("{not json")
+    with pytest.raises(IndexFormatError, match=r"router\.json") as info:
+        SkillRouter.load(path, encoder=HashingEncoder(128))
+    assert isinstance(info.value, SkillRouterError)
+    (path / "router.json").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(IndexFormatError, match=r"router\.json"):
+        SkillRouter.load(path, encoder=HashingEncoder(128))
+
+
+class ScaledHashing(HashingEncoder):
+    """The same name and dimension as HashingEncoder(128), different function (changed weights)."""
+
+    def __init__(self, mix):
+        super().__init__(128)
+        rng = np.random.default_rng(0)
+        self.mix = np.eye(128, dtype=np.float32) + mix * rng.standard_normal((128, 128)).astype(np.float32)
+
+    def encode(self, texts, batch_size=32, **kw):
+        v = super().encode(texts, batch_size) @ self.mix
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+
+def test_encoder_changed_in_place_is_refused(tmp_path, pool):
+    path = dense(pool).save(tmp_path / "idx")
+    assert len(SkillRouter.load(path, encoder=HashingEncoder(128))) == len(pool)
+    for mix in (0.05, 0.5):
+        with pytest.raises(EncoderMismatchError, match="probe embeddings moved"):
+            SkillRouter.load(path, encoder=ScaledHashing(mix))
+
+
+def test_weights_hash_catches_a_tiny_in_place_edit(tmp_path, pool, tiny_encoder_path):
+    import torch
+
+    from zjulab.common.encoders import TransformersEncoder
+
+    enc = TransformersEncoder(str(tiny_encoder_path), pooling="mean", device="cpu")
+    path = SkillRouter(enc, None, RouterConfig(rerank=False)).index(pool).save(tmp_path / "idx")
+    meta = json.loads((path / "router.json").read_text())
+    assert meta["encoder"]["model_id"] == str(tiny_encoder_path.resolve())
+    assert len(meta["encoder"]["fingerprint"]["weights_blake2b"]) == 32
+    same = TransformersEncoder(str(tiny_encoder_path), pooling="mean", device="cpu")
+    assert len(SkillRouter.load(path, encoder=same)) == len(pool)
+    with torch.no_grad():
+        next(same.model.parameters()).view(-1)[0] += 1e-3
+    with pytest.raises(EncoderMismatchError, match="weights_blake2b"):
+        SkillRouter.load(path, encoder=same)
+
+
+def test_relative_encoder_path_is_stored_resolved(tmp_path, pool, tiny_encoder_path, monkeypatch):
+    monkeypatch.chdir(tiny_encoder_path.parent)
+    r = SkillRouter(tiny_encoder_path.name, None, RouterConfig(rerank=False), device="cpu").index(pool)
+    path = r.save(tmp_path / "idx")
+    meta = json.loads((path / "router.json").read_text())
+    assert meta["encoder"]["model_id"] == str(tiny_encoder_path.resolve())
+    monkeypatch.chdir(tmp_path)
+    loaded = SkillRouter.load(path, device="cpu")
+    assert [x.skill.id for x in loaded.route("merge pdf", k=3)] == [
+        x.skill.id for x in r.route("merge pdf", k=3)
+    ]
+    assert os.path.isabs(str(loaded._encoder_spec))
