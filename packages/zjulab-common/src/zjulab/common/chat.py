@@ -1,7 +1,22 @@
-"""Chat models: a local transformers implementation and an OpenAI-compatible HTTP client."""
+"""Chat models: an OpenAI-compatible client (on the ``openai`` SDK) and a local transformers model.
+
+Both answer a batch of conversations (:class:`~zjulab.common.protocols.ChatModel`) and can say
+how each answer ended: :meth:`OpenAIChatModel.generate_results` returns one :class:`ChatResult`
+per conversation (text, ``finish_reason``, token usage, the server's reasoning text, or the
+error that conversation met). ``generate`` returns plain strings and applies a policy to answers
+cut off by the length limit, withheld by a content filter, or empty (``"warn"``, ``"raise"`` or
+``"return"``).
+
+This module imports neither torch nor the ``openai`` package at import time.
+:class:`TransformersChatModel` lives in :mod:`zjulab.common.transformers_chat` and is loaded
+on first access of the name.
+"""
 
 from __future__ import annotations
 
+import email.utils
+import importlib
+import json
 import logging
 import os
 import random
@@ -10,41 +25,69 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-
-from zjulab.common.batching import length_buckets, padding_side
-from zjulab.common.device import DeviceLike, DtypeLike, resolve_device
-from zjulab.common.errors import ConfigError, InputError, RemoteModelError
+from zjulab.common.errors import ConfigError, InputError, RemoteModelError, ZjulabError
 from zjulab.common.protocols import Conversation
 
-__all__ = ["OpenAIChatModel", "TransformersChatModel", "Usage", "validate_conversations"]
+if TYPE_CHECKING:
+    from zjulab.common.transformers_chat import TransformersChatModel
+
+__all__ = [
+    "ChatResult",
+    "IncompleteAnswerError",
+    "OpenAIChatModel",
+    "TransformersChatModel",
+    "Usage",
+    "validate_conversations",
+]
 
 logger = logging.getLogger(__name__)
+
+Policy = Literal["warn", "raise", "return"]
+OnError = Literal["raise", "return"]
+_POLICIES = ("warn", "raise", "return")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TransformersChatModel":
+        return importlib.import_module("zjulab.common.transformers_chat").TransformersChatModel
+    raise AttributeError(f"module 'zjulab.common.chat' has no attribute {name!r}")
 
 
 @dataclass
 class Usage:
     """Running token and call counts of a chat model (thread-safe).
 
+    Only what happened is counted: a conversation that failed adds to ``failed``, not to
+    ``calls``; tokens are the server's own counts of the answers received.
+
     Attributes:
         calls: Conversations answered.
-        prompt_tokens: Tokens read.
-        completion_tokens: Tokens generated.
+        prompt_tokens: Tokens read (of answered conversations).
+        completion_tokens: Tokens generated (of answered conversations).
+        failed: Conversations that got no answer.
+        retries: Requests sent again after a failure.
     """
 
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    failed: int = 0
+    retries: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def add(self, calls: int, prompt_tokens: int, completion_tokens: int) -> None:
+    def add(
+        self, calls: int, prompt_tokens: int, completion_tokens: int, *, failed: int = 0, retries: int = 0
+    ) -> None:
         """Add one batch's counts."""
         with self._lock:
             self.calls += calls
             self.prompt_tokens += prompt_tokens
             self.completion_tokens += completion_tokens
+            self.failed += failed
+            self.retries += retries
 
     def as_dict(self) -> dict[str, int]:
         """The counts as a plain dict."""
@@ -52,7 +95,62 @@ class Usage:
             "calls": self.calls,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "failed": self.failed,
+            "retries": self.retries,
         }
+
+
+@dataclass
+class ChatResult:
+    """How one conversation was answered.
+
+    Attributes:
+        text: The answer (stop strings removed); ``""`` when the request failed.
+        finish_reason: ``"stop"``, ``"length"`` (cut off at the token limit),
+            ``"content_filter"``, ``"tool_calls"``..., or ``None`` when no answer came.
+        prompt_tokens: Tokens read, as counted by the model or server (0 if not reported).
+        completion_tokens: Tokens generated, likewise.
+        reasoning: The reasoning text a server sent next to the answer (vLLM's
+            ``reasoning_content``, Ollama's ``reasoning``), else ``None``.
+        refusal: A refusal message the server sent instead of content, else ``None``.
+        error: The exception that kept this conversation from being answered, else ``None``.
+        attempts: Requests sent for this conversation.
+    """
+
+    text: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning: str | None = None
+    refusal: str | None = None
+    error: BaseException | None = None
+    attempts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """An answer arrived (it may still be truncated or empty; see ``finish_reason``)."""
+        return self.error is None
+
+    @property
+    def truncated(self) -> bool:
+        """The answer was cut off at the token limit."""
+        return self.finish_reason == "length"
+
+
+class IncompleteAnswerError(ZjulabError, RuntimeError):
+    """Answers were cut off, filtered or empty, and the policy for that case is ``"raise"``.
+
+    Attributes:
+        results: Every :class:`ChatResult` of the call, in order (nothing received is lost).
+        indices: Positions of the offending answers.
+        reason: ``"length"``, ``"content_filter"`` or ``"empty"``.
+    """
+
+    def __init__(self, message: str, results: list[ChatResult], indices: list[int], reason: str) -> None:
+        super().__init__(message)
+        self.results = results
+        self.indices = indices
+        self.reason = reason
 
 
 def validate_conversations(conversations: Sequence[Conversation]) -> None:
@@ -73,185 +171,251 @@ def validate_conversations(conversations: Sequence[Conversation]) -> None:
                 raise InputError(f"conversation {i} message {j}: content must be a string")
 
 
-def _sampling(sampling: dict[str, Any], default_max: int) -> dict[str, Any]:
+def _check_policy(name: str, value: str, allowed: Sequence[str] = _POLICIES) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def normalize_sampling(sampling: dict[str, Any], default_max: int, accepted: Sequence[str]) -> dict[str, Any]:
+    """Validate sampling keywords: aliases resolved, values checked, unknown names refused.
+
+    Raises:
+        ConfigError: An unknown keyword (never dropped silently) or an invalid value.
+    """
     out = dict(sampling)
     if "max_tokens" in out:
-        out.setdefault("max_new_tokens", out.pop("max_tokens"))
-    out.setdefault("max_new_tokens", default_max)
-    out.setdefault("temperature", 0.0)
+        if "max_new_tokens" in out and out["max_new_tokens"] != out["max_tokens"]:
+            raise ConfigError("max_tokens and max_new_tokens disagree; pass one of them")
+        out["max_new_tokens"] = out.pop("max_tokens")
+    unknown = sorted(set(out) - set(accepted) - {"max_new_tokens"})
+    if unknown:
+        raise ConfigError(
+            f"sampling option(s) {unknown} are not supported here; accepted: {sorted(accepted)}"
+        )
+    if out.get("max_new_tokens") is None:
+        out["max_new_tokens"] = default_max
+    if out.get("temperature") is None:
+        out["temperature"] = 0.0
     stop = out.get("stop")
     if isinstance(stop, str):
         out["stop"] = [stop]
+    elif stop is not None:
+        out["stop"] = [s for s in stop if s]
+    try:
+        out["max_new_tokens"] = int(out["max_new_tokens"])
+        out["temperature"] = float(out["temperature"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid sampling value: {exc}") from exc
     if out["max_new_tokens"] <= 0:
         raise ConfigError(f"max_new_tokens must be positive, got {out['max_new_tokens']}")
     if out["temperature"] < 0:
         raise ConfigError(f"temperature must be >= 0, got {out['temperature']}")
+    if out.get("top_p") is not None and not 0 < float(out["top_p"]) <= 1:
+        raise ConfigError(f"top_p must be in (0, 1], got {out['top_p']}")
+    if out.get("n", 1) != 1:
+        raise ConfigError(
+            f"n={out['n']}: one answer per conversation is returned; repeat the conversation "
+            "(with different seeds) for several samples"
+        )
+    out.pop("n", None)
     return out
 
 
-def _cut_at_stop(text: str, stop: Sequence[str] | None) -> str:
+def cut_at_stop(text: str, stop: Sequence[str] | None) -> tuple[str, bool]:
+    """Cut ``text`` before the earliest stop string; also say whether one was found."""
     if not stop:
-        return text
-    cut = min((text.find(s) for s in stop if s and s in text), default=-1)
-    return text if cut < 0 else text[:cut]
+        return text, False
+    hits = [text.find(s) for s in stop if s and s in text]
+    if not hits:
+        return text, False
+    return text[: min(hits)], True
 
 
-class TransformersChatModel:
-    """A local chat model: a causal LM with a chat template, batched generation.
+def apply_finish_policy(
+    results: list[ChatResult],
+    *,
+    on_truncation: str,
+    on_content_filter: str,
+    on_empty: str,
+    source: str,
+) -> None:
+    """Warn about or raise on answers that were cut off, filtered or empty (failed ones skipped).
 
-    Args:
-        model: Hub id, local directory, or an already loaded ``PreTrainedModel``.
-        tokenizer: Tokenizer (or its id/path); defaults to the model's.
-        device: Device for the model (``"auto"`` picks CUDA, then MPS, then CPU).
-        dtype: Weight dtype (``"auto"``: bf16 on recent GPUs, fp32 on CPU).
-        adapter: Optional peft adapter applied on load.
-        batch_size: Conversations generated together.
-        max_new_tokens: Default length limit of an answer.
-        chat_template_kwargs: Extra keywords for ``apply_chat_template`` (for example
-            ``{"enable_thinking": False}`` for Qwen3).
-        **load_kwargs: Passed to :func:`~zjulab.common.loading.load_causal_lm`.
-
-    The model is loaded on first use, so constructing one is free.
+    Raises:
+        IncompleteAnswerError: A case whose policy is ``"raise"`` occurred.
     """
+    cases: list[tuple[str, str, list[int]]] = [
+        ("length", on_truncation, [i for i, r in enumerate(results) if r.ok and r.finish_reason == "length"]),
+        (
+            "content_filter",
+            on_content_filter,
+            [i for i, r in enumerate(results) if r.ok and r.finish_reason == "content_filter"],
+        ),
+        (
+            "empty",
+            on_empty,
+            [
+                i
+                for i, r in enumerate(results)
+                if r.ok and not r.text.strip() and r.finish_reason not in ("length", "content_filter")
+            ],
+        ),
+    ]
+    what = {
+        "length": "cut off at the token limit (finish_reason 'length')",
+        "content_filter": "withheld by a content filter (finish_reason 'content_filter')",
+        "empty": "empty",
+    }
+    for reason, policy, idx in cases:
+        if not idx or policy == "return":
+            continue
+        msg = f"{source}: {len(idx)} of {len(results)} answer(s) {what[reason]}: conversation(s) {idx[:10]}"
+        if policy == "raise":
+            raise IncompleteAnswerError(msg, results, idx, reason)
+        logger.warning("%s", msg)
 
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any = None,
-        *,
-        device: DeviceLike = "auto",
-        dtype: DtypeLike = "auto",
-        adapter: str | None = None,
-        batch_size: int = 8,
-        max_new_tokens: int = 256,
-        chat_template_kwargs: dict[str, Any] | None = None,
-        **load_kwargs: Any,
-    ) -> None:
-        if batch_size <= 0:
-            raise ConfigError(f"batch_size must be positive, got {batch_size}")
-        self._model = model if not isinstance(model, (str, os.PathLike)) else None
-        self._tokenizer = tokenizer if not isinstance(tokenizer, (str, os.PathLike)) else None
-        self._model_src = None if self._model is not None else str(model)
-        self._tok_src = str(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else None
-        self.model_id = self._model_src or getattr(
-            getattr(model, "config", None), "_name_or_path", type(model).__name__
-        )
-        self.device = device
-        self.dtype = dtype
-        self.adapter = adapter
-        self.batch_size = batch_size
-        self.max_new_tokens = max_new_tokens
-        self.chat_template_kwargs = dict(chat_template_kwargs or {})
-        self.load_kwargs = load_kwargs
-        self.usage = Usage()
-        self._lock = threading.Lock()
 
-    @property
-    def model(self) -> Any:
-        """The underlying ``PreTrainedModel`` (loaded on first access)."""
-        if self._model is None:
-            from zjulab.common.loading import load_causal_lm
+def _read_key_file(path: str | os.PathLike[str]) -> str:
+    p = Path(path).expanduser()
+    try:
+        key = p.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the API key file {str(p)!r}: {exc.strerror}") from None
+    if not key:
+        raise ConfigError(f"the API key file {str(p)!r} is empty")
+    return key
 
-            with self._lock:
-                if self._model is None:
-                    self._model = load_causal_lm(
-                        self._model_src or "",
-                        device=self.device,
-                        dtype=self.dtype,
-                        adapter=self.adapter,
-                        **self.load_kwargs,
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds a server asked to wait (``retry-after-ms``, ``retry-after`` seconds or HTTP date)."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    parsed = email.utils.parsedate_to_datetime(value) if value.strip() else None
+    if parsed is None:
+        return None
+    return max(0.0, parsed.timestamp() - time.time())
+
+
+_OPENAI_PARAMS = (
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
+    "n",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "user",
+    "response_format",
+    "reasoning_effort",
+)
+# Not in the OpenAI API but accepted by vLLM, SGLang and llama.cpp: sent in the JSON body.
+_SERVER_PARAMS = ("top_k", "min_p", "repetition_penalty")
+
+
+def _deadline_transport(inner: Any, timeout: float) -> Any:
+    """An httpx transport that fails a request whose response is not complete within ``timeout``."""
+    import httpx2 as httpx
+
+    class _Stream(httpx.SyncByteStream):
+        def __init__(self, stream: Any, deadline: float, request: Any) -> None:
+            self._stream = stream
+            self._deadline = deadline
+            self._request = request
+
+        def __iter__(self) -> Any:
+            for chunk in self._stream:
+                if time.monotonic() > self._deadline:
+                    raise httpx.ReadTimeout(
+                        f"the response was not complete within {timeout:g}s", request=self._request
                     )
-        return self._model
+                yield chunk
 
-    @property
-    def tokenizer(self) -> Any:
-        """The tokenizer, padded on the left for generation (loaded on first access)."""
-        if self._tokenizer is None:
-            from zjulab.common.loading import load_tokenizer
+        def close(self) -> None:
+            self._stream.close()
 
-            src = self._tok_src or self._model_src
-            if src is None:
-                src = getattr(self.model.config, "_name_or_path", None)
-            self._tokenizer = load_tokenizer(str(src))
-        if self._tokenizer.pad_token is None:
-            self._tokenizer.pad_token = self._tokenizer.eos_token
-        return self._tokenizer
+    class _Transport(httpx.BaseTransport):
+        def handle_request(self, request: Any) -> Any:
+            deadline = time.monotonic() + timeout
+            resp = inner.handle_request(request)
+            return httpx.Response(
+                status_code=resp.status_code,
+                headers=resp.headers,
+                stream=_Stream(resp.stream, deadline, request),
+                extensions=resp.extensions,
+            )
 
-    def render(self, conversation: Conversation) -> str:
-        """The prompt text the chat template makes of ``conversation`` (generation prompt added)."""
-        text = self.tokenizer.apply_chat_template(
-            list(conversation),
-            tokenize=False,
-            add_generation_prompt=True,
-            **self.chat_template_kwargs,
-        )
-        return str(text)
+        def close(self) -> None:
+            inner.close()
 
-    @torch.inference_mode()
-    def generate(self, conversations: Sequence[Conversation], **sampling: Any) -> list[str]:
-        """Answer each conversation (see :class:`~zjulab.common.protocols.ChatModel`).
+    return _Transport()
 
-        Keywords: ``max_new_tokens``/``max_tokens``, ``temperature`` (0 = greedy), ``top_p``,
-        ``stop`` (strings; the answer is cut before the first), ``seed``.
 
-        Raises:
-            InputError: A malformed conversation.
-            ConfigError: Invalid sampling values.
-        """
-        validate_conversations(conversations)
-        opts = _sampling(sampling, self.max_new_tokens)
-        if not conversations:
-            return []
-        tok, model = self.tokenizer, self.model
-        prompts = [self.render(c) for c in conversations]
-        enc_lens = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-        out: list[str] = [""] * len(prompts)
-        if opts.get("seed") is not None:
-            torch.manual_seed(int(opts["seed"]))
-        gen_kwargs: dict[str, Any] = {"max_new_tokens": int(opts["max_new_tokens"])}
-        if opts["temperature"] > 0:
-            gen_kwargs.update(do_sample=True, temperature=float(opts["temperature"]))
-            if opts.get("top_p") is not None:
-                gen_kwargs["top_p"] = float(opts["top_p"])
-        else:
-            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        device = resolve_device(next(model.parameters()).device)
-        with padding_side(tok, "left"):
-            for idx in length_buckets(list(range(len(prompts))), lambda i: enc_lens[i], self.batch_size):
-                batch = tok(
-                    [prompts[i] for i in idx],
-                    return_tensors="pt",
-                    padding=True,
-                    add_special_tokens=False,
-                ).to(device)
-                gen = model.generate(**batch, pad_token_id=pad_id, **gen_kwargs)
-                new = gen[:, batch["input_ids"].shape[1] :]
-                texts = tok.batch_decode(new, skip_special_tokens=True)
-                produced = int((new != pad_id).sum().item())
-                self.usage.add(len(idx), sum(enc_lens[i] for i in idx), produced)
-                for i, text in zip(idx, texts):
-                    out[i] = _cut_at_stop(text, opts.get("stop")).strip()
-        return out
+class _MalformedBody(Exception):
+    """A 200 answer whose body is not a chat completion."""
 
 
 class OpenAIChatModel:
-    """A client for any OpenAI-compatible ``/v1/chat/completions`` endpoint.
+    """A client for any OpenAI-compatible ``/v1/chat/completions`` endpoint, on the ``openai`` SDK.
 
-    vLLM, SGLang, Ollama, llama.cpp's server and hosted APIs all speak this protocol.
-    Requests of one ``generate`` call run concurrently (``concurrency`` at a time); each retries
-    on timeouts, connection errors, HTTP 429 and 5xx with exponential back-off and jitter.
+    vLLM, SGLang, Ollama, llama.cpp's server and hosted APIs all speak this protocol. The
+    conversations of one call are sent concurrently; the client holds one connection pool and
+    one concurrency limit (``concurrency`` requests in flight), shared by every thread using it.
+
+    Each conversation is a separate request and fails alone: one refused request never discards
+    the answers already received. Timeouts, connection errors, HTTP 408/409/429 and 5xx and
+    malformed bodies are retried (``max_retries`` times); a ``Retry-After`` header is waited out
+    exactly (up to ``max_retry_wait``), otherwise the wait is ``backoff * 2**k`` plus jitter.
+    HTTP 401/403/404 raise :class:`~zjulab.common.errors.ConfigError` (wrong key, model name or
+    URL) and stop the requests not yet sent; other 4xx are not retried.
+
+    The API key is sent only to ``base_url``, as an ``Authorization: Bearer`` header; it never
+    appears in this object's repr, in log records or in error messages.
 
     Args:
         model: Model name sent in the request body.
         base_url: Server root, e.g. ``http://127.0.0.1:8000/v1`` (``/v1`` is appended if absent).
-        api_key: Bearer token; defaults to ``$OPENAI_API_KEY`` and may be empty for local servers.
-        timeout: Seconds allowed for one request.
+        api_key: Bearer token. Without it: ``api_key_file``, else the environment variable
+            ``api_key_env`` (``$OPENAI_API_KEY``), else no key (local servers).
+        api_key_file: File holding the key (surrounding whitespace and the newline removed).
+        api_key_env: Environment variable read when neither of the above is given.
+        timeout: Seconds one request may take from connecting to its last byte.
         max_retries: Retries after the first attempt.
-        backoff: Base delay in seconds; attempt ``n`` waits ``backoff * 2**n`` (plus jitter).
-        concurrency: Requests in flight at once.
-        max_new_tokens: Default answer length.
+        backoff: Base delay of the exponential back-off, in seconds.
+        max_backoff: Longest back-off wait.
+        max_retry_wait: Longest ``Retry-After`` the client waits; a server asking for more fails
+            that conversation at once.
+        concurrency: Requests in flight at once, across all threads using this client.
+        max_new_tokens: Default answer length (``max_tokens`` in the request).
         extra_body: Extra JSON fields sent with every request.
+        json_schema: The server supports ``response_format={"type": "json_schema", ...}``
+            (vLLM, SGLang, OpenAI); :func:`~zjulab.common.structured.generate_structured` then
+            constrains answers to the schema.
+        on_truncation: What ``generate`` does with an answer cut off at the token limit:
+            ``"warn"`` (log a warning, return it), ``"raise"`` (:class:`IncompleteAnswerError`)
+            or ``"return"`` (return it silently).
+        on_content_filter: The same for ``finish_reason == "content_filter"``.
+        on_empty: The same for an empty answer.
+        on_error: What ``generate`` does when conversations got no answer: ``"raise"`` the first
+            error, with ``.results`` (every :class:`ChatResult`) and ``.failed`` (positions)
+            attached, or ``"return"`` ``None`` in their place.
+        default_headers: Extra HTTP headers sent with every request.
     """
 
     def __init__(
@@ -260,97 +424,341 @@ class OpenAIChatModel:
         base_url: str = "http://127.0.0.1:8000/v1",
         *,
         api_key: str | None = None,
+        api_key_file: str | os.PathLike[str] | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
         timeout: float = 60.0,
         max_retries: int = 3,
         backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        max_retry_wait: float = 120.0,
         concurrency: int = 8,
         max_new_tokens: int = 512,
         extra_body: dict[str, Any] | None = None,
+        json_schema: bool = False,
+        on_truncation: Policy = "warn",
+        on_content_filter: Policy = "warn",
+        on_empty: Policy = "warn",
+        on_error: OnError = "raise",
+        default_headers: dict[str, str] | None = None,
     ) -> None:
-        if timeout <= 0:
+        if not timeout or timeout <= 0:
             raise ConfigError(f"timeout must be positive, got {timeout}")
         if max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
         if concurrency <= 0:
             raise ConfigError(f"concurrency must be positive, got {concurrency}")
-        url = base_url.rstrip("/")
+        if backoff < 0 or max_backoff < 0 or max_retry_wait < 0:
+            raise ConfigError("backoff, max_backoff and max_retry_wait must be >= 0")
+        if max_new_tokens <= 0:
+            raise ConfigError(f"max_new_tokens must be positive, got {max_new_tokens}")
+        self.on_truncation = _check_policy("on_truncation", on_truncation)
+        self.on_content_filter = _check_policy("on_content_filter", on_content_filter)
+        self.on_empty = _check_policy("on_empty", on_empty)
+        self.on_error = _check_policy("on_error", on_error, ("raise", "return"))
+        url = str(base_url).rstrip("/")
         if not url.endswith("/v1"):
             url += "/v1"
         self.model_id = model
         self.base_url = url
-        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
-        self.timeout = timeout
+        if api_key is not None:
+            key = api_key.strip()
+        elif api_key_file is not None:
+            key = _read_key_file(api_key_file)
+        else:
+            key = os.environ.get(api_key_env, "").strip() if api_key_env else ""
+        self._api_key = key
+        self.timeout = float(timeout)
         self.max_retries = max_retries
         self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.max_retry_wait = max_retry_wait
         self.concurrency = concurrency
         self.max_new_tokens = max_new_tokens
         self.extra_body = dict(extra_body or {})
+        self.json_schema = json_schema
+        self.default_headers = dict(default_headers or {})
         self.usage = Usage()
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._client_lock = threading.Lock()
+        self._client: Any = None
 
-    def _body(self, conversation: Conversation, opts: dict[str, Any]) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.model_id,
-            "messages": [{"role": m["role"], "content": m["content"]} for m in conversation],
-            "max_tokens": int(opts["max_new_tokens"]),
-            "temperature": float(opts["temperature"]),
-        }
-        for key in ("top_p", "stop", "seed"):
-            if opts.get(key) is not None:
-                body[key] = opts[key]
-        body.update(self.extra_body)
-        return body
+    # -- secrets ------------------------------------------------------------------------------
 
-    def _post(self, client: Any, body: dict[str, Any]) -> str:
-        import httpx
+    @property
+    def has_api_key(self) -> bool:
+        """Whether a key will be sent."""
+        return bool(self._api_key)
 
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                delay = self.backoff * 2 ** (attempt - 1)
-                time.sleep(delay + random.uniform(0, delay / 2))
-            try:
-                resp = client.post(f"{self.base_url}/chat/completions", json=body, headers=headers)
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
-                last = f"{type(exc).__name__}: {exc}"
-                logger.warning("chat request failed (%s), attempt %d", last, attempt + 1)
-                continue
-            if resp.status_code == 429 or resp.status_code >= 500:
-                last = f"HTTP {resp.status_code}: {resp.text[:200]}"
-                logger.warning("chat request failed (%s), attempt %d", last, attempt + 1)
-                continue
-            if resp.status_code >= 400:
-                raise RemoteModelError(
-                    f"{self.base_url} refused the request: HTTP {resp.status_code}: {resp.text[:500]}"
-                )
-            try:
-                data = resp.json()
-                text = data["choices"][0]["message"]["content"] or ""
-            except (ValueError, KeyError, IndexError, TypeError) as exc:
-                raise RemoteModelError(
-                    f"{self.base_url} returned an unexpected body: {resp.text[:500]}"
-                ) from exc
-            usage = data.get("usage") or {}
-            self.usage.add(1, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
-            return str(text)
-        raise RemoteModelError(
-            f"{self.base_url}: no answer after {self.max_retries + 1} attempts; last error: {last}"
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenAIChatModel(model={self.model_id!r}, base_url={self.base_url!r}, "
+            f"api_key={'***' if self._api_key else None}, concurrency={self.concurrency})"
         )
 
-    def generate(self, conversations: Sequence[Conversation], **sampling: Any) -> list[str]:
-        """Answer each conversation through the server (see the class docstring).
+    # -- client -------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The ``openai.OpenAI`` client (created on first use; one connection pool)."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    import httpx2 as httpx
+                    import openai
+
+                    limits = httpx.Limits(
+                        max_connections=self.concurrency, max_keepalive_connections=self.concurrency
+                    )
+                    transport = _deadline_transport(httpx.HTTPTransport(limits=limits), self.timeout)
+                    http = openai.DefaultHttpxClient(transport=transport, timeout=self.timeout)
+                    headers: dict[str, Any] = dict(self.default_headers)
+                    self._client = openai.OpenAI(
+                        api_key=self._api_key or "no-key",
+                        base_url=self.base_url,
+                        timeout=self.timeout,
+                        max_retries=0,  # retries are ours: Retry-After, usage and logs stay exact
+                        http_client=http,
+                        default_headers=headers or None,
+                    )
+        return self._client
+
+    def close(self) -> None:
+        """Close the connection pool (a later call opens a new one)."""
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def __enter__(self) -> OpenAIChatModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def _kwargs(self, conversation: Conversation, opts: dict[str, Any]) -> dict[str, Any]:
+        kw: dict[str, Any] = {
+            "model": self.model_id,
+            "messages": [{"role": m["role"], "content": m["content"]} for m in conversation],
+            "max_tokens": opts["max_new_tokens"],
+        }
+        extra = dict(self.extra_body)
+        for key, value in opts.items():
+            if key in ("max_new_tokens", "extra_body") or value is None:
+                continue
+            if key in _SERVER_PARAMS:
+                extra[key] = value
+            else:
+                kw[key] = value
+        extra.update(opts.get("extra_body") or {})
+        if extra:
+            kw["extra_body"] = extra
+        return kw
+
+    def _error(self, exc: BaseException) -> tuple[BaseException, bool, float | None]:
+        """Map an SDK exception to (zjulab error, retryable, server-requested wait)."""
+        import openai
+
+        where = f"{self.base_url} (model {self.model_id!r})"
+        if isinstance(exc, openai.APITimeoutError):
+            return RemoteModelError(f"{where}: timed out after {self.timeout:g}s"), True, None
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__ or exc
+            return (
+                RemoteModelError(f"{where}: connection failed ({type(cause).__name__}: {cause})"),
+                True,
+                None,
+            )
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            try:
+                body = exc.response.text[:300]
+            except Exception:
+                body = ""
+            detail = self._redact(f"HTTP {status}: {body}")
+            if status in (401, 403):
+                return ConfigError(f"{where} rejected the API key: {detail}"), False, None
+            if status == 404:
+                return ConfigError(f"{where}: no such model or route: {detail}"), False, None
+            if status in (408, 409, 429) or status >= 500:
+                err = RemoteModelError(f"{where}: {detail}")
+                err.status = status  # type: ignore[attr-defined]
+                return err, True, _retry_after(exc.response.headers)
+            err = RemoteModelError(f"{where} refused the request: {detail}")
+            err.status = status  # type: ignore[attr-defined]
+            return err, False, None
+        if isinstance(exc, (_MalformedBody, json.JSONDecodeError)):
+            return RemoteModelError(f"{where} returned a malformed body: {exc}"), True, None
+        if isinstance(exc, openai.OpenAIError):
+            return RemoteModelError(f"{where}: {self._redact(str(exc))}"), False, None
+        raise exc
+
+    def _parse(self, resp: Any) -> ChatResult:
+        try:
+            return self._parse_body(resp)
+        except _MalformedBody:
+            raise
+        except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
+            raise _MalformedBody(f"{type(exc).__name__}: {exc}") from None
+
+    def _parse_body(self, resp: Any) -> ChatResult:
+        if isinstance(resp, (str, bytes)):
+            raise _MalformedBody(f"not a chat completion: {str(resp)[:200]!r}")
+        choices = resp.choices
+        if not choices:
+            raise _MalformedBody("the body has no choices")
+        choice = choices[0]
+        message = choice.message
+        extra = getattr(message, "model_extra", None) or {}
+        text = message.content if message is not None else None
+        reasoning = extra.get("reasoning_content") or extra.get("reasoning")
+        refusal = getattr(message, "refusal", None)
+        usage = getattr(resp, "usage", None)
+        return ChatResult(
+            text="" if text is None else str(text),
+            finish_reason=choice.finish_reason,
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            reasoning=str(reasoning) if reasoning else None,
+            refusal=str(refusal) if refusal else None,
+        )
+
+    def _wait(self, attempt: int, requested: float | None) -> float:
+        if requested is not None:
+            return requested
+        delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+        return delay + random.uniform(0, delay / 4)
+
+    def _one(self, kwargs: dict[str, Any], stop_event: threading.Event) -> ChatResult:
+        last: BaseException | None = None
+        for attempt in range(1, self.max_retries + 2):
+            if stop_event.is_set():
+                err = last or RemoteModelError(
+                    f"{self.base_url}: not sent, an earlier request failed fatally"
+                )
+                return ChatResult(error=err, attempts=attempt - 1)
+            with self._slots:
+                try:
+                    if not self._api_key:
+                        # no key: send no Authorization header at all, not a placeholder
+                        import openai
+
+                        kwargs = {**kwargs, "extra_headers": {"Authorization": openai.omit}}
+                    resp = self.client.chat.completions.create(**kwargs)
+                    result = self._parse(resp)
+                    result.attempts = attempt
+                    self.usage.add(1, result.prompt_tokens, result.completion_tokens, retries=attempt - 1)
+                    return result
+                except Exception as exc:
+                    err, retryable, wait = self._error(exc)
+                    err.__cause__ = None
+                    last = err
+            if not retryable or attempt > self.max_retries:
+                break
+            if wait is not None and wait > self.max_retry_wait:
+                last = RemoteModelError(
+                    f"{err}; the server asked to wait {wait:g}s, more than max_retry_wait="
+                    f"{self.max_retry_wait:g}s"
+                )
+                break
+            delay = self._wait(attempt, wait)
+            logger.warning(
+                "chat request to %s failed (%s); retry %d of %d in %.2fs",
+                self.base_url,
+                err,
+                attempt,
+                self.max_retries,
+                delay,
+            )
+            time.sleep(delay)
+        assert last is not None
+        if isinstance(last, ConfigError):
+            stop_event.set()
+        elif attempt > 1:
+            last.args = (f"no answer after {attempt} attempts; last error: {last}",)
+        self.usage.add(0, 0, 0, failed=1, retries=attempt - 1)
+        return ChatResult(error=last, attempts=attempt)
+
+    _ACCEPTED = ("max_new_tokens", *_OPENAI_PARAMS, *_SERVER_PARAMS, "extra_body")
+
+    def generate_results(self, conversations: Sequence[Conversation], **sampling: Any) -> list[ChatResult]:
+        """Answer each conversation; failures are returned in the results, never raised.
+
+        Keywords: ``max_new_tokens``/``max_tokens``, ``temperature``, ``top_p``, ``stop``,
+        ``seed``, ``presence_penalty``, ``frequency_penalty``, ``logit_bias``, ``logprobs``,
+        ``top_logprobs``, ``user``, ``response_format``, ``reasoning_effort``; ``top_k``,
+        ``min_p``, ``repetition_penalty`` (sent in the body for vLLM/SGLang/llama.cpp);
+        ``extra_body``. Anything else raises :class:`ConfigError`.
 
         Raises:
             InputError: A malformed conversation.
-            RemoteModelError: A request failed after every retry or was refused (4xx).
+            ConfigError: An unknown or invalid sampling option.
         """
-        import httpx
-
         validate_conversations(conversations)
-        opts = _sampling(sampling, self.max_new_tokens)
-        bodies = [self._body(c, opts) for c in conversations]
-        with httpx.Client(timeout=self.timeout) as client:
-            if len(bodies) <= 1 or self.concurrency == 1:
-                return [self._post(client, b) for b in bodies]
-            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(bodies))) as pool:
-                return list(pool.map(lambda b: self._post(client, b), bodies))
+        opts = normalize_sampling(sampling, self.max_new_tokens, self._ACCEPTED)
+        kwargs = [self._kwargs(c, opts) for c in conversations]
+        stop_event = threading.Event()
+        if len(kwargs) <= 1 or self.concurrency == 1:
+            return [self._one(k, stop_event) for k in kwargs]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(kwargs))) as pool:
+            return list(pool.map(lambda k: self._one(k, stop_event), kwargs))
+
+    def generate(
+        self, conversations: Sequence[Conversation], *, on_error: OnError | None = None, **sampling: Any
+    ) -> list[str]:
+        """Answer each conversation (see the class docstring for the policies).
+
+        Raises:
+            InputError: A malformed conversation.
+            ConfigError: A bad sampling option; or HTTP 401/403/404 (with ``.results``).
+            RemoteModelError: A conversation got no answer and ``on_error="raise"``; the
+                exception carries ``.results`` (every :class:`ChatResult`, answers included) and
+                ``.failed`` (the positions without an answer).
+            IncompleteAnswerError: An answer was cut off/filtered/empty under policy ``"raise"``.
+        """
+        policy = _check_policy("on_error", on_error or self.on_error, ("raise", "return"))
+        results = self.generate_results(conversations, **sampling)
+        return finish(
+            results,
+            on_error=policy,
+            on_truncation=self.on_truncation,
+            on_content_filter=self.on_content_filter,
+            on_empty=self.on_empty,
+            source=f"{self.base_url} (model {self.model_id!r})",
+        )
+
+
+def finish(
+    results: list[ChatResult],
+    *,
+    on_error: str,
+    on_truncation: str,
+    on_content_filter: str,
+    on_empty: str,
+    source: str,
+) -> list[Any]:
+    """Turn results into strings under the error and finish-reason policies."""
+    failed = [i for i, r in enumerate(results) if not r.ok]
+    if failed and on_error == "raise":
+        first = results[failed[0]].error
+        assert first is not None
+        answered = len(results) - len(failed)
+        first.args = (
+            f"{len(failed)} of {len(results)} conversation(s) got no answer (first: #{failed[0]}): "
+            f"{first}; the {answered} answer(s) received are in .results",
+        )
+        first.results = results  # type: ignore[attr-defined]
+        first.failed = failed  # type: ignore[attr-defined]
+        raise first
+    apply_finish_policy(
+        results,
+        on_truncation=on_truncation,
+        on_content_filter=on_content_filter,
+        on_empty=on_empty,
+        source=source,
+    )
+    return [r.text if r.ok else None for r in results]

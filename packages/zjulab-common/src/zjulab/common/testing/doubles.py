@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from zjulab.common.chat import Usage, validate_conversations
+from zjulab.common.chat import ChatResult, Usage, cut_at_stop, validate_conversations
 from zjulab.common.encoders import l2_normalize
 from zjulab.common.errors import ConfigError, InputError
 from zjulab.common.protocols import Conversation
@@ -64,11 +64,17 @@ class HashingEncoder:
         return l2_normalize(out)
 
 
-Responder = Callable[[Conversation], str]
+Responder = Callable[[Conversation], "str | ChatResult"]
 
 
 class ScriptedChatModel:
     """A chat model that answers from a script, recording every conversation it is asked.
+
+    A reply may be a string (``finish_reason "stop"``) or a :class:`~zjulab.common.chat.ChatResult`
+    to script how it ended (``ChatResult("The capital of Fr", finish_reason="length")``) or a
+    failure (``ChatResult(error=RemoteModelError(...))``). ``stop`` strings cut replies as a
+    server would. Token counts in :meth:`generate_results` and :attr:`usage` are
+    whitespace-separated words (prompt: every message's content).
 
     Args:
         replies: Answers handed out in order, one per conversation, or a function computing
@@ -84,13 +90,13 @@ class ScriptedChatModel:
 
     def __init__(
         self,
-        replies: Sequence[str] | Responder = (),
+        replies: Sequence[str | ChatResult] | Responder = (),
         *,
         default: str | None = None,
         model_id: str = "scripted",
     ) -> None:
         self._fn: Responder | None = replies if callable(replies) else None
-        self._queue: deque[str] = deque([] if callable(replies) else list(replies))
+        self._queue: deque[str | ChatResult] = deque([] if callable(replies) else list(replies))
         self.default = default
         self.model_id = model_id
         self.calls: list[Conversation] = []
@@ -98,27 +104,54 @@ class ScriptedChatModel:
         self.usage = Usage()
         self._lock = threading.Lock()
 
-    def push(self, *replies: str) -> None:
+    def push(self, *replies: str | ChatResult) -> None:
         """Append replies to the script."""
         self._queue.extend(replies)
 
-    def generate(self, conversations: Sequence[Conversation], **sampling: Any) -> list[str]:
-        """Answer each conversation from the script."""
+    def generate_results(self, conversations: Sequence[Conversation], **sampling: Any) -> list[ChatResult]:
+        """Answer each conversation from the script, saying how each answer ended."""
         validate_conversations(conversations)
-        out = []
+        stop = sampling.get("stop")
+        stop = [stop] if isinstance(stop, str) else stop
+        out: list[ChatResult] = []
         with self._lock:
             self.sampling.append(dict(sampling))
             for conv in conversations:
                 self.calls.append([dict(m) for m in conv])  # type: ignore[misc]
                 if self._fn is not None:
-                    out.append(self._fn(conv))
+                    reply: str | ChatResult = self._fn(conv)
                 elif self._queue:
-                    out.append(self._queue.popleft())
+                    reply = self._queue.popleft()
                 elif self.default is not None:
-                    out.append(self.default)
+                    reply = self.default
                 else:
                     raise InputError(
                         f"ScriptedChatModel ran out of replies after {len(self.calls) - 1} calls"
                     )
-            self.usage.add(len(conversations), 0, 0)
+                prompt = sum(len(str(m["content"]).split()) for m in conv)
+                if isinstance(reply, ChatResult):
+                    res = ChatResult(**{k: getattr(reply, k) for k in reply.__dataclass_fields__})
+                    res.prompt_tokens = res.prompt_tokens or (prompt if res.ok else 0)
+                    res.completion_tokens = res.completion_tokens or len(res.text.split())
+                else:
+                    text, _ = cut_at_stop(str(reply), stop)
+                    res = ChatResult(text, "stop", prompt, len(text.split()))
+                res.attempts = 1
+                out.append(res)
+            ok = [r for r in out if r.ok]
+            self.usage.add(
+                len(ok),
+                sum(r.prompt_tokens for r in ok),
+                sum(r.completion_tokens for r in ok),
+                failed=len(out) - len(ok),
+            )
         return out
+
+    def generate(self, conversations: Sequence[Conversation], **sampling: Any) -> list[str]:
+        """Answer each conversation from the script (a scripted failure is raised)."""
+        results = self.generate_results(conversations, **sampling)
+        for r in results:
+            if r.error is not None:
+                r.error.results = results  # type: ignore[attr-defined]
+                raise r.error
+        return [r.text for r in results]

@@ -107,13 +107,34 @@ def tiny_tokenizer(kind: Literal["causal", "encoder"] = "causal", vocab_size: in
     return tok
 
 
-def _seeded(seed: int) -> torch.Generator:
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
+def _build(seed: int, factory: Any) -> Any:
+    """Build a model with weights drawn from ``seed``, leaving the global torch RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory()
+
+
+def unprintable_token_ids(tok: Any) -> list[int]:
+    """Ids of tokens that decode to nothing readable: specials but EOS, whitespace, broken bytes."""
+    bad = []
+    for i in range(len(tok)):
+        if i == tok.eos_token_id:
+            continue
+        text = tok.decode([i])
+        if i in tok.all_special_ids or not text.strip() or "\ufffd" in text or not text.isprintable():
+            bad.append(i)
+    return bad
 
 
 def tiny_causal_lm(seed: int = 0, *, hidden_size: int = 32, num_layers: int = 2) -> tuple[Any, Any]:
     """A Qwen2-architecture causal LM with random weights and its tokenizer.
+
+    The weights are drawn wide (``initializer_range=0.3``) so that the greedy answer depends on
+    the prompt, and the generation config suppresses the tokens that decode to nothing readable
+    (special tokens other than ``<|im_end|>``, whitespace-only and partial-UTF-8 byte tokens):
+    different prompts get different non-empty answers, the same prompt the same answer. It
+    rarely emits ``<|im_end|>``, so answers usually end at the token limit
+    (``finish_reason == "length"``).
 
     Returns:
         ``(model, tokenizer)``; the model is in eval mode on CPU, float32.
@@ -130,14 +151,15 @@ def tiny_causal_lm(seed: int = 0, *, hidden_size: int = 32, num_layers: int = 2)
         num_key_value_heads=2,
         max_position_embeddings=512,
         tie_word_embeddings=True,
+        initializer_range=0.3,
         pad_token_id=tok.pad_token_id,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
     )
-    _seeded(seed)
-    model = Qwen2ForCausalLM(config).eval()
+    model = _build(seed, lambda: Qwen2ForCausalLM(config).eval())
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.suppress_tokens = unprintable_token_ids(tok)
     return model, tok
 
 
@@ -161,8 +183,7 @@ def tiny_encoder(seed: int = 0, *, hidden_size: int = 32, num_layers: int = 2) -
     from transformers import BertModel
 
     tok = tiny_tokenizer("encoder")
-    _seeded(seed)
-    return BertModel(_bert_config(tok, hidden_size, num_layers)).eval(), tok
+    return _build(seed, lambda: BertModel(_bert_config(tok, hidden_size, num_layers)).eval()), tok
 
 
 def tiny_cross_encoder(
@@ -172,9 +193,8 @@ def tiny_cross_encoder(
     from transformers import BertForSequenceClassification
 
     tok = tiny_tokenizer("encoder")
-    _seeded(seed)
     config = _bert_config(tok, hidden_size, num_layers, num_labels=num_labels)
-    return BertForSequenceClassification(config).eval(), tok
+    return _build(seed, lambda: BertForSequenceClassification(config).eval()), tok
 
 
 def save_tiny(model: Any, tokenizer: Any, path: str | os.PathLike[str]) -> Path:
