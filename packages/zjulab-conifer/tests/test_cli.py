@@ -75,28 +75,62 @@ def test_export_jsonl_and_hf(tmp_path, capsys):
     assert main(["export", str(tmp_path / "nothing"), "--out", str(out)]) == 2
 
 
-def test_run_from_config_sets_aside_when_the_server_is_down(tmp_path, capsys):
+def test_run_with_the_server_down_exits_nonzero_then_recovers(tmp_path, capsys):
+    from .stub import StubServer
+
     (tmp_path / "seeds.txt").write_text("How do I keep a sourdough starter alive?\n")
-    cfg = {
-        "out_dir": "run",
-        "seeds_path": "seeds.txt",
-        "num_levels": 3,
-        "hard_level": 2,
-        "max_remote_retries": 0,
-        "retry_backoff": 0.0,
-        "strong_model": {
-            "kind": "openai",
-            "model": "m",
-            "base_url": "http://127.0.0.1:9/v1",
-            "max_retries": 0,
-            "timeout": 2,
-        },
-    }
-    (tmp_path / "c.json").write_text(json.dumps(cfg))
-    assert main(["run", str(tmp_path / "c.json")]) == 0
-    out = capsys.readouterr().out
-    assert "0 records, 1 set aside" in out
-    (row,) = [
-        json.loads(x) for x in (tmp_path / "run" / "02_reframe.setaside.jsonl").read_text().splitlines()
-    ]
-    assert row["key"] == "s0" and "RemoteModelError" in row["reason"]
+    with StubServer() as stub:
+        cfg = {
+            "out_dir": "run",
+            "seeds_path": "seeds.txt",
+            "num_levels": 3,
+            "num_reframes": 1,
+            "few_shot": False,
+            "max_remote_retries": 0,
+            "retry_backoff": 0.0,
+            "strong_model": {
+                "kind": "openai",
+                "model": "m",
+                "base_url": stub.url,
+                "api_key": "k",
+                "max_retries": 0,
+            },
+        }
+        (tmp_path / "c.json").write_text(json.dumps(cfg))
+        stub.down = True
+        assert main(["run", str(tmp_path / "c.json")]) == 3  # not a success
+        captured = capsys.readouterr()
+        assert "0 records, 1 set aside" in captured.out and "incomplete: 1 request(s) failed" in captured.err
+        (row,) = [
+            json.loads(x) for x in (tmp_path / "run" / "02_reframe.setaside.jsonl").read_text().splitlines()
+        ]
+        assert row["state"] == "failed" and "RemoteModelError" in row["reason"]
+        # an incomplete run is not exported unless asked for, and then labelled
+        assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "x.jsonl")]) == 2
+        assert "incomplete run" in capsys.readouterr().err
+        stub.down = False
+        assert main(["run", str(tmp_path / "c.json")]) == 0
+        assert "3 records, 0 set aside" in capsys.readouterr().out
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "x.jsonl")]) == 0
+    assert not (tmp_path / "x.jsonl.partial.json").exists()
+
+
+def test_export_refuses_a_run_missing_its_answer_stage(tmp_path, capsys):
+    from zjulab.conifer.stages import ReframeStage, SeedStage
+
+    cfg = PipelineConfig(out_dir=str(tmp_path / "run"), num_reframes=1, few_shot=False)
+    Pipeline(FakeModel(), None, cfg, stages=[SeedStage(cfg), ReframeStage(1)]).run(
+        load_seeds(["How do I keep a starter alive?"])
+    )
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    # a run that stopped after its second stage (killed): the manifest lists stages not done
+    manifest["stages"] += ["answer"]
+    manifest["complete"] = False
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "sft.jsonl"
+    assert main(["export", str(tmp_path / "run"), "--out", str(out)]) == 2
+    assert "stage(s) ['answer'] never finished" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "run"), "--out", str(out), "--partial"]) == 0
+    assert "PARTIAL" in capsys.readouterr().out
+    label = json.loads((tmp_path / "sft.jsonl.partial.json").read_text())
+    assert label == {"partial": True, "missing_stages": ["answer"], "failed": {}}

@@ -12,6 +12,7 @@ from zjulab.conifer import (
     PipelineConfig,
     load_seeds,
 )
+from zjulab.conifer.pipeline import read_jsonl_tolerant, seed_id
 from zjulab.conifer.stages import AnswerStage, FormatNumberStage, Rejection
 
 from .fakes import FakeModel, weak_reply
@@ -75,7 +76,7 @@ def test_full_run_counts_and_records(tmp_path):
     assert all(r["weak_answer"].startswith("weak answer") and r["follows"] is False for r in top)
     assert all(r["process"] == ["audience: addressed", "format: a list"] for r in recs if r["level"] >= 2)
     assert (
-        recs[0]["id"] == "s0-q1-L1"
+        recs[0]["id"] == f"{seed_id(SEEDS[0])}-q1-L1"
         and recs[0]["instruction"] == "L1: Q1 on How do I keep a sourdough starter alive??"
     )
     assert recs[0]["answer"].startswith("Answer to <L1: Q1")
@@ -85,7 +86,8 @@ def test_set_aside_file_has_reason_and_raw(tmp_path):
     res, strong, _ = run(tmp_path)
     rows = [json.loads(x) for x in (tmp_path / "run" / "02_reframe.setaside.jsonl").read_text().splitlines()]
     assert len(rows) == 1
-    assert rows[0]["key"] == "s1" and rows[0]["stage"] == "reframe"
+    assert rows[0]["key"] == seed_id(SEEDS[1]) and rows[0]["stage"] == "reframe"
+    assert rows[0]["state"] == "rejected"
     assert rows[0]["reason"].startswith("unparseable model output after 2 attempt(s)")
     assert rows[0]["raw"] == "Still no JSON, sorry."  # the last attempt's raw answer
     assert res.set_aside() == rows
@@ -124,51 +126,68 @@ def test_resume_after_crash_redoes_nothing_finished(tmp_path):
     strong = FakeModel(fail_on=crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         Pipeline(strong, FakeModel(weak_reply), config(tmp_path)).run(load_seeds(SEEDS))
-    ckpt = tmp_path / "run" / "07_answer.jsonl"
-    done_keys = [json.loads(x)["key"] for x in ckpt.read_text().splitlines()]
-    assert len(done_keys) == 4  # batches of 2: two full batches landed before the crash
+    cache = tmp_path / "run" / "requests.jsonl"
+    returned = strong.asked[:-1]  # the last one was asked in the batch that crashed
     # simulate a torn write of the next line
-    with ckpt.open("a") as fh:
-        fh.write('{"key": "s3-q2-L1", "outp')
+    with cache.open("a") as fh:
+        fh.write('{"key": "abc", "stage": "answer", "te')
     again = FakeModel()
     res = Pipeline(again, FakeModel(weak_reply), config(tmp_path)).run(load_seeds(SEEDS))
     st = {s.name: s for s in res.stats}
-    # stages 1-6 were complete: no model call for them
-    assert not any(
-        a.startswith(("Here is a request", "Question:", "Instruction:"))
-        and "Answer:" not in a
-        and "Candidate" not in a
-        for a in again.asked
-    )
+    # nothing answered before the crash is asked again
+    assert not set(again.asked) & set(returned)
     answer_prompts = [a for a in again.asked if a.startswith("L")]
-    assert len(answer_prompts) == 12 - 4
-    assert st["answer"].resumed == 4
-    assert res.records == clean.records
+    assert len(answer_prompts) == 12 - 4  # batches of 2: two full batches landed before the crash
+    assert st["answer"].resumed == 4 and st["reframe"].resumed == 5  # 4 asks + 1 re-ask
+    assert res.records == clean.records and res.complete
 
 
-def test_manifest_guards_changed_settings(tmp_path):
+def test_second_run_replays_everything(tmp_path):
+    first, _, _ = run(tmp_path)
+    res, strong, weak = run(tmp_path, batch_size=5, max_in_flight=2)
+    assert strong.asked == [] and weak.asked == [] and res.records == first.records
+
+
+def test_changed_settings_reissue_only_the_affected_calls(tmp_path):
     run(tmp_path)
-    with pytest.raises(CheckpointError, match="num_levels"):
-        run(tmp_path, num_levels=4)
-    # batch size and concurrency do not change results: resuming with them is fine
-    res, strong, _ = run(tmp_path, batch_size=5, concurrency=2)
-    assert strong.asked == [] and len(res.records) == 12
+    # one more level: recombine prompts change (so do their descendants); reframe/filter do not
+    res, strong, _ = run(tmp_path, num_levels=4, hard_level=3)
+    assert not any(a.startswith("Here is a request") for a in strong.asked)
+    assert any("Rewrite the question" in a for a in strong.asked)
+    assert len(res.records) == 16
 
 
-def test_corrupt_checkpoint_middle_line(tmp_path):
+def test_corrupt_cache_middle_line(tmp_path):
     cfg = config(tmp_path)
     (tmp_path / "run").mkdir()
-    Pipeline(FakeModel(), None, cfg)  # nothing written yet
-    (tmp_path / "run" / "01_seeds.jsonl").write_text(
-        '{"key": "s0", "outputs": []}\n{bad\n{"key": "s1", "outputs": []}\n'
+    (tmp_path / "run" / "requests.jsonl").write_text(
+        '{"key": "a", "stage": "x", "text": "t"}\n{bad\n{"key": "b", "stage": "x", "text": "t"}\n'
     )
-    with pytest.raises(CheckpointError, match=r"01_seeds.jsonl:2"):
+    with pytest.raises(CheckpointError, match=r"requests.jsonl:2"):
         Pipeline(FakeModel(), FakeModel(weak_reply), cfg).run(load_seeds(SEEDS))
 
 
+@pytest.mark.parametrize("text", ["纸上得来终觉浅，绝知此事要躬行。", "Crème brûlée für Zoë"])
+def test_torn_lines_at_every_offset_keep_every_row(tmp_path, text):
+    rows = [{"key": f"k{i}", "stage": "answer", "text": f"{text} {i}"} for i in range(20)]
+    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    torn = (json.dumps({"key": "k20", "stage": "answer", "text": text}, ensure_ascii=False) + "\n").encode()
+    path = tmp_path / "c.jsonl"
+    for cut in range(len(torn)):  # every offset, including a complete line without its newline
+        path.write_bytes(body.encode() + torn[:cut])
+        assert read_jsonl_tolerant(path) == rows
+        assert path.read_bytes() == body.encode()
+        # a second and a third resume: still every row, and appending still works
+        assert read_jsonl_tolerant(path) == rows
+        with path.open("ab") as fh:
+            fh.write(torn)
+        assert read_jsonl_tolerant(path)[-1]["key"] == "k20"
+        assert len(read_jsonl_tolerant(path)) == 21
+
+
 def test_concurrency_gives_the_same_records(tmp_path):
-    a, _, _ = run(tmp_path / "a", concurrency=1)
-    b, _, _ = run(tmp_path / "b", concurrency=4, batch_size=1)
+    a, _, _ = run(tmp_path / "a", max_in_flight=1)
+    b, _, _ = run(tmp_path / "b", max_in_flight=4, batch_size=1)
     assert a.records == b.records
 
 
@@ -178,7 +197,11 @@ def test_remote_errors_are_retried_then_set_aside(tmp_path):
     res2, _, _ = run(tmp_path / "dead", strong=FakeModel(remote_failures=10**6), max_remote_retries=1)
     rows = res2.set_aside()
     assert len(rows) == 4 and all("RemoteModelError" in r["reason"] for r in rows)
-    assert res2.records == []
+    assert all(r["state"] == "failed" for r in rows)
+    assert res2.records == [] and not res2.complete
+    # the server is back: the failed requests are asked again and the run completes
+    res3, _, _ = run(tmp_path / "dead")
+    assert res3.complete and len(res3.records) == 12
 
 
 def test_seed_filters_and_loading(tmp_path):
@@ -190,13 +213,15 @@ def test_seed_filters_and_loading(tmp_path):
             "how do I keep a  starter alive?",
         ]
     )
-    assert [s["id"] for s in seeds] == ["s0", "s1", "s2"]  # duplicate (case/space) removed
+    assert len(seeds) == 3  # duplicate (case/space) removed
+    assert [s["id"] for s in seeds] == [seed_id(s["seed"]) for s in seeds]
+    assert load_seeds(["How do I keep a starter alive?"])[0]["id"] == seeds[2]["id"]  # not positional
     _res, _, _ = run(tmp_path, num_reframes=1)
     p = Pipeline(FakeModel(), FakeModel(weak_reply), config(tmp_path / "x", num_reframes=1))
     out = p.run(seeds)
     reasons = {r["key"]: r["reason"] for r in out.set_aside() if r["stage"] == "seeds"}
-    assert reasons["s0"].startswith("seed length 5")
-    assert reasons["s1"] == "seed language 'de' not in ['en']"
+    assert reasons[seeds[0]["id"]].startswith("seed length 5")
+    assert reasons[seeds[1]["id"]] == "seed language 'de' not in ['en']"
     f = tmp_path / "seeds.jsonl"
     f.write_text('{"query": "a b c d e f g h"}\n{"text": "x"}\n')
     with pytest.raises(ConiferInputError, match=r"seeds.jsonl:2.*'query'"):
@@ -285,3 +310,52 @@ def test_constraint_stage_accepts_a_list_of_categories():
     assert out[0]["constraints"] == {"Tone": ["formal", "casual"], "Length": ["short"]}
     with pytest.raises(Rejection, match="no constraint category"):
         st.apply({"id": "x", "query": "q"}, Categories(["junk"]))
+
+
+def test_each_stage_asks_for_its_own_answer_length(tmp_path):
+    seen = []
+
+    class Recording(FakeModel):
+        def generate(self, conversations, **sampling):
+            seen.extend((c[-1]["content"][:12], sampling["max_new_tokens"]) for c in conversations)
+            return super().generate(conversations, **sampling)
+
+    cfg = config(tmp_path, max_new_tokens=300, verdict_max_new_tokens=40, answer_max_new_tokens=900)
+    Pipeline(Recording(), FakeModel(weak_reply), cfg).run(load_seeds(SEEDS[:1]))
+    lengths = {}
+    for head, n in seen:
+        lengths.setdefault(n, set()).add(head)
+    assert set(lengths) == {300, 40, 900}
+    assert all(h.startswith(("Question:", "Instruction:")) for h in lengths[40])  # the two filters
+    assert all(h.startswith("L") for h in lengths[900])  # answers
+
+
+def test_num_levels_alone_is_a_valid_config(tmp_path):
+    cfg = PipelineConfig(num_levels=3)
+    assert cfg.effective_hard_level == 2
+    assert PipelineConfig().effective_hard_level == 4  # levels 4 and 5 of five
+    with pytest.raises(ConiferConfigError, match="hard_level=4 > num_levels=3"):
+        PipelineConfig(num_levels=3, hard_level=4)
+
+
+def test_non_utf8_seed_file_is_a_typed_error(tmp_path):
+    f = tmp_path / "seeds.txt"
+    f.write_bytes("How do I keep a starter alive?\nCr\xe8me br\xfbl\xe9e?\n".encode("latin-1"))
+    with pytest.raises(ConiferInputError, match=r"seeds.txt:2: not UTF-8.*0xe8"):
+        load_seeds(f)
+    j = tmp_path / "seeds.jsonl"
+    j.write_text('{"query": 3}\n')
+    with pytest.raises(ConiferInputError, match=r"seeds.jsonl:1: 'query' must be a string"):
+        load_seeds(j)
+
+
+def test_output_files_get_the_usual_mode(tmp_path):
+    import os
+    import stat
+
+    res, _, _ = run(tmp_path)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("manifest.json", "stats.json", "07_answer.output.jsonl", "requests.jsonl"):
+        mode = stat.S_IMODE((res.out_dir / name).stat().st_mode)
+        assert mode == 0o666 & ~umask, (name, oct(mode))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from zjulab.common.cli import run_command
-from zjulab.common.io import read_jsonl, write_jsonl
+from zjulab.common.io import read_json, read_jsonl, write_json, write_jsonl
 from zjulab.common.protocols import Conversation
 from zjulab.conifer.checkers import default_registry
 from zjulab.conifer.config import PipelineConfig
@@ -65,11 +65,46 @@ def _print_conversation(conv: Conversation, width: int = 400) -> None:
         print(f"  [{m['role']}] {text[:width]}{' ...' if len(text) > width else ''}")
 
 
-def _last_records(run_dir: Path) -> list[dict[str, Any]]:
-    outs = sorted(run_dir.glob("[0-9][0-9]_*.output.jsonl"))
-    if not outs:
-        raise ConiferInputError(f"{run_dir}: no completed stage output (*.output.jsonl)")
-    return read_jsonl(outs[-1])
+EXIT_INCOMPLETE = 3
+
+
+def run_records(run_dir: str | Path, *, partial: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The last stage's records of a finished run, and its manifest.
+
+    Args:
+        run_dir: A pipeline ``out_dir``.
+        partial: Accept an unfinished run (failed requests, or stages that never ran): the
+            records of the last stage that ran.
+
+    Raises:
+        ConiferInputError: Not a run directory, or an unfinished run without ``partial`` (the
+            message names the missing stages or the failed requests).
+    """
+    run_dir = Path(run_dir)
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise ConiferInputError(f"{run_dir}: not a pipeline run (no manifest.json)")
+    manifest = read_json(manifest_path)
+    stages = list(manifest.get("stages") or [])
+    done = list(manifest.get("stages_done") or [])
+    missing = [s for s in stages if s not in done]
+    if not partial:
+        if missing:
+            raise ConiferInputError(
+                f"{run_dir}: incomplete run, stage(s) {missing} never finished; run it again, "
+                "or pass --partial to export what is there (labelled as partial)"
+            )
+        if not manifest.get("complete"):
+            failed = manifest.get("failed") or {}
+            raise ConiferInputError(
+                f"{run_dir}: incomplete run, failed requests per stage {failed}; run it again to ask "
+                "them, or pass --partial to export what is there (labelled as partial)"
+            )
+    if not done:
+        raise ConiferInputError(f"{run_dir}: no stage finished")
+    index = stages.index(done[-1])
+    path = run_dir / f"{index + 1:02d}_{done[-1]}.output.jsonl"
+    return read_jsonl(path), dict(manifest, missing_stages=missing)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -83,15 +118,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         if cfg.weak_model
         else None
     )
-    result = Pipeline(strong, weak, cfg).run(load_seeds(cfg.seeds_path))
+    result = Pipeline(strong, weak, cfg).run(load_seeds(cfg.seeds_path), retry_abandoned=args.retry_abandoned)
     print(_stats_table(result))
     print(f"\n{len(result.records)} records, {len(result.set_aside())} set aside; files in {result.out_dir}")
+    if not result.complete:
+        print(
+            f"incomplete: {result.failed} request(s) failed (server errors); run the same command again "
+            "to ask only those",
+            file=sys.stderr,
+        )
+        return EXIT_INCOMPLETE
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a run's records as chat ``messages`` (JSONL or a saved ``datasets`` dataset)."""
-    records = _last_records(Path(args.run_dir))
+    records, manifest = run_records(args.run_dir, partial=args.partial)
+    is_partial = not manifest.get("complete") or bool(manifest["missing_stages"])
     convs = build_conversations(records, args.ordering, include_feedback=not args.no_feedback, seed=args.seed)
     if args.format == "jsonl":
         n = write_jsonl(args.out, ({"messages": c} for c in convs))
@@ -99,7 +142,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         ds = to_dataset(convs)
         ds.save_to_disk(args.out)
         n = len(ds)
-    print(f"wrote {n} conversations ({args.ordering}) to {args.out}")
+    label = " PARTIAL (from an unfinished run)" if is_partial else ""
+    if is_partial:
+        write_json(
+            f"{args.out}.partial.json",
+            {
+                "partial": True,
+                "missing_stages": manifest["missing_stages"],
+                "failed": manifest.get("failed", {}),
+            },
+        )
+    print(f"wrote {n} conversations ({args.ordering}) to {args.out}{label}")
     return 0
 
 
@@ -179,7 +232,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         num_reframes=1,
         num_levels=3,
         min_levels=2,
-        hard_level=2,
         weak_level=2,
         max_structured_retries=0,
         max_new_tokens=args.max_new_tokens,
@@ -221,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="run the curation pipeline from a JSON config")
     p.add_argument("config")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--retry-abandoned",
+        action="store_true",
+        help="also ask requests that failed in max_request_failures runs",
+    )
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("export", help="export a run as chat conversations")
@@ -230,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=["jsonl", "hf"], default="jsonl")
     p.add_argument("--no-feedback", action="store_true", help="leave out the feedback conversations")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--partial", action="store_true", help="export an unfinished run (writes OUT.partial.json beside it)"
+    )
     p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("check", help="run the constraint checkers on a responses file")

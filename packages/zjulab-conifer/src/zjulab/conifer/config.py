@@ -34,20 +34,25 @@ class PipelineConfig:
         format_number: Also make format/number variants: each levelled instruction gets
             verifiable constraints (checked by the IFEval checkers) appended.
         format_constraints: Verifiable constraints appended per format/number variant.
-        hard_level: Levels at or above this get internal process feedback and, at the top
-            level, a weak-model answer with external feedback.
+        hard_level: Levels at or above this get internal process feedback (0: the top two
+            levels, i.e. ``num_levels - 1``; levels 4 and 5 of the paper's five).
         weak_level: Level from which the weak model answers and external feedback is asked
             (0: only the top level ``num_levels``, as in the paper).
         languages: Seed queries whose detected language is not in this list are dropped
             (empty: keep all).
         min_seed_chars: Shorter seed queries are dropped.
         max_seed_chars: Longer seed queries are dropped.
-        batch_size: Items sent to the model in one ``generate`` call.
-        concurrency: Batches in flight at once (threads); for remote models set this to what
-            the server sustains.
+        batch_size: Conversations in one ``generate`` call of an in-process model (a server
+            client always gets one conversation per call, so one request fails alone).
+        max_in_flight: The one concurrency limit: requests an OpenAI-compatible server sees at
+            once (exactly; the client's own ``concurrency`` no longer multiplies it), or
+            ``generate`` calls in flight for an in-process model.
         max_structured_retries: Re-asks after an answer that does not parse.
-        max_remote_retries: Re-tries of a whole batch after a remote model error.
-        retry_backoff: Seconds before the first batch re-try (doubles each time).
+        max_remote_retries: Re-tries of one request after a remote model error (on top of the
+            client's own retries).
+        retry_backoff: Seconds before the first re-try (doubles each time).
+        max_request_failures: Runs in which a request may fail before later runs stop asking
+            it (it is then reported as abandoned; ``retry_abandoned`` asks again).
         max_new_tokens: Answer length of the structured stages.
         verdict_max_new_tokens: Answer length of the filter stages (a short JSON verdict).
         answer_max_new_tokens: Answer length of the answer stages.
@@ -73,16 +78,17 @@ class PipelineConfig:
     filters: bool = True  # the paper filters twice
     format_number: bool = False  # extra verifiable variants; off keeps a first run small
     format_constraints: int = 2
-    hard_level: int = 4  # levels 4 and 5 are the "hard" part of a five-level ladder
+    hard_level: int = 0  # 0: num_levels - 1, i.e. levels 4 and 5 of a five-level ladder
     weak_level: int = 0  # the paper asks the weak model only about the hardest level
     languages: list[str] = field(default_factory=lambda: ["en"])  # the paper keeps English seeds
     min_seed_chars: int = 10  # shorter requests are rarely real questions
     max_seed_chars: int = 2000  # longer ones are pasted documents, not requests
     batch_size: int = 8
-    concurrency: int = 1  # local models gain nothing from threads; raise it for servers
+    max_in_flight: int = 1  # local models gain nothing from threads; raise it for servers
     max_structured_retries: int = 2
     max_remote_retries: int = 2
     retry_backoff: float = 1.0
+    max_request_failures: int = 3
     max_new_tokens: int = 512
     verdict_max_new_tokens: int = 128  # {"keep": ..., "reason": ...} needs few tokens
     answer_max_new_tokens: int = 1024
@@ -101,11 +107,11 @@ class PipelineConfig:
             "max_categories",
             "format_constraints",
             "batch_size",
-            "concurrency",
+            "max_in_flight",
             "max_new_tokens",
             "answer_max_new_tokens",
             "verdict_max_new_tokens",
-            "hard_level",
+            "max_request_failures",
         )
         for name in positive:
             value = getattr(self, name)
@@ -123,6 +129,8 @@ class PipelineConfig:
             raise ConiferConfigError(
                 f"weak_level must be in [0, num_levels={self.num_levels}], got {self.weak_level}"
             )
+        if not isinstance(self.hard_level, int) or isinstance(self.hard_level, bool) or self.hard_level < 0:
+            raise ConiferConfigError(f"hard_level must be an integer >= 0, got {self.hard_level!r}")
         if self.hard_level > self.num_levels:
             raise ConiferConfigError(f"hard_level={self.hard_level} > num_levels={self.num_levels}")
         for name in ("max_structured_retries", "max_remote_retries"):
@@ -142,15 +150,21 @@ class PipelineConfig:
             if spec and kind not in _MODEL_KINDS:
                 raise ConiferConfigError(f"{name}.kind must be one of {sorted(_MODEL_KINDS)}, got {kind!r}")
 
+    @property
+    def effective_hard_level(self) -> int:
+        """``hard_level``, or ``num_levels - 1`` (at least 1) when it is 0."""
+        return self.hard_level or max(1, self.num_levels - 1)
+
     def fingerprint(self) -> dict[str, Any]:
         """The settings that change what the stages produce (checked on resume)."""
         skip = {
             "out_dir",
             "batch_size",
-            "concurrency",
+            "max_in_flight",
             "show_progress",
             "max_remote_retries",
             "retry_backoff",
+            "max_request_failures",
         }
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 

@@ -1,22 +1,29 @@
-"""The resumable curation pipeline: stages run one after another, checkpointed to JSONL.
+"""The resumable curation pipeline: stages run one after another over a request-level cache.
 
 Layout of ``out_dir``::
 
-    manifest.json               configuration fingerprint and stage names (checked on resume)
-    01_seeds.jsonl              checkpoint: one line per finished input record of the stage
+    manifest.json               the latest run: stages, settings, model ids, seeds digest, status
+    requests.jsonl              request cache: one line per model answer (or failed attempt)
+    01_seeds.output.jsonl       a stage's output records (a view, rewritten by every run)
     01_seeds.setaside.jsonl     records the stage could not use, with the reason and raw answer
-    01_seeds.output.jsonl       the stage's output records, written when the stage completes
-    02_reframe.jsonl ...
+    02_reframe.output.jsonl ...
     stats.json                  per stage: counts, seconds, items/s, model calls and tokens
+    .conifer.lock               held while a run writes (two runs never interleave)
 
-A checkpoint line is ``{"key": <input id>, "outputs": [...]}`` (``"filtered": reason`` when the
-model dropped it). Lines are appended and fsynced as batches finish; after a crash, a rerun
-reads the checkpoint and set-aside files, skips every key already there and asks the model only
-for the rest. A torn last line (the crash hit mid-write) is dropped and redone.
+Every model call is keyed on a hash of (stage, rendered conversation, model id, sampling
+settings). Its answer is appended to ``requests.jsonl`` and fsynced the moment it returns, one
+request at a time. A run, fresh or resumed, recomputes every stage from its inputs: a cached
+answer is replayed, any other request is asked. Changing a seed, a prompt, a setting or a
+model therefore changes exactly the affected keys; nothing stale can come back, and nothing
+already paid for is asked again. A request that failed (the server was down, refused, or sent
+garbage, after every retry) is *set aside*: recorded as failed, reported, and asked again by
+the next run, up to ``max_request_failures`` runs. A torn last line (a kill in mid-write) is
+dropped and that one request is asked again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -31,21 +38,40 @@ from typing import IO, Any
 from zjulab.common.errors import RemoteModelError, StructuredOutputError
 from zjulab.common.io import read_json, read_jsonl, write_json, write_jsonl
 from zjulab.common.progress import progress
-from zjulab.common.protocols import ChatModel
+from zjulab.common.protocols import ChatModel, Conversation
 from zjulab.common.structured import generate_structured
 from zjulab.conifer.config import PipelineConfig
 from zjulab.conifer.errors import CheckpointError, ConiferConfigError, ConiferInputError
-from zjulab.conifer.stages import LocalStage, ModelStage, Record, Rejection, Stage, default_stages
+from zjulab.conifer.stages import Dropped, LocalStage, ModelStage, Record, Rejection, Stage, default_stages
 
-__all__ = ["Pipeline", "PipelineResult", "StageStats", "load_seeds"]
+__all__ = [
+    "Pipeline",
+    "PipelineResult",
+    "RequestCache",
+    "StageStats",
+    "load_seeds",
+    "read_jsonl_tolerant",
+    "request_key",
+    "seed_id",
+]
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+CACHE_FILE = "requests.jsonl"
+
+
+def seed_id(text: str) -> str:
+    """The id of a seed query: derived from its (whitespace-normalised) text, not its position."""
+    norm = " ".join(text.split())
+    return "s" + hashlib.sha256(norm.encode("utf-8")).hexdigest()[:10]
 
 
 def load_seeds(source: str | os.PathLike[str] | Iterable[str], *, column: str = "query") -> list[Record]:
-    """Seed records ``{"id": "s0", "seed": text}`` from a file, a list, or a ``datasets`` split.
+    """Seed records ``{"id": seed_id(text), "seed": text}`` from a file, a list, or a ``datasets`` split.
+
+    Ids come from the text, so adding, removing or reordering seeds leaves every other seed's
+    id (and cached answers) as they were.
 
     Args:
         source: A ``.txt`` file (one query a line), a ``.jsonl`` file (``column`` of each
@@ -53,58 +79,84 @@ def load_seeds(source: str | os.PathLike[str] | Iterable[str], *, column: str = 
         column: The field holding the query in JSONL rows or dataset rows.
 
     Raises:
-        ConiferInputError: The file is missing, a row lacks ``column``, or nothing was read.
+        ConiferInputError: The file is missing or not UTF-8, a row lacks ``column`` or holds a
+            non-string, or nothing was read.
     """
     texts: list[str] = []
     if isinstance(source, (str, os.PathLike)):
         p = Path(source)
         if not p.is_file():
             raise ConiferInputError(f"{p}: no such seed file")
+        data = p.read_bytes()
+        try:
+            content = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            raise ConiferInputError(
+                f"{p}:{line}: not UTF-8 (byte {data[exc.start]:#04x} at offset {exc.start}); "
+                "re-encode the file as UTF-8"
+            ) from None
         if p.suffix == ".jsonl":
-            for i, row in enumerate(read_jsonl(p), 1):
+            for i, line_text in enumerate(content.splitlines(), 1):
+                if not line_text.strip():
+                    continue
+                try:
+                    row = json.loads(line_text)
+                except json.JSONDecodeError as exc:
+                    raise ConiferInputError(f"{p}:{i}: invalid JSON: {exc.msg}") from None
                 if not isinstance(row, dict) or column not in row:
                     raise ConiferInputError(f"{p}:{i}: row has no {column!r} field")
-                texts.append(str(row[column]))
+                if not isinstance(row[column], str):
+                    raise ConiferInputError(
+                        f"{p}:{i}: {column!r} must be a string, got {type(row[column]).__name__}"
+                    )
+                texts.append(row[column])
         else:
-            texts = [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+            texts = [line for line in content.splitlines() if line.strip()]
     else:
         for i, row in enumerate(source):
             if isinstance(row, str):
                 texts.append(row)
-            elif isinstance(row, dict) and column in row:
-                texts.append(str(row[column]))
+            elif isinstance(row, dict) and isinstance(row.get(column), str):
+                texts.append(row[column])
             else:
-                raise ConiferInputError(f"seed {i} is neither a string nor a row with {column!r}")
+                raise ConiferInputError(f"seed {i} is neither a string nor a row with a string {column!r}")
     if not texts:
         raise ConiferInputError("no seed queries")
     seen: set[str] = set()
     out: list[Record] = []
     for text in texts:
         norm = " ".join(text.split())
-        if norm.lower() in seen:
+        if not norm or norm.lower() in seen:
             continue
         seen.add(norm.lower())
-        out.append({"id": f"s{len(out)}", "seed": norm})
+        out.append({"id": seed_id(norm), "seed": norm})
+    if not out:
+        raise ConiferInputError("no seed queries")
     return out
 
 
 @dataclass
 class StageStats:
-    """What one stage did.
+    """What one stage did in this run.
 
     Attributes:
         name: Stage name.
         inputs: Input records.
         selected: Inputs the stage worked on (the rest passed through).
-        resumed: Selected inputs already finished in an earlier run (not redone).
+        resumed: Model requests answered from the cache (no call made).
         outputs: Output records (pass-through included).
         filtered: Inputs the model dropped.
-        set_aside: Inputs that could not be used (see the set-aside file).
+        set_aside: Inputs that could not be used: rejected answers plus failed requests.
+        failed: Inputs whose request failed (server error); asked again by the next run.
+        abandoned: Failed inputs not asked again: they failed ``max_request_failures`` runs.
+        passed_through: Inputs of an optional stage kept without its output (marked in
+            ``lacks``).
         seconds: Wall time of this run of the stage.
-        items_per_second: Selected, newly processed inputs per second.
+        items_per_second: Selected inputs per second.
         usage: Model calls and tokens spent in this run (``calls``, ``prompt_tokens``,
             ``completion_tokens``), when the model reports them.
-        complete: The stage finished.
+        complete: Every selected input got a final outcome (no failed request).
     """
 
     name: str
@@ -114,6 +166,10 @@ class StageStats:
     outputs: int = 0
     filtered: int = 0
     set_aside: int = 0
+    failed: int = 0
+    abandoned: int = 0
+    passed_through: int = 0
+    contaminated: int = 0
     seconds: float = 0.0
     items_per_second: float = 0.0
     usage: dict[str, int] = field(default_factory=dict)
@@ -128,68 +184,229 @@ class PipelineResult:
         records: Output records of the last stage.
         stats: One entry per stage, in order.
         out_dir: Where everything was written.
+        complete: No request failed: every record reached its final state. A run with failed
+            requests is resumable: run it again (same ``out_dir``) to ask only those.
     """
 
     records: list[Record]
     stats: list[StageStats]
     out_dir: Path
+    complete: bool = True
+
+    @property
+    def failed(self) -> int:
+        """Inputs whose requests failed in this run, over all stages."""
+        return sum(s.failed for s in self.stats)
 
     def set_aside(self) -> list[dict[str, Any]]:
-        """Every set-aside row of every stage (``stage``, ``key``, ``reason``, ``raw``)."""
+        """Every set-aside row of every stage (``stage``, ``key``, ``reason``, ``raw``, ``state``)."""
         rows: list[dict[str, Any]] = []
         for f in sorted(self.out_dir.glob("*.setaside.jsonl")):
             rows.extend(read_jsonl(f))
         return rows
 
 
-class _Checkpoint:
-    """Append-only JSONL writer with fsync, tolerant of a torn last line on read."""
+def read_jsonl_tolerant(path: Path, *, repair: bool = True) -> list[dict[str, Any]]:
+    """Rows of an append-only JSONL file whose last line may be torn by a crash.
+
+    The good prefix is measured in bytes (the file may hold any UTF-8 text); a torn last line
+    is dropped and, with ``repair``, cut off the file so the next append starts clean.
+
+    Raises:
+        CheckpointError: A line other than the last is not JSON, or the file is not UTF-8.
+    """
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    rows: list[dict[str, Any]] = []
+    good = 0
+    pos = 0
+    while pos < len(raw):
+        end = raw.find(b"\n", pos)
+        last = end == -1
+        line = raw[pos:] if last else raw[pos:end]
+        nxt = len(raw) if last else end + 1
+        if line.strip():
+            try:
+                row = json.loads(line.decode("utf-8"))
+                if last:  # complete JSON without its newline: still a torn write
+                    raise ValueError("no trailing newline")
+            except (ValueError, UnicodeDecodeError) as exc:
+                if last or not raw[nxt:].strip():
+                    logger.warning("%s: dropping a torn last line (interrupted write)", path)
+                    break
+                lineno = raw[:pos].count(b"\n") + 1
+                raise CheckpointError(f"{path}:{lineno}: invalid line in checkpoint: {exc}") from None
+            rows.append(row)
+        good = nxt
+        pos = nxt
+    if repair and good < len(raw):
+        with path.open("r+b") as fh:
+            fh.truncate(good)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return rows
+
+
+def request_key(stage: str, conversation: Conversation, model_id: str, sampling: dict[str, Any]) -> str:
+    """The cache key of one model request: a hash of stage, conversation, model and sampling."""
+    blob = json.dumps(
+        {"stage": stage, "messages": conversation, "model": model_id, "sampling": sampling},
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class RequestCache:
+    """Model answers keyed by :func:`request_key`, appended and fsynced one at a time.
+
+    A line is ``{"key", "stage", "text"}`` for an answer or ``{"key", "stage", "error", "run"}``
+    for a failed request. Thread-safe; one writer process at a time (the pipeline holds a lock).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fh: IO[str] | None = None
+        self._answers: dict[str, str] = {}
+        self._failures: dict[str, set[str]] = {}
         self._lock = threading.Lock()
+        self._fh: IO[bytes] | None = None
+        for row in read_jsonl_tolerant(path):
+            key = str(row.get("key", ""))
+            if "text" in row:
+                self._answers[key] = str(row["text"])
+            elif "error" in row:
+                self._failures.setdefault(key, set()).add(str(row.get("run", "")))
 
-    def read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        raw = self.path.read_text(encoding="utf-8")
-        lines = raw.split("\n")
-        rows: list[dict[str, Any]] = []
-        good = 0
-        for i, line in enumerate(lines):
-            if not line.strip():
-                good += len(line) + 1
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                if i >= len(lines) - 1 or all(not x.strip() for x in lines[i + 1 :]):
-                    logger.warning("%s: dropping a torn last line (interrupted write)", self.path)
-                    break
-                raise CheckpointError(f"{self.path}:{i + 1}: invalid JSON in checkpoint: {exc.msg}") from exc
-            good += len(line) + 1
-        if good < len(raw):
-            with self.path.open("r+", encoding="utf-8") as fh:
-                fh.truncate(min(good, len(raw.encode("utf-8"))))
-        return rows
+    def __len__(self) -> int:
+        return len(self._answers)
 
-    def append(self, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
+    def get(self, key: str) -> str | None:
+        """The cached answer, if any."""
+        return self._answers.get(key)
+
+    def failed_runs(self, key: str) -> int:
+        """How many runs this request failed in (it has no answer yet)."""
+        return len(self._failures.get(key, ()))
+
+    def _append(self, row: dict[str, Any]) -> None:
+        data = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = self.path.open("ab")
+        self._fh.write(data)
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def put(self, key: str, stage: str, text: str) -> None:
+        """Record an answer (durably, before returning)."""
         with self._lock:
-            if self._fh is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = self.path.open("a", encoding="utf-8")
-            self._fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            if key in self._answers:
+                return
+            self._append({"key": key, "stage": stage, "text": text})
+            self._answers[key] = text
+
+    def put_failure(self, key: str, stage: str, error: str, run: str) -> None:
+        """Record that a request failed in run ``run``."""
+        with self._lock:
+            self._append({"key": key, "stage": stage, "error": error, "run": run})
+            self._failures.setdefault(key, set()).add(run)
 
     def close(self) -> None:
+        """Close the append handle."""
         with self._lock:
             if self._fh is not None:
                 self._fh.close()
                 self._fh = None
+
+
+class _RequestFailed(Exception):
+    """A request failed after every retry (or was abandoned); carries the reason."""
+
+
+class _CachedModel:
+    """A ChatModel view that replays cached answers and asks the real model only for the rest."""
+
+    def __init__(
+        self,
+        model: ChatModel,
+        cache: RequestCache,
+        stage: str,
+        config: PipelineConfig,
+        run_id: str,
+        counters: dict[str, int],
+        lock: threading.Lock,
+    ) -> None:
+        self.model = model
+        self.model_id = _model_id(model)
+        self.cache = cache
+        self.stage = stage
+        self.config = config
+        self.run_id = run_id
+        self.counters = counters
+        self._lock = lock
+
+    def generate(self, conversations: Sequence[Conversation], **sampling: Any) -> list[str]:
+        keys = [request_key(self.stage, list(c), self.model_id, sampling) for c in conversations]
+        out: list[str | None] = [self.cache.get(k) for k in keys]
+        with self._lock:
+            self.counters["cached"] += sum(t is not None for t in out)
+        missing = [i for i, t in enumerate(out) if t is None]
+        if missing:
+            over = [i for i in missing if self.cache.failed_runs(keys[i]) >= self.config.max_request_failures]
+            if over:
+                raise _RequestFailed(
+                    f"abandoned: the request failed in {self.config.max_request_failures} runs "
+                    "(run with retry_abandoned=True / --retry-abandoned to ask again)"
+                )
+            texts = self._ask([conversations[i] for i in missing], sampling, [keys[i] for i in missing])
+            for i, text in zip(missing, texts):
+                out[i] = text
+        return [str(t) for t in out]
+
+    def _ask(self, convs: list[Conversation], sampling: dict[str, Any], keys: list[str]) -> list[str]:
+        delay = self.config.retry_backoff
+        last: Exception | None = None
+        for attempt in range(self.config.max_remote_retries + 1):
+            try:
+                texts = list(self.model.generate(convs, **sampling))
+            except RemoteModelError as exc:
+                last = exc
+                if attempt < self.config.max_remote_retries:
+                    logger.warning("stage %s: remote error (%s); retrying in %.1fs", self.stage, exc, delay)
+                    time.sleep(delay)
+                    delay *= 2
+                continue
+            if len(texts) != len(convs):
+                raise ConiferConfigError(
+                    f"{self.model_id}: generate returned {len(texts)} answers for {len(convs)} conversations"
+                )
+            for key, text in zip(keys, texts):
+                self.cache.put(key, self.stage, str(text))
+            with self._lock:
+                self.counters["asked"] += len(convs)
+            return [str(t) for t in texts]
+        reason = f"{type(last).__name__}: {last}"
+        for key in keys:
+            self.cache.put_failure(key, self.stage, reason, self.run_id)
+        raise _RequestFailed(reason)
+
+
+def _model_id(model: Any) -> str:
+    for attr in ("model_id", "model_name", "name"):
+        value = getattr(model, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    return type(model).__qualname__
+
+
+def _is_server_client(model: Any) -> bool:
+    """Models that turn each conversation into its own HTTP request (OpenAI-compatible clients)."""
+    return isinstance(getattr(model, "base_url", None), str)
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 class Pipeline:
@@ -200,8 +417,10 @@ class Pipeline:
             feedback (GPT-4 in the paper; any local or OpenAI-compatible model here).
         weak: The model whose answers to the hardest level get external feedback; ``None``
             drops the weak-model stages from the default stage list.
-        config: Settings; ``config.out_dir`` receives the checkpoints.
+        config: Settings; ``config.out_dir`` receives the cache and stage outputs.
         stages: Custom stage list (default: :func:`~zjulab.conifer.stages.default_stages`).
+        guard: A contamination guard for the guard stage (default: built from
+            ``config.contamination_prompts`` when set).
 
     Raises:
         ConiferConfigError: Duplicate stage names, or a weak-model stage without a weak model.
@@ -213,12 +432,16 @@ class Pipeline:
         weak: ChatModel | None = None,
         config: PipelineConfig | None = None,
         stages: Sequence[Stage] | None = None,
+        *,
+        guard: Any = None,
     ) -> None:
         self.config = config or PipelineConfig()
         self.strong = strong
         self.weak = weak
         self.stages = (
-            list(stages) if stages is not None else default_stages(self.config, weak=weak is not None)
+            list(stages)
+            if stages is not None
+            else default_stages(self.config, weak=weak is not None, guard=guard)
         )
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
@@ -233,48 +456,35 @@ class Pipeline:
     def _file(self, index: int, stage: Stage, suffix: str) -> Path:
         return self.out_dir / f"{index + 1:02d}_{stage.name}{suffix}"
 
-    def _check_manifest(self) -> None:
-        manifest: dict[str, Any] = {
+    def _manifest(self, records: list[Record]) -> dict[str, Any]:
+        return {
             "version": MANIFEST_VERSION,
             "stages": [s.name for s in self.stages],
             "config": self.config.fingerprint(),
+            "models": {"strong": _model_id(self.strong), "weak": _model_id(self.weak) if self.weak else None},
+            "seeds": {"count": len(records), "digest": _digest(records)},
         }
-        path = self.out_dir / "manifest.json"
-        if path.exists():
-            old: dict[str, Any] = read_json(path)
-            if old.get("version") != MANIFEST_VERSION:
-                raise CheckpointError(
-                    f"{path}: manifest version {old.get('version')} is not {MANIFEST_VERSION}"
-                )
-            if old.get("stages") != manifest["stages"] or old.get("config") != manifest["config"]:
-                changed = sorted(
-                    k
-                    for k in set(old.get("config", {})) | set(manifest["config"])
-                    if old.get("config", {}).get(k) != manifest["config"].get(k)
-                )
-                raise CheckpointError(
-                    f"{self.out_dir} holds a run with other settings (changed: {changed or 'stages'}); "
-                    "use a new out_dir or delete the old one"
-                )
-        else:
-            write_json(path, manifest)
 
     # ------------------------------------------------------------------------------- run
 
-    def run(self, seeds: Sequence[Record] | Sequence[str]) -> PipelineResult:
-        """Run every stage, resuming from whatever ``out_dir`` already holds.
+    def run(
+        self, seeds: Sequence[Record] | Sequence[str], *, retry_abandoned: bool = False
+    ) -> PipelineResult:
+        """Run every stage, replaying whatever the request cache in ``out_dir`` already holds.
 
         Args:
             seeds: Seed records from :func:`load_seeds`, or plain query strings.
+            retry_abandoned: Also ask requests that failed in ``max_request_failures`` runs.
 
         Returns:
-            The last stage's records and the statistics.
+            The last stage's records, the statistics and whether the run is complete.
 
         Raises:
-            CheckpointError: ``out_dir`` holds a run with different settings, or a corrupt
-                checkpoint.
+            CheckpointError: A corrupt cache, or another process is running in ``out_dir``.
             ConiferInputError: No seeds, or records without an ``id``.
         """
+        from filelock import FileLock, Timeout
+
         if seeds and isinstance(seeds[0], str):
             records = load_seeds([str(s) for s in seeds])
         else:
@@ -282,163 +492,197 @@ class Pipeline:
         if not records:
             raise ConiferInputError("no seed records")
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._check_manifest()
-        stats_path = self.out_dir / "stats.json"
-        all_stats: list[StageStats] = []
-        for index, stage in enumerate(self.stages):
-            output_path = self._file(index, stage, ".output.jsonl")
-            if output_path.exists():
-                records = read_jsonl(output_path)
-                previous = self._stored_stats(stats_path, stage.name)
-                all_stats.append(previous or StageStats(stage.name, outputs=len(records), complete=True))
-                logger.info("stage %s: complete in an earlier run (%d records)", stage.name, len(records))
-                continue
-            records, st = self._run_stage(index, stage, records)
-            write_jsonl(output_path, records)
-            all_stats.append(st)
-            write_json(stats_path, {s.name: vars(s) for s in all_stats})
-        write_json(stats_path, {s.name: vars(s) for s in all_stats})
-        return PipelineResult(records, all_stats, self.out_dir)
+        lock = FileLock(str(self.out_dir / ".conifer.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise CheckpointError(f"{self.out_dir}: another run is writing here") from None
+        try:
+            return self._run_locked(records, retry_abandoned=retry_abandoned)
+        finally:
+            lock.release()
 
-    @staticmethod
-    def _stored_stats(path: Path, name: str) -> StageStats | None:
-        if not path.exists():
-            return None
-        data = read_json(path).get(name)
-        return StageStats(**data) if data else None
+    def _run_locked(self, records: list[Record], *, retry_abandoned: bool) -> PipelineResult:
+        manifest_path = self.out_dir / "manifest.json"
+        if manifest_path.exists():
+            old = read_json(manifest_path)
+            if not isinstance(old, dict) or old.get("version") not in (MANIFEST_VERSION,):
+                raise CheckpointError(
+                    f"{manifest_path}: written by another version of zjulab-conifer "
+                    f"(manifest version {old.get('version') if isinstance(old, dict) else '?'}); "
+                    "use a new out_dir"
+                )
+        manifest = self._manifest(records)
+        manifest.update(status="running", complete=False, stages_done=[])
+        write_json(manifest_path, manifest)
+        cache = RequestCache(self.out_dir / CACHE_FILE)
+        run_id = f"{time.time():.6f}-{os.getpid()}"
+        all_stats: list[StageStats] = []
+        stats_path = self.out_dir / "stats.json"
+        try:
+            for index, stage in enumerate(self.stages):
+                records, st, aside = self._run_stage(
+                    stage, records, cache, run_id, retry_abandoned=retry_abandoned
+                )
+                write_jsonl(self._file(index, stage, ".output.jsonl"), records)
+                aside_path = self._file(index, stage, ".setaside.jsonl")
+                if aside or aside_path.exists():
+                    write_jsonl(aside_path, aside)
+                all_stats.append(st)
+                write_json(stats_path, {s.name: vars(s) for s in all_stats})
+                manifest["stages_done"].append(stage.name)
+                write_json(manifest_path, manifest)
+        finally:
+            cache.close()
+        complete = all(s.complete for s in all_stats)
+        manifest.update(
+            status="complete" if complete else "incomplete",
+            complete=complete,
+            failed={s.name: s.failed for s in all_stats if s.failed},
+            contaminated=sum(s.contaminated for s in all_stats),
+        )
+        write_json(manifest_path, manifest)
+        if not complete:
+            logger.warning(
+                "run incomplete: %d request(s) failed; run again with the same out_dir to ask them",
+                sum(s.failed for s in all_stats),
+            )
+        return PipelineResult(records, all_stats, self.out_dir, complete)
 
     def _model(self, stage: ModelStage) -> ChatModel:
         model = self.weak if stage.role == "weak" else self.strong
         assert model is not None
         return model
 
-    def _run_stage(self, index: int, stage: Stage, records: list[Record]) -> tuple[list[Record], StageStats]:
+    def _run_stage(
+        self,
+        stage: Stage,
+        records: list[Record],
+        cache: RequestCache,
+        run_id: str,
+        *,
+        retry_abandoned: bool,
+    ) -> tuple[list[Record], StageStats, list[dict[str, Any]]]:
         st = StageStats(stage.name, inputs=len(records))
-        keys = [stage.key(r) for r in records]
         if any(not isinstance(r, dict) or "id" not in r for r in records):
             raise ConiferInputError(f"stage {stage.name}: every record needs an 'id'")
+        keys = [stage.key(r) for r in records]
         if len(set(keys)) != len(keys):
-            raise ConiferInputError(f"stage {stage.name}: duplicate record ids")
-        ckpt = _Checkpoint(self._file(index, stage, ".jsonl"))
-        aside = _Checkpoint(self._file(index, stage, ".setaside.jsonl"))
-        done: dict[str, dict[str, Any]] = {}
-        for row in ckpt.read():
-            done[str(row["key"])] = row
-        for row in aside.read():
-            done[str(row["key"])] = {"key": row["key"], "outputs": [], "set_aside": row.get("reason", "")}
-        selected = [r for r in records if stage.select(r)]
-        todo = [r for r in selected if stage.key(r) not in done]
+            dup = next(k for k in keys if keys.count(k) > 1)
+            raise ConiferInputError(f"stage {stage.name}: duplicate record id {dup!r}")
+        selected = [i for i, r in enumerate(records) if stage.select(r)]
         st.selected = len(selected)
-        st.resumed = len(selected) - len(todo)
-        if st.resumed:
-            logger.info("stage %s: %d of %d already done, resuming", stage.name, st.resumed, len(selected))
+        results: dict[int, tuple[str, Any]] = {}
         model = self._model(stage) if isinstance(stage, ModelStage) else None
+        counters = {"cached": 0, "asked": 0}
         usage0 = _usage(model)
         t0 = time.perf_counter()
-        try:
-            batches = [
-                todo[i : i + self.config.batch_size] for i in range(0, len(todo), self.config.batch_size)
-            ]
+        if isinstance(stage, LocalStage):
+            for i in selected:
+                try:
+                    outs = stage.process(records[i])
+                    results[i] = ("ok", (outs, None if outs else "dropped"))
+                except Dropped as exc:
+                    results[i] = ("ok", ([], str(exc)))
+                except Rejection as exc:
+                    results[i] = ("rejected", (str(exc), ""))
+        else:
+            assert isinstance(stage, ModelStage) and model is not None
+            cfg = self.config
+            if retry_abandoned:
+                cfg = _replace(cfg, max_request_failures=10**9)
+            view = _CachedModel(model, cache, stage.name, cfg, run_id, counters, threading.Lock())
+            per_call = 1 if _is_server_client(model) else self.config.batch_size
+            chunks = [selected[i : i + per_call] for i in range(0, len(selected), per_call)]
+            bar = progress(range(len(selected)), desc=stage.name, show=self.config.show_progress, unit="item")
 
-            def work(batch: list[Record]) -> int:
-                rows, bad = self._process(stage, batch)
-                ckpt.append(rows)
-                aside.append(bad)
-                for row in rows:
-                    done[str(row["key"])] = row
-                for row in bad:
-                    done[str(row["key"])] = {"key": row["key"], "outputs": [], "set_aside": row["reason"]}
-                return len(batch)
+            def work(chunk: list[int]) -> int:
+                for i, res in zip(chunk, self._ask(stage, view, [records[i] for i in chunk])):
+                    results[i] = res
+                return len(chunk)
 
-            bar = progress(range(len(todo)), desc=stage.name, show=self.config.show_progress, unit="item")
-            if self.config.concurrency == 1 or len(batches) <= 1:
-                for batch in batches:
-                    for _ in range(work(batch)):
+            workers = min(self.config.max_in_flight, max(len(chunks), 1))
+            if workers <= 1:
+                for chunk in chunks:
+                    for _ in range(work(chunk)):
                         next(bar, None)
             else:
-                with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
-                    for n in pool.map(work, batches):
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    for n in pool.map(work, chunks):
                         for _ in range(n):
                             next(bar, None)
-        finally:
-            ckpt.close()
-            aside.close()
         st.seconds = time.perf_counter() - t0
-        st.items_per_second = len(todo) / st.seconds if st.seconds > 0 and todo else 0.0
+        st.items_per_second = len(selected) / st.seconds if st.seconds > 0 and selected else 0.0
         st.usage = _usage_delta(usage0, _usage(model))
+        st.resumed = counters["cached"]
+        optional = bool(getattr(stage, "optional", False))
         out: list[Record] = []
-        for r, k in zip(records, keys):
-            if not stage.select(r):
+        aside: list[dict[str, Any]] = []
+        for i, r in enumerate(records):
+            if i not in results:
                 out.append(r)
                 continue
-            row = done[k]
-            if "set_aside" in row:
-                st.set_aside += 1
-            elif "filtered" in row:
-                st.filtered += 1
-            out.extend(row["outputs"])
+            status, value = results[i]
+            if status == "ok":
+                outs, filtered = value
+                if filtered is not None:
+                    st.filtered += 1
+                    if filtered.startswith("contamination"):
+                        st.contaminated += 1
+                out.extend(outs)
+                continue
+            reason, raw = value
+            state = status  # "rejected" (final) or "failed" (asked again next run)
+            if status == "failed":
+                st.failed += 1
+                if reason.startswith("abandoned"):
+                    st.abandoned += 1
+                    state = "abandoned"
+            st.set_aside += 1
+            aside.append({"stage": stage.name, "key": keys[i], "state": state, "reason": reason, "raw": raw})
+            if optional:
+                st.passed_through += 1
+                lacks = dict(r.get("lacks") or {})
+                lacks[stage.name] = reason
+                out.append(dict(r, lacks=lacks))
         st.outputs = len(out)
-        st.complete = True
+        st.complete = st.failed == 0
         logger.info(
-            "stage %s: %d in, %d out, %d filtered, %d set aside, %.1fs",
+            "stage %s: %d in, %d out, %d filtered, %d set aside (%d failed), %d cached, %.1fs",
             stage.name,
             st.inputs,
             st.outputs,
             st.filtered,
             st.set_aside,
+            st.failed,
+            st.resumed,
             st.seconds,
         )
-        return out, st
+        return out, st, aside
 
-    def _process(
-        self, stage: Stage, batch: list[Record]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Checkpoint rows and set-aside rows of one batch."""
-        rows: list[dict[str, Any]] = []
-        bad: list[dict[str, Any]] = []
-        if isinstance(stage, LocalStage):
-            for r in batch:
-                try:
-                    rows.append({"key": stage.key(r), "outputs": stage.process(r)})
-                except Rejection as exc:
-                    bad.append({"stage": stage.name, "key": stage.key(r), "reason": str(exc), "raw": ""})
-            return rows, bad
-        assert isinstance(stage, ModelStage)
-        results, raws = self._ask(stage, batch)
-        for r, res, raw in zip(batch, results, raws):
-            key = stage.key(r)
-            if isinstance(res, Exception):
-                bad.append({"stage": stage.name, "key": key, "reason": _reason(res), "raw": raw})
-                continue
-            try:
-                outs = stage.apply(r, res)
-            except Rejection as exc:
-                bad.append({"stage": stage.name, "key": key, "reason": str(exc), "raw": raw})
-                continue
-            row: dict[str, Any] = {"key": key, "outputs": outs}
-            if not outs:
-                row["filtered"] = getattr(res, "reason", "") or "dropped by the model"
-            rows.append(row)
-        return rows, bad
+    def _sampling(self, stage: ModelStage) -> dict[str, Any]:
+        length = {
+            "structured": self.config.max_new_tokens,
+            "verdict": self.config.verdict_max_new_tokens,
+            "answer": self.config.answer_max_new_tokens,
+        }[stage.answer_length]
+        sampling: dict[str, Any] = {"max_new_tokens": length, "temperature": self.config.temperature}
+        return sampling
 
-    def _ask(self, stage: ModelStage, batch: list[Record]) -> tuple[list[Any], list[str]]:
-        """Ask the model about a batch, re-trying remote failures; errors come back per item."""
-        model = self._model(stage)
+    def _ask(self, stage: ModelStage, view: _CachedModel, batch: list[Record]) -> list[tuple[str, Any]]:
+        """One outcome per record.
+
+        ``("ok", (outputs, filtered_reason))`` or ``("rejected" | "failed", (reason, raw))``.
+        """
         convs = [stage.conversation(r) for r in batch]
-        length = (
-            self.config.max_new_tokens
-            if stage.answer_length == "structured"
-            else self.config.answer_max_new_tokens
-        )
-        sampling = {"max_new_tokens": length, "temperature": self.config.temperature}
-        delay = self.config.retry_backoff
-        for attempt in range(self.config.max_remote_retries + 1):
-            try:
-                if stage.schema is None:
-                    texts = model.generate(convs, **sampling)
-                    return list(texts), list(texts)
+        sampling = self._sampling(stage)
+        try:
+            if stage.schema is None:
+                parsed: list[Any] = view.generate(convs, **sampling)
+                raws = [str(p) for p in parsed]
+            else:
                 parsed = generate_structured(
-                    model,
+                    view,
                     convs,
                     stage.schema,
                     max_retries=self.config.max_structured_retries,
@@ -446,17 +690,31 @@ class Pipeline:
                     **sampling,
                 )
                 raws = [p.raw if isinstance(p, StructuredOutputError) else "" for p in parsed]
-                return parsed, raws
-            except RemoteModelError as exc:
-                if attempt == self.config.max_remote_retries:
-                    logger.warning(
-                        "stage %s: batch failed after %d attempts: %s", stage.name, attempt + 1, exc
-                    )
-                    return [exc] * len(batch), [""] * len(batch)
-                logger.warning("stage %s: remote error (%s); retrying in %.1fs", stage.name, exc, delay)
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
+        except _RequestFailed as exc:
+            if len(batch) > 1:  # an in-process batch: isolate the failing record
+                return [o for r in batch for o in self._ask(stage, view, [r])]
+            return [("failed", (str(exc), ""))]
+        outcomes: list[tuple[str, Any]] = []
+        for r, res, raw in zip(batch, parsed, raws):
+            if isinstance(res, StructuredOutputError):
+                outcomes.append(("rejected", (_reason(res), raw)))
+                continue
+            try:
+                outs = stage.apply(r, res)
+            except Rejection as exc:
+                outcomes.append(("rejected", (str(exc), raw or str(res))))
+                continue
+            filtered = None
+            if not outs:
+                filtered = str(getattr(res, "reason", "") or "dropped by the model")
+            outcomes.append(("ok", (outs, filtered)))
+        return outcomes
+
+
+def _replace(cfg: PipelineConfig, **changes: Any) -> PipelineConfig:
+    import dataclasses
+
+    return dataclasses.replace(cfg, **changes)
 
 
 def _reason(exc: Exception) -> str:

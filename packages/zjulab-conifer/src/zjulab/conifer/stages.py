@@ -44,6 +44,7 @@ __all__ = [
     "ModelStage",
     "RecombineStage",
     "ReframeStage",
+    "Dropped",
     "Rejection",
     "SeedStage",
     "Stage",
@@ -58,6 +59,10 @@ Record = dict[str, Any]
 
 class Rejection(Exception):
     """Raised by a stage when a parsed answer cannot be used; the record is set aside."""
+
+
+class Dropped(Exception):
+    """Raised by a local stage to drop a record on purpose (counted as filtered, with the reason)."""
 
 
 # ------------------------------------------------------------------------ output schemas
@@ -185,6 +190,9 @@ class ModelStage(Stage):
 
     role: ClassVar[Literal["strong", "weak"]] = "strong"
     schema: ClassVar[Any] = None
+    #: An optional stage passes its input through when it fails (the record keeps, under
+    #: ``lacks``, the stage name and the reason) instead of dropping it.
+    optional: ClassVar[bool] = False
     answer_length: ClassVar[Literal["structured", "verdict", "answer"]] = "structured"
 
     #: A worked example ``(prompt, ideal answer)`` shown before the real prompt when
@@ -586,6 +594,7 @@ class InternalFeedbackStage(ModelStage):
 
     name = "internal_feedback"
     schema = Steps
+    optional = True
 
     example = (
         prompts.INTERNAL_FEEDBACK.format(
@@ -623,6 +632,7 @@ class WeakAnswerStage(ModelStage):
 
     name = "weak_answer"
     role = "weak"
+    optional = True
     answer_length = "answer"
 
     def __init__(self, top_level: int = 5) -> None:
@@ -650,6 +660,7 @@ class ExternalFeedbackStage(ModelStage):
 
     name = "external_feedback"
     schema = Judgement
+    optional = True
 
     def select(self, record: Record) -> bool:
         """Records with a weak answer only."""
@@ -679,7 +690,7 @@ class ExternalFeedbackStage(ModelStage):
         return [dict(record, follows=bool(parsed.follows), feedback=feedback)]
 
 
-def default_stages(config: PipelineConfig, *, weak: bool = True) -> list[Stage]:
+def default_stages(config: PipelineConfig, *, weak: bool = True, guard: Any = None) -> list[Stage]:
     """The ten stages of the paper in order (format/number and weak stages as configured)."""
     fs = config.few_shot
     stages: list[Stage] = [
@@ -696,7 +707,7 @@ def default_stages(config: PipelineConfig, *, weak: bool = True) -> list[Stage]:
         stages.append(FormatNumberStage(config.format_constraints, config.seed))
     if config.filters:
         stages.append(FilterStage("instruction", few_shot=fs))
-    stages += [AnswerStage(), InternalFeedbackStage(config.hard_level, few_shot=fs)]
+    stages += [AnswerStage(), InternalFeedbackStage(config.effective_hard_level, few_shot=fs)]
     if weak:
         stages += [
             WeakAnswerStage(config.weak_level or config.num_levels),
