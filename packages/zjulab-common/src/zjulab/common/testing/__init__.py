@@ -39,6 +39,10 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _TINY or name == "tiny":
+        from zjulab.common.deps import require
+
+        require("torch", feature="the tiny test models")
+        require("transformers", feature="the tiny test models")
         module = importlib.import_module("zjulab.common.testing.tiny")
         return module if name == "tiny" else getattr(module, name)
     raise AttributeError(f"module 'zjulab.common.testing' has no attribute {name!r}")
