@@ -11,11 +11,11 @@ import pytest
 def _make_args(tmp_path: Any, *, batch: int, generations: int, **extra: Any) -> Any:
     from trl import GRPOConfig
 
+    extra.setdefault("max_completion_length", 8)
     return GRPOConfig(
         output_dir=str(tmp_path),
         per_device_train_batch_size=batch,
         num_generations=generations,
-        max_completion_length=8,
         max_steps=1,
         report_to="none",
         use_cpu=True,

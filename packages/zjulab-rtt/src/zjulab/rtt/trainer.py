@@ -54,12 +54,48 @@ class TokenCredit:
         self.advantages: torch.Tensor = fields["advantages"]
 
 
+def _refuse_options(args: Any) -> None:
+    """Refuse TRL options under which per-token advantages lose their meaning.
+
+    Raises:
+        RTTConfigError: ``importance_sampling_level="sequence"`` (also implied by
+            ``loss_type="luspo"``): one importance ratio per sequence makes every token's gradient
+            the sequence mean of its advantages, so the token credit is averaged away.
+    """
+    if args is None:
+        return
+    if (
+        getattr(args, "importance_sampling_level", "token") == "sequence"
+        or getattr(args, "loss_type", "") == "luspo"
+    ):
+        raise RTTConfigError(
+            "RTTGRPOTrainer needs importance_sampling_level='token' (and a loss_type other than 'luspo'): "
+            "with one importance ratio per sequence every token's gradient is the sequence mean of its "
+            "advantages, so token-level credit would be averaged away"
+        )
+
+
 class RTTGRPOTrainer(GRPOTrainer):
     """TRL's ``GRPOTrainer`` with Rubrics-to-Tokens credit assignment.
 
     The rubric reward is the first reward function (more may follow in ``reward_funcs``); the
     response advantage ``A_resp`` is TRL's, from the weighted sum of every reward function.
     Runs wherever ``GRPOTrainer`` runs: CPU, one GPU, or many under ``accelerate launch``.
+
+    TRL options that read the advantages, with ``[B, T]`` advantages:
+
+    - clipping (``epsilon``, ``epsilon_high``, ``delta``), the KL term (``beta``), loss types
+      ``grpo``/``bnpo``/``dr_grpo``/``dapo``/``cispo``/``sapo``: token-wise, as documented for a
+      token's advantage (SAPO's temperature follows each token's sign, as PPO's clipping does);
+      clip-ratio metrics count tokens whose own advantage has the clipped sign.
+    - ``off_policy_mask_threshold``: a per-sequence decision, taken on the response advantage
+      ``A_resp`` (the batch column ``rtt_response_advantages``).
+    - ``loss_type="vespo"``: the per-sequence gamma weight's shape follows the sign of ``A_resp``.
+    - ``importance_sampling_level="sequence"`` and ``loss_type="luspo"``: refused (see
+      :func:`_refuse_options`).
+    - ``scale_rewards``, ``mask_truncated_completions``, ``top_entropy_quantile``, vLLM
+      importance sampling: do not read the advantages; they act as in GRPO. ``scale_rewards``
+      scales ``A_resp`` only (the token term has its own normalisation, ``token_norm``).
 
     Args:
         model: Policy (hub id, path, or loaded model), as for ``GRPOTrainer``.
@@ -90,12 +126,54 @@ class RTTGRPOTrainer(GRPOTrainer):
         for name in ("_generate_and_score_completions", "_compute_loss"):
             if not hasattr(GRPOTrainer, name):
                 raise RTTConfigError(f"this TRL version has no GRPOTrainer.{name}; install trl>=1.16,<2")
+        _refuse_options(kwargs.get("args"))
         self.rubric_reward = rubric_reward
+        self._rtt_sequence_advantages: torch.Tensor | None = None
         self.relevance: RelevanceModel = relevance if relevance is not None else UniformRelevance()
         self.rtt_config = rtt_config or RTTConfig()
         self.last_credit: TokenCredit | None = None
         funcs: list[Any] = [rubric_reward, *(reward_funcs or [])]
         super().__init__(model=model, reward_funcs=funcs, **kwargs)
+
+    # ----- TRL's sequence-level decisions -----------------------------------------------------
+    def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        self._rtt_sequence_advantages = inputs.get("rtt_response_advantages")
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._rtt_sequence_advantages = None
+
+    def _sequence_advantages(self, advantages: torch.Tensor) -> torch.Tensor:
+        """``[B, 1]`` response advantages for TRL's per-sequence decisions (``A_resp``)."""
+        seq = self._rtt_sequence_advantages
+        if seq is None or advantages.dim() != 2 or advantages.size(1) == 1:
+            return advantages
+        return seq.to(device=advantages.device, dtype=advantages.dtype).reshape(-1, 1)
+
+    def get_off_policy_mask(  # type: ignore[override]
+        self,
+        advantages: torch.Tensor,
+        per_token_logps: torch.Tensor,
+        sampling_per_token_logps: torch.Tensor,
+        mask: torch.Tensor,
+        off_policy_threshold: float,
+    ) -> torch.Tensor:
+        """TRL's off-policy sequence mask, decided on the response advantage ``A_resp``.
+
+        TRL keeps a sequence whose advantage is non-negative or whose mean KL is small; fed
+        ``[B, T]`` advantages it would drop single tokens (exactly the blamed ones).
+        """
+        return GRPOTrainer.get_off_policy_mask(
+            advantages=self._sequence_advantages(advantages),
+            per_token_logps=per_token_logps,
+            sampling_per_token_logps=sampling_per_token_logps,
+            mask=mask,
+            off_policy_threshold=off_policy_threshold,
+        )
+
+    def get_gamma_weights(self, advantages: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:  # type: ignore[override]
+        """VESPO's per-sequence weight, its shape parameters chosen by the sign of ``A_resp``."""
+        return GRPOTrainer.get_gamma_weights(self._sequence_advantages(advantages), *args, **kwargs)
 
     # ----- scoring -----------------------------------------------------------------------------
     def _rubric_scores(self, inputs: list[dict[str, Any]], texts: list[str]) -> ScoreBatch:
@@ -108,8 +186,15 @@ class RTTGRPOTrainer(GRPOTrainer):
         )
 
     def _relevance_tensor(
-        self, batch: ScoreBatch, ids: list[list[int]], texts: list[str], k: int, t: int
+        self,
+        batch: ScoreBatch,
+        ids: list[list[int]],
+        texts: list[str],
+        k: int,
+        positions: list[torch.Tensor],
+        t: int,
     ) -> torch.Tensor:
+        """``[B, K, T]`` relevance, each response's values scattered back to its token positions."""
         device = self.accelerator.device
         weights = torch.zeros(len(ids), k, t)
         queries: list[RelevanceQuery] = []
@@ -124,8 +209,8 @@ class RTTGRPOTrainer(GRPOTrainer):
                 kwargs["batch_size"] = self.rtt_config.relevance_batch_size
             rel = self.relevance.token_relevance(queries, self.processing_class, **kwargs)
             for (i, j), w in zip(slots, rel):
-                n = min(len(w), t)
-                weights[i, j, :n] = w[:n].float()
+                n = min(len(w), len(positions[i]))
+                weights[i, j, positions[i][:n]] = w[:n].float()
         return weights.to(device)
 
     # ----- the hook ----------------------------------------------------------------------------
@@ -136,11 +221,14 @@ class RTTGRPOTrainer(GRPOTrainer):
         mode = "train" if getattr(self.model, "training", True) else "eval"
         group = int((self.num_generations if mode == "train" else self.num_generations_eval) or 1)
         completion_ids = output["completion_ids"]
-        mask = output["completion_mask"]
-        if "tool_mask" in output:
-            mask = mask * output["tool_mask"]
+        completion_mask = output["completion_mask"]
+        mask = completion_mask * output["tool_mask"] if "tool_mask" in output else completion_mask
         b, t = completion_ids.shape
-        ids = [completion_ids[i][mask[i].bool()].tolist() for i in range(b)]
+        # Relevance is computed on the whole completion (model tokens and tool / environment
+        # tokens alike: the text the rubric reward scored), scattered back to the original token
+        # positions, then zeroed on tool / environment tokens, which the loss does not train.
+        positions = [completion_mask[i].bool().nonzero(as_tuple=True)[0].cpu() for i in range(b)]
+        ids = [completion_ids[i][completion_mask[i].bool()].tolist() for i in range(b)]
         tokenizer: Any = self.processing_class
         texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
         batch = self._rubric_scores(inputs, texts)
@@ -152,8 +240,9 @@ class RTTGRPOTrainer(GRPOTrainer):
         device = completion_ids.device
         scores = batch.scores[:, :k].to(device)
         rmask = batch.mask[:, :k].to(device)
-        weights = self._relevance_tensor(batch, ids, texts, k, t)
+        weights = self._relevance_tensor(batch, ids, texts, k, positions, t)
         tmask = mask.to(weights.dtype)
+        weights = weights * tmask.unsqueeze(1)
         if cfg.token_norm == "intra_sample" or self.accelerator.num_processes == 1:
             a_tok = token_advantages(
                 weights, scores, tmask, rmask, method=cfg.token_norm, group_size=group,
@@ -163,6 +252,8 @@ class RTTGRPOTrainer(GRPOTrainer):
             a_tok = self._gathered_token_advantages(weights, scores, tmask, rmask, group)
         a_resp = output["advantages"]
         output["advantages"] = combine_advantages(a_resp, a_tok, lam=cfg.lam, mode=cfg.combine)
+        # TRL's sequence-level decisions (off-policy masking, VESPO's weights) read this
+        output["rtt_response_advantages"] = a_resp
         self._log_rtt(mode, scores, rmask, a_tok, tmask)
         self.last_credit = TokenCredit(
             completion_ids=ids,

@@ -1,0 +1,164 @@
+"""RTTGRPOTrainer with TRL options a user combines with it: environment masks and loss options."""
+
+import os
+
+import pytest
+import torch
+from datasets import Dataset
+
+from zjulab.rtt import RTTConfig, RTTConfigError, RTTGRPOTrainer, Rubric, RubricReward, SpanRelevance
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+NO_COMMA = Rubric.check("punctuation:no_comma").to_json()
+
+
+def _segment_rollout(tok, rollouts):
+    """A rollout_func whose completions are (text, is_model) segments; env tokens get env_mask 0."""
+
+    def rollout(prompts, trainer):
+        prompt_ids = [tok(p if isinstance(p, str) else p[-1]["content"])["input_ids"] for p in prompts]
+        comp, env = [], []
+        for i in range(len(prompts)):
+            ids, mask = [], []
+            for text, is_model in rollouts[i % len(rollouts)]:
+                piece = tok(text, add_special_tokens=False)["input_ids"]
+                ids += piece
+                mask += [int(is_model)] * len(piece)
+            comp.append(ids)
+            env.append(mask)
+        return {"prompt_ids": prompt_ids, "completion_ids": comp, "logprobs": None, "env_mask": env}
+
+    return rollout
+
+
+def _trainer(tmp_path, tiny, make_args, rollout, cfg=None, **args):
+    model, tok = tiny
+    ds = Dataset.from_list([{"prompt": "Answer yes or no", "rubrics": [NO_COMMA]}])
+    return RTTGRPOTrainer(
+        model,
+        RubricReward(aggregate="all"),
+        SpanRelevance(),
+        cfg or RTTConfig(lam=0.5),
+        args=make_args(tmp_path, batch=2, generations=2, max_completion_length=24, **args),
+        train_dataset=ds,
+        processing_class=tok,
+        rollout_func=rollout,
+    ), ds
+
+
+@pytest.mark.parametrize(
+    "segments",
+    [
+        [(" ok", False), ("yes yes no no, ok", True)],  # tool output at the start
+        [("yes yes yes yes yes", True), (" ok", False), (" no no, ok", True)],  # in the middle
+        [("yes yes no no, ok", True), (" tool says ok", False)],  # at the end
+        [(" ok", False), ("yes yes", True), (" ok ok", False), (" no, no", True), (" ok", False)],
+    ],
+    ids=["start", "middle", "end", "several"],
+)
+def test_relevance_lands_on_the_original_positions(tmp_path, fresh_tiny, make_args, segments):
+    _, tok = fresh_tiny
+    rollout = _segment_rollout(tok, [segments, [("yes no", True)]])
+    trainer, ds = _trainer(tmp_path, fresh_tiny, make_args, rollout)
+    batch = trainer._generate_and_score_completions([dict(ds[0])] * 2)
+    credit = trainer.last_credit
+    assert "tool_mask" in batch
+    ids = batch["completion_ids"][0]
+    env = batch["tool_mask"][0] * batch["completion_mask"][0]
+    tokens = tok.convert_ids_to_tokens(ids.tolist())
+    comma = [t for t, tk in enumerate(tokens) if "," in tk]
+    assert len(comma) == 1 and env[comma[0]] == 1
+    assert credit.scores[0].tolist() == [-1.0] and credit.scores[1].tolist() == [1.0]
+    # all the relevance of the failed no-comma rubric sits on the comma, none on tool tokens
+    w = credit.weights[0, 0]
+    assert w[comma[0]] > 0
+    assert w.sum() == pytest.approx(float(w[comma[0]]))
+    assert (w[env == 0] == 0).all()
+    # the comma is blamed and no other model token is
+    a_tok = credit.token_advantages[0]
+    model_tokens = (env == 1).nonzero(as_tuple=True)[0].tolist()
+    assert a_tok[comma[0]] < 0
+    assert all(a_tok[t] >= 0 for t in model_tokens if t != comma[0])
+    assert (a_tok[env == 0] == 0).all()
+    # and the text scored and spanned is the whole completion
+    assert credit.texts[0] == tok.decode(ids[batch["completion_mask"][0].bool()], skip_special_tokens=True)
+
+
+def _loss_batch(trainer, ds, **fields):
+    batch = trainer._generate_and_score_completions([dict(ds[0])] * 2)
+    batch.update(fields)
+    return batch
+
+
+def test_off_policy_mask_is_a_sequence_decision(tmp_path, fresh_tiny, make_args, fixed_rollout):
+    _, tok = fresh_tiny
+    rollout = fixed_rollout(tok, ["no, yes", "yes no"])
+    trainer, ds = _trainer(tmp_path, fresh_tiny, make_args, rollout, off_policy_mask_threshold=0.01)
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    batch = trainer._generate_and_score_completions([dict(ds[0])] * 2)
+    a_resp = batch["rtt_response_advantages"]
+    adv = batch["advantages"]
+    # response 1 (passes, A_resp > 0) has token advantages of one sign only here; make one token of the
+    # positive response negative so a per-token rule would drop it
+    adv = adv.clone()
+    positive = int(a_resp.argmax())
+    adv[positive, 0] = -1.0
+    batch["advantages"] = adv
+    # a sampler far from the policy: high KL on every sequence
+    with torch.no_grad():
+        ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+        att = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+        logp, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, ids, att, batch["completion_ids"].shape[1]
+        )
+    batch["sampling_per_token_logps"] = logp + 5.0
+    mask = batch["completion_mask"]
+    trainer._rtt_sequence_advantages = batch["rtt_response_advantages"]
+    keep = trainer.get_off_policy_mask(adv, logp, batch["sampling_per_token_logps"], mask, 0.01)
+    trainer._rtt_sequence_advantages = None
+    assert keep.shape == (2, 1)
+    assert keep[positive, 0] == 1 and keep[1 - positive, 0] == 0
+    # through the loss: equal to the loss with the dropped sequence's advantages zeroed, no mask
+    loss = trainer._compute_loss(trainer.model, batch)
+    trainer.off_policy_mask_threshold = None
+    zeroed = dict(batch, advantages=adv * keep)
+    ref = trainer._compute_loss(trainer.model, zeroed)
+    assert float(loss) == pytest.approx(float(ref), abs=1e-6)
+    # TRL's own rule on [B, T] advantages would have dropped the one negative token of the kept response
+    trl_keep = (
+        type(trainer).__mro__[1].get_off_policy_mask(adv, logp, batch["sampling_per_token_logps"], mask, 0.01)
+    )
+    assert trl_keep.shape == adv.shape and trl_keep[positive, 0] == 0
+
+
+def test_vespo_weights_follow_the_response_advantage(tmp_path, fresh_tiny, make_args, fixed_rollout):
+    _, tok = fresh_tiny
+    trainer, _ = _trainer(tmp_path, fresh_tiny, make_args, fixed_rollout(tok, ["no, yes", "yes no"]))
+    adv = torch.tensor([[0.5, -1.0, 0.5], [-0.5, 0.2, -0.5]])
+    log_ratio = torch.full((2, 3), 0.1)
+    mask = torch.ones(2, 3)
+    trainer._rtt_sequence_advantages = torch.tensor([0.3, -0.3])
+    phi = trainer.get_gamma_weights(
+        advantages=adv, log_ratio_per_token=log_ratio, mask=mask, importance_sampling_ratio=None
+    )
+    trainer._rtt_sequence_advantages = None
+    assert phi.shape == (2, 1)
+    base = type(trainer).__mro__[1].get_gamma_weights
+    pos = base(torch.tensor([[1.0]]), log_ratio[:1], mask[:1], None)
+    neg = base(torch.tensor([[-1.0]]), log_ratio[:1], mask[:1], None)
+    assert phi[0, 0] == pytest.approx(float(pos)) and phi[1, 0] == pytest.approx(float(neg))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        dict(importance_sampling_level="sequence"),
+        dict(loss_type="luspo", importance_sampling_level="sequence"),
+    ],
+)
+def test_sequence_level_ratio_is_refused(tmp_path, fresh_tiny, make_args, fixed_rollout, extra):
+    _, tok = fresh_tiny
+    with pytest.raises(RTTConfigError, match="importance_sampling_level='token'"):
+        _trainer(tmp_path, fresh_tiny, make_args, fixed_rollout(tok, ["a"]), **extra)
