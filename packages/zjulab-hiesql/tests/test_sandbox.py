@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
@@ -12,7 +15,8 @@ from zjulab.hiesql.errors import (
     SandboxPermissionError,
     SchemaFileError,
 )
-from zjulab.hiesql.sandbox import SQLiteSandbox
+from zjulab.hiesql.sandbox import SQLiteSandbox, row_bytes
+from zjulab.hiesql.schema import schema_from_sqlite
 
 
 def test_reads_rows(concert_db):
@@ -34,6 +38,22 @@ def test_reads_rows(concert_db):
         "PRAGMA user_version = 3",
         "SELECT load_extension('x')",
         "BEGIN",
+        # functions outside the allow-list: fts3_tokenizer() installs a tokenizer from a raw
+        # pointer (a crafted blob crashes the process) and leaks an address in its 1-arg form
+        "SELECT fts3_tokenizer('simple', x'4141414141414141')",
+        "SELECT hex(fts3_tokenizer('simple'))",
+        "SELECT name FROM singer WHERE fts3_tokenizer('porter') IS NOT NULL",
+        "SELECT randomblob(100)",
+        "SELECT sqlite_compileoption_get(0)",
+        "SELECT zeroblob(10)",
+        "PRAGMA writable_schema = 1",
+        "PRAGMA trusted_schema = 1",
+        "CREATE VIRTUAL TABLE t USING fts4(body)",
+        "CREATE TRIGGER t AFTER INSERT ON singer BEGIN SELECT 1; END",
+        "CREATE TEMP VIEW v AS SELECT 1",
+        "SAVEPOINT a",
+        "ANALYZE",
+        "VACUUM INTO '/tmp/copy.sqlite'",
     ],
 )
 def test_refuses_writes_and_escapes(concert_db, sql):
@@ -69,10 +89,11 @@ def test_row_and_size_caps(concert_db):
     assert len(res.rows) == 10 and res.truncated and res.rows[-1] == (10,)
     with pytest.raises(SandboxLimitError, match="more than 10 rows"):
         SQLiteSandbox(concert_db, SandboxConfig(max_rows=10, on_row_limit="raise")).execute(many)
+    wide = "SELECT printf('%.*c', 600, 'x') FROM singer"
+    res = SQLiteSandbox(concert_db, SandboxConfig(max_bytes=1500)).execute(wide)
+    assert res.truncated and len(res.rows) == 2 and res.nbytes <= 1500
     with pytest.raises(SandboxLimitError, match="bytes"):
-        SQLiteSandbox(concert_db, SandboxConfig(max_bytes=1000)).execute(
-            "SELECT printf('%.*c', 600, 'x') FROM singer"
-        )
+        SQLiteSandbox(concert_db, SandboxConfig(max_bytes=1000, on_row_limit="raise")).execute(wide)
 
 
 def test_errors(concert_db, tmp_path):
@@ -82,3 +103,146 @@ def test_errors(concert_db, tmp_path):
         SQLiteSandbox(tmp_path / "missing.sqlite")
     with pytest.raises(HieSqlConfigError, match="timeout_s"):
         SandboxConfig(timeout_s=0)
+
+
+@pytest.mark.parametrize(
+    ("sql", "named"),
+    [
+        ("DELETE FROM singer", "DELETE singer"),
+        ("CREATE TRIGGER t AFTER INSERT ON singer BEGIN SELECT 1; END", "CREATE_TRIGGER t"),
+        ("INSERT INTO singer VALUES (9, 'X', 'Y', 1)", "INSERT singer"),
+        ("DROP TABLE singer", "DELETE sqlite_master"),  # SQLite asks this first
+        ("ATTACH DATABASE ':memory:' AS other", "ATTACH :memory:"),
+        ("PRAGMA user_version = 3", "PRAGMA user_version"),
+        ("SELECT fts3_tokenizer('simple')", "function fts3_tokenizer()"),
+    ],
+)
+def test_refusal_names_the_action(concert_db, sql, named):
+    # the old map was built from every sqlite3.SQLITE_* int and collided with SQLITE_LIMIT_*
+    with SQLiteSandbox(concert_db) as box, pytest.raises(SandboxPermissionError) as err:
+        box.execute(sql)
+    assert f"sandbox refused {named!r}" in str(err.value)
+    assert "LIMIT_" not in str(err.value)
+
+
+def test_allowed_functions_still_work(concert_db):
+    sql = (
+        "SELECT upper(name), length(country), round(avg(age), 1), group_concat(name), "
+        "strftime('%Y', '2014-05-01'), abs(-2), coalesce(NULL, 1), count(*) FROM singer "
+        "WHERE name LIKE 'A%' GROUP BY name"
+    )
+    assert SQLiteSandbox(concert_db).execute(sql).rows == [("ANA", 6, 30.0, "Ana", "2014", 2, 1, 1)]
+    extra = SQLiteSandbox(concert_db, SandboxConfig(extra_functions=("randomblob",)))
+    assert len(extra.execute("SELECT randomblob(4)").rows[0][0]) == 4
+
+
+def test_hardened_connection_refuses_tokenizer_even_without_authorizer(concert_db):
+    from zjulab.hiesql._sqlite import open_readonly
+
+    conn = open_readonly(concert_db)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="fts3tokenize disabled"):
+            conn.execute("SELECT fts3_tokenizer('simple', x'4141414141414141')").fetchall()
+        with pytest.raises(sqlite3.OperationalError, match="not authorized"):
+            conn.execute("SELECT load_extension('x')").fetchall()
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            conn.execute("CREATE TABLE t (a)")
+    finally:
+        conn.close()
+
+
+def test_fts4_match_after_tokenizer_attempt_does_not_crash(tmp_path):
+    # the crash reproduction runs in a child: a regression must fail the test, not kill pytest
+    db = tmp_path / "docs.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE VIRTUAL TABLE doc USING fts4(body)")
+    conn.execute("INSERT INTO doc VALUES ('hello world')")
+    conn.commit()
+    conn.close()
+    script = f"""
+import sys
+from zjulab.hiesql import SQLiteSandbox, SandboxConfig
+from zjulab.hiesql.errors import SandboxError
+box = SQLiteSandbox({str(db)!r}, SandboxConfig(extra_functions=("match",)))
+for sql in ("SELECT fts3_tokenizer('simple', x'4141414141414141')",
+            "SELECT body FROM doc WHERE body MATCH 'hello'"):
+    try:
+        box.execute(sql)
+        print("ran")
+    except SandboxError as exc:
+        print(type(exc).__name__)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr  # -11 (SIGSEGV) before the fix
+    assert out.stdout.split()[0] == "SandboxPermissionError"
+    assert len(out.stdout.split()) == 2
+
+
+@pytest.mark.parametrize("name", ["shop#1.sqlite", "a?b.sqlite", "50%.sqlite", "with space.sqlite"])
+def test_special_characters_in_path(tmp_path, name):
+    db = tmp_path / name
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE product (pid INTEGER PRIMARY KEY, title TEXT)")
+    conn.execute("INSERT INTO product VALUES (1, 'pen')")
+    conn.commit()
+    conn.close()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert SQLiteSandbox(db).execute("SELECT title FROM product").rows == [("pen",)]
+    schema = schema_from_sqlite(db)
+    assert schema.table_names_original == ("product",)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no "shop" file created next to it
+
+
+def test_memory_cap_counts_python_objects(concert_db):
+    # 400 rows of a 1-char string: ~20 kB of str objects (the old count said 400 bytes)
+    sql = "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 400) SELECT 'a' FROM r"
+    res = SQLiteSandbox(concert_db, SandboxConfig(max_bytes=10_000)).execute(sql)
+    assert res.truncated and 0 < len(res.rows) < 100
+    assert res.nbytes == sum(row_bytes(r) for r in res.rows) <= 10_000
+    assert row_bytes(("a",)) >= sys.getsizeof("a") + sys.getsizeof(("a",))
+
+
+def _big_db(tmp_path):
+    db = tmp_path / "big.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t (x INTEGER)")
+    conn.commit()
+    conn.close()
+    return db
+
+
+def test_process_isolation_bounds_a_single_long_opcode(tmp_path):
+    db = _big_db(tmp_path)
+    digest = db.read_bytes()
+    box = SQLiteSandbox(db, SandboxConfig(isolation="process", timeout_s=1.0))
+    try:
+        for sql in (
+            "SELECT printf('%.*c', 1000000000, 'x')",  # one opcode: the progress handler never runs
+            "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 10000000) "
+            "SELECT count(*) FROM r",
+        ):
+            assert box.execute("SELECT 1").rows == [(1,)]  # (re)starts the worker outside the timing
+            start = time.monotonic()
+            with pytest.raises(SandboxLimitError, match="time limit"):
+                box.execute(sql)
+            assert time.monotonic() - start < 1.5
+        assert box.execute("SELECT count(*) FROM t").rows == [(0,)]  # a fresh worker answers
+        with pytest.raises(SandboxPermissionError, match="'DELETE t'"):
+            box.execute("DELETE FROM t")
+        with pytest.raises(SandboxError, match="no such column"):
+            box.execute("SELECT nope FROM t")
+    finally:
+        box.close()
+    assert db.read_bytes() == digest
+
+
+def test_process_isolation_memory_limit(tmp_path):
+    db = _big_db(tmp_path)
+    cfg = SandboxConfig(isolation="process", timeout_s=20, memory_limit_bytes=400_000_000, max_bytes=10**9)
+    with SQLiteSandbox(db, cfg) as box:
+        with pytest.raises(SandboxLimitError):
+            box.execute(  # a 1 GB string: SQLite's malloc fails under the worker's address-space limit
+                "SELECT length(group_concat(printf('%.1000000c', 'x'))) FROM (WITH RECURSIVE r(x) AS "
+                "(SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 1000) SELECT x FROM r)"
+            )
+        assert box.execute("SELECT 2").rows == [(2,)]

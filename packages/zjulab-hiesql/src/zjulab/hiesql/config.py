@@ -30,27 +30,44 @@ class SandboxConfig:
     """Limits of the SQLite sandbox.
 
     Args:
-        timeout_s: Wall-clock limit per statement, enforced by a progress handler.
+        timeout_s: Wall-clock limit per statement (a progress handler in-process; with
+            ``isolation="process"`` the worker is also killed at the deadline).
         max_rows: Rows kept per result.
-        max_bytes: Bytes of text/blob data (8 per number) allowed in one result.
-        on_row_limit: ``"truncate"`` keeps the first ``max_rows`` rows and flags the result;
-            ``"raise"`` raises :class:`~zjulab.hiesql.errors.SandboxLimitError`.
+        max_bytes: Python memory (``sys.getsizeof`` of the row tuples and their values) allowed
+            in one result; also SQLite's longest string or blob.
+        on_row_limit: ``"truncate"`` keeps the first rows within ``max_rows``/``max_bytes`` and
+            flags the result ``truncated``; ``"raise"`` raises
+            :class:`~zjulab.hiesql.errors.SandboxLimitError`.
         progress_steps: SQLite VM instructions between two time checks.
+        isolation: ``"in_process"`` runs on a connection in this process; ``"process"`` runs each
+            statement in a worker process under CPU-time and address-space rlimits, killed at
+            the deadline (bounds single long opcodes and SQLite's own memory; costs a process
+            start, about 0.1-0.3 s, per sandbox).
+        memory_limit_bytes: Address-space limit of the worker process (``isolation="process"``).
+        extra_functions: SQL functions allowed on top of
+            :data:`~zjulab.hiesql.sandbox.ALLOWED_FUNCTIONS` (e.g. ones a database relies on).
     """
 
     timeout_s: float = 2.0  # interactive use: a human waits; gold Spider queries run in milliseconds
-    max_rows: int = 1000  # more rows are never shown nor compared usefully
+    max_rows: int = 1000  # more rows are never shown nor compared usefully in a chat
     max_bytes: int = 8_000_000  # bounds memory on a wide or text-heavy result
     on_row_limit: Literal["truncate", "raise"] = "truncate"
     progress_steps: int = 1000  # ~microseconds between checks: a cheap check, a tight limit
+    isolation: Literal["in_process", "process"] = "in_process"
+    memory_limit_bytes: int = 2_000_000_000  # a Python interpreter plus SQLite's sorter and cache
+    extra_functions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _positive("timeout_s", self.timeout_s)
         _positive("max_rows", self.max_rows)
         _positive("max_bytes", self.max_bytes)
         _positive("progress_steps", self.progress_steps)
+        _positive("memory_limit_bytes", self.memory_limit_bytes)
         if self.on_row_limit not in ("truncate", "raise"):
             raise HieSqlConfigError(f"on_row_limit must be 'truncate' or 'raise', got {self.on_row_limit!r}")
+        if self.isolation not in ("in_process", "process"):
+            raise HieSqlConfigError(f"isolation must be 'in_process' or 'process', got {self.isolation!r}")
+        self.extra_functions = tuple(str(f) for f in self.extra_functions)
 
 
 @dataclass

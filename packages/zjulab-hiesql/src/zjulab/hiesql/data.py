@@ -9,7 +9,7 @@ from pathlib import Path
 
 from zjulab.common.io import atomic_write_text
 from zjulab.hiesql.errors import SchemaFileError
-from zjulab.hiesql.schema import read_json_file
+from zjulab.hiesql.schema import read_json_file, read_text_file
 
 logger = logging.getLogger(__name__)
 
@@ -63,19 +63,27 @@ def load_interactions(path: str | Path) -> list[Interaction]:
     """
     p = Path(path)
     data = read_json_file(p, "interaction file")
+    if not isinstance(data, list):
+        raise SchemaFileError(f"{p}: expected a JSON list of interactions, got {type(data).__name__}")
     out: list[Interaction] = []
     for i, entry in enumerate(data):
         try:
             db = entry.get("database_id", entry.get("db_id"))
-            turns = tuple(
-                Turn(str(t["utterance"]), str(t.get("query", t.get("sql_query", ""))))
-                for t in entry["interaction"]
-            )
+            turns = []
+            for j, t in enumerate(entry["interaction"]):
+                utt, sql = t["utterance"], t.get("query", t.get("sql_query", ""))
+                if not isinstance(utt, str) or not isinstance(sql, (str, type(None))):
+                    raise SchemaFileError(
+                        f"{p}: interaction {i}, turn {j}: utterance must be a string, got {utt!r}"
+                        if not isinstance(utt, str)
+                        else f"{p}: interaction {i}, turn {j}: query must be a string, got {sql!r}"
+                    )
+                turns.append(Turn(utt, sql or ""))
         except (KeyError, TypeError, AttributeError) as exc:
             raise SchemaFileError(f"{p}: interaction {i} is malformed ({exc!r})") from exc
         if not db:
             raise SchemaFileError(f"{p}: interaction {i} has no database_id")
-        out.append(Interaction(str(db), turns, str(entry.get("interaction_id", i))))
+        out.append(Interaction(str(db), tuple(turns), str(entry.get("interaction_id", i))))
     return out
 
 
@@ -96,10 +104,7 @@ def read_turn_file(path: str | Path) -> list[list[tuple[str, str]]]:
         SchemaFileError: When the file does not exist.
     """
     p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as exc:
-        raise SchemaFileError(f"turn file not found: {p}") from exc
+    lines = read_text_file(p, "turn file").splitlines()
     out: list[list[tuple[str, str]]] = []
     block: list[tuple[str, str]] = []
     for line in lines:

@@ -11,9 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-from torch import nn
-
+from zjulab.hiesql._torch import nn, torch
 from zjulab.hiesql.config import DecoderConfig
 
 logger = logging.getLogger(__name__)
@@ -22,7 +20,11 @@ __all__ = ["SQLDecoder"]
 
 
 def _wrap_lora(lm: Any, cfg: DecoderConfig) -> Any:
-    from peft import LoraConfig, get_peft_model
+    from zjulab.common.deps import require
+    from zjulab.hiesql._torch import INSTALL
+
+    peft = require("peft", INSTALL, feature="LoRA decoder (DecoderConfig(lora=True))")
+    LoraConfig, get_peft_model = peft.LoraConfig, peft.get_peft_model
 
     lcfg = LoraConfig(
         r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"

@@ -6,9 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-from torch import nn
-
+from zjulab.hiesql._torch import nn, torch
 from zjulab.hiesql.config import EncoderConfig
 from zjulab.hiesql.encoder_input import SEGMENTS, EncoderInput
 from zjulab.hiesql.linking import RELATIONS

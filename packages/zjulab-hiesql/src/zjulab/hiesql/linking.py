@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import rustworkx as rx
 
+from zjulab.hiesql._sqlite import open_readonly
 from zjulab.hiesql.config import LinkingConfig
 from zjulab.hiesql.errors import SQLParseError
 from zjulab.hiesql.schema import Schema
@@ -224,9 +225,8 @@ def _name_words(name: str) -> list[str]:
 
 def _read_values(db_path: str | Path, schema: Schema, limit: int) -> dict[int, set[str]]:
     values: dict[int, set[str]] = {}
-    uri = f"file:{Path(db_path).resolve().as_posix()}?mode=ro"
     try:
-        conn = sqlite3.connect(uri, uri=True)
+        conn = open_readonly(db_path)
     except sqlite3.Error as exc:  # pragma: no cover - unreadable file
         logger.warning("value matching skipped, cannot open %s: %s", db_path, exc)
         return values

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from zjulab.common.device import resolve_device, resolve_dtype
 from zjulab.common.io import atomic_directory
 from zjulab.common.loading import load_causal_lm, load_encoder, load_tokenizer
 from zjulab.common.progress import progress
 from zjulab.common.seeding import seed_everything
+from zjulab.hiesql._torch import torch
 from zjulab.hiesql.config import DecoderConfig, EncoderConfig, LinkingConfig, ParserConfig
 from zjulab.hiesql.data import Interaction
 from zjulab.hiesql.decoder import SQLDecoder

@@ -16,10 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from zjulab.common.device import resolve_device
 from zjulab.common.seeding import seed_everything
+from zjulab.hiesql._torch import torch
 from zjulab.hiesql.config import ContextMode, PretrainConfig
 from zjulab.hiesql.data import Interaction
 from zjulab.hiesql.errors import HieSqlConfigError

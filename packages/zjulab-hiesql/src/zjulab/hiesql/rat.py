@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import math
 
-import torch
-from torch import nn
-
+from zjulab.hiesql._torch import nn, torch
 from zjulab.hiesql.errors import HieSqlConfigError
 
 __all__ = ["RelationAwareAttention", "RelationAwareLayer"]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zjulab.hiesql._sqlite import open_readonly
 from zjulab.hiesql.errors import SchemaFileError, UnknownDatabaseError
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,16 @@ class Schema:
             if t_idx >= len(self.table_names_original) or (t_idx < 0 and name != "*"):
                 raise SchemaFileError(f"schema {self.db_id!r}: column {name!r} has bad table index {t_idx}")
         n_cols = len(self.column_names_original)
+        for what, got, want in (
+            ("table_names", len(self.table_names), len(self.table_names_original)),
+            ("column_names", len(self.column_names), n_cols),
+            ("column_types", len(self.column_types), n_cols),
+        ):
+            if got != want:
+                raise SchemaFileError(f"schema {self.db_id!r}: {what} has {got} entries, expected {want}")
+        for pk in self.primary_keys:
+            if not 0 <= pk < n_cols:
+                raise SchemaFileError(f"schema {self.db_id!r}: primary key {pk} out of range")
         for a, b in self.foreign_keys:
             if not (0 <= a < n_cols and 0 <= b < n_cols):
                 raise SchemaFileError(f"schema {self.db_id!r}: foreign key ({a}, {b}) out of range")
@@ -156,12 +167,28 @@ class SchemaSet(dict[str, Schema]):
         raise UnknownDatabaseError(f"unknown db_id {key!r} ({len(self)} schemas loaded, e.g. {known})")
 
 
-def read_json_file(path: Path, what: str) -> Any:
-    """Read JSON, raising :class:`SchemaFileError` naming the file (and line) when it fails."""
+def read_text_file(path: Path, what: str) -> str:
+    """Read a UTF-8 text file, raising :class:`SchemaFileError` naming the file when it cannot be read."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise SchemaFileError(f"{what} not found: {path}") from exc
+    except IsADirectoryError as exc:
+        raise SchemaFileError(f"{what} {path} is a directory, not a file") from exc
+    except PermissionError as exc:
+        raise SchemaFileError(f"{what} {path} cannot be read (permission denied)") from exc
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise SchemaFileError(f"{path}:{line}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
+    except OSError as exc:
+        raise SchemaFileError(f"{what} {path} cannot be read ({exc})") from exc
+
+
+def read_json_file(path: Path, what: str) -> Any:
+    """Read JSON, raising :class:`SchemaFileError` naming the file (and line) when it fails."""
+    text = read_text_file(path, what)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise SchemaFileError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
 
@@ -182,13 +209,27 @@ def load_tables(path: str | Path) -> SchemaSet:
     data = read_json_file(p, "tables file")
     if not isinstance(data, list):
         raise SchemaFileError(f"{p}: expected a JSON list of schemas, got {type(data).__name__}")
-    return SchemaSet((s.db_id, s) for s in (Schema.from_json(e) for e in data))
+    out = SchemaSet()
+    for i, entry in enumerate(data):
+        if not isinstance(entry, dict):
+            raise SchemaFileError(f"{p}: entry {i} is a {type(entry).__name__}, not a schema object")
+        try:
+            schema = Schema.from_json(entry)
+        except SchemaFileError as exc:
+            raise SchemaFileError(f"{p}: entry {i}: {exc}") from exc
+        if schema.db_id in out:
+            raise SchemaFileError(f"{p}: entry {i}: db_id {schema.db_id!r} appears twice")
+        out[schema.db_id] = schema
+    return out
 
 
 def schema_from_sqlite(path: str | Path, db_id: str | None = None) -> Schema:
-    """Read a schema (tables, columns, types, primary and foreign keys) from a SQLite file.
+    """Read a schema (tables, views, columns, types, primary and foreign keys) from a SQLite file.
 
-    The file is opened read-only.
+    The file is opened read-only through an encoded URI (any character may appear in the path;
+    no file is ever created). Views are listed after the tables, as tables without keys. A
+    foreign key written ``REFERENCES author`` (no column) points at the primary key of
+    ``author``, as SQLite reads it.
 
     Args:
         path: The SQLite database file.
@@ -198,26 +239,29 @@ def schema_from_sqlite(path: str | Path, db_id: str | None = None) -> Schema:
         The schema.
 
     Raises:
-        SchemaFileError: When the file does not exist or is not a SQLite database.
+        SchemaFileError: When the path is not an existing file or not a SQLite database.
     """
     p = Path(path)
     if not p.is_file():
-        raise SchemaFileError(f"database file not found: {p}")
+        raise SchemaFileError(f"database file not found: {p}" + (" (a directory)" if p.is_dir() else ""))
     try:
-        conn = sqlite3.connect(f"file:{p.resolve()}?mode=ro", uri=True)
+        conn = open_readonly(p)
         try:
-            tables = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
-                )
-            ]
+            rows = conn.execute(
+                "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') "
+                "AND name NOT LIKE 'sqlite_%' ORDER BY type = 'view', rowid"
+            ).fetchall()
+            tables = [r[0] for r in rows]
             cols: list[tuple[int, str]] = [(-1, "*")]
             types: list[str] = ["text"]
             pks: list[int] = []
+            table_pks: dict[str, list[int]] = {}
             index: dict[tuple[str, str], int] = {}
             for t_idx, table in enumerate(tables):
-                for _cid, name, ctype, _nn, _dflt, pk in conn.execute(f'PRAGMA table_info("{table}")'):
+                info = conn.execute("SELECT name, type, pk FROM pragma_table_info(?)", (table,)).fetchall()
+                keyed = sorted((pk, len(cols) + k) for k, (_n, _t, pk) in enumerate(info) if pk)
+                table_pks[table.lower()] = [c for _pk, c in keyed]
+                for name, ctype, pk in info:
                     index[(table.lower(), name.lower())] = len(cols)
                     if pk:
                         pks.append(len(cols))
@@ -225,17 +269,33 @@ def schema_from_sqlite(path: str | Path, db_id: str | None = None) -> Schema:
                     low = (ctype or "").lower()
                     types.append(
                         "number"
-                        if any(k in low for k in ("int", "real", "num", "float", "double"))
+                        if any(k in low for k in ("int", "real", "num", "float", "double", "dec"))
                         else "text"
                     )
             fks: list[tuple[int, int]] = []
-            for table in tables:
-                for row in conn.execute(f'PRAGMA foreign_key_list("{table}")'):
-                    ref_table, src, dst = row[2], row[3], row[4]
+            for table, kind in rows:
+                if kind != "table":
+                    continue
+                for _id, seq, ref_table, src, dst, *_rest in conn.execute(
+                    "SELECT * FROM pragma_foreign_key_list(?)", (table,)
+                ):
                     a = index.get((table.lower(), str(src).lower()))
-                    b = index.get((str(ref_table).lower(), str(dst or "").lower()))
+                    if dst is None:  # REFERENCES t: the seq-th primary-key column of t
+                        ref_pks = table_pks.get(str(ref_table).lower(), [])
+                        b = ref_pks[seq] if seq < len(ref_pks) else None
+                    else:
+                        b = index.get((str(ref_table).lower(), str(dst).lower()))
                     if a is not None and b is not None:
                         fks.append((a, b))
+                    else:
+                        logger.warning(
+                            "%s: foreign key %s.%s -> %s(%s) names no known column",
+                            p,
+                            table,
+                            src,
+                            ref_table,
+                            dst,
+                        )
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:

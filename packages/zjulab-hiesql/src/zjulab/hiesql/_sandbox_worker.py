@@ -1,0 +1,74 @@
+"""The worker process of ``SandboxConfig(isolation="process")``: one hardened connection under rlimits.
+
+Started by :class:`zjulab.hiesql.sandbox.SQLiteSandbox` as ``python -m zjulab.hiesql._sandbox_worker``;
+requests and replies are length-prefixed ``marshal`` frames on stdin/stdout (plain values only).
+The address space is capped at ``memory_limit_bytes`` and, before each statement, the CPU-time
+soft limit is set to the CPU already used plus the statement's time limit (SIGXCPU ends the
+process if SQLite is stuck inside one opcode); the parent kills the process at the wall-clock
+deadline in any case.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+
+def _limit(kind: int, soft: int) -> None:
+    import resource
+
+    _cur, hard = resource.getrlimit(kind)
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(kind, (soft, hard))
+
+
+def main() -> int:
+    """Serve statements until stdin closes."""
+    import resource
+
+    from zjulab.hiesql.config import SandboxConfig
+    from zjulab.hiesql.errors import SandboxError, SandboxLimitError, SandboxPermissionError, SchemaFileError
+    from zjulab.hiesql.sandbox import _Engine, _recv, _send
+
+    fin, fout = sys.stdin.fileno(), sys.stdout.fileno()
+    try:
+        path, raw = _recv(fin, None)
+        raw["isolation"] = "in_process"
+        raw["extra_functions"] = tuple(raw.get("extra_functions", ()))
+        config = SandboxConfig(**raw)
+        engine = _Engine(__import__("pathlib").Path(path), config)
+        engine.connect()
+        _limit(resource.RLIMIT_AS, int(config.memory_limit_bytes))
+    except SchemaFileError as exc:
+        _send(fout, ("fail", "file", str(exc)))
+        return 1
+    except Exception as exc:
+        _send(fout, ("fail", "error", f"worker set-up failed: {exc!r}"))
+        return 1
+    _send(fout, ("ready",))
+    kinds = ((SandboxPermissionError, "permission"), (SandboxLimitError, "limit"), (SandboxError, "error"))
+    while True:
+        try:
+            sql, cap = _recv(fin, None)
+        except EOFError:
+            return 0
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        _limit(resource.RLIMIT_CPU, math.ceil(used.ru_utime + used.ru_stime + config.timeout_s) + 1)
+        try:
+            columns, rows, truncated, nbytes = engine.run(sql, int(cap))
+            reply: tuple = ("ok", list(columns), rows, truncated, nbytes)
+        except SandboxError as exc:
+            kind = next(k for cls, k in kinds if isinstance(exc, cls))
+            reply = ("err", kind, str(exc))
+        except MemoryError:
+            reply = ("err", "limit", f"statement exceeded the memory limit: {sql[:200]!r}")
+        try:
+            _send(fout, reply)
+        except MemoryError:
+            os._exit(3)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
