@@ -73,6 +73,11 @@ def test_export_jsonl_and_hf(tmp_path, capsys):
 
     assert len(datasets.load_from_disk(str(tmp_path / "hf"))) == 1
     assert main(["export", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    dpo = tmp_path / "dpo.jsonl"
+    assert main(["export", str(tmp_path / "run"), "--out", str(dpo), "--kind", "dpo"]) == 0
+    (pair,) = [json.loads(x) for x in dpo.read_text().splitlines()]
+    assert pair["prompt"][0]["content"].startswith("L3") and pair["rejected"][0]["content"].startswith("weak")
+    assert pair["chosen"][0]["content"] == "Answer to <" + pair["prompt"][0]["content"] + ">"
 
 
 def test_run_with_the_server_down_exits_nonzero_then_recovers(tmp_path, capsys):

@@ -77,7 +77,7 @@ def test_feedback_conversations_match_the_shipped_shape(conifer_samples):
         inner[1]["content"]
         == "How this answer meets the requirements:\n- GDPR: covered in part 2\n\n" + rec["answer"]
     )
-    (pair,) = dpo_pairs([out])
+    (pair,) = dpo_pairs([rec])  # by fields: the record, not the four-turn shape
     assert (
         pair["chosen"][0]["content"] == rec["answer"] and pair["rejected"][0]["content"] == rec["weak_answer"]
     )

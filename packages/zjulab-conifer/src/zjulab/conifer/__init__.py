@@ -35,7 +35,14 @@ from zjulab.conifer.errors import (
 )
 from zjulab.conifer.ifeval import IFEvalPrompt, IFEvalResult, evaluate_ifeval, load_ifeval, per_type_table
 from zjulab.conifer.language import detect_language
-from zjulab.conifer.pipeline import Pipeline, PipelineResult, StageStats, load_seeds
+from zjulab.conifer.pipeline import (
+    Pipeline,
+    PipelineResult,
+    RequestCache,
+    StageStats,
+    load_seeds,
+    request_key,
+)
 from zjulab.conifer.sentences import SentenceSplitter, count_sentences, count_words, split_sentences
 from zjulab.conifer.stages import (
     AnswerStage,
@@ -54,7 +61,14 @@ from zjulab.conifer.stages import (
     WeakAnswerStage,
     default_stages,
 )
-from zjulab.conifer.training import dpo_pairs, sft_trainer
+from zjulab.conifer.training import (
+    FitReport,
+    check_dpo_rows,
+    check_sft_rows,
+    dpo_pairs,
+    fit_conversations,
+    sft_trainer,
+)
 
 __version__ = "0.1.0"
 
@@ -69,6 +83,7 @@ __all__ = [
     "ConstraintStage",
     "ContaminationGuard",
     "ExternalFeedbackStage",
+    "FitReport",
     "FilterStage",
     "FormatNumberStage",
     "IFEvalPrompt",
@@ -84,6 +99,7 @@ __all__ = [
     "PipelineResult",
     "RecombineStage",
     "ReframeStage",
+    "RequestCache",
     "Rejection",
     "SeedStage",
     "SentenceSplitter",
@@ -97,7 +113,10 @@ __all__ = [
     "default_registry",
     "default_stages",
     "detect_language",
+    "check_dpo_rows",
+    "check_sft_rows",
     "dpo_pairs",
+    "fit_conversations",
     "easy_to_hard",
     "evaluate_ifeval",
     "external_feedback",
@@ -107,6 +126,7 @@ __all__ = [
     "loose_variants",
     "normalize_record",
     "per_type_table",
+    "request_key",
     "sft_trainer",
     "single_turn",
     "split_sentences",

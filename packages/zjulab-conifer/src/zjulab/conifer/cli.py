@@ -10,14 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from zjulab.common.cli import run_command
+from zjulab.common.deps import require
 from zjulab.common.io import read_json, read_jsonl, write_json, write_jsonl
 from zjulab.common.protocols import Conversation
 from zjulab.conifer.checkers import default_registry
 from zjulab.conifer.config import PipelineConfig
-from zjulab.conifer.curriculum import build_conversations, easy_to_hard, to_dataset
+from zjulab.conifer.curriculum import build_conversations, easy_to_hard
 from zjulab.conifer.errors import ConiferError, ConiferInputError
 from zjulab.conifer.ifeval import evaluate_ifeval, load_ifeval, per_type_table
 from zjulab.conifer.pipeline import Pipeline, PipelineResult, load_seeds
+from zjulab.conifer.training import check_sft_rows, dpo_pairs
 
 DEMO_SEEDS = [
     "How do I keep a sourdough starter alive while I am away for two weeks?",
@@ -135,11 +137,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Export a run's records as chat ``messages`` (JSONL or a saved ``datasets`` dataset)."""
     records, manifest = run_records(args.run_dir, partial=args.partial)
     is_partial = not manifest.get("complete") or bool(manifest["missing_stages"])
-    convs = build_conversations(records, args.ordering, include_feedback=not args.no_feedback, seed=args.seed)
-    if args.format == "jsonl":
-        n = write_jsonl(args.out, ({"messages": c} for c in convs))
+    if args.kind == "dpo":
+        rows: list[dict[str, Any]] = dpo_pairs(records)
     else:
-        ds = to_dataset(convs)
+        convs = build_conversations(
+            records, args.ordering, include_feedback=not args.no_feedback, seed=args.seed
+        )
+        rows = [{"messages": c} for c in convs]
+        check_sft_rows(rows)
+    if args.format == "jsonl":
+        n = write_jsonl(args.out, rows)
+    else:
+        datasets = require("datasets", "pip install 'zjulab-conifer[train]'", feature="export --format hf")
+        ds = datasets.Dataset.from_list(rows)
         ds.save_to_disk(args.out)
         n = len(ds)
     label = " PARTIAL (from an unfinished run)" if is_partial else ""
@@ -152,7 +162,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                 "failed": manifest.get("failed", {}),
             },
         )
-    print(f"wrote {n} conversations ({args.ordering}) to {args.out}{label}")
+    what = "preference pairs" if args.kind == "dpo" else f"conversations ({args.ordering})"
+    print(f"wrote {n} {what} to {args.out}{label}")
     return 0
 
 
@@ -285,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--ordering", choices=["easy_to_hard", "level", "shuffled"], default="easy_to_hard")
     p.add_argument("--format", choices=["jsonl", "hf"], default="jsonl")
+    p.add_argument(
+        "--kind", choices=["sft", "dpo"], default="sft", help="SFT conversations or DPO preference pairs"
+    )
     p.add_argument("--no-feedback", action="store_true", help="leave out the feedback conversations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

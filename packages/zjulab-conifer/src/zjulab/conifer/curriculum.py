@@ -200,10 +200,9 @@ def to_dataset(conversations: Sequence[Conversation]) -> Any:
     (see :func:`~zjulab.conifer.training.sft_trainer`).
 
     Raises:
-        ImportError: ``datasets`` is not installed (``pip install 'zjulab-conifer[train]'``).
+        MissingDependencyError: ``datasets`` is not installed (``pip install 'zjulab-conifer[train]'``).
     """
-    try:
-        import datasets
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("to_dataset needs `datasets`: pip install 'zjulab-conifer[train]'") from exc
+    from zjulab.common.deps import require
+
+    datasets = require("datasets", "pip install 'zjulab-conifer[train]'", feature="to_dataset")
     return datasets.Dataset.from_list([{"messages": [dict(m) for m in c]} for c in conversations])
