@@ -124,18 +124,31 @@ def project_weights(
 class SpanRelevance:
     """Relevance from the character spans reported by verifiable checkers.
 
-    A token gets ``on`` when it overlaps a span the rubric's checker reports on the response
-    (the commas that break "no commas", the keywords of "include X"...), else ``off``. Judge
-    rubrics, which have no checker, get ``off`` everywhere (constant, so no token credit).
+    On a passing response a token gets ``on`` when it overlaps a span the checker reports (the
+    keywords of "include X", the bullets of "use 3 bullets"...). On a failing response it gets
+    ``on`` only when it overlaps a span the failure is attributed to
+    (:attr:`~zjulab.rtt.rubrics.CheckResult.failure_spans`: the commas that break "no commas",
+    the surplus occurrences of "at most N times"); tokens that satisfy part of a constraint (the
+    ``blue`` of "include blue, moon" when ``moon`` is missing) are never blamed. A failure about
+    something missing has no such span: with ``absent="response"`` (default) it gets no token
+    credit (the failure stays in the response-level advantage); with ``absent="end"`` the last
+    token of the response is blamed (the response ended without it). Judge rubrics, which have
+    no checker, get ``off`` everywhere (constant, so no token credit).
 
     Args:
         on: Weight of tokens inside a span.
         off: Weight of the other tokens.
+        absent: ``"response"`` or ``"end"`` (see above).
     """
 
-    def __init__(self, on: float = 1.0, off: float = 0.0) -> None:
+    def __init__(self, on: float = 1.0, off: float = 0.0, absent: str = "response") -> None:
+        if absent not in ("response", "end"):
+            from zjulab.rtt.errors import RTTConfigError
+
+            raise RTTConfigError(f"absent must be 'response' or 'end', got {absent!r}")
         self.on = float(on)
         self.off = float(off)
+        self.absent = absent
 
     def token_relevance(self, queries: Sequence[RelevanceQuery], tokenizer: Any) -> list[torch.Tensor]:
         """See :class:`RelevanceModel`."""
@@ -146,7 +159,11 @@ class SpanRelevance:
                 out.append(torch.full((n,), self.off))
                 continue
             text, offsets = token_char_offsets(q.completion_ids, tokenizer)
-            spans = q.rubric.evaluate(text).spans
+            result = q.rubric.evaluate(text)
+            spans = result.spans if result.passed else result.failure_spans
+            if not result.passed and not spans and self.absent == "end":
+                ends = [j for j, (a, b) in enumerate(offsets) if b > a and text[a:b].strip()]
+                spans = (offsets[ends[-1]],) if ends else ()
             labels = torch.tensor(labels_from_offsets(offsets, spans), dtype=torch.float32)
             out.append(self.off + (self.on - self.off) * labels)
         return out

@@ -44,11 +44,24 @@ class CheckResult:
 
     Attributes:
         passed: Whether the response satisfies the constraint.
-        spans: Character spans of the response relevant to the constraint.
+        spans: Character spans of the response relevant to the constraint (what it is about:
+            also the occurrences that satisfy part of it, as labels for a relevance model).
+        blame: When the response fails, the spans whose presence makes it fail (the commas of
+            "no commas", the surplus occurrences of "at most N times"...). ``None`` means the
+            spans themselves; ``()`` means the failure is about something missing (a keyword
+            never written, too few occurrences), which no token of the response is to blame for.
     """
 
     passed: bool
     spans: tuple[Span, ...] = ()
+    blame: tuple[Span, ...] | None = None
+
+    @property
+    def failure_spans(self) -> tuple[Span, ...]:
+        """The spans a failure is attributed to (``()`` for a passing response)."""
+        if self.passed:
+            return ()
+        return self.spans if self.blame is None else self.blame
 
 
 Checker = Callable[..., CheckResult]
@@ -103,6 +116,15 @@ def _word_spans(text: str, word: str) -> tuple[Span, ...]:
     return _find_all(r"\b" + re.escape(word) + r"\b", text, re.IGNORECASE)
 
 
+def _counted(spans: tuple[Span, ...], relation: str, target: float, passed: bool) -> CheckResult:
+    """A count constraint: a failure is the occurrences' fault only when there are too many."""
+    if passed:
+        return CheckResult(True, spans)
+    strict = relation.strip().lower() in ("less than", "<")
+    too_many = len(spans) >= target if strict else len(spans) > target
+    return CheckResult(False, spans, spans if too_many else ())
+
+
 def _whole(text: str) -> tuple[Span, ...]:
     return ((0, len(text)),) if text else ()
 
@@ -133,7 +155,8 @@ def _capital(response: str) -> CheckResult:
 )
 def _capital_words(response: str, capital_frequency: int, capital_relation: str) -> CheckResult:
     spans = _find_all(r"\b[A-Z][A-Z0-9]+\b", response)
-    return CheckResult(_compare(len(spans), capital_relation, capital_frequency), spans)
+    ok = _compare(len(spans), capital_relation, capital_frequency)
+    return _counted(spans, capital_relation, capital_frequency, ok)
 
 
 @register_checker(
@@ -146,7 +169,8 @@ def _keywords(response: str, keywords: list[str]) -> CheckResult:
         found = _find_all(re.escape(kw), response, re.IGNORECASE)
         ok = ok and bool(found)
         spans.extend(found)
-    return CheckResult(ok, tuple(sorted(spans)))
+    # a failure is a keyword never written: the ones that are there are not to blame
+    return CheckResult(ok, tuple(sorted(spans)), None if ok else ())
 
 
 @register_checker(
@@ -164,7 +188,7 @@ def _forbidden(response: str, forbidden_words: list[str]) -> CheckResult:
 )
 def _frequency(response: str, keyword: str, frequency: int, relation: str) -> CheckResult:
     spans = _find_all(re.escape(keyword), response, re.IGNORECASE)
-    return CheckResult(_compare(len(spans), relation, frequency), spans)
+    return _counted(spans, relation, frequency, _compare(len(spans), relation, frequency))
 
 
 @register_checker(
@@ -175,7 +199,7 @@ def _frequency(response: str, keyword: str, frequency: int, relation: str) -> Ch
 )
 def _letter_frequency(response: str, letter: str, let_frequency: int, let_relation: str) -> CheckResult:
     spans = _find_all(re.escape(letter), response, re.IGNORECASE)
-    return CheckResult(_compare(len(spans), let_relation, let_frequency), spans)
+    return _counted(spans, let_relation, let_frequency, _compare(len(spans), let_relation, let_frequency))
 
 
 @register_checker(
@@ -186,7 +210,7 @@ def _letter_frequency(response: str, letter: str, let_frequency: int, let_relati
 )
 def _placeholders(response: str, num_placeholders: int) -> CheckResult:
     spans = _find_all(r"\[[^\[\]]*\]", response)
-    return CheckResult(len(spans) >= num_placeholders, spans)
+    return _counted(spans, "at least", num_placeholders, len(spans) >= num_placeholders)
 
 
 @register_checker(
@@ -202,7 +226,7 @@ def _postscript(response: str, postscript_marker: str) -> CheckResult:
     else:
         pattern = r"\s*" + re.escape(marker.lower()) + r".*$"
     spans = _find_all(pattern, response.lower(), re.MULTILINE)
-    return CheckResult(bool(spans), spans)
+    return CheckResult(bool(spans), spans, None if spans else ())
 
 
 @register_checker(
@@ -219,7 +243,7 @@ def _highlights(response: str, num_highlights: int) -> CheckResult:
         if m.group(0).strip("*").strip()
     ]
     spans = sorted(set(spans))
-    return CheckResult(len(spans) >= num_highlights, tuple(spans))
+    return _counted(tuple(spans), "at least", num_highlights, len(spans) >= num_highlights)
 
 
 @register_checker(
@@ -228,7 +252,7 @@ def _highlights(response: str, num_highlights: int) -> CheckResult:
 )
 def _bullets(response: str, num_bullets: int) -> CheckResult:
     spans = _find_all(r"^\s*[\*\-][^\*\-\n].*$", response, re.MULTILINE)
-    return CheckResult(len(spans) == num_bullets, spans)
+    return _counted(spans, "exactly", num_bullets, len(spans) == num_bullets)
 
 
 @register_checker(
@@ -236,7 +260,7 @@ def _bullets(response: str, num_bullets: int) -> CheckResult:
 )
 def _title(response: str) -> CheckResult:
     spans = [(m.start(), m.end()) for m in re.finditer(r"<<[^\n]+>>", response) if m.group(0)[2:-2].strip()]
-    return CheckResult(bool(spans), tuple(spans))
+    return CheckResult(bool(spans), tuple(spans), None if spans else ())
 
 
 @register_checker("detectable_format:json_format", lambda: "Wrap the entire output in JSON format.")
@@ -271,7 +295,10 @@ def _quotation(response: str) -> CheckResult:
         return CheckResult(False, ())
     start = len(response) - len(response.lstrip())
     end = len(response.rstrip())
-    return CheckResult(ok, ((start, start + 1), (end - 1, end)))
+    spans = ((start, start + 1), (end - 1, end))
+    # blame only the end that lacks its quotation mark
+    blame = tuple(sp for sp, c in zip(spans, (stripped[0], stripped[-1])) if c != '"') or spans
+    return CheckResult(ok, spans, None if ok else blame)
 
 
 @register_checker(
@@ -280,7 +307,11 @@ def _quotation(response: str) -> CheckResult:
 )
 def _number_words(response: str, num_words: int, relation: str) -> CheckResult:
     words = re.findall(r"\w+", response)
-    return CheckResult(_compare(len(words), relation, num_words), _whole(response))
+    ok = _compare(len(words), relation, num_words)
+    strict = relation.strip().lower() in ("less than", "<")
+    too_long = len(words) >= num_words if strict else len(words) > num_words
+    # too long: the whole response is to blame; too short: what is missing is not in it
+    return CheckResult(ok, _whole(response), None if ok or too_long else ())
 
 
 @register_checker(
@@ -293,7 +324,9 @@ def _number_paragraphs(response: str, num_paragraphs: int) -> CheckResult:
     spans = _find_all(r"\s?\*\*\*\s?", response)
     parts = re.split(r"\s?\*\*\*\s?", response)
     ok = len(parts) == num_paragraphs and all(p.strip() for p in parts)
-    return CheckResult(ok, spans)
+    # too many dividers (or an empty paragraph between two) are the dividers' fault
+    blame = spans if len(parts) > num_paragraphs or not all(p.strip() for p in parts) else ()
+    return CheckResult(ok, spans, None if ok else blame)
 
 
 @register_checker(
@@ -303,7 +336,7 @@ def _number_paragraphs(response: str, num_paragraphs: int) -> CheckResult:
 def _constrained(response: str) -> CheckResult:
     options = ("My answer is yes.", "My answer is no.", "My answer is maybe.")
     spans = tuple(s for o in options for s in _find_all(re.escape(o), response))
-    return CheckResult(bool(spans), spans)
+    return CheckResult(bool(spans), spans, None if spans else ())
 
 
 @register_checker(
@@ -311,9 +344,18 @@ def _constrained(response: str) -> CheckResult:
     lambda prompt_to_repeat: "First repeat the request word for word without change, then answer.",
 )
 def _repeat_prompt(response: str, prompt_to_repeat: str) -> CheckResult:
-    ok = response.strip().lower().startswith(prompt_to_repeat.strip().lower())
+    want = prompt_to_repeat.strip().lower()
+    ok = response.strip().lower().startswith(want)
     start = len(response) - len(response.lstrip())
-    return CheckResult(ok, ((start, min(len(response), start + len(prompt_to_repeat))),) if response else ())
+    end = min(len(response), start + len(prompt_to_repeat))
+    spans = ((start, end),) if response else ()
+    if ok or not response:
+        return CheckResult(ok, spans, None if ok else ())
+    # blame from the first character that departs from the request (the repeated prefix is right)
+    got = response[start:].lower()
+    same = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+    blame = ((start + same, end),) if start + same < end else ()
+    return CheckResult(False, spans, blame)
 
 
 @register_checker(
@@ -324,7 +366,7 @@ def _repeat_prompt(response: str, prompt_to_repeat: str) -> CheckResult:
 )
 def _multiple_sections(response: str, section_spliter: str, num_sections: int) -> CheckResult:
     spans = _find_all(r"\s?" + re.escape(section_spliter) + r"\s?\d+\s?", response)
-    return CheckResult(len(spans) >= num_sections, spans)
+    return _counted(spans, "at least", num_sections, len(spans) >= num_sections)
 
 
 @register_checker(
@@ -335,7 +377,8 @@ def _two_responses(response: str) -> CheckResult:
     spans = _find_all(r"\*{6}", response)
     parts = [p.strip() for p in response.split("******")]
     ok = len(parts) == 2 and all(parts) and parts[0] != parts[1]
-    return CheckResult(ok, spans)
+    # more than one separator is the separators' fault; a missing one or a missing second answer is not
+    return CheckResult(ok, spans, None if ok else (spans if len(spans) > 1 else ()))
 
 
 @register_checker(
@@ -356,12 +399,13 @@ def _nth_paragraph_first_word(
             bounds.append((pos + lead, pos + len(part.rstrip())))
         pos += len(part) + 2
     if not 0 < nth_paragraph <= len(bounds):
-        return CheckResult(False, ())
+        return CheckResult(False, (), ())
     start, end = bounds[nth_paragraph - 1]
     m = re.match(r"[^\w]*(\w+)", response[start:end])
     word_span = (start + m.start(1), start + m.end(1)) if m else (start, start + 1)
-    ok = len(bounds) == num_paragraphs and m is not None and m.group(1).lower() == first_word.strip().lower()
-    return CheckResult(ok, (word_span,))
+    right_word = m is not None and m.group(1).lower() == first_word.strip().lower()
+    ok = len(bounds) == num_paragraphs and right_word
+    return CheckResult(ok, (word_span,), None if ok or not right_word else ())
 
 
 def run_check(name: str, response: str, kwargs: Mapping[str, Any] | None = None) -> CheckResult:
