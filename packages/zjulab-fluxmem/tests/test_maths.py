@@ -1,4 +1,4 @@
-"""Hand-worked numbers: BM25, hybrid score, PEMS and its stopping rule, the k-means k formula."""
+"""Hand-worked numbers: FTS5 bm25, hybrid score, PEMS and its stopping rule, the k-means k formula."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from zjulab.fluxmem import (
-    BM25Index,
     FluxMemConfig,
     FluxMemConfigError,
     PEMSTracker,
@@ -18,62 +17,83 @@ from zjulab.fluxmem import (
     num_clusters,
     pems,
     skill_delta,
-    tokenize,
 )
 from zjulab.fluxmem.memory import link_scores
+from zjulab.fluxmem.nodes import MemoryNode
+from zjulab.fluxmem.store import SQLiteStore, fts_query
 
 
-@pytest.fixture
-def bm25() -> BM25Index:
-    idx = BM25Index(k1=1.5, b=0.75)
-    idx.add("d1", "Apple banana apple")
-    idx.add("d2", "banana cherry")
-    idx.add("d3", "cherry date egg fig")
-    return idx
+def _fts_store(docs: dict[str, str]) -> SQLiteStore:
+    store = SQLiteStore(None, 4)
+    with store.write():
+        for nid, text in docs.items():
+            store.insert_node(
+                MemoryNode(id=nid, kind="episodic", content=text, user_id="u"), np.ones(4), "{}"
+            )
+    return store
 
 
-def test_tokenize_lowercases_word_tokens():
-    assert tokenize("Hi, Mel! It's 9:30.") == ["hi", "mel", "it", "s", "9", "30"]
+DOCS = {"d1": "Apple banana apple", "d2": "banana cherry", "d3": "cherry date egg fig"}
 
 
-def test_bm25_idf_and_scores_by_hand(bm25):
-    # N = 3, lengths 3, 2, 4 -> avgdl = 3
-    assert bm25.avgdl == pytest.approx(3.0)
-    # idf(apple) = ln((3 - 1 + .5) / (1 + .5) + 1) = ln(2.6667) = 0.980829
-    assert bm25.idf("apple") == pytest.approx(0.980829, abs=1e-6)
-    # idf(banana) = ln((3 - 2 + .5) / 2.5 + 1) = ln(1.6) = 0.470004
-    assert bm25.idf("banana") == pytest.approx(0.470004, abs=1e-6)
-    # d1, apple: tf 2, dl 3: 2 * 2.5 / (2 + 1.5 * (.25 + .75)) = 5 / 3.5 -> * idf = 1.401184
-    # d2, banana: tf 1, dl 2: 2.5 / (1 + 1.5 * (.25 + .75 * 2/3)) = 2.5 / 2.125 -> * idf = 0.552945
-    s = bm25.score("apple", ["d1", "d2", "nope"])
-    assert s.tolist() == pytest.approx([1.401184, 0.0, 0.0], abs=1e-6)
-    s = bm25.score("banana", ["d1", "d2"])
-    assert s.tolist() == pytest.approx([0.470004, 0.552945], abs=1e-6)
-    # repeated query tokens count twice
-    assert bm25.score("banana banana", ["d2"])[0] == pytest.approx(2 * 0.552945, abs=1e-6)
+def _fts5_bm25(query: str, docs: dict[str, str], k1: float = 1.2, b: float = 0.75) -> dict[str, float]:
+    """SQLite FTS5's documented bm25(), by hand: idf = ln((N - n + 0.5) / (n + 0.5)), floored at 1e-6."""
+    toks = {d: [w.lower() for w in t.split()] for d, t in docs.items()}
+    n_docs = len(docs)
+    avgdl = sum(len(t) for t in toks.values()) / n_docs
+    out = {}
+    for d, words in toks.items():
+        score = 0.0
+        for term in dict.fromkeys(query.lower().split()):
+            n = sum(term in t for t in toks.values())
+            if not n:
+                continue
+            idf = max(math.log((n_docs - n + 0.5) / (n + 0.5)), 1e-6)
+            tf = words.count(term)
+            score += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(words) / avgdl))
+        out[d] = score
+    return out
 
 
-def test_bm25_incremental_equals_rebuild(bm25):
-    bm25.remove("d3")
-    bm25.add("d2", "banana cherry cherry")  # replace
-    fresh = BM25Index()
-    fresh.add("d1", "Apple banana apple")
-    fresh.add("d2", "banana cherry cherry")
-    q = "cherry banana apple"
-    assert bm25.score(q, ["d1", "d2"]).tolist() == pytest.approx(fresh.score(q, ["d1", "d2"]).tolist())
-    assert len(bm25) == 2 and bm25.df("egg") == 0
-    a, b = bm25.top(q, 5), fresh.top(q, 5)
-    assert [d for d, _ in a] == [d for d, _ in b]
-    assert [v for _, v in a] == pytest.approx([v for _, v in b])
+def test_fts_query_quotes_every_word():
+    assert fts_query('Where is "Rex"?') == '"where" OR "is" OR "rex"'
+    assert fts_query("?!") is None
 
 
-def test_bm25_top_ranks_and_respects_budget(bm25):
-    # d1 = 1.401184 (apple); d2 = .470004 * 2.5 / 2.125 = .552945; d3 = .470004 * 2.5 / 2.875 = .408699
-    top = bm25.top("apple cherry", 3)
-    assert [d for d, _ in top] == ["d1", "d2", "d3"]
-    assert [v for _, v in top] == pytest.approx([1.401184, 0.552945, 0.408699], abs=1e-6)
-    # budget 1: only the rarest term (apple, df 1) is read
-    assert [d for d, _ in bm25.top("apple cherry", 3, scan_budget=1)] == ["d1"]
+def test_fts5_bm25_matches_the_formula_by_hand():
+    store = _fts_store(DOCS)
+    store.vectors.sync(store.conn)
+    for q in ("apple", "banana cherry", "fig apple egg"):
+        want = _fts5_bm25(q, DOCS)
+        got = store.bm25_scores(q, list(DOCS))
+        assert got.tolist() == pytest.approx([want[d] for d in DOCS], rel=1e-6)
+    # d1 has "apple" twice in three words, nobody else has it
+    assert store.bm25_top("apple banana", 3, {"user_id": "u"})[0][0] == "d1"
+
+
+def test_bm25_scores_agree_with_sqlite_bm25():
+    docs = {**DOCS, "d4": "fig fig fig apple pie", "d5": "x y z", "d6": "Apple, the café's apple_pie!"}
+    store = _fts_store(docs)
+    store.vectors.sync(store.conn)
+    for q in ("apple fig cherry", "banana", "fig fig egg", "café pie"):
+        match = fts_query(q)
+        rows = store.conn.execute(
+            "SELECT n.id, -bm25(fts) FROM fts JOIN nodes n ON n.rid = fts.rowid WHERE fts MATCH ?", (match,)
+        )
+        ref = dict(rows.fetchall())
+        got = store.bm25_scores(q, list(docs))
+        assert got.tolist() == pytest.approx([ref.get(d, 0.0) for d in docs], rel=1e-9)
+
+
+def test_fts5_updates_incrementally_like_a_rebuild():
+    store = _fts_store({**DOCS, "d4": "apple pie"})
+    with store.write():
+        store.delete_node("d4")
+    fresh = _fts_store(DOCS)
+    for q in ("apple", "cherry fig"):
+        assert store.bm25_scores(q, list(DOCS)).tolist() == pytest.approx(
+            fresh.bm25_scores(q, list(DOCS)).tolist()
+        )
 
 
 def test_minmax_and_hybrid_by_hand():
@@ -150,7 +170,7 @@ def test_kmeans_separates_blobs_deterministically():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"bm25_b": 1.5}, "bm25_b"),
+        ({"prune_threshold": 1.5}, "prune_threshold"),
         ({"dense_weight": -1}, "dense_weight"),
         ({"candidate_k": 0}, "candidate_k"),
         ({"prune_threshold": 2}, "prune_threshold"),
@@ -168,18 +188,3 @@ def test_config_errors(kwargs, match):
 def test_config_round_trip():
     cfg = FluxMemConfig(bm25_weight=0.7, num_clusters=3)
     assert FluxMemConfig.from_dict({**cfg.to_dict(), "unknown_future_key": 1}) == cfg
-
-
-def test_bm25_agrees_with_bm25s_lucene():
-    bm25s = pytest.importorskip("bm25s")
-    docs = ["Apple banana apple", "banana cherry", "cherry date egg fig", "fig fig fig apple pie", "x y z"]
-    ref = bm25s.BM25(method="lucene", k1=1.5, b=0.75)
-    ref.index([tokenize(d) for d in docs], show_progress=False)
-    ours = BM25Index(k1=1.5, b=0.75)
-    for i, d in enumerate(docs):
-        ours.add(str(i), d)
-    for q in ("apple fig cherry", "banana", "fig fig egg"):
-        expected = ref.get_scores(tokenize(q))
-        # bm25s drops the constant (k1 + 1) factor of the Okapi numerator; rankings are identical
-        got = ours.score(q, [str(i) for i in range(len(docs))])
-        assert got.tolist() == pytest.approx((2.5 * expected).tolist(), rel=1e-5)

@@ -51,7 +51,8 @@ def test_formation_links_best_hybrid_candidates(enc):
     b = mem.add("alpha beta gamma epsilon", user_id="u")["results"][0]["id"]
     assert edges(mem) == {(b, a, "associate")}
     e = mem.graph.find_edge(b, a, "associate")
-    cos = float(mem._scopes["user:u"].index.vector(a) @ mem._scopes["user:u"].index.vector(b))
+    va, vb = mem.store.vectors.vectors([a, b])
+    cos = float(va @ vb)
     assert e.weight == pytest.approx(cos) and e.stage == "formation"
     assert c not in {x for ed in edges(mem) for x in ed[:2]}
 
@@ -153,7 +154,7 @@ def test_scope_errors(enc):
         mem.add("hi")
     with pytest.raises(ScopeError, match="user_id must be a non-empty string"):
         mem.search("hi", user_id="")
-    assert scope_key("u", "a", "r") == "user:u" and scope_key(None, "a", "r") == "agent:a"
+    assert scope_key("u", "a", "r") == "user:u|agent:a|run:r" and scope_key(None, "a", None) == "agent:a"
     assert scope_key(None, None, "r") == "run:r"
 
 

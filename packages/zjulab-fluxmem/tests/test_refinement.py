@@ -37,17 +37,25 @@ def expand_mem(enc):
     return mem, (a, b, c, d, e)
 
 
-def test_expand_links_anchor_to_missing_evidence_then_semantic_neighbours(expand_mem):
-    mem, (a, b, c, _d, _e) = expand_mem
+def test_expand_without_evidence_links_nearest_unseen_units(expand_mem):
+    mem, (a, _b, c, _d, _e) = expand_mem
+    rep = mem.feedback("Where did Sam move for work?", "failure", user_id="u", top_k=1)
+    assert rep.rounds[0].added_edges[0] == (a, c, "associate")  # c: the next-nearest to the query
+    assert len(rep.rounds[0].added_edges) == 2  # expand_top_k
+
+
+def test_expand_links_anchor_to_missing_evidence(expand_mem):
+    mem, (a, b, _c, _d, _e) = expand_mem
     q = "Where did Sam move for work?"
     assert [h["id"] for h in mem.search(q, user_id="u", top_k=1)["results"]] == [a]
     rep = mem.feedback(q, "failure", [b], user_id="u", top_k=1)
     (rnd,) = rep.rounds
     assert (rnd.action, rnd.decided_by, rnd.target) == ("expand", "heuristic", a)
-    assert rnd.added_edges == [(a, b, "associate"), (a, c, "associate")]
-    assert edges(mem) == {(a, b, "associate"), (a, c, "associate")}
+    # the evidence of the failure decides the repair: one link to it, no speculative neighbours
+    assert rnd.added_edges == [(a, b, "associate")]
+    assert edges(mem) == {(a, b, "associate")}
     assert mem.graph.find_edge(a, b, "associate").weight == 1.0
-    assert mem.graph.find_edge(a, c, "associate").stage == "refinement"
+    assert mem.graph.find_edge(a, b, "associate").stage == "refinement"
     assert [h["stage"] for h in mem.history(b) if h["event"] == "LINK"] == ["refinement"]
     assert rep.resolved is False  # evidence still outside the top-1
 
@@ -119,7 +127,7 @@ def test_malformed_attribution_falls_back_to_heuristic(chain_mem):
     assert mem.reasoner.failures >= 2
 
 
-def test_reshape_splits_a_coarse_unit(enc):
+def test_reshape_split_adds_grounded_parts_and_keeps_the_original(enc):
     cfg = FluxMemConfig(max_links=0, max_refinement_rounds=1)
     mem = FluxMemory(enc, config=cfg)
     a, t = ids_of(mem.add(["Ana: hello there", "I moved to Lisbon. I work at a bakery."], user_id="u"))
@@ -128,17 +136,18 @@ def test_reshape_splits_a_coarse_unit(enc):
     )
     (rnd,) = rep.rounds
     p1, p2 = rnd.added_nodes
-    assert (rnd.type, rnd.target, rnd.removed_nodes) == ("unit", t, [t])
+    assert (rnd.type, rnd.target, rnd.removed_nodes) == ("unit", t, [])
     assert [mem.graph.node(p).content for p in (p1, p2)] == ["I moved to Lisbon.", "I work at a bakery."]
-    assert edges(mem) == {(a, p1, "next"), (a, p2, "next"), (p1, p2, "associate")}
+    assert edges(mem) == {(a, t, "next"), (p1, t, "ground"), (p2, t, "ground"), (p1, p2, "associate")}
     split = mem.history(t)[-1]
     assert (split["event"], split["stage"], split["detail"]["into"]) == ("SPLIT", "refinement", [p1, p2])
-    with pytest.raises(MemoryNotFoundError):
-        mem.get(t)
-    assert mem.get(p1)["metadata"]["reshaped_from"] == [t]
+    # the user's words stay, under the id add() returned
+    assert mem.get(t)["memory"] == "I moved to Lisbon. I work at a bakery."
+    assert mem.get(p1)["kind"] == "semantic"
+    assert mem.get(p1)["metadata"] == {"derived": "split", "sources": [t]}
 
 
-def test_reshape_merge_by_chat_model(enc):
+def test_reshape_merge_by_chat_model_is_derived(enc):
     cfg = FluxMemConfig(max_links=0, max_refinement_rounds=1)
     chat = ScriptedChatModel(['{"mode": "merge", "parts": ["Ana moved to Lisbon and works at a bakery"]}'])
     mem = FluxMemory(enc, chat, cfg)
@@ -147,11 +156,41 @@ def test_reshape_merge_by_chat_model(enc):
     rep = mem.feedback("Ana works at a bakery", "failure", [z], user_id="u", action="reshape")
     (rnd,) = rep.rounds
     (n,) = rnd.added_nodes
-    assert sorted(rnd.removed_nodes) == sorted([t, a])
+    assert rnd.removed_nodes == []
     assert mem.graph.node(n).content == "Ana moved to Lisbon and works at a bakery"
-    assert edges(mem) == {(z, n, "next")}
+    assert {(n, t, "ground"), (n, a, "ground")} <= edges(mem)
+    assert [mem.get(x)["memory"] for x in (a, t)] == ["Ana moved to Lisbon", "Ana works at a bakery"]
     assert {mem.history(x)[-1]["event"] for x in (a, t)} == {"MERGE"}
     assert "Related memory: Ana moved to Lisbon" in chat.calls[0][-1]["content"]
+
+
+def test_reshape_rejects_a_model_rewrite_that_is_not_grounded(enc):
+    cfg = FluxMemConfig(max_links=0, link_adjacent=False, max_refinement_rounds=1)
+    chat = ScriptedChatModel(['{"mode": "split", "parts": ["Maya lives in Madrid.", "Maya is a lawyer."]}'])
+    mem = FluxMemory(enc, chat, cfg)
+    mem.config.extract_facts = False
+    ids_of(mem.add("Maya moved to Porto to work at a design studio", user_id="sam"))
+    rep = mem.feedback("Where does Maya work?", "failure", user_id="sam", action="reshape")
+    assert rep.rounds[0].added_nodes == [] and "ungrounded" in rep.rounds[0].details
+    assert [r["memory"] for r in mem.get_all(user_id="sam")["results"]] == [
+        "Maya moved to Porto to work at a design studio"
+    ]
+
+
+def test_reshape_never_undoes_its_own_edit(enc):
+    """Five forced rounds: split once, then nothing is split or merged back (no oscillation)."""
+    cfg = FluxMemConfig(max_links=0, max_refinement_rounds=5)
+    mem = FluxMemory(enc, config=cfg)
+    a, t = ids_of(mem.add(["Ana: hello there", "I moved to Lisbon. I work at a bakery."], user_id="u"))
+    q = "I moved to Lisbon. I work at a bakery."
+    for _ in range(3):
+        mem.feedback(q, "failure", [a], user_id="u", action="reshape", check=lambda r: False)
+    kinds = [r["kind"] for r in mem.get_all(user_id="u")["results"]]
+    assert kinds.count("semantic") == 2  # the two parts of one split, never re-merged or re-split
+    events = [h["event"] for h in mem.history(t)]
+    assert events.count("SPLIT") == 1 and "MERGE" not in events
+    contents = sorted(r["memory"] for r in mem.get_all(user_id="u")["results"])
+    assert len(contents) == len(set(contents))
 
 
 def test_success_records_trajectory_and_errors(chain_mem):

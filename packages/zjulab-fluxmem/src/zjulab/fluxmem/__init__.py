@@ -7,7 +7,6 @@ reshape), and successful trajectories consolidate into procedural circuits guide
 """
 
 from zjulab.fluxmem.async_memory import AsyncFluxMemory
-from zjulab.fluxmem.bm25 import BM25Index, tokenize
 from zjulab.fluxmem.clustering import kmeans, num_clusters
 from zjulab.fluxmem.config import FluxMemConfig
 from zjulab.fluxmem.consolidation import ConsolidationReport, SkillReport
@@ -15,6 +14,7 @@ from zjulab.fluxmem.errors import (
     DatasetError,
     FluxMemConfigError,
     FluxMemError,
+    FluxStoreEncoderError,
     FluxStoreError,
     FluxStoreIndexError,
     FluxStoreVersionError,
@@ -22,21 +22,20 @@ from zjulab.fluxmem.errors import (
     MemoryNotFoundError,
     ScopeError,
 )
-from zjulab.fluxmem.graph import MemoryGraph
 from zjulab.fluxmem.locomo import FlatRAG, LocomoReport, evaluate_locomo, load_locomo
-from zjulab.fluxmem.memory import FluxMemory, scope_key
+from zjulab.fluxmem.memory import FluxMemory, scope_filter, scope_key, validate_metadata
+from zjulab.fluxmem.migrate import migrate_jsonl_store
 from zjulab.fluxmem.nodes import MemoryEdge, MemoryNode
 from zjulab.fluxmem.pems import PEMSTracker, pems, skill_delta
 from zjulab.fluxmem.reasoner import MemoryReasoner
 from zjulab.fluxmem.refinement import FeedbackReport, RepairRound
 from zjulab.fluxmem.scoring import hybrid_scores, minmax
-from zjulab.fluxmem.vector_index import VectorIndex
+from zjulab.fluxmem.store import SQLGraph, SQLiteStore, VectorCache
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncFluxMemory",
-    "BM25Index",
     "ConsolidationReport",
     "DatasetError",
     "FeedbackReport",
@@ -45,12 +44,14 @@ __all__ = [
     "FluxMemConfigError",
     "FluxMemError",
     "FluxMemory",
+    "FluxStoreEncoderError",
     "FluxStoreError",
     "FluxStoreIndexError",
     "FluxStoreVersionError",
     "LocomoReport",
     "MemoryEdge",
-    "MemoryGraph",
+    "SQLGraph",
+    "SQLiteStore",
     "MemoryInputError",
     "MemoryNode",
     "MemoryNotFoundError",
@@ -59,7 +60,7 @@ __all__ = [
     "RepairRound",
     "ScopeError",
     "SkillReport",
-    "VectorIndex",
+    "VectorCache",
     "evaluate_locomo",
     "hybrid_scores",
     "kmeans",
@@ -67,7 +68,9 @@ __all__ = [
     "minmax",
     "num_clusters",
     "pems",
+    "migrate_jsonl_store",
+    "scope_filter",
     "scope_key",
+    "validate_metadata",
     "skill_delta",
-    "tokenize",
 ]

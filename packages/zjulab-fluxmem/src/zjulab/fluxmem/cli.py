@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections import Counter
@@ -167,23 +168,39 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inspect(args: argparse.Namespace) -> int:
-    from zjulab.common.io import read_json
-    from zjulab.fluxmem.memory import FluxMemory
-    from zjulab.fluxmem.render import neighbourhood, to_dot, to_html
+def _stored_encoder(store: str) -> Any:
+    import sqlite3
 
-    manifest = read_json(Path(args.store) / "manifest.json")
+    from zjulab.fluxmem.errors import FluxStoreError
+    from zjulab.fluxmem.store import DB_NAME
+
+    db = Path(store) / DB_NAME
+    if not db.exists():
+        raise FluxStoreError(f"{store} holds no FluxMem store ({DB_NAME} is missing)")
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta")}
+    finally:
+        con.close()
 
     class _StoredDim:
-        """Encoder stand-in: inspecting needs the dimension, never an embedding."""
+        """Encoder stand-in: inspecting needs the stored name and dimension, never an embedding."""
 
-        model_id = str(manifest.get("encoder", "stored"))
-        dim = int(manifest["dim"])
+        model_id = str(meta.get("encoder", "stored"))
+        dim = int(meta.get("dim", 1))
 
         def encode(self, texts: Any, batch_size: int = 32) -> Any:
             raise ZjulabError("inspect does not embed text")
 
-    mem = FluxMemory.open(args.store, _StoredDim(), autosave=False)
+    return _StoredDim(), meta
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from zjulab.fluxmem.memory import FluxMemory
+    from zjulab.fluxmem.render import neighbourhood, to_dot, to_html
+
+    enc, manifest = _stored_encoder(args.store)
+    mem = FluxMemory.open(args.store, enc)
     st = mem.stats()
     print(
         f"store {args.store} (format v{manifest.get('version')}, encoder {manifest.get('encoder')}, dim {manifest.get('dim')})"
@@ -215,6 +232,14 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    from zjulab.fluxmem.migrate import migrate_jsonl_store
+
+    counts = migrate_jsonl_store(args.old, args.new)
+    print(f"migrated {args.old} -> {args.new}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``zjulab-fluxmem``."""
     ap = argparse.ArgumentParser(
@@ -240,8 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--hops", type=int, default=1)
     i.add_argument("--format", choices=["dot", "html"], default="dot")
     i.add_argument("--out", default=None, help="write the picture here instead of stdout")
+    m = sub.add_parser("migrate", help="convert a format-1 (JSONL) store directory to a SQLite store")
+    m.add_argument("old", help="format-1 store directory (only read)")
+    m.add_argument("new", help="new store directory (must not hold a store)")
     args = ap.parse_args(argv)
-    commands = {"demo": _demo, "eval-locomo": _eval, "inspect": _inspect}
+    commands = {"demo": _demo, "eval-locomo": _eval, "inspect": _inspect, "migrate": _migrate}
     return run_command(commands[args.cmd], args, prog="zjulab-fluxmem")
 
 

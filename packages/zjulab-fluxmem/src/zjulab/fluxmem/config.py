@@ -14,12 +14,12 @@ __all__ = ["FluxMemConfig"]
 class FluxMemConfig:
     """Settings of the three FluxMem stages and of search.
 
+    The lexical side is SQLite FTS5's built-in ``bm25()`` (k1 = 1.2, b = 0.75, fixed by SQLite).
+
     Args:
         dense_weight: Weight of the (min-max normalised) cosine similarity in the hybrid score.
         bm25_weight: Weight of the (min-max normalised) BM25 score in the hybrid score.
         llm_weight: Weight of the (min-max normalised) chat-model verification score.
-        bm25_k1: BM25 term-frequency saturation.
-        bm25_b: BM25 document-length normalisation.
         candidate_k: Dense candidates looked at when a new unit is linked (Stage I).
         max_links: Associative links made per new unit at most (Stage I).
         link_min_cosine: Candidates below this cosine are never linked on write.
@@ -41,17 +41,11 @@ class FluxMemConfig:
         llm_max_new_tokens: Generation budget of one structured chat-model call.
         llm_max_retries: Re-asks of a chat-model call whose answer does not parse.
         encode_batch_size: Batch size handed to the text encoder.
-        bm25_max_df: BM25 candidate generation skips terms found in more than this share of a
-            scope's documents (they carry almost no IDF and dominate the cost).
-        bm25_scan_budget: BM25 candidate generation reads at most about this many postings per
-            search, rarest query terms first (bounds search time on large memories).
     """
 
     dense_weight: float = 1.0  # the paper's weighting: cosine dominates
     bm25_weight: float = 0.5  # lexical match adds names and rare words cosine blurs
     llm_weight: float = 0.3  # verification breaks ties; weak models must not dominate
-    bm25_k1: float = 1.5  # Okapi default, as in the reference implementation
-    bm25_b: float = 0.75  # Okapi default, as in the reference implementation
     candidate_k: int = 20  # enough to find the handful of true links in a dialogue
     max_links: int = 3  # keeps the graph sparse: degree grows linearly, not quadratically
     link_min_cosine: float = 0.3  # below this MiniLM pairs are mostly unrelated
@@ -73,8 +67,6 @@ class FluxMemConfig:
     llm_max_new_tokens: int = 256  # a JSON list of a few facts fits
     llm_max_retries: int = 2  # the common structured-output default
     encode_batch_size: int = 64  # fits MiniLM on CPU without memory spikes
-    bm25_max_df: float = 0.5  # terms in half the documents have IDF close to zero
-    bm25_scan_budget: int = 20000  # about 5 ms of Python per search at any memory size
 
     def __post_init__(self) -> None:
         for name in ("dense_weight", "bm25_weight", "llm_weight", "context_weight"):
@@ -83,10 +75,6 @@ class FluxMemConfig:
                 raise FluxMemConfigError(f"{name} must be >= 0, got {value}")
         if self.dense_weight + self.bm25_weight + self.llm_weight <= 0:
             raise FluxMemConfigError("dense_weight + bm25_weight + llm_weight must be > 0")
-        if self.bm25_k1 < 0:
-            raise FluxMemConfigError(f"bm25_k1 must be >= 0, got {self.bm25_k1}")
-        if not 0.0 <= self.bm25_b <= 1.0:
-            raise FluxMemConfigError(f"bm25_b must be in [0, 1], got {self.bm25_b}")
         for name in (
             "candidate_k",
             "search_candidates",
@@ -95,7 +83,6 @@ class FluxMemConfig:
             "kmeans_iters",
             "llm_max_new_tokens",
             "encode_batch_size",
-            "bm25_scan_budget",
         ):
             value = getattr(self, name)
             if value < 1:
@@ -108,7 +95,7 @@ class FluxMemConfig:
             value = getattr(self, name)
             if not -1.0 <= value <= 1.0:
                 raise FluxMemConfigError(f"{name} must be in [-1, 1], got {value}")
-        for name in ("verify_threshold", "prune_threshold", "bm25_max_df"):
+        for name in ("verify_threshold", "prune_threshold"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise FluxMemConfigError(f"{name} must be in [0, 1], got {value}")

@@ -20,6 +20,7 @@ __all__ = [
     "DatasetError",
     "FluxMemConfigError",
     "FluxMemError",
+    "FluxStoreEncoderError",
     "FluxStoreError",
     "FluxStoreIndexError",
     "FluxStoreVersionError",
@@ -63,3 +64,7 @@ class FluxStoreIndexError(FluxStoreError, IndexMismatchError):
 
 class DatasetError(FluxMemError, InputError):
     """An evaluation data file is missing or not of the expected shape."""
+
+
+class FluxStoreEncoderError(FluxStoreIndexError):
+    """A store was embedded with another encoder (name or dimension) than the one given."""

@@ -1,16 +1,28 @@
 """FluxMemory: the user-facing memory layer (Mem0-compatible surface).
 
-Memories live in one :class:`~zjulab.fluxmem.graph.MemoryGraph`; every scope (a user, or an
-agent or run without a user) has its own faiss index and BM25 index, so a search can only ever
-see its own scope's nodes. Writes run Stage I (connection formation); :meth:`FluxMemory.feedback`
-runs Stage II and :meth:`FluxMemory.consolidate` Stage III.
+Every memory lives in one SQLite store (:mod:`zjulab.fluxmem.store`): a file under the store
+directory, or a private in-memory database when no path is given. Scope ids follow Mem0: the
+``user_id``, ``agent_id`` and ``run_id`` given to a call are *combined filters* (every given id
+must match), applied inside the vector and FTS5 queries themselves. Writes run Stage I
+(connection formation); :meth:`FluxMemory.feedback` runs Stage II and
+:meth:`FluxMemory.consolidate` Stage III.
+
+What a user said is never rewritten by a stage: messages are stored verbatim and stay
+addressable by the ids :meth:`FluxMemory.add` returned; stages only add *derived* nodes (facts,
+split or merged units, skills) grounded in them by ``ground`` edges. Deleting or updating a
+memory erases what was derived from it (facts, reshaped units, skills and their step text, the
+trajectories that used it).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import math
+import os
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,52 +31,143 @@ from typing import Any
 import numpy as np
 
 from zjulab.common.protocols import ChatModel, TextEncoder
-from zjulab.fluxmem.bm25 import BM25Index
 from zjulab.fluxmem.config import FluxMemConfig
-from zjulab.fluxmem.errors import MemoryInputError, MemoryNotFoundError, ScopeError
-from zjulab.fluxmem.graph import MemoryGraph
+from zjulab.fluxmem.errors import (
+    FluxStoreEncoderError,
+    FluxStoreError,
+    MemoryInputError,
+    MemoryNotFoundError,
+    ScopeError,
+)
 from zjulab.fluxmem.nodes import MemoryEdge, MemoryNode, NodeKind, Stage, new_id, now_iso
 from zjulab.fluxmem.reasoner import MemoryReasoner
 from zjulab.fluxmem.scoring import hybrid_scores
-from zjulab.fluxmem.vector_index import VectorIndex
+from zjulab.fluxmem.store import DB_NAME, SCOPE_FIELDS, SQLiteStore
 
-__all__ = ["FluxMemory", "scope_key"]
+__all__ = ["FluxMemory", "scope_filter", "scope_key", "validate_metadata"]
 
 logger = logging.getLogger(__name__)
 
 _CONTEXT_ORDER = {"ground": 0, "distill": 1, "step": 2, "next": 3, "associate": 4}
+_NODE_FIELDS = ("kind", "speaker", "timestamp", "user_id", "agent_id", "run_id")
 
 
-def scope_key(user_id: str | None, agent_id: str | None, run_id: str | None) -> str:
-    """The partition a memory or a search belongs to.
-
-    A user id, when given, decides alone (so one user's memories never surface in another's
-    search); otherwise the agent id, otherwise the run id.
+def scope_filter(
+    user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None
+) -> dict[str, str]:
+    """The combined scope filter of a call: every id given, none of those not given.
 
     Raises:
         ScopeError: None of the three is given, or one is not a non-empty string.
     """
+    out: dict[str, str] = {}
     for name, value in (("user_id", user_id), ("agent_id", agent_id), ("run_id", run_id)):
-        if value is not None and (not isinstance(value, str) or not value):
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip():
             raise ScopeError(f"{name} must be a non-empty string, got {value!r}")
-    if user_id:
-        return f"user:{user_id}"
-    if agent_id:
-        return f"agent:{agent_id}"
-    if run_id:
-        return f"run:{run_id}"
-    raise ScopeError("one of user_id, agent_id or run_id is required")
+        out[name] = value
+    if not out:
+        raise ScopeError("one of user_id, agent_id or run_id is required")
+    return out
 
 
-def node_scope(node: MemoryNode) -> str:
-    """The scope key of a stored node."""
-    return scope_key(node.user_id, node.agent_id, node.run_id)
+def scope_key(user_id: str | None, agent_id: str | None, run_id: str | None) -> str:
+    """A readable name of a combined scope filter, e.g. ``"user:ana|run:r1"``.
+
+    Raises:
+        ScopeError: See :func:`scope_filter`.
+    """
+    f = scope_filter(user_id, agent_id, run_id)
+    return "|".join(f"{k.split('_')[0]}:{v}" for k, v in f.items())
 
 
-@dataclass
-class _Scope:
-    index: VectorIndex
-    bm25: BM25Index
+def owner_filter(node: MemoryNode) -> dict[str, str]:
+    """The partition Stage I links a node within: its user, else its agent, else its run."""
+    for name in SCOPE_FIELDS:
+        value = getattr(node, name)
+        if value is not None:
+            return {name: value}
+    return {}
+
+
+def in_scope(node: MemoryNode, scope: Mapping[str, str | None]) -> bool:
+    """Whether ``node`` matches every id of a scope filter."""
+    return all(getattr(node, k) == v for k, v in scope.items() if v is not None)
+
+
+def _check_json(value: Any, where: str, depth: int = 0) -> None:
+    if depth > 32:
+        raise MemoryInputError(f"{where} nests deeper than 32 levels")
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise MemoryInputError(f"{where} is {value!r}; metadata numbers must be finite")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_json(v, f"{where}[{i}]", depth + 1)
+        return
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise MemoryInputError(f"{where} has a non-string key {k!r}; metadata keys must be strings")
+            _check_json(v, f"{where}[{k!r}]", depth + 1)
+        return
+    raise MemoryInputError(
+        f"{where} is a {type(value).__name__} ({value!r}); metadata values must be JSON "
+        "(str, int, float, bool, None, list, dict) — convert it first, e.g. a date with .isoformat()"
+    )
+
+
+def validate_metadata(metadata: Any, where: str = "metadata") -> dict[str, Any]:
+    """A plain-JSON copy of ``metadata`` (None → ``{}``).
+
+    Raises:
+        MemoryInputError: Not a mapping, a non-string key, or a non-JSON value (named by path).
+    """
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise MemoryInputError(f"{where} must be a dict, got {type(metadata).__name__}")
+    _check_json(metadata, where)
+    return json.loads(json.dumps(dict(metadata), allow_nan=False))
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise MemoryInputError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise MemoryInputError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_threshold(value: Any) -> float | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.floating))
+        or not math.isfinite(value)
+    ):
+        raise MemoryInputError(
+            f"threshold must be a finite number or None, got {type(value).__name__} {value!r}"
+        )
+    return float(value)
+
+
+def _check_filters(filters: Any) -> dict[str, Any]:
+    if filters is None:
+        return {}
+    if not isinstance(filters, Mapping) or not all(isinstance(k, str) for k in filters):
+        raise MemoryInputError(f"filters must be a dict with string keys, got {filters!r}")
+    return dict(filters)
+
+
+def encoder_name(encoder: Any) -> str:
+    """The name a store records for an encoder: its ``model_id``, else its class name."""
+    return str(getattr(encoder, "model_id", None) or type(encoder).__name__)
 
 
 @dataclass
@@ -79,12 +182,21 @@ class FluxMemory:
     """A connectivity-evolving memory graph for agents.
 
     Args:
-        encoder: Any :class:`~zjulab.common.protocols.TextEncoder` (unit-norm vectors).
+        encoder: Any :class:`~zjulab.common.protocols.TextEncoder` (unit-norm vectors): a
+            served one (``zjulab.common.OpenAIEncoder``), the hashing encoder, or a local model.
         chat_model: Any :class:`~zjulab.common.protocols.ChatModel`, or None to run every stage
             on its non-LLM path (no fact extraction or verification; heuristic repairs).
-        config: Stage and search settings.
-        path: Directory store this memory commits to (see :meth:`open`).
-        autosave: With a ``path``, commit after every change.
+        config: Stage and search settings (stored in the store; None reads the stored ones).
+        path: Store directory (``fluxmem.sqlite3`` inside it); None keeps the memory in a
+            private in-memory database.
+        reembed: The store was written with another encoder: re-embed every memory with this
+            one instead of refusing to open.
+        autosave: Accepted for compatibility; every change is committed in its own transaction.
+
+    Raises:
+        FluxStoreEncoderError: The store was written with another encoder (name or dimension)
+            and ``reembed`` is False.
+        FluxStoreVersionError: ``path`` holds a format-1 (JSONL) store: migrate it first.
 
     Example:
         ```python
@@ -103,59 +215,72 @@ class FluxMemory:
         chat_model: ChatModel | None = None,
         config: FluxMemConfig | None = None,
         *,
-        path: str | Path | None = None,
+        path: str | os.PathLike[str] | None = None,
+        reembed: bool = False,
         autosave: bool = True,
     ) -> None:
-        if not hasattr(encoder, "encode") or not hasattr(encoder, "dim"):
+        if not callable(getattr(encoder, "encode", None)) or not hasattr(encoder, "dim"):
             raise MemoryInputError(f"encoder must be a TextEncoder, got {type(encoder).__name__}")
         if chat_model is not None and not callable(getattr(chat_model, "generate", None)):
             raise MemoryInputError(f"chat_model must be a ChatModel, got {type(chat_model).__name__}")
         if config is not None and not isinstance(config, FluxMemConfig):
             raise MemoryInputError(f"config must be a FluxMemConfig, got {type(config).__name__}")
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise MemoryInputError(f"path must be a path or None, got {type(path).__name__}")
+        if not autosave:
+            warnings.warn(
+                "autosave=False has no effect: every change is committed in its own transaction",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         self.encoder = encoder
         self.chat_model = chat_model
+        self.path = Path(path) if path is not None else None
+        self._lock = threading.RLock()
+        self.config = config or FluxMemConfig()  # provisional: the stored one is read below
+        dim = int(encoder.dim)
+        self.store = SQLiteStore(self.path, dim)
+        self.graph = self.store.graph
+        stored_name, stored_dim = self.store.get_meta("encoder"), self.store.get_meta("dim")
+        name = encoder_name(encoder)
+        if stored_name is None:
+            with self.store.write():
+                self.store.set_meta("encoder", name)
+                self.store.set_meta("dim", dim)
+        elif stored_name != name or stored_dim != dim:
+            if not reembed:
+                self.store.close()
+                raise FluxStoreEncoderError(
+                    f"{self.path}: the store was embedded with {stored_name!r} ({stored_dim}-d), "
+                    f"this encoder is {name!r} ({dim}-d); open with reembed=True to re-embed every memory"
+                )
+            self._reembed(name, dim)
+        stored_cfg = self.store.get_meta("config")
+        if config is None and stored_cfg is not None:
+            config = FluxMemConfig.from_dict(stored_cfg)
         self.config = config or FluxMemConfig()
+        if stored_cfg != self.config.to_dict():
+            with self.store.write():
+                self.store.set_meta("config", self.config.to_dict())
         self.reasoner = MemoryReasoner(
             chat_model, max_new_tokens=self.config.llm_max_new_tokens, max_retries=self.config.llm_max_retries
         )
-        self.graph = MemoryGraph()
-        self.path = Path(path) if path is not None else None
-        self.autosave = autosave
-        self._scopes: dict[str, _Scope] = {}
-        self._history: dict[str, list[dict[str, Any]]] = {}
-        self._trajectories: list[dict[str, Any]] = []
-        self._tails: dict[str, str] = {}
-        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ persistence
 
     @classmethod
     def open(
         cls,
-        path: str | Path,
+        path: str | os.PathLike[str],
         encoder: TextEncoder,
         chat_model: ChatModel | None = None,
         config: FluxMemConfig | None = None,
         *,
+        reembed: bool = False,
         autosave: bool = True,
     ) -> FluxMemory:
-        """Open the directory store at ``path`` (created on first commit if absent).
-
-        Args:
-            path: Store directory.
-            encoder: Must produce vectors of the stored dimension.
-            chat_model: Optional chat model.
-            config: Overrides the stored configuration when given.
-            autosave: Commit after every change.
-
-        Raises:
-            FluxStoreError: The store is unreadable or inconsistent (subclasses name why).
-        """
-        from zjulab.fluxmem.store import load_into
-
-        mem = cls(encoder, chat_model, config, path=path, autosave=autosave)
-        load_into(mem, Path(path), keep_config=config is not None)
-        return mem
+        """Open (or create) the store at ``path``; see the class arguments."""
+        return cls(encoder, chat_model, config, path=path, reembed=reembed, autosave=autosave)
 
     @classmethod
     def from_pretrained(
@@ -169,24 +294,19 @@ class FluxMemory:
         path: str | Path | None = None,
         max_new_tokens: int = 256,
     ) -> FluxMemory:
-        """Build a memory from hub ids (or local directories) of an encoder and a chat model.
+        """Build a memory from hub ids (or local directories) of a local encoder and chat model.
 
-        The encoder loads now (sentence-transformers); the chat model, when given, is a
-        :class:`~zjulab.common.chat.TransformersChatModel` that loads on first use. For a served
-        model pass an :class:`~zjulab.common.chat.OpenAIChatModel` to the constructor instead.
-
-        Args:
-            encoder: Sentence-transformers model id or path.
-            chat_model: Causal chat model id or path, or None for the non-LLM paths.
-            device: ``"auto"``, ``"cpu"``, ``"cuda:0"``...
-            dtype: ``"auto"``, ``"bf16"``, ``"fp16"`` or ``"fp32"``.
-            config: Stage and search settings.
-            path: Directory store to open (see :meth:`open`).
-            max_new_tokens: Generation budget of the chat model.
+        Needs the ``[torch]`` extra. For served models pass ``zjulab.common.OpenAIEncoder`` and
+        ``zjulab.common.OpenAIChatModel`` to the constructor instead.
 
         Raises:
+            MissingDependencyError: torch / transformers / sentence-transformers are missing.
             ModelNotAvailableError: A model is neither cached nor downloadable.
         """
+        from zjulab.common.deps import require
+
+        for module in ("torch", "transformers", "sentence_transformers"):
+            require(module, "pip install 'zjulab-fluxmem[torch]'", feature="FluxMemory.from_pretrained")
         from zjulab.common.chat import TransformersChatModel
         from zjulab.common.encoders import SentenceTransformerEncoder
 
@@ -196,56 +316,96 @@ class FluxMemory:
             chat = TransformersChatModel(
                 chat_model, device=device, dtype=dtype, max_new_tokens=max_new_tokens
             )
-        if path is not None:
-            return cls.open(path, enc, chat, config)
-        return cls(enc, chat, config)
+        return cls(enc, chat, config, path=path)
 
-    def save(self, path: str | Path | None = None) -> Path:
-        """Commit the whole memory to a directory store, atomically.
+    def save(self, path: str | os.PathLike[str] | None = None) -> Path:
+        """Write a consistent copy of the store to another directory (``VACUUM INTO``).
 
-        Args:
-            path: Target directory; defaults to the path the memory was opened with.
-
-        Returns:
-            The directory written.
+        Every change is already committed, so without ``path`` this only checkpoints. The copy
+        is written to a temporary file in the target directory and renamed into place.
 
         Raises:
             MemoryInputError: No path given and none set.
+            FluxStoreError: The target holds files that are not a FluxMem store.
         """
-        from zjulab.fluxmem.store import save_memory
-
-        target = Path(path) if path is not None else self.path
-        if target is None:
-            raise MemoryInputError("save() needs a path: none was given and the memory has none")
+        if path is None:
+            if self.path is None:
+                raise MemoryInputError("save() needs a path: none was given and the memory has none")
+            with self._lock:
+                self.store.checkpoint()
+            return self.path
+        target = Path(path)
+        if self.path is not None and target.resolve() == self.path.resolve():
+            return self.save()
+        if target.exists() and not target.is_dir():
+            raise FluxStoreError(f"{target} exists and is not a directory")
+        if target.exists():
+            foreign = [
+                p for p in os.listdir(target) if not (p.startswith(DB_NAME) or p.startswith(f".{DB_NAME}."))
+            ]
+            if foreign:
+                raise FluxStoreError(
+                    f"{target} holds files that are not a FluxMem store: {sorted(foreign)[:5]}"
+                )
+        target.mkdir(parents=True, exist_ok=True)
+        tmp = target / f".{DB_NAME}.save-tmp"
         with self._lock:
-            save_memory(self, target)
+            if tmp.exists():
+                tmp.unlink()  # our own leftover from an interrupted save
+            self.store.conn.execute("VACUUM INTO ?", (str(tmp),))
+            for suffix in ("-wal", "-shm"):
+                side = target / (DB_NAME + suffix)
+                if side.exists():
+                    side.unlink()
+            os.replace(tmp, target / DB_NAME)
         return target
 
-    def _changed(self) -> None:
-        if self.path is not None and self.autosave:
-            self.save()
+    def close(self) -> None:
+        """Checkpoint and close the store."""
+        with self._lock:
+            self.store.close()
+
+    def __enter__(self) -> FluxMemory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _reembed(self, name: str, dim: int) -> None:
+        store = self.store
+        rows = store.conn.execute("SELECT rid, content FROM nodes ORDER BY rid").fetchall()
+        store.conn.execute("BEGIN IMMEDIATE")
+        try:
+            bs = 256
+            for i in range(0, len(rows), bs):
+                chunk = rows[i : i + bs]
+                vecs = self._encode([c for _, c in chunk])
+                for (rid, _), v in zip(chunk, vecs):
+                    store.conn.execute("UPDATE nodes SET vec = ? WHERE rid = ?", (v.tobytes(), rid))
+                    store.conn.execute("INSERT INTO vec_log (rid, op) VALUES (?, 'del')", (rid,))
+                    store.conn.execute("INSERT INTO vec_log (rid, op) VALUES (?, 'add')", (rid,))
+            store.set_meta("encoder", name)
+            store.set_meta("dim", dim)
+            store.conn.execute("COMMIT")
+        except BaseException:
+            store.conn.execute("ROLLBACK")
+            raise
+        store.vectors.invalidate()
+        logger.info("re-embedded %d memories with %s", len(rows), name)
 
     # ------------------------------------------------------------------ internals
 
-    def _scope(self, key: str) -> _Scope:
-        sc = self._scopes.get(key)
-        if sc is None:
-            sc = _Scope(
-                VectorIndex(int(self.encoder.dim)), BM25Index(self.config.bm25_k1, self.config.bm25_b)
-            )
-            self._scopes[key] = sc
-        return sc
-
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        dim = int(self.encoder.dim)
         if not texts:
-            return np.zeros((0, int(self.encoder.dim)), dtype=np.float32)
+            return np.zeros((0, dim), dtype=np.float32)
         vecs = np.asarray(
             self.encoder.encode(list(texts), batch_size=self.config.encode_batch_size), dtype=np.float32
         )
-        if vecs.ndim != 2 or vecs.shape != (len(texts), int(self.encoder.dim)):
-            raise MemoryInputError(
-                f"encoder returned shape {vecs.shape}, expected ({len(texts)}, {self.encoder.dim})"
-            )
+        if vecs.ndim != 2 or vecs.shape != (len(texts), dim):
+            raise MemoryInputError(f"encoder returned shape {vecs.shape}, expected ({len(texts)}, {dim})")
+        if not np.isfinite(vecs).all():
+            raise MemoryInputError("encoder returned non-finite values")
         return vecs
 
     def _record(
@@ -258,30 +418,16 @@ class FluxMemory:
         new: str | None = None,
         detail: Mapping[str, Any] | None = None,
     ) -> None:
-        self._history.setdefault(memory_id, []).append(
-            {
-                "id": new_id(),
-                "memory_id": memory_id,
-                "event": event,
-                "stage": stage,
-                "old_memory": old,
-                "new_memory": new,
-                "detail": dict(detail or {}),
-                "created_at": now_iso(),
-            }
+        self.store.conn.execute(
+            "INSERT INTO history (id, memory_id, event, stage, old_memory, new_memory, detail, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (new_id(), memory_id, event, stage, old, new, json.dumps(dict(detail or {})), now_iso()),
         )
 
     def _insert_nodes(self, nodes: Sequence[MemoryNode], vecs: np.ndarray, stage: Stage) -> None:
-        by_scope: dict[str, list[int]] = {}
-        for i, node in enumerate(nodes):
-            self.graph.add_node(node)
-            by_scope.setdefault(node_scope(node), []).append(i)
+        for node, vec in zip(nodes, vecs):
+            self.store.insert_node(node, vec, json.dumps(node.metadata, allow_nan=False))
             self._record(node.id, "ADD", stage, new=node.content, detail={"kind": node.kind})
-        for key, rows in by_scope.items():
-            sc = self._scope(key)
-            sc.index.add([nodes[i].id for i in rows], vecs[rows])
-            for i in rows:
-                sc.bm25.add(nodes[i].id, nodes[i].content)
 
     def _link(self, source: str, target: str, kind: str, weight: float, stage: Stage) -> bool:
         """Add an edge and record it on both endpoints; False if it already existed."""
@@ -303,30 +449,6 @@ class FluxMemory:
         self._record(source, "UNLINK", stage, detail=detail)
         self._record(target, "UNLINK", stage, detail=detail)
         return True
-
-    def _remove(
-        self, node_id: str, stage: Stage, event: str = "DELETE", detail: Mapping[str, Any] | None = None
-    ) -> None:
-        node = self.graph.node(node_id)
-        sc = self._scopes.get(node_scope(node))
-        if sc is not None:
-            sc.index.remove([node_id])
-            sc.bm25.remove(node_id)
-        for edge in self.graph.remove_node(node_id):
-            other = edge.target if edge.source == node_id else edge.source
-            self._record(
-                other,
-                "UNLINK",
-                stage,
-                detail={
-                    "edge": edge.kind,
-                    "source": edge.source,
-                    "target": edge.target,
-                    "reason": event.lower(),
-                },
-            )
-        self._tails = {k: v for k, v in self._tails.items() if v != node_id}
-        self._record(node_id, event, stage, old=node.content, detail=detail)
 
     def _new_nodes(
         self,
@@ -356,22 +478,13 @@ class FluxMemory:
         return nodes
 
     def _matches(
-        self,
-        node: MemoryNode,
-        agent_id: str | None,
-        run_id: str | None,
-        filters: Mapping[str, Any] | None,
+        self, node: MemoryNode, scope: Mapping[str, str | None], filters: Mapping[str, Any] | None
     ) -> bool:
-        if agent_id is not None and node.agent_id != agent_id:
-            return False
-        if run_id is not None and node.run_id != run_id:
+        if not in_scope(node, scope):
             return False
         if filters:
             for key, want in filters.items():
-                if key in ("kind", "speaker", "timestamp", "user_id", "agent_id", "run_id"):
-                    have = getattr(node, key)
-                else:
-                    have = node.metadata.get(key)
+                have = getattr(node, key) if key in _NODE_FIELDS else node.metadata.get(key)
                 if isinstance(want, (list, tuple, set, frozenset)):
                     if have not in want:
                         return False
@@ -379,8 +492,17 @@ class FluxMemory:
                     return False
         return True
 
+    def _dense(self, qv: np.ndarray, k: int, scope: Mapping[str, str | None]) -> list[tuple[str, float]]:
+        allowed = self.store.vectors.allowed(self.store.conn, scope)
+        return self.store.vectors.search(qv, k, allowed)[0]
+
     def node_dict(
-        self, node: MemoryNode, score: float | None = None, *, context: bool = False
+        self,
+        node: MemoryNode,
+        score: float | None = None,
+        *,
+        context: bool = False,
+        scope: Mapping[str, str | None] | None = None,
     ) -> dict[str, Any]:
         """The Mem0-style record of ``node`` (``memory`` holds the content)."""
         out: dict[str, Any] = {
@@ -399,22 +521,29 @@ class FluxMemory:
         if score is not None:
             out["score"] = float(score)
         if context:
-            out["context"] = self.context(node.id)
+            out["context"] = self.context(node.id, scope=scope)
         return out
 
-    def context(self, node_id: str, limit: int = 6) -> list[dict[str, Any]]:
-        """The connected context of a node: grounding episodes, linked facts, steps, neighbours.
+    def context(
+        self, node_id: str, limit: int = 6, *, scope: Mapping[str, str | None] | None = None
+    ) -> list[dict[str, Any]]:
+        """The connected context of a node inside ``scope`` (all of it when None).
 
         Provenance links (ground, distill, step) come first, then temporal and associative ones
         by weight.
         """
+        neigh = self.graph.neighbors(node_id)
+        others = self.graph.nodes_by_id([o for o, _ in neigh])
         items = []
-        for other, edge in self.graph.neighbors(node_id):
+        for other, edge in neigh:
+            n = others.get(other)
+            if n is None or (scope and not in_scope(n, scope)):
+                continue
             items.append((_CONTEXT_ORDER.get(edge.kind, 9), -edge.weight, other, edge))
         items.sort(key=lambda t: (t[0], t[1], t[2]))
         out = []
         for _, _, other, edge in items[:limit]:
-            n = self.graph.node(other)
+            n = others[other]
             rel = edge.kind if edge.source == node_id else f"{edge.kind}_by"
             out.append({"id": n.id, "memory": n.content, "kind": n.kind, "relation": rel})
         return out
@@ -427,11 +556,11 @@ class FluxMemory:
             messages = [{"role": "user", "content": messages}]
         elif isinstance(messages, Mapping):
             messages = [messages]
-        if not isinstance(messages, Sequence) or not messages:
+        if not isinstance(messages, Sequence) or isinstance(messages, (bytes, str)) or not messages:
             raise MemoryInputError(
                 f"messages must be a string, a message dict or a non-empty list, got {messages!r}"
             )
-        base_meta = dict(metadata or {})
+        base_meta = validate_metadata(metadata)
         out = []
         for i, m in enumerate(messages):
             if isinstance(m, str):
@@ -442,15 +571,18 @@ class FluxMemory:
             if not isinstance(content, str) or not content.strip():
                 raise MemoryInputError(f"message {i} has no text content: {m!r}")
             name = m.get("name")
-            speaker = name if isinstance(name, str) and name else m.get("role")
-            text = f"{name}: {content.strip()}" if isinstance(name, str) and name else content.strip()
-            meta = {**base_meta, **dict(m.get("metadata") or {})}
+            if name is not None and not isinstance(name, str):
+                raise MemoryInputError(f"message {i}: name must be a string, got {name!r}")
+            role = m.get("role")
+            if role is not None and not isinstance(role, str):
+                raise MemoryInputError(f"message {i}: role must be a string, got {role!r}")
+            speaker = name if name else role
+            text = f"{name}: {content.strip()}" if name else content.strip()
+            meta = {**base_meta, **validate_metadata(m.get("metadata"), f"message {i} metadata")}
             ts = m.get("timestamp", meta.get("timestamp"))
-            out.append(
-                _Message(
-                    text, speaker if isinstance(speaker, str) else None, None if ts is None else str(ts), meta
-                )
-            )
+            if ts is not None and not isinstance(ts, (str, int, float)):
+                raise MemoryInputError(f"message {i}: timestamp must be a string or number, got {ts!r}")
+            out.append(_Message(text, speaker, None if ts is None else str(ts), meta))
         return out
 
     def add(
@@ -463,13 +595,14 @@ class FluxMemory:
         metadata: Mapping[str, Any] | None = None,
         infer: bool = True,
     ) -> dict[str, Any]:
-        """Write messages as episodic memories and connect them (Stage I).
+        """Write messages as episodic memories and connect them (Stage I), in one transaction.
 
         Each message becomes an episodic node (``"name: content"`` when the message has a
-        ``name``). New nodes are linked to the best candidates of their scope by the hybrid
-        score (cosine, BM25, and the chat model's verification when one is attached);
-        consecutive messages get ``next`` links. With a chat model and ``infer``, facts are
-        distilled into semantic nodes grounded in their source messages.
+        ``name``), stored verbatim with every given scope id. New nodes are linked to the best
+        candidates of their owner (the user, else the agent, else the run) by the hybrid score;
+        consecutive messages of one thread (same user, agent and run) get ``next`` links. With
+        a chat model and ``infer``, facts are distilled into semantic nodes grounded in their
+        source messages.
 
         Args:
             messages: A string, a ``{"role", "content"[, "name", "timestamp", "metadata"]}``
@@ -477,101 +610,114 @@ class FluxMemory:
             user_id: Owning user.
             agent_id: Owning agent.
             run_id: Owning run / session.
-            metadata: Stored on every node written (JSON-serialisable).
+            metadata: Stored on every node written (plain JSON; checked before any change).
             infer: Distil semantic facts with the chat model.
 
         Returns:
             ``{"results": [{"id", "memory", "kind", "event": "ADD"}...], "relations": [...]}``.
 
         Raises:
-            ScopeError: No user, agent or run id.
-            MemoryInputError: Malformed messages.
+            ScopeError: No user, agent or run id, or one that is not a non-empty string.
+            MemoryInputError: Malformed messages or metadata (nothing is written).
         """
-        key = scope_key(user_id, agent_id, run_id)
+        scope = scope_filter(user_id, agent_id, run_id)
+        if not isinstance(infer, bool):
+            raise MemoryInputError(f"infer must be a bool, got {infer!r}")
         msgs = self._normalise_messages(messages, metadata)
-        with self._lock:
+        fact_meta = validate_metadata(metadata)
+        vecs = self._encode([m.content for m in msgs])  # before the transaction: no lock held
+        facts = []
+        if infer and self.config.extract_facts and self.reasoner.enabled:
+            facts = self.reasoner.extract_facts([[m.content for m in msgs]])[0] or []
+        with self._lock, self.store.write():
             episodes = [
                 MemoryNode(
                     id=new_id(),
                     kind="episodic",
                     content=m.content,
-                    user_id=user_id,
-                    agent_id=agent_id,
-                    run_id=run_id,
                     speaker=m.speaker,
                     timestamp=m.timestamp,
                     metadata=m.metadata,
+                    **scope,
                 )
                 for m in msgs
             ]
-            self._insert_nodes(episodes, self._encode([n.content for n in episodes]), "formation")
+            self._insert_nodes(episodes, vecs, "formation")
             relations: list[dict[str, Any]] = []
             if self.config.link_adjacent:
-                tail_key = f"{key}|{agent_id}|{run_id}"
-                chain = (
-                    [self._tails[tail_key]]
-                    if tail_key in self._tails and self._tails[tail_key] in self.graph
-                    else []
-                ) + [n.id for n in episodes]
+                tail_key = json.dumps([user_id, agent_id, run_id])
+                row = self.store.conn.execute(
+                    "SELECT node_id FROM tails WHERE key = ?", (tail_key,)
+                ).fetchone()
+                chain = ([row[0]] if row and row[0] in self.graph else []) + [n.id for n in episodes]
                 for a, b in itertools.pairwise(chain):
                     if self._link(a, b, "next", 1.0, "formation"):
                         relations.append({"source": a, "target": b, "kind": "next"})
-                self._tails[tail_key] = episodes[-1].id
+                self.store.conn.execute(
+                    "INSERT OR REPLACE INTO tails VALUES (?, ?)", (tail_key, episodes[-1].id)
+                )
             written = list(episodes)
-            if infer and self.config.extract_facts and self.reasoner.enabled:
-                facts = self.reasoner.extract_facts([[m.content for m in msgs]])[0]
-                if facts:
-                    fact_nodes = self._new_nodes(
-                        "semantic",
-                        [f.text for f in facts],
-                        episodes[0],
-                        "formation",
-                        metadata=[dict(metadata or {})] * len(facts),
-                    )
-                    for fnode, fact in zip(fact_nodes, facts):
-                        for s in fact.sources:
-                            ep = episodes[s].id
-                            self._link(fnode.id, ep, "ground", 1.0, "formation")
-                            self._link(ep, fnode.id, "distill", 1.0, "formation")
-                            relations.append({"source": fnode.id, "target": ep, "kind": "ground"})
-                    written.extend(fact_nodes)
-            relations.extend(self._form_connections(written, key))
-            self._changed()
+            grounded = [f for f in facts if f.sources and all(0 <= s < len(episodes) for s in f.sources)]
+            if grounded:
+                fact_nodes = self._new_nodes(
+                    "semantic",
+                    [f.text for f in grounded],
+                    episodes[0],
+                    "formation",
+                    metadata=[
+                        {**fact_meta, "derived": "fact", "sources": [episodes[s].id for s in f.sources]}
+                        for f in grounded
+                    ],
+                )
+                for fnode, fact in zip(fact_nodes, grounded):
+                    for s in fact.sources:
+                        ep = episodes[s].id
+                        self._link(fnode.id, ep, "ground", 1.0, "formation")
+                        self._link(ep, fnode.id, "distill", 1.0, "formation")
+                        relations.append({"source": fnode.id, "target": ep, "kind": "ground"})
+                written.extend(fact_nodes)
+            relations.extend(self._form_connections(written))
         return {
             "results": [{"id": n.id, "memory": n.content, "kind": n.kind, "event": "ADD"} for n in written],
             "relations": relations,
         }
 
-    def _form_connections(self, nodes: Sequence[MemoryNode], key: str) -> list[dict[str, Any]]:
+    def _form_connections(self, nodes: Sequence[MemoryNode]) -> list[dict[str, Any]]:
         """Stage I: link each new node to its best hybrid-scored, verified candidates.
 
-        Candidates are ranked by :func:`link_scores`; a link's weight is the cosine of its
-        endpoints (clipped to [0, 1]), an absolute similarity that search propagation can use.
+        Candidates are the node's owner's nearest units (see :func:`owner_filter`), ranked by
+        :func:`link_scores`; a link's weight is the cosine of its endpoints (clipped to [0, 1]).
         """
         cfg = self.config
         if cfg.max_links == 0 or not nodes:
             return []
-        sc = self._scope(key)
         new_ids = {n.id for n in nodes}
         plans: list[tuple[MemoryNode, list[str], np.ndarray, np.ndarray]] = []
-        found = sc.index.search_many(sc.index.vectors([n.id for n in nodes]), cfg.candidate_k + 1)
-        for node, raw in zip(nodes, found):
-            hits = [
-                (cid, cos)
-                for cid, cos in raw
-                if cid != node.id and cos >= cfg.link_min_cosine and not self.graph.has_link(node.id, cid)
-            ]
-            # a pair of batch-mates is judged from one side only (the smaller id)
-            hits = [(cid, cos) for cid, cos in hits if cid not in new_ids or cid < node.id]
-            if not hits:
-                continue
-            ids = [cid for cid, _ in hits]
-            dense = np.asarray([cos for _, cos in hits], dtype=np.float64)
-            plans.append((node, ids, dense, sc.bm25.score(node.content, ids)))
+        vc = self.store.vectors
+        by_owner: dict[str, list[MemoryNode]] = {}
+        for n in nodes:
+            by_owner.setdefault(json.dumps(owner_filter(n)), []).append(n)
+        for okey, group in by_owner.items():
+            allowed = vc.allowed(self.store.conn, json.loads(okey))
+            found = vc.search(vc.vectors([n.id for n in group]), cfg.candidate_k + 1, allowed)
+            for node, raw in zip(group, found):
+                hits = [
+                    (cid, cos)
+                    for cid, cos in raw
+                    if cid != node.id and cos >= cfg.link_min_cosine and not self.graph.has_link(node.id, cid)
+                ]
+                # a pair of batch-mates is judged from one side only (the smaller id)
+                hits = [(cid, cos) for cid, cos in hits if cid not in new_ids or cid < node.id]
+                if not hits:
+                    continue
+                ids = [cid for cid, _ in hits]
+                dense = np.asarray([cos for _, cos in hits], dtype=np.float64)
+                plans.append((node, ids, dense, self.store.bm25_scores(node.content, ids)))
         verified: list[list[float] | None] = [None] * len(plans)
         if self.reasoner.enabled and cfg.verify_links and plans:
+            contents = self.graph.nodes_by_id([c for _, ids, _, _ in plans for c in ids])
             verified = self.reasoner.verify_links(
-                [(node.content, [self.graph.node(c).content for c in ids]) for node, ids, _, _ in plans]
+                [(node.content, [contents[c].content for c in ids]) for node, ids, _, _ in plans]
             )
         relations = []
         for (node, ids, dense, bm), ver in zip(plans, verified):
@@ -602,92 +748,87 @@ class FluxMemory:
         threshold: float | None = None,
         with_context: bool = True,
     ) -> dict[str, Any]:
-        """Rank the scope's memories for ``query``.
+        """Rank the memories matching every given scope id for ``query``.
 
-        Candidates are the scope's best dense (faiss) and BM25 matches plus their graph
-        neighbours; each gets the hybrid score, then adds ``context_weight`` times its best
-        linked neighbour's score times the link weight, so connected evidence rises together.
+        Candidates are the scope's best dense (faiss, restricted to the scope inside the
+        search) and FTS5 bm25 matches (the scope is part of the SQL query) plus their graph
+        neighbours in the scope; each gets the hybrid score, then adds ``context_weight`` times
+        its best linked neighbour's score times the link weight.
 
         Args:
             query: Query text.
-            user_id: Scope (see :func:`scope_key`).
-            agent_id: Scope, or a filter within a user's scope.
-            run_id: Scope, or a filter within a user's or agent's scope.
-            top_k: Results returned at most.
+            user_id: Scope filter.
+            agent_id: Scope filter.
+            run_id: Scope filter.
+            top_k: Results returned at most (an int >= 1).
             filters: Equality filters on node fields (``kind``, ``speaker``...) or metadata keys;
                 a list value means "any of".
-            threshold: Drop results scoring below this.
-            with_context: Attach each result's connected context.
+            threshold: Drop results scoring below this (a number).
+            with_context: Attach each result's connected context (inside the scope).
 
         Returns:
             ``{"results": [record with "score" and "context"...]}``, best first.
 
         Raises:
             ScopeError: No scope given.
-            MemoryInputError: Empty query or non-positive ``top_k``.
+            MemoryInputError: Empty query, a non-int or non-positive ``top_k``, a non-number
+                ``threshold``, malformed ``filters``.
         """
         if not isinstance(query, str) or not query.strip():
             raise MemoryInputError(f"query must be a non-empty string, got {query!r}")
-        if top_k < 1:
-            raise MemoryInputError(f"top_k must be >= 1, got {top_k}")
-        key = scope_key(user_id, agent_id, run_id)
-        narrow_agent = agent_id if user_id else None
-        narrow_run = run_id if (user_id or agent_id) else None
-        with self._lock:
-            ranked = self._rank(query, key, top_k, narrow_agent, narrow_run, filters)
-            results = []
-            for nid, score in ranked:
-                if threshold is not None and score < threshold:
-                    continue
-                results.append(self.node_dict(self.graph.node(nid), score, context=with_context))
+        top_k = _check_int("top_k", top_k, 1)
+        thr = _check_threshold(threshold)
+        flt = _check_filters(filters)
+        scope = scope_filter(user_id, agent_id, run_id)
+        with self._lock, self.store.read():
+            ranked = self._rank(query, scope, top_k, flt)
+            nodes = self.graph.nodes_by_id([n for n, _ in ranked])
+            results = [
+                self.node_dict(nodes[nid], score, context=with_context, scope=scope)
+                for nid, score in ranked
+                if thr is None or score >= thr
+            ]
         return {"results": results}
 
     def _rank(
-        self,
-        query: str,
-        key: str,
-        top_k: int,
-        agent_id: str | None,
-        run_id: str | None,
-        filters: Mapping[str, Any] | None,
+        self, query: str, scope: Mapping[str, str | None], top_k: int, filters: Mapping[str, Any] | None
     ) -> list[tuple[str, float]]:
         cfg = self.config
-        sc = self._scopes.get(key)
-        if sc is None or not len(sc.index):
-            return []
-        narrowed = agent_id is not None or run_id is not None or bool(filters)
         m = max(cfg.search_candidates, top_k)
         qv = self._encode([query])[0]
-        k_dense = min(len(sc.index), m * 10 if narrowed else m)
+        k_dense = m * 10 if filters else m
         seen: dict[str, None] = {}
-        for nid, _ in sc.index.search(qv, k_dense):
+        for nid, _ in self._dense(qv, k_dense, scope):
             seen[nid] = None
-        for nid, _ in sc.bm25.top(query, m, max_df=cfg.bm25_max_df, scan_budget=cfg.bm25_scan_budget):
+        for nid, _ in self.store.bm25_top(query, m * 10 if filters else m, scope):
             seen[nid] = None
-        ok = [n for n in seen if self._matches(self.graph.node(n), agent_id, run_id, filters)]
-        if narrowed:
+        if not seen:
+            return []
+        nodes = self.graph.nodes_by_id(list(seen))
+        ok = [n for n in seen if n in nodes and self._matches(nodes[n], scope, filters)]
+        if filters:
             ok = ok[: 2 * m]
         cand: dict[str, None] = dict.fromkeys(ok)
-        if cfg.context_weight > 0:
-            for nid in ok:
-                for other, _ in self.graph.neighbors(nid):
-                    if (
-                        other not in cand
-                        and other in sc.index
-                        and self._matches(self.graph.node(other), agent_id, run_id, filters)
-                    ):
-                        cand[other] = None
+        edges = self.graph.edges_touching(ok) if ok else []
+        if cfg.context_weight > 0 and edges:
+            others = [e.target if e.source in cand else e.source for e in edges]
+            extra = self.graph.nodes_by_id([o for o in others if o not in cand])
+            for o, n in extra.items():
+                if self._matches(n, scope, filters):
+                    cand[o] = None
+            edges = self.graph.edges_touching(list(cand))
         ids = list(cand)
         if not ids:
             return []
-        dense = sc.index.vectors(ids) @ qv
-        bm = sc.bm25.score(query, ids)
+        dense = self.store.vectors.vectors(ids) @ qv
+        bm = self.store.bm25_scores(query, ids)
         llm = None
         if cfg.verify_on_search and self.reasoner.enabled:
-            ver = self.reasoner.verify_links([(query, [self.graph.node(i).content for i in ids])])[0]
+            contents = self.graph.nodes_by_id(ids)
+            ver = self.reasoner.verify_links([(query, [contents[i].content for i in ids])])[0]
             llm = None if ver is None else np.asarray(ver)
         base = _hybrid(cfg, dense, bm, llm)
-        final = propagate(ids, base, self.graph, cfg.context_weight)
+        final = propagate(ids, base, edges, cfg.context_weight)
         order = sorted(range(len(ids)), key=lambda i: (-final[i], ids[i]))
         return [(ids[i], float(final[i])) for i in order[:top_k]]
 
@@ -711,14 +852,19 @@ class FluxMemory:
         filters: Mapping[str, Any] | None = None,
         limit: int = 100,
     ) -> dict[str, Any]:
-        """Every memory of a scope (oldest first), at most ``limit``."""
-        key = scope_key(user_id, agent_id, run_id)
-        narrow_agent = agent_id if user_id else None
-        narrow_run = run_id if (user_id or agent_id) else None
+        """Every memory matching every given scope id, in insertion order, at most ``limit``.
+
+        Raises:
+            ScopeError: No scope given.
+            MemoryInputError: A non-int or non-positive ``limit``, malformed ``filters``.
+        """
+        limit = _check_int("limit", limit, 1)
+        flt = _check_filters(filters)
+        scope = scope_filter(user_id, agent_id, run_id)
         with self._lock:
             out = []
-            for node in self.graph.nodes():
-                if node_scope(node) == key and self._matches(node, narrow_agent, narrow_run, filters):
+            for node in self.graph.nodes(scope, None if flt else limit):
+                if self._matches(node, scope, flt):
                     out.append(self.node_dict(node))
                     if len(out) >= limit:
                         break
@@ -727,94 +873,212 @@ class FluxMemory:
     def update(self, memory_id: str, data: str) -> dict[str, Any]:
         """Replace a memory's content (re-embedded and re-indexed; links are kept).
 
+        What was derived from the old content (facts, reshaped units, skills, trajectories that
+        used it) is erased, so no stale copy outranks the new text.
+
         Raises:
             MemoryNotFoundError: No such id.
             MemoryInputError: Empty content.
         """
         if not isinstance(data, str) or not data.strip():
             raise MemoryInputError(f"update data must be a non-empty string, got {data!r}")
-        with self._lock:
-            self._set_content(memory_id, data.strip(), "user")
-            self._changed()
+        content = data.strip()
+        vec = self._encode([content])[0]
+        with self._lock, self.store.write():
             node = self.graph.node(memory_id)
-        return {"id": memory_id, "memory": node.content, "event": "UPDATE"}
-
-    def _set_content(self, memory_id: str, content: str, stage: Stage) -> None:
-        node = self.graph.node(memory_id)
-        old = node.content
-        node.content = content
-        node.updated_at = now_iso()
-        sc = self._scope(node_scope(node))
-        sc.index.add([memory_id], self._encode([content]))
-        sc.bm25.add(memory_id, content)
-        self._record(memory_id, "UPDATE", stage, old=old, new=content)
+            self.store.set_content(memory_id, content, vec, now_iso())
+            self._record(memory_id, "UPDATE", "user", old=node.content, new=content)
+            derived = self._derived_closure({memory_id}) - {memory_id}
+            self._erase(derived, {memory_id}, "user", reason=f"source {memory_id} updated")
+        self.store.checkpoint()
+        return {"id": memory_id, "memory": content, "event": "UPDATE"}
 
     def delete(self, memory_id: str) -> dict[str, Any]:
-        """Delete a memory and its links (its history stays readable).
+        """Erase a memory and everything derived from it.
+
+        Cascades to facts and reshaped units grounded in it, to skills (and their step nodes)
+        built from trajectories that used it, and to those trajectories; the erased texts are
+        also blanked in the history (events stay) and overwritten on disk.
 
         Raises:
             MemoryNotFoundError: No such id.
         """
-        with self._lock:
-            self._remove(memory_id, "user")
-            self._changed()
+        with self._lock, self.store.write():
+            self.graph.node(memory_id)
+            gone = self._derived_closure({memory_id})
+            self._erase(gone, {memory_id}, "user", reason="deleted")
+        self.store.checkpoint()
         return {"id": memory_id, "event": "DELETE"}
 
     def delete_all(
         self, *, user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None
     ) -> int:
-        """Delete every memory of a scope; returns how many."""
-        key = scope_key(user_id, agent_id, run_id)
-        with self._lock:
-            ids = [n.id for n in self.graph.nodes() if node_scope(n) == key]
-            for nid in ids:
-                self._remove(nid, "user")
-            self._trajectories = [t for t in self._trajectories if t["scope"] != key]
-            self._scopes.pop(key, None)
-            self._changed()
+        """Erase every memory matching every given scope id (and what derives from them).
+
+        Returns:
+            How many memories matched the scope (derived ones erased with them not counted).
+        """
+        scope = scope_filter(user_id, agent_id, run_id)
+        with self._lock, self.store.write():
+            ids = {n.id for n in self.graph.nodes(scope)}
+            gone = self._derived_closure(ids)
+            self._erase(gone, ids, "user", reason="delete_all")
+            sql, params = _traj_where(scope)
+            self.store.conn.execute(f"DELETE FROM trajectories WHERE {sql}", params)
+        self.store.checkpoint()
         return len(ids)
+
+    def _derived_closure(self, ids: set[str]) -> set[str]:
+        """``ids`` plus every node derived from them, transitively (facts, reshapes, skills)."""
+        out = set(ids)
+        frontier = list(ids)
+        conn = self.store.conn
+        while frontier:
+            nxt: list[str] = []
+            for i in range(0, len(frontier), 400):
+                chunk = frontier[i : i + 400]
+                q = ",".join("?" * len(chunk))
+                # derived units point at their sources with `ground`; skills are `distill` targets
+                rows = conn.execute(
+                    f"SELECT source FROM edges WHERE kind = 'ground' AND target IN ({q}) "
+                    f"UNION SELECT target FROM edges WHERE kind IN ('distill', 'step') AND source IN ({q})",
+                    chunk + chunk,
+                ).fetchall()
+                for (nid,) in rows:
+                    if nid not in out:
+                        node = self.graph.nodes_by_id([nid]).get(nid)
+                        if node is not None and (node.kind != "episodic" or node.metadata.get("derived")):
+                            out.add(nid)
+                            nxt.append(nid)
+            frontier = nxt
+        return out
+
+    def _erase(self, gone: set[str], requested: set[str], stage: Stage, reason: str) -> None:
+        """Delete ``gone`` (inside a write), its trajectories and its text in the history."""
+        if not gone:
+            return
+        conn = self.store.conn
+        for nid in sorted(gone):
+            for edge in self.store.delete_node(nid):
+                other = edge.target if edge.source == nid else edge.source
+                if other not in gone:
+                    self._record(
+                        other,
+                        "UNLINK",
+                        stage,
+                        detail={
+                            "edge": edge.kind,
+                            "source": edge.source,
+                            "target": edge.target,
+                            "reason": "erased",
+                        },
+                    )
+        # trajectories that used an erased memory (their text copies it) go too
+        for tid, ev, ret, skill in conn.execute(
+            "SELECT id, evidence, retrieved, skill_id FROM trajectories"
+        ).fetchall():
+            used = set(json.loads(ev)) | set(json.loads(ret))
+            if used & gone or (skill is not None and skill in gone):
+                conn.execute("DELETE FROM trajectories WHERE id = ?", (tid,))
+        for chunk in _chunks(sorted(gone), 400):
+            q = ",".join("?" * len(chunk))
+            conn.execute(
+                f"UPDATE history SET old_memory = NULL, new_memory = NULL WHERE memory_id IN ({q})", chunk
+            )
+        for nid in sorted(gone):
+            self._record(nid, "DELETE", stage, detail={"reason": reason, "cascade": nid not in requested})
+        self.store.scrub()
 
     def history(self, memory_id: str) -> list[dict[str, Any]]:
         """Every change to a memory, oldest first, each with the stage that made it.
 
         Events: ``ADD``, ``UPDATE``, ``DELETE``, ``LINK``, ``UNLINK``, ``SPLIT``, ``MERGE``.
+        The texts of an erased memory are blanked (``None``).
 
         Raises:
             MemoryNotFoundError: The id never existed.
         """
+        if not isinstance(memory_id, str):
+            raise MemoryNotFoundError(f"memory ids are strings, got {memory_id!r}")
         with self._lock:
-            if memory_id not in self._history:
-                raise MemoryNotFoundError(f"no memory with id {memory_id!r}")
-            return [dict(e) for e in self._history[memory_id]]
+            rows = self.store.conn.execute(
+                "SELECT id, memory_id, event, stage, old_memory, new_memory, detail, created_at "
+                "FROM history WHERE memory_id = ? ORDER BY seq",
+                (memory_id,),
+            ).fetchall()
+        if not rows:
+            raise MemoryNotFoundError(f"no memory with id {memory_id!r}")
+        keys = ("id", "memory_id", "event", "stage", "old_memory", "new_memory", "detail", "created_at")
+        out = []
+        for r in rows:
+            d = dict(zip(keys, r))
+            d["detail"] = json.loads(d["detail"])
+            out.append(d)
+        return out
 
     def reset(self) -> None:
-        """Forget everything (and commit the empty store when a path is set)."""
-        with self._lock:
-            self.graph.clear()
-            self._scopes.clear()
-            self._history.clear()
-            self._trajectories.clear()
-            self._tails.clear()
-            self._changed()
+        """Forget everything (committed at once)."""
+        with self._lock, self.store.write():
+            for table in ("nodes", "edges", "history", "trajectories", "tails", "fts", "fts_stats"):
+                self.store.conn.execute(f"DELETE FROM {table}")
+            self.store.conn.execute(
+                "INSERT INTO vec_log (rid, op) SELECT rid, 'del' FROM vec_log WHERE op='add'"
+            )
+            self.store.vectors.invalidate()
+            self.store.scrub()
+        self.store.checkpoint()
+
+    def trajectories(self, **scope: str | None) -> list[dict[str, Any]]:
+        """Recorded feedback trajectories matching a scope filter (all when none is given)."""
+        sql, params = _traj_where(scope)
+        rows = self.store.conn.execute(
+            "SELECT id, user_id, agent_id, run_id, query, evidence, retrieved, text, success, consolidated, "
+            f"skill_id, created_at FROM trajectories WHERE {sql} ORDER BY seq",
+            params,
+        ).fetchall()
+        keys = (
+            "id",
+            "user_id",
+            "agent_id",
+            "run_id",
+            "query",
+            "evidence",
+            "retrieved",
+            "text",
+            "success",
+            "consolidated",
+            "skill_id",
+            "created_at",
+        )
+        out = []
+        for r in rows:
+            d = dict(zip(keys, r))
+            d["evidence"] = json.loads(d["evidence"])
+            d["retrieved"] = json.loads(d["retrieved"])
+            d["success"] = bool(d["success"])
+            d["consolidated"] = bool(d["consolidated"])
+            out.append(d)
+        return out
 
     def stats(self) -> dict[str, Any]:
         """Counts of nodes by kind, edges by kind, scopes and trajectories."""
+        c = self.store.conn
         with self._lock:
-            nodes: dict[str, int] = {}
-            for n in self.graph.nodes():
-                nodes[n.kind] = nodes.get(n.kind, 0) + 1
-            edges: dict[str, int] = {}
-            for e in self.graph.edges():
-                edges[e.kind] = edges.get(e.kind, 0) + 1
-            return {
-                "nodes": dict(sorted(nodes.items())),
-                "edges": dict(sorted(edges.items())),
-                "scopes": len(self._scopes),
-                "trajectories": len(self._trajectories),
-                "pending_trajectories": sum(
-                    1 for t in self._trajectories if t.get("success") and not t.get("consolidated")
-                ),
-            }
+            nodes = dict(c.execute("SELECT kind, count(*) FROM nodes GROUP BY kind ORDER BY kind").fetchall())
+            edges = dict(c.execute("SELECT kind, count(*) FROM edges GROUP BY kind ORDER BY kind").fetchall())
+            scopes = c.execute(
+                "SELECT count(*) FROM (SELECT DISTINCT user_id, agent_id, run_id FROM nodes)"
+            ).fetchone()[0]
+            trajs = c.execute(
+                "SELECT count(*), coalesce(sum(success AND NOT consolidated), 0) FROM trajectories"
+            ).fetchone()
+        return {
+            "nodes": nodes,
+            "edges": edges,
+            "scopes": int(scopes),
+            "trajectories": int(trajs[0]),
+            "pending_trajectories": int(trajs[1]),
+        }
 
     # ------------------------------------------------------------------ Stages II and III
 
@@ -832,21 +1096,22 @@ class FluxMemory:
         check: Callable[[list[dict[str, Any]]], bool] | None = None,
         top_k: int = 10,
     ) -> Any:
-        """Report a task outcome; a failure triggers Stage II repairs.
+        """Report a task outcome; a failure triggers Stage II repairs inside the scope filter.
 
         See :func:`zjulab.fluxmem.refinement.refine` for the repair loop.
 
         Args:
             query: The task or question that was answered from memory.
             outcome: ``True``/``"success"`` or ``False``/``"failure"``.
-            evidence: Ids of the memories the answer needed, when known.
-            user_id: Scope.
-            agent_id: Scope.
-            run_id: Scope.
+            evidence: Ids of the memories the answer needed, when known (each must match the
+                scope filter).
+            user_id: Scope filter.
+            agent_id: Scope filter.
+            run_id: Scope filter.
             reason: What went wrong, in words (helps attribution and pruning).
             action: Force ``"expand"``, ``"prune"`` or ``"reshape"`` instead of attributing.
             check: Judges a round's search results (True = fixed); by default a round is fixed
-                when every evidence id is retrieved.
+                when every evidence id is retrieved (or a unit grounded in it).
             top_k: Results per search inside the loop.
 
         Returns:
@@ -854,21 +1119,23 @@ class FluxMemory:
         """
         from zjulab.fluxmem.refinement import refine
 
-        with self._lock:
+        if evidence is not None and (
+            isinstance(evidence, (str, bytes)) or not isinstance(evidence, Iterable)
+        ):
+            raise MemoryInputError(f"evidence must be a list of memory ids, got {evidence!r}")
+        ev = list(evidence or [])
+        if not all(isinstance(e, str) for e in ev):
+            raise MemoryInputError(f"evidence ids must be strings, got {ev!r}")
+        if not isinstance(reason, str):
+            raise MemoryInputError(f"reason must be a string, got {reason!r}")
+        if check is not None and not callable(check):
+            raise MemoryInputError("check must be callable")
+        top_k = _check_int("top_k", top_k, 1)
+        scope = scope_filter(user_id, agent_id, run_id)
+        with self._lock, self.store.write():
             report = refine(
-                self,
-                query,
-                outcome,
-                list(evidence or []),
-                user_id=user_id,
-                agent_id=agent_id,
-                run_id=run_id,
-                reason=reason,
-                action=action,
-                check=check,
-                top_k=top_k,
+                self, query, outcome, ev, scope=scope, reason=reason, action=action, check=check, top_k=top_k
             )
-            self._changed()
         return report
 
     def consolidate(
@@ -879,7 +1146,7 @@ class FluxMemory:
         run_id: str | None = None,
         replay: Callable[[str, dict[str, Any]], bool] | None = None,
     ) -> Any:
-        """Distil successful trajectories into procedural circuits (Stage III).
+        """Distil the scope's successful trajectories into procedural circuits (Stage III).
 
         See :func:`zjulab.fluxmem.consolidation.consolidate`.
 
@@ -888,10 +1155,27 @@ class FluxMemory:
         """
         from zjulab.fluxmem.consolidation import consolidate
 
-        with self._lock:
-            report = consolidate(self, scope_key(user_id, agent_id, run_id), replay=replay)
-            self._changed()
+        if replay is not None and not callable(replay):
+            raise MemoryInputError("replay must be callable")
+        scope = scope_filter(user_id, agent_id, run_id)
+        with self._lock, self.store.write():
+            report = consolidate(self, scope, replay=replay)
         return report
+
+
+def _chunks(items: Sequence[str], n: int) -> Iterable[list[str]]:
+    for i in range(0, len(items), n):
+        yield list(items[i : i + n])
+
+
+def _traj_where(scope: Mapping[str, str | None]) -> tuple[str, list[Any]]:
+    parts, params = [], []
+    for name in SCOPE_FIELDS:
+        value = scope.get(name)
+        if value is not None:
+            parts.append(f"{name} = ?")
+            params.append(value)
+    return (" AND ".join(parts) or "1"), params
 
 
 def _hybrid(cfg: FluxMemConfig, dense: np.ndarray, bm25: np.ndarray, llm: np.ndarray | None) -> np.ndarray:
@@ -915,17 +1199,26 @@ def link_scores(
     return raw / total if total > 0 else raw
 
 
-def propagate(ids: Sequence[str], base: np.ndarray, graph: MemoryGraph, weight: float) -> np.ndarray:
-    """``final(v) = base(v) + weight · max_{u linked to v} base(u) · w(u, v)`` over ``ids``."""
+def propagate(
+    ids: Sequence[str], base: np.ndarray, edges: Iterable[MemoryEdge] | Any, weight: float
+) -> np.ndarray:
+    """``final(v) = base(v) + weight · max_{u linked to v} base(u) · w(u, v)`` over ``ids``.
+
+    ``edges`` is an iterable of edges (or a graph, whose edges among ``ids`` are used).
+    """
     final = np.asarray(base, dtype=np.float64).copy()
     if weight <= 0:
         return final
+    if hasattr(edges, "edges_touching"):
+        edges = edges.edges_touching(list(ids))
+    elif hasattr(edges, "edges") and callable(edges.edges):
+        edges = list(edges.edges())
     pos = {nid: i for i, nid in enumerate(ids)}
-    for i, nid in enumerate(ids):
-        best = 0.0
-        for other, edge in graph.neighbors(nid):
-            j = pos.get(other)
-            if j is not None:
-                best = max(best, float(base[j]) * edge.weight)
-        final[i] += weight * best
-    return final
+    best = np.zeros(len(ids), dtype=np.float64)
+    for e in edges:
+        i, j = pos.get(e.source), pos.get(e.target)
+        if i is None or j is None:
+            continue
+        best[i] = max(best[i], float(base[j]) * e.weight)
+        best[j] = max(best[j], float(base[i]) * e.weight)
+    return final + weight * best

@@ -12,10 +12,18 @@ heuristic below) and applies one edit:
   unit whose non-evidence endpoint verifies against the interference description above
   ``prune_threshold`` is removed. The description is the caller's ``reason``, else the model's
   details, else the query; verification is the chat model's score, else the cosine.
-* **reshape** (a unit has the wrong granularity): the target unit is split into parts (or
-  merged with its strongest linked neighbour) by the chat model; without one, a unit of two
-  or more sentences is split at sentence ends, a single sentence is merged with its neighbour.
-  All links of the old unit move to the new ones.
+* **prune** uses the evidence when it is known: every ``associate``/``next`` link that joins a
+  retrieved non-evidence unit (a distractor that took an evidence unit's place) to another
+  retrieved or evidence unit is removed, whatever the model says; without evidence the
+  interference rule above applies.
+* **reshape** (a unit has the wrong granularity): *derived* units are created from the target
+  — its parts (split), or one unit joining it with its strongest linked neighbour of the same
+  user, agent and run (merge) — by the chat model, else at sentence ends / by concatenation.
+  The originals are never changed, moved or removed: each derived unit is a ``semantic`` node
+  with ``ground`` links to its sources and ``metadata["derived"]`` = ``"split"``/``"merge"``,
+  and it must be grounded (at least 70% of its words occur in its sources) or it is rejected.
+  A derived unit is never reshaped again and a unit is split or merged once, so reshape never
+  undoes its own previous edit.
 
 Heuristic attribution (no chat model, or an answer that does not parse): *expand* while
 evidence is missing from the results or none is known, *prune* once all evidence is retrieved;
@@ -27,13 +35,12 @@ evidence id is retrieved; with neither, one round is applied.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
-
-import numpy as np
 
 from zjulab.fluxmem.errors import MemoryInputError, MemoryNotFoundError, ScopeError
 from zjulab.fluxmem.nodes import MemoryNode, new_id, now_iso
@@ -126,40 +133,35 @@ def refine(
     outcome: bool | str,
     evidence: list[str],
     *,
-    user_id: str | None,
-    agent_id: str | None,
-    run_id: str | None,
+    scope: dict[str, str],
     reason: str = "",
     action: str | None = None,
     check: Callable[[list[dict[str, Any]]], bool] | None = None,
     top_k: int = 10,
 ) -> FeedbackReport:
     """Record the outcome and, for a failure, run the repair loop (module docstring)."""
-    from zjulab.fluxmem.memory import node_scope, scope_key
+    from zjulab.fluxmem.memory import in_scope
 
     if not isinstance(query, str) or not query.strip():
         raise MemoryInputError(f"query must be a non-empty string, got {query!r}")
     if action is not None and action not in ("expand", "prune", "reshape"):
         raise MemoryInputError(f"action must be 'expand', 'prune' or 'reshape', got {action!r}")
     success = parse_outcome(outcome)
-    key = scope_key(user_id, agent_id, run_id)
     for eid in evidence:
         try:
             node = mem.graph.node(eid)
         except MemoryNotFoundError as exc:
             raise MemoryNotFoundError(f"evidence id {eid!r} is not a memory") from exc
-        if node_scope(node) != key:
-            raise ScopeError(f"evidence id {eid!r} belongs to another scope")
-    narrow_agent = agent_id if user_id else None
-    narrow_run = run_id if (user_id or agent_id) else None
+        if not in_scope(node, scope):
+            raise ScopeError(f"evidence id {eid!r} is outside the scope {scope} (another scope)")
 
     def search() -> list[str]:
-        return [nid for nid, _ in mem._rank(query, key, top_k, narrow_agent, narrow_run, None)]
+        return [nid for nid, _ in mem._rank(query, scope, top_k, None)]
 
     report = FeedbackReport(query=query, success=success)
     if success:
         report.resolved = True
-        report.trajectory_id = _record_trajectory(mem, key, query, evidence, search(), True)
+        report.trajectory_id = _record_trajectory(mem, scope, query, evidence, search(), True)
         return report
 
     ev = list(evidence)
@@ -176,11 +178,11 @@ def refine(
                 break
         rnd = _choose(mem, r, query, ids, ev, reason, action, prev)
         if rnd.action == "expand":
-            _expand(mem, key, query, ids, ev, rnd, narrow_agent, narrow_run)
+            _expand(mem, scope, query, ids, ev, rnd)
         elif rnd.action == "prune":
             _prune(mem, query, ids, ev, reason or rnd.details, rnd)
         else:
-            ev = _reshape(mem, ids, ev, reason or rnd.details, rnd)
+            _reshape(mem, ids, ev, reason or rnd.details, rnd)
         report.rounds.append(rnd)
         logger.info(
             "refinement round %d: %s on %s (%d changes)",
@@ -200,8 +202,16 @@ def refine(
     if report.resolved is None and (ev or check is not None):
         fixed = _judge(mem, search(), ev, check)
         report.resolved = bool(fixed)
-    report.trajectory_id = _record_trajectory(mem, key, query, ev, search(), False)
+    report.trajectory_id = _record_trajectory(mem, scope, query, ev, search(), False)
     return report
+
+
+def _covers(mem: FluxMemory, ids: Sequence[str]) -> set[str]:
+    """``ids`` plus the sources of every derived unit among them (a split part covers its source)."""
+    out = set(ids)
+    for node in mem.graph.nodes_by_id(list(ids)).values():
+        out.update(node.metadata.get("sources") or [])
+    return out
 
 
 def _judge(
@@ -211,9 +221,11 @@ def _judge(
     check: Callable[[list[dict[str, Any]]], bool] | None,
 ) -> bool | None:
     if check is not None:
-        return bool(check([mem.node_dict(mem.graph.node(i)) for i in ids]))
+        nodes = mem.graph.nodes_by_id(list(ids))
+        return bool(check([mem.node_dict(nodes[i]) for i in ids]))
     if evidence:
-        return all(e in ids for e in evidence)
+        covered = _covers(mem, ids)
+        return all(e in covered for e in evidence)
     return None
 
 
@@ -227,19 +239,18 @@ def _choose(
     forced: str | None,
     prev: RepairRound | None,
 ) -> RepairRound:
+    covered = _covers(mem, ids)
+    missing = [e for e in evidence if e not in covered]
     if forced is not None:
         kind = "unit" if forced == "reshape" else "connection"
         return RepairRound(r, forced, kind, "forced", target=ids[0] if ids else None)  # type: ignore[arg-type]
-    missing = [e for e in evidence if e not in ids]
     if mem.reasoner.enabled and ids:
+        nodes = mem.graph.nodes_by_id(list(ids) + missing)
         att = mem.reasoner.attribute(
-            query,
-            [mem.graph.node(i).content for i in ids],
-            [mem.graph.node(e).content for e in missing],
-            reason,
+            query, [nodes[i].content for i in ids], [nodes[e].content for e in missing], reason
         )
         if att is not None:
-            target = ids[att.target] if att.target is not None else ids[0]
+            target = ids[att.target] if att.target is not None and 0 <= att.target < len(ids) else ids[0]
             return RepairRound(r, att.action, att.type, "llm", target=target, details=att.details)
     act: Action = "expand" if (missing or not evidence) else "prune"
     if prev is not None and not prev.changed and prev.action in ("expand", "prune"):
@@ -249,39 +260,33 @@ def _choose(
 
 def _expand(
     mem: FluxMemory,
-    key: str,
+    scope: dict[str, str],
     query: str,
     ids: Sequence[str],
     evidence: Sequence[str],
     rnd: RepairRound,
-    agent_id: str | None,
-    run_id: str | None,
 ) -> None:
     anchor = rnd.target
     if anchor is None:
         return
-    sc = mem._scopes[key]
     k = mem.config.expand_top_k
     qv = mem._encode([query])[0]
     retrieved = set(ids)
+    covered = _covers(mem, ids)
     targets: list[tuple[str, float]] = []
     for e in evidence:
-        if e not in retrieved and e != anchor and not mem.graph.has_link(anchor, e):
+        if e not in covered and e != anchor and not mem.graph.has_link(anchor, e):
             targets.append((e, 1.0))
-    for nid, cos in sc.index.search(qv, len(ids) + k + len(evidence) + 8):
-        if len(targets) >= k:
-            break
-        if (
-            nid in retrieved
-            or nid == anchor
-            or any(nid == t for t, _ in targets)
-            or mem.graph.has_link(anchor, nid)
-        ):
-            continue
-        if not mem._matches(mem.graph.node(nid), agent_id, run_id, None):
-            continue
-        targets.append((nid, float(min(1.0, max(0.0, cos)))))
-    for nid, w in targets[:k]:
+    # the evidence of the failure decides; without evidence, the query's nearest unseen units
+    if not evidence:
+        for nid, cos in mem._dense(qv, len(ids) + k + 8, scope):
+            if len(targets) >= k:
+                break
+            if nid in retrieved or nid == anchor or mem.graph.has_link(anchor, nid):
+                continue
+            targets.append((nid, float(min(1.0, max(0.0, cos)))))
+    limit = max(k, len(evidence))
+    for nid, w in targets[:limit]:
         if mem._link(anchor, nid, "associate", w, "refinement"):
             rnd.added_edges.append((anchor, nid, "associate"))
 
@@ -294,8 +299,25 @@ def _prune(
     description: str,
     rnd: RepairRound,
 ) -> None:
-    desc = description.strip() or query
     protected = set(evidence)
+    if protected:
+        # distractors: retrieved non-evidence units ranked above an evidence unit (or any, when
+        # some evidence was not retrieved at all); their links to retrieved or evidence units
+        # lend them score, so those links go, whatever the model says
+        covered = _covers(mem, ids)
+        ranks = [i for i, nid in enumerate(ids) if _covers(mem, [nid]) & protected]
+        cut = len(ids) if not covered >= protected else (max(ranks) if ranks else 0)
+        distractors = [nid for nid in ids[:cut] if not (_covers(mem, [nid]) & protected)]
+        anchors = set(ids) | protected
+        for d in distractors:
+            for other, edge in mem.graph.neighbors(d, _PRUNABLE):
+                if other in anchors and mem._unlink(
+                    edge.source, edge.target, edge.kind, "refinement", reason="distractor"
+                ):
+                    rnd.removed_edges.append((edge.source, edge.target, edge.kind))
+        if rnd.removed_edges:
+            return
+    desc = description.strip() or query
     edges = []
     seen = set()
     for nid in ids:
@@ -312,11 +334,12 @@ def _prune(
     suspects_all = sorted({s for _, ss in edges for s in ss})
     scores = None
     if mem.reasoner.enabled:
-        got = mem.reasoner.verify_links([(desc, [mem.graph.node(s).content for s in suspects_all])])[0]
+        nodes = mem.graph.nodes_by_id(suspects_all)
+        got = mem.reasoner.verify_links([(desc, [nodes[s].content for s in suspects_all])])[0]
         scores = None if got is None else dict(zip(suspects_all, got))
     if scores is None:
         dv = mem._encode([desc])[0]
-        vecs = np.stack([mem._scopes[_key(mem, s)].index.vector(s) for s in suspects_all])
+        vecs = mem.store.vectors.vectors(suspects_all)
         scores = dict(zip(suspects_all, (vecs @ dv).tolist()))
     for (src, dst, kind), suspects in edges:
         if max(scores[s] for s in suspects) > mem.config.prune_threshold and mem._unlink(
@@ -325,27 +348,61 @@ def _prune(
             rnd.removed_edges.append((src, dst, kind))
 
 
-def _key(mem: FluxMemory, node_id: str) -> str:
-    from zjulab.fluxmem.memory import node_scope
-
-    return node_scope(mem.graph.node(node_id))
+_WORDS = re.compile(r"\w+")
+GROUNDING_MIN = 0.7
 
 
-def _reshape(
-    mem: FluxMemory, ids: Sequence[str], evidence: list[str], reason: str, rnd: RepairRound
-) -> list[str]:
+def grounding(part: str, sources: Sequence[str]) -> float:
+    """Share of ``part``'s words found in ``sources`` (1.0 for a verbatim fragment)."""
+    words = [w.lower() for w in _WORDS.findall(part)]
+    if not words:
+        return 0.0
+    have = {w.lower() for s in sources for w in _WORDS.findall(s)}
+    return sum(w in have for w in words) / len(words)
+
+
+def _reshaped(mem: FluxMemory, node_id: str) -> bool:
+    """Whether ``node_id`` already has reshape-derived units."""
+    for other, edge in mem.graph.neighbors(node_id, ("ground",)):
+        if edge.target == node_id:
+            n = mem.graph.nodes_by_id([other]).get(other)
+            if n is not None and n.metadata.get("derived") in ("split", "merge"):
+                return True
+    return False
+
+
+def _reshape(mem: FluxMemory, ids: Sequence[str], evidence: list[str], reason: str, rnd: RepairRound) -> None:
     if rnd.target is None:
-        return evidence
-    if rnd.decided_by != "llm":
-        pick = [i for i in ids if i not in evidence]
-        rnd.target = pick[0] if pick else rnd.target
-    node = mem.graph.node(rnd.target)
-    links = sorted(
-        (e.weight, other)
-        for other, e in mem.graph.neighbors(node.id, _PRUNABLE)
-        if mem.graph.node(other).kind == node.kind
-    )
-    neighbour = mem.graph.node(links[-1][1]) if links else None
+        return
+    nodes = mem.graph.nodes_by_id(list(ids))
+    eligible = [
+        i
+        for i in ids
+        if i in nodes and nodes[i].metadata.get("derived") not in ("split", "merge") and not _reshaped(mem, i)
+    ]
+    if rnd.decided_by == "llm" and rnd.target in eligible:
+        pick = rnd.target
+    else:
+        # the unit at fault is the best-ranked one that is neither evidence nor already reshaped
+        pick = next((i for i in eligible if i not in evidence), eligible[0] if eligible else None)
+    if pick is None:
+        rnd.details = (rnd.details + " " if rnd.details else "") + "(nothing left to reshape)"
+        return
+    rnd.target = pick
+    node = mem.graph.node(pick)
+    links = sorted((e.weight, other) for other, e in mem.graph.neighbors(node.id, _PRUNABLE))
+    neighbour = None
+    for _, other in reversed(links):
+        cand = mem.graph.nodes_by_id([other]).get(other)
+        if (
+            cand is not None
+            and cand.kind == node.kind
+            and (cand.user_id, cand.agent_id, cand.run_id) == (node.user_id, node.agent_id, node.run_id)
+            and cand.metadata.get("derived") not in ("split", "merge")
+            and not _reshaped(mem, cand.id)
+        ):
+            neighbour = cand
+            break
     plan = (
         mem.reasoner.reshape(node.content, neighbour.content if neighbour else None, reason)
         if mem.reasoner.enabled
@@ -356,50 +413,40 @@ def _reshape(
         if len(parts) >= 2:
             mode, contents = "split", parts
         elif neighbour is not None:
-            mode, contents = (
-                "merge",
-                [
-                    f"{neighbour.content} {node.content}"
-                    if _earlier(neighbour, node)
-                    else f"{node.content} {neighbour.content}"
-                ],
-            )
+            first, second = (neighbour, node) if _earlier(neighbour, node) else (node, neighbour)
+            mode, contents = "merge", [f"{first.content} {second.content}"]
         else:
-            return evidence
+            return
     else:
-        mode, contents = plan.mode, plan.parts
-        if mode == "merge" and neighbour is None:
-            return evidence
+        mode, contents = plan.mode, [p.strip() for p in plan.parts if p.strip()]
         if mode == "merge":
+            if neighbour is None:
+                return
             contents = [" ".join(contents)]
-    old: list[MemoryNode] = [node]
-    if mode == "merge" and neighbour is not None:
-        old.append(neighbour)
-    old_ids = {n.id for n in old}
-    meta = {**node.metadata, "reshaped_from": sorted(old_ids)}
-    new_nodes = mem._new_nodes(node.kind, contents, node, "refinement", metadata=[meta] * len(contents))
-    for n in old:
-        for edge in mem.graph.incident_edges(n.id):
-            if edge.source in old_ids and edge.target in old_ids:
-                continue
-            for nn in new_nodes:
-                src = nn.id if edge.source == n.id else edge.source
-                dst = nn.id if edge.target == n.id else edge.target
-                if mem._link(src, dst, edge.kind, edge.weight, "refinement"):
-                    rnd.added_edges.append((src, dst, edge.kind))
+    sources = [node] + ([neighbour] if mode == "merge" and neighbour is not None else [])
+    src_text = [s.content for s in sources]
+    kept = [c for c in contents if grounding(c, src_text) >= GROUNDING_MIN and c not in src_text]
+    rejected = [c for c in contents if c not in kept]
+    if rejected:
+        rnd.details = (rnd.details + " " if rnd.details else "") + f"(rejected ungrounded parts: {rejected})"
+        logger.info("reshape rejected ungrounded parts %r of %s", rejected, node.id)
+    if not kept:
+        return
+    src_ids = [s.id for s in sources]
+    meta = {"derived": mode, "sources": src_ids}
+    new_nodes = mem._new_nodes("semantic", kept, node, "refinement", metadata=[dict(meta) for _ in kept])
+    for nn in new_nodes:
+        for s in src_ids:
+            if mem._link(nn.id, s, "ground", 1.0, "refinement"):
+                rnd.added_edges.append((nn.id, s, "ground"))
     for a, b in itertools.pairwise(new_nodes):
         if mem._link(a.id, b.id, "associate", 1.0, "refinement"):
             rnd.added_edges.append((a.id, b.id, "associate"))
     event = "SPLIT" if mode == "split" else "MERGE"
-    for n in old:
-        mem._remove(n.id, "refinement", event, detail={"into": [x.id for x in new_nodes]})
-        rnd.removed_nodes.append(n.id)
+    for s in src_ids:
+        mem._record(s, event, "refinement", detail={"into": [x.id for x in new_nodes]})
     rnd.added_nodes.extend(x.id for x in new_nodes)
     rnd.type = "unit"
-    out = []
-    for e in evidence:
-        out.extend([x.id for x in new_nodes] if e in old_ids else [e])
-    return list(dict.fromkeys(out))
 
 
 def _earlier(a: MemoryNode, b: MemoryNode) -> bool:
@@ -407,22 +454,31 @@ def _earlier(a: MemoryNode, b: MemoryNode) -> bool:
 
 
 def _record_trajectory(
-    mem: FluxMemory, key: str, query: str, evidence: Sequence[str], retrieved: Sequence[str], success: bool
+    mem: FluxMemory,
+    scope: dict[str, str],
+    query: str,
+    evidence: Sequence[str],
+    retrieved: Sequence[str],
+    success: bool,
 ) -> str:
     used = list(evidence) or list(retrieved[:3])
-    steps = [mem.graph.node(i).content for i in used if i in mem.graph]
+    nodes = mem.graph.nodes_by_id(used)
+    steps = [nodes[i].content for i in used if i in nodes]
     tid = new_id()
-    mem._trajectories.append(
-        {
-            "id": tid,
-            "scope": key,
-            "query": query,
-            "evidence": list(evidence),
-            "retrieved": list(retrieved),
-            "text": f"Task: {query}\n" + "\n".join(f"- used: {s}" for s in steps),
-            "success": success,
-            "consolidated": False,
-            "created_at": now_iso(),
-        }
+    mem.store.conn.execute(
+        "INSERT INTO trajectories (id, user_id, agent_id, run_id, query, evidence, retrieved, text, success, "
+        "consolidated, skill_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, ?)",
+        (
+            tid,
+            scope.get("user_id"),
+            scope.get("agent_id"),
+            scope.get("run_id"),
+            query,
+            json.dumps(list(evidence)),
+            json.dumps(list(retrieved)),
+            f"Task: {query}\n" + "\n".join(f"- used: {s}" for s in steps),
+            int(success),
+            now_iso(),
+        ),
     )
     return tid
