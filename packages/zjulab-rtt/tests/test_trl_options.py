@@ -162,3 +162,27 @@ def test_sequence_level_ratio_is_refused(tmp_path, fresh_tiny, make_args, fixed_
     _, tok = fresh_tiny
     with pytest.raises(RTTConfigError, match="importance_sampling_level='token'"):
         _trainer(tmp_path, fresh_tiny, make_args, fixed_rollout(tok, ["a"]), **extra)
+
+
+def test_token_credit_scale_and_clip(tmp_path, fresh_tiny, make_args, fixed_rollout):
+    from zjulab.rtt import token_advantages
+
+    # one blamed token among T gets -sqrt(T - 1) under the paper's intra-sample normalisation
+    for t in (10, 1000):
+        w = torch.zeros(1, 1, t)
+        w[0, 0, 3] = 1.0
+        a = token_advantages(w, torch.tensor([[-1.0]]), torch.ones(1, t))
+        assert float(a[0, 3]) == pytest.approx(-((t - 1) ** 0.5), rel=1e-4)
+    with pytest.raises(RTTConfigError, match="token_adv_clip"):
+        RTTConfig(token_adv_clip=0)
+    _, tok = fresh_tiny
+    rollout = fixed_rollout(tok, ["no, yes", "yes no"])
+    unclipped, ds = _trainer(tmp_path / "a", fresh_tiny, make_args, rollout, RTTConfig(lam=0.5))
+    unclipped._generate_and_score_completions([dict(ds[0])] * 2)
+    clipped, _ = _trainer(tmp_path / "b", fresh_tiny, make_args, rollout, RTTConfig(lam=0.5, token_adv_clip=0.5))
+    batch = clipped._generate_and_score_completions([dict(ds[0])] * 2)
+    raw, cut = unclipped.last_credit.token_advantages, clipped.last_credit.token_advantages
+    assert raw[0, 1] < -0.5  # the comma, unclipped
+    assert torch.equal(cut, raw.clamp(-0.5, 0.5))
+    expected = batch["rtt_response_advantages"][:, None] + 0.5 * cut
+    assert torch.allclose(batch["advantages"], expected.to(batch["advantages"].dtype))

@@ -29,6 +29,10 @@ class RTTConfig:
         softmax_temperature: Temperature of the softmax over rubrics (``"softmax_rubrics"`` only).
         relevance_batch_size: (response, rubric) pairs scored together by the relevance model.
         max_rubrics: Rubrics used per prompt; extra ones are ignored (with a warning).
+        token_adv_clip: Clip every token advantage ``A_tok`` to ``[-c, c]`` before it joins
+            ``A_resp`` (``None``: no clip, the paper's). Standardising over a response's ``T``
+            tokens gives a lone relevant token ``±sqrt(T - 1)`` (one blamed token in 1,000
+            gets -31.6, dwarfing ``A_resp``); a clip bounds that growth.
     """
 
     lam: float = 0.5  # the paper's default weight of the token-level term
@@ -38,6 +42,7 @@ class RTTConfig:
     softmax_temperature: float = 1.0  # plain softmax, as in the compared variant
     relevance_batch_size: int = 16  # fits a 0.6B discriminator on one consumer GPU at 2k tokens
     max_rubrics: int = 20  # the authors cap rubrics per prompt at 20
+    token_adv_clip: float | None = None  # the paper does not clip
 
     def __post_init__(self) -> None:
         if self.combine not in ("add", "mix"):
@@ -54,6 +59,8 @@ class RTTConfig:
             raise RTTConfigError(f"softmax_temperature must be positive, got {self.softmax_temperature}")
         if self.relevance_batch_size <= 0:
             raise RTTConfigError(f"relevance_batch_size must be positive, got {self.relevance_batch_size}")
+        if self.token_adv_clip is not None and not self.token_adv_clip > 0:
+            raise RTTConfigError(f"token_adv_clip must be positive or None, got {self.token_adv_clip}")
         if self.max_rubrics <= 0:
             raise RTTConfigError(f"max_rubrics must be positive, got {self.max_rubrics}")
 

@@ -250,6 +250,8 @@ class RTTGRPOTrainer(GRPOTrainer):
             )  # fmt: skip
         else:
             a_tok = self._gathered_token_advantages(weights, scores, tmask, rmask, group)
+        if cfg.token_adv_clip is not None:
+            a_tok = a_tok.clamp(-cfg.token_adv_clip, cfg.token_adv_clip)
         a_resp = output["advantages"]
         output["advantages"] = combine_advantages(a_resp, a_tok, lam=cfg.lam, mode=cfg.combine)
         # TRL's sequence-level decisions (off-policy masking, VESPO's weights) read this
