@@ -973,13 +973,16 @@ class FluxMemory:
                             "reason": "erased",
                         },
                     )
-        # trajectories that used an erased memory (their text copies it) go too
-        for tid, ev, ret, skill in conn.execute(
-            "SELECT id, evidence, retrieved, skill_id FROM trajectories"
-        ).fetchall():
-            used = set(json.loads(ev)) | set(json.loads(ret))
-            if used & gone or (skill is not None and skill in gone):
+        # trajectories that used an erased memory (their text copies it: the evidence, else the
+        # first three results) go too; the others only forget that it was retrieved
+        rows = conn.execute("SELECT id, evidence, retrieved, skill_id FROM trajectories").fetchall()
+        for tid, ev, ret, skill in rows:
+            evidence, retrieved = json.loads(ev), json.loads(ret)
+            if set(evidence or retrieved[:3]) & gone or (skill is not None and skill in gone):
                 conn.execute("DELETE FROM trajectories WHERE id = ?", (tid,))
+            elif set(retrieved) & gone:
+                kept = [r for r in retrieved if r not in gone]
+                conn.execute("UPDATE trajectories SET retrieved = ? WHERE id = ?", (json.dumps(kept), tid))
         for chunk in _chunks(sorted(gone), 400):
             q = ",".join("?" * len(chunk))
             conn.execute(

@@ -1,0 +1,120 @@
+"""Mem0 scope semantics: the given ids are combined filters, for every operation.
+
+The matrix: 2 users x 2 agents x 2 runs, one memory per cell, and every non-empty combination
+of the three ids (26 filters) against add, search, get_all, delete_all, feedback and
+consolidate.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from zjulab.fluxmem import FluxMemConfig, FluxMemory, ScopeError
+
+USERS, AGENTS, RUNS = ("u1", "u2"), ("a1", "a2"), ("r1", "r2")
+CELLS = list(itertools.product(USERS, AGENTS, RUNS))
+FILTERS = [
+    f
+    for f in itertools.product((None, *USERS), (None, *AGENTS), (None, *RUNS))
+    if any(v is not None for v in f)
+]
+
+
+def kw(f) -> dict:
+    return {k: v for k, v in zip(("user_id", "agent_id", "run_id"), f) if v is not None}
+
+
+def matches(cell, f) -> bool:
+    return all(want is None or want == have for want, have in zip(f, cell))
+
+
+def text(cell) -> str:
+    return "shared note of {} {} {} with the word harbour".format(*cell)
+
+
+def build(enc, **cfg) -> tuple[FluxMemory, dict]:
+    # links on: the matrix must hold even though Stage I links across a user's agents and runs
+    mem = FluxMemory(enc, config=FluxMemConfig(link_min_cosine=0.0, **cfg))
+    ids = {}
+    for cell in CELLS:
+        (row,) = mem.add(text(cell), user_id=cell[0], agent_id=cell[1], run_id=cell[2])["results"]
+        ids[cell] = row["id"]
+    return mem, ids
+
+
+def test_add_stores_every_given_id(enc):
+    mem, ids = build(enc)
+    for cell, nid in ids.items():
+        rec = mem.get(nid)
+        assert (rec["user_id"], rec["agent_id"], rec["run_id"]) == cell
+    (row,) = mem.add("agent only", agent_id="a1")["results"]
+    assert (mem.get(row["id"])["user_id"], mem.get(row["id"])["run_id"]) == (None, None)
+
+
+@pytest.mark.parametrize("f", FILTERS, ids=lambda f: "-".join(v or "*" for v in f))
+def test_search_and_get_all_return_exactly_the_filtered_cells(enc, f):
+    mem, ids = build(enc)
+    want = {ids[c] for c in CELLS if matches(c, f)}
+    got = mem.search("harbour note", top_k=50, **kw(f))["results"]
+    assert {r["id"] for r in got} == want
+    for r in got:  # context never leaks another scope's text
+        for c in r["context"]:
+            assert c["id"] in want
+    listed = mem.get_all(**kw(f))["results"]
+    assert [r["id"] for r in listed] == [ids[c] for c in CELLS if matches(c, f)]  # insertion order
+
+
+@pytest.mark.parametrize("f", FILTERS, ids=lambda f: "-".join(v or "*" for v in f))
+def test_delete_all_erases_exactly_the_filtered_cells(enc, f):
+    mem, ids = build(enc)
+    for cell in CELLS:  # one trajectory per cell, recorded under the full scope
+        mem.feedback(text(cell), "success", [ids[cell]], user_id=cell[0], agent_id=cell[1], run_id=cell[2])
+    n = mem.delete_all(**kw(f))
+    gone = {c for c in CELLS if matches(c, f)}
+    assert n == len(gone)
+    for cell in CELLS:
+        assert (ids[cell] in mem.graph) == (cell not in gone)
+    left = {(t["user_id"], t["agent_id"], t["run_id"]) for t in mem.trajectories()}
+    assert left == set(CELLS) - gone
+
+
+@pytest.mark.parametrize("f", FILTERS, ids=lambda f: "-".join(v or "*" for v in f))
+def test_feedback_and_consolidate_honour_the_filter(enc, f):
+    mem, ids = build(enc, max_refinement_rounds=1, expand_top_k=8)
+    inside = [c for c in CELLS if matches(c, f)]
+    outside = [c for c in CELLS if not matches(c, f)]
+    if outside:
+        with pytest.raises(ScopeError, match="another scope"):
+            mem.feedback("harbour", "failure", [ids[outside[0]]], **kw(f))
+    before = {(e.source, e.target, e.kind) for e in mem.graph.edges()}
+    rep = mem.feedback("harbour note", "failure", **kw(f), top_k=1)  # no evidence: expand
+    added = {(e.source, e.target, e.kind) for e in mem.graph.edges()} - before
+    allowed = {ids[c] for c in inside}
+    assert rep.rounds and all(s in allowed and t in allowed for s, t, _ in added)
+    # trajectories are recorded under the filter; consolidate takes exactly those it matches
+    for cell in CELLS:
+        mem.feedback(text(cell), "success", [ids[cell]], user_id=cell[0], agent_id=cell[1], run_id=cell[2])
+    cons = mem.consolidate(**kw(f))
+    used = {tid for c in cons.clusters for tid in c}
+    by_id = {t["id"]: t for t in mem.trajectories()}
+    got = {
+        (by_id[t]["user_id"], by_id[t]["agent_id"], by_id[t]["run_id"]) for t in used if by_id[t]["success"]
+    }
+    assert got == set(inside)
+    for sk in cons.skills:  # skills live in the scope their trajectories share, never wider
+        node = mem.get(sk.skill_id)
+        for name, value in kw(f).items():
+            assert node[name] == value
+
+
+def test_narrowed_search_finds_a_match_beyond_the_global_top(enc):
+    """A run-narrowed search must not be a filter applied after a user-wide top-N."""
+    mem = FluxMemory(enc, config=FluxMemConfig(max_links=0, link_adjacent=False))
+    for i in range(1500):
+        mem.add(f"Sam note {i}: the harbour ferry leaves at {i % 24} o'clock", user_id="sam", run_id="old")
+    new = mem.add("quiet morning", user_id="sam", run_id="new")["results"][0]["id"]
+    hits = mem.search("harbour ferry leaves", user_id="sam", run_id="new")["results"]
+    assert [h["id"] for h in hits] == [new]
+    assert [h["id"] for h in mem.search("harbour ferry", run_id="new")["results"]] == [new]
