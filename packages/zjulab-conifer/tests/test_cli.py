@@ -30,6 +30,25 @@ def test_check_reports_bad_rows(tmp_path, capsys):
     assert "resp.jsonl:1" in capsys.readouterr().err
 
 
+def test_check_names_the_line_and_argument_of_bad_kwargs(tmp_path, capsys):
+    f = tmp_path / "resp.jsonl"
+    rows = [
+        {"response": "fine", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
+        {
+            "response": "I like good food",
+            "instruction_id_list": ["keywords:existence"],
+            "kwargs": [{"keywords": "dog"}],
+        },
+    ]
+    f.write_text("\n".join(json.dumps(r) for r in rows))
+    assert main(["check", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "resp.jsonl:2: keywords:existence: argument 'keywords'" in err
+    f.write_text(json.dumps({"response": "x", "instruction_id_list": ["punctuation:no_comma"], "kwargs": []}))
+    assert main(["check", str(f)]) == 2
+    assert "resp.jsonl:1: kwargs must be a list of 1 object(s)" in capsys.readouterr().err
+
+
 def test_eval_ifeval(tmp_path, capsys, ifeval_path):
     lines = ifeval_path.read_text().splitlines()[:20]
     sub = tmp_path / "prompts.jsonl"

@@ -359,3 +359,17 @@ def test_output_files_get_the_usual_mode(tmp_path):
     for name in ("manifest.json", "stats.json", "07_answer.output.jsonl", "requests.jsonl"):
         mode = stat.S_IMODE((res.out_dir / name).stat().st_mode)
         assert mode == 0o666 & ~umask, (name, oct(mode))
+
+
+def test_format_number_templates_are_validated_against_their_checkers():
+    from zjulab.conifer import InstructionArgumentError
+    from zjulab.conifer.stages import FORMAT_NUMBER_TEMPLATES, _Template
+
+    FormatNumberStage(count=2, templates=FORMAT_NUMBER_TEMPLATES)
+    bad = _Template(
+        "length_constraints:number_words", "Fewer than {num_words} words.", {"num_words": ("80",)}
+    )
+    with pytest.raises(InstructionArgumentError, match="number_words: argument 'num_words'"):
+        FormatNumberStage(
+            count=1, templates=[_Template(**{**bad.__dict__, "fixed": {"relation": "less than"}})]
+        )

@@ -16,6 +16,7 @@ constraint that the pipeline's format/number stage attaches to instructions.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import logging
 import re
@@ -55,6 +56,9 @@ class InstructionSpec:
         required: Keyword arguments it cannot do without.
         description: One line telling a person what the instruction demands.
         uses_prompt: The checker also receives the prompt as ``prompt`` (when not given).
+        types: Per argument, a validator ``value -> value`` that raises ``ValueError`` (with
+            what it expected) on a value of the wrong type or range; arguments without one are
+            passed as given.
     """
 
     id: str
@@ -63,6 +67,7 @@ class InstructionSpec:
     required: tuple[str, ...] = ()
     description: str = ""
     uses_prompt: bool = False
+    types: Mapping[str, Callable[[Any], Any]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,7 @@ class CheckerRegistry:
         required: Iterable[str] | None = None,
         description: str = "",
         uses_prompt: bool = False,
+        types: Mapping[str, Callable[[Any], Any]] | None = None,
         replace: bool = False,
     ) -> Any:
         """Register a checker; usable directly or as a decorator.
@@ -123,6 +129,7 @@ class CheckerRegistry:
             required: Those it needs (default: all of ``params``).
             description: What the instruction asks, for tables and prompts.
             uses_prompt: Pass the prompt text as ``prompt`` when kwargs lack it.
+            types: Validators per argument (see :class:`InstructionSpec`).
             replace: Allow overwriting an existing id.
 
         Returns:
@@ -136,7 +143,10 @@ class CheckerRegistry:
 
         def deco(f: CheckFn) -> CheckFn:
             self._add(
-                InstructionSpec(instruction_id, f, params_t, req_t, description, uses_prompt), replace=replace
+                InstructionSpec(
+                    instruction_id, f, params_t, req_t, description, uses_prompt, dict(types or {})
+                ),
+                replace=replace,
             )
             return f
 
@@ -181,7 +191,30 @@ class CheckerRegistry:
         missing = [p for p in spec.required if p not in kw]
         if missing:
             raise InstructionArgumentError(f"{spec.id}: missing argument(s) {missing}")
+        for key, validate in spec.types.items():
+            if key in kw:
+                try:
+                    kw[key] = validate(kw[key])
+                except ValueError as exc:
+                    raise InstructionArgumentError(f"{spec.id}: argument {key!r}: {exc}") from None
+        for key, other in (("nth_paragraph", "num_paragraphs"),):
+            if key in spec.types and key in kw and other in kw and kw[key] > kw[other]:
+                raise InstructionArgumentError(
+                    f"{spec.id}: argument {key!r}: {kw[key]} is more than {other}={kw[other]}"
+                )
         return kw
+
+    def validate(
+        self, instruction_id: str, kwargs: Mapping[str, Any] | None = None, *, prompt: str = ""
+    ) -> dict[str, Any]:
+        """The arguments as the checker will get them, after checking types and ranges.
+
+        Raises:
+            UnknownInstructionError: ``instruction_id`` is not registered.
+            InstructionArgumentError: Missing, unexpected or invalid arguments (the message
+                names the instruction id and the argument).
+        """
+        return self._kwargs(self.get(instruction_id), kwargs, prompt)
 
     def check(
         self,
@@ -224,6 +257,64 @@ class CheckerRegistry:
 # The IFEval instruction types. Each follows the reference definition; comments note the
 # counting rule where it is not obvious.
 # ---------------------------------------------------------------------------------------------
+
+
+# Argument validators, after IFEval's definitions of each instruction's arguments.
+
+
+def _int(minimum: int = 1) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON exports through pandas turn ints into floats
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"expected an integer >= {minimum}, got {value!r} ({type(value).__name__})")
+        if value < minimum:
+            raise ValueError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return check
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a non-empty string, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _word(value: Any) -> str:
+    value = _text(value)
+    if len(value.split()) != 1:
+        raise ValueError(f"expected a single word, got {value!r}")
+    return value
+
+
+def _words(value: Any) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"expected a non-empty list of strings, got {value!r} ({type(value).__name__})")
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise ValueError(f"expected a list of non-empty strings, got the item {item!r}")
+    return list(value)
+
+
+def _relation(value: Any) -> str:
+    if value not in ("less than", "at least"):
+        raise ValueError(f"expected 'less than' or 'at least', got {value!r}")
+    return str(value)
+
+
+def _letter(value: Any) -> str:
+    value = _text(value).strip()
+    if len(value) != 1:
+        raise ValueError(f"expected a single character, got {value!r}")
+    return value
+
+
+def _language(value: Any) -> str:
+    value = _text(value)
+    if not re.fullmatch(r"[a-z]{2,3}(-[a-z]{2,4})?", value):
+        raise ValueError(f"expected an ISO 639-1 language code such as 'en', got {value!r}")
+    return value
 
 
 def _compare(value: int, threshold: Any, relation: str) -> bool:
@@ -424,6 +515,7 @@ _IFEVAL: list[InstructionSpec] = [
         ("keywords",),
         ("keywords",),
         "Include the keywords {keywords}.",
+        types={"keywords": _words},
     ),
     InstructionSpec(
         "keywords:frequency",
@@ -431,6 +523,7 @@ _IFEVAL: list[InstructionSpec] = [
         ("keyword", "frequency", "relation"),
         ("keyword", "frequency", "relation"),
         "The word {keyword} appears {relation} {frequency} times.",
+        types={"keyword": _text, "frequency": _int(1), "relation": _relation},
     ),
     InstructionSpec(
         "keywords:forbidden_words",
@@ -438,6 +531,7 @@ _IFEVAL: list[InstructionSpec] = [
         ("forbidden_words",),
         ("forbidden_words",),
         "Do not use the words {forbidden_words}.",
+        types={"forbidden_words": _words},
     ),
     InstructionSpec(
         "keywords:letter_frequency",
@@ -445,6 +539,7 @@ _IFEVAL: list[InstructionSpec] = [
         ("letter", "let_frequency", "let_relation"),
         ("letter", "let_frequency", "let_relation"),
         "The letter {letter} appears {let_relation} {let_frequency} times.",
+        types={"letter": _letter, "let_frequency": _int(1), "let_relation": _relation},
     ),
     InstructionSpec(
         "language:response_language",
@@ -452,6 +547,7 @@ _IFEVAL: list[InstructionSpec] = [
         ("language",),
         ("language",),
         "Answer in the language {language} only.",
+        types={"language": _language},
     ),
     InstructionSpec(
         "length_constraints:number_sentences",
@@ -459,6 +555,7 @@ _IFEVAL: list[InstructionSpec] = [
         ("num_sentences", "relation"),
         ("num_sentences", "relation"),
         "Answer with {relation} {num_sentences} sentences.",
+        types={"num_sentences": _int(1), "relation": _relation},
     ),
     InstructionSpec(
         "length_constraints:number_paragraphs",
@@ -466,6 +563,7 @@ _IFEVAL: list[InstructionSpec] = [
         ("num_paragraphs",),
         ("num_paragraphs",),
         "Write exactly {num_paragraphs} paragraphs separated by ***.",
+        types={"num_paragraphs": _int(1)},
     ),
     InstructionSpec(
         "length_constraints:number_words",
@@ -473,6 +571,7 @@ _IFEVAL: list[InstructionSpec] = [
         ("num_words", "relation"),
         ("num_words", "relation"),
         "Answer with {relation} {num_words} words.",
+        types={"num_words": _int(1), "relation": _relation},
     ),
     InstructionSpec(
         "length_constraints:nth_paragraph_first_word",
@@ -480,6 +579,7 @@ _IFEVAL: list[InstructionSpec] = [
         ("num_paragraphs", "nth_paragraph", "first_word"),
         ("num_paragraphs", "nth_paragraph", "first_word"),
         "Write {num_paragraphs} paragraphs separated by blank lines; paragraph {nth_paragraph} starts with {first_word}.",
+        types={"num_paragraphs": _int(1), "nth_paragraph": _int(1), "first_word": _word},
     ),
     InstructionSpec(
         "detectable_content:number_placeholders",
@@ -487,6 +587,7 @@ _IFEVAL: list[InstructionSpec] = [
         ("num_placeholders",),
         ("num_placeholders",),
         "Include at least {num_placeholders} placeholders in square brackets, like [address].",
+        types={"num_placeholders": _int(1)},
     ),
     InstructionSpec(
         "detectable_content:postscript",
@@ -494,6 +595,7 @@ _IFEVAL: list[InstructionSpec] = [
         ("postscript_marker",),
         ("postscript_marker",),
         "End with a postscript starting with {postscript_marker}.",
+        types={"postscript_marker": _text},
     ),
     InstructionSpec(
         "detectable_format:number_bullet_lists",
@@ -501,6 +603,7 @@ _IFEVAL: list[InstructionSpec] = [
         ("num_bullets",),
         ("num_bullets",),
         "Use exactly {num_bullets} markdown bullet points.",
+        types={"num_bullets": _int(1)},
     ),
     InstructionSpec(
         "detectable_format:constrained_response",
@@ -515,6 +618,7 @@ _IFEVAL: list[InstructionSpec] = [
         ("num_highlights",),
         ("num_highlights",),
         "Highlight at least {num_highlights} sections with markdown, like *highlighted section*.",
+        types={"num_highlights": _int(1)},
     ),
     InstructionSpec(
         "detectable_format:multiple_sections",
@@ -522,6 +626,7 @@ _IFEVAL: list[InstructionSpec] = [
         ("section_spliter", "num_sections"),
         ("section_spliter", "num_sections"),
         "Write {num_sections} sections, each starting with '{section_spliter} X'.",
+        types={"section_spliter": _text, "num_sections": _int(1)},
     ),
     InstructionSpec("detectable_format:json_format", _json_format, (), (), "Wrap the whole answer in JSON."),
     InstructionSpec(
@@ -540,6 +645,7 @@ _IFEVAL: list[InstructionSpec] = [
         ("prompt_to_repeat",),
         ("prompt_to_repeat",),
         "First repeat the request word for word, then answer.",
+        types={"prompt_to_repeat": _text},
     ),
     InstructionSpec(
         "startend:end_checker",
@@ -547,6 +653,7 @@ _IFEVAL: list[InstructionSpec] = [
         ("end_phrase",),
         ("end_phrase",),
         "Finish with the exact phrase {end_phrase}.",
+        types={"end_phrase": _text},
     ),
     InstructionSpec(
         "startend:quotation", _quotation, (), (), "Wrap the whole answer in double quotation marks."
@@ -557,6 +664,7 @@ _IFEVAL: list[InstructionSpec] = [
         ("capital_frequency", "capital_relation"),
         ("capital_frequency", "capital_relation"),
         "Use {capital_relation} {capital_frequency} words in all capital letters.",
+        types={"capital_frequency": _int(1), "capital_relation": _relation},
     ),
     InstructionSpec(
         "change_case:english_capital", _english_capital, (), (), "Answer in English, in capital letters only."

@@ -178,11 +178,23 @@ def _rows_for_check(
         prompt = str(row.get("prompt", row.get("instruction", "")))
         if response is None:
             raise ConiferInputError(f"{path}:{i}: no 'response' or 'answer'")
+        if not isinstance(response, str):
+            raise ConiferInputError(
+                f"{path}:{i}: the response must be a string, got {type(response).__name__}"
+            )
         if "instruction_id_list" in row:
+            if not isinstance(row["instruction_id_list"], list):
+                raise ConiferInputError(f"{path}:{i}: instruction_id_list must be a list")
             ids, kws = (
                 list(row["instruction_id_list"]),
-                list(row.get("kwargs") or [{}] * len(row["instruction_id_list"])),
+                list(
+                    row["kwargs"] if row.get("kwargs") is not None else [{}] * len(row["instruction_id_list"])
+                ),
             )
+            if len(kws) != len(ids) or not all(isinstance(k, dict) for k in kws):
+                raise ConiferInputError(
+                    f"{path}:{i}: kwargs must be a list of {len(ids)} object(s), one per instruction id"
+                )
         elif "checks" in row:
             ids, kws = [c["id"] for c in row["checks"]], [c.get("kwargs", {}) for c in row["checks"]]
         elif prompt in by_prompt:
@@ -202,12 +214,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Run the checkers on a responses file and print a per-type table."""
     reg = default_registry()
     table: dict[str, list[int]] = {}
-    for response, ids, kws, prompt in _rows_for_check(Path(args.responses), args.prompts):
+    rows = _rows_for_check(Path(args.responses), args.prompts)
+    for line, (response, ids, kws, prompt) in enumerate(rows, 1):
         for iid, kw in zip(ids, kws):
+            try:
+                strict = reg.check(iid, response, kw, mode="strict", prompt=prompt)
+                loose = reg.check(iid, response, kw, mode="loose", prompt=prompt)
+            except ConiferError as exc:
+                raise ConiferInputError(f"{args.responses}:{line}: {exc}") from None
             c = table.setdefault(iid, [0, 0, 0])
             c[0] += 1
-            c[1] += reg.check(iid, response, kw, mode="strict", prompt=prompt)
-            c[2] += reg.check(iid, response, kw, mode="loose", prompt=prompt)
+            c[1] += strict
+            c[2] += loose
     print(f"{'instruction type':<48}{'n':>5}{'strict':>8}{'loose':>8}")
     for iid in sorted(table):
         n, s, lo = table[iid]

@@ -34,8 +34,11 @@ class UnknownInstructionError(ConiferError, NotFoundError):
     """A constraint checker id is not in the registry."""
 
 
-class InstructionArgumentError(ConiferError, InputError):
-    """A constraint checker was given missing or invalid keyword arguments."""
+class InstructionArgumentError(ConiferInputError):
+    """A constraint checker was given missing or invalid keyword arguments.
+
+    The message names the instruction id and the argument.
+    """
 
 
 class CheckpointError(ConiferError, StoreError):

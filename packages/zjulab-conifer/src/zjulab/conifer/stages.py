@@ -517,6 +517,14 @@ class FormatNumberStage(LocalStage):
         self.count = count
         self.seed = seed
         self.templates = tuple(templates)
+        registry = default_registry()
+        for tpl in self.templates:  # every argument a template can draw must be valid for its checker
+            for key, values in tpl.choices.items():
+                for value in values:
+                    if tpl.id in registry:
+                        registry.validate(
+                            tpl.id, {**tpl.fixed, **{k: v[0] for k, v in tpl.choices.items()}, key: value}
+                        )
 
     def select(self, record: Record) -> bool:
         """Only general instructions get variants."""
