@@ -68,3 +68,34 @@ def test_span_annotator_uses_structured_output(scripted_chat):
     assert out[0].spans == [(2, 5), (16, 24)]
     assert out[1].spans == []
     assert "Criterion: Mention a colour." in chat.calls[0][-1]["content"]
+
+
+def test_fast_offsets_equal_the_prefix_decoding(tiny_tokenizer):
+    import random
+
+    from zjulab.rtt.relevance import _fast_offsets, token_char_offsets, token_char_offsets_slow
+
+    rng = random.Random(0)
+    alphabet = list("abc xyz ,.!?\n\t-é😀中")
+    texts = ["no, yes", "  two  spaces ", "émojis 😀 ok", "中文 字符", "line\n\nbreak"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40))) for _ in range(100)]
+    for text in texts:
+        ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+        fast = _fast_offsets(ids, tiny_tokenizer)
+        assert fast is not None  # the one-pass path is taken
+        assert fast == token_char_offsets_slow(ids, tiny_tokenizer) == token_char_offsets(ids, tiny_tokenizer)
+    # special tokens decode to nothing: an empty range, on both paths
+    eos = tiny_tokenizer.eos_token_id
+    ids = tiny_tokenizer("yes no", add_special_tokens=False)["input_ids"] + [eos]
+    assert token_char_offsets(ids, tiny_tokenizer) == token_char_offsets_slow(ids, tiny_tokenizer)
+    assert (
+        token_char_offsets(ids, tiny_tokenizer)[1][-1][0] == token_char_offsets(ids, tiny_tokenizer)[1][-1][1]
+    )
+    # ids a tokenizer would not produce itself (a non-canonical split) take the exact fallback
+    pieces = [tiny_tokenizer.convert_tokens_to_ids(c) for c in ("y", "e", "s")]
+    if None not in pieces and tiny_tokenizer("yes", add_special_tokens=False)["input_ids"] != pieces:
+        assert _fast_offsets(pieces, tiny_tokenizer) is None
+        assert token_char_offsets(pieces, tiny_tokenizer) == token_char_offsets_slow(pieces, tiny_tokenizer)
+    # a response cut inside a multi-byte character also takes the fallback
+    cut = tiny_tokenizer("ok 😀", add_special_tokens=False)["input_ids"][:-1]
+    assert token_char_offsets(cut, tiny_tokenizer) == token_char_offsets_slow(cut, tiny_tokenizer)

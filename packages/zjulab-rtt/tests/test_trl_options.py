@@ -179,7 +179,9 @@ def test_token_credit_scale_and_clip(tmp_path, fresh_tiny, make_args, fixed_roll
     rollout = fixed_rollout(tok, ["no, yes", "yes no"])
     unclipped, ds = _trainer(tmp_path / "a", fresh_tiny, make_args, rollout, RTTConfig(lam=0.5))
     unclipped._generate_and_score_completions([dict(ds[0])] * 2)
-    clipped, _ = _trainer(tmp_path / "b", fresh_tiny, make_args, rollout, RTTConfig(lam=0.5, token_adv_clip=0.5))
+    clipped, _ = _trainer(
+        tmp_path / "b", fresh_tiny, make_args, rollout, RTTConfig(lam=0.5, token_adv_clip=0.5)
+    )
     batch = clipped._generate_and_score_completions([dict(ds[0])] * 2)
     raw, cut = unclipped.last_credit.token_advantages, clipped.last_credit.token_advantages
     assert raw[0, 1] < -0.5  # the comma, unclipped

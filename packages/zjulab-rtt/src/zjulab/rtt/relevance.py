@@ -27,6 +27,7 @@ __all__ = [
     "UniformRelevance",
     "project_weights",
     "token_char_offsets",
+    "token_char_offsets_slow",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,8 +66,14 @@ def token_char_offsets(ids: Sequence[int], tokenizer: Any) -> tuple[str, list[tu
     """Decode ``ids`` and give each token its character range in the decoded text.
 
     The range of token ``j`` runs from the length of the decoded prefix ``ids[:j]`` to that of
-    ``ids[:j+1]`` (special tokens decode to nothing), which stays right for byte-level BPE
-    tokens that split a character (the partial token gets an empty range).
+    ``ids[:j+1]`` (special tokens decode to nothing; a byte-level token that ends inside a
+    character gets an empty range and the token completing the character covers it), so the
+    ranges tile the text.
+
+    With a fast tokenizer this is computed in one pass from its offset mapping (the text is
+    decoded once and re-encoded with ``return_offsets_mapping``); when re-encoding does not give
+    back the same ids, or the mapping cannot be read, it falls back to decoding every prefix
+    (:func:`token_char_offsets_slow`, O(T²)).
 
     Args:
         ids: Token ids.
@@ -75,6 +82,13 @@ def token_char_offsets(ids: Sequence[int], tokenizer: Any) -> tuple[str, list[tu
     Returns:
         ``(text, offsets)``.
     """
+    ids = [int(i) for i in ids]
+    fast = _fast_offsets(ids, tokenizer)
+    return fast if fast is not None else token_char_offsets_slow(ids, tokenizer)
+
+
+def token_char_offsets_slow(ids: Sequence[int], tokenizer: Any) -> tuple[str, list[tuple[int, int]]]:
+    """:func:`token_char_offsets` by decoding every prefix (any tokenizer; O(T²))."""
     ids = list(ids)
     offsets: list[tuple[int, int]] = []
     prev = 0
@@ -88,6 +102,54 @@ def token_char_offsets(ids: Sequence[int], tokenizer: Any) -> tuple[str, list[tu
             continue
         offsets.append((min(prev, cur), cur))
         prev = cur
+    return text, offsets
+
+
+def _fast_offsets(ids: list[int], tokenizer: Any) -> tuple[str, list[tuple[int, int]]] | None:
+    """The offsets from a fast tokenizer's offset mapping, or ``None`` when they cannot be trusted."""
+    if not getattr(tokenizer, "is_fast", False) or not ids:
+        return None
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    keep = [j for j, i in enumerate(ids) if i not in special]
+    plain = [ids[j] for j in keep]
+    text = tokenizer.decode(plain, skip_special_tokens=True)
+    if "\ufffd" in text:  # bytes that do not form characters: leave them to the exact path
+        return None
+    try:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    except (NotImplementedError, TypeError, ValueError):
+        return None
+    if list(enc["input_ids"]) != plain:
+        return None
+    raw = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+    # ends tile the text: token j covers (end of j-1, end of j]; a token whose character is
+    # completed by the next one (same character range) gets an empty range
+    ends = []
+    prev = 0
+    for j, (_, b) in enumerate(raw):
+        nxt = raw[j + 1] if j + 1 < len(raw) else None
+        if nxt is not None and nxt[0] < b:  # the next token shares this token's last character
+            ends.append(prev)
+            continue
+        prev = max(prev, b)
+        ends.append(prev)
+    if not ends or ends[-1] != len(text):  # the mapping does not cover the decoded text
+        return None
+    offsets_plain: list[tuple[int, int]] = []
+    start = 0
+    for e in ends:
+        offsets_plain.append((start, e))
+        start = e
+    offsets: list[tuple[int, int]] = []
+    it = iter(offsets_plain)
+    last = 0
+    for i in ids:
+        if i in special:
+            offsets.append((last, last))
+        else:
+            off = next(it)
+            offsets.append(off)
+            last = off[1]
     return text, offsets
 
 
