@@ -215,3 +215,37 @@ def test_custom_check_and_round_limit(chain_mem):
     calls = []
     rep = mem.feedback("alpha", False, user_id="u", check=lambda results: calls.append(len(results)) or False)
     assert rep.resolved is False and 1 <= len(rep.rounds) <= 3 and calls
+
+
+def test_prune_uses_the_evidence_when_the_model_names_no_target(enc):
+    """A distractor ranked above the evidence loses its 1.0-weight link, whatever the model says."""
+    cfg = FluxMemConfig(max_links=0, link_adjacent=False, max_refinement_rounds=1)
+    chat = ScriptedChatModel(
+        lambda conv: (
+            json.dumps({"type": "connection", "action": "prune", "target": None, "details": ""})
+            if "Decide whether the failure" in conv[-1]["content"]
+            else json.dumps({"scores": [0.0] * 8})
+        )
+    )
+    mem = FluxMemory(enc, chat, cfg)
+    mem.config.extract_facts = False
+    ev, distractor, far = ids_of(
+        mem.add(
+            [
+                "Maya leads the branding team",
+                "What does Maya do at the studio pottery class",
+                "weather is mild",
+            ],
+            user_id="u",
+        )
+    )
+    mem._link(distractor, ev, "associate", 1.0, "formation")
+    mem._link(far, ev, "next", 1.0, "formation")
+    q = "What does Maya do at the studio?"
+    assert [h["id"] for h in mem.search(q, user_id="u", top_k=2)["results"]][0] == distractor
+    rep = mem.feedback(q, "failure", [ev], user_id="u", top_k=2)
+    (rnd,) = rep.rounds
+    assert (rnd.action, rnd.decided_by) == ("prune", "llm")
+    assert (distractor, ev, "associate") in rnd.removed_edges
+    assert mem.graph.find_edge(distractor, ev, "associate") is None
+    assert mem.graph.find_edge(far, ev, "next") is not None  # not a distractor: ranked below
