@@ -15,7 +15,7 @@ from zjulab.conifer.checkers import (
     loose_variants,
 )
 from zjulab.conifer.config import PipelineConfig
-from zjulab.conifer.contamination import ContaminationGuard, OverlapHit
+from zjulab.conifer.contamination import ContaminationGuard, OverlapHit, normalize_text
 from zjulab.conifer.curriculum import (
     build_conversations,
     easy_to_hard,
@@ -33,7 +33,14 @@ from zjulab.conifer.errors import (
     InstructionArgumentError,
     UnknownInstructionError,
 )
-from zjulab.conifer.ifeval import IFEvalPrompt, IFEvalResult, evaluate_ifeval, load_ifeval, per_type_table
+from zjulab.conifer.ifeval import (
+    IFEvalPrompt,
+    IFEvalResult,
+    evaluate_ifeval,
+    load_ifeval,
+    load_prompt_texts,
+    per_type_table,
+)
 from zjulab.conifer.language import detect_language
 from zjulab.conifer.pipeline import (
     Pipeline,
@@ -47,6 +54,8 @@ from zjulab.conifer.sentences import SentenceSplitter, count_sentences, count_wo
 from zjulab.conifer.stages import (
     AnswerStage,
     ConstraintStage,
+    ContaminationStage,
+    Dropped,
     ExternalFeedbackStage,
     FilterStage,
     FormatNumberStage,
@@ -81,6 +90,8 @@ __all__ = [
     "ConiferInputError",
     "ConstraintCheck",
     "ConstraintStage",
+    "ContaminationStage",
+    "Dropped",
     "ContaminationGuard",
     "ExternalFeedbackStage",
     "FitReport",
@@ -122,9 +133,11 @@ __all__ = [
     "external_feedback",
     "internal_feedback",
     "load_ifeval",
+    "load_prompt_texts",
     "load_seeds",
     "loose_variants",
     "normalize_record",
+    "normalize_text",
     "per_type_table",
     "request_key",
     "sft_trainer",

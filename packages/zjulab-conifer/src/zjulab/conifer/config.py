@@ -66,6 +66,14 @@ class PipelineConfig:
         weak_model: The same for the weak model (empty: no weak-model stages).
         seeds_path: For ``run CONFIG``: the seed file (one query a line, or JSONL with
             ``query``).
+        contamination_prompts: Evaluation prompts to guard against (IFEval's
+            ``input_data.jsonl``, any JSONL with ``prompt``, or a text file with one a line);
+            empty: no guard stage.
+        contamination_n: N-gram length of the guard.
+        contamination_threshold: Containment of an evaluation prompt at which an instruction is
+            flagged.
+        contamination_action: ``"drop"`` flagged instructions (counted in the run report) or
+            ``"flag"`` them and keep them.
     """
 
     out_dir: str = "conifer_run"
@@ -98,6 +106,10 @@ class PipelineConfig:
     strong_model: ModelSpec = field(default_factory=lambda: {"kind": "embedded"})
     weak_model: ModelSpec = field(default_factory=dict)
     seeds_path: str = ""
+    contamination_prompts: str = ""
+    contamination_n: int = 3
+    contamination_threshold: float = 0.3
+    contamination_action: str = "drop"
 
     def __post_init__(self) -> None:
         positive = (
@@ -143,6 +155,18 @@ class PipelineConfig:
         if self.min_seed_chars > self.max_seed_chars:
             raise ConiferConfigError(
                 f"min_seed_chars={self.min_seed_chars} > max_seed_chars={self.max_seed_chars}"
+            )
+        if not 0 < self.contamination_threshold <= 1:
+            raise ConiferConfigError(
+                f"contamination_threshold must be in (0, 1], got {self.contamination_threshold}"
+            )
+        if self.contamination_action not in ("drop", "flag"):
+            raise ConiferConfigError(
+                f"contamination_action must be 'drop' or 'flag', got {self.contamination_action!r}"
+            )
+        if not isinstance(self.contamination_n, int) or self.contamination_n < 1:
+            raise ConiferConfigError(
+                f"contamination_n must be a positive integer, got {self.contamination_n!r}"
             )
         for name in ("strong_model", "weak_model"):
             spec = getattr(self, name)
@@ -193,7 +217,7 @@ class PipelineConfig:
         data = read_json(p)
         if not isinstance(data, dict):
             raise ConiferConfigError(f"{p}: a config must be a JSON object")
-        for key in ("out_dir", "seeds_path"):
+        for key in ("out_dir", "seeds_path", "contamination_prompts"):
             if data.get(key) and not Path(data[key]).is_absolute():
                 data[key] = str(p.parent / data[key])
         return cls.from_dict(data)

@@ -19,7 +19,14 @@ from typing import Any
 from zjulab.conifer.checkers import CheckerRegistry, default_registry
 from zjulab.conifer.errors import ConiferInputError
 
-__all__ = ["IFEvalPrompt", "IFEvalResult", "evaluate_ifeval", "load_ifeval", "per_type_table"]
+__all__ = [
+    "IFEvalPrompt",
+    "IFEvalResult",
+    "evaluate_ifeval",
+    "load_ifeval",
+    "load_prompt_texts",
+    "per_type_table",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +73,39 @@ def load_ifeval(path: str | os.PathLike[str]) -> list[IFEvalPrompt]:
             if len(ids) != len(kws):
                 raise ConiferInputError(f"{p}:{lineno}: {len(ids)} instruction ids but {len(kws)} kwargs")
             out.append(item)
+    return out
+
+
+def load_prompt_texts(path: str | os.PathLike[str]) -> list[str]:
+    """Prompt texts from a JSONL file (field ``prompt``, as IFEval's) or a text file (one a line).
+
+    Raises:
+        ConiferInputError: Missing or non-UTF-8 file, bad JSON, a row without a string
+            ``prompt``, or no prompt at all (the message names the file and line).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConiferInputError(f"{p}: no such prompt file")
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ConiferInputError(f"{p}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    out: list[str] = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if p.suffix == ".jsonl":
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConiferInputError(f"{p}:{lineno}: invalid JSON: {exc.msg}") from None
+            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+                raise ConiferInputError(f"{p}:{lineno}: row has no string 'prompt'")
+            out.append(row["prompt"])
+        else:
+            out.append(line)
+    if not out:
+        raise ConiferInputError(f"{p}: no prompts")
     return out
 
 

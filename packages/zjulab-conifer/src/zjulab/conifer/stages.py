@@ -36,6 +36,7 @@ from zjulab.conifer.language import detect_language
 __all__ = [
     "AnswerStage",
     "ConstraintStage",
+    "ContaminationStage",
     "ExternalFeedbackStage",
     "FilterStage",
     "FormatNumberStage",
@@ -551,6 +552,41 @@ class FormatNumberStage(LocalStage):
         return [record, variant]
 
 
+class ContaminationStage(LocalStage):
+    """Drop (or flag) instructions that contain an evaluation prompt (see :class:`ContaminationGuard`).
+
+    Args:
+        guard: The guard, indexed on the evaluation prompts (e.g. IFEval's).
+        action: ``"drop"`` (the default: the record is filtered, the reason names the prompt)
+            or ``"flag"`` (kept, with ``contamination = {"prompt_index", "containment"}``).
+        field: The record field checked.
+    """
+
+    name = "contamination"
+
+    def __init__(
+        self, guard: Any, action: Literal["drop", "flag"] = "drop", field: str = "instruction"
+    ) -> None:
+        if action not in ("drop", "flag"):
+            raise ConiferInputError(f"contamination action must be 'drop' or 'flag', got {action!r}")
+        self.guard = guard
+        self.action = action
+        self.field = field
+
+    def select(self, record: Record) -> bool:
+        """Records that carry the checked field."""
+        return bool(record.get(self.field))
+
+    def process(self, record: Record) -> list[Record]:
+        """The record, unless it contains an evaluation prompt (then dropped or flagged)."""
+        j, score = self.guard.best_overlap(str(record[self.field]))
+        if score < self.guard.threshold:
+            return [record]
+        if self.action == "drop":
+            raise Dropped(f"contamination: contains evaluation prompt #{j} (containment {score:.2f})")
+        return [dict(record, contamination={"prompt_index": j, "containment": round(score, 4)})]
+
+
 class AnswerStage(ModelStage):
     """Stage 7: the strong model answers; verifiable constraints are checked.
 
@@ -713,6 +749,17 @@ def default_stages(config: PipelineConfig, *, weak: bool = True, guard: Any = No
     ]
     if config.format_number:
         stages.append(FormatNumberStage(config.format_constraints, config.seed))
+    if guard is None and config.contamination_prompts:
+        from zjulab.conifer.contamination import ContaminationGuard
+        from zjulab.conifer.ifeval import load_prompt_texts
+
+        guard = ContaminationGuard(
+            load_prompt_texts(config.contamination_prompts),
+            n=config.contamination_n,
+            threshold=config.contamination_threshold,
+        )
+    if guard is not None:
+        stages.append(ContaminationStage(guard, config.contamination_action))
     if config.filters:
         stages.append(FilterStage("instruction", few_shot=fs))
     stages += [AnswerStage(), InternalFeedbackStage(config.effective_hard_level, few_shot=fs)]
