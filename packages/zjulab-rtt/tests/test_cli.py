@@ -65,3 +65,59 @@ def test_eval_with_tiny_model(tmp_path, tiny_causal_lm_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["responses"] == 1 and res["rubrics"] == 1
     assert res["rubric_level"] in (0.0, 1.0)
+
+
+def test_train_with_judge_rubrics_from_a_served_judge(tmp_path, tiny_causal_lm_path, capsys):
+    from zjulab.common.testing import ScriptedChatModel
+    from zjulab.common.testing.server import ChatServer
+
+    def judge(conv):  # a reasoning judge; its answer depends on the criterion it is asked about
+        text = conv[-1]["content"]
+        verdict = "YES" if "Criterion: Be brief." in text else "NO"
+        return f"<think>\nchecking the criterion\n</think>\n\n{verdict}"
+
+    data = tmp_path / "p.jsonl"
+    rubrics = [Rubric.check("punctuation:no_comma").to_dict(), "Mention the weather."]
+    data.write_text(json.dumps({"prompt": "Say hi", "rubrics": rubrics}) + "\n")
+    out = tmp_path / "out"
+    with ChatServer(ScriptedChatModel(judge), models=["judge"]) as server:
+        code = main(
+            [
+                "train",
+                "--model",
+                str(tiny_causal_lm_path),
+                "--data",
+                str(data),
+                "--judge-rubric",
+                "Be brief.",
+                "--judge-model",
+                "judge",
+                "--judge-base-url",
+                server.url,
+                "--steps",
+                "1",
+                "--num-generations",
+                "2",
+                "--max-completion-length",
+                "4",
+                "--device",
+                "cpu",
+                "--output-dir",
+                str(out),
+            ]
+        )
+        asked = [r["messages"][-1]["content"] for r in server.requests]
+    assert code == 0
+    # both free-text rubrics (from the data and from the command line) went to the served judge
+    assert any("Criterion: Be brief." in a for a in asked)
+    assert any("Criterion: Mention the weather." in a for a in asked)
+    assert all(r["max_tokens"] == 512 for r in server.requests)
+    assert (out / "config.json").is_file()
+
+
+def test_train_refuses_judge_rubrics_without_a_judge(tmp_path, tiny_causal_lm_path, capsys):
+    data = tmp_path / "p.jsonl"
+    data.write_text(json.dumps({"prompt": "Say hi", "rubrics": ["Mention the weather."]}) + "\n")
+    code = main(["train", "--model", str(tiny_causal_lm_path), "--data", str(data), "--steps", "1"])
+    assert code != 0
+    assert "--judge-model" in capsys.readouterr().err

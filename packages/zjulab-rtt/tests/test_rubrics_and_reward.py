@@ -155,7 +155,45 @@ def test_judge_is_batched_and_cached(scripted_chat):
     reward.score(["Greet me"], ["hello there"], rubrics[:1])
     assert reward.judge_calls == 4 and reward.cache_hits == 2
     assert "Criterion: Be polite." in chat.calls[0][-1]["content"]
-    assert RubricReward.parse_verdict("Hmm.") == -1.0
+    assert reward.parse_verdict("Hmm.") == -1.0 and reward.judge_unreadable == 1
+
+
+JUDGE_ANSWERS = [
+    # (answer, verdict): reasoning models (Qwen3 thinking, R1), instruction models, cut-off answers
+    ("YES", 1.0),
+    ("NO", -1.0),
+    ("Yes, it does.", 1.0),
+    ("**No**. The response uses a comma.", -1.0),
+    ("Answer: YES", 1.0),
+    ("Verdict: no", -1.0),
+    ("\\boxed{YES}", 1.0),
+    ("The response is polite and greets the user, so the answer is YES.", 1.0),
+    ("<think>\nThe criterion asks for politeness. No rude words. Yes, polite.\n</think>\n\nYES", 1.0),
+    ("<think>\nIs it polite? Yes... but wait, it never greets.\n</think>\n\nNO", -1.0),
+    ("<think>\n\n</think>\n\nNo", -1.0),
+    ("The criterion is met? Let me think. yes\n</think>\n\nNO", -1.0),  # R1: <think> opened by the template
+    ("<think>\nThe answer would be YES if the response greets the user, NO if", None),  # cut off
+    ("<think>\nYes", None),
+    ("Hmm.", None),
+    ("", None),
+]
+
+
+@pytest.mark.parametrize("answer,verdict", JUDGE_ANSWERS)
+def test_judge_verdicts_of_reasoning_and_plain_models(answer, verdict):
+    assert RubricReward.read_verdict(answer) == verdict
+    reward = RubricReward()
+    assert reward.parse_verdict(answer) == (verdict if verdict is not None else -1.0)
+    assert reward.judge_unreadable == (verdict is None)
+
+
+def test_default_judge_length_leaves_room_for_reasoning(scripted_chat):
+    chat = scripted_chat(lambda conv: "<think>\nlong reasoning\n</think>\n\nYES")
+    reward = RubricReward(chat)
+    assert reward.judge_max_new_tokens >= 512
+    batch = reward.score(["p"], ["r"], [[Rubric.judge("Be kind.")]])
+    assert batch.scores.tolist() == [[1.0]]
+    assert chat.sampling[0]["max_new_tokens"] == reward.judge_max_new_tokens
 
 
 def test_judge_rubric_without_judge_and_bad_config():

@@ -195,6 +195,26 @@ def _prompts(ns: argparse.Namespace) -> list[Any]:
     return prompts[: ns.limit] if ns.limit else prompts
 
 
+def _judge_model(ns: argparse.Namespace) -> Any:
+    """The judge of free-text rubrics: an OpenAI-compatible server, or a local model by id/path."""
+    if not ns.judge_model:
+        if ns.judge_base_url:
+            raise ZjulabError("--judge-base-url needs --judge-model (the served model's name)")
+        return None
+    if ns.judge_base_url:
+        from zjulab.common.chat import OpenAIChatModel
+
+        return OpenAIChatModel(
+            ns.judge_model,
+            ns.judge_base_url,
+            api_key_env=ns.judge_api_key_env,
+            max_new_tokens=ns.judge_max_new_tokens,
+        )
+    from zjulab.common.chat import TransformersChatModel
+
+    return TransformersChatModel(ns.judge_model, device=ns.device, max_new_tokens=ns.judge_max_new_tokens)
+
+
 def _cmd_train(ns: argparse.Namespace) -> int:
     from datasets import Dataset
 
@@ -210,6 +230,18 @@ def _cmd_train(ns: argparse.Namespace) -> int:
     from zjulab.rtt.prompts import to_dataset_rows
 
     prompts = _prompts(ns)
+    if ns.judge_rubric:
+        from zjulab.rtt.rubrics import Rubric
+
+        extra = [Rubric.judge(text) for text in ns.judge_rubric]
+        for p in prompts:
+            p.rubrics = [*p.rubrics, *extra]
+    judge = _judge_model(ns)
+    if judge is None and any(r.kind == "judge" for p in prompts for r in p.rubrics):
+        raise ZjulabError(
+            "the prompts have judge rubrics (free-text criteria); give the judge with --judge-model "
+            "(and --judge-base-url for an OpenAI-compatible server)"
+        )
     model, tok, name = _load_policy(ns.model, ns.device, False)
     relevance: Any
     if ns.discriminator:
@@ -224,9 +256,9 @@ def _cmd_train(ns: argparse.Namespace) -> int:
         relevance = UniformRelevance()
     trainer = RTTGRPOTrainer(
         model,
-        RubricReward(aggregate=ns.aggregate),
+        RubricReward(judge, aggregate=ns.aggregate, judge_max_new_tokens=ns.judge_max_new_tokens),
         relevance,
-        RTTConfig(lam=ns.lam, combine=ns.combine, token_norm=ns.token_norm),
+        RTTConfig(lam=ns.lam, combine=ns.combine, token_norm=ns.token_norm, token_adv_clip=ns.token_adv_clip),
         args=_grpo_args(ns.output_dir, ns, ns.steps),
         train_dataset=Dataset.from_list(to_dataset_rows(prompts)),
         processing_class=tok,
@@ -327,6 +359,22 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["intra_sample", "group_token", "rubric_mean_group_token", "softmax_rubrics"],
     )
     tr.add_argument("--aggregate", choices=["all", "rate"], default="all")
+    tr.add_argument(
+        "--judge-rubric",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a free-text criterion added to every prompt's rubrics, scored by the judge (repeatable)",
+    )
+    tr.add_argument("--judge-model", help="judge of free-text rubrics: served model name, hub id or path")
+    tr.add_argument(
+        "--judge-base-url", help="OpenAI-compatible server of the judge, e.g. http://127.0.0.1:8000/v1"
+    )
+    tr.add_argument(
+        "--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable with its API key"
+    )
+    tr.add_argument("--judge-max-new-tokens", type=int, default=512, help="room for a reasoning judge")
+    tr.add_argument("--token-adv-clip", type=float, default=None, help="clip token advantages to [-c, c]")
     tr.add_argument("--output-dir", default="rtt-grpo-out")
     tr.add_argument("--device", default="auto")
     _add_rl_args(tr, 100)

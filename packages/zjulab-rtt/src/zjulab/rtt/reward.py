@@ -25,6 +25,10 @@ _JUDGE_SYSTEM = (
     "response, then answer with a single word: YES if the response meets the criterion, NO otherwise."
 )
 _YES_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+_LEADING_YES_NO = re.compile(
+    r"^[\s*_`\"'(\[]*(?:final\s+answer|answer|verdict)?\s*[:=]?[\s*_`\"'(\[]*(yes|no)\b", re.IGNORECASE
+)
+_BOXED_YES_NO = re.compile(r"\\boxed\{\s*(?:\\text\{)?\s*(yes|no)\s*\}?\s*\}", re.IGNORECASE)
 
 
 def prompt_text(prompt: Any) -> str:
@@ -90,7 +94,10 @@ class RubricReward:
         rubrics_column: Keyword (dataset column) that carries each prompt's rubrics.
         judge_batch_size: Conversations sent to the judge per ``generate`` call.
         cache_size: Judge verdicts remembered (keyed by prompt, response and criterion).
-        judge_max_new_tokens: Length limit of a judge answer.
+        judge_max_new_tokens: Length limit of a judge answer; the default leaves a reasoning
+            judge room to close its ``<think>`` block (a non-reasoning judge stops after one word).
+        reasoning_start: Marker opening a judge's reasoning block.
+        reasoning_end: Marker closing it; only what follows the last one is read as the verdict.
     """
 
     __name__ = "rubric_reward"
@@ -103,7 +110,9 @@ class RubricReward:
         rubrics_column: str = "rubrics",
         judge_batch_size: int = 16,
         cache_size: int = 100_000,
-        judge_max_new_tokens: int = 4,
+        judge_max_new_tokens: int = 512,
+        reasoning_start: str = "<think>",
+        reasoning_end: str = "</think>",
     ) -> None:
         if aggregate not in ("all", "rate"):
             raise RTTConfigError(f"aggregate must be 'all' or 'rate', got {aggregate!r}")
@@ -117,7 +126,10 @@ class RubricReward:
         self.judge_batch_size = judge_batch_size
         self.cache_size = cache_size
         self.judge_max_new_tokens = judge_max_new_tokens
+        self.reasoning_start = reasoning_start
+        self.reasoning_end = reasoning_end
         self.judge_calls = 0
+        self.judge_unreadable = 0
         self.cache_hits = 0
         self.last: ScoreBatch | None = None
         self._cache: OrderedDict[str, float] = OrderedDict()
@@ -144,13 +156,41 @@ class RubricReward:
         ]
 
     @staticmethod
-    def parse_verdict(answer: str) -> float:
-        """``+1`` for a YES answer, ``-1`` for NO or anything unreadable (logged)."""
-        m = _YES_NO.search(answer)
+    def read_verdict(
+        answer: str, reasoning_start: str = "<think>", reasoning_end: str = "</think>"
+    ) -> float | None:
+        r"""``+1`` (YES), ``-1`` (NO) or ``None`` (no verdict) from a judge's answer.
+
+        Reasoning is dropped first: only what follows the last ``reasoning_end`` counts, and an
+        answer that stops inside its reasoning (an opening marker never closed) has no verdict.
+        Then a ``\boxed{YES}``, else a YES/NO the answer starts with ("**Yes**, because",
+        "Answer: NO"), else the last YES/NO word (a conclusion after an explanation).
+        """
+        if not isinstance(answer, str):
+            return None
+        end = answer.rfind(reasoning_end) if reasoning_end else -1
+        if reasoning_start and answer.rfind(reasoning_start) > end:
+            return None
+        if end >= 0:
+            answer = answer[end + len(reasoning_end) :]
+        m = _BOXED_YES_NO.search(answer) or _LEADING_YES_NO.match(answer)
         if m is None:
-            logger.warning("judge answer %r has neither YES nor NO; scored as NO", answer[:60])
+            words = _YES_NO.findall(answer)
+            if not words:
+                return None
+            word = words[-1]
+        else:
+            word = m.group(1)
+        return 1.0 if word.lower() == "yes" else -1.0
+
+    def parse_verdict(self, answer: str) -> float:
+        """``+1`` for YES, ``-1`` for NO or no readable verdict (counted in ``judge_unreadable``)."""
+        v = self.read_verdict(answer, self.reasoning_start, self.reasoning_end)
+        if v is None:
+            self.judge_unreadable += 1
+            logger.warning("judge answer %r has no YES/NO verdict; scored as NO", answer[-80:])
             return -1.0
-        return 1.0 if m.group(1).lower() == "yes" else -1.0
+        return v
 
     def _judge_many(self, triples: list[tuple[str, str, str]]) -> list[float]:
         out: list[float | None] = [None] * len(triples)
