@@ -242,7 +242,7 @@ def test_prune_uses_the_evidence_when_the_model_names_no_target(enc):
     mem._link(distractor, ev, "associate", 1.0, "formation")
     mem._link(far, ev, "next", 1.0, "formation")
     q = "What does Maya do at the studio?"
-    assert [h["id"] for h in mem.search(q, user_id="u", top_k=2)["results"]][0] == distractor
+    assert mem.search(q, user_id="u", top_k=2)["results"][0]["id"] == distractor
     rep = mem.feedback(q, "failure", [ev], user_id="u", top_k=2)
     (rnd,) = rep.rounds
     assert (rnd.action, rnd.decided_by) == ("prune", "llm")

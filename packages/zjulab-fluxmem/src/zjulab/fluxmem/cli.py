@@ -232,6 +232,38 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_encoder(args: argparse.Namespace) -> TextEncoder:
+    if args.encoder == "hashing":
+        from zjulab.common.testing import HashingEncoder
+
+        return HashingEncoder(args.dim)
+    if args.encoder == "openai":
+        import zjulab.common as common
+
+        if not args.embed_model:
+            raise ZjulabError("--encoder openai needs --embed-model (and usually --embed-url)")
+        return common.OpenAIEncoder(args.embed_model, base_url=args.embed_url)  # type: ignore[attr-defined,no-any-return]
+    return _encoder("default", args.device)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from zjulab.fluxmem.memory import FluxMemory
+    from zjulab.fluxmem.server import serve
+
+    chat: Any = None
+    if args.chat_model:
+        from zjulab.common import OpenAIChatModel
+
+        chat = OpenAIChatModel(args.chat_model, base_url=args.chat_url)
+    mem = FluxMemory.open(args.store, _serve_encoder(args), chat, reembed=args.reembed)
+    print(f"serving {args.store} on http://{args.host}:{args.port}", flush=True)
+    try:
+        serve(mem, host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
+    finally:
+        mem.close()
+    return 0
+
+
 def _migrate(args: argparse.Namespace) -> int:
     from zjulab.fluxmem.migrate import migrate_jsonl_store
 
@@ -268,8 +300,33 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("migrate", help="convert a format-1 (JSONL) store directory to a SQLite store")
     m.add_argument("old", help="format-1 store directory (only read)")
     m.add_argument("new", help="new store directory (must not hold a store)")
+    sv = sub.add_parser("serve", help="a Mem0-compatible REST server over a store (FastAPI + uvicorn)")
+    sv.add_argument("store", help="store directory (created if absent)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument(
+        "--encoder",
+        choices=["openai", "hashing", "default"],
+        default="openai",
+        help="openai: a served /v1/embeddings model; hashing: no model; default: local MiniLM ([torch])",
+    )
+    sv.add_argument("--embed-model", default=None, help="embedding model name on the server")
+    sv.add_argument("--embed-url", default=None, help="base URL of the embedding server (…/v1)")
+    sv.add_argument("--dim", type=int, default=256, help="dimension of the hashing encoder")
+    sv.add_argument(
+        "--chat-model", default=None, help="chat model on an OpenAI-compatible server (none: non-LLM paths)"
+    )
+    sv.add_argument("--chat-url", default=None, help="base URL of the chat server (…/v1)")
+    sv.add_argument("--device", default="cpu")
+    sv.add_argument("--reembed", action="store_true", help="re-embed a store written with another encoder")
     args = ap.parse_args(argv)
-    commands = {"demo": _demo, "eval-locomo": _eval, "inspect": _inspect, "migrate": _migrate}
+    commands = {
+        "demo": _demo,
+        "eval-locomo": _eval,
+        "inspect": _inspect,
+        "migrate": _migrate,
+        "serve": _serve,
+    }
     return run_command(commands[args.cmd], args, prog="zjulab-fluxmem")
 
 
