@@ -137,7 +137,7 @@ def create_app(memory: FluxMemory) -> Any:
         return memory.get(memory_id)
 
     @app.put("/memories/{memory_id}")
-    def update(memory_id: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    def update(memory_id: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008 (FastAPI idiom)
         text = body.get("text", body.get("data", body.get("memory")))
         if not isinstance(text, str):
             raise MemoryInputError('update body must be {"text": "..."}')
@@ -189,7 +189,7 @@ def create_app(memory: FluxMemory) -> Any:
         return dataclasses.asdict(rep)
 
     @app.post("/consolidate")
-    def consolidate(body: ConsolidateBody = Body(default_factory=ConsolidateBody)) -> dict[str, Any]:
+    def consolidate(body: ConsolidateBody = Body(default_factory=ConsolidateBody)) -> dict[str, Any]:  # noqa: B008 (FastAPI idiom)
         rep = memory.consolidate(**scope(body.user_id, body.agent_id, body.run_id))
         return dataclasses.asdict(rep)
 
