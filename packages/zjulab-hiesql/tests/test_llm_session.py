@@ -89,8 +89,139 @@ def test_linking_repair_only_with_exact_or_value_links(tmp_path):
     s = schema_from_sqlite(db)
     g = build_linking_graph(s, "List the names of all authors.", [], None, db)
     assert repair_with_linking("SELECT author FROM author", s, g) == "SELECT name FROM author"
-    p = rerank_candidates([("SELECT author FROM author", -1.0)], s, db, g)
+    assert not rerank_candidates([("SELECT author FROM author", -1.0)], s, db, g).valid  # opt-in only
+    p = rerank_candidates([("SELECT author FROM author", -1.0)], s, db, g, repair=True)
     assert p.valid and p.sql == "SELECT name FROM author" and "repaired" in p.rejected[-1][1]
     g3 = build_linking_graph(s, "What are the titles of the books written by them?", ["x"], None, db)
     # "country" is not a book column and nothing unused in book is linked exactly: no repair
     assert repair_with_linking("SELECT title FROM book WHERE country = 'Canada'", s, g3) is None
+
+
+# --------------------------------------------------------------------------------------------
+# the session: last_sql, one sandbox config, failures, bounded memory
+# --------------------------------------------------------------------------------------------
+class _CountingSandboxParser:
+    """Wraps an LLMParser and records the sandbox it was handed."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.sandboxes = []
+
+    def predict_turn(self, schema, utterance, history=(), last_sql=None, db_path=None, sandbox=None):
+        self.sandboxes.append(sandbox)
+        return self.inner.predict_turn(schema, utterance, history, last_sql, db_path, sandbox=sandbox)
+
+
+def test_last_sql_only_from_valid_executed_sql(concert_db):
+    chat = ScriptedChatModel(
+        [
+            "```sql\nSELECT name FROM singer\n```",
+            "I'm sorry, I cannot answer that.",  # no SQL: the turn fails
+            "SELECT nope FROM singer",  # unknown column: fails the guard
+            "SELECT name FROM singer WHERE country = 'France'",
+        ]
+    )
+    session = Text2SQLSession(LLMParser(chat), concert_db)
+    assert session.ask("Show the singer names").ok
+    apology = session.ask("And their fans?")
+    assert not apology.ok and apology.result is None and "no valid candidate" in apology.error
+    assert session.last_sql == "SELECT name FROM singer"
+    assert not session.ask("Their nope?").ok
+    assert session.last_sql == "SELECT name FROM singer"
+    session.ask("Only those from France?")
+    assert "previous SQL: SELECT name FROM singer\n" in chat.calls[3][-1]["content"]
+    last_user = chat.calls[3][-1]["content"]
+    assert "sorry" not in str(chat.calls[3])
+    assert [ln for ln in last_user.splitlines() if ln.startswith("previous SQL")] == [
+        "previous SQL: SELECT name FROM singer"
+    ]
+    assert session.last_sql == "SELECT name FROM singer WHERE country = 'France'"
+
+
+def test_one_sandbox_config_governs_every_execution(concert_db, monkeypatch):
+    from zjulab.hiesql.config import SandboxConfig
+    from zjulab.hiesql.sandbox import SQLiteSandbox
+
+    calls = []
+    real = SQLiteSandbox.execute
+
+    def spy(self, sql, max_rows=None):
+        calls.append((id(self), self.config.timeout_s, sql))
+        return real(self, sql, max_rows)
+
+    monkeypatch.setattr(SQLiteSandbox, "execute", spy)
+    chat = ScriptedChatModel(["SELECT name FROM singer ORDER BY name"])
+    parser = _CountingSandboxParser(LLMParser(chat))
+    session = Text2SQLSession(parser, concert_db, sandbox_config=SandboxConfig(timeout_s=60))
+    turn = session.ask("Names?")
+    assert turn.result.rows == [("Ana",), ("Bo",), ("Cy",)]
+    assert parser.sandboxes == [session.sandbox]
+    assert calls == [(id(session.sandbox), 60, "SELECT name FROM singer ORDER BY name")]  # once, at 60 s
+
+
+def test_failed_model_call_is_a_failed_turn_not_a_dead_session(concert_db):
+    from zjulab.common.chat import ChatResult
+    from zjulab.common.errors import RemoteModelError
+
+    chat = ScriptedChatModel(
+        [ChatResult(error=RemoteModelError("http://x: HTTP 500")), "SELECT name FROM singer WHERE age > 40"]
+    )
+    session = Text2SQLSession(LLMParser(chat), concert_db)
+    bad = session.ask("Names?")
+    assert not bad.ok and "HTTP 500" in bad.error and bad.result is None
+    good = session.ask("Older than 40?")
+    assert good.ok and good.result.rows == [("Bo",)]
+    assert session.history == ["Names?", "Older than 40?"]
+
+
+def test_cut_off_answer_is_refused(concert_db):
+    from zjulab.common.chat import ChatResult
+
+    chat = ScriptedChatModel([ChatResult("SELECT name FROM singer WHERE age > 4", finish_reason="length")])
+    pred = LLMParser(chat).predict_turn(schema_from_sqlite(concert_db), "Older than 40?", db_path=concert_db)
+    assert not pred.valid and "cut off" in pred.rejected[0][1]
+
+
+def test_greedy_first_samples_only_when_it_fails(concert_db):
+    schema = schema_from_sqlite(concert_db)
+    chat = ScriptedChatModel(["SELECT name FROM singer", "SELECT age FROM singer"])
+    pred = LLMParser(chat, num_candidates=3).predict_turn(schema, "Names?", db_path=concert_db)
+    assert pred.sql == "SELECT name FROM singer" and len(chat.calls) == 1
+    chat2 = ScriptedChatModel(["SELECT nope FROM singer", "SELECT name FROM singr", "SELECT age FROM singer"])
+    pred2 = LLMParser(chat2, num_candidates=3).predict_turn(schema, "Ages?", db_path=concert_db)
+    assert pred2.sql == "SELECT age FROM singer" and len(chat2.calls) == 3
+    assert [s["temperature"] for s in chat2.sampling] == [0.0, 0.7, 0.7]
+    assert [r[0] for r in pred2.rejected] == ["SELECT nope FROM singer", "SELECT name FROM singr"]
+
+
+def test_execution_guided_dropping(concert_db):
+    schema = schema_from_sqlite(concert_db)
+    cands = [
+        ("SELECT name FROM singer WHERE age > (SELECT age FROM singer)", 0.0),  # fine for sqlglot
+        (
+            "SELECT name FROM singer WHERE json_extract(name, '$.a') = 1",
+            0.0,
+        ),  # passes sqlglot, errors in SQLite
+        ("SELECT fts3_tokenizer('simple') FROM singer", 0.0),  # refused by the sandbox
+        ("SELECT name FROM singer WHERE age > 40", 0.0),
+    ]
+    p = rerank_candidates(cands[1:], schema, concert_db)
+    assert p.sql == "SELECT name FROM singer WHERE age > 40" and p.result.rows == [("Bo",)]
+    assert [why.split(":")[0] for _c, why in p.rejected] == ["execution", "execution"]
+    assert rerank_candidates(cands[1:], schema).sql == cands[1][0]  # no database: sqlglot alone
+
+
+def test_session_memory_is_bounded(concert_db):
+    big = (
+        "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 900) "
+        "SELECT printf('%.200c', 'x') FROM r"
+    )
+    chat = ScriptedChatModel(default=big)
+    session = Text2SQLSession(LLMParser(chat), concert_db, keep_results=2)
+    for k in range(5):
+        turn = session.ask(f"Big {k}?")
+        assert turn.ok and len(turn.result.rows) == 900
+    kept = [t.result is not None for t in session.turns]
+    assert kept == [False, False, False, True, True]
+    assert all(t.results_dropped for t in session.turns[:3])
+    assert all(t.prediction.result is None for t in session.turns[:3])

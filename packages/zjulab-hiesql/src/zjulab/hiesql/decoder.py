@@ -11,7 +11,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from zjulab.hiesql._torch import nn, torch
+from zjulab.hiesql._torch import nn, torch  # first: a typed error without the [torch] extra
+
+# isort: split
+
 from zjulab.hiesql.config import DecoderConfig
 
 logger = logging.getLogger(__name__)

@@ -12,12 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zjulab.hiesql._torch import torch  # first: a typed error without the [torch] extra
+
+# isort: split
+
 from zjulab.common.device import resolve_device, resolve_dtype
 from zjulab.common.io import atomic_directory
 from zjulab.common.loading import load_causal_lm, load_encoder, load_tokenizer
 from zjulab.common.progress import progress
 from zjulab.common.seeding import seed_everything
-from zjulab.hiesql._torch import torch
 from zjulab.hiesql.config import DecoderConfig, EncoderConfig, LinkingConfig, ParserConfig
 from zjulab.hiesql.data import Interaction
 from zjulab.hiesql.decoder import SQLDecoder
@@ -237,6 +240,7 @@ class HieSqlParser:
         history: Sequence[str] = (),
         last_sql: str | None = None,
         db_path: str | Path | None = None,
+        sandbox: Any = None,
     ) -> Prediction:
         """Predict one turn's SQL.
 
@@ -246,6 +250,8 @@ class HieSqlParser:
             history: Earlier utterances, oldest first.
             last_sql: The SQL predicted for the previous turn.
             db_path: Optional SQLite file (value linking and execution guard).
+            sandbox: The :class:`~zjulab.hiesql.sandbox.SQLiteSandbox` that checks candidates
+                (its limits govern); one over ``db_path`` with default limits when omitted.
 
         Returns:
             The prediction (best valid beam).
@@ -254,7 +260,7 @@ class HieSqlParser:
         tensors = collate_encoder_inputs([enc], self.encoder_tokenizer.pad_token_id or 0, self.device)
         states = self.encoder(**tensors)
         cands = self.decoder.generate(states[0], tensors["attention_mask"][0], prompt)
-        return rerank_candidates(cands, schema, db_path, enc.graph)
+        return rerank_candidates(cands, schema, db_path, enc.graph, sandbox=sandbox, repair=True)
 
     def predict_interaction(
         self, interaction: Interaction, schema: Schema, db_path: str | Path | None = None

@@ -16,9 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from zjulab.hiesql._torch import torch  # first: a typed error without the [torch] extra
+
+# isort: split
+
 from zjulab.common.device import resolve_device
 from zjulab.common.seeding import seed_everything
-from zjulab.hiesql._torch import torch
 from zjulab.hiesql.config import ContextMode, PretrainConfig
 from zjulab.hiesql.data import Interaction
 from zjulab.hiesql.errors import HieSqlConfigError

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import math
 
-from zjulab.hiesql._torch import nn, torch
+from zjulab.hiesql._torch import nn, torch  # first: a typed error without the [torch] extra
+
+# isort: split
+
 from zjulab.hiesql.errors import HieSqlConfigError
 
 __all__ = ["RelationAwareAttention", "RelationAwareLayer"]

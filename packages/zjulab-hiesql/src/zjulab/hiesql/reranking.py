@@ -11,8 +11,10 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
+from zjulab.hiesql.config import SandboxConfig
 from zjulab.hiesql.errors import SandboxError
 from zjulab.hiesql.linking import SchemaLinkingGraph
+from zjulab.hiesql.sandbox import ExecutionResult, SQLiteSandbox
 from zjulab.hiesql.schema import Schema
 from zjulab.hiesql.validity import check_sql
 
@@ -27,10 +29,13 @@ class Prediction:
 
     Args:
         sql: The chosen SQL (the top candidate when none is valid).
-        valid: Whether the chosen SQL passed the validity guard.
+        valid: Whether the chosen SQL passed the validity guard (and, with a database, ran).
         candidates: Every candidate in model order, with its score (log-probability or 0).
         rejected: ``(candidate, reason)`` for candidates the guard rejected before the choice.
         graph: The turn's linking graph.
+        result: The chosen candidate's rows when it was executed during the check (reused by
+            :class:`~zjulab.hiesql.session.Text2SQLSession`, never executed twice).
+        error: Why no answer was produced at all (e.g. the model server failed), else "".
     """
 
     sql: str
@@ -38,6 +43,8 @@ class Prediction:
     candidates: list[tuple[str, float]] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
     graph: SchemaLinkingGraph | None = None
+    result: ExecutionResult | None = None
+    error: str = ""
 
 
 def rerank_candidates(
@@ -45,10 +52,17 @@ def rerank_candidates(
     schema: Schema,
     db_path: str | Path | None = None,
     graph: SchemaLinkingGraph | None = None,
+    *,
+    sandbox: SQLiteSandbox | None = None,
+    sandbox_config: SandboxConfig | None = None,
+    rejected: Sequence[tuple[str, str]] = (),
+    repair: bool = False,
 ) -> Prediction:
-    """Pick the best-scored candidate that passes the validity guard.
+    """Pick the best-scored candidate that passes the validity guard (execution-guided).
 
-    Valid means: sqlglot parses it against the schema and, with a database, the sandbox runs it.
+    Valid means: sqlglot parses it against the schema and, with a database, the sandbox runs it
+    without error. Candidates that fail in the sandbox are dropped before the choice; the
+    chosen candidate's result is kept on the prediction.
 
     Candidates keep the model's order among themselves: invalid ones are moved behind valid ones.
 
@@ -57,37 +71,57 @@ def rerank_candidates(
         schema: The schema to check against.
         db_path: Optional SQLite file; candidates must also execute there.
         graph: Linking graph to attach to the prediction.
+        sandbox: The sandbox that executes candidates (its limits govern); one over ``db_path``
+            with ``sandbox_config`` is opened (and closed) when omitted.
+        sandbox_config: Limits of that sandbox.
+        rejected: Candidates already rejected upstream (e.g. answers cut off at the token
+            limit), reported first.
+        repair: When no candidate passes, try :func:`repair_with_linking` (the result is then
+            not SQL the model wrote; off by default).
 
     Returns:
         The prediction.
     """
-    rejected: list[tuple[str, str]] = []
+    rejected_out: list[tuple[str, str]] = list(rejected)
+    own = sandbox is None and db_path is not None
+    box = SQLiteSandbox(db_path, sandbox_config) if own else sandbox  # type: ignore[arg-type]
     seen: set[str] = set()
-    for sql, _score in candidates:
-        if sql in seen:
-            continue
-        seen.add(sql)
-        verdict = check_sql(sql, schema)
-        if verdict and db_path is not None:
-            from zjulab.hiesql.sandbox import SQLiteSandbox
-
-            try:
-                with SQLiteSandbox(db_path) as box:
-                    box.execute(sql, max_rows=1)
-            except SandboxError as exc:
-                rejected.append((sql, f"execution: {exc}"))
-                continue
-        if verdict:
-            return Prediction(sql, True, list(candidates), rejected, graph)
-        rejected.append((sql, verdict.reason))
-    if graph is not None:
+    try:
         for sql, _score in candidates:
-            fixed = repair_with_linking(sql, schema, graph)
-            if fixed is not None and fixed not in seen and check_sql(fixed, schema):
-                rejected.append((sql, f"repaired with the linked schema into {fixed!r}"))
-                return Prediction(fixed, True, list(candidates), rejected, graph)
+            if sql in seen:
+                continue
+            seen.add(sql)
+            verdict = check_sql(sql, schema)
+            if not verdict:
+                rejected_out.append((sql or "(no SQL in the answer)", verdict.reason))
+                continue
+            result = None
+            if box is not None:
+                try:
+                    result = box.execute(sql)
+                except SandboxError as exc:
+                    rejected_out.append((sql, f"execution: {exc}"))
+                    continue
+            return Prediction(sql, True, list(candidates), rejected_out, graph, result)
+        if repair and graph is not None:
+            for sql, _score in candidates:
+                fixed = repair_with_linking(sql, schema, graph)
+                if fixed is None or fixed in seen or not check_sql(fixed, schema):
+                    continue
+                result = None
+                if box is not None:
+                    try:
+                        result = box.execute(fixed)
+                    except SandboxError as exc:
+                        rejected_out.append((fixed, f"execution: {exc}"))
+                        continue
+                rejected_out.append((sql, f"repaired with the linked schema into {fixed!r}"))
+                return Prediction(fixed, True, list(candidates), rejected_out, graph, result)
+    finally:
+        if own and box is not None:
+            box.close()
     top = candidates[0][0] if candidates else ""
-    return Prediction(top, False, list(candidates), rejected, graph)
+    return Prediction(top, False, list(candidates), rejected_out, graph)
 
 
 _LINK_RANK = {"exact_match": 0, "value_match": 1}  # partial matches are too loose to substitute
