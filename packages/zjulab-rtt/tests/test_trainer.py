@@ -189,3 +189,46 @@ def test_gathered_group_path_matches_local(tmp_path, fresh_tiny, clone, make_arg
     rm[4:, 1] = 0
     got = rtt._gathered_token_advantages(w, s, tm, rm, 4)
     assert got == pytest.approx(token_advantages(w, s, tm, rm, method="group_token", group_size=4), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "norm", ["intra_sample", "group_token", "rubric_mean_group_token", "softmax_rubrics"]
+)
+def test_uniform_relevance_equivalence_by_normalisation(
+    tmp_path, fresh_tiny, clone, make_args, fixed_rollout, norm
+):
+    """Uniform relevance is plain GRPO under intra_sample only; the others add a per-response term."""
+    plain, rtt, inputs = _pair(
+        tmp_path,
+        fresh_tiny,
+        clone,
+        make_args,
+        fixed_rollout,
+        UniformRelevance(0.7),
+        RTTConfig(lam=0.5, token_norm=norm),
+    )
+    out_p = plain._generate_and_score_completions(inputs)
+    out_r = rtt._generate_and_score_completions(inputs)
+    mask = out_r["completion_mask"] > 0
+    a_tok = rtt.last_credit.token_advantages
+    # never any token-level variation within a response: uniform relevance cannot point at a token
+    for i in range(a_tok.size(0)):
+        vals = a_tok[i][mask[i]]
+        assert (vals - vals[0]).abs().max() <= 1e-6
+    expected = out_p["advantages"][:, None].expand_as(out_r["advantages"])
+    gap = ((out_r["advantages"] - expected).abs() * mask).max().item()
+    if norm == "intra_sample":
+        assert a_tok.abs().max() == 0 and gap == 0.0
+        lp, gp = _loss_and_grads(plain, out_p)
+        lr, gr = _loss_and_grads(rtt, out_r)
+        assert lp.item() == lr.item()
+        assert all(torch.equal(a, b) for a, b in zip(gp, gr))
+    else:
+        assert gap > 0.1  # a response-level term that follows the rubric scores
+        # ... and it sides with the scores: a response meeting more rubrics gets more
+        met = (rtt.last_credit.scores > 0).float().sum(1)
+        per_resp = a_tok[:, 0]
+        for g in range(0, 8, 4):
+            hi, lo = int(met[g : g + 4].argmax()) + g, int(met[g : g + 4].argmin()) + g
+            if met[hi] > met[lo]:
+                assert per_resp[hi] > per_resp[lo]

@@ -4,7 +4,8 @@ The trainer asks a :class:`RelevanceModel` for ``w[i, k, t]``, one weight in [0,
 policy token of response ``i`` and rubric ``k``. :class:`~zjulab.rtt.discriminator.RelevanceDiscriminator`
 is the learned source; :class:`SpanRelevance` reads the spans of verifiable checkers (exact for
 the constraints they cover, and free); :class:`UniformRelevance` gives every token the same
-weight, which makes every token advantage 0 (RTT-GRPO then equals GRPO).
+weight: with ``token_norm="intra_sample"`` (the default) every token advantage is then 0 and
+RTT-GRPO equals GRPO; the group normalisations turn it into a per-response term instead.
 """
 
 from __future__ import annotations
@@ -232,7 +233,13 @@ class SpanRelevance:
 
 
 class UniformRelevance:
-    """Every token equally relevant to every rubric (all token advantages become 0).
+    """Every token equally relevant to every rubric.
+
+    Under ``token_norm="intra_sample"`` every token advantage is then exactly 0 (RTT-GRPO is
+    GRPO, at any ``λ``). Under ``"group_token"``, ``"rubric_mean_group_token"`` and
+    ``"softmax_rubrics"`` it is not: they normalise across the group, so each response gets a
+    token advantage that is constant over its tokens and follows its rubric scores (an extra
+    response-level term); those reduce to GRPO only at ``λ = 0``.
 
     Args:
         value: The weight given to every token.

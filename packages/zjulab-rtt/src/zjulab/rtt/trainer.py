@@ -103,7 +103,8 @@ class RTTGRPOTrainer(GRPOTrainer):
         relevance: Token relevance source (a trained
             :class:`~zjulab.rtt.discriminator.RelevanceDiscriminator`,
             :class:`~zjulab.rtt.relevance.SpanRelevance`...); ``None`` means uniform relevance,
-            i.e. plain GRPO.
+            which is plain GRPO with ``token_norm="intra_sample"`` only (the group
+            normalisations then add a per-response term, constant over its tokens).
         rtt_config: RTT settings (``λ``, combination, normalisation).
         reward_funcs: Extra TRL reward functions added after the rubric reward.
         **kwargs: Passed to ``GRPOTrainer`` (``args``, ``train_dataset``, ``processing_class``...).
