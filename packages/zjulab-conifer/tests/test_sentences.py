@@ -1,4 +1,4 @@
-"""The offline sentence splitter against NLTK Punkt's recorded counts, and word counting."""
+"""Sentence and word counting against NLTK itself (punkt_tab English), and recorded counts."""
 
 import json
 
@@ -30,6 +30,29 @@ def test_counts_agree_with_punkt_on_every_ifeval_prompt(ifeval_path):
     assert len(rows) == 541
     bad = [r["key"] for r in rows if count_sentences(r["prompt"]) != expected[str(r["key"])]]
     assert bad == []
+
+
+@pytest.fixture(scope="module")
+def nltk_tab(tmp_path_factory):
+    from .nltk_reference import install_punkt_tab
+
+    install_punkt_tab(tmp_path_factory.mktemp("nltk_data"))
+    import nltk
+
+    return nltk
+
+
+def test_agrees_with_nltk_sent_and_word_tokenize(nltk_tab, ifeval_path):
+    texts = [c["text"] for g in ("hand", "natural", "adversarial") for c in REF[g]]
+    texts += [json.loads(line)["prompt"] for line in ifeval_path.read_text().splitlines()]
+    assert len(texts) == 1061
+    assert [split_sentences(t) for t in texts] == [nltk_tab.sent_tokenize(t) for t in texts]
+    assert [word_tokens(t) for t in texts] == [nltk_tab.word_tokenize(t) for t in texts]
+
+
+def test_orthographic_evidence_decides_like_punkt_tab():
+    # real punkt_tab splits here; the earlier hand-written splitter counted one sentence
+    assert split_sentences("She got an A. Then she celebrated.") == ["She got an A.", "Then she celebrated."]
 
 
 @pytest.mark.parametrize(
