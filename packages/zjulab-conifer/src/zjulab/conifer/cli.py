@@ -31,6 +31,11 @@ DEMO_SEEDS = [
 def build_model(spec: dict[str, Any], *, device: str = "auto", max_new_tokens: int = 512) -> Any:
     """A chat model from a config spec (``{"kind": "openai" | "transformers" | "embedded", ...}``)."""
     kind = spec.get("kind", "embedded")
+    if kind in ("embedded", "transformers"):
+        require("torch", "pip install 'zjulab-conifer[torch]'", feature=f"a local model (kind {kind!r})")
+        require(
+            "transformers", "pip install 'zjulab-conifer[torch]'", feature=f"a local model (kind {kind!r})"
+        )
     if kind == "embedded":
         from zjulab.common.defaults import default_chat_model
 

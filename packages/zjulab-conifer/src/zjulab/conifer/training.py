@@ -34,7 +34,7 @@ __all__ = ["FitReport", "check_dpo_rows", "check_sft_rows", "dpo_pairs", "fit_co
 logger = logging.getLogger(__name__)
 
 TRAIN_INSTALL = "pip install 'zjulab-conifer[train]'"
-TORCH_INSTALL = "pip install 'zjulab-conifer[torch,train]'"
+TORCH_INSTALL = "pip install 'zjulab-conifer[torch]'"
 
 _ROLES = ("system", "user", "assistant")
 
