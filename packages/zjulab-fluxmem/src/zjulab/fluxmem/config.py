@@ -41,6 +41,10 @@ class FluxMemConfig:
         llm_max_new_tokens: Generation budget of one structured chat-model call.
         llm_max_retries: Re-asks of a chat-model call whose answer does not parse.
         encode_batch_size: Batch size handed to the text encoder.
+        vector_backend: ``"faiss"`` (an exact in-process index rebuilt from the store) or
+            ``"qdrant"`` (a Qdrant collection: local mode under the store directory, or a server).
+        qdrant_url: Qdrant server URL; None runs Qdrant's local mode (``QdrantClient(path=...)``).
+        qdrant_collection: Name of the Qdrant collection.
     """
 
     dense_weight: float = 1.0  # the paper's weighting: cosine dominates
@@ -68,7 +72,15 @@ class FluxMemConfig:
     llm_max_retries: int = 2  # the common structured-output default
     encode_batch_size: int = 64  # fits MiniLM on CPU without memory spikes
 
+    vector_backend: str = "faiss"  # in-process, exact; "qdrant" for a Qdrant collection
+    qdrant_url: str | None = None  # None: Qdrant local mode inside the store directory
+    qdrant_collection: str = "fluxmem"
+
     def __post_init__(self) -> None:
+        if self.vector_backend not in ("faiss", "qdrant"):
+            raise FluxMemConfigError(
+                f"vector_backend must be 'faiss' or 'qdrant', got {self.vector_backend!r}"
+            )
         for name in ("dense_weight", "bm25_weight", "llm_weight", "context_weight"):
             value = getattr(self, name)
             if value < 0:

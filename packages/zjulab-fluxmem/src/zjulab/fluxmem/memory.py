@@ -262,6 +262,14 @@ class FluxMemory:
         if stored_cfg != self.config.to_dict():
             with self.store.write():
                 self.store.set_meta("config", self.config.to_dict())
+        if self.config.vector_backend == "qdrant":
+            from zjulab.fluxmem.qdrant_backend import QdrantVectors
+
+            qv = QdrantVectors.from_config(self.config, dim, self.path)
+            qv.bind(self.store.conn)
+            self.store.vectors = qv  # type: ignore[assignment]
+            with self.store.read():  # replay what the collection has not seen yet
+                pass
         self.reasoner = MemoryReasoner(
             chat_model, max_new_tokens=self.config.llm_max_new_tokens, max_retries=self.config.llm_max_retries
         )
@@ -493,8 +501,7 @@ class FluxMemory:
         return True
 
     def _dense(self, qv: np.ndarray, k: int, scope: Mapping[str, str | None]) -> list[tuple[str, float]]:
-        allowed = self.store.vectors.allowed(self.store.conn, scope)
-        return self.store.vectors.search(qv, k, allowed)[0]
+        return self.store.vectors.search_scope(self.store.conn, qv, k, scope)[0]
 
     def node_dict(
         self,
@@ -698,8 +705,9 @@ class FluxMemory:
         for n in nodes:
             by_owner.setdefault(json.dumps(owner_filter(n)), []).append(n)
         for okey, group in by_owner.items():
-            allowed = vc.allowed(self.store.conn, json.loads(okey))
-            found = vc.search(vc.vectors([n.id for n in group]), cfg.candidate_k + 1, allowed)
+            found = vc.search_scope(
+                self.store.conn, vc.vectors([n.id for n in group]), cfg.candidate_k + 1, json.loads(okey)
+            )
             for node, raw in zip(group, found):
                 hits = [
                     (cid, cos)

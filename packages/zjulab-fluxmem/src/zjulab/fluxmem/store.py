@@ -304,6 +304,22 @@ class VectorCache:
             for srow, irow in zip(scores, ids)
         ]
 
+    def search_scope(
+        self, conn: sqlite3.Connection, queries: np.ndarray, k: int, filters: Mapping[str, str | None]
+    ) -> list[list[tuple[str, float]]]:
+        """Top-``k`` ``(node id, cosine)`` per query row among the rows a scope filter admits."""
+        return self.search(queries, k, self.allowed(conn, filters))
+
+    def close(self) -> None:
+        """Nothing to release (the index lives in this process)."""
+
+    def committed(self, conn: sqlite3.Connection) -> None:
+        """Called after a write commits (faiss already holds the transaction's vectors)."""
+
+    def discard(self) -> None:
+        """Called after a write rolls back: rebuild from the database on the next sync."""
+        self.invalidate()
+
     def allowed(self, conn: sqlite3.Connection, filters: Mapping[str, str | None]) -> np.ndarray | None:
         """The rids a scope filter admits, None when it admits every indexed vector.
 
@@ -567,10 +583,12 @@ class SQLiteStore:
                 self._depth = 0
                 self.conn.execute("ROLLBACK")
                 if getattr(self, "vectors", None) is not None:
-                    self.vectors.invalidate()
+                    self.vectors.discard()
                 raise
             self._depth = 0
             self.conn.execute("COMMIT")
+            if getattr(self, "vectors", None) is not None:
+                self.vectors.committed(self.conn)
 
     @contextmanager
     def read(self) -> Iterator[None]:
@@ -594,6 +612,7 @@ class SQLiteStore:
             except sqlite3.Error:  # another process holds a read snapshot
                 pass
             self.conn.close()
+            self.vectors.close()
 
     # ---------------------------------------------------------------- meta
 
@@ -661,7 +680,7 @@ class SQLiteStore:
         self._fts_add(rid, content)
         self.conn.execute("INSERT INTO vec_log (rid, op) VALUES (?, 'del')", (rid,))
         self.conn.execute("INSERT INTO vec_log (rid, op) VALUES (?, 'add')", (rid,))
-        scope = self.vectors.rid_scope.get(rid) or tuple(
+        scope = tuple(
             self.conn.execute("SELECT user_id, agent_id, run_id FROM nodes WHERE rid = ?", (rid,)).fetchone()
         )
         self.vectors.put(rid, node_id, vec, scope)  # type: ignore[arg-type]
