@@ -288,3 +288,110 @@ def test_loaders_on_shared_data(shared_data, name, n_inter, n_turns):
     else:  # CoSQL's dev.json lists the dialogues in another order than dev_gold.txt
         assert shape != gold_shape and sorted(shape) == sorted(gold_shape)
     assert all(i.db_id in schemas for i in inters)
+
+
+# --------------------------------------------------------------------------------------------
+# scores that never hide missing, misaligned or uncomparable predictions
+# --------------------------------------------------------------------------------------------
+def _files(tmp_path, concert_schema, gold_lines, pred_lines):
+    import json
+
+    tables = tmp_path / "tables.json"
+    tables.write_text(json.dumps([concert_schema.to_json()]))
+    gold, pred = tmp_path / "gold.txt", tmp_path / "pred.txt"
+    gold.write_text(gold_lines)
+    pred.write_text(pred_lines)
+    return gold, pred, tables
+
+
+def test_missing_turns_and_interactions_count_as_wrong(tmp_path, concert_schema, capsys):
+    from zjulab.hiesql.cli import main
+
+    g = "SELECT name FROM singer\tconcert\n"
+    gold, pred, tables = _files(tmp_path, concert_schema, (g + g + "\n") * 3, g + "\n" + g + g + "\n")
+    rep = evaluate_files(gold, pred, tables)
+    assert len(rep.turns) == 6 and rep.n_interactions == 3
+    assert rep.question_match == pytest.approx(3 / 6) and rep.interaction_match == pytest.approx(1 / 3)
+    assert (rep.missing_turns, rep.missing_interactions, rep.complete) == (3, 1, False)
+    assert rep.parse_failures == 0
+    assert main(["eval", str(gold), str(pred), "--tables", str(tables)]) == 1
+    out = capsys.readouterr().out
+    assert "QM = 0.5000  IM = 0.3333" in out and "MISSING: 3 gold turns (1 whole interactions)" in out
+    assert main(["eval", str(gold), str(pred), "--tables", str(tables), "--allow-missing"]) == 0
+
+
+def test_extra_predictions_are_reported(tmp_path, concert_schema):
+    g = "SELECT name FROM singer\tconcert\n"
+    gold, pred, tables = _files(tmp_path, concert_schema, g + "\n", g + g + "\n" + g + "\n")
+    rep = evaluate_files(gold, pred, tables)
+    assert (rep.extra_turns, rep.extra_interactions, rep.complete, rep.question_match) == (1, 1, False, 1.0)
+
+
+def test_misaligned_prediction_file_is_refused(tmp_path, concert_schema):
+    from zjulab.hiesql.errors import SchemaFileError
+
+    gold, pred, tables = _files(
+        tmp_path,
+        concert_schema,
+        "SELECT name FROM singer\tconcert\n\nSELECT age FROM singer\tconcert\n",
+        "SELECT name FROM singer\tconcert\n\nSELECT age FROM singer\tother_db\n",
+    )
+    with pytest.raises(
+        SchemaFileError, match=r"pred\.txt:3: prediction for database 'other_db' but .*gold\.txt:3"
+    ):
+        evaluate_files(gold, pred, tables)
+
+
+def test_execution_compares_full_results(tmp_path, concert_schema):
+    import sqlite3
+
+    db = tmp_path / "big.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE singer (singer_id INTEGER PRIMARY KEY, name TEXT, country TEXT, age INTEGER)")
+    conn.executemany("INSERT INTO singer VALUES (?, 'n', 'c', 1)", [(k,) for k in range(1, 1501)])
+    conn.execute(
+        "CREATE TABLE concert (concert_id INTEGER PRIMARY KEY, singer_id INTEGER, year INTEGER, stadium TEXT)"
+    )
+    conn.commit()
+    conn.close()
+    ev = Evaluator({"concert": concert_schema}, databases={"concert": db})
+    rep = ev.evaluate(
+        [[("SELECT singer_id FROM singer", "concert")]],
+        [["SELECT singer_id FROM singer WHERE singer_id < 1200"]],
+    )
+    assert rep.turns[0].execution == 0  # equal when both were cut to 1,000 rows
+
+
+def test_failing_gold_query_is_a_turn_error_not_a_crash(concert_schema, concert_db):
+    from zjulab.hiesql.config import SandboxConfig
+
+    slow = "SELECT count(*) FROM singer AS T1 " + " ".join(
+        f"JOIN singer AS T{k}" for k in range(2, 17)
+    )  # 3**16 rows
+    ev = Evaluator(
+        {"concert": concert_schema},
+        databases={"concert": concert_db},
+        sandbox_config=SandboxConfig(timeout_s=0.05, progress_steps=1),
+    )
+    gold = [[("SELECT name FROM singer", "concert"), ("SELECT name FROM nope", "concert"), (slow, "concert")]]
+    rep = ev.evaluate(gold, [["SELECT name FROM singer", "SELECT name FROM singer", slow]])
+    assert [t.execution for t in rep.turns] == [1, 0, 0]
+    assert rep.turns[0].exec_error == "" and "unknown table 'nope'" in rep.turns[1].gold_error
+    assert "gold query failed" in rep.turns[2].exec_error and "time limit" in rep.turns[2].exec_error
+    assert rep.execution_errors == 2 and rep.execution_accuracy == pytest.approx(1 / 3)
+    assert rep.question_match == pytest.approx(2 / 3) and rep.gold_errors == 1
+
+
+def test_value_placeholder_official_and_token(concert_schema):
+    official = Evaluator({"concert": concert_schema})
+    token = Evaluator({"concert": concert_schema}, value_placeholder="token")
+    gold = "SELECT name FROM singer WHERE country = 'Good value'"
+    pred = "SELECT name FROM singer WHERE country = 'Good value'"
+    assert official.match(pred, gold, "concert")[0] == 1
+    from zjulab.hiesql.evaluation import _replace_value_token
+
+    assert _replace_value_token("SELECT a FROM t WHERE b = value AND c = 'a value' AND value_id = VALUE") == (
+        "SELECT a FROM t WHERE b = 1 AND c = 'a value' AND value_id = 1"
+    )
+    assert official._placeholder("SELECT value_id FROM t") == "SELECT 1_id FROM t"  # the official quirk
+    assert token._placeholder("SELECT value_id FROM t") == "SELECT value_id FROM t"

@@ -11,6 +11,7 @@ from typing import Any
 
 from zjulab.common.cli import run_command
 from zjulab.common.errors import ModelNotAvailableError
+from zjulab.hiesql.llm_parser import DEFAULT_MAX_NEW_TOKENS
 
 __all__ = ["main"]
 
@@ -35,20 +36,46 @@ def _print_turn(k: int, turn: Any, max_rows: int = 10) -> None:
         for row in turn.result.rows[:max_rows]:
             print("    " + " | ".join(str(v) for v in row))
     elif turn.error:
-        print(f"  not executed: {turn.error[:160]}")
+        print(f"  failed: {turn.error[:300]}")
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from zjulab.hiesql.evaluation import evaluate_files
+    from zjulab.hiesql.config import SandboxConfig
+    from zjulab.hiesql.evaluation import EVAL_SANDBOX, evaluate_files
 
+    cfg = SandboxConfig(
+        **{
+            **EVAL_SANDBOX.__dict__,
+            "timeout_s": args.timeout,
+            "isolation": "process" if args.isolate else "in_process",
+        }
+    )
     t0 = time.perf_counter()
-    report = evaluate_files(args.gold, args.pred, args.tables, args.db)
+    report = evaluate_files(
+        args.gold,
+        args.pred,
+        args.tables,
+        args.db,
+        sandbox_config=cfg,
+        value_placeholder=args.value_placeholder,
+    )
     print(report.format_table())
+    for t in report.turns:
+        if t.exec_error:
+            print(
+                f"  execution error, interaction {t.interaction} turn {t.turn} ({t.db_id}): {t.exec_error[:200]}"
+            )
     print(f"\n(evaluated in {time.perf_counter() - t0:.2f}s)")
     if args.json:
         from zjulab.common.io import write_json
 
         write_json(args.json, report.to_dict())
+    if not report.complete and not args.allow_missing:
+        print(
+            f"error: {report.missing_turns} gold turns have no prediction (scored wrong above); "
+            "pass --allow-missing to accept an incomplete prediction file"
+        )
+        return 1
     return 0
 
 
@@ -126,13 +153,19 @@ def _llm_parser(args: argparse.Namespace, examples: Any = None) -> Any:
     if getattr(args, "base_url", None):
         from zjulab.common.chat import OpenAIChatModel
 
-        chat: Any = OpenAIChatModel(args.llm, base_url=args.base_url)
+        chat: Any = OpenAIChatModel(
+            args.llm, base_url=args.base_url, timeout=args.timeout, max_retries=args.retries
+        )
     else:
         from zjulab.common.defaults import default_chat_model
 
         chat = default_chat_model(device=args.device, max_new_tokens=args.max_new_tokens)
     return LLMParser(
-        chat, num_candidates=args.candidates, max_new_tokens=args.max_new_tokens, examples=examples
+        chat,
+        num_candidates=args.candidates,
+        max_new_tokens=args.max_new_tokens,
+        examples=examples,
+        schema_budget=args.schema_budget,
     )
 
 
@@ -204,6 +237,20 @@ def _build() -> argparse.ArgumentParser:
     e.add_argument("--tables", required=True, help="tables.json")
     e.add_argument("--db", default=None, help="directory with DB/DB.sqlite for execution accuracy")
     e.add_argument("--json", default=None, help="also write the summary as JSON here")
+    e.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="exit 0 even when gold turns have no prediction (they are scored wrong either way)",
+    )
+    e.add_argument("--timeout", type=float, default=30.0, help="seconds per query for execution accuracy")
+    e.add_argument("--isolate", action="store_true", help="run queries in a worker process under rlimits")
+    e.add_argument(
+        "--value-placeholder",
+        choices=["official", "token"],
+        default="official",
+        help="'official': replace the text 'value' everywhere as the official script does; "
+        "'token': only the bare placeholder word",
+    )
     e.set_defaults(func=_cmd_eval)
 
     for name, func, hlp in (("train", _cmd_train, "train a HieSqlParser"),):
@@ -256,7 +303,17 @@ def _build() -> argparse.ArgumentParser:
             default=1 if name == "demo" else 2,
             help="LLM candidates for validity re-ranking (greedy first, then samples)",
         )
-        c.add_argument("--max-new-tokens", type=int, default=48, help="longest SQL the LLM may write")
+        c.add_argument(
+            "--max-new-tokens",
+            type=int,
+            default=DEFAULT_MAX_NEW_TOKENS,
+            help="longest answer the LLM may write (the default fits 99.7%% of SParC/CoSQL gold SQL)",
+        )
+        c.add_argument(
+            "--timeout", type=float, default=30.0, help="seconds one request to --base-url may take"
+        )
+        c.add_argument("--retries", type=int, default=2, help="retries of a failed request to --base-url")
+        c.add_argument("--schema-budget", type=int, default=None, help="most tokens of schema in the prompt")
         c.add_argument("--device", default="cpu")
         c.set_defaults(func=func)
     return ap

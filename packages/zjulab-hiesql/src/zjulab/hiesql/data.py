@@ -13,7 +13,14 @@ from zjulab.hiesql.schema import read_json_file, read_text_file
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Interaction", "Turn", "load_interactions", "read_turn_file", "write_turn_file"]
+__all__ = [
+    "Interaction",
+    "Turn",
+    "load_interactions",
+    "read_turn_file",
+    "read_turn_file_lines",
+    "write_turn_file",
+]
 
 
 @dataclass(frozen=True)
@@ -101,20 +108,25 @@ def read_turn_file(path: str | Path) -> list[list[tuple[str, str]]]:
         One list of ``(sql, db_id)`` per interaction.
 
     Raises:
-        SchemaFileError: When the file does not exist.
+        SchemaFileError: When the file does not exist, is a directory or is not UTF-8 text.
     """
+    return [[(sql, db) for sql, db, _ in inter] for inter in read_turn_file_lines(path)]
+
+
+def read_turn_file_lines(path: str | Path) -> list[list[tuple[str, str, int]]]:
+    """Like :func:`read_turn_file`, with the 1-based line number of each turn: ``(sql, db_id, line)``."""
     p = Path(path)
     lines = read_text_file(p, "turn file").splitlines()
-    out: list[list[tuple[str, str]]] = []
-    block: list[tuple[str, str]] = []
-    for line in lines:
+    out: list[list[tuple[str, str, int]]] = []
+    block: list[tuple[str, str, int]] = []
+    for n, line in enumerate(lines, start=1):
         if not line.strip():
             if block:
                 out.append(block)
             block = []
             continue
         parts = line.strip().split("\t")
-        block.append((parts[0], parts[1] if len(parts) > 1 else ""))
+        block.append((parts[0], parts[1].strip() if len(parts) > 1 else "", n))
     if block:
         out.append(block)
     return out

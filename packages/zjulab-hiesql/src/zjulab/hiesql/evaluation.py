@@ -8,25 +8,42 @@ grammar with SParC's interaction-level aggregation) on the same files:
 * a column linked by foreign keys is replaced by the first column of its key group when its
   table is in the query's FROM clause (sub-queries inside conditions are compared as parsed);
 * a prediction that cannot be parsed becomes the empty query and is scored wrong;
-* the literal word ``value`` in a prediction is read as ``1`` (as the official script does);
+* the literal word ``value`` in a prediction is read as ``1`` (as the official script does: a
+  plain text replacement, which also rewrites ``value`` inside names and strings such as
+  ``value_id`` or ``'Good value'``; ``value_placeholder="token"`` replaces only the bare
+  placeholder word);
 * hardness (easy/medium/hard/extra) is computed on the gold query.
 
 Question match (QM) is the share of turns whose prediction matches exactly; interaction match
-(IM) the share of interactions whose every turn matches.
+(IM) the share of interactions whose every turn matches. Both are taken over *every gold turn
+and interaction*: a missing prediction is a wrong turn (``TurnResult.missing``), never a turn
+left out of the denominator, and the report counts them. A prediction file whose ``db_id``
+column disagrees with the gold file is refused (it is misaligned), naming the first such line.
+
+Execution accuracy compares full results (no row cap; a result too large for the evaluation's
+limits is an error, never a truncated comparison). A turn whose gold or predicted query cannot
+be executed is reported on the turn (``exec_error``), scored 0, and the run goes on.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from zjulab.hiesql.data import read_turn_file
-from zjulab.hiesql.errors import SandboxError, SchemaFileError, SQLParseError
+from zjulab.hiesql.config import SandboxConfig
+from zjulab.hiesql.data import read_turn_file_lines
+from zjulab.hiesql.errors import (
+    HieSqlConfigError,
+    SandboxError,
+    SchemaFileError,
+    SQLParseError,
+    UnknownDatabaseError,
+)
 from zjulab.hiesql.schema import Schema, SchemaSet, load_tables
 from zjulab.hiesql.spider_sql import SQLDict, empty_sql, parse_spider_sql
 
@@ -200,7 +217,7 @@ def _fold_columns(sql: SQLDict | None, valid: set[str], fk: dict[str, str]) -> S
 
 
 def _normalise(sql: SQLDict, schema: Schema, fk: dict[str, str]) -> SQLDict:
-    sql = copy.deepcopy(sql)
+    # in place: callers hand over a freshly parsed structure (a deep copy cost 40% of the run)
     tables = {tu[1][2:-2] for tu in sql["from"]["table_units"] if tu[0] == "table_unit"}
     valid = {f"__{t}.{c}__" for t in tables for c in schema.tables.get(t, ())}
     _drop_values(sql)
@@ -318,6 +335,10 @@ class TurnResult:
         components: Per-component match.
         parsed: Whether the prediction could be parsed.
         execution: 1/0 when execution was checked, else None.
+        missing: The prediction file had no prediction for this gold turn (scored wrong).
+        exec_error: Why execution could not be compared ("" when it could).
+        gold_error: Why the gold query could not be parsed (the turn is then scored wrong,
+            with hardness ``"unknown"``), else "".
     """
 
     interaction: int
@@ -330,6 +351,9 @@ class TurnResult:
     components: dict[str, ComponentScore]
     parsed: bool
     execution: int | None = None
+    missing: bool = False
+    exec_error: str = ""
+    gold_error: str = ""
 
 
 def _summary(ts: Sequence[TurnResult]) -> dict[str, float]:
@@ -339,7 +363,7 @@ def _summary(ts: Sequence[TurnResult]) -> dict[str, float]:
     }
     ex = [t.execution for t in ts if t.execution is not None]
     if ex:
-        row["exec"] = sum(ex) / len(ex)
+        row["exec"] = sum(ex) / len(ts)
     return row
 
 
@@ -358,6 +382,31 @@ class EvaluationReport:
     n_interactions: int = 0
     interaction_exact: int = 0
     interaction_exec: int | None = None
+    missing_interactions: int = 0
+    extra_interactions: int = 0
+    extra_turns: int = 0
+
+    @property
+    def missing_turns(self) -> int:
+        """Gold turns without a prediction (each scored wrong)."""
+        return sum(1 for t in self.turns if t.missing)
+
+    @property
+    def gold_errors(self) -> int:
+        """Turns whose gold query could not be parsed (scored wrong)."""
+        return sum(1 for t in self.turns if t.gold_error)
+
+    @property
+    def execution_errors(self) -> int:
+        """Turns whose gold or predicted query could not be executed or compared."""
+        return sum(1 for t in self.turns if t.exec_error)
+
+    @property
+    def complete(self) -> bool:
+        """Every gold turn had a prediction and nothing extra was predicted."""
+        return not (
+            self.missing_turns or self.missing_interactions or self.extra_interactions or self.extra_turns
+        )
 
     @property
     def question_match(self) -> float:
@@ -371,14 +420,14 @@ class EvaluationReport:
 
     @property
     def execution_accuracy(self) -> float | None:
-        """Share of turns whose execution result matched (None when not checked)."""
+        """Share of gold turns whose execution result matched (None when not checked)."""
         checked = [t.execution for t in self.turns if t.execution is not None]
-        return sum(checked) / len(checked) if checked else None
+        return sum(checked) / len(self.turns) if checked else None
 
     @property
     def parse_failures(self) -> int:
         """Number of predictions that could not be parsed (scored wrong)."""
-        return sum(1 for t in self.turns if not t.parsed)
+        return sum(1 for t in self.turns if not t.parsed and not t.missing and not t.gold_error)
 
     def _select(self, level: str) -> list[TurnResult]:
         return self.turns if level == "all" else [t for t in self.turns if t.hardness == level]
@@ -428,6 +477,12 @@ class EvaluationReport:
             "n_turns": len(self.turns),
             "n_interactions": self.n_interactions,
             "parse_failures": self.parse_failures,
+            "missing_turns": self.missing_turns,
+            "missing_interactions": self.missing_interactions,
+            "extra_turns": self.extra_turns,
+            "extra_interactions": self.extra_interactions,
+            "execution_errors": self.execution_errors,
+            "gold_errors": self.gold_errors,
             "by_level": self.by_level(),
             "by_turn": self.by_turn(),
             "partial": {lv: self.partial(lv) for lv in (*HARDNESS_LEVELS, "all")},
@@ -460,6 +515,18 @@ class EvaluationReport:
             f"QM = {self.question_match:.4f}  IM = {self.interaction_match:.4f}  "
             f"({len(self.turns)} turns, {self.n_interactions} interactions, {self.parse_failures} unparsable)"
         )
+        if not self.complete:
+            lines.append(
+                f"MISSING: {self.missing_turns} gold turns ({self.missing_interactions} whole interactions) had no "
+                f"prediction and are scored wrong; {self.extra_turns} extra predicted turns and "
+                f"{self.extra_interactions} extra interactions were ignored"
+            )
+        if self.gold_errors:
+            lines.append(f"GOLD: {self.gold_errors} gold queries could not be parsed (scored wrong)")
+        if self.execution_errors:
+            lines.append(
+                f"EXECUTION: {self.execution_errors} turns could not be executed or compared (scored 0)"
+            )
         part = self.partial("all")
         lines.append("")
         lines.append(f"{'component (all)':18}{'acc':>8}{'rec':>8}{'f1':>8}")
@@ -472,6 +539,20 @@ class EvaluationReport:
 # --------------------------------------------------------------------------------------------
 # evaluator
 # --------------------------------------------------------------------------------------------
+_NO_COMPONENTS = {name: ComponentScore(0, 0, 0) for name in COMPONENTS}
+_VALUE_WORD = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*"|`[^`]*`)|\bvalue\b""", re.I)
+
+
+def _replace_value_token(sql: str) -> str:
+    # the bare placeholder word only: not inside quoted strings or names, not in value_id
+    return _VALUE_WORD.sub(lambda m: m.group(1) or "1", sql)
+
+
+#: Limits of execution accuracy: full results, a generous time limit (gold queries of large
+#: databases take seconds), results up to 1 GB of Python memory; larger is an error, never cut.
+EVAL_SANDBOX = SandboxConfig(timeout_s=30.0, max_rows=10**9, max_bytes=10**9, on_row_limit="raise")
+
+
 class Evaluator:
     """Scores predicted SQL against gold SQL over a set of schemas.
 
@@ -479,8 +560,11 @@ class Evaluator:
         schemas: ``db_id`` -> schema (e.g. from :func:`~zjulab.hiesql.schema.load_tables`).
         databases: Optional ``db_id`` -> SQLite path (or a directory holding
             ``DB/DB.sqlite``) for execution accuracy.
-        replace_value_placeholder: Read the word ``value`` in predictions as ``1`` (official).
-        sandbox_config: Limits for execution (a :class:`~zjulab.hiesql.config.SandboxConfig`).
+        replace_value_placeholder: Read the word ``value`` in predictions as ``1``.
+        sandbox_config: Limits for execution (default :data:`EVAL_SANDBOX`: full results,
+            30 s per query). A result over ``max_rows``/``max_bytes`` is an execution error.
+        value_placeholder: ``"official"`` replaces the text ``value`` everywhere (the
+            official script, kept for agreement); ``"token"`` replaces only the bare word.
     """
 
     def __init__(
@@ -488,13 +572,22 @@ class Evaluator:
         schemas: SchemaSet | dict[str, Schema],
         databases: dict[str, str | Path] | str | Path | None = None,
         replace_value_placeholder: bool = True,
-        sandbox_config: Any = None,
+        sandbox_config: SandboxConfig | None = None,
+        value_placeholder: Literal["official", "token"] = "official",
     ) -> None:
+        if value_placeholder not in ("official", "token"):
+            raise HieSqlConfigError(
+                f"value_placeholder must be 'official' or 'token', got {value_placeholder!r}"
+            )
         self.schemas = schemas if isinstance(schemas, SchemaSet) else SchemaSet(schemas)
         self.databases = databases
         self.replace_value_placeholder = replace_value_placeholder
-        self.sandbox_config = sandbox_config
+        self.value_placeholder = value_placeholder
+        self.sandbox_config = sandbox_config or EVAL_SANDBOX
+        if self.sandbox_config.on_row_limit != "raise":
+            self.sandbox_config = SandboxConfig(**{**self.sandbox_config.__dict__, "on_row_limit": "raise"})
         self._fk: dict[str, dict[str, str]] = {}
+        self._boxes: dict[str, Any] = {}
 
     def _fk_map(self, db_id: str) -> dict[str, str]:
         if db_id not in self._fk:
@@ -508,6 +601,13 @@ class Evaluator:
             p = self.databases.get(db_id)
             return Path(p) if p is not None else None
         return Path(self.databases) / db_id / f"{db_id}.sqlite"
+
+    def _placeholder(self, pred: str) -> str:
+        if not self.replace_value_placeholder:
+            return pred
+        return (
+            pred.replace("value", "1") if self.value_placeholder == "official" else _replace_value_token(pred)
+        )
 
     def match(self, pred: str, gold: str, db_id: str) -> tuple[int, dict[str, ComponentScore], str, bool]:
         """Exact-set-match of one prediction.
@@ -527,7 +627,7 @@ class Evaluator:
         schema = self.schemas[db_id]
         g_raw = parse_spider_sql(gold, schema)
         level = hardness(g_raw)
-        text = pred.replace("value", "1") if self.replace_value_placeholder else pred
+        text = self._placeholder(pred)
         try:
             p_raw = parse_spider_sql(text, schema)
             parsed = True
@@ -538,27 +638,61 @@ class Evaluator:
         exact, comps = _exact(_normalise(p_raw, schema, fk), _normalise(g_raw, schema, fk))
         return exact, comps, level, parsed
 
-    def _execution(self, pred: str, gold: str, db_id: str) -> int | None:
+    def _sandbox(self, db_id: str, path: Path) -> Any:
+        box = self._boxes.get(db_id)
+        if box is None:
+            from zjulab.hiesql.sandbox import SQLiteSandbox
+
+            box = self._boxes[db_id] = SQLiteSandbox(path, self.sandbox_config)
+        return box
+
+    def close(self) -> None:
+        """Close the databases opened for execution accuracy."""
+        for box in self._boxes.values():
+            box.close()
+        self._boxes.clear()
+
+    def execution_match(self, pred: str, gold: str, db_id: str) -> tuple[int | None, str]:
+        """Execution match of one prediction: ``(1 or 0, "")``, ``(0, why)`` or ``(None, "")`` without a database.
+
+        Never raises for a query that fails: a gold or predicted query that cannot be executed
+        (missing database, SQLite error, time or size limit) gives ``(0, reason)``.
+        """
         path = self._db_path(db_id)
         if path is None:
-            return None
-        from zjulab.hiesql.sandbox import SQLiteSandbox
-
+            return None, ""
+        if not path.is_file():
+            return 0, f"database not found: {path}"
+        try:
+            box = self._sandbox(db_id, path)
+        except (SchemaFileError, SandboxError) as exc:
+            return 0, f"database: {exc}"
         schema = self.schemas[db_id]
         fk = self._fk_map(db_id)
-        text = pred.replace("value", "1") if self.replace_value_placeholder else pred
-        with SQLiteSandbox(path, self.sandbox_config) as box:
-            try:
-                p_rows = box.execute(text).rows
-            except SandboxError:
-                return 0
+        text = self._placeholder(pred)
+        try:
             g_rows = box.execute(gold).rows
+        except SandboxError as exc:
+            return 0, f"gold query failed: {exc}"
+        try:
+            p_rows = box.execute(text).rows
+        except SandboxError as exc:
+            return 0, f"prediction failed: {exc}"
         try:
             p_sql = _normalise(parse_spider_sql(text, schema), schema, fk)
         except SQLParseError:
             p_sql = _normalise(empty_sql(), schema, fk)
-        g_sql = _normalise(parse_spider_sql(gold, schema), schema, fk)
-        return int(_column_map(p_rows, p_sql) == _column_map(g_rows, g_sql))
+        try:
+            g_sql = _normalise(parse_spider_sql(gold, schema), schema, fk)
+        except SQLParseError as exc:
+            return 0, f"gold query cannot be parsed: {exc}"
+        try:
+            return int(_column_map(p_rows, p_sql) == _column_map(g_rows, g_sql)), ""
+        except IndexError:
+            return 0, "results have fewer columns than the SELECT clause"
+
+    def _execution(self, pred: str, gold: str, db_id: str) -> int | None:
+        return self.execution_match(pred, gold, db_id)[0]
 
     def evaluate(
         self,
@@ -568,8 +702,9 @@ class Evaluator:
     ) -> EvaluationReport:
         """Score predicted interactions against gold interactions.
 
-        As in the official script, interactions and turns are paired in order and extra turns
-        on either side are not scored (a warning is logged).
+        Interactions and turns are paired in order. Every gold turn is scored: one without a
+        prediction counts as wrong (``missing``), and extra predicted turns or interactions
+        are counted in the report (and ignored), never silently dropped from the score.
 
         Args:
             gold: One list of ``(sql, db_id)`` per interaction.
@@ -583,27 +718,65 @@ class Evaluator:
         report = EvaluationReport()
         if len(gold) != len(pred):
             logger.warning(
-                "%d gold vs %d predicted interactions; scoring the first %d",
-                len(gold),
-                len(pred),
-                min(len(gold), len(pred)),
+                "%d gold vs %d predicted interactions: missing ones are scored wrong", len(gold), len(pred)
             )
+        report.extra_interactions = max(0, len(pred) - len(gold))
         exec_all = 0
-        for i, (g_inter, p_inter) in enumerate(zip(gold, pred)):
-            if len(g_inter) != len(p_inter):
-                logger.warning("interaction %d: %d gold vs %d predicted turns", i, len(g_inter), len(p_inter))
-            all_exact, all_exec = True, True
-            for j, (g, p) in enumerate(zip(g_inter, p_inter)):
-                g_sql, db_id = g
-                p_sql = p if isinstance(p, str) else p[0]
-                exact, comps, level, parsed = self.match(p_sql, g_sql, db_id)
-                ex = self._execution(p_sql, g_sql, db_id) if do_exec else None
-                report.turns.append(TurnResult(i, j, db_id, g_sql, p_sql, level, exact, comps, parsed, ex))
-                all_exact &= exact == 1
-                all_exec &= ex == 1
-            report.n_interactions += 1
-            report.interaction_exact += int(all_exact)
-            exec_all += int(all_exec)
+        try:
+            for i, g_inter in enumerate(gold):
+                p_inter = pred[i] if i < len(pred) else []
+                if i >= len(pred):
+                    report.missing_interactions += 1
+                elif len(g_inter) != len(p_inter):
+                    logger.warning(
+                        "interaction %d: %d gold vs %d predicted turns", i, len(g_inter), len(p_inter)
+                    )
+                report.extra_turns += max(0, len(p_inter) - len(g_inter))
+                all_exact, all_exec = True, True
+                for j, g in enumerate(g_inter):
+                    g_sql, db_id = g
+                    missing = j >= len(p_inter)
+                    p = "" if missing else p_inter[j]
+                    p_sql = p if isinstance(p, str) else p[0]
+                    gold_error = ""
+                    try:
+                        exact, comps, level, parsed = self.match(p_sql, g_sql, db_id)
+                    except SQLParseError as exc:
+                        logger.warning("interaction %d turn %d: %s", i, j, exc)
+                        exact, comps, level, parsed, gold_error = (
+                            0,
+                            _NO_COMPONENTS,
+                            "unknown",
+                            False,
+                            str(exc),
+                        )
+                    ex, why = (None, "")
+                    if do_exec:
+                        ex, why = self.execution_match(p_sql, g_sql, db_id) if not missing else (0, "")
+                    report.turns.append(
+                        TurnResult(
+                            i,
+                            j,
+                            db_id,
+                            g_sql,
+                            p_sql,
+                            level,
+                            exact,
+                            comps,
+                            parsed and not missing,
+                            ex,
+                            missing,
+                            why,
+                            gold_error,
+                        )
+                    )
+                    all_exact &= exact == 1
+                    all_exec &= ex == 1
+                report.n_interactions += 1
+                report.interaction_exact += int(all_exact)
+                exec_all += int(all_exec)
+        finally:
+            self.close()
         if do_exec:
             report.interaction_exec = exec_all
         return report
@@ -623,27 +796,53 @@ def evaluate_files(
     pred_path: str | Path,
     tables_path: str | Path,
     databases: str | Path | None = None,
+    *,
+    sandbox_config: SandboxConfig | None = None,
+    value_placeholder: Literal["official", "token"] = "official",
 ) -> EvaluationReport:
     """Evaluate a prediction file against a gold file (the official command-line use).
 
     Args:
         gold_path: Gold file (``SQL<TAB>db_id`` per turn, blank line between interactions).
-        pred_path: Prediction file in the same layout (the ``db_id`` column may be missing).
+        pred_path: Prediction file in the same layout (the ``db_id`` column may be missing;
+            where present it must agree with the gold file, turn by turn).
         tables_path: ``tables.json`` with every database named in the gold file.
         databases: Optional directory with ``DB/DB.sqlite`` files for execution accuracy.
+        sandbox_config: Limits of execution (default :data:`EVAL_SANDBOX`).
+        value_placeholder: See :class:`Evaluator`.
 
     Returns:
-        The report.
+        The report (check :attr:`EvaluationReport.complete` for missing predictions).
 
     Raises:
-        SchemaFileError: When a file is missing or malformed.
+        SchemaFileError: When a file is missing or malformed, or the prediction file is
+            misaligned with the gold file (a ``db_id`` differs; the first such line is named).
         UnknownDatabaseError: When the gold names a database absent from ``tables_path``.
     """
-    gold = read_turn_file(gold_path)
-    pred = read_turn_file(pred_path)
+    gold = read_turn_file_lines(gold_path)
+    pred = read_turn_file_lines(pred_path)
     for k, inter in enumerate(gold):
-        for sql, db in inter:
+        for sql, db, line in inter:
             if not db:
-                raise SchemaFileError(f"{gold_path}: interaction {k} has a turn without db_id: {sql!r}")
+                raise SchemaFileError(
+                    f"{gold_path}:{line}: interaction {k} has a turn without db_id: {sql!r}"
+                )
+    for k, (g_inter, p_inter) in enumerate(zip(gold, pred)):
+        for (_g, g_db, g_line), (_p, p_db, p_line) in zip(g_inter, p_inter):
+            if p_db and p_db != g_db:
+                raise SchemaFileError(
+                    f"{pred_path}:{p_line}: prediction for database {p_db!r} but {gold_path}:{g_line} is a turn "
+                    f"of {g_db!r} (interaction {k}): the files are not aligned (CoSQL's dev.json and "
+                    "dev_gold.txt list dialogues in different orders; `predict --gold-out` writes a matching gold file)"
+                )
     schemas = load_tables(tables_path)
-    return Evaluator(schemas, databases=databases).evaluate(gold, [[p for p, _ in inter] for inter in pred])
+    for inter in gold:
+        for _sql, db, line in inter:
+            if db not in schemas:
+                raise UnknownDatabaseError(f"{gold_path}:{line}: unknown db_id {db!r} (not in {tables_path})")
+    ev = Evaluator(
+        schemas, databases=databases, sandbox_config=sandbox_config, value_placeholder=value_placeholder
+    )
+    return ev.evaluate(
+        [[(sql, db) for sql, db, _ in inter] for inter in gold], [[p for p, _, _ in inter] for inter in pred]
+    )

@@ -21,8 +21,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_MAX_NEW_TOKENS", "LLMParser"]
 
-#: Answer budget: fits 99.9% of SParC and 99.8% of CoSQL dev gold SQL with SmolLM2's tokenizer
-#: (BENCHMARKS.md), plus room for a ```sql fence.
+#: Answer budget: 99.9% of SParC and 99.7% of CoSQL dev gold SQL fit, even inside a ```sql fence,
+#: with the default model's (SmolLM2) tokenizer; 48 tokens fit 73% (BENCHMARKS.md).
 DEFAULT_MAX_NEW_TOKENS = 160
 
 
