@@ -152,3 +152,14 @@ def test_shared_prefix_equals_full_rows():
         assert a.shape == b.shape
         assert torch.allclose(a, b, atol=1e-5)
     assert max(float((a - a.mean()).abs().max()) for a in full) > 1e-3  # the weights vary by token
+
+
+def test_lora_without_peft_is_a_typed_error(monkeypatch):
+    import sys
+
+    from zjulab.common.errors import MissingDependencyError
+
+    disc = _disc()
+    monkeypatch.setitem(sys.modules, "peft", None)  # as if zjulab-rtt[peft] were not installed
+    with pytest.raises(MissingDependencyError, match=r"pip install 'zjulab-rtt\[peft\]'"):
+        disc.enable_lora(r=4)

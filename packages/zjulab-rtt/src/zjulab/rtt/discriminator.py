@@ -135,7 +135,10 @@ class RelevanceDiscriminator(nn.Module):
         Returns:
             ``self``.
         """
-        from peft import LoraConfig, get_peft_model
+        from zjulab.common.deps import require
+
+        peft = require("peft", "pip install 'zjulab-rtt[peft]'", feature="a LoRA discriminator")
+        LoraConfig, get_peft_model = peft.LoraConfig, peft.get_peft_model
 
         cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules)
         self.backbone = get_peft_model(self.backbone, cfg)  # type: ignore[arg-type]
@@ -404,7 +407,11 @@ class RelevanceDiscriminator(nn.Module):
         try:
             tok = AutoTokenizer.from_pretrained(str(root / "tokenizer"))
             if meta.get("lora"):
-                from peft import PeftModel
+                from zjulab.common.deps import require
+
+                PeftModel = require(
+                    "peft", "pip install 'zjulab-rtt[peft]'", feature="loading a LoRA discriminator"
+                ).PeftModel
 
                 base_id = meta.get("base_model_id")
                 if not base_id:

@@ -257,8 +257,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     peft_config = None
     if args.lora_r:
-        from peft import LoraConfig
+        from zjulab.common.deps import require
 
+        LoraConfig = require("peft", "pip install 'zjulab-serl[peft]'", feature="--lora-r").LoraConfig
         peft_config = LoraConfig(
             r=args.lora_r, lora_alpha=2 * args.lora_r, target_modules="all-linear", task_type="CAUSAL_LM"
         )
