@@ -8,6 +8,8 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
+from zjulab.hiesql.errors import SchemaFileError
+
 __all__ = ["DEMO_EXAMPLES", "DEMO_QUESTIONS", "build_demo_database"]
 
 #: The three-turn interaction the demo runs.
@@ -31,10 +33,26 @@ DEMO_EXAMPLES = (
 )
 
 
-def build_demo_database(path: str | Path) -> Path:
-    """Create the bookshop SQLite database at ``path`` (replacing it atomically) and return the path."""
+def build_demo_database(path: str | Path, *, exist_ok: bool = False) -> Path:
+    """Create the bookshop SQLite database at ``path`` (written atomically) and return the path.
+
+    Args:
+        path: Where to write it; an existing file is never replaced.
+        exist_ok: Return an existing *bookshop* database at ``path`` instead of raising.
+
+    Raises:
+        SchemaFileError: When ``path`` exists (and is not the bookshop database with
+            ``exist_ok``).
+    """
     script = resources.files("zjulab.hiesql").joinpath("resources/bookshop.sql").read_text(encoding="utf-8")
     target = Path(path)
+    if target.exists() or target.is_symlink():
+        if exist_ok and target.is_file():
+            from zjulab.hiesql.schema import schema_from_sqlite
+
+            if schema_from_sqlite(target).table_names_original[:3] == ("author", "book", "sale"):
+                return target
+        raise SchemaFileError(f"{target} already exists; build_demo_database never replaces a file")
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
     os.close(fd)
@@ -44,7 +62,14 @@ def build_demo_database(path: str | Path) -> Path:
             conn.executescript(script)
         finally:
             conn.close()
-        os.replace(tmp_name, target)
+        try:
+            os.link(tmp_name, target)  # fails if the path appeared meanwhile: never replaces it
+        except FileExistsError as exc:
+            raise SchemaFileError(
+                f"{target} already exists; build_demo_database never replaces a file"
+            ) from exc
+        except OSError:  # no hard links on this file system
+            os.replace(tmp_name, target)
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)

@@ -30,7 +30,7 @@ import rustworkx as rx
 from zjulab.hiesql._sqlite import open_readonly
 from zjulab.hiesql.config import LinkingConfig
 from zjulab.hiesql.errors import SQLParseError
-from zjulab.hiesql.schema import Schema
+from zjulab.hiesql.schema import Schema, natural_name
 from zjulab.hiesql.sql_tokenizer import tokenize_sql
 
 logger = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ def _stem(word: str) -> str:
 
 
 def _name_words(name: str) -> list[str]:
-    return [_stem(w) for w in words(name.replace("_", " "))]
+    return [_stem(w) for w in words(natural_name(name))]
 
 
 def _read_values(db_path: str | Path, schema: Schema, limit: int) -> dict[int, set[str]]:

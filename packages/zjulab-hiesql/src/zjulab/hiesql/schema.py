@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,7 +16,19 @@ from zjulab.hiesql.errors import SchemaFileError, UnknownDatabaseError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Schema", "SchemaSet", "load_tables", "schema_from_sqlite"]
+__all__ = ["Schema", "SchemaSet", "load_tables", "natural_name", "schema_from_sqlite"]
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])|(?<=[A-Za-z])(?=[0-9])")
+_SEPARATORS = re.compile(r"[\s_\-.$#@/]+")
+
+
+def natural_name(name: str) -> str:
+    """The words of an identifier, lower-cased, whatever its naming style.
+
+    ``order_id``, ``OrderID``, ``orderId``, ``Order ID``, ``order-id`` and ``ORDER_ID`` all give
+    ``"order id"``; ``HTTPStatus2xx`` gives ``"http status 2xx"``.
+    """
+    return " ".join(w for w in _SEPARATORS.split(_CAMEL.sub(" ", name)) if w).lower()
 
 
 @dataclass(frozen=True)
@@ -47,14 +60,12 @@ class Schema:
 
     def __post_init__(self) -> None:
         if not self.table_names:
-            object.__setattr__(
-                self, "table_names", tuple(t.replace("_", " ").lower() for t in self.table_names_original)
-            )
+            object.__setattr__(self, "table_names", tuple(natural_name(t) for t in self.table_names_original))
         if not self.column_names:
             object.__setattr__(
                 self,
                 "column_names",
-                tuple((t, c.replace("_", " ").lower()) for t, c in self.column_names_original),
+                tuple((t, natural_name(c)) for t, c in self.column_names_original),
             )
         if not self.column_types:
             object.__setattr__(self, "column_types", tuple("text" for _ in self.column_names_original))
@@ -155,6 +166,8 @@ class Schema:
                 primary_keys=tuple(int(p) for p in pks),
                 foreign_keys=tuple(fks),
             )
+        except SchemaFileError:
+            raise
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise SchemaFileError(f"bad tables.json entry {entry.get('db_id', '?')!r}: {exc!r}") from exc
 
