@@ -101,8 +101,10 @@ def test_records_and_validation(pool):
         validate_pool([])
     with pytest.raises(DuplicateSkillError, match="'pdf-merge' at positions 0 and 8"):
         validate_pool([*pool, pool[0]])
-    with pytest.raises(InvalidSkillError, match="empty body"):
-        validate_pool([Skill(name="x", description="d", body="  ")])
+    # registry entries hold only a name and a description: accepted, routed on both
+    bodyless = Skill(name="x", description="d", body="  ")
+    assert validate_pool([bodyless]) == [bodyless]
+    assert format_skill(bodyless) == "x | d"
     with pytest.raises(InvalidSkillError, match="empty name"):
         Skill(name=" ", description="d", body="b")
     with pytest.raises(InvalidSkillError, match="'body' must be a string"):

@@ -8,7 +8,6 @@ cross-encoder or a causal-LM yes/no scorer that also reads the body.
 from zjulab.skillrouter.bm25 import BM25Index
 from zjulab.skillrouter.config import MiningConfig, RouterConfig, TrainEncoderConfig, TrainRerankerConfig
 from zjulab.skillrouter.demo_pool import DemoPool, load_demo_pool
-from zjulab.skillrouter.encoder_training import EncoderTrainResult, train_encoder
 from zjulab.skillrouter.errors import (
     DuplicateSkillError,
     EmptyPoolError,
@@ -53,7 +52,6 @@ from zjulab.skillrouter.models import (
     load_skill_encoder,
     load_skill_reranker,
 )
-from zjulab.skillrouter.reranker_training import RerankerTrainResult, train_reranker
 from zjulab.skillrouter.router import RoutedSkill, SkillRouter
 from zjulab.skillrouter.skill import (
     Skill,
@@ -67,6 +65,26 @@ from zjulab.skillrouter.skill import (
 from zjulab.skillrouter.vector_index import VectorIndex, brute_force_search
 
 __version__ = "0.1.0"
+
+TORCH_EXTRA = "pip install 'zjulab-skillrouter[torch]'"
+"""The install line of the extra that brings local models and training."""
+
+_LAZY = {
+    "EncoderTrainResult": "zjulab.skillrouter.encoder_training",
+    "train_encoder": "zjulab.skillrouter.encoder_training",
+    "RerankerTrainResult": "zjulab.skillrouter.reranker_training",
+    "train_reranker": "zjulab.skillrouter.reranker_training",
+}
+
+
+def __getattr__(name: str) -> object:
+    # training needs torch: import it only when asked, so `import zjulab.skillrouter` stays lean
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'zjulab.skillrouter' has no attribute {name!r}")
+
 
 __all__ = [
     "BM25Index",

@@ -53,7 +53,9 @@ def _cmd_index(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not args.update:
         SkillRouter._check_target(out, args.overwrite)  # refuse before spending time encoding
-    skills = load_skills(args.source)
+    skills = load_skills(args.source, errors="skip" if args.skip_bad else "strict")
+    for bad in getattr(skills, "skipped", []):
+        print(f"skipped {bad}", file=sys.stderr)
     if args.update:
         router = SkillRouter.load(out, device=args.device)
         wanted = {s.id for s in skills}
@@ -74,8 +76,16 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def _cmd_route(args: argparse.Namespace) -> int:
+    import json
+
     router = SkillRouter.load(args.index, device=args.device)
-    _print_routes(args.task, router.route(args.task, k=args.k, rerank=False if args.no_rerank else None))
+    where = json.loads(args.where) if args.where else None
+    routed = router.route(args.task, k=args.k, rerank=False if args.no_rerank else None, where=where)
+    if args.json:
+        for r in routed:
+            print(json.dumps(r.to_dict(), ensure_ascii=False))
+    else:
+        _print_routes(args.task, routed)
     return 0
 
 
@@ -107,13 +117,35 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         router, tasks, depth=args.depth, rerank=False if args.no_rerank else None, name=args.name
     )
     metrics = ("Hit@1", "MRR@10", "nDCG@10", "Recall@10", "Recall@50", "FullCoverage@10")
+    if args.json:
+        import json
+
+        print(
+            json.dumps(
+                {
+                    "name": report.name,
+                    "n_tasks": report.n_tasks,
+                    "mean": report.mean,
+                    "strata": report.strata,
+                    "skipped": report.skipped,
+                }
+            )
+        )
+        return 0
     print(format_table([report], metrics))
+    counts = report.strata.get("counts", {})
+    for stratum in ("single", "multi"):
+        if report.strata.get(stratum):
+            row = "  ".join(
+                f"{m} {100 * report.strata[stratum][m]:.1f}" for m in ("Hit@1", "MRR@10", "Recall@10")
+            )
+            print(f"  {stratum} ({int(counts.get(stratum, 0))} tasks): {row}")
     if report.skipped:
         print(f"({len(report.skipped)} tasks had no ground-truth skill in the pool and were skipped)")
     return 0
 
 
-def _training_data(args: argparse.Namespace) -> tuple[list[Skill], list[tuple[str, list[str]]]]:
+def _training_data(args: argparse.Namespace) -> tuple[list[Skill], list[tuple[str, list[str], list[str]]]]:
     if args.demo:
         from zjulab.skillrouter.demo_pool import load_demo_pool
 
@@ -125,8 +157,19 @@ def _training_data(args: argparse.Namespace) -> tuple[list[Skill], list[tuple[st
         skills = load_skills(args.pool)
         tasks = load_tasks(args.tasks, args.relevance)
     ids = {s.id for s in skills}
-    pairs = [(t.query, sorted(t.relevant & ids)) for t in tasks if t.relevant & ids]
+    # every graded-relevant skill (grade > 0) stays out of the query's negatives
+    pairs = [
+        (t.query, sorted(t.relevant & ids), sorted(k for k, g in t.grades.items() if g > 0 and k in ids))
+        for t in tasks
+        if t.relevant & ids
+    ]
     return skills, pairs
+
+
+#: ``train-encoder --demo`` settings sized for a shared 2-core CPU (about 30 s in all):
+#: 32-token texts (name, description, the start of the body), 4 queries a batch, one mined
+#: dense negative per query (the other queries of the batch add in-batch negatives).
+DEMO_ENCODER = {"max_seq_length": 32, "batch_size": 4, "mining": MiningConfig(1, 0, 0, 0)}
 
 
 def _cmd_train_encoder(args: argparse.Namespace) -> int:
@@ -134,22 +177,37 @@ def _cmd_train_encoder(args: argparse.Namespace) -> int:
     from zjulab.skillrouter.encoder_training import train_encoder
     from zjulab.skillrouter.mining import mine_hard_negatives
 
+    t0 = time.perf_counter()
     skills, pairs = _training_data(args)
     if args.model == "embedded":
         from zjulab.common.defaults import default_encoder_path
 
         args.model = str(default_encoder_path())
     enc = SentenceTransformerEncoder(args.model, device=args.device)
-    examples = mine_hard_negatives(pairs, skills, enc, MiningConfig())
+    max_len = args.max_seq_length or (DEMO_ENCODER["max_seq_length"] if args.demo else None)
+    if max_len:
+        enc.model.max_seq_length = int(max_len)
+    batch = args.batch_size or (DEMO_ENCODER["batch_size"] if args.demo else 16)
+    mining = DEMO_ENCODER["mining"] if args.demo else MiningConfig()
+    examples = mine_hard_negatives(pairs, skills, enc, mining)  # type: ignore[arg-type]
+    excluded = sum(e.excluded_relevant for e in examples)
+    print(
+        f"mined {len(examples)} examples; {excluded} graded-relevant skills kept out of the negatives",
+        flush=True,
+    )
     cfg = TrainEncoderConfig(
         output_dir=args.out,
         max_steps=args.max_steps,
-        batch_size=args.batch_size,
+        batch_size=batch,
         epochs=args.epochs,
         lora=args.lora,
+        overwrite=args.overwrite,
     )
     res = train_encoder(enc.model, examples, cfg, device=args.device)
-    print(f"{len(examples)} examples, {res.steps} steps, mean loss {res.train_loss:.4f} -> {res.output_dir}")
+    print(
+        f"{len(examples)} examples, {res.steps} steps, mean loss {res.train_loss:.4f} -> {res.output_dir} "
+        f"({time.perf_counter() - t0:.0f}s)"
+    )
     return 0
 
 
@@ -174,6 +232,7 @@ def _cmd_train_reranker(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         lora=args.lora,
         group_size=args.group_size,
+        overwrite=args.overwrite,
     )
     if args.model == "embedded":
         from zjulab.common.defaults import default_chat_model_path
@@ -259,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--update", action="store_true", help="re-encode only new or changed skills of the index in --out"
     )
+    p.add_argument(
+        "--skip-bad", action="store_true", help="skip unreadable SKILL.md files and list them (default: stop)"
+    )
     _add_router_args(p)
     p.set_defaults(func=_cmd_index)
 
@@ -267,15 +329,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task")
     p.add_argument("-k", type=int, default=5)
     p.add_argument("--no-rerank", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object per result")
+    p.add_argument("--where", default=None, help='metadata filter as JSON, e.g. \'{"category": "pdf"}\'')
     p.set_defaults(func=_cmd_route)
 
     p = sub.add_parser("eval", help="evaluate on tasks + relevance (SkillRouter format) or the demo pool")
     p.add_argument("index", nargs="?", default=None)
     _add_data_args(p)
     _add_router_args(p)
-    p.add_argument("--mode", choices=["core", "all"], default="core")
+    p.add_argument("--mode", choices=["core", "all", "single"], default="core")
     p.add_argument("--depth", type=int, default=50)
     p.add_argument("--name", default="router")
+    p.add_argument("--json", action="store_true", help="the report as one JSON object")
     p.set_defaults(func=_cmd_eval)
 
     for name, func in (("train-encoder", _cmd_train_encoder), ("train-reranker", _cmd_train_reranker)):
@@ -285,8 +350,23 @@ def build_parser() -> argparse.ArgumentParser:
         _add_data_args(p)
         p.add_argument("--max-steps", type=int, default=-1)
         p.add_argument("--epochs", type=float, default=1.0)
-        p.add_argument("--batch-size", type=int, default=16 if name == "train-encoder" else 2)
+        p.add_argument(
+            "--batch-size",
+            type=int,
+            default=None if name == "train-encoder" else 2,
+            help="queries per step (train-encoder: 16, or 4 with --demo)",
+        )
+        if name == "train-encoder":
+            p.add_argument(
+                "--max-seq-length",
+                type=int,
+                default=None,
+                help="token limit (default: the model's; 32 with --demo)",
+            )
         p.add_argument("--lora", action="store_true")
+        p.add_argument(
+            "--overwrite", action="store_true", help="replace a model an earlier run wrote to --out"
+        )
         if name == "train-reranker":
             p.add_argument("--loss", choices=["listwise", "pointwise"], default="listwise")
             p.add_argument("--kind", choices=["yes_no", "cross_encoder"], default="yes_no")

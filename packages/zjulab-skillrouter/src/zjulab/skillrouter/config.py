@@ -180,6 +180,9 @@ class TrainEncoderConfig:
         bf16: Mixed precision on supporting GPUs.
         seed: Training seed.
         logging_steps: Log the loss every this many steps.
+        show_progress: Show the trainer's step progress bar.
+        overwrite: Replace a model an earlier run wrote to ``output_dir`` (a folder this
+            library did not write is never replaced).
     """
 
     output_dir: str = "skillrouter-encoder"
@@ -200,6 +203,8 @@ class TrainEncoderConfig:
     bf16: bool = False  # CPU-safe default
     seed: int = 0
     logging_steps: int = 10
+    show_progress: bool = True  # a step bar: training runs for minutes
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         _positive(
@@ -247,6 +252,9 @@ class TrainRerankerConfig:
         bf16: Mixed precision on supporting GPUs.
         seed: Training seed.
         logging_steps: Log the loss every this many steps.
+        show_progress: Show the trainer's step progress bar.
+        overwrite: Replace a model an earlier run wrote to ``output_dir`` (a folder this
+            library did not write is never replaced).
     """
 
     output_dir: str = "skillrouter-reranker"
@@ -271,6 +279,8 @@ class TrainRerankerConfig:
     bf16: bool = False
     seed: int = 0
     logging_steps: int = 10
+    show_progress: bool = True
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         _choice("loss", self.loss, ("listwise", "pointwise"))

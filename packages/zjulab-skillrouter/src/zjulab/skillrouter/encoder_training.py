@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
+from zjulab.common.deps import require
 from zjulab.common.device import DeviceLike, resolve_device
 from zjulab.common.errors import ConfigError
 from zjulab.skillrouter.config import TrainEncoderConfig
@@ -27,7 +26,19 @@ from zjulab.skillrouter.formatting import format_query, format_skill
 from zjulab.skillrouter.mining import TrainingExample
 from zjulab.skillrouter.trainer_args import warmup_kwargs
 
-__all__ = ["EncoderTrainResult", "build_encoder_dataset", "encoder_loss", "info_nce_loss", "train_encoder"]
+torch = require(
+    "torch", "pip install 'zjulab-skillrouter[torch]'", feature="zjulab-skillrouter encoder training"
+)
+
+__all__ = [
+    "EncoderTrainResult",
+    "batch_conflicts",
+    "build_encoder_dataset",
+    "encoder_loss",
+    "info_nce_loss",
+    "relevance_aware_batches",
+    "train_encoder",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +124,79 @@ def encoder_loss(
     return float(info_nce_loss(q, c, cfg.temperature))
 
 
+def _conflict(a: TrainingExample, b: TrainingExample) -> bool:
+    """Whether ``a`` and ``b`` in one batch would give either a false in-batch negative."""
+    ids_a = {a.positive.id, *(n.id for n in a.negatives)}
+    ids_b = {b.positive.id, *(n.id for n in b.negatives)}
+    rel_a = a.relevant_ids or frozenset({a.positive.id})
+    rel_b = b.relevant_ids or frozenset({b.positive.id})
+    return a.query == b.query or bool(ids_b & rel_a) or bool(ids_a & rel_b)
+
+
+def relevance_aware_batches(
+    examples: Sequence[TrainingExample], batch_size: int, order: Sequence[int]
+) -> list[list[int]]:
+    """Cut ``order`` into batches in which no example's text is graded relevant for another's query.
+
+    In-batch negatives of InfoNCE are every other example's positive and negatives; when one of
+    them is a positive or a partial (grade-1) match of this query, the loss pushes a relevant
+    skill away. Examples that would conflict with the open batch wait for a later one (the idea
+    of sentence-transformers' no-duplicates sampler, with the graded relevance as the rule).
+    """
+    pending = list(order)
+    batches: list[list[int]] = []
+    while pending:
+        batch: list[int] = []
+        rest: list[int] = []
+        for i in pending:
+            if len(batch) < batch_size and not any(_conflict(examples[i], examples[j]) for j in batch):
+                batch.append(i)
+            else:
+                rest.append(i)
+        batches.append(batch)
+        pending = rest
+    return batches
+
+
+def batch_conflicts(examples: Sequence[TrainingExample], batches: Sequence[Sequence[int]]) -> int:
+    """How many (example, in-batch text) pairs are false negatives under ``batches``."""
+    n = 0
+    for b in batches:
+        for i in b:
+            rel = examples[i].relevant_ids or frozenset({examples[i].positive.id})
+            for j in b:
+                if j != i:
+                    e = examples[j]
+                    n += sum(x in rel for x in {e.positive.id, *(x.id for x in e.negatives)})
+    return n
+
+
+def _sampler_factory(examples: Sequence[TrainingExample]) -> Any:
+    from sentence_transformers.base.sampler import DefaultBatchSampler
+
+    class _RelevanceAwareBatchSampler(DefaultBatchSampler):  # type: ignore[misc]
+        def __init__(self, dataset: Any, batch_size: int, drop_last: bool, **kw: Any) -> None:
+            super().__init__(dataset, batch_size=batch_size, drop_last=drop_last, **kw)
+            self._n = len(dataset)
+
+        def _batches(self) -> list[list[int]]:
+            g = torch.Generator()
+            g.manual_seed(self.seed + int(getattr(self, "epoch", 0)))
+            order = torch.randperm(self._n, generator=g).tolist()
+            out = relevance_aware_batches(examples, self.batch_size, order)
+            if self.drop_last:
+                out = [b for b in out if len(b) == self.batch_size]
+            return out
+
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            yield from self._batches()
+
+        def __len__(self) -> int:
+            return len(self._batches())
+
+    return _RelevanceAwareBatchSampler
+
+
 @dataclass
 class EncoderTrainResult:
     """What :func:`train_encoder` returns.
@@ -151,9 +235,14 @@ def train_encoder(
     Raises:
         EmptyPoolError: No examples.
     """
+    import tempfile
+
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
+    from zjulab.skillrouter.outputs import check_model_dir, save_model_dir
+
     cfg = config or TrainEncoderConfig()
+    check_model_dir(cfg.output_dir, cfg.overwrite)  # before minutes of training, not after
     sentence_transformer, mnrl = _st_classes()
     dataset = build_encoder_dataset(examples, cfg)
     if not isinstance(model, sentence_transformer):
@@ -172,8 +261,9 @@ def train_encoder(
             )
         )
     loss = mnrl(model, scale=1.0 / cfg.temperature)
+    scratch = tempfile.TemporaryDirectory(prefix="zjulab-skillrouter-train-")
     args = SentenceTransformerTrainingArguments(
-        output_dir=cfg.output_dir,
+        output_dir=scratch.name,  # the trainer's own files never touch the user's folder
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size,
@@ -186,11 +276,25 @@ def train_encoder(
         save_strategy="no",
         report_to=[],
         use_cpu=resolve_device(device).type == "cpu",
-        disable_tqdm=True,
+        disable_tqdm=not cfg.show_progress,
+        batch_sampler=_sampler_factory(examples),
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
-    out = trainer.train()
-    model.save(cfg.output_dir)
+    before = batch_conflicts(
+        examples,
+        [
+            list(range(i, min(i + cfg.batch_size, len(examples))))
+            for i in range(0, len(examples), cfg.batch_size)
+        ],
+    )
+    logger.info(
+        "in-batch false negatives: %d with sequential batches, 0 with the relevance-aware sampler", before
+    )
+    try:
+        out = trainer.train()
+    finally:
+        scratch.cleanup()
+    save_model_dir(cfg.output_dir, lambda tmp: model.save(str(tmp)), cfg.overwrite)
     logger.info(
         "trained the encoder for %d steps (loss %.4f) -> %s",
         out.global_step,

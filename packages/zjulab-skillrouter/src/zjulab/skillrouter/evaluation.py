@@ -55,22 +55,27 @@ def load_tasks(
     tasks_path: str | os.PathLike[str],
     relevance_path: str | os.PathLike[str] | None = None,
     *,
-    mode: Literal["core", "all"] = "core",
+    mode: Literal["core", "all", "single"] = "core",
     split: str | None = None,
 ) -> list[Task]:
     """Load tasks in the SkillRouter benchmark format.
 
     ``tasks.jsonl`` has ``task_id`` and ``instruction_text`` per line; ``relevance.json`` maps
     each task id to ``gt_skill_ids``, ``core_gt_ids``, ``relevance`` (grades) and
-    ``task_type``. As in the benchmark's scoring, ``generic_only`` tasks are skipped (75 of 87
-    remain) and ``mode="core"`` scores against ``core_gt_ids``. A task line may instead carry
-    its own ``relevance`` map and ``relevant`` list (the demo pool's format); then no
-    relevance file is needed.
+    ``task_type``. The modes are the authors' (``evaluate_predictions.py --task_mode``):
+
+    * ``"core"``: ``generic_only`` tasks are skipped (75 of 87 remain), ground truth
+      ``core_gt_ids``;
+    * ``"all"``: every task, ``generic_only`` included (87), ground truth ``gt_skill_ids``;
+    * ``"single"``: tasks with exactly one ``gt_skill_ids`` entry (24), ``generic_only`` included.
+
+    A task line may instead carry its own ``relevance`` map and ``relevant`` list (the demo
+    pool's format); then no relevance file is needed.
 
     Args:
         tasks_path: The JSONL task file.
         relevance_path: The relevance JSON (default: ``relevance.json`` beside the tasks, if any).
-        mode: ``"core"`` or ``"all"`` ground truth.
+        mode: ``"core"``, ``"all"`` or ``"single"``.
         split: Keep only tasks whose ``split`` field equals this.
 
     Raises:
@@ -78,6 +83,8 @@ def load_tasks(
         SkillParseError: A bad JSON line (file and line named).
         EmptyPoolError: No task is left.
     """
+    if mode not in ("core", "all", "single"):
+        raise InputError(f"mode must be 'core', 'all' or 'single', got {mode!r}")
     tpath = Path(tasks_path)
     if not tpath.is_file():
         raise NotFoundError(f"task file not found: {tpath}")
@@ -97,11 +104,13 @@ def load_tasks(
             "gt_skill_ids": row.get("relevant", []),
             "task_type": row.get("task_type", ""),
         }
-        if entry.get("task_type") == "generic_only":
+        if mode == "core" and entry.get("task_type") == "generic_only":
             continue
         gt = entry.get("gt_skill_ids", [])
         if mode == "core":
             gt = entry.get("core_gt_ids", gt)
+        elif mode == "single" and len(set(gt)) != 1:
+            continue
         query = row.get("instruction_text") or row.get("query")
         if not isinstance(query, str) or not query.strip():
             raise InputError(f"{tpath}: task {tid!r} has no instruction_text")
@@ -126,12 +135,17 @@ class EvalReport:
         per_task: Metrics of each scored task.
         mean: Mean of each metric over scored tasks.
         skipped: Tasks with no ground-truth skill in the pool (not scored).
+        strata: The authors' strata: ``"single"`` (one ground-truth skill) and ``"multi"``
+            (several), each a mean over its tasks, and ``"counts"`` of tasks in each.
+        duplicates: Rankings that listed some id more than once (scored de-duplicated).
     """
 
     name: str
     per_task: dict[str, dict[str, float]]
     mean: dict[str, float]
     skipped: list[str] = field(default_factory=list)
+    strata: dict[str, dict[str, float]] = field(default_factory=dict)
+    duplicates: int = 0
 
     @property
     def n_tasks(self) -> int:
@@ -155,6 +169,8 @@ def evaluate_rankings(
         InputError: A task has no ranking.
     """
     per_task, skipped = {}, []
+    single, multi = [], []
+    dups = 0
     for t in tasks:
         gt, grades = set(t.relevant), dict(t.grades)
         if pool_ids is not None:
@@ -165,10 +181,18 @@ def evaluate_rankings(
             continue
         if t.id not in rankings:
             raise InputError(f"no ranking for task {t.id!r}")
-        per_task[t.id] = compute_metrics(list(rankings[t.id]), gt, grades or None)
+        ranked = list(rankings[t.id])
+        if len(set(ranked)) != len(ranked):
+            dups += 1
+        per_task[t.id] = compute_metrics(ranked, gt, grades or None)
+        (single if len(t.relevant) == 1 else multi).append(per_task[t.id])
     if skipped:
         logger.info("%d tasks have no ground-truth skill in the pool and are not scored", len(skipped))
-    return EvalReport(name, per_task, mean_metrics(list(per_task.values())), skipped)
+    if dups:
+        logger.warning("%d rankings list an id more than once; each id counts at its first rank", dups)
+    strata = {"single": mean_metrics(single), "multi": mean_metrics(multi)}
+    strata["counts"] = {"single": float(len(single)), "multi": float(len(multi))}
+    return EvalReport(name, per_task, mean_metrics(list(per_task.values())), skipped, strata, dups)
 
 
 def evaluate(

@@ -28,6 +28,8 @@ def format_skill(
 ) -> str:
     """Render a skill as ``name | description[:desc_max] | body[:body_max]``.
 
+    A skill with an empty body renders as ``name | description`` in both modes.
+
     Args:
         skill: The skill.
         fields: ``"full"`` keeps the body; ``"name_description"`` renders ``name | description``.
@@ -44,6 +46,8 @@ def format_skill(
     if desc_max < 0 or body_max < 0:
         raise ConfigError(f"character budgets must be >= 0, got desc_max={desc_max}, body_max={body_max}")
     desc = skill.description[:desc_max]
+    if fields == "full" and not skill.body.strip():
+        return f"{skill.name}{sep}{desc}"  # a registry entry without a body
     if fields == "full":
         return f"{skill.name}{sep}{desc}{sep}{skill.body[:body_max]}"
     if fields == "name_description":

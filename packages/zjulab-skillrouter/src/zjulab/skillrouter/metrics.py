@@ -10,6 +10,13 @@
 * nDCG@k: ``DCG = Σ_i g_i / log2(i + 1)`` over ranks ``i = 1..k`` with graded gains from
   ``grades``, normalised by the DCG of all judged grades sorted descending; with no grades,
   gain 1 for relevant ids.
+
+**Duplicate ids.** A ranking that lists a skill twice would collect its gain twice (nDCG above
+1: ``["a", "a", "a"]`` against one relevant ``a`` scored 2.13, and repeating the first relevant id
+ten times beat a perfect ranking). Every metric here first de-duplicates the ranking, keeping each
+id at its first position (:func:`dedupe`), so a repeated id counts once and pushes nothing down;
+:func:`~zjulab.skillrouter.evaluation.evaluate_rankings` logs how many rankings had duplicates.
+On rankings without duplicates the values equal the SkillRouter authors' ``compute_all_metrics``.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ __all__ = [
     "METRIC_NAMES",
     "compute_metrics",
     "dcg_at_k",
+    "dedupe",
     "full_coverage_at_k",
     "hit_at_k",
     "mean_metrics",
@@ -47,6 +55,11 @@ METRIC_NAMES = (
 """The metrics :func:`compute_metrics` returns, in report order."""
 
 
+def dedupe(ranked: Sequence[str]) -> list[str]:
+    """``ranked`` with each id kept at its first position only."""
+    return list(dict.fromkeys(ranked))
+
+
 def _k(k: int) -> int:
     if k <= 0:
         raise InputError(f"k must be positive, got {k}")
@@ -55,12 +68,14 @@ def _k(k: int) -> int:
 
 def hit_at_k(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
     """1.0 if a relevant id is among the first ``k``, else 0.0."""
+    ranked = dedupe(ranked)
     rel = set(relevant)
     return 1.0 if any(r in rel for r in ranked[: _k(k)]) else 0.0
 
 
 def mrr_at_k(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
     """Reciprocal rank of the first relevant id within the first ``k`` (0.0 if none)."""
+    ranked = dedupe(ranked)
     rel = set(relevant)
     for i, r in enumerate(ranked[: _k(k)], start=1):
         if r in rel:
@@ -70,6 +85,7 @@ def mrr_at_k(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
 
 def recall_at_k(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
     """Share of the relevant ids found in the first ``k`` (0.0 when nothing is relevant)."""
+    ranked = dedupe(ranked)
     rel = set(relevant)
     if not rel:
         return 0.0
@@ -78,6 +94,7 @@ def recall_at_k(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float
 
 def full_coverage_at_k(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
     """1.0 if every relevant id is in the first ``k`` (vacuously 1.0 when none are)."""
+    ranked = dedupe(ranked)
     rel = set(relevant)
     return 1.0 if rel <= set(ranked[: _k(k)]) else 0.0
 
@@ -91,6 +108,7 @@ def ndcg_at_k(
     ranked: Sequence[str], relevant: Iterable[str], k: int, grades: Mapping[str, float] | None = None
 ) -> float:
     """Graded nDCG@k (binary gains from ``relevant`` when ``grades`` is empty or ``None``)."""
+    ranked = dedupe(ranked)
     rel = set(relevant)
     if grades:
         gains = [float(grades.get(r, 0.0)) for r in ranked]
@@ -105,7 +123,8 @@ def ndcg_at_k(
 def compute_metrics(
     ranked: Sequence[str], relevant: Iterable[str], grades: Mapping[str, float] | None = None
 ) -> dict[str, float]:
-    """Every metric of :data:`METRIC_NAMES` for one ranking."""
+    """Every metric of :data:`METRIC_NAMES` for one ranking (de-duplicated first)."""
+    ranked = dedupe(ranked)
     rel = set(relevant)
     out = {
         "Hit@1": hit_at_k(ranked, rel, 1),

@@ -41,6 +41,8 @@ class TrainingExample:
         filtered: Candidates dropped by the false-negative filter.
         excluded_relevant: Graded-relevant skills (any grade > 0, other positives included)
             that a source offered and that were kept out of the negatives.
+        relevant_ids: Every skill id graded relevant for the query; the encoder trainer's
+            batch sampler keeps them out of this example's in-batch negatives.
     """
 
     query: str
@@ -49,6 +51,7 @@ class TrainingExample:
     sources: list[str] = field(default_factory=list)
     filtered: int = 0
     excluded_relevant: int = 0
+    relevant_ids: frozenset[str] = frozenset()
 
 
 def _group_pairs(pairs: Sequence[Sequence[Any]]) -> list[tuple[str, list[str], set[str]]]:
@@ -196,6 +199,7 @@ def mine_hard_negatives(
                     sources=[s for _, s in chosen],
                     filtered=len(filtered),
                     excluded_relevant=len(skipped - {p}),
+                    relevant_ids=frozenset(rel),
                 )
             )
             offered_relevant += len(skipped - {p})

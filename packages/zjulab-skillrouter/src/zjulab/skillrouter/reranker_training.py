@@ -17,9 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from zjulab.common.batching import padding_side
+from zjulab.common.deps import require
 from zjulab.common.device import DeviceLike, resolve_device
 from zjulab.skillrouter.config import TrainRerankerConfig
 from zjulab.skillrouter.errors import EmptyPoolError
@@ -27,6 +26,10 @@ from zjulab.skillrouter.formatting import format_skill
 from zjulab.skillrouter.mining import TrainingExample
 from zjulab.skillrouter.models import RERANK_INSTRUCTION
 from zjulab.skillrouter.trainer_args import warmup_kwargs
+
+torch = require(
+    "torch", "pip install 'zjulab-skillrouter[torch]'", feature="zjulab-skillrouter reranker training"
+)
 
 __all__ = ["RerankerTrainResult", "group_loss", "reranker_loss", "train_reranker"]
 
@@ -204,9 +207,14 @@ def train_reranker(
     Raises:
         EmptyPoolError: No examples, or examples without negatives.
     """
+    import tempfile
+
     from transformers import Trainer, TrainingArguments
 
+    from zjulab.skillrouter.outputs import check_model_dir, save_model_dir
+
     cfg = config or TrainRerankerConfig()
+    check_model_dir(cfg.output_dir, cfg.overwrite)  # before training, not after
     dev = resolve_device(device)
     model, tokenizer, scorer = _setup(model, tokenizer, cfg, dev)
     groups = _groups(examples, cfg)
@@ -231,8 +239,9 @@ def train_reranker(
             loss = group_loss(_scores(model, inputs, ids), cfg.loss)
             return (loss, None) if return_outputs else loss
 
+    scratch = tempfile.TemporaryDirectory(prefix="zjulab-skillrouter-train-")
     args = TrainingArguments(
-        output_dir=cfg.output_dir,
+        output_dir=scratch.name,  # the trainer's own files never touch the user's folder
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size,
@@ -246,7 +255,7 @@ def train_reranker(
         report_to=[],
         remove_unused_columns=False,
         use_cpu=dev.type == "cpu",
-        disable_tqdm=True,
+        disable_tqdm=not cfg.show_progress,
     )
     trainer = _GroupTrainer(
         model=model,
@@ -254,10 +263,17 @@ def train_reranker(
         train_dataset=groups,
         data_collator=_Collator(tokenizer, cfg, scorer),  # type: ignore[arg-type]
     )
-    out = trainer.train()
+    try:
+        out = trainer.train()
+    finally:
+        scratch.cleanup()
     model.eval()
-    model.save_pretrained(cfg.output_dir)
-    tokenizer.save_pretrained(cfg.output_dir)
+
+    def write(tmp: Any) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    save_model_dir(cfg.output_dir, write, cfg.overwrite)
     logger.info(
         "trained the reranker for %d steps (loss %.4f) -> %s",
         out.global_step,

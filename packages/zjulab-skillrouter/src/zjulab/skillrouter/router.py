@@ -100,7 +100,7 @@ class RoutedSkill:
             "score": self.score,
             "retrieval_score": self.retrieval_score,
             "rerank_score": self.rerank_score,
-            "path": self.skill.metadata.get("path"),
+            "path": self.skill.metadata.get("source_path"),
         }
 
 
@@ -175,12 +175,25 @@ class SkillRouter:
     # ------------------------------------------------------------------ construction
     @classmethod
     def embedded(cls, config: RouterConfig | None = None, *, device: DeviceLike = "auto") -> SkillRouter:
-        """A router on the embedded offline models (MiniLM-L6 encoder, SmolLM2-135M yes/no reranker).
+        """A router on the embedded offline models: MiniLM-L6 dense retrieval, no reranker by default.
+
+        Without a ``config`` the second stage is off: the embedded zero-shot SmolLM2-135M
+        yes/no reranker makes routing worse than dense retrieval alone (on the held-out demo
+        tasks, BENCHMARKS.md), so the default does not use it. Pass
+        ``RouterConfig(rerank=True)`` to run it anyway (e.g. to exercise the pipeline).
 
         Raises:
+            MissingDependencyError: torch is not installed (``zjulab-skillrouter[embedded]``).
             ModelNotAvailableError: The embedded models are not installed.
         """
-        cfg = config or RouterConfig()
+        if config is None:
+            cfg = RouterConfig(rerank=False)
+            logger.info(
+                "embedded router: reranking is off by default because the zero-shot SmolLM2-135M "
+                "reranker ranks worse than MiniLM dense retrieval alone; pass RouterConfig(rerank=True) to use it"
+            )
+        else:
+            cfg = config
         enc = embedded_encoder(device=device, show_progress=cfg.show_progress) if cfg.needs_encoder else None
         rr = (
             embedded_reranker(

@@ -22,7 +22,9 @@ from zjulab.skillrouter.errors import (
 )
 
 __all__ = [
+    "LoadedSkills",
     "Skill",
+    "SkippedFile",
     "load_skills",
     "load_skills_dir",
     "load_skills_jsonl",
@@ -84,7 +86,10 @@ class Skill:
 
 
 def validate_pool(skills: Sequence[Skill]) -> list[Skill]:
-    """Check a pool before indexing: non-empty, unique ids, no empty bodies.
+    """Check a pool before indexing: non-empty, unique ids.
+
+    Skills with an empty body are accepted (registries often hold only a name and a
+    description); their text is ``name | description`` and a log line counts them.
 
     Returns:
         The skills as a list.
@@ -92,21 +97,77 @@ def validate_pool(skills: Sequence[Skill]) -> list[Skill]:
     Raises:
         EmptyPoolError: No skills.
         DuplicateSkillError: Two skills share an id (both positions are named).
-        InvalidSkillError: A skill is not a :class:`Skill` or has an empty body.
+        InvalidSkillError: A skill is not a :class:`Skill`.
     """
     pool = list(skills)
     if not pool:
         raise EmptyPoolError("the skill pool is empty")
     seen: dict[str, int] = {}
+    empty = 0
     for i, s in enumerate(pool):
         if not isinstance(s, Skill):
             raise InvalidSkillError(f"pool item {i} is {type(s).__name__}, not Skill")
         if not s.body.strip():
-            raise InvalidSkillError(f"skill {s.id!r} has an empty body")
+            empty += 1
         if s.id in seen:
             raise DuplicateSkillError(f"duplicate skill id {s.id!r} at positions {seen[s.id]} and {i}")
         seen[s.id] = i
+    if empty:
+        logger.info("%d of %d skills have no body; they are routed on 'name | description'", empty, len(pool))
     return pool
+
+
+def normalize_value(value: Any) -> Any:
+    """A JSON-ready copy of a YAML value: dates become ISO strings, sets lists, other objects ``str``."""
+    import datetime as _dt
+
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, (_dt.date, _dt.datetime, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): normalize_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
+        return [normalize_value(v) for v in items]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _text_field(value: Any) -> str:
+    """A front-matter value used as text (name, description, category) as a string."""
+    value = normalize_value(value)
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return str(value)
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A skill file the loader skipped (``errors="skip"``): where and why."""
+
+    path: str
+    line: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else self.path
+        return f"{where}: {self.reason}"
+
+
+class LoadedSkills(list):  # type: ignore[type-arg]
+    """The skills a loader read (a plain list), with ``skipped``: the files it skipped."""
+
+    skipped: list[SkippedFile]
+
+    def __init__(self, items: Iterable[Skill] = (), skipped: Iterable[SkippedFile] = ()) -> None:
+        super().__init__(items)
+        self.skipped = list(skipped)
 
 
 def _field(rec: Mapping[str, Any], *names: str, default: Any = "") -> Any:
@@ -189,50 +250,93 @@ def parse_skill_md(text: str, path: str = "<string>", skill_id: str = "") -> Ski
         meta = {}
     if not isinstance(meta, dict):
         raise SkillParseError(f"front matter must be a mapping, got {type(meta).__name__}", path, 2)
-    name = meta.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise SkillParseError("front matter has no 'name' string", path, 2)
-    desc = meta.get("description", "")
-    if not isinstance(desc, str):
-        raise SkillParseError(f"'description' must be a string, got {type(desc).__name__}", path, 2)
+    name = _text_field(meta.get("name"))
+    if not name.strip():
+        raise SkillParseError("front matter has no 'name'", path, 2)
+    desc = _text_field(meta.get("description"))
     body = "\n".join(lines[end + 1 :]).strip()
-    rest = {k: v for k, v in meta.items() if k not in ("name", "description", "category")}
+    rest = {
+        str(k): normalize_value(v) for k, v in meta.items() if k not in ("name", "description", "category")
+    }
     return Skill(
         name=name.strip(),
         description=desc.strip(),
         body=body,
         id=skill_id,
-        category=str(meta.get("category") or ""),
+        category=_text_field(meta.get("category")),
         metadata=rest,
     )
 
 
-def load_skills_dir(root: str | os.PathLike[str], pattern: str = "SKILL.md") -> list[Skill]:
+def _skill_files(base: Path, pattern: str) -> list[Path]:
+    """Every ``pattern`` file below ``base``, following symlinked folders (each real folder once)."""
+    found: list[Path] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink loop or a second link to the same folder
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames.sort()
+        if pattern in filenames:
+            found.append(Path(dirpath) / pattern)
+    return sorted(found)
+
+
+def load_skills_dir(
+    root: str | os.PathLike[str], pattern: str = "SKILL.md", *, errors: str = "strict"
+) -> LoadedSkills:
     """Load every ``SKILL.md`` below ``root`` (the agent-skills layout: one folder a skill).
 
     The id of a skill is its folder's path relative to ``root`` (``"docs/pdf-tools"``), so it
-    stays the same however the files are listed. Files are read in sorted order.
+    stays the same however the files are listed. Symlinked skill folders are followed. Front
+    matter values of any YAML type are kept JSON-ready (dates as ISO strings). The file's path
+    is kept in ``metadata["source_path"]``.
+
+    Args:
+        root: The folder.
+        pattern: The file name to look for.
+        errors: ``"strict"`` raises on the first bad file; ``"skip"`` loads the rest and lists
+            every skipped file (path, line, reason) in the result's ``skipped``.
 
     Raises:
         NotFoundError: ``root`` is not a directory.
-        EmptyPoolError: No ``SKILL.md`` below ``root``.
-        SkillParseError: A file is not UTF-8 or has malformed front matter.
+        EmptyPoolError: No ``SKILL.md`` below ``root`` (or none readable with ``"skip"``).
+        SkillParseError: A file is not UTF-8 or has malformed front matter (``"strict"``).
     """
     from zjulab.common.errors import NotFoundError
 
+    if errors not in ("strict", "skip"):
+        raise InvalidSkillError(f"errors must be 'strict' or 'skip', got {errors!r}")
     base = Path(root)
     if not base.is_dir():
         raise NotFoundError(f"skill folder not found: {base}")
-    files = sorted(base.rglob(pattern))
+    files = _skill_files(base, pattern)
     if not files:
         raise EmptyPoolError(f"no {pattern} files below {base}")
-    out = []
+    out: list[Skill] = []
+    skipped: list[SkippedFile] = []
     for f in files:
         rel = f.parent.relative_to(base).as_posix()
         sid = rel if rel != "." else slugify(f.stem)
-        out.append(parse_skill_md(_decode(f.read_bytes(), str(f)), str(f), skill_id=sid))
-    logger.info("loaded %d skills from %s", len(out), base)
-    return out
+        try:
+            skill = parse_skill_md(_decode(f.read_bytes(), str(f)), str(f), skill_id=sid)
+        except (SkillParseError, InvalidSkillError, OSError) as exc:
+            if errors == "strict":
+                raise
+            line = getattr(exc, "line", None)
+            reason = str(exc)
+            prefix = f"{f}:{line}: " if line is not None else f"{f}: "
+            skipped.append(
+                SkippedFile(str(f), line, reason[len(prefix) :] if reason.startswith(prefix) else reason)
+            )
+            continue
+        out.append(Skill(**{**skill.__dict__, "metadata": {**skill.metadata, "source_path": str(f)}}))
+    if not out:
+        raise EmptyPoolError(f"no readable {pattern} below {base}: {len(skipped)} skipped")
+    logger.info("loaded %d skills from %s (%d skipped)", len(out), base, len(skipped))
+    return LoadedSkills(out, skipped)
 
 
 def _jsonl_files(path: Path) -> list[Path]:
@@ -283,10 +387,13 @@ def load_skills_jsonl(path: str | os.PathLike[str]) -> list[Skill]:
     return out
 
 
-def load_skills(source: str | os.PathLike[str] | Iterable[Mapping[str, Any] | Skill]) -> list[Skill]:
+def load_skills(
+    source: str | os.PathLike[str] | Iterable[Mapping[str, Any] | Skill], *, errors: str = "strict"
+) -> list[Skill]:
     """Load skills from a folder of ``SKILL.md`` files, a JSONL path, or Python objects.
 
     A folder holding ``*.jsonl``/``*.jsonl.gz`` shards and no ``SKILL.md`` is read as JSONL.
+    ``errors="skip"`` applies to ``SKILL.md`` folders (see :func:`load_skills_dir`).
     """
     if isinstance(source, (str, os.PathLike)):
         p = Path(source)
@@ -297,6 +404,6 @@ def load_skills(source: str | os.PathLike[str] | Iterable[Mapping[str, Any] | Sk
         ):
             return load_skills_jsonl(p)
         if p.is_dir():
-            return load_skills_dir(p)
+            return load_skills_dir(p, errors=errors)
         return load_skills_jsonl(p)
     return skills_from_records(source)
