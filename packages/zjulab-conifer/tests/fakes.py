@@ -30,6 +30,10 @@ def strong_reply(conv):
         return '{"keep": true, "reason": "fine"}'
     if "Go through the requirements" in text:
         return '{"steps": ["audience: addressed", "format: a list"]}'
+    if "Pick one to three of the candidate constraints" in text:
+        instruction = text.split("\n")[1]
+        first = text.split("Candidate constraints:\n- ")[1].split("\n")[0]
+        return json.dumps({"instruction": f"{instruction} The answer must follow these constraints: {first}"})
     if "Does the candidate answer" in text:
         return '{"follows": false, "feedback": "It ignores the audience."}'
     return f"Answer to <{text}>"

@@ -25,6 +25,7 @@ class StubServer:
         self._refuse = None
         self._malformed = None
         self.calls: Counter[str] = Counter()  # messages JSON -> requests seen
+        self.bodies: list[dict] = []
         self.answered: Counter[str] = Counter()  # messages JSON -> 200 answers sent
         self.in_flight = 0
         self.max_in_flight = 0
@@ -46,6 +47,7 @@ class StubServer:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 key = json.dumps(body["messages"], sort_keys=True)
                 with stub._lock:
+                    stub.bodies.append(body)
                     stub.calls[key] += 1
                     stub.in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)

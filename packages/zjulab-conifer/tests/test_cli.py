@@ -65,7 +65,12 @@ def test_eval_ifeval(tmp_path, capsys, ifeval_path):
 
 def test_export_jsonl_and_hf(tmp_path, capsys):
     cfg = PipelineConfig(
-        out_dir=str(tmp_path / "run"), num_reframes=1, num_levels=3, hard_level=2, few_shot=False
+        mode="verifiable",
+        out_dir=str(tmp_path / "run"),
+        num_reframes=1,
+        num_levels=3,
+        hard_level=2,
+        few_shot=False,
     )
     Pipeline(FakeModel(), FakeModel(weak_reply), cfg).run(load_seeds(["How do I keep a starter alive?"]))
     out = tmp_path / "sft.jsonl"
@@ -105,6 +110,7 @@ def test_run_with_the_server_down_exits_nonzero_then_recovers(tmp_path, capsys):
     (tmp_path / "seeds.txt").write_text("How do I keep a sourdough starter alive?\n")
     with StubServer() as stub:
         cfg = {
+            "mode": "verifiable",
             "out_dir": "run",
             "seeds_path": "seeds.txt",
             "num_levels": 3,

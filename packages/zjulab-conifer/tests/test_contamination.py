@@ -55,6 +55,7 @@ def test_pipeline_drops_contaminated_instructions_and_reports_them(tmp_path):
     # the six instructions "L<i>: Q<j> on <seed>?" of the first seed contain this prompt
     prompts.write_text(json.dumps({"prompt": "How do I keep a sourdough starter alive?"}) + "\n")
     cfg = PipelineConfig(
+        mode="verifiable",
         out_dir=str(tmp_path / "run"),
         num_reframes=2,
         num_levels=3,

@@ -27,6 +27,7 @@ SEEDS = [
 
 def config(tmp_path, **kw):
     base = dict(
+        mode="verifiable",
         out_dir=str(tmp_path / "run"),
         num_reframes=2,
         num_levels=3,
@@ -373,3 +374,56 @@ def test_format_number_templates_are_validated_against_their_checkers():
         FormatNumberStage(
             count=1, templates=[_Template(**{**bad.__dict__, "fixed": {"relation": "less than"}})]
         )
+
+
+def test_conifer_mode_follows_the_paper(tmp_path):
+    from zjulab.conifer import build_conversations
+    from zjulab.conifer.stages import CONIFER_FORMAT_CONSTRAINTS, CONIFER_NUMBER_CONSTRAINTS
+
+    strong = FakeModel()
+    cfg = config(tmp_path, mode="conifer")
+    p = Pipeline(strong, FakeModel(weak_reply), cfg)
+    assert [s.name for s in p.stages] == [
+        "seeds",
+        "reframe",
+        "filter_query",
+        "constraints",
+        "recombine",
+        "format_number",
+        "filter_instruction",
+        "answer",
+        "weak_answer",
+        "external_feedback",
+    ]
+    res = p.run(load_seeds(SEEDS[:1]))
+    fn = [r for r in res.records if r["kind"] == "format_number"]
+    general = [r for r in res.records if r["kind"] == "general"]
+    assert len(fn) == len(general) == 6  # 2 questions x 3 levels, each with its variant
+    offered = set(CONIFER_FORMAT_CONSTRAINTS) | set(CONIFER_NUMBER_CONSTRAINTS)
+    for r in fn:
+        assert r["checks"] == [] and set(r["fn_constraints"]) <= offered
+        assert sum(c in CONIFER_FORMAT_CONSTRAINTS for c in r["fn_constraints"]) == 3  # 0.6 of 6
+        appended = r["instruction"].split("The answer must follow these constraints: ")[1]
+        assert appended in r["fn_constraints"]
+        assert r["process_in_answer"] is True
+    # the answer to a variant was asked together with the request to explain each constraint
+    fn_prompts = [a for a in strong.asked if a.startswith("Answer the instruction below")]
+    assert len(fn_prompts) == 6 and all("explain briefly how you met" in a for a in fn_prompts)
+    # no separate internal-feedback call; the weak model answers only general top-level ones
+    assert not any("Go through the requirements" in a for a in strong.asked)
+    assert {r["id"] for r in res.records if "weak_answer" in r} == {
+        r["id"] for r in general if r["level"] == 3
+    }
+    convs = build_conversations(res.records, "easy_to_hard")
+    ladders = [c for c in convs if len(c) == 6]
+    assert len(ladders) == 2 and not any("constraints:" in m["content"] for c in ladders for m in c)
+    internal = [c for c in convs if len(c) == 2]
+    assert len(internal) == 6 and all(c[0]["content"] == r["instruction"] for c, r in zip(internal, fn))
+
+
+def test_mode_is_validated():
+    with pytest.raises(ConiferConfigError, match="mode must be 'conifer' or 'verifiable'"):
+        PipelineConfig(mode="paper")
+    assert (
+        PipelineConfig().format_number_enabled and not PipelineConfig(mode="verifiable").format_number_enabled
+    )

@@ -27,6 +27,7 @@ SEEDS = [
 
 def cfg(out, **kw):
     base = dict(
+        mode="verifiable",
         out_dir=str(out),
         num_reframes=2,
         num_levels=3,
@@ -161,7 +162,7 @@ RUNNER = textwrap.dedent(
     from zjulab.conifer import Pipeline, PipelineConfig, load_seeds
     sys.path.insert(0, sys.argv[3])
     from tests.fakes import FakeModel, weak_reply
-    cfg = PipelineConfig(out_dir=sys.argv[2], num_reframes=2, num_levels=3, max_structured_retries=1,
+    cfg = PipelineConfig(mode="verifiable", out_dir=sys.argv[2], num_reframes=2, num_levels=3, max_structured_retries=1,
                          few_shot=False, retry_backoff=0.0, max_remote_retries=0, show_progress=False,
                          max_in_flight=2)
     seeds = load_seeds(sys.argv[4:])
@@ -205,3 +206,24 @@ def test_kill_9_mid_stage_then_resume_repeats_no_answered_call(tmp_path):
     assert sum(stub.calls.values()) - sum(calls_before.values()) == len(stub.calls) - len(cached)
     assert sum(s.resumed for s in res.stats) == len(cached)
     assert not list(out.glob("*.tmp"))
+
+
+def test_guided_json_sends_the_stage_schema_when_the_server_supports_it(tmp_path):
+    import inspect
+
+    if "json_schema" not in inspect.signature(OpenAIChatModel).parameters:
+        pytest.skip("this zjulab-common has no guided JSON")
+    with StubServer() as stub:
+        model = client(stub, json_schema=True)
+        Pipeline(model, FakeModel(weak_reply), cfg(tmp_path / "run")).run(load_seeds(SEEDS[:1]))
+        formats = {b["messages"][-1]["content"][:12]: b.get("response_format") for b in stub.bodies}
+    reframe = next(v for k, v in formats.items() if k.startswith("Here is a re"))
+    assert reframe["type"] == "json_schema" and "questions" in json.dumps(reframe["json_schema"])
+    answers = [v for k, v in formats.items() if k.startswith("L")]
+    assert answers and all(v is None for v in answers)  # free-text answers are not constrained
+    with StubServer() as stub:
+        model = client(stub, json_schema=True)
+        Pipeline(model, FakeModel(weak_reply), cfg(tmp_path / "off", guided_json=False)).run(
+            load_seeds(SEEDS[:1])
+        )
+        assert all("response_format" not in b for b in stub.bodies)

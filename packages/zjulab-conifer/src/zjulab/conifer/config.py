@@ -21,7 +21,10 @@ class PipelineConfig:
     """Settings of a :class:`~zjulab.conifer.pipeline.Pipeline` run.
 
     Args:
-        out_dir: Directory for the stage checkpoints, set-aside files and statistics.
+        mode: ``"conifer"`` (the paper's method; see
+            :func:`~zjulab.conifer.stages.default_stages`) or ``"verifiable"`` (format/number
+            variants with IFEval-checkable constraints and a separate internal-feedback call).
+        out_dir: Directory for the request cache, stage outputs and statistics.
         num_reframes: Questions written per seed query in the reframing stage.
         num_levels: Difficulty levels of the recombination stage (1 = easiest).
         min_levels: Fewest levels a recombination answer may have (0: all ``num_levels``);
@@ -31,8 +34,8 @@ class PipelineConfig:
         few_shot: Show each structured stage's worked example (one user/assistant exchange)
             before the real prompt; helps models that drift from the JSON shape.
         filters: Run the two model filter stages (first and second filter).
-        format_number: Also make format/number variants: each levelled instruction gets
-            verifiable constraints (checked by the IFEval checkers) appended.
+        format_number: Also make format/number variants of each levelled instruction
+            (``None``: on in ``"conifer"`` mode, as in the paper; off in ``"verifiable"`` mode).
         format_constraints: Verifiable constraints appended per format/number variant.
         hard_level: Levels at or above this get internal process feedback (0: the top two
             levels, i.e. ``num_levels - 1``; levels 4 and 5 of the paper's five).
@@ -57,6 +60,11 @@ class PipelineConfig:
         verdict_max_new_tokens: Answer length of the filter stages (a short JSON verdict).
         answer_max_new_tokens: Answer length of the answer stages.
         temperature: Sampling temperature (0 = greedy).
+        guided_json: Structured stages ask for schema-constrained JSON
+            (``response_format={"type": "json_schema", ...}``) when the model declares the
+            server supports it (``OpenAIChatModel(..., json_schema=True)``: vLLM, SGLang,
+            OpenAI); otherwise, or when off, the schema is in the prompt and answers are
+            repaired and re-asked.
         seed: Seed of the format/number constraint sampling.
         show_progress: Progress bars (``None``: only on a terminal).
         strong_model: For ``run CONFIG``: how to build the strong model, e.g.
@@ -76,6 +84,7 @@ class PipelineConfig:
             ``"flag"`` them and keep them.
     """
 
+    mode: str = "conifer"
     out_dir: str = "conifer_run"
     num_reframes: int = 3  # the paper's reframing writes a few questions per seed
     num_levels: int = 5  # the paper's five difficulty levels
@@ -84,7 +93,7 @@ class PipelineConfig:
     max_categories: int = 6
     few_shot: bool = True  # costs one example's tokens per call, saves many unparseable answers
     filters: bool = True  # the paper filters twice
-    format_number: bool = False  # extra verifiable variants; off keeps a first run small
+    format_number: bool | None = None
     format_constraints: int = 2
     hard_level: int = 0  # 0: num_levels - 1, i.e. levels 4 and 5 of a five-level ladder
     weak_level: int = 0  # the paper asks the weak model only about the hardest level
@@ -101,6 +110,7 @@ class PipelineConfig:
     verdict_max_new_tokens: int = 128  # {"keep": ..., "reason": ...} needs few tokens
     answer_max_new_tokens: int = 1024
     temperature: float = 0.0
+    guided_json: bool = True
     seed: int = 0
     show_progress: bool | None = None
     strong_model: ModelSpec = field(default_factory=lambda: {"kind": "embedded"})
@@ -160,6 +170,8 @@ class PipelineConfig:
             raise ConiferConfigError(
                 f"contamination_threshold must be in (0, 1], got {self.contamination_threshold}"
             )
+        if self.mode not in ("conifer", "verifiable"):
+            raise ConiferConfigError(f"mode must be 'conifer' or 'verifiable', got {self.mode!r}")
         if self.contamination_action not in ("drop", "flag"):
             raise ConiferConfigError(
                 f"contamination_action must be 'drop' or 'flag', got {self.contamination_action!r}"
@@ -173,6 +185,11 @@ class PipelineConfig:
             kind = spec.get("kind") if spec else None
             if spec and kind not in _MODEL_KINDS:
                 raise ConiferConfigError(f"{name}.kind must be one of {sorted(_MODEL_KINDS)}, got {kind!r}")
+
+    @property
+    def format_number_enabled(self) -> bool:
+        """Whether format/number variants are made (``format_number``, or the mode's default)."""
+        return self.mode == "conifer" if self.format_number is None else bool(self.format_number)
 
     @property
     def effective_hard_level(self) -> int:

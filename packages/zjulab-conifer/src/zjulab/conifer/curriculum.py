@@ -116,9 +116,23 @@ def single_turn(records: Iterable[Mapping[str, Any]]) -> list[tuple[int, Convers
 
 
 def internal_feedback(records: Iterable[Mapping[str, Any]]) -> list[Conversation]:
-    """Conversations whose answer starts with the internal process feedback (``process``)."""
+    """Conversations that carry internal process feedback.
+
+    A record answered with the feedback inside the answer (``process_in_answer``, the paper's
+    way, ``mode="conifer"``) gives ``[instruction, answer]`` as it is; a record with separate
+    ``process`` steps (``mode="verifiable"``) gives an answer that starts with the steps.
+    """
     out: list[Conversation] = []
     for r in records:
+        if r.get("process_in_answer"):
+            n = normalize_record(r)
+            out.append(
+                [
+                    {"role": "user", "content": n["instruction"]},
+                    {"role": "assistant", "content": n["answer"]},
+                ]
+            )
+            continue
         steps = r.get("process")
         if not steps:
             continue
@@ -179,12 +193,14 @@ def build_conversations(
     from zjulab.conifer.errors import ConiferConfigError
 
     answered = [r for r in records if r.get("answer") is not None]
+    # answers that end with their process feedback train as internal-feedback conversations only
+    plain = [r for r in answered if not r.get("process_in_answer")]
     if ordering == "easy_to_hard":
-        convs = easy_to_hard(answered)
+        convs = easy_to_hard(plain)
     elif ordering == "level":
-        convs = [c for _, c in sorted(single_turn(answered), key=lambda x: x[0])]
+        convs = [c for _, c in sorted(single_turn(plain), key=lambda x: x[0])]
     elif ordering == "shuffled":
-        convs = [c for _, c in single_turn(answered)]
+        convs = [c for _, c in single_turn(plain)]
         random.Random(seed).shuffle(convs)
     else:
         raise ConiferConfigError(f"ordering must be 'easy_to_hard', 'level' or 'shuffled', got {ordering!r}")

@@ -339,6 +339,8 @@ class _CachedModel:
     ) -> None:
         self.model = model
         self.model_id = _model_id(model)
+        # guided JSON: generate_structured sends response_format when the model declares support
+        self.json_schema = bool(getattr(model, "json_schema", False) is True and config.guided_json)
         self.cache = cache
         self.stage = stage
         self.config = config

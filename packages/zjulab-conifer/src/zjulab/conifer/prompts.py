@@ -9,10 +9,12 @@ from __future__ import annotations
 
 __all__ = [
     "ANSWER_SYSTEM",
+    "ANSWER_WITH_PROCESS",
     "CONSTRAINTS",
     "EXTERNAL_FEEDBACK",
     "FILTER_INSTRUCTION",
     "FILTER_QUERY",
+    "FORMAT_NUMBER_REWRITE",
     "INTERNAL_FEEDBACK",
     "RECOMBINE",
     "REFRAME",
@@ -70,4 +72,19 @@ EXTERNAL_FEEDBACK = (
     "Does the candidate answer meet every requirement of the instruction? If not, say precisely "
     "which requirements it misses and how to fix them.\n"
     'Reply with JSON only, like {{"follows": false, "feedback": "what is missing"}}'
+)
+
+FORMAT_NUMBER_REWRITE = (
+    "Instruction:\n{instruction}\n\nCandidate constraints:\n{constraints}\n\n"
+    "Pick one to three of the candidate constraints that do not conflict with each other or with "
+    'the instruction, and append them to the end of the instruction, introduced by "The answer '
+    'must follow these constraints:". Where a constraint offers numbers in square brackets, '
+    "choose one of them. Change the instruction itself as little as possible.\n"
+    'Reply with JSON only, like {{"instruction": "the instruction with the constraints appended"}}'
+)
+
+ANSWER_WITH_PROCESS = (
+    "Answer the instruction below, keeping to every constraint it states on the subject, the "
+    "content and the form of the answer. After the answer, explain briefly how you met each "
+    "numerical and format constraint.\n\nInstruction:\n{instruction}"
 )

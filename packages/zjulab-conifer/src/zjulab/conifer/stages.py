@@ -39,6 +39,7 @@ __all__ = [
     "ContaminationStage",
     "ExternalFeedbackStage",
     "FilterStage",
+    "FormatNumberRewriteStage",
     "FormatNumberStage",
     "InternalFeedbackStage",
     "LocalStage",
@@ -587,6 +588,121 @@ class ContaminationStage(LocalStage):
         return [dict(record, contamination={"prompt_index": j, "containment": round(score, 4)})]
 
 
+# The paper's format and numerical constraint lists (its format/number recombination offers the
+# model a few of each and lets it pick), reworded here; bracketed numbers are alternatives.
+CONIFER_FORMAT_CONSTRAINTS: tuple[str, ...] = (
+    "Start a blockquote paragraph with >> and a space.",
+    "Strike text through by putting ~~ on both sides of it.",
+    "Mark code with single backticks ` around inline code, or triple backticks ``` around a block.",
+    "Hide spoiler text between || on both sides, so readers can choose to reveal it.",
+    "Put %% around text that is a highlighted annotation.",
+    "Make a drop cap at the start of a paragraph by writing << then the letter then >>.",
+    "Center a paragraph by putting <<< on a line above it and >>> on a line below it.",
+    "Mark an action by starting its sentence with an asterisk *.",
+    "Separate parts with a thematic break: a line holding only ******.",
+    "Write a title or heading as a line that starts and ends with === (three or more equals signs).",
+    "Mark text in another font with <<>> before it and <<<font name>>> after it.",
+    "Start every list item with > and a space.",
+    "Emphasise a word or phrase by putting ** on both sides of it.",
+    "Underline the important word or phrase by putting __ on both sides of it.",
+    "Italicise the key word or phrase by putting // on both sides of it.",
+    "Put actions or sound effects inside square brackets [ ].",
+    "Put actions or sound effects inside parentheses ( ).",
+    "Begin a sentence with ##.",
+    "Put -- before and after the answer.",
+    "Give a list header strong emphasis with double underscores __ __ around it.",
+    "Make a list header bold with ** ** around it.",
+)
+CONIFER_NUMBER_CONSTRAINTS: tuple[str, ...] = (
+    "Answer in [5, 10, 15] sentences, each beginning with ##Sen.",
+    "Answer in [1, 3, 5] paragraphs.",
+    "Answer in at most [100, 150, 200, 250, 300] words.",
+    "Answer in at least [100, 150, 200, 300] words.",
+    "Keep every word to at most [10, 20, 30] characters.",
+    "Write exactly [2, 3, 4] sentences per paragraph, and at least [1, 2] paragraphs.",
+    "Open with a rhetorical question, then give [2, 3, 4] sentences of explanation.",
+    "Use only simple sentences of [5, 7, 10] words each.",
+    "Write the answer as a dialogue of [4, 6, 8] exchanges between two characters.",
+    "Give one introductory sentence, a list of [3, 4, 5] items, and one concluding sentence.",
+    "Write [3, 5, 7] sentences whose first words start with consecutive letters of the alphabet (A, B, C, ...).",
+    "Answer with a poem of [4, 6, 8] lines of [4, 6, 8] words each.",
+)
+
+
+@dataclass
+class Rewritten:
+    """An instruction with constraints appended."""
+
+    instruction: str
+
+
+class FormatNumberRewriteStage(ModelStage):
+    """Stage 5b of the paper: the model appends format/number constraints to each instruction.
+
+    For every general instruction the model is offered ``offered`` constraints (a share
+    ``format_ratio`` from the paper's format list, the rest from its numerical list, drawn
+    deterministically from the record id and ``seed``) and writes the instruction again with one
+    to three of them appended. The variant keeps the offered list in ``fn_constraints``; these
+    constraints have no automatic checker (``checks`` stays empty). Optional: when the answer is
+    unusable the general instruction goes on alone.
+    """
+
+    name = "format_number"
+    schema = Rewritten
+    optional = True
+
+    def __init__(
+        self,
+        seed: int = 0,
+        offered: int = 6,
+        format_ratio: float = 0.6,
+        template: str | None = None,
+        *,
+        few_shot: bool = False,
+    ) -> None:
+        super().__init__(template, few_shot=few_shot)
+        if offered < 1 or not 0 <= format_ratio <= 1:
+            raise ConiferInputError(
+                f"offered must be >= 1 and format_ratio in [0, 1], got {offered}, {format_ratio}"
+            )
+        self.seed = seed
+        self.n_format = int(offered * format_ratio)
+        self.n_number = int(offered * (1 - format_ratio))
+
+    def select(self, record: Record) -> bool:
+        """Only general instructions get variants."""
+        return record.get("kind") == "general"
+
+    def offered(self, record: Record) -> list[str]:
+        """The constraints offered for ``record`` (deterministic)."""
+        digest = hashlib.sha256(f"fn:{self.seed}:{record['id']}".encode()).digest()
+        rng = random.Random(int.from_bytes(digest[:8], "big"))
+        return rng.sample(CONIFER_FORMAT_CONSTRAINTS, self.n_format) + rng.sample(
+            CONIFER_NUMBER_CONSTRAINTS, self.n_number
+        )
+
+    def prompt(self, record: Record) -> str:
+        """Ask for the instruction with some of the offered constraints appended."""
+        return (self.template or prompts.FORMAT_NUMBER_REWRITE).format(
+            instruction=record["instruction"], constraints="\n".join(f"- {c}" for c in self.offered(record))
+        )
+
+    def apply(self, record: Record, parsed: Any) -> list[Record]:
+        """The record itself and its format/number variant."""
+        text = _clean(parsed.instruction)
+        if not text or text.lower() == _clean(record["instruction"]).lower():
+            raise Rejection("no constraint was appended")
+        variant = _child(
+            record,
+            "fn",
+            kind="format_number",
+            instruction=text,
+            checks=[],
+            fn_constraints=self.offered(record),
+        )
+        return [record, variant]
+
+
 class AnswerStage(ModelStage):
     """Stage 7: the strong model answers; verifiable constraints are checked.
 
@@ -598,14 +714,28 @@ class AnswerStage(ModelStage):
     answer_length = "answer"
 
     def __init__(
-        self, registry: CheckerRegistry | None = None, system: str | None = prompts.ANSWER_SYSTEM
+        self,
+        registry: CheckerRegistry | None = None,
+        system: str | None = prompts.ANSWER_SYSTEM,
+        *,
+        process_in_answer: bool = False,
     ) -> None:
         super().__init__(None)
         self.registry = registry or default_registry()
         self.system = system
+        self.process_in_answer = process_in_answer
+
+    def _with_process(self, record: Record) -> bool:
+        return self.process_in_answer and record.get("kind") == "format_number"
 
     def prompt(self, record: Record) -> str:
-        """The instruction itself."""
+        """The instruction itself.
+
+        For a format/number variant in ``process_in_answer`` mode: the instruction with the
+        request to explain, after the answer, how each constraint was met.
+        """
+        if self._with_process(record):
+            return prompts.ANSWER_WITH_PROCESS.format(instruction=record["instruction"])
         return str(record["instruction"])
 
     def conversation(self, record: Record) -> Conversation:
@@ -630,6 +760,8 @@ class AnswerStage(ModelStage):
         if not text:
             raise Rejection("empty answer")
         self._verify(record, text)
+        if self._with_process(record):
+            return [dict(record, answer=text, process_in_answer=True)]
         return [dict(record, answer=text)]
 
 
@@ -679,12 +811,15 @@ class WeakAnswerStage(ModelStage):
     optional = True
     answer_length = "answer"
 
-    def __init__(self, top_level: int = 5) -> None:
+    def __init__(self, top_level: int = 5, kinds: Sequence[str] | None = None) -> None:
         super().__init__(None)
         self.top_level = top_level
+        self.kinds = tuple(kinds) if kinds is not None else None
 
     def select(self, record: Record) -> bool:
-        """Top-level, answered instructions only."""
+        """Top-level, answered instructions only (of ``kinds``, when given)."""
+        if self.kinds is not None and record.get("kind") not in self.kinds:
+            return False
         return int(record.get("level", 0)) >= self.top_level and bool(record.get("answer"))
 
     def prompt(self, record: Record) -> str:
@@ -735,8 +870,17 @@ class ExternalFeedbackStage(ModelStage):
 
 
 def default_stages(config: PipelineConfig, *, weak: bool = True, guard: Any = None) -> list[Stage]:
-    """The ten stages of the paper in order (format/number and weak stages as configured)."""
+    """The stages of the paper in order, for ``config.mode``.
+
+    ``"conifer"`` (the paper): the format/number variants are written by the model from the
+    paper's constraint lists, their answers carry the internal process feedback (how each
+    constraint was met) at the end, and the weak model answers the top level of the general
+    instructions. ``"verifiable"``: format/number variants get IFEval-checkable constraints from
+    :data:`FORMAT_NUMBER_TEMPLATES` (answers are verified by the checkers), and internal
+    feedback is a separate call on the hard levels.
+    """
     fs = config.few_shot
+    conifer = config.mode == "conifer"
     stages: list[Stage] = [
         SeedStage(config),
         ReframeStage(config.num_reframes, few_shot=fs),
@@ -747,8 +891,11 @@ def default_stages(config: PipelineConfig, *, weak: bool = True, guard: Any = No
         ConstraintStage(config.min_categories, config.max_categories, few_shot=fs),
         RecombineStage(config.num_levels, few_shot=fs, min_levels=config.min_levels or None),
     ]
-    if config.format_number:
-        stages.append(FormatNumberStage(config.format_constraints, config.seed))
+    if config.format_number_enabled:
+        if conifer:
+            stages.append(FormatNumberRewriteStage(config.seed, few_shot=fs))
+        else:
+            stages.append(FormatNumberStage(config.format_constraints, config.seed))
     if guard is None and config.contamination_prompts:
         from zjulab.conifer.contamination import ContaminationGuard
         from zjulab.conifer.ifeval import load_prompt_texts
@@ -762,10 +909,13 @@ def default_stages(config: PipelineConfig, *, weak: bool = True, guard: Any = No
         stages.append(ContaminationStage(guard, config.contamination_action))
     if config.filters:
         stages.append(FilterStage("instruction", few_shot=fs))
-    stages += [AnswerStage(), InternalFeedbackStage(config.effective_hard_level, few_shot=fs)]
+    if conifer:
+        stages.append(AnswerStage(process_in_answer=True))
+    else:
+        stages += [AnswerStage(), InternalFeedbackStage(config.effective_hard_level, few_shot=fs)]
     if weak:
         stages += [
-            WeakAnswerStage(config.weak_level or config.num_levels),
+            WeakAnswerStage(config.weak_level or config.num_levels, kinds=("general",) if conifer else None),
             ExternalFeedbackStage(few_shot=fs),
         ]
     return stages
