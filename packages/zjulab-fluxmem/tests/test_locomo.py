@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zjulab.common.testing import ScriptedChatModel
-from zjulab.fluxmem import DatasetError
+from zjulab.fluxmem import DatasetError, FluxMemory
 from zjulab.fluxmem.locomo import (
     FlatRAG,
     answer_f1,
@@ -113,3 +113,18 @@ def test_plain_text_answers_degrade_to_first_line(enc, tmp_path):
     )
     assert r.answer([("q", ["m"]), ("q", ["m"]), ("q", ["m"])]) == ["It was a beagle.", "Rex", None]
     assert MemoryReasoner(None).answer([("q", [])]) == [None]
+
+
+def test_heldout_refinement_measures_the_other_half(tiny_locomo_file, enc):
+    from zjulab.fluxmem.locomo import fluxmem_retrieve, heldout_refinement, ingest
+
+    samples = load_locomo(tiny_locomo_file)
+    rep = heldout_refinement(samples, enc, feedback_k=1)
+    # three questions of categories 1-4: two get feedback (positions 0, 2), one is held out
+    assert rep.counts == {0: 1, samples[0].qa[1].category: 1}
+    held = samples[0].qa[1]
+    mem = FluxMemory(enc)
+    ingest(mem, samples[0])
+    want = evidence_recall(fluxmem_retrieve(mem, held.question, samples[0].sample_id, 10), held.evidence, 5)
+    assert rep.recall["before"][5][0] == pytest.approx(want)
+    assert 0 <= rep.feedback_given <= 2 and "| after | 10 |" in rep.table()

@@ -41,6 +41,9 @@ class FluxMemConfig:
         llm_max_new_tokens: Generation budget of one structured chat-model call.
         llm_max_retries: Re-asks of a chat-model call whose answer does not parse.
         encode_batch_size: Batch size handed to the text encoder.
+        bm25_scan_budget: Lexical candidate generation uses the rarest query terms whose
+            document frequencies sum to at most this (the rarest always); candidates are then
+            scored with every term.
         vector_backend: ``"faiss"`` (an exact in-process index rebuilt from the store) or
             ``"qdrant"`` (a Qdrant collection: local mode under the store directory, or a server).
         qdrant_url: Qdrant server URL; None runs Qdrant's local mode (``QdrantClient(path=...)``).
@@ -72,6 +75,7 @@ class FluxMemConfig:
     llm_max_retries: int = 2  # the common structured-output default
     encode_batch_size: int = 64  # fits MiniLM on CPU without memory spikes
 
+    bm25_scan_budget: int = 500  # bounds the FTS5 rows bm25() ranks per search (~3 ms) at any size
     vector_backend: str = "faiss"  # in-process, exact; "qdrant" for a Qdrant collection
     qdrant_url: str | None = None  # None: Qdrant local mode inside the store directory
     qdrant_collection: str = "fluxmem"
@@ -95,6 +99,7 @@ class FluxMemConfig:
             "kmeans_iters",
             "llm_max_new_tokens",
             "encode_batch_size",
+            "bm25_scan_budget",
         ):
             value = getattr(self, name)
             if value < 1:

@@ -461,3 +461,107 @@ def evaluate_locomo(
             report.f1[system] = by
     report.seconds = dict(timers)
     return report
+
+
+# ---------------------------------------------------------------------- held-out refinement
+
+
+@dataclass
+class RefinementReport:
+    """Held-out evidence recall before and after Stage II refinement, next to flat RAG.
+
+    ``recall[system][k][category]`` for systems ``flat_rag``, ``before``, ``after`` (held-out
+    half) and ``train_before``/``train_after`` (the half the feedback was given on), ``k`` in
+    (5, 10); category 0 is categories 1-4 together.
+    """
+
+    conversations: list[str] = field(default_factory=list)
+    recall: dict[str, dict[int, dict[int, float]]] = field(default_factory=dict)
+    counts: dict[int, int] = field(default_factory=dict)
+    feedback_given: int = 0
+    edges_added: int = 0
+    edges_removed: int = 0
+    nodes_added: int = 0
+
+    def table(self) -> str:
+        """A Markdown table: per category and overall."""
+        cats = sorted(c for c in self.counts if c) + [0]
+        head = "| system | k | " + " | ".join(
+            f"{CATEGORY_NAMES.get(c, 'cats 1-4')} (n={self.counts.get(c, 0)})" for c in cats
+        )
+        lines = [head + " |", "|---|---|" + "---|" * len(cats)]
+        for system in ("flat_rag", "before", "after"):
+            for k in (5, 10):
+                vals = " | ".join(f"{100 * self.recall[system][k].get(c, 0.0):.1f}" for c in cats)
+                lines.append(f"| {system} | {k} | {vals} |")
+        return "\n".join(lines)
+
+
+def heldout_refinement(
+    samples: Sequence[LocomoSample],
+    encoder: TextEncoder,
+    config: FluxMemConfig | None = None,
+    *,
+    feedback_k: int = 10,
+) -> RefinementReport:
+    """Ingest, give feedback on the failures of one half of the questions, measure the other.
+
+    Per conversation, the questions of categories 1-4 are split by position (even: feedback
+    half, odd: held-out half). Each feedback question whose gold evidence is not all among
+    FluxMem's first ``feedback_k`` turns is reported as a failure with that gold evidence
+    (``feedback(question, "failure", evidence)``), which runs Stage II. Recall@5/@10 of the
+    held-out half is measured before and after, and for flat RAG with the same encoder.
+    """
+    from zjulab.fluxmem.memory import FluxMemory
+
+    rep = RefinementReport()
+    sums: dict[str, dict[int, dict[int, float]]] = {
+        s: {5: {}, 10: {}} for s in ("flat_rag", "before", "after", "train_before", "train_after")
+    }
+    counts: dict[str, dict[int, int]] = {"test": {}, "train": {}}
+
+    def score(system: str, half: str, qa: LocomoQA, got: list[str]) -> None:
+        for k in (5, 10):
+            r = evidence_recall(got, qa.evidence, k)
+            for c in (qa.category, 0):
+                sums[system][k][c] = sums[system][k].get(c, 0.0) + r
+        if system in ("before", "train_before"):
+            for c in (qa.category, 0):
+                counts[half][c] = counts[half].get(c, 0) + 1
+
+    for sample in samples:
+        rep.conversations.append(sample.sample_id)
+        mem = FluxMemory(encoder, config=config)
+        node_of = {dia: nid for nid, dia in ingest(mem, sample).items()}
+        flat = FlatRAG(encoder)
+        flat.index(sample.turns)
+        qas = [q for q in sample.qa if q.category in (1, 2, 3, 4) and q.evidence]
+        train, test = qas[0::2], qas[1::2]
+        uid = sample.sample_id
+        for qa in test:
+            score("flat_rag", "test", qa, flat.retrieve(qa.question, 10))
+            score("before", "test", qa, fluxmem_retrieve(mem, qa.question, uid, 10))
+        for qa in train:
+            got = fluxmem_retrieve(mem, qa.question, uid, feedback_k)
+            score("train_before", "train", qa, got)
+            if evidence_recall(got, qa.evidence, feedback_k) < 1.0:
+                ev = [node_of[d] for d in qa.evidence if d in node_of]
+                fb = mem.feedback(qa.question, "failure", ev, user_id=uid, top_k=feedback_k)
+                rep.feedback_given += 1
+                for rnd in fb.rounds:
+                    rep.edges_added += len(rnd.added_edges)
+                    rep.edges_removed += len(rnd.removed_edges)
+                    rep.nodes_added += len(rnd.added_nodes)
+        for qa in train:
+            score("train_after", "train", qa, fluxmem_retrieve(mem, qa.question, uid, feedback_k))
+        for qa in test:
+            score("after", "test", qa, fluxmem_retrieve(mem, qa.question, uid, 10))
+        mem.close()
+    for system, by_k in sums.items():
+        half = "train" if system.startswith("train") else "test"
+        rep.recall[system] = {
+            k: {c: v / counts[half][c] for c, v in vals.items() if counts[half].get(c)}
+            for k, vals in by_k.items()
+        }
+    rep.counts = dict(counts["test"])
+    return rep

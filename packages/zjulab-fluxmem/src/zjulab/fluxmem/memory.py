@@ -808,7 +808,7 @@ class FluxMemory:
         seen: dict[str, None] = {}
         for nid, _ in self._dense(qv, k_dense, scope):
             seen[nid] = None
-        for nid, _ in self.store.bm25_top(query, m * 10 if filters else m, scope):
+        for nid, _ in self.store.bm25_top(query, m * 10 if filters else m, scope, cfg.bm25_scan_budget):
             seen[nid] = None
         if not seen:
             return []
@@ -1030,7 +1030,16 @@ class FluxMemory:
     def reset(self) -> None:
         """Forget everything (committed at once)."""
         with self._lock, self.store.write():
-            for table in ("nodes", "edges", "history", "trajectories", "tails", "fts", "fts_stats"):
+            for table in (
+                "nodes",
+                "edges",
+                "history",
+                "trajectories",
+                "tails",
+                "fts",
+                "fts_stats",
+                "fts_terms",
+            ):
                 self.store.conn.execute(f"DELETE FROM {table}")
             self.store.conn.execute(
                 "INSERT INTO vec_log (rid, op) SELECT rid, 'del' FROM vec_log WHERE op='add'"

@@ -12,9 +12,10 @@ heuristic below) and applies one edit:
   unit whose non-evidence endpoint verifies against the interference description above
   ``prune_threshold`` is removed. The description is the caller's ``reason``, else the model's
   details, else the query; verification is the chat model's score, else the cosine.
-* **prune** uses the evidence when it is known: every ``associate``/``next`` link that joins a
-  retrieved non-evidence unit (a distractor that took an evidence unit's place) to another
-  retrieved or evidence unit is removed, whatever the model says; without evidence the
+* **prune** uses the evidence when it is known: every learned ``associate`` link that joins a
+  distractor (a retrieved non-evidence unit ranked above an evidence unit, or any retrieved
+  one while evidence is missing) to a retrieved or evidence unit is removed, whatever the model
+  says (``next`` links record the order of what was said and stay); without evidence the
   interference rule above applies.
 * **reshape** (a unit has the wrong granularity): *derived* units are created from the target
   — its parts (split), or one unit joining it with its strongest linked neighbour of the same
@@ -310,7 +311,8 @@ def _prune(
         distractors = [nid for nid in ids[:cut] if not (_covers(mem, [nid]) & protected)]
         anchors = set(ids) | protected
         for d in distractors:
-            for other, edge in mem.graph.neighbors(d, _PRUNABLE):
+            # `next` links record the order of what was said and stay; learned links go
+            for other, edge in mem.graph.neighbors(d, ("associate",)):
                 if other in anchors and mem._unlink(
                     edge.source, edge.target, edge.kind, "refinement", reason="distractor"
                 ):

@@ -94,7 +94,7 @@ CREATE TABLE IF NOT EXISTS trajectories (
 CREATE TABLE IF NOT EXISTS tails (key TEXT PRIMARY KEY, node_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS vec_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, rid INTEGER NOT NULL, op TEXT NOT NULL);
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(content, tokenize="unicode61 remove_diacritics 0");
-CREATE VIRTUAL TABLE IF NOT EXISTS fts_vocab USING fts5vocab(fts, 'row');
+CREATE TABLE IF NOT EXISTS fts_terms (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS fts_stats (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
 """
 
@@ -655,18 +655,26 @@ class SQLiteStore:
         return rid
 
     def _fts_add(self, rid: int, content: str) -> None:
+        toks = tokens(content)
         self.conn.execute("INSERT INTO fts (rowid, content) VALUES (?, ?)", (rid, content))
         self.conn.execute(
             "INSERT INTO fts_stats VALUES ('tokens', ?) ON CONFLICT(k) DO UPDATE SET v = v + excluded.v",
-            (len(tokens(content)),),
+            (len(toks),),
+        )
+        self.conn.executemany(
+            "INSERT INTO fts_terms VALUES (?, 1) ON CONFLICT(term) DO UPDATE SET df = df + 1",
+            [(t,) for t in set(toks)],
         )
 
     def _fts_remove(self, rid: int) -> None:
         row = self.conn.execute("SELECT content FROM fts WHERE rowid = ?", (rid,)).fetchone()
         if row is None:
             return
+        toks = tokens(row[0])
         self.conn.execute("DELETE FROM fts WHERE rowid = ?", (rid,))
-        self.conn.execute("UPDATE fts_stats SET v = v - ? WHERE k = 'tokens'", (len(tokens(row[0])),))
+        self.conn.execute("UPDATE fts_stats SET v = v - ? WHERE k = 'tokens'", (len(toks),))
+        self.conn.executemany("UPDATE fts_terms SET df = df - 1 WHERE term = ?", [(t,) for t in set(toks)])
+        self.conn.executemany("DELETE FROM fts_terms WHERE term = ? AND df <= 0", [(t,) for t in set(toks)])
 
     def set_content(self, node_id: str, content: str, vec: np.ndarray, updated_at: str) -> None:
         """Replace a node's content and vector (inside a write)."""
@@ -727,14 +735,13 @@ class SQLiteStore:
     # ---------------------------------------------------------------- lexical
 
     def _df(self, terms: Sequence[str]) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for i in range(0, len(terms), 400):
-            chunk = list(terms[i : i + 400])
-            q = ",".join("?" * len(chunk))
-            out.update(
-                self.conn.execute(f"SELECT term, doc FROM fts_vocab WHERE term IN ({q})", chunk).fetchall()
-            )
-        return out
+        """Document frequencies, kept per term with every FTS5 insert and delete."""
+        ts = list(dict.fromkeys(terms))
+        q = ",".join("?" * len(ts))
+        rows = self.conn.execute(
+            f"SELECT term, df FROM fts_terms WHERE term IN ({q}) AND df > 0", ts
+        ).fetchall()
+        return {t: int(d) for t, d in rows}
 
     def _corpus(self) -> tuple[int, float]:
         n = int(self.conn.execute("SELECT count(*) FROM nodes").fetchone()[0])
@@ -742,25 +749,36 @@ class SQLiteStore:
         total = int(row[0]) if row else 0
         return n, (total / n if n else 0.0)
 
-    def bm25_top(self, query: str, k: int, filters: Mapping[str, str | None]) -> list[tuple[str, float]]:
+    def bm25_top(
+        self, query: str, k: int, filters: Mapping[str, str | None], scan_budget: int = 500
+    ) -> list[tuple[str, float]]:
         """The ``k`` best FTS5 ``bm25()`` matches inside the scope filter, ``(id, -bm25)`` best first.
 
-        Terms in half the documents or more are left out of the ``MATCH``: FTS5 floors their
-        idf at 1e-6, so they cannot change the order, and they would make SQLite visit most
-        rows of a large store.
+        Candidate generation reads the rarest query terms first and stops adding terms once
+        their document frequencies sum past ``scan_budget`` (the rarest term is always used);
+        terms in half the documents or more are never used (FTS5 floors their idf at 1e-6).
+        This bounds the rows SQLite visits on a large store; the candidates are then scored
+        with every query term by :meth:`bm25_scores`, and dense search supplies the rest.
         """
         qt = list(dict.fromkeys(tokens(query)))
         if not qt or k <= 0:
             return []
         n, _ = self._corpus()
         df = self._df(qt)
-        useful = [t for t in qt if 0 < df.get(t, 0) < max(n, 1) / 2] or [t for t in qt if df.get(t, 0)][:1]
+        ranked = sorted((t for t in qt if df.get(t, 0)), key=lambda t: df[t])
+        useful: list[str] = []
+        total = 0
+        for t in ranked:
+            if useful and (df[t] >= max(n, 1) / 2 or total + df[t] > scan_budget):
+                break
+            useful.append(t)
+            total += df[t]
         match = fts_query(useful)
         if match is None:
             return []
         sql, params = where_scope(filters, "n")
         rows = self.conn.execute(
-            f"SELECT n.id, bm25(fts) FROM fts JOIN nodes n ON n.rid = fts.rowid "
+            f"SELECT n.id, bm25(fts) FROM fts CROSS JOIN nodes n ON n.rid = fts.rowid "
             f"WHERE fts MATCH ? AND {sql} ORDER BY bm25(fts) LIMIT ?",
             [match, *params, int(k)],
         ).fetchall()
@@ -771,9 +789,10 @@ class SQLiteStore:
     ) -> np.ndarray:
         """FTS5's ``bm25()`` of ``query`` for each of ``node_ids`` (as a positive score).
 
-        Computed here with FTS5's formula and FTS5's own statistics (document frequencies from
-        an ``fts5vocab`` table, the row count, the mean length): asking SQLite for the score
-        of a handful of rows would make it evaluate the ``MATCH`` over the whole table.
+        Computed here with FTS5's formula and the same statistics (document frequencies and
+        the token total, kept in ``fts_terms``/``fts_stats`` with every FTS5 change, and the row
+        count): asking SQLite for the score of a handful of rows would make it evaluate the
+        ``MATCH`` over the whole table. A test checks the numbers against SQLite's ``bm25()``.
         """
         out = np.zeros(len(node_ids), dtype=np.float64)
         qt = list(dict.fromkeys(tokens(query)))

@@ -1,0 +1,116 @@
+"""Add + commit and search latency of the SQLite store at 1K / 10K / 100K nodes (faiss, Qdrant).
+
+Each size is reached by bulk pre-fill (Stage I links off, 1,000 messages per transaction), then
+measured with the default configuration on a store on disk: ``add`` of one message (its own
+transaction: insert, FTS5 row, change log, Stage I candidate search and linking, ``next`` link,
+COMMIT in WAL mode) and ``search`` (dense + FTS5 candidates in the scope, graph expansion, hybrid
+score, propagation, no context). The baseline, in the same process, is a bare faiss
+``IndexFlatIP`` search over the same vectors. Texts are embedded with the deterministic
+HashingEncoder at 384 dimensions so the figures measure the memory, not an encoder.
+
+    python benchmarks/bench_store.py                          # faiss 1K/10K/100K, Qdrant 1K/10K
+    python benchmarks/bench_store.py --sizes 1000 10000 --backends faiss
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import faiss
+import numpy as np
+
+from zjulab.common.testing import HashingEncoder
+from zjulab.fluxmem import FluxMemConfig, FluxMemory
+
+
+def texts(rng: np.random.Generator, n: int, vocab: list[str]) -> list[str]:
+    ranks = np.minimum(rng.zipf(1.3, size=(n, 12)) - 1, len(vocab) - 1)
+    return [" ".join(vocab[r] for r in row) for row in ranks]
+
+
+def run(backend: str, sizes: list[int], queries: int, adds: int) -> list[dict]:
+    rng = np.random.default_rng(0)
+    syll = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "po", "da", "fe"]
+    vocab = sorted({"".join(rng.choice(syll, size=3)) for _ in range(20000)})
+    enc = HashingEncoder(384)
+    fill_cfg = FluxMemConfig(max_links=0, link_adjacent=False, vector_backend=backend)
+    path = tempfile.mkdtemp(prefix="fluxmem-bench-")
+    mem = FluxMemory.open(path, enc, config=fill_cfg)
+    rows = []
+    for n in sizes:
+        t0 = time.perf_counter()
+        while len(mem.graph) < n:
+            mem.add(texts(rng, min(1000, n - len(mem.graph)), vocab), user_id="bench", infer=False)
+        fill_s = time.perf_counter() - t0
+        mem.config = FluxMemConfig(vector_backend=backend)  # measured operations use the defaults
+        add_ms = []
+        for t in texts(rng, adds, vocab):
+            t1 = time.perf_counter()
+            mem.add(t, user_id="bench")
+            add_ms.append((time.perf_counter() - t1) * 1000)
+        qs = texts(rng, queries, vocab)
+        search_ms = []
+        for q in qs:
+            t1 = time.perf_counter()
+            mem.search(q, user_id="bench", top_k=10, with_context=False)
+            search_ms.append((time.perf_counter() - t1) * 1000)
+        # baseline: a bare faiss flat scan over the same vectors
+        vecs = np.frombuffer(
+            b"".join(b for (b,) in mem.store.conn.execute("SELECT vec FROM nodes")), dtype=np.float32
+        ).reshape(-1, 384)
+        flat = faiss.IndexFlatIP(384)
+        flat.add(vecs)
+        qv = enc.encode(qs).astype(np.float32)
+        base_ms = []
+        for row in qv:
+            t1 = time.perf_counter()
+            flat.search(row.reshape(1, -1), 10)
+            base_ms.append((time.perf_counter() - t1) * 1000)
+        row = {
+            "backend": backend,
+            "nodes": len(mem.graph),
+            "fill_s": fill_s,
+            "add_ms_p50": statistics.median(add_ms),
+            "add_ms_p90": float(np.percentile(add_ms, 90)),
+            "search_ms_p50": statistics.median(search_ms),
+            "search_ms_p90": float(np.percentile(search_ms, 90)),
+            "flat_ms_p50": statistics.median(base_ms),
+        }
+        rows.append(row)
+        print(
+            f"{backend:6s} {row['nodes']:>7d} nodes: add+commit p50 {row['add_ms_p50']:.2f} ms "
+            f"(p90 {row['add_ms_p90']:.2f}), search p50 {row['search_ms_p50']:.2f} ms "
+            f"(p90 {row['search_ms_p90']:.2f}), bare faiss p50 {row['flat_ms_p50']:.2f} ms, "
+            f"ratio {row['search_ms_p50'] / row['flat_ms_p50']:.1f}x; fill {fill_s:.0f} s",
+            flush=True,
+        )
+    mem.close()
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    ap.add_argument("--qdrant-sizes", type=int, nargs="+", default=[1_000, 10_000])
+    ap.add_argument("--backends", nargs="+", default=["faiss", "qdrant"])
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--adds", type=int, default=50)
+    args = ap.parse_args()
+    faiss.omp_set_num_threads(1)
+    for backend in args.backends:
+        sizes = args.qdrant_sizes if backend == "qdrant" else args.sizes
+        rows = run(backend, sizes, args.queries, args.adds)
+        by = {r["nodes"]: r for r in rows}
+        ks = sorted(by)
+        for a, b in zip(ks, ks[1:]):
+            print(
+                f"{backend}: add growth {a} -> {b}: {by[b]['add_ms_p50'] / by[a]['add_ms_p50']:.2f}x, "
+                f"search growth {by[b]['search_ms_p50'] / by[a]['search_ms_p50']:.2f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()
