@@ -164,3 +164,115 @@ def test_export_refuses_a_run_missing_its_answer_stage(tmp_path, capsys):
     assert "PARTIAL" in capsys.readouterr().out
     label = json.loads((tmp_path / "sft.jsonl.partial.json").read_text())
     assert label == {"partial": True, "missing_stages": ["answer"], "failed": {}}
+
+
+def test_generate_ifeval_answers_scores_and_resumes(tmp_path, capsys, ifeval_path):
+    from .stub import StubServer
+
+    with StubServer() as stub:
+        argv = [
+            "generate-ifeval",
+            "--prompts",
+            str(ifeval_path),
+            "--limit",
+            "12",
+            "--out-dir",
+            str(tmp_path / "gen"),
+            "--model",
+            "m",
+            "--base-url",
+            stub.url,
+            "--api-key-env",
+            "CONIFER_TEST_KEY",
+            "--max-in-flight",
+            "4",
+        ]
+        import os
+
+        os.environ["CONIFER_TEST_KEY"] = "k"
+        assert main(argv) == 0
+        assert stub.total() == 12 and stub.max_in_flight <= 4
+        out = capsys.readouterr().out
+        assert "num_prompts           12" in out
+        assert main(argv) == 0  # replayed from the cache
+        assert stub.total() == 12
+    rows = [json.loads(x) for x in (tmp_path / "gen" / "responses.jsonl").read_text().splitlines()]
+    first = json.loads(ifeval_path.read_text().splitlines()[0])
+    assert rows[0] == {"prompt": first["prompt"], "response": f"Answer to <{first['prompt']}>"}
+    scores = json.loads((tmp_path / "gen" / "scores.json").read_text())
+    assert scores["complete"] is True and scores["num_prompts"] == 12
+
+
+def test_export_push_to_hub_dry_run_and_upload(tmp_path, capsys, monkeypatch):
+    cfg = PipelineConfig(
+        mode="verifiable", out_dir=str(tmp_path / "run"), num_reframes=1, num_levels=3, few_shot=False
+    )
+    Pipeline(FakeModel(), FakeModel(weak_reply), cfg).run(load_seeds(["How do I keep a starter alive?"]))
+    out = tmp_path / "sft.jsonl"
+    argv = ["export", str(tmp_path / "run"), "--out", str(out), "--push-to-hub", "me/conifer-mini"]
+    assert main([*argv, "--hub-dry-run"]) == 0
+    folder = tmp_path / "sft.jsonl.hub"
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlicense: other\n") and "path: data/train.jsonl" in card
+    assert "size_categories:\n- n<1K" in card and "curation mode: `verifiable`" in card
+    assert (folder / "data" / "train.jsonl").read_text() == out.read_text()
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create", repo_id, kw["repo_type"], kw["private"]))
+
+        def upload_folder(self, **kw):
+            calls.append(("upload", kw["repo_id"], kw["folder_path"], tuple(kw["allow_patterns"])))
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    assert main(argv) == 0
+    assert calls == [
+        ("create", "me/conifer-mini", "dataset", True),
+        ("upload", "me/conifer-mini", str(folder), ("README.md", "data/*")),
+    ]
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "mine.txt").write_text("keep me")
+    assert main([*argv, "--hub-dry-run", "--hub-folder", str(tmp_path / "busy")]) == 2
+    assert (tmp_path / "busy" / "mine.txt").read_text() == "keep me"
+
+
+def test_train_cli_sft_and_dpo_on_a_tiny_model(tmp_path, capsys):
+    import pytest
+
+    pytest.importorskip("trl")
+    from zjulab.common.testing import save_tiny, tiny_causal_lm
+
+    model_dir = save_tiny(*tiny_causal_lm(seed=0), tmp_path / "tiny")
+    cfg = PipelineConfig(
+        mode="verifiable", out_dir=str(tmp_path / "run"), num_reframes=1, num_levels=3, few_shot=False
+    )
+    Pipeline(FakeModel(), FakeModel(weak_reply), cfg).run(load_seeds(["How do I keep a starter alive?"]))
+    sft, dpo = tmp_path / "sft.jsonl", tmp_path / "dpo.jsonl"
+    assert main(["export", str(tmp_path / "run"), "--out", str(sft)]) == 0
+    assert main(["export", str(tmp_path / "run"), "--out", str(dpo), "--kind", "dpo"]) == 0
+    base = [
+        "--model",
+        str(model_dir),
+        "--max-steps",
+        "1",
+        "--device",
+        "cpu",
+        "--grad-accum",
+        "1",
+        "--max-length",
+        "128",
+    ]
+    assert main(["train", "--data", str(sft), "--output-dir", str(tmp_path / "o1"), *base]) == 0
+    assert "trained 1 step(s)" in capsys.readouterr().out
+    assert (tmp_path / "o1" / "adapter_config.json").is_file()
+    assert (
+        main(["train", "--kind", "dpo", "--data", str(dpo), "--output-dir", str(tmp_path / "o2"), *base]) == 0
+    )
+    assert "trained 1 step(s)" in capsys.readouterr().out
+    assert main(["train", "--data", str(sft), "--output-dir", str(tmp_path / "o1"), *base]) == 2  # not empty

@@ -1,4 +1,4 @@
-"""Command line: ``zjulab-conifer {run,export,check,eval-ifeval,demo}``."""
+"""Command line: ``zjulab-conifer {run,export,train,check,eval-ifeval,generate-ifeval,demo}``."""
 
 from __future__ import annotations
 
@@ -157,6 +157,22 @@ def cmd_export(args: argparse.Namespace) -> int:
         ds = datasets.Dataset.from_list(rows)
         ds.save_to_disk(args.out)
         n = len(ds)
+    if args.push_to_hub:
+        from zjulab.conifer.hub import push_to_hub
+
+        folder = args.hub_folder or f"{args.out}.hub"
+        push_to_hub(
+            rows,
+            args.push_to_hub,
+            folder,
+            kind=args.kind,
+            manifest=manifest,
+            private=not args.public,
+            partial=is_partial,
+            dry_run=args.hub_dry_run,
+        )
+        what = "wrote (dry run, nothing uploaded)" if args.hub_dry_run else "uploaded"
+        print(f"{what} the dataset card and data for {args.push_to_hub} from {folder}")
     label = " PARTIAL (from an unfinished run)" if is_partial else ""
     if is_partial:
         write_json(
@@ -254,6 +270,81 @@ def cmd_eval_ifeval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate_ifeval(args: argparse.Namespace) -> int:
+    """Answer IFEval's prompts with a chat model, then score them (resumable)."""
+    from zjulab.conifer.ifeval import generate_ifeval
+
+    if args.embedded:
+        spec: dict[str, Any] = {"kind": "embedded"}
+    elif not args.model:
+        raise ConiferInputError("give --model NAME (with --base-url for a server) or --embedded")
+    elif args.base_url:
+        spec = {"kind": "openai", "model": args.model, "base_url": args.base_url}
+        if args.api_key_env:
+            spec["api_key_env"] = args.api_key_env
+    else:
+        spec = {"kind": "transformers", "model": args.model}
+    model = build_model(spec, device=args.device, max_new_tokens=args.max_new_tokens)
+    prompts = load_ifeval(args.prompts)
+    if args.limit:
+        prompts = prompts[: args.limit]
+    _rows, scores, complete = generate_ifeval(
+        model,
+        prompts,
+        args.out_dir,
+        max_new_tokens=args.max_new_tokens,
+        max_in_flight=args.max_in_flight,
+        batch_size=args.batch_size,
+    )
+    for k, v in scores.as_dict().items():
+        print(f"{k:<22}{v:.4f}" if isinstance(v, float) else f"{k:<22}{v}")
+    print(f"\nresponses in {Path(args.out_dir) / 'responses.jsonl'}")
+    if not complete:
+        print(
+            "incomplete: some prompts got no answer; run the same command again to ask only those",
+            file=sys.stderr,
+        )
+        return EXIT_INCOMPLETE
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train with TRL on exported rows (SFT conversations or DPO pairs)."""
+    from zjulab.conifer.training import dpo_trainer, sft_trainer
+
+    out = Path(args.output_dir)
+    if out.exists() and any(out.iterdir()):
+        raise ConiferInputError(f"{out}: exists and is not empty; give a new --output-dir")
+    rows = read_jsonl(args.data)
+    common: dict[str, Any] = {
+        "lora": not args.no_lora,
+        "max_steps": args.max_steps,
+        "max_length": args.max_length,
+        "device": args.device,
+        "per_device_train_batch_size": args.batch_size,
+        "gradient_accumulation_steps": args.grad_accum,
+        "save_strategy": "no",
+    }
+    if args.learning_rate is not None:
+        common["learning_rate"] = args.learning_rate
+    if args.epochs is not None:
+        common["num_train_epochs"] = args.epochs
+    if args.kind == "dpo":
+        trainer = dpo_trainer(rows, args.model, str(out), **common)
+    else:
+        trainer = sft_trainer(rows, args.model, str(out), **common)
+        report = trainer.conifer_fit_report
+        if report is not None and (report.split or report.truncated):
+            print(
+                f"fitted to {report.max_length} tokens: {report.split} conversation(s) split into "
+                f"{report.pieces} rows, {len(report.truncated)} still truncated"
+            )
+    result = trainer.train()
+    trainer.save_model(str(out))
+    print(f"trained {result.global_step} step(s), loss {result.training_loss:.4f}; saved to {out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Whole pipeline on three seeds with the embedded SmolLM2-135M, then one easy-to-hard conversation."""
     from zjulab.common.defaults import default_chat_model
@@ -328,6 +419,40 @@ def main(argv: list[str] | None = None) -> int:
         "--partial", action="store_true", help="export an unfinished run (writes OUT.partial.json beside it)"
     )
     p.set_defaults(fn=cmd_export)
+
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="also publish on the Hugging Face Hub")
+    p.add_argument("--hub-folder", help="folder for the card and data to upload (default: OUT.hub)")
+    p.add_argument("--hub-dry-run", action="store_true", help="write the card and data, upload nothing")
+    p.add_argument("--public", action="store_true", help="create the Hub repository as public")
+
+    p = sub.add_parser("train", help="train with TRL on exported rows (SFT or DPO)")
+    p.add_argument("--data", required=True, help="JSONL from export (--kind sft or dpo)")
+    p.add_argument("--model", required=True, help="hub id or local path of the model to train")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--kind", choices=["sft", "dpo"], default="sft")
+    p.add_argument("--max-steps", type=int, default=-1)
+    p.add_argument("--epochs", type=float, default=None)
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--max-length", type=int, default=2048)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--grad-accum", type=int, default=8)
+    p.add_argument("--no-lora", action="store_true", help="train every weight instead of a LoRA adapter")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("generate-ifeval", help="answer IFEval's prompts with a chat model and score them")
+    p.add_argument("--prompts", required=True, help="IFEval input_data.jsonl")
+    p.add_argument("--out-dir", required=True, help="cache, responses.jsonl and scores.json")
+    p.add_argument("--model", help="model name (with --base-url: served; without: local transformers)")
+    p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--api-key-env", help="environment variable holding the API key")
+    p.add_argument("--embedded", action="store_true", help="the embedded SmolLM2-135M (offline)")
+    p.add_argument("--max-new-tokens", type=int, default=1280)
+    p.add_argument("--max-in-flight", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--limit", type=int, default=0, help="only the first N prompts")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(fn=cmd_generate_ifeval)
 
     p = sub.add_parser("check", help="run the constraint checkers on a responses file")
     p.add_argument(

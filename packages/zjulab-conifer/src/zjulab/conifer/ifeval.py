@@ -23,6 +23,7 @@ __all__ = [
     "IFEvalPrompt",
     "IFEvalResult",
     "evaluate_ifeval",
+    "generate_ifeval",
     "load_ifeval",
     "load_prompt_texts",
     "per_type_table",
@@ -245,3 +246,72 @@ def per_type_table(result: IFEvalResult) -> dict[str, dict[str, float]]:
             c[1] += int(s)
             c[2] += int(lo)
     return {k: {"count": v[0], "strict": v[1] / v[0], "loose": v[2] / v[0]} for k, v in sorted(acc.items())}
+
+
+def generate_ifeval(
+    model: Any,
+    prompts: str | os.PathLike[str] | Sequence[IFEvalPrompt],
+    out_dir: str | os.PathLike[str],
+    *,
+    max_new_tokens: int = 1280,
+    temperature: float = 0.0,
+    max_in_flight: int = 1,
+    batch_size: int = 8,
+    system: str | None = None,
+    registry: CheckerRegistry | None = None,
+    show_progress: bool | None = None,
+) -> tuple[list[dict[str, Any]], IFEvalResult, bool]:
+    """Answer IFEval's prompts with any chat model, then score the answers.
+
+    Runs as a one-stage :class:`~zjulab.conifer.pipeline.Pipeline` in ``out_dir``, so answers
+    are cached per request, an interrupted or failed run resumes asking only what is missing,
+    and ``max_in_flight`` bounds the requests a server sees. ``out_dir/responses.jsonl`` gets
+    IFEval's response format (``{"prompt", "response"}``) and ``out_dir/scores.json`` the scores.
+
+    Args:
+        model: Any :class:`~zjulab.common.protocols.ChatModel`.
+        prompts: IFEval's ``input_data.jsonl`` or loaded prompts.
+        out_dir: Directory for the cache, responses and scores.
+        max_new_tokens: Answer length (IFEval's reference generations allow 1,280 tokens).
+        temperature: Sampling temperature (0: greedy).
+        max_in_flight: Requests in flight at once.
+        batch_size: Conversations per call of an in-process model.
+        system: Optional system message.
+        registry: Checkers (default: the 25 IFEval types).
+        show_progress: Progress bar (``None``: on a terminal).
+
+    Returns:
+        ``(responses, result, complete)``; with ``complete`` false some prompts got no answer
+        (they are scored as empty and asked again by the next run).
+    """
+    from zjulab.common.io import write_json, write_jsonl
+    from zjulab.conifer.config import PipelineConfig
+    from zjulab.conifer.pipeline import Pipeline
+    from zjulab.conifer.stages import IFEvalAnswerStage
+
+    items = load_ifeval(prompts) if isinstance(prompts, (str, os.PathLike)) else list(prompts)
+    if not items:
+        raise ConiferInputError("no IFEval prompts to answer")
+    cfg = PipelineConfig(
+        out_dir=str(out_dir),
+        answer_max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        max_in_flight=max_in_flight,
+        batch_size=batch_size,
+        show_progress=show_progress,
+    )
+    records = [{"id": f"k{p.key}", "key": p.key, "prompt": p.prompt} for p in items]
+    result = Pipeline(model, None, cfg, stages=[IFEvalAnswerStage(system)]).run(records)
+    answered = {r["key"]: r["response"] for r in result.records if "response" in r}
+    rows = [{"key": p.key, "prompt": p.prompt, "response": answered.get(p.key, "")} for p in items]
+    scores = evaluate_ifeval([r["response"] for r in rows], items, registry=registry)
+    out = Path(out_dir)
+    write_jsonl(out / "responses.jsonl", ({"prompt": r["prompt"], "response": r["response"]} for r in rows))
+    write_json(
+        out / "scores.json", {**scores.as_dict(), "complete": result.complete, "model": _model_name(model)}
+    )
+    return rows, scores, result.complete
+
+
+def _model_name(model: Any) -> str:
+    return str(getattr(model, "model_id", type(model).__name__))

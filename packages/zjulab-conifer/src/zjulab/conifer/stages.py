@@ -41,6 +41,7 @@ __all__ = [
     "FilterStage",
     "FormatNumberRewriteStage",
     "FormatNumberStage",
+    "IFEvalAnswerStage",
     "InternalFeedbackStage",
     "LocalStage",
     "ModelStage",
@@ -763,6 +764,30 @@ class AnswerStage(ModelStage):
         if self._with_process(record):
             return [dict(record, answer=text, process_in_answer=True)]
         return [dict(record, answer=text)]
+
+
+class IFEvalAnswerStage(ModelStage):
+    """Answer a benchmark prompt as it is (``record["prompt"]``), for :func:`generate_ifeval`."""
+
+    name = "ifeval_answer"
+    answer_length = "answer"
+
+    def __init__(self, system: str | None = None) -> None:
+        super().__init__(None)
+        self.system = system
+
+    def prompt(self, record: Record) -> str:
+        """The benchmark prompt."""
+        return str(record["prompt"])
+
+    def conversation(self, record: Record) -> Conversation:
+        """The prompt as the only user turn (after an optional system turn)."""
+        conv: Conversation = [{"role": "system", "content": self.system}] if self.system else []
+        return [*conv, {"role": "user", "content": self.prompt(record)}]
+
+    def apply(self, record: Record, parsed: Any) -> list[Record]:
+        """The record with ``response`` (an empty answer is kept: IFEval scores it as failing)."""
+        return [dict(record, response=str(parsed))]
 
 
 class InternalFeedbackStage(ModelStage):

@@ -29,7 +29,15 @@ from typing import Any, Literal
 from zjulab.common.deps import require
 from zjulab.conifer.errors import ConiferConfigError, ConiferInputError
 
-__all__ = ["FitReport", "check_dpo_rows", "check_sft_rows", "dpo_pairs", "fit_conversations", "sft_trainer"]
+__all__ = [
+    "FitReport",
+    "check_dpo_rows",
+    "check_sft_rows",
+    "dpo_pairs",
+    "dpo_trainer",
+    "fit_conversations",
+    "sft_trainer",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -363,3 +371,77 @@ def sft_trainer(
     )
     trainer.conifer_fit_report = report
     return trainer
+
+
+def dpo_trainer(
+    dataset: Any,
+    model: Any,
+    output_dir: str,
+    *,
+    tokenizer: Any = None,
+    ref_model: Any = None,
+    lora: bool = True,
+    lora_r: int = 16,
+    lora_alpha: int = 32,
+    learning_rate: float = 5e-7,
+    beta: float = 0.1,
+    num_train_epochs: float = 1.0,
+    max_steps: int = -1,
+    per_device_train_batch_size: int = 1,
+    gradient_accumulation_steps: int = 8,
+    max_length: int | None = 2048,
+    device: str = "auto",
+    **dpo_kwargs: Any,
+) -> Any:
+    """Build a TRL ``DPOTrainer`` on :func:`dpo_pairs` rows (call ``.train()`` on it).
+
+    The paper's DPO stage starts from the SFT model; pass it as ``model``. With LoRA the frozen
+    base serves as the reference model; without it, ``ref_model`` (default: a copy TRL makes).
+
+    Raises:
+        MissingDependencyError: TRL, torch or peft is not installed.
+        ConiferInputError: A row is not a preference pair in TRL's conversational format.
+    """
+    require("torch", TORCH_INSTALL, feature="the DPO recipe")
+    trl = require("trl", TRAIN_INSTALL, feature="the DPO recipe")
+    datasets = require("datasets", TRAIN_INSTALL, feature="the DPO recipe")
+    from zjulab.common.device import resolve_device
+
+    rows = [dict(r) for r in dataset]
+    check_dpo_rows(rows)
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+
+        src = model if isinstance(model, str) else model.config._name_or_path
+        tokenizer = AutoTokenizer.from_pretrained(src)
+    peft_config = None
+    if lora:
+        peft = require("peft", TORCH_INSTALL, feature="LoRA training")
+        peft_config = peft.LoraConfig(
+            r=lora_r,
+            lora_alpha=lora_alpha,
+            lora_dropout=0.05,
+            task_type="CAUSAL_LM",
+            target_modules="all-linear",
+        )
+    args = trl.DPOConfig(
+        output_dir=output_dir,
+        learning_rate=learning_rate,
+        beta=beta,
+        num_train_epochs=num_train_epochs,
+        max_steps=max_steps,
+        per_device_train_batch_size=per_device_train_batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        max_length=max_length,
+        use_cpu=resolve_device(device).type == "cpu",
+        report_to=dpo_kwargs.pop("report_to", "none"),
+        **dpo_kwargs,
+    )
+    return trl.DPOTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
