@@ -33,6 +33,7 @@ from zjulab.conifer.errors import (
     InstructionArgumentError,
     UnknownInstructionError,
 )
+from zjulab.conifer.hub import dataset_card, push_to_hub
 from zjulab.conifer.ifeval import (
     IFEvalPrompt,
     IFEvalResult,
@@ -42,7 +43,6 @@ from zjulab.conifer.ifeval import (
     load_prompt_texts,
     per_type_table,
 )
-from zjulab.conifer.hub import dataset_card, push_to_hub
 from zjulab.conifer.language import detect_language
 from zjulab.conifer.pipeline import (
     Pipeline,
