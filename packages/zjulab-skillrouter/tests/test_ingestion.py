@@ -66,7 +66,9 @@ def skills_folder(tmp_path):
             d = root / group / name
             d.mkdir(parents=True)
             body = f"# {name}\n\n{job}\n\n## Steps\n1. Check the input.\n2. {job}\n"
-            (d / "SKILL.md").write_text(f"---\nname: {name}\ndescription: Work with {group} files.\n---\n{body}")
+            (d / "SKILL.md").write_text(
+                f"---\nname: {name}\ndescription: Work with {group} files.\n---\n{body}"
+            )
     # dated front matter, lists and numbers
     (root / "pdf" / "pdf-tools" / "SKILL.md").write_text(
         "---\nname: pdf-tools\ndescription: Work with pdf files.\nupdated: 2025-03-01\n"
@@ -75,17 +77,23 @@ def skills_folder(tmp_path):
     )
     # a registry entry with no body
     (root / "misc" / "bare").mkdir(parents=True)
-    (root / "misc" / "bare" / "SKILL.md").write_text("---\nname: bare-entry\ndescription: Convert units.\n---\n")
+    (root / "misc" / "bare" / "SKILL.md").write_text(
+        "---\nname: bare-entry\ndescription: Convert units.\n---\n"
+    )
     # a numeric name
     (root / "misc" / "n2024").mkdir(parents=True)
-    (root / "misc" / "n2024" / "SKILL.md").write_text("---\nname: 2024\ndescription: Year tools.\n---\nCalendars.\n")
+    (root / "misc" / "n2024" / "SKILL.md").write_text(
+        "---\nname: 2024\ndescription: Year tools.\n---\nCalendars.\n"
+    )
     # one broken file
     (root / "broken" / "bad").mkdir(parents=True)
     (root / "broken" / "bad" / "SKILL.md").write_text("---\nname: bad\ndescription: [unclosed\n---\nbody\n")
     # a symlinked skill folder living outside the root
     outside = tmp_path / "vendor" / "geo-tools"
     outside.mkdir(parents=True)
-    (outside / "SKILL.md").write_text("---\nname: geo-tools\ndescription: Maps.\n---\nReproject shapefiles with pyproj.\n")
+    (outside / "SKILL.md").write_text(
+        "---\nname: geo-tools\ndescription: Maps.\n---\nReproject shapefiles with pyproj.\n"
+    )
     os.symlink(outside, root / "misc" / "geo-tools")
     return root
 
@@ -98,7 +106,9 @@ def test_strict_loading_names_the_broken_file(skills_folder):
 def test_skip_loads_the_rest_and_reports_file_line_reason(skills_folder):
     skills = load_skills(skills_folder, errors="skip")
     assert len(skills) == 28 + 3  # 28 group skills, bare, numeric name, the symlinked one
-    assert [(os.path.relpath(s.path, skills_folder), s.line) for s in skills.skipped] == [("broken/bad/SKILL.md", 3)]
+    assert [(os.path.relpath(s.path, skills_folder), s.line) for s in skills.skipped] == [
+        ("broken/bad/SKILL.md", 3)
+    ]
     assert "malformed front matter" in skills.skipped[0].reason
     by_id = {s.id: s for s in skills}
     assert by_id["misc/geo-tools"].body.startswith("Reproject shapefiles")
@@ -124,7 +134,21 @@ def test_the_whole_folder_indexes_saves_loads_and_routes(skills_folder, tmp_path
 def test_cli_skip_bad_prints_the_report(skills_folder, tmp_path, capsys):
     out = tmp_path / "idx"
     assert main(["index", str(skills_folder), "--out", str(out), "--retriever", "bm25", "--no-rerank"]) != 0
-    assert main(["index", str(skills_folder), "--out", str(out), "--retriever", "bm25", "--no-rerank", "--skip-bad"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                str(skills_folder),
+                "--out",
+                str(out),
+                "--retriever",
+                "bm25",
+                "--no-rerank",
+                "--skip-bad",
+            ]
+        )
+        == 0
+    )
     cap = capsys.readouterr()
     assert "skipped " in cap.err and "broken/bad/SKILL.md:3: malformed front matter" in cap.err
     assert "indexed 31 skills" in cap.out

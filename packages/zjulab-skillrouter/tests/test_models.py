@@ -29,12 +29,14 @@ def test_encoder_by_path_uses_mean_pooling_for_bert(tiny_encoder_path):
 
 
 def test_router_loads_encoder_lazily_by_path(tiny_encoder_path, pool):
-    r = SkillRouter(str(tiny_encoder_path), None, RouterConfig(rerank=False))
+    r = SkillRouter(str(tiny_encoder_path), None, RouterConfig(rerank=False, profile="embedded"))
     assert r._encoder is None
     r.index(pool)
-    assert r.encoder.dim == 32 and r._query_prompt == ""  # mean-pooled encoders get no instruction
+    assert r.encoder.dim == 32 and r._query_prompt == ""  # the embedded profile has no instruction
+    assert r.encoder.max_length == 256
     assert len(r.route("merge pdf", k=3)) == 3
-    assert QUERY_PROMPT.startswith("Instruct: ")
+    default = SkillRouter(str(tiny_encoder_path), None, RouterConfig(rerank=False))
+    assert default._query_prompt == QUERY_PROMPT and default.encoder.max_length == 4096
 
 
 def test_missing_model_is_a_typed_error(monkeypatch):

@@ -36,6 +36,7 @@ class LengthScorer:
 
 def dense_router(pool, **cfg):
     cfg.setdefault("rerank", False)
+    cfg.setdefault("profile", "embedded")  # a symmetric bag-of-words encoder: no query instruction
     return SkillRouter(HashingEncoder(128), None, RouterConfig(**cfg)).index(pool)
 
 

@@ -90,7 +90,7 @@ def test_one_reranker_step_lowers_loss(tmp_path, kind, loss, factory):
         max_steps=1,
         batch_size=3,
         gradient_accumulation_steps=1,
-        learning_rate=5e-3,
+        learning_rate=1e-3,
         warmup_ratio=0.0,
         max_length=512,
     )

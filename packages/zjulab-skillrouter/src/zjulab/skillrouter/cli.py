@@ -29,6 +29,9 @@ def _router_from_args(args: argparse.Namespace, config: RouterConfig) -> SkillRo
 
 def _config(args: argparse.Namespace) -> RouterConfig:
     return RouterConfig(
+        profile="embedded" if args.embedded else args.profile,
+        encoder_max_length=args.max_length,
+        reranker_max_length=args.max_length,
         retriever=args.retriever,
         rerank=not args.no_rerank,
         fields=args.fields,
@@ -225,6 +228,7 @@ def _cmd_train_reranker(args: argparse.Namespace) -> int:
     examples = mine_hard_negatives(pairs, skills, enc, MiningConfig())
     cfg = TrainRerankerConfig(
         output_dir=args.out,
+        profile=args.profile,
         loss=args.loss,
         kind=args.kind,
         max_steps=args.max_steps,
@@ -284,6 +288,15 @@ def _add_router_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--reranker", default=None, help="reranker hub id or path (default: the SkillRouter reranker)"
+    )
+    p.add_argument(
+        "--profile",
+        choices=["skillrouter", "qwen3", "embedded"],
+        default="skillrouter",
+        help="what the models are fed (prompts, budgets, token limits); --embedded implies 'embedded'",
+    )
+    p.add_argument(
+        "--max-length", type=int, default=None, help="token limit of both models (default: the profile's)"
     )
     p.add_argument("--retriever", choices=["dense", "bm25", "hybrid"], default="dense")
     p.add_argument("--fields", choices=["full", "name_description"], default="full")
@@ -372,6 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--kind", choices=["yes_no", "cross_encoder"], default="yes_no")
             p.add_argument("--group-size", type=int, default=8)
             p.add_argument("--mining-encoder", default="embedded", help="'embedded' or an encoder id/path")
+            p.add_argument(
+                "--profile",
+                choices=["skillrouter", "qwen3", "embedded"],
+                default="skillrouter",
+                help="the reranker prompt to train with (the one routing will use)",
+            )
         p.set_defaults(func=func)
 
     p = sub.add_parser("demo", help="route on the demo pool with the embedded models (offline)")

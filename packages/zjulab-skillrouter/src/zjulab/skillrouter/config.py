@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from zjulab.common.errors import ConfigError
 from zjulab.skillrouter.formatting import Fields
+from zjulab.skillrouter.profiles import get_profile
 
 __all__ = [
     "MiningConfig",
@@ -32,6 +33,10 @@ class RouterConfig:
     """Settings of :class:`~zjulab.skillrouter.router.SkillRouter`.
 
     Args:
+        profile: What the models are fed (:mod:`zjulab.skillrouter.profiles`):
+            ``"skillrouter"`` (the released SkillRouter models, as the authors' evaluation code
+            feeds them), ``"qwen3"`` (the base Qwen3 cards) or ``"embedded"`` (MiniLM + SmolLM2).
+            Every budget, token limit and the query prompt left ``None`` come from it.
         retriever: First stage: ``"dense"`` (bi-encoder + faiss), ``"bm25"``, or ``"hybrid"``
             (reciprocal-rank fusion of the two).
         rerank: Run the second stage (reranker over the first ``rerank_k`` candidates).
@@ -44,10 +49,10 @@ class RouterConfig:
         rerank_desc_max: Description characters in the reranker document.
         rerank_body_max: Body characters in the reranker document.
         query_max_chars: Query characters kept.
-        query_prompt: Text put before every query for the encoder. ``None`` picks
-            :data:`~zjulab.skillrouter.models.QUERY_PROMPT` for encoders the router loads by
-            name with last-token pooling (Qwen3-Embedding, the SkillRouter encoder) and no
-            prompt otherwise (MiniLM and other symmetric embedders want none).
+        query_prompt: Text put before every query for the encoder (``None``: the profile's,
+            also for an encoder passed in already loaded).
+        encoder_max_length: Encoder token limit for encoders loaded by name.
+        reranker_max_length: Reranker token limit for rerankers loaded by name.
         index_type: faiss index: ``"flat"`` (exact inner product), ``"hnsw"`` or ``"ivf"``.
         hnsw_m: HNSW graph degree.
         hnsw_ef_construction: HNSW build beam width.
@@ -63,17 +68,20 @@ class RouterConfig:
         show_progress: Progress bars (``None``: only on a terminal).
     """
 
+    profile: str = "skillrouter"  # the real default models
     retriever: Literal["dense", "bm25", "hybrid"] = "dense"  # the paper's first stage
     rerank: bool = True  # the second stage is where most Hit@1 comes from
     fields: Fields = "full"  # the body is the decisive signal
     retrieve_k: int = 50  # the SkillRouter retrieval protocol (top-50)
     rerank_k: int = 20  # the SkillRouter rerank protocol (top-20)
-    index_desc_max: int = 300  # SkillRouter encoder text budget
-    index_body_max: int = 2500  # SkillRouter encoder text budget
-    rerank_desc_max: int = 500  # SkillRouter reranker text budget
-    rerank_body_max: int = 2000  # SkillRouter reranker text budget
-    query_max_chars: int = 2000  # long task statements stay below ~512 tokens
-    query_prompt: str | None = None  # instruction-tuned embedders want one, MiniLM none
+    index_desc_max: int | None = None  # profile (authors' eval: 500)
+    index_body_max: int | None = None  # profile (authors' eval: 8000)
+    rerank_desc_max: int | None = None  # profile (500)
+    rerank_body_max: int | None = None  # profile (2000)
+    query_max_chars: int | None = None  # profile (2000)
+    query_prompt: str | None = None  # profile
+    encoder_max_length: int | None = None  # profile (4096 for the SkillRouter encoder)
+    reranker_max_length: int | None = None  # profile (4096 for the SkillRouter reranker)
     index_type: Literal["flat", "hnsw", "ivf"] = "flat"  # exact search is fast enough to ~100K
     hnsw_m: int = 32  # faiss's usual degree; recall@50 > 0.95 on 80K random vectors
     hnsw_ef_construction: int = 200  # build quality over build speed
@@ -89,6 +97,20 @@ class RouterConfig:
     show_progress: bool | None = None  # quiet in logs and CI
 
     def __post_init__(self) -> None:
+        prof = get_profile(self.profile)
+        for name in (
+            "index_desc_max",
+            "index_body_max",
+            "rerank_desc_max",
+            "rerank_body_max",
+            "query_max_chars",
+            "encoder_max_length",
+            "reranker_max_length",
+        ):
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(prof, name))
+        if self.query_prompt is None:
+            self.query_prompt = prof.query_prompt
         _choice("retriever", self.retriever, ("dense", "bm25", "hybrid"))
         _choice("fields", self.fields, ("full", "name_description"))
         _choice("index_type", self.index_type, ("flat", "hnsw", "ivf"))
@@ -96,6 +118,8 @@ class RouterConfig:
             retrieve_k=self.retrieve_k,
             rerank_k=self.rerank_k,
             query_max_chars=self.query_max_chars,
+            encoder_max_length=self.encoder_max_length,
+            reranker_max_length=self.reranker_max_length,
             hnsw_m=self.hnsw_m,
             hnsw_ef_construction=self.hnsw_ef_construction,
             hnsw_ef_search=self.hnsw_ef_search,
@@ -161,7 +185,8 @@ class TrainEncoderConfig:
     """Settings of :func:`~zjulab.skillrouter.encoder_training.train_encoder`.
 
     Args:
-        output_dir: Where checkpoints and the final model go.
+        output_dir: Where the final model goes.
+        profile: The profile whose query prompt and text budgets training uses (those routing uses).
         temperature: InfoNCE temperature τ; the loss scale is ``1/τ``.
         epochs: Passes over the examples.
         max_steps: Stop after this many optimizer steps (``-1``: run all epochs).
@@ -174,9 +199,9 @@ class TrainEncoderConfig:
         lora_r: LoRA rank.
         lora_alpha: LoRA scaling numerator.
         fields: Skill fields in the training text (as at index time).
-        desc_max: Description characters in the skill text.
-        body_max: Body characters in the skill text.
-        query_prompt: Instruction put before queries (as at routing time).
+        desc_max: Description characters in the skill text (``None``: the profile's).
+        body_max: Body characters in the skill text (``None``: the profile's).
+        query_prompt: Instruction put before queries (``None``: the profile's).
         bf16: Mixed precision on supporting GPUs.
         seed: Training seed.
         logging_steps: Log the loss every this many steps.
@@ -186,6 +211,7 @@ class TrainEncoderConfig:
     """
 
     output_dir: str = "skillrouter-encoder"
+    profile: str = "skillrouter"
     temperature: float = 0.05  # SkillRouter's InfoNCE τ
     epochs: float = 1.0  # one pass already moves a pretrained embedder far
     max_steps: int = -1
@@ -197,9 +223,9 @@ class TrainEncoderConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     fields: Fields = "full"
-    desc_max: int = 300
-    body_max: int = 2500
-    query_prompt: str = ""
+    desc_max: int | None = None  # profile
+    body_max: int | None = None  # profile
+    query_prompt: str | None = None  # profile: the prompt routing uses
     bf16: bool = False  # CPU-safe default
     seed: int = 0
     logging_steps: int = 10
@@ -207,6 +233,10 @@ class TrainEncoderConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        prof = get_profile(self.profile)
+        self.desc_max = prof.index_desc_max if self.desc_max is None else self.desc_max
+        self.body_max = prof.index_body_max if self.body_max is None else self.body_max
+        self.query_prompt = prof.query_prompt if self.query_prompt is None else self.query_prompt
         _positive(
             temperature=self.temperature,
             epochs=self.epochs,
@@ -228,7 +258,8 @@ class TrainRerankerConfig:
     """Settings of :func:`~zjulab.skillrouter.reranker_training.train_reranker`.
 
     Args:
-        output_dir: Where checkpoints and the final model go.
+        output_dir: Where the final model goes.
+        profile: The profile whose reranker prompt, budgets and token limit training uses.
         loss: ``"listwise"`` (softmax cross-entropy over one positive and its negatives, the
             paper's choice) or ``"pointwise"`` (binary cross-entropy per pair).
         kind: ``"yes_no"`` (causal LM, score = logit(yes) − logit(no)) or ``"cross_encoder"``
@@ -240,11 +271,10 @@ class TrainRerankerConfig:
         gradient_accumulation_steps: Batches per optimizer step.
         learning_rate: Peak learning rate.
         warmup_ratio: Fraction of steps with linear warm-up.
-        max_length: Prompt length limit in tokens; the document is cut, never the prompt's end.
-        instruction: Reranker instruction (yes/no kind).
-        assistant_prefix: Text after the generation prompt (yes/no kind).
-        desc_max: Description characters in the document.
-        body_max: Body characters in the document.
+        max_length: Prompt length limit in tokens; the document is cut, never the prompt's end
+            (``None``: the profile's).
+        desc_max: Description characters in the document (``None``: the profile's).
+        body_max: Body characters in the document (``None``: the profile's).
         fields: Skill fields in the document.
         lora: Train a peft LoRA adapter instead of all weights.
         lora_r: LoRA rank.
@@ -258,6 +288,7 @@ class TrainRerankerConfig:
     """
 
     output_dir: str = "skillrouter-reranker"
+    profile: str = "skillrouter"
     loss: Literal["listwise", "pointwise"] = "listwise"  # the paper's better variant
     kind: Literal["yes_no", "cross_encoder"] = "yes_no"  # matches the Qwen3-Reranker family
     group_size: int = 8  # 1 positive + 7 mined negatives
@@ -267,11 +298,9 @@ class TrainRerankerConfig:
     gradient_accumulation_steps: int = 4
     learning_rate: float = 1e-5  # full fine-tuning of a 0.6B LM
     warmup_ratio: float = 0.1
-    max_length: int = 1024  # name + 500 + 2000 characters fit
-    instruction: str = field(default="")  # empty: the router's default instruction
-    assistant_prefix: str = ""  # Qwen3 rerankers want "<think>\n\n</think>\n\n"
-    desc_max: int = 500
-    body_max: int = 2000
+    max_length: int | None = None  # profile (4096)
+    desc_max: int | None = None  # profile (500)
+    body_max: int | None = None  # profile (2000)
     fields: Fields = "full"
     lora: bool = False
     lora_r: int = 16
@@ -283,6 +312,10 @@ class TrainRerankerConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        prof = get_profile(self.profile)
+        self.max_length = prof.reranker_max_length if self.max_length is None else self.max_length
+        self.desc_max = prof.rerank_desc_max if self.desc_max is None else self.desc_max
+        self.body_max = prof.rerank_body_max if self.body_max is None else self.body_max
         _choice("loss", self.loss, ("listwise", "pointwise"))
         _choice("kind", self.kind, ("yes_no", "cross_encoder"))
         _choice("fields", self.fields, ("full", "name_description"))

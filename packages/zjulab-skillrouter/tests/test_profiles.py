@@ -1,0 +1,158 @@
+"""Each profile feeds its models exactly what the model cards and the authors' evaluation code
+use. The expected strings below are copied from the cards / the authors' code, not rebuilt."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from zjulab.common.testing import HashingEncoder
+from zjulab.skillrouter import RouterConfig, Skill, SkillRouter, TrainEncoderConfig, TrainRerankerConfig
+from zjulab.skillrouter.profiles import PROFILES
+
+# From the authors' src/common.py (the code behind pipizhao/SkillRouter-*-0.6B's reported numbers)
+SR_QUERY_INSTRUCTION = (
+    "Instruct: Given a coding task description, retrieve the most relevant "
+    "skill document that would help an agent complete the task\nQuery:"
+)
+SR_RERANK_INSTRUCTION = "Given a coding task description, judge whether the skill document is relevant and useful for completing the task"
+# From the Qwen3-Reranker-0.6B card (identical in the authors' get_reranker_template_tokens)
+QWEN_PREFIX = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
+    'provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+)
+QWEN_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+# From the Qwen3-Embedding-0.6B card: f'Instruct: {task_description}\nQuery:{query}' with its default task
+QWEN_TASK = "Given a web search query, retrieve relevant passages that answer the query"
+
+
+def test_skillrouter_profile_strings_and_budgets():
+    p = PROFILES["skillrouter"]
+    assert p.query_prompt == SR_QUERY_INSTRUCTION
+    assert p.rerank_instruction == SR_RERANK_INSTRUCTION
+    assert (p.index_desc_max, p.index_body_max, p.encoder_max_length) == (500, 8000, 4096)
+    assert (p.rerank_desc_max, p.rerank_body_max, p.reranker_max_length, p.query_max_chars) == (
+        500,
+        2000,
+        4096,
+        2000,
+    )
+    user = p.rerank_user("merge two PDFs", "pdf-tools | Work with PDFs. | Merge files.")
+    assert user == (
+        "<Instruct>: " + SR_RERANK_INSTRUCTION + "\n\n<Query>: merge two PDFs\n\n"
+        "<Document>: pdf-tools | Work with PDFs. | Merge files."
+    )
+    assert p.rerank_prefix == QWEN_PREFIX and p.rerank_suffix == QWEN_SUFFIX
+
+
+def test_qwen3_profile_strings():
+    p = PROFILES["qwen3"]
+    assert p.query_prompt + "What is the capital of China?" == (
+        f"Instruct: {QWEN_TASK}\nQuery:What is the capital of China?"
+    )
+    assert p.rerank_user("q", "d") == f"<Instruct>: {QWEN_TASK}\n<Query>: q\n<Document>: d"
+    assert (p.encoder_max_length, p.reranker_max_length) == (8192, 8192)
+
+
+def _tiny_qwen3(tmp_path):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from zjulab.common.testing import save_tiny, tiny_tokenizer
+
+    tok = tiny_tokenizer("causal")
+    import torch
+
+    torch.manual_seed(0)
+    cfg = Qwen3Config(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=8192,
+        pad_token_id=tok.pad_token_id,
+    )
+    model = Qwen3ForCausalLM(cfg).eval()
+    return save_tiny(model, tok, tmp_path / "qwen3"), model, tok
+
+
+def test_router_feeds_the_reranker_the_cards_prompt_and_last_position_logits(tmp_path, pool):
+    import torch
+
+    path, model, tok = _tiny_qwen3(tmp_path)
+    r = SkillRouter(
+        HashingEncoder(64), str(path), RouterConfig(retrieve_k=4, rerank_k=4), device="cpu"
+    ).index(pool)
+    got = r.route("merge several PDF documents", k=4)
+    scorer = r.reranker
+    assert scorer.max_length == 4096
+    doc = "pdf-tools | Work with PDF files. | Merge several PDF documents into one file with pypdf; reorder and rotate pages."
+    prompt = scorer.build_prompt("merge several PDF documents", doc)
+    assert prompt == (
+        QWEN_PREFIX + "<Instruct>: " + SR_RERANK_INSTRUCTION + "\n\n<Query>: merge several PDF documents\n\n"
+        "<Document>: " + doc + QWEN_SUFFIX
+    )
+    # the score is logit(yes) - logit(no) of the full forward pass, at the last position
+    ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        full = scorer.model(input_ids=ids).logits[0, -1].float()
+    want = float(full[scorer.yes_id] - full[scorer.no_id])
+    by_id = {g.skill.id: g.rerank_score for g in got}
+    assert by_id["pdf-merge"] == pytest.approx(want, abs=1e-4)
+
+
+def test_training_configs_take_the_profile():
+    enc = TrainEncoderConfig()
+    assert (enc.query_prompt, enc.desc_max, enc.body_max) == (SR_QUERY_INSTRUCTION, 500, 8000)
+    rr = TrainRerankerConfig(profile="qwen3")
+    assert (rr.max_length, rr.desc_max, rr.body_max) == (8192, 500, 2000)
+    assert TrainEncoderConfig(profile="embedded").query_prompt == ""
+
+
+def test_reranker_training_builds_the_routing_prompt(tmp_path):
+    from zjulab.skillrouter.reranker_training import _setup
+
+    path, model, tok = _tiny_qwen3(tmp_path)
+    _, _, scorer = _setup(model, tok, TrainRerankerConfig(), "cpu")
+    assert scorer.build_prompt("q", "d") == (
+        QWEN_PREFIX + "<Instruct>: " + SR_RERANK_INSTRUCTION + "\n\n<Query>: q\n\n<Document>: d" + QWEN_SUFFIX
+    )
+
+
+def test_pooling_comes_from_the_sentence_transformers_config(tmp_path, tiny_encoder_path):
+    import shutil
+
+    from zjulab.skillrouter import load_skill_encoder
+
+    for mode, want in (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean")):
+        d = tmp_path / want
+        shutil.copytree(tiny_encoder_path, d)
+        (d / "1_Pooling").mkdir()
+        (d / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, mode: True}))
+        assert load_skill_encoder(d, device="cpu").pooling == want
+    path, _, _ = _tiny_qwen3(tmp_path)
+    enc = load_skill_encoder(path, device="cpu")  # a decoder without an ST config: last token
+    assert enc.pooling == "last" and enc.max_length == 4096
+    assert load_skill_encoder(path, profile="embedded", device="cpu").max_length == 256
+
+
+def test_profile_is_stored_in_the_index(tmp_path, pool):
+    r = SkillRouter(HashingEncoder(64), None, RouterConfig(rerank=False, profile="qwen3")).index(pool)
+    back = SkillRouter.load(r.save(tmp_path / "idx"), encoder=HashingEncoder(64))
+    assert back.config.profile == "qwen3" and back._query_prompt == PROFILES["qwen3"].query_prompt
+    assert back.config.index_body_max == 8000
+    assert np.allclose(
+        [x.score for x in back.route("merge pdf", k=3)], [x.score for x in r.route("merge pdf", k=3)]
+    )
+
+
+def test_empty_body_skill_routes_on_name_and_description(pool):
+    bare = Skill(name="unit-converter", description="Convert units between metric and imperial.", body="")
+    r = SkillRouter(HashingEncoder(64), None, RouterConfig(rerank=False, profile="embedded")).index(
+        [*pool, bare]
+    )
+    assert r.route("convert metric units to imperial", k=1)[0].skill.id == "unit-converter"
