@@ -38,6 +38,7 @@ sys.path.insert(0, str(HERE))
 from bench_data import find_data  # noqa: E402
 from perturb import perturb_sql  # noqa: E402
 
+
 def _ids(node: object, out: set[str]) -> None:
     if isinstance(node, str):
         if node.startswith("__") and node.endswith("__") and node != "__all__":
@@ -141,7 +142,9 @@ def main() -> None:
                 prev_pred = perturb_sql(turn.sql, rng)
         dt = time.perf_counter() - t0
         print(f"\n{name} dev: {n_turns} turns scored ({skipped} gold queries unparsable), {dt:.0f}s")
-        print("| context | " + " | ".join(f"turn {b} R / P" for b in ("1", "2", "3", "4", ">4", "all")) + " |")
+        print(
+            "| context | " + " | ".join(f"turn {b} R / P" for b in ("1", "2", "3", "4", ">4", "all")) + " |"
+        )
         print("|---|" + "---:|" * 6)
         for label in ("utterance", "+history", "+gold SQL", "+pred SQL"):
             cells = []
@@ -149,7 +152,9 @@ def main() -> None:
                 hit, gold_n, linked_n = stats[(label, b)]
                 cells.append(f"{hit / gold_n:.3f} / {hit / linked_n:.3f}" if gold_n and linked_n else "-")
             print(f"| {label} | " + " | ".join(cells) + " |")
-        print("\n| schema budget (tokens) | mean schema tokens | saved vs full | gold-item recall of the pruned schema |")
+        print(
+            "\n| schema budget (tokens) | mean schema tokens | saved vs full | gold-item recall of the pruned schema |"
+        )
         print("|---|---:|---:|---:|")
         full = prune[None][0] / prune[None][3]
         for budget in budgets:

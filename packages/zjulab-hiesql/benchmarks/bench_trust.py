@@ -23,7 +23,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -55,8 +54,10 @@ def extraction() -> None:
     old = sum(previous_extract(c["answer"]) == c["sql"] for c in cases)
     refuse = [c for c in cases if not c["sql"]]
     print(f"extraction: {new}/{len(cases)} correct now, {old}/{len(cases)} with the previous extractor")
-    print(f"  of which answers without a runnable query ({len(refuse)}): refused now "
-          f"{sum(extract_sql(c['answer']) == '' for c in refuse)}, before {sum(previous_extract(c['answer']) == '' for c in refuse)}")
+    print(
+        f"  of which answers without a runnable query ({len(refuse)}): refused now "
+        f"{sum(extract_sql(c['answer']) == '' for c in refuse)}, before {sum(previous_extract(c['answer']) == '' for c in refuse)}"
+    )
 
 
 def token_budget(data: Path) -> None:
@@ -71,7 +72,9 @@ def token_budget(data: Path) -> None:
         sqls = [s for inter in read_turn_file(data / name / "dev_gold.txt") for s, _ in inter]
         bare = np.array([len(tok(s, add_special_tokens=False).input_ids) for s in sqls])
         fenced = np.array([len(tok(f"```sql\n{s}\n```", add_special_tokens=False).input_ids) for s in sqls])
-        row = ", ".join(f"{b}: {(bare <= b).mean():.2%} bare / {(fenced <= b).mean():.2%} fenced" for b in (48, 128, 160))
+        row = ", ".join(
+            f"{b}: {(bare <= b).mean():.2%} bare / {(fenced <= b).mean():.2%} fenced" for b in (48, 128, 160)
+        )
         print(f"token budget {name} ({len(sqls)} gold): {row}; longest {bare.max()} tokens")
 
 
@@ -108,9 +111,13 @@ def memory() -> None:
         conn.commit()
         conn.close()
         for mode in ("unbounded", "default"):
-            out = subprocess.run([sys.executable, "-c", _MEM, str(db), mode], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", _MEM, str(db), mode], capture_output=True, text=True, check=True
+            )
             before, after, trunc = out.stdout.split()
-            print(f"memory after 20 large turns ({mode}): {float(before):.0f} MB -> {float(after):.0f} MB RSS; {trunc} results marked truncated")
+            print(
+                f"memory after 20 large turns ({mode}): {float(before):.0f} MB -> {float(after):.0f} MB RSS; {trunc} results marked truncated"
+            )
 
 
 def hard_bounds() -> None:
@@ -136,7 +143,9 @@ def hard_bounds() -> None:
                     how = "finished"
                 except SandboxLimitError:
                     how = "stopped"
-                print(f"hard bound {iso:10} {label:20} {time.perf_counter() - t0:5.2f}s ({how}) vs 1.0 s limit")
+                print(
+                    f"hard bound {iso:10} {label:20} {time.perf_counter() - t0:5.2f}s ({how}) vs 1.0 s limit"
+                )
             box.close()
 
 
