@@ -83,7 +83,7 @@ def _tiny_qwen3(tmp_path):
 def test_router_feeds_the_reranker_the_cards_prompt_and_last_position_logits(tmp_path, pool):
     import torch
 
-    path, model, tok = _tiny_qwen3(tmp_path)
+    path, _model, tok = _tiny_qwen3(tmp_path)
     r = SkillRouter(
         HashingEncoder(64), str(path), RouterConfig(retrieve_k=4, rerank_k=4), device="cpu"
     ).index(pool)
@@ -116,7 +116,7 @@ def test_training_configs_take_the_profile():
 def test_reranker_training_builds_the_routing_prompt(tmp_path):
     from zjulab.skillrouter.reranker_training import _setup
 
-    path, model, tok = _tiny_qwen3(tmp_path)
+    _path, model, tok = _tiny_qwen3(tmp_path)
     _, _, scorer = _setup(model, tok, TrainRerankerConfig(), "cpu")
     assert scorer.build_prompt("q", "d") == (
         QWEN_PREFIX + "<Instruct>: " + SR_RERANK_INSTRUCTION + "\n\n<Query>: q\n\n<Document>: d" + QWEN_SUFFIX

@@ -247,6 +247,21 @@ def _cmd_train_reranker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from zjulab.skillrouter.serve import serve
+
+    router = SkillRouter.load(args.index, device=args.device)
+    if args.transport == "http":
+        print(
+            f"serving {len(router)} skills on http://{args.host}:{args.port} "
+            "(POST /route, GET /health, MCP at /mcp)",
+            file=sys.stderr,
+            flush=True,
+        )
+    serve(router, transport=args.transport, host=args.host, port=args.port)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from zjulab.skillrouter.demo_pool import load_demo_pool
 
@@ -392,6 +407,15 @@ def build_parser() -> argparse.ArgumentParser:
                 help="the reranker prompt to train with (the one routing will use)",
             )
         p.set_defaults(func=func)
+
+    p = sub.add_parser("serve", help="load an index once; serve POST /route and an MCP route_skills tool")
+    p.add_argument("index")
+    p.add_argument(
+        "--transport", choices=["http", "stdio"], default="http", help="stdio: MCP for a spawning agent"
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("demo", help="route on the demo pool with the embedded models (offline)")
     p.add_argument("--rerank-k", type=int, default=3)

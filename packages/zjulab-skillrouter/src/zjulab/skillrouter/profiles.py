@@ -1,4 +1,4 @@
-"""Model profiles: exactly what each family of encoder/reranker is fed.
+r"""Model profiles: exactly what each family of encoder/reranker is fed.
 
 A profile fixes the query instruction, the reranker prompt (instruction, separators, the chat
 frame and the empty ``<think>`` block), the character budgets and the token limits. It is stored

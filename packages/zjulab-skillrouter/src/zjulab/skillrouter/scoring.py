@@ -1,4 +1,4 @@
-"""The yes/no reranker fed a profile's exact prompt, reading logits at the last position only.
+r"""The yes/no reranker fed a profile's exact prompt, reading logits at the last position only.
 
 :class:`ProfileYesNoScorer` is zjulab-common's :class:`~zjulab.common.scorers.YesNoScorer`
 with two changes: the prompt is the profile's (for the Qwen3 family the literal chat frame of
