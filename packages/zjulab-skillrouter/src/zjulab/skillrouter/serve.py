@@ -1,5 +1,6 @@
-"""A long-running router: the index is loaded once, then routes over HTTP and the Model Context
-Protocol (the official ``mcp`` SDK).
+"""A long-running router: the index is loaded once, then served over HTTP and MCP.
+
+The Model Context Protocol side uses the official ``mcp`` SDK.
 
 * ``POST /route`` with ``{"query": str, "k": int, "where": {...}, "rerank": bool}`` answers
   ``{"results": [{"id", "name", "rank", "score", "retrieval_score", "rerank_score", "path"}]}``;
@@ -50,8 +51,7 @@ def route_records(
 
 
 def build_server(router: SkillRouter, *, name: str = "zjulab-skillrouter") -> Any:
-    """An ``mcp`` :class:`~mcp.server.mcpserver.MCPServer` with the ``route_skills`` tool and the
-    ``/route`` and ``/health`` HTTP routes.
+    """An ``mcp`` ``MCPServer`` with the ``route_skills`` tool and the ``/route``, ``/health`` routes.
 
     Raises:
         MissingDependencyError: ``mcp`` is not installed (``zjulab-skillrouter[serve]``).
