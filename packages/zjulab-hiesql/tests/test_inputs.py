@@ -164,3 +164,28 @@ def test_demo_database_never_replaces_a_file(tmp_path):
     fresh = build_demo_database(tmp_path / "new" / "b.sqlite")
     assert build_demo_database(fresh, exist_ok=True) == fresh
     assert sorted(p.name for p in fresh.parent.iterdir()) == ["b.sqlite"]  # no temporary left
+
+
+def test_value_linking_reads_names_with_quotes(tmp_path):
+    from zjulab.hiesql.linking import build_linking_graph
+
+    db = tmp_path / "q.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute('CREATE TABLE "the ""best"" shop" (id INTEGER PRIMARY KEY, "city ""name""" TEXT)')
+    conn.execute('INSERT INTO "the ""best"" shop" VALUES (1, \'Lyon\')')
+    conn.commit()
+    conn.close()
+    s = schema_from_sqlite(db)
+    g = build_linking_graph(s, "Which shops are in Lyon?", [], None, db)
+    assert any(h.startswith("value_match") for h in g.linked_schema()['the "best" shop.city "name"'])
+
+
+def test_predict_cli_refuses_to_overwrite(tmp_path):
+    from zjulab.hiesql.cli import main
+
+    out = tmp_path / "pred.txt"
+    out.write_text("my earlier predictions")
+    rc = main(
+        ["predict", "--model", str(tmp_path / "none"), "--data", "x", "--tables", "y", "--out", str(out)]
+    )
+    assert rc == 2 and out.read_text() == "my earlier predictions"

@@ -118,3 +118,16 @@ def test_bimodal_pretraining_masks_both_sides_and_learns():
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
     with pytest.raises(HieSqlConfigError, match="at least one"):
         trainer.train([], steps=1)
+
+
+def test_save_never_replaces_a_foreign_directory(tmp_path):
+    mine = tmp_path / "docs"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    parser = tiny_parser()
+    with pytest.raises(ParserStoreError, match="not a saved parser"):
+        parser.save(mine)
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    parser.save(tmp_path / "p")
+    parser.save(tmp_path / "p")  # replacing its own save is fine
+    assert (tmp_path / "p" / "hiesql.json").is_file()

@@ -136,6 +136,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from zjulab.hiesql.parser import HieSqlParser
     from zjulab.hiesql.schema import load_tables
 
+    for out in (args.out, args.gold_out):
+        if out and Path(out).exists() and not args.overwrite:
+            from zjulab.hiesql.errors import HieSqlConfigError
+
+            raise HieSqlConfigError(f"{out} exists; pass --overwrite to replace it")
     inters = load_interactions(args.data)
     schemas = load_tables(args.tables)
     parser = HieSqlParser.load(args.model, device=args.device)
@@ -284,6 +289,7 @@ def _build() -> argparse.ArgumentParser:
     pr.add_argument("--tables", required=True)
     pr.add_argument("--out", required=True)
     pr.add_argument("--gold-out", default=None, help="also write the gold SQL in the same interaction order")
+    pr.add_argument("--overwrite", action="store_true", help="replace existing --out/--gold-out files")
     pr.add_argument("--device", default="auto")
     pr.set_defaults(func=_cmd_predict)
 

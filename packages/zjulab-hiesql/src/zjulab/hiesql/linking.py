@@ -236,7 +236,8 @@ def _read_values(db_path: str | Path, schema: Schema, limit: int) -> dict[int, s
                 continue
             table = schema.table_names_original[t_idx]
             try:
-                rows = conn.execute(f'SELECT DISTINCT "{col}" FROM "{table}" LIMIT {int(limit)}').fetchall()
+                qc, qt = col.replace('"', '""'), table.replace('"', '""')
+                rows = conn.execute(f'SELECT DISTINCT "{qc}" FROM "{qt}" LIMIT {int(limit)}').fetchall()
             except sqlite3.Error:
                 continue
             values[c_idx] = {

@@ -297,7 +297,16 @@ class HieSqlParser:
         Layout: ``hiesql.json`` (format version and config), ``encoder/`` (base encoder and
         tokenizer), ``decoder/`` (the LM with LoRA merged, and tokenizer), ``heads.pt``
         (relation-aware layers, segment embeddings, decoder projection).
+
+        Raises:
+            ParserStoreError: ``path`` is an existing non-empty directory that is not a saved
+                parser (it is never replaced).
         """
+        target = Path(path)
+        if target.is_dir() and any(target.iterdir()) and not (target / "hiesql.json").is_file():
+            raise ParserStoreError(
+                f"{target} is a non-empty directory that is not a saved parser; refusing to replace it"
+            )
         with atomic_directory(path) as tmp:
             tmp = Path(tmp)
             meta = {"format_version": FORMAT_VERSION, "config": dataclasses.asdict(self.config)}

@@ -14,6 +14,7 @@ import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from zjulab.hiesql._torch import torch  # first: a typed error without the [torch] extra
@@ -187,6 +188,16 @@ class BimodalPretrainer:
         return losses
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Save the model and tokenizer with ``save_pretrained`` (load the encoder from it later)."""
+        """Save the model and tokenizer with ``save_pretrained`` (load the encoder from it later).
+
+        Raises:
+            HieSqlConfigError: ``path`` is an existing non-empty directory without a model
+                ``config.json`` (files of someone else's are never overwritten).
+        """
+        target = Path(path)
+        if target.is_dir() and any(target.iterdir()) and not (target / "config.json").is_file():
+            raise HieSqlConfigError(
+                f"{target} is a non-empty directory that is not a saved model; refusing to write into it"
+            )
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
