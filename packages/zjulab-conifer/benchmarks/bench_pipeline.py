@@ -1,13 +1,12 @@
-"""Pipeline throughput (items/s) against concurrency.
+"""Pipeline throughput against ``max_in_flight``, and the cost of resuming a finished run.
 
-Two models: a local transformers model (``--model tiny``: a random 2-layer Qwen2 from
-zjulab.common.testing; ``--model embedded``: SmolLM2-135M-Instruct) and a simulated remote
-model that answers after a fixed latency (what an OpenAI-compatible server looks like to the
-pipeline). Each run pushes the same instructions through the answer stage with a fresh
-checkpoint directory; figures are ratios against concurrency 1 of the same model.
+The answer stage over a real HTTP round trip: ``OpenAIChatModel`` talking to zjulab-common's
+stub ``ChatServer``, which answers every request after a fixed latency (0.2 s by default, what
+a busy inference server looks like). Each setting runs on a fresh ``out_dir``; figures are
+ratios against ``max_in_flight=1`` in the same process. Resume overhead: the same ``out_dir``
+run again, every answer replayed from the request cache, against the original run.
 
-    python benchmarks/bench_pipeline.py --quick
-    python benchmarks/bench_pipeline.py --model embedded
+    python benchmarks/bench_pipeline.py [--items 48] [--latency 0.2]
 """
 
 import argparse
@@ -17,21 +16,18 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from zjulab.common.chat import TransformersChatModel, Usage
+from zjulab.common.chat import OpenAIChatModel
+from zjulab.common.testing import ChatServer
 from zjulab.conifer import AnswerStage, Pipeline, PipelineConfig
 
 
-class LatencyModel:
-    """Answers after ``latency`` seconds per generate call (a remote server stand-in)."""
+class Echo:
+    """Answers instantly; the server's ``delay`` supplies the latency."""
 
-    def __init__(self, latency):
-        self.latency = latency
-        self.usage = Usage()
+    model_id = "bench"
 
     def generate(self, conversations, **sampling):
-        time.sleep(self.latency)
-        self.usage.add(len(conversations), 0, 0)
-        return [f"answer {i}" for i in range(len(conversations))]
+        return [f"answer to {c[-1]['content']}" for c in conversations]
 
 
 def records(n):
@@ -41,53 +37,48 @@ def records(n):
     ]
 
 
-def throughput(model, n, concurrency, batch_size, max_new_tokens):
-    with tempfile.TemporaryDirectory() as d:
-        cfg = PipelineConfig(
-            out_dir=d,
-            concurrency=concurrency,
-            batch_size=batch_size,
-            answer_max_new_tokens=max_new_tokens,
-            show_progress=False,
-        )
-        t0 = time.perf_counter()
-        res = Pipeline(model, None, cfg, stages=[AnswerStage(system=None)]).run(records(n))
-        dt = time.perf_counter() - t0
-    return n / dt, res.stats[0]
+def run(url, out_dir, n, max_in_flight):
+    model = OpenAIChatModel("bench", base_url=url, api_key="bench", max_retries=0, concurrency=64)
+    cfg = PipelineConfig(out_dir=out_dir, max_in_flight=max_in_flight, show_progress=False)
+    t0 = time.perf_counter()
+    res = Pipeline(model, None, cfg, stages=[AnswerStage(system=None)]).run(records(n))
+    dt = time.perf_counter() - t0
+    assert res.complete and len(res.records) == n
+    return dt, res.stats[0]
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--model", choices=["tiny", "embedded"], default=None)
+    ap.add_argument("--items", type=int, default=48)
+    ap.add_argument("--latency", type=float, default=0.2)
     args = ap.parse_args()
-    model_kind = args.model or ("tiny" if args.quick else "embedded")
-    n = 16 if args.quick else 48
-    concs = [1, 2, 4]
-    if model_kind == "tiny":
-        from zjulab.common.testing import tiny_causal_lm
-
-        m, tok = tiny_causal_lm(seed=0)
-        local = TransformersChatModel(m, tok, device="cpu", batch_size=4)
-    else:
-        from zjulab.common.defaults import default_chat_model
-
-        local = default_chat_model(device="cpu", max_new_tokens=32)
-        local.batch_size = 4
-    print(f"answer stage, {n} items, batch 4, 2 CPU cores shared")
-    for name, model, max_new in [
-        (f"local:{model_kind}", local, 16 if args.quick else 32),
-        ("remote:latency-0.2s", LatencyModel(0.2), 16),
-    ]:
-        throughput(model, 4, 1, 4, max_new)  # warm-up (first-call allocations)
+    n = args.items
+    with ChatServer(Echo()) as server:
+        server.delay = args.latency
+        print(f"answer stage, {n} items, stub server with {args.latency}s latency per request")
         base = None
-        for c in concs:
-            ips, st = throughput(model, n, c, 4, max_new)
-            base = base or ips
-            print(
-                f"{name:<22} concurrency={c}  {ips:8.2f} items/s  x{ips / base:4.2f} vs concurrency 1  "
-                f"(tokens out {st.usage.get('completion_tokens', 0)})"
-            )
+        with tempfile.TemporaryDirectory() as root:
+            run(server.url, os.path.join(root, "warm"), 2, 1)
+            for mif in (1, 4, 16):
+                server.max_in_flight = 0
+                out = os.path.join(root, f"mif{mif}")
+                dt, st = run(server.url, out, n, mif)
+                ips = n / dt
+                base = base or ips
+                peak = getattr(server, "max_in_flight", "?")
+                print(
+                    f"max_in_flight={mif:<3} {ips:7.2f} items/s  x{ips / base:5.2f} vs 1  "
+                    f"({dt:.2f} s, {st.usage.get('calls', 0)} calls, server peak in flight {peak})"
+                )
+                if mif == 1:
+                    t0 = time.perf_counter()
+                    before = len(server.requests)
+                    replay, st2 = run(server.url, out, n, mif)
+                    asked = len(server.requests) - before
+                    print(
+                        f"resume of the finished max_in_flight=1 run: {replay:.3f} s vs {dt:.2f} s "
+                        f"(x{replay / dt:.4f} of the original, {asked} requests, {st2.resumed} replayed)"
+                    )
 
 
 if __name__ == "__main__":
