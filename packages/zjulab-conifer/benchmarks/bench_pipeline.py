@@ -71,7 +71,6 @@ def main():
                     f"({dt:.2f} s, {st.usage.get('calls', 0)} calls, server peak in flight {peak})"
                 )
                 if mif == 1:
-                    t0 = time.perf_counter()
                     before = len(server.requests)
                     replay, st2 = run(server.url, out, n, mif)
                     asked = len(server.requests) - before
