@@ -96,7 +96,10 @@ def test_export_jsonl_and_hf(tmp_path, capsys):
     import datasets
 
     assert len(datasets.load_from_disk(str(tmp_path / "hf"))) == 1
-    assert main(["export", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "new.jsonl")]) == 2
+    assert main(["export", str(tmp_path / "run"), "--out", str(out)]) == 2  # never over an existing file
+    assert "exists" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "run"), "--out", str(out), "--overwrite"]) == 0
     dpo = tmp_path / "dpo.jsonl"
     assert main(["export", str(tmp_path / "run"), "--out", str(dpo), "--kind", "dpo"]) == 0
     (pair,) = [json.loads(x) for x in dpo.read_text().splitlines()]
@@ -138,6 +141,7 @@ def test_run_with_the_server_down_exits_nonzero_then_recovers(tmp_path, capsys):
         # an incomplete run is not exported unless asked for, and then labelled
         assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "x.jsonl")]) == 2
         assert "incomplete run" in capsys.readouterr().err
+        assert not (tmp_path / "x.jsonl").exists()
         stub.down = False
         assert main(["run", str(tmp_path / "c.json")]) == 0
         assert "3 records, 0 set aside" in capsys.readouterr().out
@@ -211,6 +215,7 @@ def test_export_push_to_hub_dry_run_and_upload(tmp_path, capsys, monkeypatch):
     out = tmp_path / "sft.jsonl"
     argv = ["export", str(tmp_path / "run"), "--out", str(out), "--push-to-hub", "me/conifer-mini"]
     assert main([*argv, "--hub-dry-run"]) == 0
+    argv.append("--overwrite")
     folder = tmp_path / "sft.jsonl.hub"
     card = (folder / "README.md").read_text()
     assert card.startswith("---\nlicense: other\n") and "path: data/train.jsonl" in card

@@ -132,3 +132,11 @@ def test_full_ifeval_with_prompt_echo(ifeval_path):
     res = evaluate_ifeval([p.prompt for p in prompts], ifeval_path)
     assert res.num_prompts == 541 and res.num_instructions == 834
     assert 0 < res.prompt_strict <= res.prompt_loose < 1
+
+
+def test_non_string_responses_are_refused():
+    prompts = [IFEvalPrompt(1, "No commas.", ("punctuation:no_comma",), ({},))]
+    with pytest.raises(ConiferInputError, match="response 0 must be a string, got NoneType"):
+        evaluate_ifeval([None], prompts)
+    with pytest.raises(ConiferInputError, match="prompt key 1 must be a string"):
+        evaluate_ifeval({"No commas.": 3}, prompts)

@@ -427,3 +427,20 @@ def test_mode_is_validated():
     assert (
         PipelineConfig().format_number_enabled and not PipelineConfig(mode="verifiable").format_number_enabled
     )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("few_shot", "false", "few_shot must be true or false"),
+        ("temperature", "0.2", "temperature must be a number"),
+        ("languages", "en", "languages must be a list"),
+        ("format_number", 1, "format_number must be true, false or null"),
+        ("seed", 1.5, "seed must be an integer"),
+        ("strong_model", "gpt-4o", "strong_model must be an object"),
+        ("max_in_flight", 0, "max_in_flight must be a positive integer"),
+    ],
+)
+def test_config_values_are_taken_as_written_or_refused(key, value, match):
+    with pytest.raises(ConiferConfigError, match=match):
+        PipelineConfig.from_dict({key: value})

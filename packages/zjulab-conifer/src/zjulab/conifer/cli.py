@@ -140,6 +140,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a run's records as chat ``messages`` (JSONL or a saved ``datasets`` dataset)."""
+    if Path(args.out).exists() and not args.overwrite:
+        raise ConiferInputError(f"{args.out} exists; give another --out or pass --overwrite")
     records, manifest = run_records(args.run_dir, partial=args.partial)
     is_partial = not manifest.get("complete") or bool(manifest["missing_stages"])
     if args.kind == "dpo":
@@ -155,7 +157,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         datasets = require("datasets", "pip install 'zjulab-conifer[train]'", feature="export --format hf")
         ds = datasets.Dataset.from_list(rows)
-        ds.save_to_disk(args.out)
+        target = Path(args.out)
+        if target.exists():  # --overwrite, and only over a dataset saved by datasets
+            if not (target.is_dir() and (target / "dataset_info.json").is_file()):
+                raise ConiferInputError(f"{target}: not a saved dataset; refusing to replace it")
+            import shutil
+
+            shutil.rmtree(target)
+        ds.save_to_disk(str(target))
         n = len(ds)
     if args.push_to_hub:
         from zjulab.conifer.hub import push_to_hub
@@ -420,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.set_defaults(fn=cmd_export)
 
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="also publish on the Hugging Face Hub")
     p.add_argument("--hub-folder", help="folder for the card and data to upload (default: OUT.hub)")
     p.add_argument("--hub-dry-run", action="store_true", help="write the card and data, upload nothing")

@@ -122,6 +122,7 @@ class PipelineConfig:
     contamination_action: str = "drop"
 
     def __post_init__(self) -> None:
+        self._check_types()
         positive = (
             "num_reframes",
             "num_levels",
@@ -185,6 +186,43 @@ class PipelineConfig:
             kind = spec.get("kind") if spec else None
             if spec and kind not in _MODEL_KINDS:
                 raise ConiferConfigError(f"{name}.kind must be one of {sorted(_MODEL_KINDS)}, got {kind!r}")
+
+    def _check_types(self) -> None:
+        """Refuse values of the wrong type (a JSON ``"false"`` is not ``False``)."""
+        bools = ("few_shot", "filters", "guided_json")
+        floats = ("retry_backoff", "temperature", "contamination_threshold")
+        strs = ("mode", "out_dir", "seeds_path", "contamination_prompts", "contamination_action")
+        for name in bools:
+            if not isinstance(getattr(self, name), bool):
+                raise ConiferConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("format_number", "show_progress"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise ConiferConfigError(f"{name} must be true, false or null, got {value!r}")
+        for name in floats:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConiferConfigError(f"{name} must be a number, got {value!r}")
+        for name in strs:
+            if not isinstance(getattr(self, name), str):
+                raise ConiferConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+        for name in (
+            "min_levels",
+            "weak_level",
+            "seed",
+            "min_seed_chars",
+            "max_seed_chars",
+            "max_structured_retries",
+            "max_remote_retries",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConiferConfigError(f"{name} must be an integer, got {value!r}")
+        if not isinstance(self.languages, list) or not all(isinstance(x, str) for x in self.languages):
+            raise ConiferConfigError(f"languages must be a list of language codes, got {self.languages!r}")
+        for name in ("strong_model", "weak_model"):
+            if not isinstance(getattr(self, name), dict):
+                raise ConiferConfigError(f"{name} must be an object, got {getattr(self, name)!r}")
 
     @property
     def format_number_enabled(self) -> bool:

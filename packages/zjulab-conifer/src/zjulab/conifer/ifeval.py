@@ -150,6 +150,11 @@ def _response_lookup(
     if isinstance(responses, Mapping):
         out = []
         for p in prompts:
+            found = next((k for k in (p.prompt, p.key, str(p.key)) if k in responses), None)
+            if found is not None and not isinstance(responses[found], str):
+                raise ConiferInputError(
+                    f"the response for IFEval prompt key {p.key} must be a string, got {type(responses[found]).__name__}"
+                )
             if p.prompt in responses:
                 out.append(responses[p.prompt])
             elif p.key in responses:
@@ -169,7 +174,10 @@ def _response_lookup(
         return _response_lookup(table, prompts)
     if len(items) != len(prompts):
         raise ConiferInputError(f"{len(items)} responses for {len(prompts)} prompts")
-    return [str(r) for r in items]
+    for i, r in enumerate(items):
+        if not isinstance(r, str):
+            raise ConiferInputError(f"response {i} must be a string, got {type(r).__name__}")
+    return list(items)
 
 
 def evaluate_ifeval(
