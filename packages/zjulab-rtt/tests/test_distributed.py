@@ -28,7 +28,7 @@ def test_group_token_norm_across_processes(tmp_path):
         pytest.skip("torchrun not found")
     a, b = tmp_path / "a", tmp_path / "b"
     single = _run([sys.executable, str(WORKER), "4", str(a)], tmp_path, a)
-    split = _run([torchrun, "--nproc_per_node", "2", str(WORKER), "2", str(b)], tmp_path, b)
+    split = _run([torchrun, "--standalone", "--nproc_per_node", "2", str(WORKER), "2", str(b)], tmp_path, b)
     assert (
         [r["text"] for r in split]
         == [r["text"] for r in single]

@@ -275,9 +275,9 @@ def test_gradient_accumulation_splits_the_joined_batch(tmp_path):
     assert "serl/actor_loss" in logs and "serl/judge_loss" in logs
 
 
-def _accumulated_grad(tmp_path, batch, accumulation, loss_type, seed=0):
+def _accumulated_grad(tmp_path, batch, accumulation, loss_type, seed=0, **extra):
     trainer = make_trainer(
-        tmp_path / f"ga{accumulation}{loss_type}",
+        tmp_path / f"ga{accumulation}{loss_type}{extra}",
         num_generations=2,
         per_device_train_batch_size=4 // accumulation,
         gradient_accumulation_steps=accumulation,
@@ -285,6 +285,7 @@ def _accumulated_grad(tmp_path, batch, accumulation, loss_type, seed=0):
         loss_schedule="constant",
         actor_loss_weight=0.7,
         judge_loss_weight=0.3,
+        **extra,
     )
     trainer.current_gradient_accumulation_steps = accumulation
     trainer.model.train()
@@ -302,6 +303,32 @@ def _accumulated_grad(tmp_path, batch, accumulation, loss_type, seed=0):
         trainer._step += 1
     grad = torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
     return grad, total, roles, trainer
+
+
+def _fixed_generation(tmp_path, loss_type):
+    source = make_trainer(
+        tmp_path / "src", num_generations=2, per_device_train_batch_size=4, loss_type=loss_type
+    )
+    source.model.train()
+    torch.manual_seed(1)
+    batch = source._generate_and_score_completions([{"prompt": p} for p in PROMPTS for _ in range(2)])
+    lengths = [8, 3, 6, 1, 4, 2, 3, 1]
+    width = batch["completion_mask"].size(1)
+    batch["completion_mask"] = torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
+    batch["advantages"] = torch.tensor([1.0, -0.5, 0.3, -0.8, 0.9, -0.9, 0.4, -0.2])
+    return batch
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dapo"])
+def test_judge_micro_batches_give_the_same_gradient(tmp_path, loss_type):
+    batch = _fixed_generation(tmp_path, loss_type)
+    ref, ref_loss, _, _ = _accumulated_grad(tmp_path, batch, 1, loss_type)
+    for size in (1, 3):
+        grad, loss, _, _ = _accumulated_grad(tmp_path, batch, 1, loss_type, judge_micro_batch_size=size)
+        torch.testing.assert_close(grad, ref, atol=1e-6, rtol=1e-4)
+        assert loss == pytest.approx(ref_loss, abs=1e-5)
+    with pytest.raises(SERLConfigError, match="judge_micro_batch_size"):
+        make_trainer(tmp_path / "bad", judge_micro_batch_size=0)
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo"])
@@ -336,3 +363,22 @@ def test_per_row_weights_equal_across_gradient_accumulation(tmp_path, loss_type)
     )
     # TRL's loss metrics are kept per role
     assert "actor/entropy" in logged and "judge/entropy" in logged and "entropy" not in logged
+
+
+def test_judge_completions_get_their_own_table(tmp_path):
+    import pandas as pd
+
+    trainer = make_trainer(tmp_path, log_completions=True, loss_schedule="constant")
+    trainer.train()
+    out = tmp_path / "out" / "completions"
+    judge_files = sorted(out.glob("judge_completions_*.parquet"))
+    assert judge_files, list(out.iterdir())
+    df = pd.read_parquet(judge_files[-1])
+    # two prompt groups of C(3,2) * K = 6 judge rollouts each
+    assert len(df) == 12
+    assert set(df["verdict"].dropna().astype(int)) <= {1, 2}
+    assert "judge_serl_judge_reward" in df.columns
+    assert df["judge_serl_judge_reward"].isin([-1.0, 0.0, 1.0]).all()
+    # the actor table stays TRL's: one row per actor rollout
+    actor = pd.read_parquet(sorted(out.glob("completions_*.parquet"))[-1])
+    assert len(actor) == 6

@@ -59,6 +59,11 @@ class SERLConfig(GRPOConfig):
         beta_floor: Smallest Judge-loss weight of the SERL schedule.
         actor_loss_weight: Actor-loss weight of the constant schedule.
         judge_loss_weight: Judge-loss weight of the constant schedule.
+        judge_micro_batch_size: Most judge rows in one forward/backward pass. A micro-batch tuned
+            for GRPO holds ``per_device_train_batch_size`` actor rows and ``(N - 1) * K / 2``
+            times as many judge rows; with this set the judge rows are run in chunks, each
+            back-propagated before the next (gradients accumulate without synchronisation, so the
+            result equals one pass). Not supported under DeepSpeed.
     """
 
     num_judge_generations: int = field(
@@ -96,6 +101,10 @@ class SERLConfig(GRPOConfig):
     )  # paper
     actor_loss_weight: float = field(default=1.0, metadata={"help": "Actor weight (constant schedule)."})
     judge_loss_weight: float = field(default=1.0, metadata={"help": "Judge weight (constant schedule)."})
+    judge_micro_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Most judge rows in one forward/backward pass (None: all of a micro-batch)."},
+    )  # a micro-batch holds (N - 1) * K / 2 judge rows per actor row; this bounds them
 
     def __post_init__(self) -> None:
         if self.bf16 is None and not self.fp16:
@@ -144,6 +153,13 @@ class SERLConfig(GRPOConfig):
         self.judge_config()  # validates K, band, template, choices
         if self.loss_schedule not in ("serl", "constant"):
             raise SERLConfigError(f"loss_schedule must be 'serl' or 'constant', got {self.loss_schedule!r}")
+        jmb = self.judge_micro_batch_size
+        if jmb is not None and (not isinstance(jmb, int) or jmb <= 0):
+            raise SERLConfigError(f"judge_micro_batch_size must be a positive integer or None, got {jmb!r}")
+        if jmb is not None and getattr(self, "deepspeed", None):
+            raise SERLConfigError(
+                "judge_micro_batch_size is not supported with DeepSpeed (it runs its own backward)"
+            )
         for name in ("alpha_cap", "beta_floor", "actor_loss_weight", "judge_loss_weight"):
             if getattr(self, name) < 0:
                 raise SERLConfigError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -84,13 +84,17 @@ def _text_of(item: Any) -> str:
 
 
 def _fresh_logs(logs: dict[str, Any]) -> dict[str, Any]:
-    """Empty containers shaped like TRL's completion logs (deques keep their ``maxlen``)."""
+    """Empty containers shaped like TRL's completion logs, for one judge pass.
+
+    TRL bounds its deques by the actor batch size; a judge pass has ``(N - 1) * K / 2`` times
+    more rows, so these are unbounded (a new set is made for every judge pass).
+    """
     out: dict[str, Any] = {}
     for key, value in logs.items():
         if isinstance(value, defaultdict):
-            out[key] = defaultdict(value.default_factory)
+            out[key] = defaultdict(deque)
         elif isinstance(value, deque):
-            out[key] = deque(maxlen=value.maxlen)
+            out[key] = deque()
         else:
             out[key] = type(value)()
     return out
@@ -546,13 +550,15 @@ class SERLTrainer(GRPOTrainer):
             idx = (role == code).nonzero(as_tuple=True)[0]
             if idx.numel() == 0 or weight == 0.0:
                 continue
-            sub = self._rows(inputs, idx, items)
             before = {key: len(values) for key, values in self._metrics[mode].items()}
             saved = self.max_completion_length
             if name == "judge":
                 self.max_completion_length = self.serl_args.max_judge_completion_length
             try:
-                part = self._compute_loss(model, sub)
+                if name == "judge" and self.serl_args.judge_micro_batch_size:
+                    part = self._chunked_loss(model, inputs, idx, items, weight)
+                else:
+                    part = self._compute_loss(model, self._rows(inputs, idx, items))
             finally:
                 self.max_completion_length = saved
             self._move_new_metrics(mode, before, name)
@@ -562,6 +568,46 @@ class SERLTrainer(GRPOTrainer):
         if total is None:  # nothing to learn from in this micro-batch; keep the graph connected
             total = sum((p.sum() * 0.0 for p in model.parameters() if p.requires_grad), torch.tensor(0.0))
         return total
+
+    def _chunked_loss(
+        self, model: Any, inputs: dict[str, Any], idx: torch.Tensor, items: Any, weight: float
+    ) -> torch.Tensor:
+        """One role's loss over its rows in chunks of ``judge_micro_batch_size``.
+
+        Each chunk's loss is weighted by its share of the rows (per-sequence losses) or of the
+        tokens (``"bnpo"``) so the sum equals the loss of one pass; token-sum losses normalised
+        by the role's token count (``"dapo"``, ``"cispo"``, ``"vespo"``) add up as they are. In
+        training, every chunk but the last is back-propagated here, without gradient
+        synchronisation, so only one chunk's activations are held at a time; the last one is
+        returned with its graph (its value includes the others', detached).
+        """
+        size = int(self.serl_args.judge_micro_batch_size or idx.numel())
+        chunks = list(idx.split(size))
+        loss_type = self.loss_type
+        by_tokens = loss_type == "bnpo"
+        summed = loss_type in ("dapo", "cispo", "vespo")
+
+        def amount(rows: torch.Tensor) -> float:
+            if not by_tokens:
+                return float(rows.numel())
+            mask = inputs["completion_mask"][rows]
+            if "tool_mask" in inputs:
+                mask = mask * inputs["tool_mask"][rows]
+            return float(mask.sum())
+
+        total = sum(amount(c) for c in chunks) or 1.0
+        learn = model.training and torch.is_grad_enabled()
+        done: torch.Tensor | None = None
+        for c in chunks[:-1]:
+            share = 1.0 if summed else amount(c) / total
+            with self.accelerator.no_sync(model) if learn else contextlib.nullcontext():
+                part = self._compute_loss(model, self._rows(inputs, c, items)) * share
+                if learn:
+                    self.accelerator.backward(weight * part)
+            done = part.detach() if done is None else done + part.detach()
+        share = 1.0 if summed else amount(chunks[-1]) / total
+        last = self._compute_loss(model, self._rows(inputs, chunks[-1], items)) * share
+        return last if done is None else last + done
 
     def _move_new_metrics(self, mode: str, before: dict[str, int], prefix: str) -> None:
         """Move the metric values TRL's loss just recorded to ``prefix/<name>``."""
@@ -597,7 +643,47 @@ class SERLTrainer(GRPOTrainer):
             self._serl_window = None
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Log as GRPOTrainer does, then reset the running judge diagnostics."""
+        """Log as GRPOTrainer does, write the judge completions table, reset the judge diagnostics.
+
+        With ``log_completions=True`` the judge rollouts of the latest generation step get their
+        own table (``completions/judge_completions_<step>.parquet``, and ``judge_completions``
+        on wandb / trackio) next to TRL's actor table: prompt, completion, parsed verdict,
+        judge reward and advantage.
+        """
         mode = self._mode()
         super().log(logs, start_time)
         self.judge_diagnostics[mode] = JudgeDiagnostics()
+        if self.accelerator.is_main_process and self.log_completions:
+            self._log_judge_table()
+
+    def _log_judge_table(self) -> None:
+        logs = self.judge_logs
+        prompts = list(logs.get("prompt", []))
+        if not prompts:
+            return
+        import os
+
+        import pandas as pd
+
+        completions = list(logs.get("completion", []))
+        rewards = {f"judge_{k}": list(v) for k, v in dict(logs.get("rewards", {})).items()}
+        table = {
+            "step": [self.state.global_step] * len(prompts),
+            "prompt": [str(p) for p in prompts],
+            "completion": [str(c) for c in completions],
+            "verdict": [self.verdict_parser(_text_of(c)) for c in completions],
+            **rewards,
+            "advantage": list(logs.get("advantages", [])),
+        }
+        n = len(prompts)
+        df = pd.DataFrame({k: v for k, v in table.items() if len(v) == n})
+        folder = os.path.join(self.args.output_dir, "completions")
+        os.makedirs(folder, exist_ok=True)
+        df.to_parquet(os.path.join(folder, f"judge_completions_{self.state.global_step:05d}.parquet"))
+        from trl.trainer import grpo_trainer
+
+        report_to = self.args.report_to or []
+        for name in ("wandb", "trackio"):
+            backend = getattr(grpo_trainer, name, None)
+            if name in report_to and backend is not None and (name != "wandb" or backend.run is not None):
+                backend.log({"judge_completions": backend.Table(dataframe=df)})
