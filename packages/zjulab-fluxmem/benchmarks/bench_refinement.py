@@ -21,9 +21,7 @@ from zjulab.fluxmem.locomo import heldout_refinement, load_locomo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument(
-        "--data", default=str(Path(__file__).resolve().parents[3] / "shared/data/locomo/locomo10.json")
-    )
+    ap.add_argument("--data", default="/work/shared/data/locomo/locomo10.json")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--encoder", choices=["hashing", "minilm"], default="hashing")
     args = ap.parse_args()

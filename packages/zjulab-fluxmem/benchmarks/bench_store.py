@@ -15,6 +15,7 @@ HashingEncoder at 384 dimensions so the figures measure the memory, not an encod
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
@@ -41,22 +42,25 @@ def run(backend: str, sizes: list[int], queries: int, adds: int) -> list[dict]:
     mem = FluxMemory.open(path, enc, config=fill_cfg)
     rows = []
     for n in sizes:
+        mem.config = fill_cfg
         t0 = time.perf_counter()
         while len(mem.graph) < n:
             mem.add(texts(rng, min(1000, n - len(mem.graph)), vocab), user_id="bench", infer=False)
         fill_s = time.perf_counter() - t0
         mem.config = FluxMemConfig(vector_backend=backend)  # measured operations use the defaults
-        add_ms = []
+        add_ms, add_cpu = [], []
         for t in texts(rng, adds, vocab):
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             mem.add(t, user_id="bench")
             add_ms.append((time.perf_counter() - t1) * 1000)
+            add_cpu.append((time.process_time() - c1) * 1000)
         qs = texts(rng, queries, vocab)
-        search_ms = []
+        search_ms, search_cpu = [], []
         for q in qs:
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             mem.search(q, user_id="bench", top_k=10, with_context=False)
             search_ms.append((time.perf_counter() - t1) * 1000)
+            search_cpu.append((time.process_time() - c1) * 1000)
         # baseline: a bare faiss flat scan over the same vectors
         vecs = np.frombuffer(
             b"".join(b for (b,) in mem.store.conn.execute("SELECT vec FROM nodes")), dtype=np.float32
@@ -74,6 +78,8 @@ def run(backend: str, sizes: list[int], queries: int, adds: int) -> list[dict]:
             "nodes": len(mem.graph),
             "fill_s": fill_s,
             "add_ms_p50": statistics.median(add_ms),
+            "add_cpu_p50": statistics.median(add_cpu),
+            "search_cpu_p50": statistics.median(search_cpu),
             "add_ms_p90": float(np.percentile(add_ms, 90)),
             "search_ms_p50": statistics.median(search_ms),
             "search_ms_p90": float(np.percentile(search_ms, 90)),
@@ -82,7 +88,8 @@ def run(backend: str, sizes: list[int], queries: int, adds: int) -> list[dict]:
         rows.append(row)
         print(
             f"{backend:6s} {row['nodes']:>7d} nodes: add+commit p50 {row['add_ms_p50']:.2f} ms "
-            f"(p90 {row['add_ms_p90']:.2f}), search p50 {row['search_ms_p50']:.2f} ms "
+            f"(p90 {row['add_ms_p90']:.2f}, CPU {row['add_cpu_p50']:.2f}), search p50 {row['search_ms_p50']:.2f} ms "
+            f"(CPU {row['search_cpu_p50']:.2f}) "
             f"(p90 {row['search_ms_p90']:.2f}), bare faiss p50 {row['flat_ms_p50']:.2f} ms, "
             f"ratio {row['search_ms_p50'] / row['flat_ms_p50']:.1f}x; fill {fill_s:.0f} s",
             flush=True,
@@ -105,7 +112,7 @@ def main() -> None:
         rows = run(backend, sizes, args.queries, args.adds)
         by = {r["nodes"]: r for r in rows}
         ks = sorted(by)
-        for a, b in zip(ks, ks[1:]):
+        for a, b in itertools.pairwise(ks):
             print(
                 f"{backend}: add growth {a} -> {b}: {by[b]['add_ms_p50'] / by[a]['add_ms_p50']:.2f}x, "
                 f"search growth {by[b]['search_ms_p50'] / by[a]['search_ms_p50']:.2f}x"

@@ -242,7 +242,13 @@ def _serve_encoder(args: argparse.Namespace) -> TextEncoder:
 
         if not args.embed_model:
             raise ZjulabError("--encoder openai needs --embed-model (and usually --embed-url)")
-        return common.OpenAIEncoder(args.embed_model, base_url=args.embed_url)  # type: ignore[attr-defined,no-any-return]
+        try:
+            cls = common.OpenAIEncoder  # type: ignore[attr-defined]
+        except (ImportError, AttributeError) as exc:
+            raise ZjulabError(
+                f"this zjulab-common has no OpenAIEncoder ({exc}); upgrade zjulab-common"
+            ) from exc
+        return cls(args.embed_model, base_url=args.embed_url)  # type: ignore[no-any-return]
     return _encoder("default", args.device)
 
 

@@ -485,7 +485,7 @@ class RefinementReport:
 
     def table(self) -> str:
         """A Markdown table: per category and overall."""
-        cats = sorted(c for c in self.counts if c) + [0]
+        cats = [*sorted(c for c in self.counts if c), 0]
         head = "| system | k | " + " | ".join(
             f"{CATEGORY_NAMES.get(c, 'cats 1-4')} (n={self.counts.get(c, 0)})" for c in cats
         )

@@ -824,16 +824,16 @@ class FluxMemory:
             for o, n in extra.items():
                 if self._matches(n, scope, filters):
                     cand[o] = None
-            edges = self.graph.edges_touching(list(cand))
+                    nodes[o] = n
+            edges = self.graph.edges_among(list(cand))
         ids = list(cand)
         if not ids:
             return []
         dense = self.store.vectors.vectors(ids) @ qv
-        bm = self.store.bm25_scores(query, ids)
+        bm = self.store.bm25_scores(query, ids, [nodes[i].content for i in ids])
         llm = None
         if cfg.verify_on_search and self.reasoner.enabled:
-            contents = self.graph.nodes_by_id(ids)
-            ver = self.reasoner.verify_links([(query, [contents[i].content for i in ids])])[0]
+            ver = self.reasoner.verify_links([(query, [nodes[i].content for i in ids])])[0]
             llm = None if ver is None else np.asarray(ver)
         base = _hybrid(cfg, dense, bm, llm)
         final = propagate(ids, base, edges, cfg.context_weight)

@@ -485,6 +485,23 @@ class SQLGraph:
                 out.append((e.target if e.source == node_id else e.source, e))
         return out
 
+    def edges_among(self, node_ids: Sequence[str]) -> list[MemoryEdge]:
+        """Every edge whose two endpoints are both in ``node_ids``."""
+        ids = list(dict.fromkeys(node_ids))
+        keep = set(ids)
+        out = []
+        for i in range(0, len(ids), 900):
+            chunk = ids[i : i + 900]
+            q = ",".join("?" * len(chunk))
+            # one index seek per source; a second IN on target would make SQLite seek every pair
+            for r in self._c.execute(
+                f"SELECT source, target, kind, weight, stage, created_at FROM edges WHERE source IN ({q})",
+                chunk,
+            ):
+                if r[1] in keep:
+                    out.append(_edge(r))
+        return out
+
     def edges_touching(self, node_ids: Sequence[str]) -> list[MemoryEdge]:
         """Every edge with an endpoint in ``node_ids`` (each once)."""
         ids = list(dict.fromkeys(node_ids))
