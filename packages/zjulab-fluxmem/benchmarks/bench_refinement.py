@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from zjulab.common.testing import HashingEncoder
 from zjulab.fluxmem.locomo import heldout_refinement, load_locomo
