@@ -18,6 +18,7 @@ CPU.
     python bench_step.py --quick          # CI-sized: tiny model, 3 timed steps
     python bench_step.py                  # larger tiny model, 8 timed steps
     python bench_step.py --model HuggingFaceTB/SmolLM2-135M-Instruct --device cuda
+    python bench_step.py --quick --completion-length 2048 --full-length --variants grpo,rtt-span
 """
 
 from __future__ import annotations
@@ -119,6 +120,8 @@ def _run(variant: str, cfg: dict[str, Any], queue: Any) -> None:
             disable_tqdm=True,
             logging_steps=1000,
             gradient_checkpointing=False,
+            # with --full-length every response runs to max_completion_length (no early EOS)
+            generation_kwargs={"min_new_tokens": cfg["completion_length"]} if cfg["full_length"] else None,
         )
         common = {"args": args, "train_dataset": Dataset.from_list(rows * 8), "processing_class": tok}
         if variant == "grpo":
@@ -164,6 +167,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     p.add_argument("--steps", type=int, default=None, help="timed steps (after one warm-up)")
     p.add_argument("--completion-length", type=int, default=None, help="max new tokens per response")
+    p.add_argument("--full-length", action="store_true", help="generate exactly --completion-length tokens")
+    p.add_argument("--variants", default="grpo,rtt-span,rtt-disc", help="comma-separated (grpo first)")
     ns = p.parse_args()
     cfg = {
         "model": ns.model,
@@ -175,10 +180,11 @@ def main() -> None:
         "prompts_per_step": 2,
         "completion_length": ns.completion_length or (16 if ns.quick else 48),
         "steps": ns.steps or (3 if ns.quick else 8),
+        "full_length": ns.full_length,
     }
     ctx = mp.get_context("spawn")
     results = {}
-    for variant in ("grpo", "rtt-span", "rtt-disc"):
+    for variant in ns.variants.split(","):
         q = ctx.Queue()
         proc = ctx.Process(target=_run, args=(variant, cfg, q))
         proc.start()

@@ -241,6 +241,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         num_judge_generations=args.num_judge_generations,
         per_device_train_batch_size=args.batch_size,
         gradient_accumulation_steps=args.grad_accum,
+        judge_micro_batch_size=args.judge_micro_batch_size,
         max_completion_length=args.max_completion_length,
         max_judge_completion_length=args.max_judge_completion_length,
         num_train_epochs=args.epochs,
@@ -335,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-judge-generations", type=int, default=2)
     t.add_argument("--batch-size", type=int, default=4, help="actor rollouts per device per step")
     t.add_argument("--grad-accum", type=int, default=1)
+    t.add_argument(
+        "--judge-micro-batch-size", type=int, default=None, help="most judge rows per forward pass"
+    )
     t.add_argument("--max-completion-length", type=int, default=512)
     t.add_argument("--max-judge-completion-length", type=int, default=256)
     t.add_argument("--epochs", type=float, default=1.0)
