@@ -30,9 +30,13 @@ def quality(out: dict) -> None:
     enc = embedded_encoder(device="cpu")
     rows = {}
     for kind in ("bm25", "dense", "hybrid"):
-        r = SkillRouter(enc, None, RouterConfig(profile="embedded", retriever=kind, rerank=False)).index(pool.skills)
+        r = SkillRouter(enc, None, RouterConfig(profile="embedded", retriever=kind, rerank=False)).index(
+            pool.skills
+        )
         rep = evaluate(r, pool.test, depth=50)
-        rows[kind] = {m: round(100 * rep.mean[m], 1) for m in ("Hit@1", "MRR@10", "Recall@10")} | {"tasks": rep.n_tasks}
+        rows[kind] = {m: round(100 * rep.mean[m], 1) for m in ("Hit@1", "MRR@10", "Recall@10")} | {
+            "tasks": rep.n_tasks
+        }
         if kind == "bm25":
             got = r.route_many([t.query for t in pool.test], 10)
             rows[kind]["tasks_with_<10_matches"] = sum(len(g) < 10 for g in got)
@@ -52,10 +56,15 @@ def reranker_speed(out: dict, n_pairs: int) -> None:
 
     chat = default_chat_model(device="cpu")
     prof = PROFILES["embedded"]
-    base = YesNoScorer(chat.model, chat.tokenizer, instruction=prof.rerank_instruction, max_length=256, device="cpu")
+    base = YesNoScorer(
+        chat.model, chat.tokenizer, instruction=prof.rerank_instruction, max_length=256, device="cpu"
+    )
     ours = ProfileYesNoScorer(chat.model, chat.tokenizer, profile=prof, max_length=256, device="cpu")
     pool = load_demo_pool()
-    pairs = [(t.query, format_skill(s, desc_max=500, body_max=2000)) for t, s in zip(pool.test, pool.skills[: n_pairs])]
+    pairs = [
+        (t.query, format_skill(s, desc_max=500, body_max=2000))
+        for t, s in zip(pool.test, pool.skills[:n_pairs])
+    ]
     assert [base.fit_prompt(*p) for p in pairs] == [ours.fit_prompt(*p) for p in pairs]
     times = {"full_logits": [], "last_position": []}
     for _ in range(3):

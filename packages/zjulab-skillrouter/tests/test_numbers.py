@@ -234,3 +234,37 @@ def test_mining_excludes_every_graded_relevant_skill():
     after = false_negatives(ex, demo.train)
     assert before > 0 and after == 0
     assert sum(e.excluded_relevant for e in ex) >= before
+
+
+def test_rrf_counts_a_repeated_id_once():
+    from zjulab.skillrouter import reciprocal_rank_fusion
+
+    fused = dict(reciprocal_rank_fusion([["a", "a", "b"], ["b"]], k=60))
+    # a: 1/61 once (not 1/61 + 1/62); b: its first rank in ranking 1 is 2 -> 1/62, plus 1/61
+    assert fused["a"] == pytest.approx(1 / 61)
+    assert fused["b"] == pytest.approx(1 / 62 + 1 / 61)
+
+
+def test_routing_during_upsert_sees_one_consistent_pool(pool):
+    r = SkillRouter(HashingEncoder(64), None, RouterConfig(rerank=False, profile="embedded")).index(pool)
+    stop = threading.Event()
+    errors = []
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            r.upsert([Skill(name=f"extra{i}", description="d", body=f"extra body {i} pdf", id=f"x{i}")])
+            r.remove([f"x{i}"])
+            i += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        for _ in range(50):
+            got = r.route("merge several PDF documents", k=3)
+            if got[0].skill.id != "pdf-merge":
+                errors.append([g.skill.id for g in got])
+    finally:
+        stop.set()
+        t.join()
+    assert errors == []

@@ -17,8 +17,10 @@ def reciprocal_rank_fusion(
 ) -> list[tuple[K, float]]:
     """Fuse rankings by ``score(d) = Σ_r w_r / (k + rank_r(d))`` with 1-based ranks.
 
-    A document absent from a ranking gets nothing from it. Ties keep the order in which the
-    documents were first seen (first ranking first), so the result is deterministic.
+    A document absent from a ranking gets nothing from it; a document listed twice in one
+    ranking counts once, at its first rank (a repeated id must not collect extra weight). Ties
+    keep the order in which the documents were first seen (first ranking first), so the result
+    is deterministic.
 
     Args:
         rankings: Each a list of document keys, best first.
@@ -35,7 +37,7 @@ def reciprocal_rank_fusion(
         raise ConfigError(f"{len(w)} weights for {len(rankings)} rankings")
     scores: dict[K, float] = {}
     for ranking, weight in zip(rankings, w):
-        for rank, key in enumerate(ranking, start=1):
+        for rank, key in enumerate(dict.fromkeys(ranking), start=1):
             scores[key] = scores.get(key, 0.0) + weight / (k + rank)
     order = {key: i for i, key in enumerate(scores)}
     return sorted(scores.items(), key=lambda kv: (-kv[1], order[kv[0]]))

@@ -530,7 +530,12 @@ class SkillRouter:
             InvalidKError: ``k`` not in ``[1, pool size]``.
             InputError: An empty query.
         """
-        qs = list(queries)
+        with self._lock:  # one consistent pool for the whole call, even during an upsert
+            return self._route_many(list(queries), k, rerank, where)
+
+    def _route_many(
+        self, qs: list[str], k: int, rerank: bool | None, where: Mapping[str, Any] | None
+    ) -> list[list[RoutedSkill]]:
         self._check(qs, k)
         if not qs:
             return []
