@@ -16,6 +16,7 @@ from zjulab.skillrouter import (
     BM25Index,
     MiningConfig,
     RouterConfig,
+    Skill,
     SkillRouter,
     VectorIndex,
     brute_force_search,
@@ -252,10 +253,13 @@ def test_routing_during_upsert_sees_one_consistent_pool(pool):
 
     def writer():
         i = 0
-        while not stop.is_set():
-            r.upsert([Skill(name=f"extra{i}", description="d", body=f"extra body {i} pdf", id=f"x{i}")])
-            r.remove([f"x{i}"])
-            i += 1
+        try:
+            while not stop.is_set():
+                r.upsert([Skill(name=f"extra{i}", description="d", body=f"extra body {i} pdf", id=f"x{i}")])
+                r.remove([f"x{i}"])
+                i += 1
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
 
     t = threading.Thread(target=writer)
     t.start()
