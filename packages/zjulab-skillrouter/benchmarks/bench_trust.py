@@ -111,11 +111,11 @@ def incremental(out: dict, n: int) -> None:
 
 
 def server(out: dict, n_requests: int) -> None:
+    import httpx
+
     from zjulab.skillrouter import RouterConfig, SkillRouter
     from zjulab.skillrouter.demo_pool import load_demo_pool
     from zjulab.skillrouter.models import embedded_encoder
-
-    import httpx
 
     pool = load_demo_pool()
     tmp = Path(tempfile.mkdtemp())
