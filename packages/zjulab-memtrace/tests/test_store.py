@@ -86,12 +86,19 @@ def test_dangling_and_cyclic_files_are_refused(tmp_path):
     bad = json.loads(json.dumps(doc))
     bad["operations"][0]["inputs"] = ["v404"]
     p.write_text(json.dumps(bad))
+    with pytest.raises(TraceFileError, match="disagree"):  # inputs no argument binds
+        load_trace(p)
+    for slot in [*bad["operations"][0]["args"], *bad["operations"][0]["kwargs"].values()]:
+        if "var" in slot:
+            slot["var"] = "v404"
+    p.write_text(json.dumps(bad))
     with pytest.raises(DanglingVariableError, match="v404"):
         load_trace(p)
     cyc = json.loads(json.dumps(doc))
     first, last = cyc["operations"][0], cyc["operations"][-1]
     # make the first operation read the final answer: answer -> extract -> ... -> answer
     first["inputs"].append(last["outputs"][0])
+    first["kwargs"]["later"] = {"var": last["outputs"][0]}
     p.write_text(json.dumps(cyc))
     with pytest.raises(CycleError, match="cycle"):
         load_trace(p)

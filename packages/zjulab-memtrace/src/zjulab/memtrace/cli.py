@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -13,6 +14,13 @@ from zjulab.common.io import read_json, write_json
 
 __all__ = ["main"]
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _say(*parts: object) -> None:
+    """Print text that may hold strings from a trace file, without terminal control sequences."""
+    print(_CONTROL.sub("?", " ".join(str(p) for p in parts)))
+
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from zjulab.memtrace.demo import DEMO_GOLD, run_demo
@@ -20,20 +28,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     res = run_demo(args.out, judge=args.judge, encoder=args.encoder, device=args.device)
     att = res.attribution
-    print(f"Mem0-style pipeline (encoder: {res.encoder_id}) with a planted fault: extraction drops a fact")
-    print(f"question : {DEMO_GOLD.question}")
-    print(f"gold     : {DEMO_GOLD.answer}")
-    print(f"answer   : {res.answer}")
-    print(f"judge    : {att.method}; rounds: {att.rounds}")
+    _say(f"Mem0-style pipeline (encoder: {res.encoder_id}) with a planted fault: extraction drops a fact")
+    _say(f"question : {DEMO_GOLD.question}")
+    _say(f"gold     : {DEMO_GOLD.answer}")
+    _say(f"answer   : {res.answer}")
+    _say(f"judge    : {att.method}; rounds: {att.rounds}")
     for r in att.replays:
-        print(f"replay   : correct {r.op_ids} -> re-ran {r.executed} -> {r.answer!r} (rescued: {r.rescued})")
-    print(att.summary())
+        _say(f"replay   : correct {r.op_ids} -> re-ran {r.executed} -> {r.answer!r} (rescued: {r.rescued})")
+    _say(att.summary())
     for d in att.decisive:
-        print(f"decisive error: {d.label} [{d.op_id}] mode={d.mode}: {d.rationale}")
-    print(f"trace    : {res.trace_path}")
+        _say(f"decisive error: {d.label} [{d.op_id}] mode={d.mode}: {d.rationale}")
+    _say(f"trace    : {res.trace_path}")
     for p in res.pictures:
-        print(f"picture  : {p}")
-    print(f"({time.perf_counter() - t0:.1f} s)")
+        _say(f"picture  : {p}")
+    _say(f"({time.perf_counter() - t0:.1f} s)")
     return 0
 
 
@@ -57,7 +65,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else trace_path.with_suffix("")
     paths = write_picture(trace, out, att, redact=Redactor() if args.redact else None, formats=args.format)  # type: ignore[arg-type]
     for p in paths:
-        print(p)
+        _say(p)
     return 0
 
 
@@ -68,7 +76,15 @@ def _cmd_attribute(args: argparse.Namespace) -> int:
     from zjulab.memtrace.judges import ChatJudge, EvidenceJudge, Judge
     from zjulab.memtrace.store import load_trace
 
-    trace = load_trace(args.trace, resolve_imports=True)
+    if args.trust_handles and not args.allow_module:
+        from zjulab.common.errors import ConfigError
+
+        raise ConfigError("--trust-handles needs at least one --allow-module MODULE")
+    trace = load_trace(
+        args.trace, trust_handles=args.trust_handles, allow_modules=tuple(args.allow_module or ())
+    )
+    if not trace.handles and not args.no_verify:
+        _say("no handles re-bound (pass --trust-handles --allow-module MODULE to replay); not verifying")
     gold = Gold(args.gold, tuple(args.evidence or ()), args.question or trace.metadata.get("question"))
     judge: Judge
     if args.judge == "chat":
@@ -77,13 +93,14 @@ def _cmd_attribute(args: argparse.Namespace) -> int:
         judge = ChatJudge(default_chat_model(device=args.device))
     else:
         judge = EvidenceJudge()
-    att = attribute(trace, gold, judge, config=AttributionConfig(verify=not args.no_verify))
+    verify = not args.no_verify and bool(trace.handles)
+    att = attribute(trace, gold, judge, config=AttributionConfig(verify=verify))
     out = Path(args.out) if args.out else Path(args.trace).with_suffix(".attribution.json")
     write_json(out, att.to_dict())
-    print(att.summary())
+    _say(att.summary())
     for d in att.decisive:
-        print(f"{d.label} [{d.op_id}] mode={d.mode}: {d.rationale}")
-    print(f"attribution: {out}")
+        _say(f"{d.label} [{d.op_id}] mode={d.mode}: {d.rationale}")
+    _say(f"attribution: {out}")
     return 0
 
 
@@ -101,8 +118,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     t1 = time.perf_counter()
     report = evaluate(cases, default_methods())
     t2 = time.perf_counter()
-    print(f"cases: {report.counts} (built in {t1 - t0:.1f} s, scored in {t2 - t1:.1f} s)")
-    print(report.table())
+    _say(f"cases: {report.counts} (built in {t1 - t0:.1f} s, scored in {t2 - t1:.1f} s)")
+    _say(report.table())
     if args.chat_limit > 0:
         from zjulab.common.defaults import default_chat_model
 
@@ -114,10 +131,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         }
         t3 = time.perf_counter()
         chat_report = evaluate(sub, methods)
-        print(
+        _say(
             f"\nembedded chat model ({model.model_id}) on {len(sub)} stratified faulted cases ({time.perf_counter() - t3:.0f} s):"
         )
-        print(chat_report.table())
+        _say(chat_report.table())
     return 0
 
 
@@ -151,6 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--question")
     a.add_argument("--judge", choices=["evidence", "chat"], default="evidence")
     a.add_argument("--no-verify", action="store_true", help="skip replay verification")
+    a.add_argument(
+        "--trust-handles",
+        action="store_true",
+        help="re-bind the file's handle_ref names for replay (off: a trace file never imports or calls code)",
+    )
+    a.add_argument(
+        "--allow-module",
+        action="append",
+        metavar="MODULE",
+        help="with --trust-handles: a module (and its submodules) whose registered operations may be re-bound",
+    )
     a.add_argument("--out", help="attribution JSON (default: TRACE.attribution.json)")
     a.add_argument("--device", default="cpu")
     a.set_defaults(fn=_cmd_attribute)

@@ -29,7 +29,29 @@ _ORANGE = "#ff7f0e"
 
 
 def _dot_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    """Escape any string for use inside a double-quoted DOT string.
+
+    Every string in a trace may come from an untrusted file: backslashes (DOT escapes such as
+    ``\\N`` or ``\\l``), quotes, line breaks and other control characters are neutralised, so
+    a value or id can never close the string and add attributes (``URL="javascript:..."``).
+    """
+    out = []
+    for ch in str(text):
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch == "\n":
+            out.append("\\n")
+        elif ord(ch) < 32 or ord(ch) == 127:
+            out.append(" ")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _q(text: str) -> str:
+    return f'"{_dot_escape(text)}"'
 
 
 def _flags(attribution: Attribution | None) -> tuple[set[str], set[str]]:
@@ -66,16 +88,16 @@ def to_dot(
     ]
     for v in trace.variables.values():
         val = describe_value(apply_redaction(v.value, redact), max_chars)
-        lines.append(f'  "{v.id}" [shape=ellipse, label="{_dot_escape(v.label)}\\n{_dot_escape(val)}"];')
+        lines.append(f'  {_q(v.id)} [shape=ellipse, label="{_dot_escape(v.label)}\\n{_dot_escape(val)}"];')
     for op in trace.operations.values():
         style = ""
         if op.id in decisive:
             style = f', style="filled,bold", fillcolor="{_RED}", fontcolor="white"'
         elif op.id in faulty:
             style = f', style=filled, fillcolor="{_ORANGE}"'
-        lines.append(f'  "{op.id}" [shape=box, label="{_dot_escape(trace.operation_label(op.id))}"{style}];')
+        lines.append(f"  {_q(op.id)} [shape=box, label={_q(trace.operation_label(op.id))}{style}];")
     for a, b in trace.edges():
-        lines.append(f'  "{a}" -> "{b}";')
+        lines.append(f"  {_q(a)} -> {_q(b)};")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

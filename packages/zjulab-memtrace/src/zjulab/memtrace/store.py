@@ -13,7 +13,7 @@ import importlib
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +136,8 @@ def trace_from_dict(
     *,
     handles: Mapping[str, Callable[..., Any]] | None = None,
     source: str = "<dict>",
-    resolve_imports: bool = False,
+    trust_handles: bool = False,
+    allow_modules: Sequence[str] = (),
 ) -> Trace:
     """Rebuild a trace from its JSON document, checking ids and acyclicity.
 
@@ -145,7 +146,10 @@ def trace_from_dict(
         handles: Callables to re-attach, keyed by operation id, ``module:qualname`` or
             operation name (tried in that order).
         source: Name used in error messages.
-        resolve_imports: Also import ``module:qualname`` handles of top-level functions.
+        trust_handles: Follow the file's ``handle_ref`` names (off by default: a trace file is
+            data and loading it never imports or calls anything).
+        allow_modules: With ``trust_handles``: the only modules whose registered operations
+            may be re-bound.
 
     Returns:
         The trace.
@@ -188,6 +192,14 @@ def trace_from_dict(
                     raise DanglingVariableError(
                         f"{source}: operation {o['id']} argument refers to unknown variable {s.var!r}"
                     )
+            bound = {s.var for s in [*args, *kwargs.values()] if s.var is not None}
+            declared = set(o.get("inputs", []))
+            reads = set(o.get("reads", []) or [])
+            if (args or kwargs or declared) and declared != bound | reads:
+                raise TraceFileError(
+                    f"{source}: operation {o['id']} lists inputs {sorted(declared)} but its arguments "
+                    f"bind {sorted(bound)}; a file whose inputs disagree with its arguments is refused"
+                )
             trace.add_operation(
                 o["name"],
                 o.get("inputs", []),
@@ -215,14 +227,33 @@ def trace_from_dict(
     final = doc.get("final")
     if final is not None:
         trace.final = final
-    attach_handles(trace, handles or {}, resolve_imports=resolve_imports)
+    attach_handles(trace, handles or {}, trust_handles=trust_handles, allow_modules=allow_modules)
     return trace
 
 
+def _module_allowed(module: str, allow_modules: Sequence[str]) -> bool:
+    return any(module == m or module.startswith(m + ".") for m in allow_modules if m)
+
+
 def attach_handles(
-    trace: Trace, handles: Mapping[str, Callable[..., Any]], *, resolve_imports: bool = False
+    trace: Trace,
+    handles: Mapping[str, Callable[..., Any]],
+    *,
+    trust_handles: bool = False,
+    allow_modules: Sequence[str] = (),
 ) -> int:
-    """Attach callables to a trace's operations; returns how many operations got one."""
+    """Attach callables to a trace's operations; returns how many operations got one.
+
+    ``handles`` (keyed by operation id, ``module:qualname`` or operation name) come from the
+    caller's own code. A ``handle_ref`` written in the file is only followed when
+    ``trust_handles`` is true, its module is in ``allow_modules`` (or below one of them), and
+    the object it names is a function registered with ``@tracer.operation`` under the same
+    operation name; nothing else in a file is ever imported or called.
+    """
+    if trust_handles and not any(allow_modules):
+        raise TraceFileError(
+            "trust_handles needs allow_modules: the modules whose registered operations may be re-bound"
+        )
     n = 0
     for op in trace.operations.values():
         fn = (
@@ -230,23 +261,34 @@ def attach_handles(
             or (handles.get(op.handle_ref) if op.handle_ref else None)
             or handles.get(op.name)
         )
-        if fn is None and resolve_imports and op.handle_ref:
-            fn = _import_ref(op.handle_ref)
+        if fn is None and trust_handles and op.handle_ref:
+            fn = _import_ref(op.handle_ref, op.name, allow_modules)
         if fn is not None:
             trace.handles[op.id] = fn
             n += 1
     return n
 
 
-def _import_ref(ref: str) -> Callable[..., Any] | None:
+def _import_ref(ref: str, op_name: str, allow_modules: Sequence[str]) -> Callable[..., Any] | None:
     mod, _, qual = ref.partition(":")
-    if not mod or not qual or "<locals>" in qual:
+    parts = qual.split(".")
+    if not mod or not qual or not all(p.isidentifier() and not p.startswith("_") for p in parts):
+        logger.warning("handle_ref %r is not a public module:qualname; not re-bound", ref)
+        return None
+    if not all(p.isidentifier() for p in mod.split(".")) or not _module_allowed(mod, allow_modules):
+        logger.warning("handle_ref %r: module %r is not in allow_modules; not re-bound", ref, mod)
         return None
     try:
         obj: Any = importlib.import_module(mod)
-        for part in qual.split("."):
+        for part in parts:
             obj = getattr(obj, part)
     except (ImportError, AttributeError):
+        return None
+    spec = getattr(obj, "__memtrace_spec__", None)
+    if spec is None or getattr(spec, "name", None) != op_name:
+        logger.warning(
+            "handle_ref %r does not name an operation registered as %r; not re-bound", ref, op_name
+        )
         return None
     obj = getattr(obj, "__wrapped__", obj)
     return obj if callable(obj) else None
@@ -256,14 +298,20 @@ def load_trace(
     path: str | os.PathLike[str],
     *,
     handles: Mapping[str, Callable[..., Any]] | None = None,
-    resolve_imports: bool = False,
+    trust_handles: bool = False,
+    allow_modules: Sequence[str] = (),
 ) -> Trace:
     """Read a trace written by :func:`save_trace`.
+
+    A trace file is untrusted data: loading it imports and calls nothing unless
+    ``trust_handles`` is true, and then only operations registered with ``@tracer.operation``
+    in ``allow_modules``.
 
     Args:
         path: The file.
         handles: Callables to re-attach for replay (see :func:`trace_from_dict`).
-        resolve_imports: Import top-level functions named by ``handle_ref``.
+        trust_handles: Re-bind the file's ``handle_ref`` names (see :func:`attach_handles`).
+        allow_modules: Modules allowed for ``trust_handles``.
 
     Returns:
         The trace.
@@ -276,4 +324,6 @@ def load_trace(
         doc = read_json(path)
     except StoreError as exc:
         raise TraceFileError(str(exc)) from exc
-    return trace_from_dict(doc, handles=handles, source=str(path), resolve_imports=resolve_imports)
+    return trace_from_dict(
+        doc, handles=handles, source=str(path), trust_handles=trust_handles, allow_modules=allow_modules
+    )
