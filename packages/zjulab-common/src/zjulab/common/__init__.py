@@ -39,6 +39,8 @@ _LAZY: dict[str, str] = {
     "batched": "zjulab.common.batching",
     "length_buckets": "zjulab.common.batching",
     "token_budget_batches": "zjulab.common.batching",
+    "ChatResult": "zjulab.common.chat",
+    "IncompleteAnswerError": "zjulab.common.chat",
     "OpenAIChatModel": "zjulab.common.chat",
     "TransformersChatModel": "zjulab.common.chat",
     "Usage": "zjulab.common.chat",
@@ -83,10 +85,12 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "ChatModel",
+    "ChatResult",
     "ConfigError",
     "Conversation",
     "CrossEncoderScorer",
     "DeviceNotAvailableError",
+    "IncompleteAnswerError",
     "IndexMismatchError",
     "InputError",
     "Message",
@@ -157,7 +161,13 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static analysers see the names as if imported eagerly
     from zjulab.common.batching import batched, length_buckets, token_budget_batches
-    from zjulab.common.chat import OpenAIChatModel, TransformersChatModel, Usage
+    from zjulab.common.chat import (
+        ChatResult,
+        IncompleteAnswerError,
+        OpenAIChatModel,
+        TransformersChatModel,
+        Usage,
+    )
     from zjulab.common.defaults import default_chat_model, default_encoder
     from zjulab.common.deps import require
     from zjulab.common.device import resolve_device, resolve_dtype

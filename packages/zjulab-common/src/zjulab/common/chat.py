@@ -627,32 +627,33 @@ class OpenAIChatModel:
             refusal=str(refusal) if refusal else None,
         )
 
-    def _wait(self, attempt: int, requested: float | None) -> float:
-        if requested is not None:
-            return requested
-        delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-        return delay + random.uniform(0, delay / 4)
+    def _auth(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self._api_key:
+            return kwargs
+        import openai
 
-    def _one(self, kwargs: dict[str, Any], stop_event: threading.Event) -> ChatResult:
+        # no key: send no Authorization header at all, not a placeholder
+        return {**kwargs, "extra_headers": {"Authorization": openai.omit}}
+
+    def _call(
+        self, send: Any, stop_event: threading.Event | None = None, what: str = "request"
+    ) -> tuple[Any, BaseException | None, int]:
+        """Run ``send()`` under the concurrency limit, retrying what can be retried.
+
+        Returns:
+            ``(value, None, attempts)`` on success, ``(None, error, attempts)`` otherwise.
+        """
         last: BaseException | None = None
+        attempt = 0
         for attempt in range(1, self.max_retries + 2):
-            if stop_event.is_set():
+            if stop_event is not None and stop_event.is_set():
                 err = last or RemoteModelError(
                     f"{self.base_url}: not sent, an earlier request failed fatally"
                 )
-                return ChatResult(error=err, attempts=attempt - 1)
+                return None, err, attempt - 1
             with self._slots:
                 try:
-                    if not self._api_key:
-                        # no key: send no Authorization header at all, not a placeholder
-                        import openai
-
-                        kwargs = {**kwargs, "extra_headers": {"Authorization": openai.omit}}
-                    resp = self.client.chat.completions.create(**kwargs)
-                    result = self._parse(resp)
-                    result.attempts = attempt
-                    self.usage.add(1, result.prompt_tokens, result.completion_tokens, retries=attempt - 1)
-                    return result
+                    return send(), None, attempt
                 except Exception as exc:
                     err, retryable, wait = self._error(exc)
                     err.__cause__ = None
@@ -667,7 +668,8 @@ class OpenAIChatModel:
                 break
             delay = self._wait(attempt, wait)
             logger.warning(
-                "chat request to %s failed (%s); retry %d of %d in %.2fs",
+                "%s to %s failed (%s); retry %d of %d in %.2fs",
+                what,
                 self.base_url,
                 err,
                 attempt,
@@ -677,11 +679,29 @@ class OpenAIChatModel:
             time.sleep(delay)
         assert last is not None
         if isinstance(last, ConfigError):
-            stop_event.set()
+            if stop_event is not None:
+                stop_event.set()
         elif attempt > 1:
             last.args = (f"no answer after {attempt} attempts; last error: {last}",)
-        self.usage.add(0, 0, 0, failed=1, retries=attempt - 1)
-        return ChatResult(error=last, attempts=attempt)
+        return None, last, attempt
+
+    def _wait(self, attempt: int, requested: float | None) -> float:
+        if requested is not None:
+            return requested
+        delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+        return delay + random.uniform(0, delay / 4)
+
+    def _one(self, kwargs: dict[str, Any], stop_event: threading.Event) -> ChatResult:
+        def send() -> ChatResult:
+            return self._parse(self.client.chat.completions.create(**self._auth(kwargs)))
+
+        result, err, attempts = self._call(send, stop_event, "chat")
+        if err is not None:
+            self.usage.add(0, 0, 0, failed=1, retries=max(0, attempts - 1))
+            return ChatResult(error=err, attempts=attempts)
+        result.attempts = attempts
+        self.usage.add(1, result.prompt_tokens, result.completion_tokens, retries=attempts - 1)
+        return result  # type: ignore[no-any-return]
 
     _ACCEPTED = ("max_new_tokens", *_OPENAI_PARAMS, *_SERVER_PARAMS, "extra_body")
 

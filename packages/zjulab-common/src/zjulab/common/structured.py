@@ -1,24 +1,29 @@
-"""Get data that matches a schema out of a chat model's free text.
+"""Get data that matches a schema out of a chat model's answer, validated by pydantic.
 
-Models wrap JSON in prose and code fences, leave trailing commas, use Python literals, single
-quotes, or stop mid-object when they run out of tokens. :func:`parse_structured` extracts the
-JSON, repairs the common breakage and validates it against a schema (a dataclass, a pydantic
-model, or ``dict``/``list``). :func:`generate_structured` asks a :class:`ChatModel` and, when the
-answer does not parse, re-asks with the error up to ``max_retries`` times before raising
-:class:`~zjulab.common.errors.StructuredOutputError` (carrying the raw text).
+A schema is anything pydantic's :class:`~pydantic.TypeAdapter` accepts: a pydantic model, a
+dataclass, a ``TypedDict``, an ``Enum``, or a typing form (``list[str]``,
+``dict[str, int]``, ``Literal["a", "b"]``...). Validation is strict: ``"3"`` is not an
+integer, ``"EVENT"`` is not ``Literal["event"]``, a missing field is missing.
+
+The JSON is taken from the answer as written: a fenced code block or the first balanced
+``{...}``/``[...]`` in surrounding prose is extracted, but nothing is repaired. An answer cut off
+mid-object (``{"city": "Paris", "country": "Fr``) or otherwise invalid is never patched into a
+partial object: :func:`generate_structured` asks again (``max_retries`` times, with the error)
+and then reports :class:`~zjulab.common.errors.StructuredOutputError` with the raw text.
+
+When the model says it can constrain decoding (``OpenAIChatModel(..., json_schema=True)``
+against vLLM, SGLang or OpenAI), the schema is also sent as
+``response_format={"type": "json_schema", ...}``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import json
 import logging
 import re
-import types
-import typing
-from collections.abc import Callable, Sequence
-from typing import Any, Literal, TypeVar, Union
+import threading
+from collections.abc import Sequence
+from typing import Any, Literal, TypeVar
 
 from zjulab.common.errors import ConfigError, StructuredOutputError
 from zjulab.common.protocols import ChatModel, Conversation
@@ -26,9 +31,10 @@ from zjulab.common.protocols import ChatModel, Conversation
 __all__ = [
     "extract_json",
     "generate_structured",
+    "json_schema",
     "parse_json",
     "parse_structured",
-    "repair_json",
+    "response_format",
     "schema_prompt",
 ]
 
@@ -36,42 +42,26 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_FENCE = re.compile(r"```(?:json|JSON|javascript|js)?\s*\n?(.*?)(?:```|$)", re.DOTALL)
-
-
-def _string_mask(text: str, quotes: str = '"') -> tuple[list[bool], bool]:
-    """Mark the characters of ``text`` that belong to a string literal (quotes included).
-
-    Returns:
-        The per-character mask and whether a string is still open at the end.
-    """
-    mask: list[bool] = []
-    quote: str | None = None
-    esc = False
-    for c in text:
-        if quote is not None:
-            mask.append(True)
-            if esc:
-                esc = False
-            elif c == "\\":
-                esc = True
-            elif c == quote:
-                quote = None
-        else:
-            mask.append(c in quotes)
-            if c in quotes:
-                quote = c
-    return mask, quote is not None
+_FENCE = re.compile(r"```[ \t]*(?:json|JSON|javascript|js)?[ \t]*\n?(.*?)(?:```|$)", re.DOTALL)
 
 
 def _balanced_span(text: str, start: int) -> int | None:
     """End index (exclusive) of the JSON value opening at ``text[start]``, or None if unclosed."""
     stack: list[str] = []
-    mask, _ = _string_mask(text[start:], "\"'")
-    for i, (c, quoted) in enumerate(zip(text[start:], mask), start):
-        if quoted:
+    in_str = esc = False
+    for i in range(start, len(text)):
+        c = text[i]
+        if in_str:
+            if esc:
+                esc = False
+            elif c == "\\":
+                esc = True
+            elif c == '"':
+                in_str = False
             continue
-        if c in "{[":
+        if c == '"':
+            in_str = True
+        elif c in "{[":
             stack.append("}" if c == "{" else "]")
         elif c in "}]":
             if not stack or stack[-1] != c:
@@ -83,318 +73,151 @@ def _balanced_span(text: str, start: int) -> int | None:
 
 
 def extract_json(text: str) -> str:
-    """Return the most plausible JSON fragment in ``text``.
+    """Return the JSON fragment of an answer, unchanged.
 
     Order of preference: the content of a fenced code block that holds an object or array; the
-    first balanced ``{...}`` or ``[...]``; the text from the first ``{``/``[`` to the end (a
-    truncated answer, left for :func:`repair_json`); the stripped text itself.
+    first balanced ``{...}`` or ``[...]``; the stripped text itself (which then fails to parse
+    if it is not JSON, e.g. a cut-off object).
     """
     for m in _FENCE.finditer(text):
         inner = m.group(1).strip()
-        if inner[:1] in "{[":
+        if inner[:1] in ("{", "["):
             return inner
-    starts = [i for i, c in enumerate(text) if c in "{["]
-    for s in starts:
+    for s in (i for i, c in enumerate(text) if c in "{["):
         end = _balanced_span(text, s)
         if end is not None:
             return text[s:end]
-    if starts:
-        return text[starts[0] :].strip()
     return text.strip()
 
 
-_PY_LITERALS = {"True": "true", "False": "false", "None": "null"}
-
-
-def _tokens_outside_strings(text: str, fn: Callable[[str], str]) -> str:
-    """Apply ``fn`` to the runs of ``text`` that are outside double-quoted strings."""
-    mask, _ = _string_mask(text)
-    out: list[str] = []
-    for quoted, run in itertools.groupby(zip(text, mask), key=lambda cm: cm[1]):
-        chunk = "".join(c for c, _ in run)
-        out.append(chunk if quoted else fn(chunk))
-    return "".join(out) if text else fn("")
-
-
-def _single_to_double(text: str) -> str:
-    """Turn single-quoted strings into double-quoted ones (outside double-quoted strings)."""
-    out: list[str] = []
-    i, n = 0, len(text)
-    in_double = False
-    while i < n:
-        c = text[i]
-        if in_double:
-            out.append(c)
-            if c == "\\" and i + 1 < n:
-                out.append(text[i + 1])
-                i += 2
-                continue
-            if c == '"':
-                in_double = False
-            i += 1
-            continue
-        if c == '"':
-            in_double = True
-            out.append(c)
-            i += 1
-            continue
-        if c == "'":
-            j = i + 1
-            chunk: list[str] = []
-            while j < n and text[j] != "'":
-                if text[j] == "\\" and j + 1 < n:
-                    chunk.append(text[j : j + 2])
-                    j += 2
-                    continue
-                chunk.append('\\"' if text[j] == '"' else text[j])
-                j += 1
-            out.append('"' + "".join(chunk) + '"')
-            i = j + 1
-            continue
-        out.append(c)
-        i += 1
-    return "".join(out)
-
-
-def _close_truncated(text: str) -> str:
-    """Close an unterminated string and any open brackets of a truncated JSON value."""
-    stack: list[str] = []
-    mask, open_string = _string_mask(text)
-    for c, quoted in zip(text, mask):
-        if quoted:
-            continue
-        if c in "{[":
-            stack.append("}" if c == "{" else "]")
-        elif c in "}]" and stack and stack[-1] == c:
-            stack.pop()
-    if open_string:
-        text += '"'
-    text = text.rstrip()
-    # drop a dangling key or separator before closing
-    text = re.sub(r",\s*$", "", text)
-    text = re.sub(r'(\{|,)\s*"[^"]*"\s*:?\s*$', r"\1", text) if stack and stack[-1] == "}" else text
-    text = re.sub(r":\s*$", ": null", text)
-    text = re.sub(r",\s*$", "", text)
-    return text + "".join(reversed(stack))
-
-
-def repair_json(text: str) -> str:
-    """Fix the usual breakage in model-written JSON.
-
-    Handles: ``//`` and ``/* */`` comments, Python literals (``True``/``False``/``None``),
-    single-quoted strings, unquoted object keys, trailing commas, and truncation (an open string
-    or open brackets at the end are closed; a dangling key is dropped).
-    """
-    s = text.strip()
-    s = _single_to_double(s)
-
-    def fix(chunk: str) -> str:
-        chunk = re.sub(r"//[^\n]*", "", chunk)
-        chunk = re.sub(r"/\*.*?\*/", "", chunk, flags=re.DOTALL)
-        chunk = re.sub(r"\b(True|False|None)\b", lambda m: _PY_LITERALS[m.group(1)], chunk)
-        chunk = re.sub(r"([{,]\s*)([A-Za-z_][A-Za-z0-9_\-]*)(\s*:)", r'\1"\2"\3', chunk)
-        chunk = re.sub(r",(\s*[}\]])", r"\1", chunk)
-        return chunk
-
-    s = _tokens_outside_strings(s, fix)
-    s = _close_truncated(s)
-    s = _tokens_outside_strings(s, lambda c: re.sub(r",(\s*[}\]])", r"\1", c))
-    return s
-
-
 def parse_json(text: str) -> Any:
-    """Parse the JSON in a model answer, repairing it when needed.
+    """Parse the JSON value in a model answer (see :func:`extract_json`); nothing is repaired.
 
     Raises:
-        StructuredOutputError: No JSON value could be recovered.
+        StructuredOutputError: No complete JSON value (``raw`` holds the answer).
     """
     fragment = extract_json(text)
     try:
         return json.loads(fragment)
-    except json.JSONDecodeError:
-        pass
-    repaired = repair_json(fragment)
-    try:
-        return json.loads(repaired)
     except json.JSONDecodeError as exc:
+        truncated = exc.pos >= len(fragment.rstrip()) or _balanced_span(fragment, 0) is None
+        why = "incomplete JSON (the answer ends inside a value)" if truncated else "invalid JSON"
+        if fragment[:1] not in ("{", "[", '"') and not fragment[:1].isdigit():
+            why = "no JSON value"
         raise StructuredOutputError(
-            f"no valid JSON in the answer ({exc.msg} at column {exc.colno} after repair)", raw=text
-        ) from exc
+            f"{why} in the answer: {exc.msg} (line {exc.lineno}, column {exc.colno})", raw=text
+        ) from None
 
 
-def _norm_key(k: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", str(k).lower())
+_ADAPTERS: dict[Any, Any] = {}
+_ADAPTERS_LOCK = threading.Lock()
 
 
-def _is_pydantic(schema: Any) -> bool:
-    return isinstance(schema, type) and hasattr(schema, "model_validate") and hasattr(schema, "model_fields")
+def _adapter(schema: Any) -> Any:
+    from pydantic import PydanticSchemaGenerationError, PydanticUserError, TypeAdapter
 
-
-def _coerce(value: Any, tp: Any, path: str) -> Any:
-    """Coerce ``value`` into type ``tp`` (dataclasses, containers, Literal, Optional, scalars)."""
-    if tp is Any or tp is typing.Any:
-        return value
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is Union or (hasattr(types, "UnionType") and isinstance(tp, types.UnionType)):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, path)
-            except StructuredOutputError as exc:
-                errors.append(str(exc))
-        raise StructuredOutputError(f"{path}: {value!r} matches none of {tp}: {'; '.join(errors)}")
-    if origin is Literal:
-        if value in args:
-            return value
-        lowered = {str(a).lower(): a for a in args}
-        if isinstance(value, str) and value.strip().lower() in lowered:
-            return lowered[value.strip().lower()]
-        raise StructuredOutputError(f"{path}: {value!r} is not one of {list(args)}")
-    if origin in (list, Sequence, tuple, set, frozenset) or tp in (list, tuple, set):
-        if isinstance(value, (str, dict)) or value is None:
-            if value is None:
-                raise StructuredOutputError(f"{path}: expected a list, got null")
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise StructuredOutputError(f"{path}: expected a list, got {type(value).__name__}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value):
-                raise StructuredOutputError(f"{path}: expected {len(args)} items, got {len(value)}")
-            return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-        inner = args[0] if args else Any
-        items = [_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
-        if origin in (set, frozenset) or tp is set:
-            return set(items)
-        return tuple(items) if origin is tuple or tp is tuple else items
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise StructuredOutputError(f"{path}: expected an object, got {type(value).__name__}")
-        kt, vt = args if args else (Any, Any)
-        return {_coerce(k, kt, path): _coerce(v, vt, f"{path}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        return _to_dataclass(value, tp, path)
-    if _is_pydantic(tp):
-        try:
-            return tp.model_validate(value)
-        except Exception as exc:
-            raise StructuredOutputError(f"{path}: {exc}") from exc
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in {"true", "yes", "1", "false", "no", "0"}:
-            return value.strip().lower() in {"true", "yes", "1"}
-        if isinstance(value, (int, float)) and value in (0, 1):
-            return bool(value)
-        raise StructuredOutputError(f"{path}: expected a boolean, got {value!r}")
-    if tp in (int, float):
-        if isinstance(value, bool):
-            raise StructuredOutputError(f"{path}: expected a number, got a boolean")
-        try:
-            num = float(value) if not isinstance(value, (int, float)) else value
-        except (TypeError, ValueError) as exc:
-            raise StructuredOutputError(f"{path}: expected a number, got {value!r}") from exc
-        if tp is int:
-            if float(num) != int(num):
-                raise StructuredOutputError(f"{path}: expected an integer, got {value!r}")
-            return int(num)
-        return float(num)
-    if tp is str:
-        if isinstance(value, (dict, list)):
-            raise StructuredOutputError(f"{path}: expected a string, got {type(value).__name__}")
-        return "" if value is None else str(value)
-    return value
-
-
-def _to_dataclass(value: Any, cls: type, path: str) -> Any:
-    fields = [f for f in dataclasses.fields(cls) if f.init]
-    hints = typing.get_type_hints(cls)
-    required = [
-        f for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    if not isinstance(value, dict):
-        # A bare value for a one-field schema: {"items": [...]} given as [...]
-        if len(required) == 1 or len(fields) == 1:
-            target = required[0] if required else fields[0]
-            value = {target.name: value}
-        else:
-            raise StructuredOutputError(f"{path}: expected an object, got {type(value).__name__}")
-    by_norm = {_norm_key(k): k for k in value}
-    kwargs: dict[str, Any] = {}
-    missing = []
-    for f in fields:
-        key = f.name if f.name in value else by_norm.get(_norm_key(f.name))
-        if key is None:
-            if f in required:
-                missing.append(f.name)
-            continue
-        kwargs[f.name] = _coerce(value[key], hints.get(f.name, Any), f"{path}.{f.name}")
-    if missing:
-        raise StructuredOutputError(f"{path}: missing required key(s) {missing}; got keys {sorted(value)}")
     try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise StructuredOutputError(f"{path}: {exc}") from exc
+        cached = _ADAPTERS.get(schema)
+    except TypeError:  # an unhashable schema object
+        cached = None
+    if cached is not None:
+        return cached
+    try:
+        adapter = TypeAdapter(schema)
+    except (PydanticSchemaGenerationError, PydanticUserError, TypeError) as exc:
+        raise ConfigError(f"schema {schema!r} is not a type pydantic can validate: {exc}") from exc
+    with _ADAPTERS_LOCK:
+        try:
+            _ADAPTERS[schema] = adapter
+        except TypeError:
+            pass
+    return adapter
 
 
-def parse_structured(text: str, schema: type[T] | Any) -> T:
-    """Parse ``text`` into ``schema``.
+def _describe(exc: Any) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:8]:
+        loc = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.get("loc", ()))
+        got = err.get("input")
+        shown = (
+            ""
+            if err.get("type") == "missing"
+            else f" (got {json.dumps(got, ensure_ascii=False, default=str)[:80]})"
+        )
+        parts.append(f"{loc}: {err.get('msg')}{shown}")
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def parse_structured(text: str, schema: type[T] | Any, *, strict: bool = True) -> T:
+    """Parse a model answer into ``schema`` with pydantic.
 
     Args:
         text: The model's raw answer.
-        schema: A dataclass, a pydantic model, or a typing form (``dict``, ``list[str]``,
-            ``dict[str, list[str]]``...). Object keys are matched to field names ignoring case,
-            spaces, hyphens and underscores; a bare value is accepted for a one-field dataclass.
+        schema: A pydantic model, dataclass, ``TypedDict``, ``Enum`` or typing form.
+        strict: Pydantic strict mode (no ``"3"`` for ``3``, enums and literals exactly).
 
     Returns:
-        An instance of ``schema``.
+        An instance of ``schema`` (a dataclass instance for a dataclass, a dict for a TypedDict).
 
     Raises:
-        StructuredOutputError: No JSON, or JSON that does not fit the schema (the message says
-            which field).
+        StructuredOutputError: No complete JSON, or JSON that does not fit the schema (the
+            message names each failing field; ``raw`` holds the answer).
     """
-    data = parse_json(text)
+    from pydantic import ValidationError
+
+    parse_json(text)  # the same extraction; raises on incomplete or invalid JSON
+    fragment = extract_json(text)
     try:
-        return typing.cast(T, _coerce(data, schema, "$"))
-    except StructuredOutputError as exc:
-        exc.raw = text
-        raise
+        return _adapter(schema).validate_json(fragment, strict=strict)  # type: ignore[no-any-return]
+    except ValidationError as exc:
+        raise StructuredOutputError(
+            f"the answer does not fit the schema: {_describe(exc)}", raw=text
+        ) from None
 
 
-def _example(tp: Any, depth: int = 0) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if depth > 4:
-        return "..."
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        hints = typing.get_type_hints(tp)
-        return {f.name: _example(hints.get(f.name, Any), depth + 1) for f in dataclasses.fields(tp) if f.init}
-    if origin is Literal:
-        return " | ".join(json.dumps(a) for a in args)
-    if origin is Union or (hasattr(types, "UnionType") and isinstance(tp, types.UnionType)):
-        non_none = [a for a in args if a is not type(None)]
-        return _example(non_none[0], depth + 1) if non_none else None
-    if origin in (list, tuple, set, Sequence) or tp in (list, tuple, set):
-        return [_example(args[0] if args else Any, depth + 1)]
-    if origin is dict or tp is dict:
-        return {"<key>": _example(args[1] if len(args) > 1 else Any, depth + 1)}
-    return {str: "<string>", int: "<integer>", float: "<number>", bool: "<true|false>"}.get(tp, "<value>")
+def json_schema(schema: Any) -> dict[str, Any]:
+    """The JSON schema pydantic generates for ``schema``."""
+    return _adapter(schema).json_schema()  # type: ignore[no-any-return]
 
 
 def schema_prompt(schema: Any) -> str:
-    """A short instruction telling the model which JSON shape to answer with."""
-    if _is_pydantic(schema):
-        shape = json.dumps(schema.model_json_schema(), ensure_ascii=False)
-        return f"Answer with a single JSON value that validates against this JSON schema: {shape}"
-    shape = json.dumps(_example(schema), ensure_ascii=False)
-    return f"Answer with a single JSON value of this shape (no prose): {shape}"
+    """An instruction telling the model to answer with JSON valid under ``schema``'s JSON schema."""
+    shape = json.dumps(json_schema(schema), ensure_ascii=False, separators=(",", ":"))
+    return f"Answer with a single JSON value, no prose, that validates against this JSON schema: {shape}"
+
+
+def _schema_name(schema: Any) -> str:
+    name = getattr(schema, "__name__", None) or type(schema).__name__
+    return re.sub(r"[^A-Za-z0-9_-]", "_", str(name))[:64] or "answer"
+
+
+def response_format(schema: Any) -> dict[str, Any]:
+    """The ``response_format`` that asks an OpenAI-compatible server for JSON fitting ``schema``."""
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": _schema_name(schema), "schema": json_schema(schema)},
+    }
 
 
 OnError = Literal["raise", "none", "error"]
+
+
+def _ask(model: Any, convs: list[Conversation], sampling: dict[str, Any]) -> list[Any]:
+    """Answers as ChatResult-like objects (text, finish_reason, error)."""
+    from zjulab.common.chat import ChatResult
+
+    fn = getattr(model, "generate_results", None)
+    if callable(fn):
+        results = list(fn(convs, **sampling))
+    else:
+        results = [ChatResult(text=t, finish_reason=None) for t in model.generate(convs, **sampling)]
+    if len(results) != len(convs):
+        raise StructuredOutputError(
+            f"{getattr(model, 'model_id', type(model).__name__)} returned {len(results)} answer(s) "
+            f"for {len(convs)} conversation(s)"
+        )
+    return results
 
 
 def generate_structured(
@@ -404,60 +227,90 @@ def generate_structured(
     *,
     max_retries: int = 2,
     on_error: OnError = "raise",
+    strict: bool = True,
+    constrained: bool | None = None,
     **sampling: Any,
 ) -> list[Any]:
     """Ask ``model`` each conversation and parse every answer into ``schema``.
 
-    All conversations go to the model as one batch; those whose answer fails to parse are asked
-    again (again batched), with the failed answer and the parse error appended to the
-    conversation, up to ``max_retries`` times.
+    All conversations go to the model as one batch; those whose answer is incomplete (cut off
+    at the token limit), not JSON or not valid under the schema are asked again (again
+    batched), with the failed answer and the error appended to the conversation, up to
+    ``max_retries`` times. Nothing is repaired.
 
     Args:
-        model: Any :class:`~zjulab.common.protocols.ChatModel`.
+        model: Any :class:`~zjulab.common.protocols.ChatModel`. With ``generate_results``
+            (both zjulab chat models), finish reasons are used: a cut-off answer is reported as
+            such. A conversation the model failed to answer at all (its ``ChatResult.error``) is
+            not re-asked (the client already retried it).
         conversations: The questions. Put the wanted JSON shape in them yourself or append
             :func:`schema_prompt` to the last user message.
         schema: See :func:`parse_structured`.
         max_retries: Re-asks after the first answer (0 disables re-asking).
-        on_error: What to do with an item that still fails: ``"raise"`` the
-            :class:`StructuredOutputError` of the first such item, put ``None`` in its place,
-            or put the ``StructuredOutputError`` itself (with ``.raw``) in its place.
-        **sampling: Passed to ``model.generate``.
+        on_error: What to do with an item that still fails: ``"raise"`` the error of the first
+            such item (it carries ``.raw``, ``.attempts`` and ``.results``, the whole list),
+            put ``None`` in its place, or put the error itself in its place.
+        strict: Pydantic strict validation.
+        constrained: Send ``response_format`` with the JSON schema; default: when the model
+            declares ``json_schema = True`` (``OpenAIChatModel(..., json_schema=True)``).
+        **sampling: Passed to the model.
 
     Returns:
         One parsed value (or ``None`` / error, see ``on_error``) per conversation, in order.
 
     Raises:
-        ConfigError: ``max_retries`` is negative or ``on_error`` unknown.
-        StructuredOutputError: With ``on_error="raise"``, an item failed every attempt.
+        ConfigError: ``max_retries`` is negative, ``on_error`` unknown, or an invalid schema.
+        StructuredOutputError: With ``on_error="raise"``, an item failed every attempt; always,
+            when the model returned a different number of answers than conversations.
     """
     if max_retries < 0:
         raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
     if on_error not in ("raise", "none", "error"):
         raise ConfigError(f"on_error must be 'raise', 'none' or 'error', got {on_error!r}")
+    _adapter(schema)  # a bad schema is a ConfigError before anything is asked
+    if constrained is None:
+        constrained = bool(getattr(model, "json_schema", False) is True)
+    if constrained and "response_format" not in sampling:
+        sampling = {**sampling, "response_format": response_format(schema)}
     convs: list[Conversation] = [list(c) for c in conversations]
     results: list[Any] = [None] * len(convs)
-    errors: dict[int, StructuredOutputError] = {}
+    errors: dict[int, BaseException] = {}
     pending = list(range(len(convs)))
     for attempt in range(max_retries + 1):
         if not pending:
             break
-        answers = model.generate([convs[i] for i in pending], **sampling)
+        answers = _ask(model, [convs[i] for i in pending], sampling)
         still: list[int] = []
-        for i, raw in zip(pending, answers):
+        for i, ans in zip(pending, answers):
+            if getattr(ans, "error", None) is not None:
+                errors[i] = ans.error
+                continue
+            raw = ans.text
             try:
-                results[i] = parse_structured(raw, schema)
+                if ans.finish_reason == "length":
+                    try:
+                        results[i] = parse_structured(raw, schema, strict=strict)
+                    except StructuredOutputError as exc:
+                        raise StructuredOutputError(
+                            f"the answer was cut off at the token limit before it was complete ({exc})",
+                            raw=raw,
+                        ) from None
+                else:
+                    results[i] = parse_structured(raw, schema, strict=strict)
                 errors.pop(i, None)
             except StructuredOutputError as exc:
                 exc.raw = raw
                 exc.attempts = attempt + 1
                 errors[i] = exc
                 still.append(i)
+                hint = (
+                    "Your answer was cut off before the JSON was complete; answer with a shorter JSON value."
+                    if ans.finish_reason == "length"
+                    else f"That answer could not be used: {exc}."
+                )
                 convs[i] = convs[i] + [
                     {"role": "assistant", "content": raw},
-                    {
-                        "role": "user",
-                        "content": f"That answer could not be used: {exc}. {schema_prompt(schema)}",
-                    },
+                    {"role": "user", "content": f"{hint} {schema_prompt(schema)}"},
                 ]
         if still:
             logger.debug(
@@ -466,6 +319,8 @@ def generate_structured(
         pending = still
     for i, failure in sorted(errors.items()):
         if on_error == "raise":
+            failure.results = results  # type: ignore[attr-defined]
+            failure.failed = sorted(errors)  # type: ignore[attr-defined]
             raise failure
         results[i] = None if on_error == "none" else failure
     return results
