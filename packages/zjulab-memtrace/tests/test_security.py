@@ -10,9 +10,9 @@ import sys
 import textwrap
 from html.parser import HTMLParser
 
+import memtrace_registered as reg
 import pytest
 
-import memtrace_registered as reg
 from zjulab.memtrace import TraceFileError, load_trace, replay, save_trace
 from zjulab.memtrace.cli import main
 from zjulab.memtrace.render import to_dot, to_html

@@ -31,8 +31,8 @@ _ORANGE = "#ff7f0e"
 def _dot_escape(text: str) -> str:
     """Escape any string for use inside a double-quoted DOT string.
 
-    Every string in a trace may come from an untrusted file: backslashes (DOT escapes such as
-    ``\\N`` or ``\\l``), quotes, line breaks and other control characters are neutralised, so
+    Every string in a trace may come from an untrusted file: backslashes (which start DOT
+    label escapes), quotes, line breaks and other control characters are neutralised, so
     a value or id can never close the string and add attributes (``URL="javascript:..."``).
     """
     out = []
