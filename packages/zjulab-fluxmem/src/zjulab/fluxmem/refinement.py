@@ -12,11 +12,12 @@ heuristic below) and applies one edit:
   unit whose non-evidence endpoint verifies against the interference description above
   ``prune_threshold`` is removed. The description is the caller's ``reason``, else the model's
   details, else the query; verification is the chat model's score, else the cosine.
-* **prune** uses the evidence when it is known: every learned ``associate`` link that joins a
-  distractor (a retrieved non-evidence unit ranked above an evidence unit, or any retrieved
-  one while evidence is missing) to a retrieved or evidence unit is removed, whatever the model
-  says (``next`` links record the order of what was said and stay); without evidence the
-  interference rule above applies.
+* **prune** uses the evidence when it is known: every learned ``associate`` link between two
+  distractors (retrieved non-evidence units ranked above an evidence unit, or any retrieved
+  one while evidence is missing) is removed, whatever the model says; links to evidence units
+  (what expand makes) and ``next`` links (the order of what was said) stay, so prune never
+  undoes expand; without evidence, or when no such link exists, the interference rule above
+  applies.
 * **reshape** (a unit has the wrong granularity): *derived* units are created from the target
   — its parts (split), or one unit joining it with its strongest linked neighbour of the same
   user, agent and run (merge) — by the chat model, else at sentence ends / by concatenation.
@@ -309,11 +310,13 @@ def _prune(
         ranks = [i for i, nid in enumerate(ids) if _covers(mem, [nid]) & protected]
         cut = len(ids) if not covered >= protected else (max(ranks) if ranks else 0)
         distractors = [nid for nid in ids[:cut] if not (_covers(mem, [nid]) & protected)]
-        anchors = set(ids) | protected
+        # links among distractors lift them; a link to an evidence unit lifts the evidence too
+        # (propagation is symmetric) and is what expand makes, so it stays
+        others = set(distractors)
         for d in distractors:
             # `next` links record the order of what was said and stay; learned links go
             for other, edge in mem.graph.neighbors(d, ("associate",)):
-                if other in anchors and mem._unlink(
+                if other in others and mem._unlink(
                     edge.source, edge.target, edge.kind, "refinement", reason="distractor"
                 ):
                     rnd.removed_edges.append((edge.source, edge.target, edge.kind))
