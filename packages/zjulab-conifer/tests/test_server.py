@@ -29,7 +29,7 @@ def cfg(out, **kw):
     base = dict(
         mode="verifiable",
         out_dir=str(out),
-        num_reframes=2,
+        num_reframes=1,
         num_levels=3,
         max_structured_retries=1,
         few_shot=False,
@@ -80,7 +80,7 @@ def test_one_refused_request_sets_aside_only_its_record(tmp_path):
 
 
 def test_malformed_body_is_set_aside_and_retried(tmp_path):
-    victim = "L1: Q2 on Explain photosynthesis to a child please?"
+    victim = "L1: Q1 on Explain photosynthesis to a child please?"
     with StubServer() as stub:
         stub.malformed(lambda text: text == victim)
         res = Pipeline(client(stub), FakeModel(weak_reply), cfg(tmp_path / "run")).run(load_seeds(SEEDS))
@@ -172,7 +172,7 @@ RUNNER = textwrap.dedent(
 
 
 def test_kill_9_mid_stage_then_resume_repeats_no_answered_call(tmp_path):
-    ref = reference(tmp_path)
+    ref = reference(tmp_path, num_reframes=2)
     out = tmp_path / "run"
     script = tmp_path / "runner.py"
     script.write_text(RUNNER)
@@ -199,7 +199,9 @@ def test_kill_9_mid_stage_then_resume_repeats_no_answered_call(tmp_path):
         answered_before = sum(stub.answered.values())
         assert 0 < len(cached) <= answered_before
         calls_before = dict(stub.calls)
-        res = Pipeline(client(stub), FakeModel(weak_reply), cfg(out, max_in_flight=2)).run(load_seeds(SEEDS))
+        res = Pipeline(client(stub), FakeModel(weak_reply), cfg(out, max_in_flight=2, num_reframes=2)).run(
+            load_seeds(SEEDS)
+        )
     assert res.complete and res.records == ref.records  # zero lost records
     # the resume asked every request without a cached answer once, and no cached one at all
     # (a request in flight at the kill, answered by the server but never recorded, is asked again)
