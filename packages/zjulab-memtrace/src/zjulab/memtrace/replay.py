@@ -9,6 +9,7 @@ the list of operations it executed. The original trace is left untouched.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,8 +53,16 @@ def _split_outputs(op: Operation, value: Any) -> list[Any]:
     )
 
 
-def _bind(slot: Slot, values: Mapping[str, Any]) -> Any:
-    return values[slot.var] if slot.var is not None else slot.const
+def _bind(slot: Slot, values: Mapping[str, Any], trace: Trace, changed: set[str], op: Operation) -> Any:
+    if slot.var is None:
+        return copy.deepcopy(slot.const)
+    var = trace.variables[slot.var]
+    if not var.serializable and slot.var not in changed:
+        raise ReplayError(
+            f"operation {op.id} ({op.name}) reads {var.label}, which the trace file could not hold "
+            "losslessly (stored by repr or changed type through JSON); re-record the trace to replay it"
+        )
+    return copy.deepcopy(values[slot.var])
 
 
 def replay(
@@ -123,10 +132,13 @@ def replay(
             )
         patch = patches.get(oid, {})
         args = [
-            patch[name] if name is not None and name in patch else _bind(slot, values)
+            patch[name] if name is not None and name in patch else _bind(slot, values, trace, changed, op)
             for slot, name in zip(op.args, op.arg_names + [None] * (len(op.args) - len(op.arg_names)))
         ]
-        kwargs = {k: patch.get(k, _bind(slot, values)) for k, slot in op.kwargs.items()}
+        kwargs = {
+            k: patch[k] if k in patch else _bind(slot, values, trace, changed, op)
+            for k, slot in op.kwargs.items()
+        }
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:
@@ -141,7 +153,9 @@ def replay(
     logger.debug("replay of %s re-ran %d operations", trace.id, len(executed))
     return ReplayResult(
         executed=executed,
-        values=values,
-        final=None if final is None else values[final],
+        values={k: v if k in changed else copy.deepcopy(v) for k, v in values.items()},
+        final=None
+        if final is None
+        else (values[final] if final in changed else copy.deepcopy(values[final])),
         changed=[v for v in trace.variables if v in changed],
     )

@@ -32,13 +32,33 @@ SCHEMA_VERSION = 1
 
 
 def _encode(value: Any, where: str) -> tuple[Any, bool]:
-    """Return a JSON-safe form of ``value`` and whether it is lossless."""
+    """Return a JSON-safe form of ``value`` and whether it is lossless.
+
+    Lossless means that reading the JSON back gives a value equal to the original: a tuple
+    (read back as a list), a dict with non-string keys or a subclass of a JSON type is stored
+    in its JSON form but reported as lossy; anything JSON cannot hold (sets, dataclasses,
+    objects, NaN) is stored as ``{"__repr__": ...}``.
+    """
     try:
-        json.dumps(value, ensure_ascii=False, allow_nan=False)
-        return value, True
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
         logger.warning("%s: %s value is not JSON-serialisable; stored by repr", where, type(value).__name__)
         return {"__repr__": repr(value)}, False
+    back = json.loads(text)
+    if not _same(back, value):
+        logger.warning("%s: %s value changes type through JSON; marked lossy", where, type(value).__name__)
+        return back, False
+    return back, True
+
+
+def _same(a: Any, b: Any) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return bool(a == b)
 
 
 def _slot_dict(slot: Slot, where: str) -> dict[str, Any]:

@@ -397,7 +397,9 @@ class Tracer:
         if pname in spec.ignore:
             return Slot(const=value), False
         if pname in spec.params or pname == spec.prompt_arg or isinstance(value, _SCALARS):
-            return Slot(const=value), True
+            # data constants are snapshots too, so a later mutation never rewrites the trace
+            const = _snapshot(value, rec.snapshot) if isinstance(value, _DATA_TYPES) else value
+            return Slot(const=const), True
         if isinstance(value, _DATA_TYPES):
             return Slot(var=rec.register(value, pname, "source")), False
         return Slot(const=value), False
