@@ -1,76 +1,354 @@
-"""OpenAIChatModel against a real HTTP server on 127.0.0.1 serving the tiny chat model."""
+"""OpenAIChatModel against a real HTTP server on 127.0.0.1 (ChatServer)."""
+
+import logging
+import threading
+import time
 
 import pytest
 
-from zjulab.common import ConfigError, OpenAIChatModel, RemoteModelError
-from zjulab.common.testing import ChatServer
-
-
-@pytest.fixture()
-def server(tiny_chat_model):
-    with ChatServer(tiny_chat_model) as srv:
-        yield srv
-
+from zjulab.common import (
+    ChatResult,
+    ConfigError,
+    IncompleteAnswerError,
+    InputError,
+    OpenAIChatModel,
+    RemoteModelError,
+)
+from zjulab.common.testing import ChatServer, ScriptedChatModel
 
 CONVS = [[{"role": "user", "content": "hello"}], [{"role": "user", "content": "tell me about the sea"}]]
 
 
-def test_round_trip_matches_local_model(server, tiny_chat_model):
-    client = OpenAIChatModel("tiny", base_url=server.url, backoff=0.01)
-    got = client.generate(CONVS, max_new_tokens=5)
-    assert got == tiny_chat_model.generate(CONVS, max_new_tokens=5)
-    assert [r["max_tokens"] for r in server.requests] == [5, 5]
-    # the two requests run concurrently, so they may reach the server in either order
-    assert sorted(map(str, (r["messages"] for r in server.requests))) == sorted(map(str, CONVS))
-    assert {r["model"] for r in server.requests} == {"tiny"}
-    assert client.usage.calls == 2 and client.usage.prompt_tokens == 2
+def echo(conv):
+    return "echo: " + conv[-1]["content"]
+
+
+@pytest.fixture()
+def scripted():
+    return ScriptedChatModel(echo)
+
+
+@pytest.fixture()
+def server(scripted):
+    with ChatServer(scripted, models=["tiny"]) as srv:
+        yield srv
+
+
+def client(server, **kw):
+    kw.setdefault("backoff", 0.01)
+    return OpenAIChatModel("tiny", base_url=server.url, **kw)
+
+
+def q(text):
+    return [{"role": "user", "content": text}]
+
+
+def test_round_trip_matches_local_model(tiny_chat_model):
+    with ChatServer(tiny_chat_model, models=["tiny"]) as srv:
+        c = client(srv)
+        got = c.generate(CONVS, max_new_tokens=5)
+        local = tiny_chat_model.generate(CONVS, max_new_tokens=5)
+        assert got == local and got[0] != got[1] and all(got)  # the prompts give different answers
+        assert [r["max_tokens"] for r in srv.requests] == [5, 5]
+        assert sorted(map(str, (r["messages"] for r in srv.requests))) == sorted(map(str, CONVS))
+        # usage is the model's own token count, not a placeholder
+        res = c.generate_results(CONVS[:1], max_new_tokens=5)[0]
+        assert res.completion_tokens == 5 and res.finish_reason == "length"
+        prompt = tiny_chat_model.tokenizer(tiny_chat_model.render(CONVS[0]), add_special_tokens=False)
+        assert res.prompt_tokens == len(prompt["input_ids"])
+
+
+def test_answers_keep_their_order_and_usage_is_counted(server):
+    c = client(server)
+    convs = [q(f"question {i}") for i in range(12)]
+    assert c.generate(convs) == [f"echo: question {i}" for i in range(12)]
+    assert c.usage.calls == 12 and c.usage.prompt_tokens == 24 and c.usage.completion_tokens == 36
 
 
 def test_base_url_without_v1_is_completed(server):
-    client = OpenAIChatModel("tiny", base_url=server.url.removesuffix("/v1"), backoff=0.01)
-    assert client.base_url == server.url
-    assert len(client.generate(CONVS[:1], max_new_tokens=2)) == 1
+    c = OpenAIChatModel("tiny", base_url=server.url.removesuffix("/v1"))
+    assert c.base_url == server.url
+    assert c.generate(CONVS[:1]) == ["echo: hello"]
+
+
+# -- every answer says how it ended ------------------------------------------------------------
+
+
+def test_truncated_answer_is_reported_by_policy(caplog):
+    cut = ChatResult("The capital of Fr", finish_reason="length")
+    with ChatServer(ScriptedChatModel([cut, cut, cut]), models=["m"]) as srv:
+        warn = OpenAIChatModel("m", base_url=srv.url)
+        with caplog.at_level(logging.WARNING, logger="zjulab.common.chat"):
+            assert warn.generate([q("capital?")]) == ["The capital of Fr"]
+        assert "cut off at the token limit" in caplog.text
+        res = warn.generate_results([q("capital?")])[0]
+        assert (res.text, res.finish_reason, res.truncated) == ("The capital of Fr", "length", True)
+        strict = OpenAIChatModel("m", base_url=srv.url, on_truncation="raise")
+        with pytest.raises(IncompleteAnswerError, match="cut off") as info:
+            strict.generate([q("capital?")])
+        assert info.value.results[0].text == "The capital of Fr" and info.value.indices == [0]
+
+
+def test_content_filter_and_empty_answers_follow_their_policies(caplog):
+    model = ScriptedChatModel([ChatResult("", finish_reason="content_filter"), "   ", "fine"])
+    with ChatServer(model, models=["m"]) as srv:
+        c = OpenAIChatModel(
+            "m", base_url=srv.url, on_content_filter="raise", on_empty="return", concurrency=1
+        )
+        with pytest.raises(IncompleteAnswerError) as info:
+            c.generate([q("a"), q("b"), q("c")])
+        assert info.value.reason == "content_filter" and [r.text for r in info.value.results] == [
+            "",
+            "   ",
+            "fine",
+        ]
+        model.push("")
+        c2 = OpenAIChatModel("m", base_url=srv.url, on_empty="raise")
+        with pytest.raises(IncompleteAnswerError, match="empty"):
+            c2.generate([q("d")])
+
+
+def test_reasoning_text_is_kept():
+    body = {
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "4", "reasoning_content": "2+2 is 4"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 7},
+    }
+    with ChatServer(ScriptedChatModel(default="x"), models=["m"]) as srv:
+        srv.fail_next(1, 200, body=body)
+        res = OpenAIChatModel("m", base_url=srv.url).generate_results([q("2+2?")])[0]
+    assert (res.text, res.reasoning, res.prompt_tokens, res.completion_tokens) == ("4", "2+2 is 4", 3, 7)
+
+
+# -- nothing received is thrown away ----------------------------------------------------------
+
+
+def test_one_refused_request_keeps_the_other_answers(server):
+    server.fail_if(lambda b: "poison" in str(b["messages"]), 400)
+    convs = [q(f"q{i}") for i in range(19)]
+    convs.insert(6, q("poison"))
+    c = client(server, max_retries=3)
+    with pytest.raises(RemoteModelError, match="1 of 20 conversation") as info:
+        c.generate(convs)
+    results = info.value.results
+    assert info.value.failed == [6] and results[6].error is info.value
+    assert [r.text for i, r in enumerate(results) if i != 6] == [f"echo: q{i}" for i in range(19)]
+    # a 400 is not retried, and usage counts the 19 answers only
+    assert sum("poison" in str(b["messages"]) for b in server.requests) == 1
+    assert (c.usage.calls, c.usage.failed) == (19, 1)
+    out = c.generate(convs, on_error="return")
+    assert out[6] is None and out[7] == "echo: q6"
+
+
+def test_unknown_model_is_a_config_error_and_stops_the_batch(server):
+    c = OpenAIChatModel("nope", base_url=server.url, concurrency=1)
+    with pytest.raises(ConfigError, match="no such model") as info:
+        c.generate([q("a"), q("b"), q("c")])
+    assert len(server.requests) == 1  # the two requests after a 404 are not sent
+    assert all(r.error is not None for r in info.value.results)
+
+
+def test_model_failure_is_a_500_with_a_json_body():
+    def boom(conv):
+        raise RuntimeError("CUDA out of memory")
+
+    with ChatServer(ScriptedChatModel(boom), models=["m"]) as srv:
+        c = OpenAIChatModel("m", base_url=srv.url, max_retries=1, backoff=0.01)
+        res = c.generate_results([q("a")])[0]
+        assert "HTTP 500" in str(res.error) and "CUDA out of memory" in str(res.error)
+        assert res.attempts == 2 and srv.log[0].status == 500
+
+
+# -- the server's pace is respected ------------------------------------------------------------
+
+
+def test_retry_after_is_honoured(server):
+    server.fail_next(1, 429, retry_after=0.6)
+    c = client(server, backoff=0.01)
+    assert c.generate(CONVS[:1]) == ["echo: hello"]
+    first, second = server.log
+    assert first.status == 429 and second.status == 200
+    assert second.arrived - first.arrived >= 0.6
+    assert c.usage.retries == 1 and c.usage.calls == 1
+
+
+def test_retry_after_longer_than_allowed_fails_at_once(server):
+    server.fail_next(1, 503, retry_after=30)
+    c = client(server, max_retry_wait=1)
+    t0 = time.monotonic()
+    res = c.generate_results(CONVS[:1])[0]
+    assert time.monotonic() - t0 < 5 and "asked to wait 30s" in str(res.error)
+    assert len(server.requests) == 1
 
 
 def test_retries_after_500_then_succeeds(server):
     server.fail_next(2, status=500)
-    client = OpenAIChatModel("tiny", base_url=server.url, max_retries=2, backoff=0.01)
-    assert len(client.generate(CONVS[:1], max_new_tokens=2)) == 1
-    assert len(server.requests) == 3  # two failures, one success
+    c = client(server, max_retries=2)
+    assert c.generate(CONVS[:1]) == ["echo: hello"]
+    assert len(server.requests) == 3
 
 
 def test_gives_up_after_retries(server):
     server.fail_next(5, status=503)
-    client = OpenAIChatModel("tiny", base_url=server.url, max_retries=1, backoff=0.01)
-    with pytest.raises(RemoteModelError, match="no answer after 2 attempts; last error: HTTP 503"):
-        client.generate(CONVS[:1])
+    c = client(server, max_retries=1)
+    with pytest.raises(RemoteModelError, match="no answer after 2 attempts; last error: .*HTTP 503"):
+        c.generate(CONVS[:1])
     assert len(server.requests) == 2
 
 
-def test_client_error_is_not_retried(server):
-    server.fail_next(1, status=400)
-    client = OpenAIChatModel("tiny", base_url=server.url, max_retries=3, backoff=0.01)
-    with pytest.raises(RemoteModelError, match="refused the request: HTTP 400"):
-        client.generate(CONVS[:1])
-    assert len(server.requests) == 1
+def test_malformed_body_is_retried_then_reported(server):
+    server.fail_next(1, 200, body=b'{"choices": [')
+    c = client(server)
+    assert c.generate(CONVS[:1]) == ["echo: hello"]
+    server.fail_next(3, 200, body={"object": "chat.completion", "choices": []})
+    res = client(server, max_retries=2).generate_results(CONVS[:1])[0]
+    assert isinstance(res.error, RemoteModelError) and "malformed body" in str(res.error)
 
 
-def test_timeout_is_retried_then_raised(server):
-    server.delay = 0.5
-    client = OpenAIChatModel("tiny", base_url=server.url, timeout=0.1, max_retries=1, backoff=0.01)
-    with pytest.raises(RemoteModelError, match="ReadTimeout"):
-        client.generate(CONVS[:1])
+def test_timeout_bounds_a_trickling_response(server):
+    # headers at once, then 16 bytes every 0.1 s: no single read waits long, the whole does
+    server.fail_next(1, 200, drip=0.1)
+    c = client(server, timeout=0.5, max_retries=0)
+    t0 = time.monotonic()
+    res = c.generate_results([q("x" * 300)])[0]
+    assert "timed out after 0.5s" in str(res.error)
+    assert time.monotonic() - t0 < 1.5
+
+
+def test_timeout_on_a_slow_server(server):
+    server.fail_next(2, 200, delay=1.0)
+    c = client(server, timeout=0.3, max_retries=1)
+    with pytest.raises(RemoteModelError, match="timed out"):
+        c.generate(CONVS[:1])
 
 
 def test_connection_refused():
-    client = OpenAIChatModel("tiny", base_url="http://127.0.0.1:9/v1", max_retries=0, timeout=1)
-    with pytest.raises(RemoteModelError, match="ConnectError"):
-        client.generate(CONVS[:1])
+    c = OpenAIChatModel("tiny", base_url="http://127.0.0.1:9/v1", max_retries=0, timeout=1)
+    with pytest.raises(RemoteModelError, match="connection failed"):
+        c.generate(CONVS[:1])
+
+
+def test_concurrency_limit_holds_across_threads_and_connections_are_reused(server):
+    server.delay = 0.05
+    c = client(server, concurrency=3)
+    threads = [
+        threading.Thread(target=c.generate, args=([q(f"t{t}-{i}") for i in range(4)],)) for t in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(server.requests) == 16
+    assert server.max_in_flight == 3
+    assert server.connections <= 3 + 1  # one pool for the client, not one per call
+
+
+# -- secrets stay secret -----------------------------------------------------------------------
+
+
+def test_api_key_never_in_logs_errors_or_repr(server, tmp_path, caplog):
+    key_file = tmp_path / "key"
+    key_file.write_text("sk-very-secret-123\n")
+    c = client(server, api_key_file=key_file, max_retries=1)
+    server.fail_next(2, 500, message="echoing sk-very-secret-123 back")
+    with caplog.at_level(logging.DEBUG):
+        res = c.generate_results(CONVS[:1])[0]
+    assert server.log[0].headers["authorization"] == "Bearer sk-very-secret-123"  # newline stripped
+    assert "sk-very-secret-123" not in caplog.text
+    assert "sk-very-secret-123" not in str(res.error) and "***" in str(res.error)
+    assert "sk-very-secret-123" not in repr(c) and "api_key=***" in repr(c)
+
+
+def test_no_key_sends_no_authorization_header(server, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    client(server).generate(CONVS[:1])
+    assert "authorization" not in server.log[0].headers
+
+
+def test_key_from_environment(server, monkeypatch):
+    monkeypatch.setenv("MY_KEY", "sk-env\n")
+    client(server, api_key_env="MY_KEY").generate(CONVS[:1])
+    assert server.log[0].headers["authorization"] == "Bearer sk-env"
+
+
+def test_bad_key_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read the API key file"):
+        OpenAIChatModel("m", api_key_file=tmp_path / "missing")
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        OpenAIChatModel("m", api_key_file=tmp_path / "empty")
+
+
+def test_401_is_a_config_error_without_the_key(server):
+    server.fail_next(1, 401, message="bad key")
+    with pytest.raises(ConfigError, match="rejected the API key") as info:
+        client(server, api_key="sk-wrong").generate(CONVS[:1])
+    assert "sk-wrong" not in str(info.value)
+
+
+# -- sampling options are forwarded or refused -------------------------------------------------
+
+
+def test_sampling_options_are_forwarded(server):
+    c = client(server)
+    c.generate(
+        CONVS[:1],
+        max_tokens=7,
+        temperature=0.7,
+        top_p=0.9,
+        stop=["\n"],
+        seed=3,
+        presence_penalty=0.5,
+        top_k=20,
+        repetition_penalty=1.1,
+    )
+    body = server.requests[0]
+    assert (body["max_tokens"], body["temperature"], body["top_p"], body["stop"], body["seed"]) == (
+        7,
+        0.7,
+        0.9,
+        ["\n"],
+        3,
+    )
+    assert (body["presence_penalty"], body["top_k"], body["repetition_penalty"]) == (0.5, 20, 1.1)
 
 
 @pytest.mark.parametrize(
     ("kw", "match"),
-    [({"timeout": 0}, "timeout"), ({"max_retries": -1}, "max_retries"), ({"concurrency": 0}, "concurrency")],
+    [
+        ({"do_sample": True}, r"\['do_sample'\] are not supported"),
+        ({"n": 2}, "one answer per conversation"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"max_tokens": 3, "max_new_tokens": 4}, "disagree"),
+    ],
+)
+def test_unknown_or_invalid_sampling_is_refused(server, kw, match):
+    with pytest.raises(ConfigError, match=match):
+        client(server).generate(CONVS[:1], **kw)
+    assert server.requests == []
+
+
+def test_input_errors(server):
+    with pytest.raises(InputError, match="not a single one"):
+        client(server).generate(CONVS[0][0])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"timeout": 0}, "timeout"),
+        ({"max_retries": -1}, "max_retries"),
+        ({"concurrency": 0}, "concurrency"),
+        ({"on_truncation": "ignore"}, "on_truncation"),
+        ({"on_error": "none"}, "on_error"),
+    ],
 )
 def test_config_errors(kw, match):
     with pytest.raises(ConfigError, match=match):

@@ -1,19 +1,30 @@
+import enum
 from dataclasses import dataclass, field
 from typing import Literal
 
 import pydantic
 import pytest
+from typing_extensions import TypedDict
 
 from zjulab.common import (
+    ChatResult,
     ConfigError,
+    OpenAIChatModel,
+    RemoteModelError,
     StructuredOutputError,
     generate_structured,
     parse_json,
     parse_structured,
     schema_prompt,
 )
-from zjulab.common.structured import extract_json, repair_json
-from zjulab.common.testing import ScriptedChatModel
+from zjulab.common.structured import extract_json, json_schema, response_format
+from zjulab.common.testing import ChatServer, ScriptedChatModel
+
+
+@dataclass
+class Place:
+    city: str
+    country: str
 
 
 @dataclass
@@ -24,119 +35,212 @@ class Fact:
     kind: Literal["fact", "event"] = "fact"
 
 
-BROKEN = [
-    # (raw model answer, parsed value)
+class Color(enum.Enum):
+    red = "red"
+    blue = "blue"
+
+
+class Row(TypedDict):
+    name: str
+    age: int
+
+
+class Verdict(pydantic.BaseModel):
+    winner: int
+    reason: str
+
+
+def q(text):
+    return [{"role": "user", "content": text}]
+
+
+EXTRACTED = [
     ('{"a": 1}', {"a": 1}),
     ('Sure! Here it is:\n```json\n{"a": 1, "b": [1, 2]}\n```\nHope that helps.', {"a": 1, "b": [1, 2]}),
     ("```\n[1, 2, 3]\n```", [1, 2, 3]),
     ('The answer is {"a": {"b": "c}"}} and nothing else.', {"a": {"b": "c}"}}),
-    ('{"a": 1, "b": [1, 2,],}', {"a": 1, "b": [1, 2]}),
-    ("{'a': 'it''s', 'b': True, 'c': None}", None),  # ambiguous quotes: must not crash, see below
-    ("{'name': 'Paris', 'ok': True, 'none': None}", {"name": "Paris", "ok": True, "none": None}),
-    ('{name: "x", count: 3}', {"name": "x", "count": 3}),
-    ('{"a": 1, // comment\n "b": 2 /* block */}', {"a": 1, "b": 2}),
-    ('{"items": ["one", "two", "thr', {"items": ["one", "two", "thr"]}),
-    ('{"a": {"b": [1, 2', {"a": {"b": [1, 2]}}),
-    ('{"a": 1, "b":', {"a": 1}),
-    ('{"a": 1, "b', {"a": 1}),
     ('{"url": "http://x.org/a//b", "t": "say \\"hi\\""}', {"url": "http://x.org/a//b", "t": 'say "hi"'}),
 ]
 
 
-@pytest.mark.parametrize(("raw", "expected"), [b for b in BROKEN if b[1] is not None])
-def test_parse_json_repairs(raw, expected):
+@pytest.mark.parametrize(("raw", "expected"), EXTRACTED)
+def test_parse_json_extracts_without_changing(raw, expected):
     assert parse_json(raw) == expected
 
 
-def test_ambiguous_quotes_do_not_crash():
-    try:
-        parse_json(BROKEN[5][0])
-    except StructuredOutputError as exc:
-        assert exc.raw == BROKEN[5][0]
+BROKEN = [
+    # answers that used to be "repaired" into something; every one must now fail
+    ('{"city": "Paris", "country": "Fr', "incomplete JSON"),
+    ('{"items": ["one", "two", "thr', "incomplete JSON"),
+    ('{"a": {"b": [1, 2', "incomplete JSON"),
+    ('{"a": 1, "b":', "incomplete JSON"),
+    ('{"a": 1, "b": [1, 2,],}', "invalid JSON"),
+    ("{'name': 'Paris', 'ok': True}", "invalid JSON"),
+    ('{name: "x", count: 3}', "invalid JSON"),
+    ("I cannot answer that.", "no JSON value"),
+]
 
 
-def test_no_json_at_all():
-    with pytest.raises(StructuredOutputError, match="no valid JSON") as info:
-        parse_json("I cannot answer that.")
-    assert info.value.raw == "I cannot answer that."
+@pytest.mark.parametrize(("raw", "why"), BROKEN)
+def test_broken_json_is_reported_not_repaired(raw, why):
+    with pytest.raises(StructuredOutputError, match=why) as info:
+        parse_json(raw)
+    assert info.value.raw == raw
+
+
+def test_truncated_object_never_becomes_a_partial_instance():
+    with pytest.raises(StructuredOutputError, match="incomplete JSON") as info:
+        parse_structured('{"city": "Paris", "country": "Fr', Place)
+    assert info.value.raw == '{"city": "Paris", "country": "Fr'
 
 
 def test_extract_prefers_fenced_block():
     assert extract_json('x {"no": 1} ```json\n{"yes": 2}\n```') == '{"yes": 2}'
 
 
-def test_repair_is_idempotent_on_valid_json():
-    s = '{"a": [1, 2], "b": "c, ]"}'
-    assert repair_json(s) == s
+def test_dataclass_is_validated_strictly():
+    assert parse_structured('{"subject": "Ann", "score": 1, "tags": ["a"]}', Fact) == Fact("Ann", 1.0, ["a"])
+    with pytest.raises(StructuredOutputError, match=r"\$.score: Input should be a valid number"):
+        parse_structured('{"subject": "Ann", "score": "0.5"}', Fact)
+    with pytest.raises(StructuredOutputError, match=r"\$.tags: Input should be a valid array"):
+        parse_structured('{"subject": "Ann", "score": 1, "tags": "solo"}', Fact)
 
 
-def test_dataclass_with_wrong_key_spelling_and_coercion():
-    out = parse_structured('{"Subject": "Ann", "SCORE": "0.5", "tags": "solo", "kind": "EVENT"}', Fact)
-    assert out == Fact(subject="Ann", score=0.5, tags=["solo"], kind="event")
-
-
-def test_dataclass_missing_key_names_it():
-    with pytest.raises(StructuredOutputError, match=r"missing required key\(s\) \['score'\]"):
+def test_missing_field_is_named():
+    with pytest.raises(StructuredOutputError, match=r"\$.score: Field required"):
         parse_structured('{"subject": "Ann", "points": 3}', Fact)
 
 
-def test_literal_violation():
-    with pytest.raises(StructuredOutputError, match=r"\$.kind: 'opinion' is not one of"):
-        parse_structured('{"subject": "a", "score": 1, "kind": "opinion"}', Fact)
+def test_literal_and_enum_are_exact():
+    with pytest.raises(
+        StructuredOutputError, match=r"\$.kind: Input should be 'fact' or 'event' \(got \"EVENT\"\)"
+    ):
+        parse_structured('{"subject": "a", "score": 1, "kind": "EVENT"}', Fact)
+    assert parse_structured('"blue"', Color) is Color.blue
+    with pytest.raises(StructuredOutputError, match="Input should be 'red' or 'blue'"):
+        parse_structured('"green"', Color)
 
 
-def test_bare_list_for_one_field_dataclass():
-    @dataclass
-    class Ids:
-        ids: list[int]
-
-    assert parse_structured("[1, 2, 3]", Ids) == Ids([1, 2, 3])
-    with pytest.raises(StructuredOutputError, match="expected an integer"):
-        parse_structured("[1.5]", Ids)
-
-
-def test_typing_forms():
+def test_typeddict_and_typing_forms():
+    assert parse_structured('{"name": "Ann", "age": 31}', Row) == {"name": "Ann", "age": 31}
+    with pytest.raises(StructuredOutputError, match=r"\$.age: Input should be a valid integer"):
+        parse_structured('{"name": "Ann", "age": 31.5}', Row)
     assert parse_structured('{"a": ["x"], "b": []}', dict[str, list[str]]) == {"a": ["x"], "b": []}
-    assert parse_structured('[true, "no", 1]', list[bool]) == [True, False, True]
+    with pytest.raises(StructuredOutputError, match="valid boolean"):
+        parse_structured('[true, "no"]', list[bool])
+    assert parse_structured("[1, 2]", tuple[int, int]) == (1, 2)
 
 
-def test_pydantic_schema():
-    class Verdict(pydantic.BaseModel):
-        winner: int
-        reason: str
-
+def test_pydantic_model_and_lax_mode():
     v = parse_structured('```json\n{"winner": 2, "reason": "shorter"}\n```', Verdict)
     assert (v.winner, v.reason) == (2, "shorter")
-    assert "JSON schema" in schema_prompt(Verdict)
+    with pytest.raises(StructuredOutputError):
+        parse_structured('{"winner": "2", "reason": "x"}', Verdict)
+    assert parse_structured('{"winner": "2", "reason": "x"}', Verdict, strict=False).winner == 2
 
 
-def test_schema_prompt_dataclass_shape():
-    assert schema_prompt(Fact) == (
-        'Answer with a single JSON value of this shape (no prose): {"subject": "<string>", '
-        '"score": "<number>", "tags": ["<string>"], "kind": "\\"fact\\" | \\"event\\""}'
+def test_schema_prompt_is_pydantics_json_schema():
+    prompt = schema_prompt(Place)
+    assert prompt == (
+        "Answer with a single JSON value, no prose, that validates against this JSON schema: "
+        '{"properties":{"city":{"title":"City","type":"string"},"country":{"title":"Country","type":"string"}},'
+        '"required":["city","country"],"title":"Place","type":"object"}'
     )
+    assert json_schema(Fact)["properties"]["kind"]["enum"] == ["fact", "event"]
+    assert response_format(Place) == {
+        "type": "json_schema",
+        "json_schema": {"name": "Place", "schema": json_schema(Place)},
+    }
+
+
+def test_not_a_schema_is_a_config_error():
+    import typing
+
+    with pytest.raises(ConfigError, match="not a type pydantic can validate"):
+        generate_structured(ScriptedChatModel(default="{}"), [q("x")], typing.TypedDict("T", {"a": int}))
 
 
 def test_generate_structured_reasks_with_error():
     chat = ScriptedChatModel(["not json", '{"subject": "s", "score": 2}', '{"subject": "t", "score": 1}'])
-    out = generate_structured(
-        chat, [[{"role": "user", "content": "q1"}], [{"role": "user", "content": "q2"}]], Fact
-    )
-    # first batch: q1 -> "not json" (fails), q2 -> s/2; retry batch: q1 -> t/1
+    out = generate_structured(chat, [q("q1"), q("q2")], Fact)
     assert out == [Fact("t", 1.0), Fact("s", 2.0)]
     retry = chat.calls[2]
     assert [m["role"] for m in retry] == ["user", "assistant", "user"]
     assert retry[1]["content"] == "not json"
-    assert "could not be used" in retry[2]["content"]
+    assert "could not be used: no JSON value" in retry[2]["content"]
+
+
+def test_cut_off_answer_is_reasked_with_a_hint():
+    chat = ScriptedChatModel(
+        [
+            ChatResult('{"city": "Paris", "country": "Fr', finish_reason="length"),
+            '{"city": "Paris", "country": "France"}',
+        ]
+    )
+    assert generate_structured(chat, [q("where?")], Place) == [Place("Paris", "France")]
+    assert "cut off" in chat.calls[1][-1]["content"]
+
+
+def test_cut_off_answer_that_stays_cut_off_is_an_error():
+    cut = ChatResult('{"city": "Paris", "country": "Fr', finish_reason="length")
+    out = generate_structured(
+        ScriptedChatModel([cut, cut]), [q("where?")], Place, max_retries=1, on_error="error"
+    )
+    assert isinstance(out[0], StructuredOutputError) and "cut off at the token limit" in str(out[0])
+    assert out[0].raw == cut.text and out[0].attempts == 2
 
 
 def test_generate_structured_on_error_modes():
-    q = [[{"role": "user", "content": "q"}]]
     with pytest.raises(StructuredOutputError) as info:
-        generate_structured(ScriptedChatModel(default="nope"), q, Fact, max_retries=1)
+        generate_structured(ScriptedChatModel(default="nope"), [q("q")], Fact, max_retries=1)
     assert info.value.raw == "nope" and info.value.attempts == 2
-    assert generate_structured(ScriptedChatModel(default="nope"), q, Fact, on_error="none") == [None]
-    err = generate_structured(ScriptedChatModel(default="nope"), q, Fact, max_retries=0, on_error="error")[0]
+    assert generate_structured(ScriptedChatModel(default="nope"), [q("q")], Fact, on_error="none") == [None]
+    err = generate_structured(
+        ScriptedChatModel(default="nope"), [q("q")], Fact, max_retries=0, on_error="error"
+    )[0]
     assert isinstance(err, StructuredOutputError) and err.raw == "nope"
     with pytest.raises(ConfigError):
-        generate_structured(ScriptedChatModel(), q, Fact, max_retries=-1)
+        generate_structured(ScriptedChatModel(), [q("q")], Fact, max_retries=-1)
+    with pytest.raises(ConfigError):
+        generate_structured(ScriptedChatModel(), [q("q")], Fact, on_error="ignore")  # type: ignore[arg-type]
+
+
+def test_raise_keeps_the_items_that_parsed():
+    chat = ScriptedChatModel(['{"subject": "s", "score": 2}', "nope"], default="nope")
+    with pytest.raises(StructuredOutputError) as info:
+        generate_structured(chat, [q("a"), q("b")], Fact, max_retries=0)
+    assert info.value.results[0] == Fact("s", 2.0) and info.value.failed == [1]
+
+
+class _Short:
+    """A model that drops the last answer: a contract violation."""
+
+    model_id = "short"
+
+    def generate(self, conversations, **sampling):
+        return ['{"subject": "s", "score": 1}'] * (len(conversations) - 1)
+
+
+def test_fewer_answers_than_conversations_is_an_error():
+    with pytest.raises(StructuredOutputError, match="returned 1 answer"):
+        generate_structured(_Short(), [q("a"), q("b")], Fact, on_error="none")
+
+
+def test_a_conversation_that_got_no_answer_is_not_reasked():
+    chat = ScriptedChatModel([ChatResult(error=RemoteModelError("HTTP 400")), '{"subject": "s", "score": 1}'])
+    out = generate_structured(chat, [q("a"), q("b")], Fact, on_error="error")
+    assert isinstance(out[0], RemoteModelError) and out[1] == Fact("s", 1.0)
+    assert len(chat.calls) == 2
+
+
+def test_response_format_is_sent_when_the_server_supports_it():
+    chat = ScriptedChatModel(default='{"city": "Paris", "country": "France"}')
+    with ChatServer(chat, models=["m"]) as srv:
+        constrained = OpenAIChatModel("m", base_url=srv.url, json_schema=True)
+        assert generate_structured(constrained, [q("where?")], Place) == [Place("Paris", "France")]
+        assert srv.requests[0]["response_format"] == response_format(Place)
+        plain = OpenAIChatModel("m", base_url=srv.url)
+        generate_structured(plain, [q("where?")], Place)
+        assert "response_format" not in srv.requests[1]
+    generate_structured(chat, [q("x")], Place, constrained=True)
+    assert chat.sampling[-1]["response_format"] == response_format(Place)
