@@ -103,7 +103,9 @@ def test_generation_fault_alone():
     att = attribute(trace, GOLD, EvidenceJudge())
     assert labels(trace, att.decisive_ops) == ["generate#0"]
     assert att.modes == ["generation_error"]
-    assert att.verified and len(att.rounds) == 1
+    # correcting the answer itself means writing the gold answer: labelled, never "verified"
+    assert not att.verified and len(att.rounds) == 1 and att.replays == []
+    assert att.summary().endswith("[final operation: a replay cannot test it]")
 
 
 def test_reference_judge_matches_the_clean_run():

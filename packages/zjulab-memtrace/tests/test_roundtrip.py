@@ -108,3 +108,82 @@ def test_constant_arguments_are_snapshots():
     stop.append("y")
     op = trace.find_operations("filt")[0]
     assert op.arg_names == ["items", "stop"] and op.args[1].const == ["x"]
+
+
+# ------------------------------------------------------------------ real pipeline shapes
+from zjulab.memtrace import EvidenceJudge, Gold, attribute  # noqa: E402
+
+MILO = "Ann: my cat is called Milo"
+
+
+def _wrapped_pipeline(tracer, drop=True, crash=False):
+    @tracer.operation("extract", outputs=("facts",))
+    def extract(messages):
+        return [m for m in messages if not (drop and "Milo" in m)]
+
+    @tracer.operation("generate", outputs=("answer",))
+    def generate(question, facts):
+        if crash:
+            raise ValueError("model server returned 500")
+        hit = [f for f in facts if "cat" in f]
+        return hit[0].rsplit(" ", 1)[-1] if hit else "I don't know"
+
+    @tracer.operation("pipeline")
+    def pipeline(messages, question):
+        return generate(question, extract(messages))
+
+    return pipeline
+
+
+def test_nested_operations_are_attributed_inside_their_wrapper():
+    tracer = Tracer()
+    pipeline = _wrapped_pipeline(tracer)
+    with tracer.trace() as trace:
+        pipeline([MILO, "Bob: hi"], "What is the cat called?")
+    gold = Gold("Milo", (MILO,))
+    final = trace.variables[trace.final]
+    assert final.producer == trace.find_operations("pipeline")[0].id
+    assert trace.variables[trace.answer_var].producer == trace.find_operations("generate")[0].id
+    # replaying a fixed extract changes the wrapper's answer too
+    ext = trace.find_operations("extract")[0].id
+    assert replay(trace, {ext: [MILO, "Bob: hi"]}).final == "Milo"
+    att = attribute(trace, gold, EvidenceJudge())
+    assert [trace.operation_label(o) for o in att.decisive_ops] == ["extract#0"]
+    assert att.verified and att.modes == ["information_loss"]
+
+
+def test_a_crashed_final_operation_is_a_failure_with_its_traceback(tmp_path):
+    tracer = Tracer()
+    pipeline = _wrapped_pipeline(tracer, drop=False, crash=True)
+    with tracer.trace() as trace, pytest.raises(ValueError):
+        pipeline([MILO], "What is the cat called?")
+    gold = Gold("Milo", (MILO,))
+    att = attribute(trace, gold, EvidenceJudge())
+    assert att.failed and att.crashed and att.modes == ["exception"]
+    assert [trace.operation_label(o) for o in att.decisive_ops] == ["generate#0"]
+    assert "model server returned 500" in att.traceback and "Traceback" in att.traceback
+    assert att.summary().startswith("crashed: generate#0")
+    # the same survives a save/load round trip
+    back = load_trace(save_trace(trace, tmp_path / "t.json"))
+    again = attribute(back, gold, EvidenceJudge())
+    assert again.crashed and "model server returned 500" in again.traceback
+    from zjulab.memtrace import last_operation
+
+    assert last_operation(trace, gold).failed
+
+
+def test_a_crash_after_a_correct_looking_step_is_not_correct():
+    tracer = Tracer()
+
+    @tracer.operation("extract", outputs=("facts",))
+    def extract(messages):
+        return list(messages)
+
+    @tracer.operation("generate", outputs=("answer",))
+    def generate(facts):
+        raise TimeoutError("slow")
+
+    with tracer.trace() as trace, pytest.raises(TimeoutError):
+        generate(extract(["Milo"]))  # the earlier output holds the gold answer
+    att = attribute(trace, Gold("Milo"), EvidenceJudge())
+    assert att.failed and att.crashed

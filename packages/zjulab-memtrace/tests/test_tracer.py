@@ -147,7 +147,11 @@ def test_exceptions_are_recorded_and_reraised():
     with tracer.trace() as t, pytest.raises(RuntimeError, match="bad step"):
         boom([1])
     op = t.find_operations("boom")[0]
-    assert op.outputs == [] and "bad step" in op.error
+    assert "bad step" in op.error
+    (err,) = [t.variables[v] for v in op.outputs]
+    assert err.kind == "error" and err.value == {"error": "RuntimeError('bad step')", "type": "RuntimeError"}
+    assert 'raise RuntimeError("bad step")' in op.meta["traceback"]
+    assert t.final == err.id  # the run's result is the failure, not an earlier output
 
 
 def test_snapshots_do_not_follow_later_mutation():

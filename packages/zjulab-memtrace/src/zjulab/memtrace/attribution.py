@@ -108,6 +108,10 @@ class Attribution:
         verified: Whether a replay confirmed the decisive set.
         method: Method name (``"iterative/evidence"``, ``"last-operation"``...).
         degraded: Whether the method fell back (judge flagged nothing, answer unusable...).
+        crashed: Whether the run ended in an exception (the raising operation is decisive).
+        traceback: The recorded traceback of that exception.
+        final_op: The operation that produced the answer. Blaming it alone is never
+            "verified": correcting its output means writing the gold answer, which proves nothing.
     """
 
     failed: bool
@@ -121,6 +125,9 @@ class Attribution:
     verified: bool = False
     method: str = ""
     degraded: bool = False
+    crashed: bool = False
+    traceback: str = ""
+    final_op: str = ""
 
     @property
     def decisive_ops(self) -> list[str]:
@@ -138,8 +145,16 @@ class Attribution:
             return "answer is correct; nothing to attribute"
         if not self.decisive:
             return "no decisive error found"
+        if self.crashed:
+            d = self.decisive[0]
+            return f"crashed: {d.label} ({d.op_id}) {d.rationale} [traceback recorded]"
         parts = [f"{d.label} ({d.op_id}) -> {d.mode}" for d in self.decisive]
-        tag = "verified by replay" if self.verified else "not verified"
+        if self.verified:
+            tag = "verified by replay"
+        elif self.decisive_ops == [self.final_op] and self.final_op:
+            tag = "final operation: a replay cannot test it"
+        else:
+            tag = "not verified"
         return f"decisive: {', '.join(parts)} [{tag}]"
 
     @classmethod
@@ -174,6 +189,9 @@ class Attribution:
             verified=bool(doc.get("verified")),
             method=str(doc.get("method", "")),
             degraded=bool(doc.get("degraded")),
+            crashed=bool(doc.get("crashed")),
+            traceback=str(doc.get("traceback", "")),
+            final_op=str(doc.get("final_op", "")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,17 +216,52 @@ class Attribution:
             ],
             "verified": self.verified,
             "degraded": self.degraded,
+            "crashed": self.crashed,
+            "traceback": self.traceback,
+            "final_op": self.final_op,
         }
 
 
 def _final_op(trace: Trace) -> str:
-    final = trace.final
+    final = trace.answer_var
     if final is None:
         raise TracingError(f"trace {trace.id} has no final variable to attribute")
     prod = trace.variables[final].producer
     if prod is None:
         raise TracingError(f"final variable {final!r} of trace {trace.id} has no producing operation")
     return prod
+
+
+def _answer(trace: Trace) -> Any:
+    vid = trace.answer_var
+    return None if vid is None else trace.variables[vid].value
+
+
+def _crash(trace: Trace, gold: Gold, method: str, tax: Taxonomy) -> Attribution | None:
+    """The attribution of a run whose answer is an exception record, or None."""
+    vid = trace.answer_var
+    if vid is None or not trace.variables[vid].meta.get("error"):
+        return None
+    oid = trace.variables[vid].producer
+    if oid is None:
+        return None
+    op = trace.operations[oid]
+    why = f"raised {op.error}"
+    verdict = Verdict(oid, True, "self", "exception", why)
+    return Attribution(
+        True,
+        trace.variables[vid].value,
+        gold,
+        decisive=[
+            DecisiveError(oid, op.name, trace.operation_label(oid), tax.normalise("exception", op.kind), why)
+        ],
+        candidates=[oid],
+        verdicts={oid: verdict},
+        method=method,
+        crashed=True,
+        traceback=str(op.meta.get("traceback", "")),
+        final_op=oid,
+    )
 
 
 def _decisive(
@@ -271,10 +324,13 @@ def attribute(
     cfg = config or AttributionConfig()
     tax = taxonomy or DEFAULT_TAXONOMY
     method = f"iterative/{getattr(judge, 'name', type(judge).__name__)}"
-    answer = trace.final_value
+    answer = _answer(trace)
     final_op = _final_op(trace)
+    crash = _crash(trace, gold, method, tax)
+    if crash is not None:
+        return crash
     if gold.is_correct(answer):
-        return Attribution(False, answer, gold, method=method, verified=True)
+        return Attribution(False, answer, gold, method=method)
 
     verdicts: dict[str, Verdict] = {}
     rounds: list[list[str]] = []
@@ -325,6 +381,7 @@ def attribute(
         rounds=rounds,
         method=method,
         degraded=degraded,
+        final_op=final_op,
     )
     if not cfg.verify:
         result.decisive = _decisive(trace, candidates, verdicts, tax)
@@ -338,11 +395,12 @@ def attribute(
     else:
         fixer = EvidenceCorrector()
 
-    found = _verify(trace, gold, candidates, verdicts, fixer, cfg, handles, result)
+    # correcting the answer-producing operation means writing the gold answer: no test at all
+    testable = [o for o in candidates if o != final_op]
+    found = _verify(trace, gold, testable, verdicts, fixer, cfg, handles, result) if testable else None
     if found is None and cfg.widen:
-        # correcting the final answer with the gold one always "rescues": not a test
-        pool = list(dict.fromkeys([*candidates, *(o for o in faulty if o != final_op)]))
-        if len(pool) > len(candidates):
+        pool = list(dict.fromkeys([*testable, *(o for o in faulty if o != final_op)]))
+        if len(pool) > len(testable):
             found = _verify(trace, gold, pool, verdicts, fixer, cfg, handles, result)
     if found is None:
         result.decisive = _decisive(trace, candidates, verdicts, tax)
@@ -432,11 +490,14 @@ def attribute_all_at_once(
         The attribution with at most one decisive operation.
     """
     tax = taxonomy or DEFAULT_TAXONOMY
-    answer = trace.final_value
+    answer = _answer(trace)
     final_op = _final_op(trace)
+    crash = _crash(trace, gold, "all-at-once", tax)
+    if crash is not None:
+        return crash
     if gold.is_correct(answer):
-        return Attribution(False, answer, gold, method="all-at-once", verified=True)
-    ops = trace.ancestor_operations(trace.final)  # type: ignore[arg-type]
+        return Attribution(False, answer, gold, method="all-at-once")
+    ops = trace.ancestor_operations(trace.answer_var)  # type: ignore[arg-type]
     user = (
         f"{gold_block(gold)}\n\nThe pipeline answered: {describe_value(answer, max_chars)}\n\n"
         f"Operations:\n{render_operations(trace, ops, max_chars)}\n\nFailure modes:\n{tax.describe()}\n\n"
@@ -473,10 +534,12 @@ def attribute_all_at_once(
 def last_operation(trace: Trace, gold: Gold, *, taxonomy: Taxonomy | None = None) -> Attribution:
     """Baseline: blame the operation that produced the final answer."""
     tax = taxonomy or DEFAULT_TAXONOMY
-    answer = trace.final_value
+    answer = _answer(trace)
     oid = _final_op(trace)
-    if gold.is_correct(answer):
-        return Attribution(False, answer, gold, method="last-operation", verified=True)
+    if trace.variables[trace.answer_var].meta.get("error"):  # type: ignore[index]
+        pass  # the last operation is the crashed one: blamed below like any other
+    elif gold.is_correct(answer):
+        return Attribution(False, answer, gold, method="last-operation")
     return Attribution(True, answer, gold, decisive=_decisive(trace, [oid], {}, tax), method="last-operation")
 
 
@@ -485,10 +548,10 @@ def random_operation(
 ) -> Attribution:
     """Baseline: blame a uniformly random operation upstream of the final answer."""
     tax = taxonomy or DEFAULT_TAXONOMY
-    answer = trace.final_value
+    answer = _answer(trace)
     final_op = _final_op(trace)
-    if gold.is_correct(answer):
-        return Attribution(False, answer, gold, method="random", verified=True)
+    if not trace.variables[trace.answer_var].meta.get("error") and gold.is_correct(answer):  # type: ignore[index]
+        return Attribution(False, answer, gold, method="random")
     ops = [*trace.ancestor_operations(final_op), final_op]
     oid = (rng or random.Random(0)).choice(ops)
     return Attribution(True, answer, gold, decisive=_decisive(trace, [oid], {}, tax), method="random")

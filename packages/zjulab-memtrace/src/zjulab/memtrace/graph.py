@@ -329,6 +329,27 @@ class Trace:
             raise DanglingVariableError(f"final variable {var_id!r} is not in trace {self.id}")
         self._final = var_id
 
+    def resolve(self, var_id: str) -> str:
+        """Follow ``alias_of`` links: a wrapper's return value that is an inner operation's output.
+
+        A traced wrapper (``pipeline(...)`` calling ``extract``, ``retrieve``, ``generate``)
+        returns a value some nested operation produced; its output variable records that as
+        ``meta["alias_of"]``, and attribution and replay work on the inner variable.
+        """
+        seen = {var_id}
+        while True:
+            nxt = self.variables[var_id].meta.get("alias_of")
+            if not isinstance(nxt, str) or nxt not in self.variables or nxt in seen:
+                return var_id
+            seen.add(nxt)
+            var_id = nxt
+
+    @property
+    def answer_var(self) -> str | None:
+        """:attr:`final` resolved through wrapper aliases (see :meth:`resolve`)."""
+        fid = self.final
+        return None if fid is None else self.resolve(fid)
+
     @property
     def final_value(self) -> Any:
         """Value of :attr:`final` (None when there is none)."""

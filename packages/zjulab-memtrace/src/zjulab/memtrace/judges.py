@@ -122,7 +122,7 @@ class EvidenceCorrector:
     def correct(self, trace: Trace, op_id: str, gold: Gold) -> tuple[bool, Any]:
         """See :class:`Corrector`."""
         op = trace.operation(op_id)
-        if trace.final is not None and trace.final in op.outputs and len(op.outputs) == 1:
+        if trace.answer_var is not None and trace.answer_var in op.outputs and len(op.outputs) == 1:
             return True, gold.answer
         if len(op.outputs) != 1:
             return False, None
@@ -219,8 +219,8 @@ class EvidenceJudge:
         for oid in op_ids:
             op = trace.operation(oid)
             in_has = [e for e in needed if self._carried(trace, op.inputs, e, gold.answer)]
-            if trace.final in op.outputs:
-                if gold.is_correct(trace.variables[trace.final].value):  # type: ignore[index]
+            if trace.answer_var in op.outputs:
+                if gold.is_correct(trace.variables[trace.answer_var].value):  # type: ignore[index]
                     out[oid] = Verdict(oid, False, rationale="the answer matches the gold answer")
                 elif len(in_has) == len(needed):
                     out[oid] = Verdict(

@@ -96,11 +96,24 @@ def replay(
             raise ReplayError(f"no operation {oid!r} in trace {trace.id}")
     values: dict[str, Any] = {vid: v.value for vid, v in trace.variables.items()}
     changed: set[str] = set()
+    aliases: dict[str, list[str]] = {}
+    for vid, var in trace.variables.items():
+        target = var.meta.get("alias_of")
+        if isinstance(target, str) and target in trace.variables:
+            aliases.setdefault(target, []).append(vid)
+
+    def put(vid: str, val: Any) -> None:
+        # a wrapper's output that is an inner operation's output follows it
+        values[vid] = val
+        changed.add(vid)
+        for alias in aliases.get(vid, ()):
+            if alias not in changed:
+                put(alias, val)
+
     for oid, new in overrides.items():
         op = trace.operations[oid]
         for vid, val in zip(op.outputs, _split_outputs(op, new)):
-            values[vid] = val
-            changed.add(vid)
+            put(vid, val)
     for oid, patch in patches.items():
         op = trace.operations[oid]
         known = {n for n in op.arg_names if n} | set(op.kwargs)
@@ -147,8 +160,7 @@ def replay(
         running.add(oid)
         outs = [result] if op.output_mode == "single" or len(op.outputs) <= 1 else _split_outputs(op, result)
         for vid, val in zip(op.outputs, outs):
-            values[vid] = val
-            changed.add(vid)
+            put(vid, val)
     final = trace.final
     logger.debug("replay of %s re-ran %d operations", trace.id, len(executed))
     return ReplayResult(

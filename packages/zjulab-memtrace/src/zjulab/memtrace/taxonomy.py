@@ -60,6 +60,7 @@ _BUILTIN = (
         "the answer ignores or misreads evidence that was in its context",
         ("generate", "answer", "reason", "chat"),
     ),
+    FailureMode("exception", "the operation raised an exception instead of producing its output", ()),
     FailureMode("other", "a fault that fits none of the other modes", ()),
 )
 

@@ -23,6 +23,7 @@ import itertools
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -65,6 +66,8 @@ class _Recording:
     snapshot: str
     live: dict[int, tuple[str, Any]] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    errors: dict[int, str] = field(default_factory=dict)
+    keep: list[Any] = field(default_factory=list)
 
     def lookup(self, value: Any) -> str | None:
         hit = self.live.get(id(value))
@@ -72,13 +75,43 @@ class _Recording:
             return hit[0]
         return None
 
-    def register(self, value: Any, name: str, kind: str) -> str:
+    def register(self, value: Any, name: str, kind: str, meta: dict[str, Any] | None = None) -> str:
         with self.lock:
             var = self.trace.add_variable(
-                name, _snapshot(value, self.snapshot), kind=kind, created_ns=time.time_ns()
+                name, _snapshot(value, self.snapshot), kind=kind, created_ns=time.time_ns(), meta=meta or {}
             )
             self.live[id(value)] = (var.id, value)
             return var.id
+
+    def inside(self, op_id: str, ancestor: str) -> bool:
+        """Whether recorded operation ``op_id`` ran (directly or deeper) inside ``ancestor``."""
+        ops = self.trace.operations
+        cur = ops[op_id].parent if op_id in ops else None
+        while cur is not None:
+            if cur == ancestor:
+                return True
+            cur = ops[cur].parent if cur in ops else None
+        return False
+
+    def inner_alias(self, value: Any, op_id: str) -> str | None:
+        """The output of an operation nested in ``op_id`` that ``value`` is (by identity, else equality)."""
+        vid = self.lookup(value)
+        if vid is not None:
+            prod = self.trace.variables[vid].producer
+            if prod is not None and self.inside(prod, op_id):
+                return vid
+        for op in reversed(list(self.trace.operations.values())):
+            if not self.inside(op.id, op_id):
+                continue
+            for out in reversed(op.outputs):
+                try:
+                    if type(self.trace.variables[out].value) is type(value) and bool(
+                        self.trace.variables[out].value == value
+                    ):
+                        return out
+                except Exception:  # noqa: BLE001 - an odd __eq__ is no alias
+                    continue
+        return None
 
 
 class OperationScope:
@@ -132,6 +165,19 @@ class OperationScope:
                 elif param:
                     params[pname] = value
             outs = [rec.register(v, n, self._spec.output_kind) for v, n in self._outputs]
+            meta: dict[str, Any] = {}
+            if exc is not None:
+                meta["traceback"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                outs.append(
+                    rec.register(
+                        {"error": repr(exc), "type": type(exc).__name__},
+                        f"{self._spec.name}.error",
+                        "error",
+                        {"error": True},
+                    )
+                )
+                rec.errors.setdefault(id(exc), outs[-1])
+                rec.keep.append(exc)
             self.op = rec.trace.add_operation(
                 self._spec.name,
                 inputs,
@@ -149,6 +195,7 @@ class OperationScope:
                 else None,
                 error=None if exc is None else repr(exc),
                 output_mode="single" if len(outs) <= 1 else "tuple",
+                meta=meta,
             )
 
 
@@ -479,13 +526,29 @@ class Tracer:
         with rec.lock:
             outs: list[str] = []
             mode = "single"
+            meta: dict[str, Any] = {}
             if exc is None:
                 if len(spec.outputs) > 1 and isinstance(result, tuple) and len(result) == len(spec.outputs):
                     outs = [rec.register(v, n, spec.output_kind) for v, n in zip(result, spec.outputs)]
                     mode = "tuple"
                 else:
                     name = spec.outputs[0] if spec.outputs else f"{spec.name}.out"
-                    outs = [rec.register(result, name, spec.output_kind)]
+                    alias = rec.inner_alias(result, call.op_id)
+                    outs = [
+                        rec.register(result, name, spec.output_kind, {"alias_of": alias} if alias else None)
+                    ]
+            else:
+                # a crash is a failure: its output is an error record (innermost raise first)
+                tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                meta["traceback"] = tb
+                inner = rec.errors.get(id(exc))
+                record = {"error": repr(exc), "type": type(exc).__name__}
+                vmeta: dict[str, Any] = {"error": True}
+                if inner is not None and rec.inside(rec.trace.variables[inner].producer or "", call.op_id):
+                    vmeta["alias_of"] = inner
+                outs = [rec.register(record, f"{spec.name}.error", "error", vmeta)]
+                rec.errors.setdefault(id(exc), outs[0])
+                rec.keep.append(exc)
             rec.trace.add_operation(
                 spec.name,
                 list(dict.fromkeys(call.inputs)),
@@ -505,6 +568,7 @@ class Tracer:
                 parent=call.parent,
                 error=None if exc is None else repr(exc),
                 output_mode=mode,
+                meta=meta,
             )
 
 
