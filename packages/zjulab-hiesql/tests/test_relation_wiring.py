@@ -83,3 +83,44 @@ def test_zero_initialised_relation_embeddings_receive_gradient():
     assert attn.rel_k.weight.detach().abs().sum().item() == 0.0  # starts at zero ...
     assert attn.rel_k.weight.grad[R["exact_match_rev"]].abs().sum().item() > 0  # ... and is reached
     assert attn.rel_v.weight.grad[R["exact_match_rev"]].abs().sum().item() > 0
+
+
+def test_linked_schema_states_reach_the_decoder_prefix():
+    import numpy as np
+
+    from zjulab.hiesql.encoder_input import SEGMENTS, EncoderInput, prefix_positions
+
+    s = {name: k for k, name in enumerate(SEGMENTS)}
+    # [CLS] q q [SEP] h h h h [SEP] schema x 8, the question linked to schema position 14 only
+    segs = [s["special"], s["question"], s["question"], s["special"]] + [s["history"]] * 4
+    segs += [s["special"]] + [s["schema"]] * 8
+    n = len(segs)
+    rel = np.zeros((n, n), dtype=np.int64)
+    rel[14, 1] = R["exact_match_rev"]
+    rel[1, 14] = R["exact_match"]
+    rel[15, 14] = R["column_of"]  # a schema-schema edge does not make 15 linked
+    enc = EncoderInput(list(range(n)), segs, list(range(n)), rel, graph=None)
+    assert prefix_positions(enc, 4) == [1, 2, 4, 14]  # question, the linked column, then history
+    assert prefix_positions(enc, 3) == [1, 2, 14]
+
+
+def test_parsers_saved_before_prefix_select_keep_first_positions(tmp_path):
+    import json
+
+    from zjulab.common.testing import tiny_causal_lm
+    from zjulab.hiesql.config import DecoderConfig, ParserConfig
+    from zjulab.hiesql.parser import HieSqlParser
+
+    enc, etok = tiny_encoder(seed=1)
+    lm, ltok = tiny_causal_lm(seed=1)
+    cfg = ParserConfig(
+        encoder=EncoderConfig(rat_heads=4, rat_layers=1, dropout=0.0),
+        decoder=DecoderConfig(lora=False, num_beams=1, max_new_tokens=4, prefix_tokens=8),
+    )
+    parser = HieSqlParser.from_modules(enc, etok, lm, ltok, cfg)
+    assert parser.config.decoder.prefix_select == "linked"
+    parser.save(tmp_path / "p")
+    meta = json.loads((tmp_path / "p" / "hiesql.json").read_text())
+    del meta["config"]["decoder"]["prefix_select"]
+    (tmp_path / "p" / "hiesql.json").write_text(json.dumps(meta))
+    assert HieSqlParser.load(tmp_path / "p", device="cpu").config.decoder.prefix_select == "first"

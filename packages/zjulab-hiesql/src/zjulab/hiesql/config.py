@@ -172,8 +172,12 @@ class DecoderConfig:
         lora: Train LoRA adapters (peft) instead of every decoder weight.
         lora_r: LoRA rank.
         lora_alpha: LoRA scaling numerator.
-        prefix_tokens: Encoder states passed to the decoder as a soft prefix (the first ones of
-            the encoder sequence; the decoder also reads the serialized input as text).
+        prefix_tokens: Encoder states passed to the decoder as a soft prefix (the decoder also
+            reads the serialized input as text).
+        prefix_select: Which states: ``"linked"`` (question tokens, then schema items the
+            linking graph reaches, then the last SQL and history, see
+            :func:`~zjulab.hiesql.encoder_input.prefix_positions`) or ``"first"`` (the first
+            ``prefix_tokens`` positions; parsers saved before this option load with it).
         text_prompt: Also give the decoder the serialized input as ordinary tokens.
         num_beams: Beams searched at prediction time.
         max_new_tokens: Longest SQL generated.
@@ -183,7 +187,8 @@ class DecoderConfig:
     lora: bool = True  # fits on one GPU and keeps the base model reusable
     lora_r: int = 16
     lora_alpha: int = 32
-    prefix_tokens: int = 64  # covers the utterance and the start of the schema
+    prefix_tokens: int = 64  # the utterance and the linked schema items
+    prefix_select: Literal["linked", "first"] = "linked"
     text_prompt: bool = True
     num_beams: int = 4  # enough candidates for validity re-ranking to help
     max_new_tokens: int = 160  # longest SParC gold query is ~120 tokens
@@ -195,6 +200,8 @@ class DecoderConfig:
             raise HieSqlConfigError(f"prefix_tokens must be >= 0, got {self.prefix_tokens}")
         _positive("num_beams", self.num_beams)
         _positive("max_new_tokens", self.max_new_tokens)
+        if self.prefix_select not in ("linked", "first"):
+            raise HieSqlConfigError(f"prefix_select must be 'linked' or 'first', got {self.prefix_select!r}")
 
 
 @dataclass

@@ -71,11 +71,16 @@ class SQLDecoder(nn.Module):
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self._base().get_input_embeddings()(ids)
 
-    def _prefix(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _prefix(
+        self, states: torch.Tensor, mask: torch.Tensor, positions: Sequence[int] | None = None
+    ) -> torch.Tensor:
         k = self.config.prefix_tokens
         if k == 0:
             return states.new_zeros((0, self.proj.out_features))
-        keep = states[: min(k, int(mask.sum()))]
+        if positions is not None:
+            keep = states[torch.tensor(list(positions)[:k], dtype=torch.long, device=states.device)]
+        else:
+            keep = states[: min(k, int(mask.sum()))]
         return self.proj(keep)
 
     def loss(
@@ -84,6 +89,7 @@ class SQLDecoder(nn.Module):
         mask: torch.Tensor,
         prompts: Sequence[list[int]],
         targets: Sequence[list[int]],
+        positions: Sequence[Sequence[int]] | None = None,
     ) -> torch.Tensor:
         """Mean token cross-entropy of the target SQL.
 
@@ -92,6 +98,7 @@ class SQLDecoder(nn.Module):
             mask: ``(B, L)`` encoder attention mask.
             prompts: Prompt token ids per example (may be empty).
             targets: Target SQL token ids per example (EOS is appended here).
+            positions: Encoder positions of each example's soft prefix (default: the first ones).
 
         Returns:
             The scalar loss.
@@ -99,7 +106,7 @@ class SQLDecoder(nn.Module):
         dev = states.device
         rows, labels = [], []
         for b in range(states.shape[0]):
-            pre = self._prefix(states[b], mask[b])
+            pre = self._prefix(states[b], mask[b], positions[b] if positions is not None else None)
             p_ids = torch.tensor(prompts[b], dtype=torch.long, device=dev)
             t_ids = torch.tensor([*targets[b], self.eos_id], dtype=torch.long, device=dev)
             emb = torch.cat([pre, self._embed(p_ids), self._embed(t_ids)], dim=0)
@@ -120,7 +127,12 @@ class SQLDecoder(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, states: torch.Tensor, mask: torch.Tensor, prompt: list[int], num_beams: int | None = None
+        self,
+        states: torch.Tensor,
+        mask: torch.Tensor,
+        prompt: list[int],
+        num_beams: int | None = None,
+        positions: Sequence[int] | None = None,
     ) -> list[tuple[str, float]]:
         """Beam-search SQL candidates for one example.
 
@@ -129,13 +141,14 @@ class SQLDecoder(nn.Module):
             mask: ``(L,)`` its attention mask.
             prompt: Prompt token ids.
             num_beams: Overrides ``config.num_beams``.
+            positions: Encoder positions of the soft prefix (default: the first ones).
 
         Returns:
             ``(sql, score)`` pairs, best first.
         """
         beams = num_beams or self.config.num_beams
         dev = states.device
-        pre = self._prefix(states, mask)
+        pre = self._prefix(states, mask, positions)
         emb = torch.cat([pre, self._embed(torch.tensor(prompt, dtype=torch.long, device=dev))], dim=0)[None]
         att = torch.ones(emb.shape[:2], dtype=torch.long, device=dev)
         out = self.lm.generate(

@@ -171,3 +171,28 @@ def build_encoder_input(
     padded[:-1, :-1] = node_m
     rel = padded[rows[:, None], rows[None, :]]
     return EncoderInput([t for t, _, _ in seq], [s for _, s, _ in seq], [g for _, _, g in seq], rel, graph)
+
+
+def prefix_positions(enc: EncoderInput, k: int) -> list[int]:
+    """The ``k`` encoder positions handed to the decoder as its soft prefix, by priority.
+
+    Question tokens first, then schema tokens the linking graph ties to the question, history
+    or last SQL (their relation-aware states carry the linking), then last-SQL and history
+    tokens, then the other schema tokens and special tokens; each group in sequence order. The
+    first ``k`` sequence positions (the old rule) mostly hold the question and history, so the
+    states of linked schema items seldom reached the decoder.
+    """
+    seg = np.asarray(enc.segments)
+    context = np.isin(seg, [_SEG["question"], _SEG["history"], _SEG["sql"]])
+    linked = np.zeros(len(seg), dtype=bool)
+    if context.any():
+        rel = enc.relations[:, context]
+        linked = (rel > 1).any(axis=1) & (seg == _SEG["schema"])  # 0 none, 1 same_node
+    rank = np.full(len(seg), 5)
+    rank[seg == _SEG["schema"]] = 4
+    rank[seg == _SEG["history"]] = 3
+    rank[seg == _SEG["sql"]] = 2
+    rank[linked] = 1
+    rank[seg == _SEG["question"]] = 0
+    order = np.lexsort((np.arange(len(seg)), rank))
+    return sorted(int(i) for i in order[:k])

@@ -25,7 +25,7 @@ from zjulab.hiesql.config import DecoderConfig, EncoderConfig, LinkingConfig, Pa
 from zjulab.hiesql.data import Interaction
 from zjulab.hiesql.decoder import SQLDecoder
 from zjulab.hiesql.encoder import HieSqlEncoder, collate_encoder_inputs
-from zjulab.hiesql.encoder_input import EncoderInput, build_encoder_input
+from zjulab.hiesql.encoder_input import EncoderInput, build_encoder_input, prefix_positions
 from zjulab.hiesql.errors import HieSqlConfigError, ParserStoreError
 from zjulab.hiesql.linking import build_linking_graph
 from zjulab.hiesql.prompting import describe_schema, render_context
@@ -148,6 +148,10 @@ class HieSqlParser:
         enc = build_encoder_input(self.encoder_tokenizer, graph, ctx, self.config.encoder.max_length)
         return enc, self._prompt_ids(schema, utterance, hist, sql, graph)
 
+    def _prefix_positions(self, enc: EncoderInput) -> list[int] | None:
+        dec = self.config.decoder
+        return prefix_positions(enc, dec.prefix_tokens) if dec.prefix_select == "linked" else None
+
     def _examples(
         self,
         interactions: Sequence[Interaction],
@@ -220,7 +224,11 @@ class HieSqlParser:
             tensors = collate_encoder_inputs([b.enc for b in batch], pad, self.device)
             states = self.encoder(**tensors)
             loss = self.decoder.loss(
-                states, tensors["attention_mask"], [b.prompt for b in batch], [b.target for b in batch]
+                states,
+                tensors["attention_mask"],
+                [b.prompt for b in batch],
+                [b.target for b in batch],
+                [self._prefix_positions(b.enc) for b in batch],
             )
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -259,7 +267,9 @@ class HieSqlParser:
         enc, prompt = self.encode_turn(schema, utterance, history, last_sql, db_path)
         tensors = collate_encoder_inputs([enc], self.encoder_tokenizer.pad_token_id or 0, self.device)
         states = self.encoder(**tensors)
-        cands = self.decoder.generate(states[0], tensors["attention_mask"][0], prompt)
+        cands = self.decoder.generate(
+            states[0], tensors["attention_mask"][0], prompt, positions=self._prefix_positions(enc)
+        )
         return rerank_candidates(cands, schema, db_path, enc.graph, sandbox=sandbox, repair=True)
 
     def predict_interaction(
@@ -338,7 +348,7 @@ class HieSqlParser:
         c = meta["config"]
         cfg = ParserConfig(
             encoder=EncoderConfig(**c["encoder"]),
-            decoder=DecoderConfig(**c["decoder"]),
+            decoder=DecoderConfig(**{"prefix_select": "first", **c["decoder"]}),  # saved before the option
             linking=LinkingConfig(**c["linking"]),
             **{k: v for k, v in c.items() if k not in ("encoder", "decoder", "linking")},
         )
