@@ -196,7 +196,7 @@ def test_retries_after_500_then_succeeds(server):
 def test_gives_up_after_retries(server):
     server.fail_next(5, status=503)
     c = client(server, max_retries=1)
-    with pytest.raises(RemoteModelError, match="no answer after 2 attempts; last error: .*HTTP 503"):
+    with pytest.raises(RemoteModelError, match=r"no answer after 2 attempts; last error: .*HTTP 503"):
         c.generate(CONVS[:1])
     assert len(server.requests) == 2
 

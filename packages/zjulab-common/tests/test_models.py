@@ -100,7 +100,9 @@ def test_hashing_encoder_is_deterministic_and_lexical():
 
 def test_chat_model_greedy_matches_generate(tiny_causal_lm):
     model, tok = tiny_causal_lm
-    chat = TransformersChatModel(model, tok, device="cpu", batch_size=2, max_new_tokens=6)
+    chat = TransformersChatModel(
+        model, tok, device="cpu", batch_size=2, max_new_tokens=6, on_truncation="return"
+    )
     convs = [
         [{"role": "user", "content": "hi"}],
         [{"role": "system", "content": "be brief"}, {"role": "user", "content": "tell me about the sea"}],
@@ -115,6 +117,43 @@ def test_chat_model_greedy_matches_generate(tiny_causal_lm):
     assert chat.usage.calls == 3
 
 
+def test_tiny_model_answer_depends_on_the_prompt(tiny_chat_model):
+    prompts = ["hi", "tell me about the sea", "SELECT name FROM singer", "yes or no"]
+    convs = [[{"role": "user", "content": p}] for p in prompts]
+    a = tiny_chat_model.generate(convs, on_error="raise")
+    b = tiny_chat_model.generate(list(reversed(convs)))
+    assert all(t.strip() for t in a)  # non-empty
+    assert len(set(a)) == len(a)  # different prompts, different answers
+    assert b == list(reversed(a))  # same prompt, same answer, whatever the batch order
+
+
+def test_finish_reason_and_token_counts(tiny_chat_model):
+    conv = [[{"role": "user", "content": "tell me about the sea"}]]
+    full = tiny_chat_model.generate_results(conv, max_new_tokens=6)[0]
+    assert (full.finish_reason, full.completion_tokens) == ("length", 6)
+    tok = tiny_chat_model.tokenizer
+    assert full.prompt_tokens == len(
+        tok(tiny_chat_model.render(conv[0]), add_special_tokens=False)["input_ids"]
+    )
+    # stop at a string that occurs in the greedy answer: cut before it, tokens counted through it
+    longer = tiny_chat_model.generate_results(conv, max_new_tokens=12)[0]
+    stop = longer.text[5:8]
+    res = tiny_chat_model.generate_results(conv, max_new_tokens=12, stop=[stop])[0]
+    assert res.finish_reason == "stop" and stop not in res.text
+    assert longer.text.startswith(res.text) and len(res.text) <= 5
+    assert res.completion_tokens < 12
+
+
+def test_truncation_policy_raises(tiny_causal_lm):
+    from zjulab.common import IncompleteAnswerError
+
+    model, tok = tiny_causal_lm
+    chat = TransformersChatModel(model, tok, device="cpu", max_new_tokens=3, on_truncation="raise")
+    with pytest.raises(IncompleteAnswerError, match="cut off") as info:
+        chat.generate([[{"role": "user", "content": "hi"}]])
+    assert info.value.results[0].text
+
+
 def test_chat_model_input_and_config_errors(tiny_chat_model):
     with pytest.raises(InputError, match="message 0 needs"):
         tiny_chat_model.generate([[{"text": "hi"}]])
@@ -122,16 +161,95 @@ def test_chat_model_input_and_config_errors(tiny_chat_model):
         tiny_chat_model.generate({"role": "user", "content": "x"})  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="max_new_tokens"):
         tiny_chat_model.generate([[{"role": "user", "content": "x"}]], max_new_tokens=0)
+    with pytest.raises(ConfigError, match=r"\['do_sample'\] are not supported"):
+        tiny_chat_model.generate([[{"role": "user", "content": "x"}]], do_sample=True)
+    with pytest.raises(ConfigError, match="response_format"):
+        tiny_chat_model.generate(
+            [[{"role": "user", "content": "x"}]], response_format={"type": "json_object"}
+        )
     assert tiny_chat_model.generate([]) == []
 
 
-def test_sampling_is_seeded():
+def test_sampling_is_seeded_with_a_local_generator():
     model, tok = tiny_causal_lm(seed=3)
-    chat = TransformersChatModel(model, tok, device="cpu", max_new_tokens=8)
+    chat = TransformersChatModel(model, tok, device="cpu", max_new_tokens=8, on_truncation="return")
     conv = [[{"role": "user", "content": "write"}]]
+    state = torch.random.get_rng_state()
     a = chat.generate(conv, temperature=1.0, seed=7)
+    assert torch.equal(state, torch.random.get_rng_state())  # the global RNG is untouched
+    torch.manual_seed(123)  # ... and does not matter
     b = chat.generate(conv, temperature=1.0, seed=7)
-    assert a == b
+    c = chat.generate(conv, temperature=1.0, seed=8)
+    greedy = chat.generate(conv)
+    assert a == b and a != c and a != greedy
+
+
+def test_gumbel_sampler_draws_from_the_softmax():
+    from zjulab.common.transformers_chat import _GumbelSampler
+
+    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1]]))
+    g = torch.Generator().manual_seed(0)
+    sampler = _GumbelSampler(g)
+    counts = torch.zeros(3)
+    for _ in range(4000):
+        counts[sampler(None, logits).argmax()] += 1
+    assert torch.allclose(counts / 4000, torch.tensor([0.7, 0.2, 0.1]), atol=0.03)
+
+
+def test_generate_is_thread_safe(tiny_causal_lm):
+    import threading
+
+    model, tok = tiny_causal_lm
+    chat = TransformersChatModel(model, tok, device="cpu", max_new_tokens=4, on_truncation="return")
+    convs = [[{"role": "user", "content": w}] for w in ["red", "green", "blue", "sea"]]
+    expected = chat.generate(convs)
+    got: dict[int, list[str]] = {}
+
+    def run(i):
+        got[i] = chat.generate(convs[i : i + 1] * 2, temperature=0)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [got[i][0] for i in range(4)] == expected
+
+
+def test_tokenizer_without_chat_template_is_a_config_error(tiny_causal_lm):
+    from zjulab.common.testing import tiny_tokenizer
+
+    model, _ = tiny_causal_lm
+    tok = tiny_tokenizer("causal")
+    tok.chat_template = None
+    chat = TransformersChatModel(model, tok, device="cpu", max_new_tokens=2)
+    with pytest.raises(ConfigError, match="no chat template"):
+        chat.generate([[{"role": "user", "content": "x"}]])
+    from zjulab.common.testing import TINY_CHAT_TEMPLATE
+
+    given = TransformersChatModel(
+        model, tok, device="cpu", max_new_tokens=2, chat_template=TINY_CHAT_TEMPLATE
+    )
+    assert given.render([{"role": "user", "content": "x"}]).endswith("<|im_start|>assistant\n")
+
+
+def test_torch_dtype_as_model_cards_spell_it(tiny_causal_lm, tmp_path):
+    from zjulab.common.testing import save_tiny
+
+    path = save_tiny(*tiny_causal_lm, tmp_path / "m")
+    chat = TransformersChatModel(str(path), device="cpu", torch_dtype="bfloat16", max_new_tokens=2)
+    assert next(chat.model.parameters()).dtype == torch.bfloat16
+    with pytest.raises(ConfigError, match="disagree"):
+        TransformersChatModel(str(path), dtype="float16", torch_dtype="bfloat16")
+
+
+def test_tokenizer_comes_from_the_models_subfolder(tiny_causal_lm, tmp_path):
+    from zjulab.common.testing import save_tiny
+
+    save_tiny(*tiny_causal_lm, tmp_path / "repo" / "chat")
+    chat = TransformersChatModel(str(tmp_path / "repo"), device="cpu", subfolder="chat", max_new_tokens=2)
+    assert chat.tokenizer.chat_template == tiny_causal_lm[1].chat_template
+    assert chat.generate_results([[{"role": "user", "content": "hi"}]])[0].completion_tokens == 2
 
 
 def test_pool_hidden_hand_worked():
