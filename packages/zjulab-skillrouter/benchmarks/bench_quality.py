@@ -48,7 +48,7 @@ def main() -> None:
         rr = embedded_reranker(device=args.device, max_length=args.max_length)
     else:
         rr = load_skill_reranker(args.reranker, device=args.device, max_length=args.max_length)
-    prompt = "" if args.encoder == "embedded" else None
+    profile = "embedded" if args.encoder == "embedded" else "skillrouter"
     print(
         f"demo pool: {len(pool.skills)} skills, {len(tasks)} held-out tasks; encoder {enc.model_id}, reranker {rr.model_id}"
     )
@@ -57,14 +57,12 @@ def main() -> None:
     for fields in ("full", "name_description"):
         tag = "" if fields == "full" else " (no body)"
         t = time.perf_counter()
-        bm25 = SkillRouter(None, None, RouterConfig(retriever="bm25", rerank=False, fields=fields)).index(
-            pool.skills
-        )
+        bm25 = SkillRouter(
+            None, None, RouterConfig(profile=profile, retriever="bm25", rerank=False, fields=fields)
+        ).index(pool.skills)
         reports.append(evaluate(bm25, tasks, name="BM25" + tag))
         for retriever in ("dense", "hybrid"):
-            cfg = RouterConfig(
-                retriever=retriever, fields=fields, rerank_k=args.rerank_k, query_prompt=prompt
-            )
+            cfg = RouterConfig(profile=profile, retriever=retriever, fields=fields, rerank_k=args.rerank_k)
             router = SkillRouter(enc, rr, cfg).index(pool.skills)
             reports.append(evaluate(router, tasks, rerank=False, name=retriever + tag))
             if retriever == "dense":
