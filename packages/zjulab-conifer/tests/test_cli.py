@@ -47,6 +47,9 @@ def test_check_names_the_line_and_argument_of_bad_kwargs(tmp_path, capsys):
     f.write_text(json.dumps({"response": "x", "instruction_id_list": ["punctuation:no_comma"], "kwargs": []}))
     assert main(["check", str(f)]) == 2
     assert "resp.jsonl:1: kwargs must be a list of 1 object(s)" in capsys.readouterr().err
+    f.write_text(json.dumps({"response": "x", "checks": [{"kwargs": {}}]}))
+    assert main(["check", str(f)]) == 2
+    assert "resp.jsonl:1: checks must be a list" in capsys.readouterr().err
 
 
 def test_eval_ifeval(tmp_path, capsys, ifeval_path):

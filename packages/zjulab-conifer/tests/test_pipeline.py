@@ -160,7 +160,7 @@ def test_changed_settings_reissue_only_the_affected_calls(tmp_path):
 
 def test_corrupt_cache_middle_line(tmp_path):
     cfg = config(tmp_path)
-    (tmp_path / "run").mkdir()
+    run(tmp_path)
     (tmp_path / "run" / "requests.jsonl").write_text(
         '{"key": "a", "stage": "x", "text": "t"}\n{bad\n{"key": "b", "stage": "x", "text": "t"}\n'
     )
@@ -444,3 +444,11 @@ def test_mode_is_validated():
 def test_config_values_are_taken_as_written_or_refused(key, value, match):
     with pytest.raises(ConiferConfigError, match=match):
         PipelineConfig.from_dict({key: value})
+
+
+def test_out_dir_with_foreign_files_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "responses.jsonl").write_text("mine\n")
+    with pytest.raises(CheckpointError, match="not a zjulab-conifer run"):
+        run(tmp_path)
+    assert (tmp_path / "run" / "responses.jsonl").read_text() == "mine\n"

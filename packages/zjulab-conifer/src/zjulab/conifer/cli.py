@@ -226,7 +226,14 @@ def _rows_for_check(
                     f"{path}:{i}: kwargs must be a list of {len(ids)} object(s), one per instruction id"
                 )
         elif "checks" in row:
-            ids, kws = [c["id"] for c in row["checks"]], [c.get("kwargs", {}) for c in row["checks"]]
+            checks = row["checks"]
+            if not isinstance(checks, list) or not all(
+                isinstance(c, dict) and isinstance(c.get("id"), str) for c in checks
+            ):
+                raise ConiferInputError(
+                    f"{path}:{i}: checks must be a list of {{'id': ..., 'kwargs': {{...}}}}"
+                )
+            ids, kws = [c["id"] for c in checks], [c.get("kwargs") or {} for c in checks]
         elif prompt in by_prompt:
             ids, kws = (
                 list(by_prompt[prompt].instruction_id_list),

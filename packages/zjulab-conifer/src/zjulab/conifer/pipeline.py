@@ -506,6 +506,12 @@ class Pipeline:
 
     def _run_locked(self, records: list[Record], *, retry_abandoned: bool) -> PipelineResult:
         manifest_path = self.out_dir / "manifest.json"
+        others = [p.name for p in self.out_dir.iterdir() if p.name != ".conifer.lock"]
+        if others and not manifest_path.exists():
+            raise CheckpointError(
+                f"{self.out_dir} holds files that are not a zjulab-conifer run ({sorted(others)[:3]}); "
+                "use a new or empty out_dir"
+            )
         if manifest_path.exists():
             old = read_json(manifest_path)
             if not isinstance(old, dict) or old.get("version") not in (MANIFEST_VERSION,):
