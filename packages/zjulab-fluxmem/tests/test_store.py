@@ -27,6 +27,7 @@ from zjulab.fluxmem import (
     MemoryInputError,
 )
 from zjulab.fluxmem.cli import main as cli_main
+from zjulab.fluxmem.migrate import migrate_jsonl_store
 from zjulab.fluxmem.store import DB_NAME
 
 OURS = {DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm"}
@@ -401,3 +402,18 @@ def test_erasure_leaves_no_trace_in_the_saved_store(enc, tmp_path):
     mem.close()
     for name in os.listdir(path):
         assert b"4921" not in (path / name).read_bytes(), name
+
+
+def test_migrating_a_broken_format1_store_is_a_typed_error_and_leaves_nothing(enc, tmp_path):
+    old = tmp_path / "old"
+    _format1_store(old, enc)
+    (old / "embeddings.npy").unlink()
+    with pytest.raises(FluxStoreError, match=r"embeddings\.npy"):
+        migrate_jsonl_store(old, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    old2 = tmp_path / "old2"
+    _format1_store(old2, enc)
+    (old2 / "edges.jsonl").write_text('{"source": "x", "target": "y", "kind": "next"}\n')
+    with pytest.raises(FluxStoreError):
+        migrate_jsonl_store(old2, tmp_path / "new2")
+    assert not (tmp_path / "new2").exists()
