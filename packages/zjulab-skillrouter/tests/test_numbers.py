@@ -272,3 +272,22 @@ def test_routing_during_upsert_sees_one_consistent_pool(pool):
         stop.set()
         t.join()
     assert errors == []
+
+
+def test_duplicate_task_ids_are_refused_with_file_and_line(tmp_path):
+    from zjulab.skillrouter import SkillParseError
+
+    path = tmp_path / "tasks.jsonl"
+    row = {"task_id": "t1", "instruction_text": "x", "relevant": ["a"]}
+    path.write_text(json.dumps(row) + "\n" + json.dumps({**row, "task_id": "t2"}) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(SkillParseError, match=r"tasks\.jsonl:3: task id 't1' already on line 1"):
+        load_tasks(path)
+
+
+def test_cli_eval_json_reports_strata(capsys):
+    from zjulab.skillrouter.cli import main
+
+    assert main(["eval", "--demo", "--retriever", "bm25", "--no-rerank", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["n_tasks"] == 44 and rep["strata"]["counts"] == {"single": 40.0, "multi": 4.0}
+    assert rep["mean"]["Hit@1"] == pytest.approx(32 / 44)

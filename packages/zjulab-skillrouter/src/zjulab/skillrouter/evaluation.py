@@ -44,9 +44,14 @@ class Task:
 
 def _read_task_lines(path: Path) -> list[dict[str, Any]]:
     rows = []
+    seen: dict[str, int] = {}
     for lineno, row in iter_json_lines(path):
         if not isinstance(row, dict) or "task_id" not in row:
             raise SkillParseError("a task line must be an object with 'task_id'", str(path), lineno)
+        tid = str(row["task_id"])
+        if tid in seen:  # a second copy would be scored under the first one's id, silently
+            raise SkillParseError(f"task id {tid!r} already on line {seen[tid]}", str(path), lineno)
+        seen[tid] = lineno
         rows.append(row)
     return rows
 
