@@ -452,3 +452,58 @@ def test_out_dir_with_foreign_files_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="not a zjulab-conifer run"):
         run(tmp_path)
     assert (tmp_path / "run" / "responses.jsonl").read_text() == "mine\n"
+
+
+def test_a_rejected_parsed_answer_keeps_the_model_text(tmp_path):
+    class TwoLevels(FakeModel):
+        def __init__(self):
+            super().__init__()
+            base = self.reply
+            self.reply = lambda c: (
+                '{"levels": ["only one", "and two"]}'
+                if "Rewrite the question" in c[-1]["content"]
+                else base(c)
+            )
+
+    res, _, _ = run(tmp_path, strong=TwoLevels())
+    rows = [r for r in res.set_aside() if r["stage"] == "recombine"]
+    assert rows and all(r["reason"] == "expected 3 non-empty levels, got 2" for r in rows)
+    assert all(r["raw"] == '{"levels": ["only one", "and two"]}' for r in rows)  # the text, not a repr
+
+
+@pytest.mark.parametrize(
+    "seeds",
+    [
+        [
+            "我的罗勒总是枯死，我做错了什么？",
+            "如何在两周内保持酸面团酵头的活力？",
+            "请给孩子解释一下光合作用",
+        ],
+        ["Comment réussir une crème brûlée à la maison ?", "Wie pflege ich einen Sauerteig richtig?"],
+    ],
+)
+def test_non_ascii_run_killed_twice_resumes_every_row(tmp_path, seeds):
+    clean = Pipeline(FakeModel(), FakeModel(weak_reply), config(tmp_path / "clean", languages=[])).run(
+        load_seeds(seeds)
+    )
+    cache = tmp_path / "run" / "requests.jsonl"
+    for crash_after in (4, 9):  # two crashes, each followed by a torn write
+        count = []
+
+        def crash(conv, count=count, crash_after=crash_after):
+            count.append(1)
+            return len(count) > crash_after
+
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            Pipeline(FakeModel(fail_on=crash), FakeModel(weak_reply), config(tmp_path, languages=[])).run(
+                load_seeds(seeds)
+            )
+        lines = cache.read_bytes().splitlines(keepends=True)
+        with cache.open("ab") as fh:
+            fh.write(lines[-1][: len(lines[-1]) // 2])  # half of a multi-byte line
+    again = FakeModel()
+    res = Pipeline(again, FakeModel(weak_reply), config(tmp_path, languages=[])).run(load_seeds(seeds))
+    assert res.complete and res.records == clean.records
+    again2 = FakeModel()
+    res2 = Pipeline(again2, FakeModel(weak_reply), config(tmp_path, languages=[])).run(load_seeds(seeds))
+    assert again2.asked == [] and res2.records == clean.records

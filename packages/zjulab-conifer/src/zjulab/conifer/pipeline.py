@@ -347,8 +347,33 @@ class _CachedModel:
         self.run_id = run_id
         self.counters = counters
         self._lock = lock
+        self._local = threading.local()
+
+    def track(self, originals: Sequence[Conversation]) -> list[str]:
+        """Record, for this thread, the latest answer to each of ``originals`` or its re-asks."""
+        latest = [""] * len(originals)
+        self._local.originals = {json.dumps(list(c), sort_keys=True): i for i, c in enumerate(originals)}
+        self._local.lengths = sorted({len(c) for c in originals})
+        self._local.latest = latest
+        return latest
+
+    def _note(self, conversations: Sequence[Conversation], texts: Sequence[str]) -> None:
+        originals = getattr(self._local, "originals", None)
+        if not originals:
+            return
+        for conv, text in zip(conversations, texts):
+            for n in self._local.lengths:
+                i = originals.get(json.dumps(list(conv[:n]), sort_keys=True))
+                if i is not None:
+                    self._local.latest[i] = text
+                    break
 
     def generate(self, conversations: Sequence[Conversation], **sampling: Any) -> list[str]:
+        out = self._generate(conversations, **sampling)
+        self._note(conversations, out)
+        return out
+
+    def _generate(self, conversations: Sequence[Conversation], **sampling: Any) -> list[str]:
         keys = [request_key(self.stage, list(c), self.model_id, sampling) for c in conversations]
         out: list[str | None] = [self.cache.get(k) for k in keys]
         with self._lock:
@@ -684,6 +709,7 @@ class Pipeline:
         """
         convs = [stage.conversation(r) for r in batch]
         sampling = self._sampling(stage)
+        latest = view.track(convs)  # the raw text of each record's last answer, for set-asides
         try:
             if stage.schema is None:
                 parsed: list[Any] = view.generate(convs, **sampling)
@@ -710,7 +736,7 @@ class Pipeline:
             try:
                 outs = stage.apply(r, res)
             except Rejection as exc:
-                outcomes.append(("rejected", (str(exc), raw or str(res))))
+                outcomes.append(("rejected", (str(exc), raw or latest[batch.index(r)])))
                 continue
             filtered = None
             if not outs:
