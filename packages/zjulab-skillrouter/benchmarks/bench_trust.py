@@ -165,13 +165,52 @@ def server(out: dict, n_requests: int) -> None:
     print(out["server"], flush=True)
 
 
+def negatives(out: dict) -> None:
+    """False negatives in mined negatives and in shuffled batches of 16, before/after the fixes."""
+    import random
+
+    from zjulab.common.testing import HashingEncoder
+    from zjulab.skillrouter import MiningConfig, mine_hard_negatives
+    from zjulab.skillrouter.demo_pool import load_demo_pool
+    from zjulab.skillrouter.encoder_training import batch_conflicts, relevance_aware_batches
+
+    demo = load_demo_pool()
+    enc = HashingEncoder(256)  # a deterministic lexical miner; the counts are about the rules
+    ids = {s.id for s in demo.skills}
+    graded = {t.query: {k for k, g in t.grades.items() if g > 0} for t in demo.train}
+
+    def count(ex: list) -> int:
+        return sum(n.id in graded[e.query] for e in ex for n in e.negatives)
+
+    pos_only = [(t.query, sorted(t.relevant & ids)) for t in demo.train]
+    with_grades = [
+        (t.query, sorted(t.relevant & ids), sorted(k for k, g in t.grades.items() if g > 0 and k in ids))
+        for t in demo.train
+    ]
+    before = count(mine_hard_negatives(pos_only, demo.skills, enc, MiningConfig()))
+    ex = mine_hard_negatives(with_grades, demo.skills, enc, MiningConfig())
+    order = list(range(len(ex)))
+    random.Random(0).shuffle(order)
+    shuffled = [order[i : i + 16] for i in range(0, len(order), 16)]
+    out["false_negatives"] = {
+        "mined_before": before,
+        "mined_after": count(ex),
+        "in_batch_default_sampler": batch_conflicts(ex, shuffled),
+        "in_batch_relevance_aware": batch_conflicts(ex, relevance_aware_batches(ex, 16, order)),
+        "examples": len(ex),
+    }
+    print(out["false_negatives"], flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench_trust.json")
     ap.add_argument("--pairs", type=int, default=24)
     ap.add_argument("--pool", type=int, default=1000)
     ap.add_argument("--requests", type=int, default=50)
-    ap.add_argument("--only", nargs="*", default=["quality", "reranker", "incremental", "server"])
+    ap.add_argument(
+        "--only", nargs="*", default=["quality", "reranker", "incremental", "server", "negatives"]
+    )
     args = ap.parse_args()
     out: dict = {}
     if "quality" in args.only:
@@ -182,6 +221,8 @@ def main() -> None:
         incremental(out, args.pool)
     if "server" in args.only:
         server(out, args.requests)
+    if "negatives" in args.only:
+        negatives(out)
     Path(args.out).write_text(json.dumps(out, indent=1, ensure_ascii=False))
 
 

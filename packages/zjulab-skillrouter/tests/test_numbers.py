@@ -279,7 +279,9 @@ def test_duplicate_task_ids_are_refused_with_file_and_line(tmp_path):
 
     path = tmp_path / "tasks.jsonl"
     row = {"task_id": "t1", "instruction_text": "x", "relevant": ["a"]}
-    path.write_text(json.dumps(row) + "\n" + json.dumps({**row, "task_id": "t2"}) + "\n" + json.dumps(row) + "\n")
+    path.write_text(
+        json.dumps(row) + "\n" + json.dumps({**row, "task_id": "t2"}) + "\n" + json.dumps(row) + "\n"
+    )
     with pytest.raises(SkillParseError, match=r"tasks\.jsonl:3: task id 't1' already on line 1"):
         load_tasks(path)
 
