@@ -507,3 +507,26 @@ def test_non_ascii_run_killed_twice_resumes_every_row(tmp_path, seeds):
     again2 = FakeModel()
     res2 = Pipeline(again2, FakeModel(weak_reply), config(tmp_path, languages=[])).run(load_seeds(seeds))
     assert again2.asked == [] and res2.records == clean.records
+
+
+def test_failed_requests_are_retried_up_to_the_cap_then_reported(tmp_path):
+    def attempt(**kw):
+        strong = FakeModel(remote_failures=10**6)
+        res = Pipeline(
+            strong, FakeModel(weak_reply), config(tmp_path, max_remote_retries=0, batch_size=1, **kw)
+        ).run(load_seeds(SEEDS), **({"retry_abandoned": True} if kw.pop("again", False) else {}))
+        return res, strong.remote_failures
+
+    n0 = 10**6
+    for _ in range(2):  # max_request_failures=2: two runs ask the 4 reframe requests
+        res, left = attempt(max_request_failures=2)
+        assert n0 - left == 4 and res.failed == 4 and not res.complete
+    res, left = attempt(max_request_failures=2)  # the third run does not ask them: abandoned
+    st = {s.name: s for s in res.stats}
+    assert n0 - left == 0 and st["reframe"].abandoned == 4 and not res.complete
+    assert {r["state"] for r in res.set_aside() if r["stage"] == "reframe"} == {"abandoned"}
+    strong = FakeModel()
+    res = Pipeline(strong, FakeModel(weak_reply), config(tmp_path, max_request_failures=2)).run(
+        load_seeds(SEEDS), retry_abandoned=True
+    )
+    assert res.complete and len(res.records) == 12
