@@ -514,7 +514,7 @@ def test_failed_requests_are_retried_up_to_the_cap_then_reported(tmp_path):
         strong = FakeModel(remote_failures=10**6)
         res = Pipeline(
             strong, FakeModel(weak_reply), config(tmp_path, max_remote_retries=0, batch_size=1, **kw)
-        ).run(load_seeds(SEEDS), **({"retry_abandoned": True} if kw.pop("again", False) else {}))
+        ).run(load_seeds(SEEDS))
         return res, strong.remote_failures
 
     n0 = 10**6
