@@ -188,10 +188,20 @@ def test_corrupt_and_foreign_files_raise_typed_errors(enc, tmp_path):
     afile.write_text("x")
     with pytest.raises(FluxStoreError, match="not a directory"):
         FluxMemory.open(afile, enc)
-    good = tmp_path / "good"
-    FluxMemory.open(good, enc).close()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
     import sqlite3
 
+    con = sqlite3.connect(foreign / DB_NAME)
+    con.execute("CREATE TABLE customers (name TEXT)")
+    con.commit()
+    con.close()
+    before = (foreign / DB_NAME).read_bytes()
+    with pytest.raises(FluxStoreError, match="did not create"):
+        FluxMemory.open(foreign, enc)
+    assert (foreign / DB_NAME).read_bytes() == before
+    good = tmp_path / "good"
+    FluxMemory.open(good, enc).close()
     con = sqlite3.connect(good / DB_NAME)
     con.execute("UPDATE meta SET value = '99' WHERE key = 'version'")
     con.commit()

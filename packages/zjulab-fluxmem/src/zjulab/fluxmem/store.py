@@ -554,6 +554,13 @@ class SQLiteStore:
         try:
             self.conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, timeout=60.0)
             self.conn.execute("PRAGMA busy_timeout = 60000")
+            tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "meta" not in tables:
+                self.conn.close()
+                raise FluxStoreError(
+                    f"{target} is an SQLite database that FluxMem did not create (tables: {sorted(tables)[:5]}); "
+                    "it is left untouched"
+                )
             if path is not None:
                 self.conn.execute("PRAGMA journal_mode = WAL")
                 self.conn.execute("PRAGMA synchronous = NORMAL")
