@@ -91,11 +91,24 @@ def test_fast_offsets_equal_the_prefix_decoding(tiny_tokenizer):
     assert (
         token_char_offsets(ids, tiny_tokenizer)[1][-1][0] == token_char_offsets(ids, tiny_tokenizer)[1][-1][1]
     )
-    # ids a tokenizer would not produce itself (a non-canonical split) take the exact fallback
+    # ids a tokenizer would not produce itself (a non-canonical split, any sampled sequence of a
+    # random model) take the windowed path, which must equal the exact one too
     pieces = [tiny_tokenizer.convert_tokens_to_ids(c) for c in ("y", "e", "s")]
     if None not in pieces and tiny_tokenizer("yes", add_special_tokens=False)["input_ids"] != pieces:
         assert _fast_offsets(pieces, tiny_tokenizer) is None
         assert token_char_offsets(pieces, tiny_tokenizer) == token_char_offsets_slow(pieces, tiny_tokenizer)
+    from zjulab.rtt.relevance import _window_offsets
+
+    vocab = len(tiny_tokenizer)
+    for _ in range(100):
+        ids = [rng.randrange(vocab) for _ in range(rng.randint(1, 50))]
+        windowed = _window_offsets(ids, tiny_tokenizer)
+        assert windowed is not None
+        assert (
+            windowed
+            == token_char_offsets_slow(ids, tiny_tokenizer)
+            == token_char_offsets(ids, tiny_tokenizer)
+        )
     # a response cut inside a multi-byte character also takes the fallback
     cut = tiny_tokenizer("ok 😀", add_special_tokens=False)["input_ids"][:-1]
     assert token_char_offsets(cut, tiny_tokenizer) == token_char_offsets_slow(cut, tiny_tokenizer)

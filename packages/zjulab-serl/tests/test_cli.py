@@ -114,3 +114,67 @@ def test_train_command_on_tiny_model(tmp_path, tiny_causal_lm_path):
     args += ["--max-completion-length", "4", "--max-judge-completion-length", "2", "--learning-rate", "1e-3"]
     assert main(args) == 0
     assert (out / "config.json").is_file() or any(out.glob("*.safetensors"))
+
+
+def test_lora_without_peft_names_the_extra(tmp_path, tiny_causal_lm_path, capsys, monkeypatch):
+    import sys
+
+    data = tmp_path / "prompts.jsonl"
+    data.write_text('{"prompt": "Say hi"}\n')
+    monkeypatch.setitem(sys.modules, "peft", None)  # as if zjulab-serl[peft] were not installed
+    args = [
+        "train",
+        "--model",
+        str(tiny_causal_lm_path),
+        "--data",
+        str(data),
+        "--output-dir",
+        str(tmp_path / "o"),
+    ]
+    args += [
+        "--num-generations",
+        "2",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "1",
+        "--device",
+        "cpu",
+        "--lora-r",
+        "4",
+    ]
+    assert main(args) != 0
+    assert "pip install 'zjulab-serl[peft]'" in capsys.readouterr().err
+
+
+def test_config_on_a_machine_without_bf16(tmp_path, monkeypatch):
+    from zjulab.serl import SERLConfig, SERLConfigError
+
+    # bf16 left unset follows the machine: no raw transformers error on a CPU
+    cfg = SERLConfig(output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=2)
+    assert cfg.bf16 is False
+    with pytest.raises(SERLConfigError, match="bf16=True needs a GPU"):
+        SERLConfig(output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=2, bf16=True)
+
+
+def test_plain_grpo_config_is_accepted(tmp_path, tiny_causal_lm):
+    from datasets import Dataset
+    from trl import GRPOConfig
+
+    from zjulab.serl import SERLConfig, SERLTrainer
+
+    model, tok = tiny_causal_lm
+    tok.padding_side = "left"
+    grpo = GRPOConfig(
+        output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=2, use_cpu=True, bf16=False,
+        report_to=[], max_completion_length=4,
+    )  # fmt: skip
+    trainer = SERLTrainer(
+        model, args=grpo, train_dataset=Dataset.from_dict({"prompt": ["Say hi"]}), processing_class=tok
+    )
+    assert isinstance(trainer.serl_args, SERLConfig)
+    assert trainer.serl_args.loss_type == grpo.loss_type == "dapo"  # TRL's default is kept
+    assert (
+        trainer.serl_args.num_judge_generations == 2 and trainer.serl_args.actor_reward == "length_controlled"
+    )
+    assert not isinstance(grpo, SERLConfig)  # the user's config object is left alone

@@ -72,9 +72,12 @@ def token_char_offsets(ids: Sequence[int], tokenizer: Any) -> tuple[str, list[tu
     ranges tile the text.
 
     With a fast tokenizer this is computed in one pass from its offset mapping (the text is
-    decoded once and re-encoded with ``return_offsets_mapping``); when re-encoding does not give
-    back the same ids, or the mapping cannot be read, it falls back to decoding every prefix
-    (:func:`token_char_offsets_slow`, O(T²)).
+    decoded once and re-encoded with ``return_offsets_mapping``). When re-encoding does not give
+    back the same ids (a sampled, non-canonical split, common with small or random models) or
+    the text holds bytes that are not characters, each token's share is read from two decodes of
+    a short window ending at it (one batched decode call, O(T)), checked against the decoded
+    whole; only if that check fails are all prefixes decoded (:func:`token_char_offsets_slow`,
+    O(T²)).
 
     Args:
         ids: Token ids.
@@ -85,6 +88,8 @@ def token_char_offsets(ids: Sequence[int], tokenizer: Any) -> tuple[str, list[tu
     """
     ids = [int(i) for i in ids]
     fast = _fast_offsets(ids, tokenizer)
+    if fast is None:
+        fast = _window_offsets(ids, tokenizer)
     return fast if fast is not None else token_char_offsets_slow(ids, tokenizer)
 
 
@@ -104,6 +109,49 @@ def token_char_offsets_slow(ids: Sequence[int], tokenizer: Any) -> tuple[str, li
         offsets.append((min(prev, cur), cur))
         prev = cur
     return text, offsets
+
+
+_WINDOW = 8
+
+
+def _window_offsets(ids: list[int], tokenizer: Any) -> tuple[str, list[tuple[int, int]]] | None:
+    """Offsets from decodes of the ``_WINDOW`` tokens before each token, with and without it.
+
+    Decoding is local for the tokenizers in use (byte-level and SentencePiece BPE, WordPiece):
+    the length a token adds to a decoded prefix depends only on the few tokens before it (a
+    character split over bytes, a leading-space rule, clean-up of spaces before punctuation).
+    Returns ``None`` when the pieces do not add up to the decoded text.
+    """
+    if not ids:
+        return None
+    windows: list[list[int]] = []
+    for j in range(len(ids)):
+        a = max(0, j - _WINDOW)
+        windows.append(ids[a:j])
+        windows.append(ids[a : j + 1])
+    try:
+        texts = tokenizer.batch_decode(windows, skip_special_tokens=True)
+    except (TypeError, ValueError):
+        return None
+    full = tokenizer.decode(ids, skip_special_tokens=True)
+    offsets: list[tuple[int, int]] = []
+    prev = 0  # length of the decoded prefix up to the last token that closed its characters
+    for j in range(len(ids)):
+        without, with_token = texts[2 * j], texts[2 * j + 1]
+        if j + 1 < len(ids) and with_token.endswith("\ufffd"):
+            offsets.append((prev, prev))  # ends inside a character: the token completing it covers it
+            continue
+        if offsets and offsets[-1][0] == offsets[-1][1]:
+            # the window without token j ends in the replacement character of the open one
+            without = without.rstrip("\ufffd")
+        cur = prev + len(with_token) - len(without)
+        if cur < prev:
+            return None
+        offsets.append((prev, cur))
+        prev = cur
+    if prev != len(full):
+        return None
+    return full, offsets
 
 
 def _fast_offsets(ids: list[int], tokenizer: Any) -> tuple[str, list[tuple[int, int]]] | None:
@@ -216,12 +264,16 @@ class SpanRelevance:
     def token_relevance(self, queries: Sequence[RelevanceQuery], tokenizer: Any) -> list[torch.Tensor]:
         """See :class:`RelevanceModel`."""
         out = []
+        seen: dict[tuple[int, ...], tuple[str, list[tuple[int, int]]]] = {}  # one decode per response
         for q in queries:
             n = len(q.completion_ids)
             if q.rubric.kind != "check" or n == 0:
                 out.append(torch.full((n,), self.off))
                 continue
-            text, offsets = token_char_offsets(q.completion_ids, tokenizer)
+            key = tuple(int(i) for i in q.completion_ids)
+            if key not in seen:
+                seen[key] = token_char_offsets(key, tokenizer)
+            text, offsets = seen[key]
             result = q.rubric.evaluate(text)
             spans = result.spans if result.passed else result.failure_spans
             if not result.passed and not spans and self.absent == "end":
