@@ -158,6 +158,10 @@ _LEAN = textwrap.dedent(
     from zjulab.fluxmem import FluxMemory
     from zjulab.fluxmem.cli import main
     from zjulab.common.testing import HashingEncoder
+    try:
+        main(["--help"])
+    except SystemExit:
+        pass
     mem = FluxMemory(HashingEncoder(64))
     mem.add("lean install", user_id="u")
     assert mem.search("lean", user_id="u")["results"]
