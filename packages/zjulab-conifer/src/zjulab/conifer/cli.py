@@ -55,12 +55,16 @@ def build_model(spec: dict[str, Any], *, device: str = "auto", max_new_tokens: i
 
 
 def _stats_table(result: PipelineResult) -> str:
-    head = f"{'stage':<20}{'in':>5}{'out':>6}{'filt':>6}{'aside':>7}{'resumed':>9}{'sec':>8}{'calls':>7}{'tok in':>9}{'tok out':>9}"
+    head = (
+        f"{'stage':<20}{'in':>5}{'out':>6}{'filt':>6}{'aside':>7}{'failed':>8}{'cached':>8}{'sec':>8}"
+        f"{'calls':>7}{'tok in':>9}{'tok out':>9}"
+    )
     lines = [head, "-" * len(head)]
     for s in result.stats:
         u = s.usage
         lines.append(
-            f"{s.name:<20}{s.inputs:>5}{s.outputs:>6}{s.filtered:>6}{s.set_aside:>7}{s.resumed:>9}{s.seconds:>8.1f}"
+            f"{s.name:<20}{s.inputs:>5}{s.outputs:>6}{s.filtered:>6}{s.set_aside:>7}{s.failed:>8}{s.resumed:>8}"
+            f"{s.seconds:>8.1f}"
             f"{u.get('calls', 0):>7}{u.get('prompt_tokens', 0):>9}{u.get('completion_tokens', 0):>9}"
         )
     return "\n".join(lines)
