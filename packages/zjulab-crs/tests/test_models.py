@@ -72,7 +72,12 @@ LOG = [Behaviour("s", "u", "c", "2024-01-01 00:00:00")] * 3 + [
 
 def test_attribute_match_ranker_hand_worked():
     ex = RecommendationExample(
-        [("skin", "dry"), ("effect", "hydrating")], ["b"], ["c", "b", "a"], ["a"], category="beauty"
+        [("skin", "dry"), ("effect", "hydrating")],
+        ["b"],
+        ["c", "b", "a"],
+        ["a"],
+        category="beauty",
+        time="2024-01-02 00:00:00",
     )
     ranker = AttributeMatchRanker(ITEMS, LOG)
     # a: 2 matches; b: 1 match + 0.5 history + 0.1*log(2)/log(4) = 1.55; c: 0 + 0.1
@@ -81,7 +86,8 @@ def test_attribute_match_ranker_hand_worked():
     assert ranker.score(ex, "c") == pytest.approx(0.1)
     assert ranker.rank([ex]) == [["a", "b", "c"]]
     assert AttributeMatchRanker.popularity(ITEMS, LOG).rank([ex]) == [["c", "b", "a"]]
-    assert ranker.evaluate([ex])["mrr@1"] == 1.0
+    assert ranker.evaluate([ex])["mrr@10"] == 1.0
+    assert ranker.evaluate([ex])["all_tied"] == 0
 
 
 def test_query_text_uses_recent_distinct_history():
@@ -202,7 +208,7 @@ def test_quality_regressor_lowers_loss_and_round_trips(small_train, tmp_path: Pa
         tokenizer=tok,
     )
     hist = reg.fit(data)
-    assert hist.mean_loss(False) < 0.6 * hist.mean_loss(True)
+    assert hist.mean_loss(False) < 0.75 * hist.mean_loss(True)
     assert reg.evaluate(data)["pearson"] > 0.5  # fits its training set
     reg.save(tmp_path / "q")
     again = QualityRegressor.load(tmp_path / "q", device="cpu")

@@ -25,7 +25,17 @@ def dialogue() -> Dialogue:
             ),
             Utterance(2, "assistant", "which effect?", "system_ask", [Attribute("effect", "", -1, -1)]),
             Utterance(3, "user", "hydrating", "user_answer", [Attribute("effect", "hydrating", 0, 9)]),
-            Utterance(4, "assistant", "仅发送商品链接", "system_recommend", [], ["i2"], ["i2@1801"], None),
+            Utterance(
+                4,
+                "assistant",
+                "仅发送商品链接",
+                "system_recommend",
+                [],
+                ["i2"],
+                ["i2@1801"],
+                None,
+                time="2022-01-03 00:00:00",
+            ),
             Utterance(5, "assistant", "it hydrates dry skin", "system_explain"),
         ],
         quality={5: 4.5},
@@ -65,6 +75,7 @@ def test_recommendation_candidates_fall_back_to_category_items():
     assert r.targets == ["i2"]
     assert r.candidates == ["i1", "i2"]  # the 1801 items (no candidate list in the record)
     assert r.history == ["i3", "i1"]  # oldest first
+    assert r.time == "2022-01-03 00:00:00"
     assert r.needs == [("skin", "dry"), ("product", "toner"), ("effect", "hydrating")]
 
 

@@ -27,6 +27,7 @@ from zjulab.crs.dialogue import (
 )
 from zjulab.crs.elicitation import AttributeClassifier, FrequencyElicitor
 from zjulab.crs.errors import (
+    CheckpointError,
     CrsConfigError,
     CrsError,
     DataFormatError,
@@ -52,6 +53,7 @@ from zjulab.crs.loaders import (
 from zjulab.crs.metrics import (
     PRF,
     bleu,
+    count_all_tied,
     distinct_n,
     hit_at_k,
     mrr_at_k,
@@ -59,6 +61,7 @@ from zjulab.crs.metrics import (
     ndcg_at_k,
     pair_prf,
     pearson,
+    rank_candidates,
     span_prf,
     spearman,
 )
@@ -88,6 +91,7 @@ __all__ = [
     "AttributeMatchRanker",
     "Behaviour",
     "BiEncoderRanker",
+    "CheckpointError",
     "CrsConfigError",
     "CrsError",
     "DataFormatError",
@@ -130,6 +134,7 @@ __all__ = [
     "Utterance",
     "bio_constraints",
     "bleu",
+    "count_all_tied",
     "build_task_samples",
     "category_table",
     "distinct_n",
@@ -149,6 +154,7 @@ __all__ = [
     "pair_prf",
     "parse_pairs",
     "pearson",
+    "rank_candidates",
     "run_suite",
     "save_behaviours",
     "save_dialogues",

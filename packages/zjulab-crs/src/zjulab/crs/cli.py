@@ -114,17 +114,17 @@ def _trainer(task: str, args: argparse.Namespace, corpus: Any) -> Any:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from zjulab.crs.report import evaluate_by_category, format_table
-    from zjulab.crs.samples import build_task_samples
+    from zjulab.crs.samples import build_task_samples, task_examples
 
     corpus = _corpus(args.data)
-    train = getattr(build_task_samples(corpus, "train"), args.task)
+    train = task_examples(corpus, "train", args.task)
     trainer = _trainer(args.task, args, corpus)
     hist = trainer.fit(train)
     print(
         f"{args.task}: {hist.steps} steps, loss {hist.mean_loss(True):.4f} -> {hist.mean_loss(False):.4f}, {hist.examples_per_second:.1f} samples/s"
     )
     test = getattr(build_task_samples(corpus, args.split), args.task)
-    if test:
+    if len(test) >= 2:
         by_cat, _ = evaluate_by_category(trainer, args.task, test)
         print(format_table([{"category": c, **m} for c, m in by_cat.items()]))
     if args.out:
@@ -171,14 +171,15 @@ def _baseline(task: str, corpus: Any, train: Sequence[Any]) -> Any:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from zjulab.crs.report import evaluate_by_category, format_table
-    from zjulab.crs.samples import build_task_samples
+    from zjulab.crs.samples import build_task_samples, task_examples
 
     corpus = _corpus(args.data)
-    test = getattr(build_task_samples(corpus, args.split), args.task)
+    test = task_examples(corpus, args.split, args.task)
     if args.checkpoint:
         system = _load(args.task, args.checkpoint, corpus, args.device)
     else:
-        system = _baseline(args.task, corpus, getattr(build_task_samples(corpus, "train"), args.task))
+        train = getattr(build_task_samples(corpus, "train"), args.task)
+        system = _baseline(args.task, corpus, train)
     by_cat, seconds = evaluate_by_category(system, args.task, test)
     print(f"{args.task} on {args.split} ({len(test)} samples, {type(system).__name__}, {seconds:.1f} s)")
     print(format_table([{"category": c, **m} for c, m in by_cat.items()]))

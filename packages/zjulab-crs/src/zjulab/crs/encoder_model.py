@@ -16,7 +16,7 @@ from torch import nn
 
 from zjulab.crs.checkpoint import read_checkpoint, save_checkpoint
 from zjulab.crs.config import TrainConfig
-from zjulab.crs.errors import NotTrainedError
+from zjulab.crs.errors import CheckpointError, NotTrainedError
 
 __all__ = ["EncoderModel"]
 
@@ -81,12 +81,28 @@ class EncoderModel:
             NotTrainedError: No checkpoint at ``path``.
             SchemaVersionError: Another checkpoint format version.
             UnknownLabelError: The checkpoint is another task's.
+            CheckpointError: A file is missing or altered, or the head weights do not cover
+                exactly the head's parameters.
         """
         cfg_dict, meta, backbone, state = read_checkpoint(path, cls.task)
         if device is not None:
             cfg_dict["device"] = device
         obj = cls(cls.config_class(**cfg_dict), model=str(backbone), tokenizer=str(backbone))
         obj._restore(meta)
-        obj.net.load_state_dict(state or {}, strict=False)
+        if state is None:
+            raise CheckpointError(f"{path}: checkpoint holds no head weights (head.pt)")
+        current = obj.net.state_dict()
+        own = {k for k in current if not k.startswith("encoder.")}
+        if set(state) != own:
+            missing, extra = sorted(own - set(state)), sorted(set(state) - own)
+            raise CheckpointError(
+                f"{path}: head weights do not fit the model (missing {missing}, unexpected {extra})"
+            )
+        # encoder.* was loaded from backbone/; every other tensor must come from head.pt
+        full = {k: v for k, v in current.items() if k.startswith("encoder.")} | state
+        try:
+            obj.net.load_state_dict(full, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: head weights do not fit the model: {exc}") from exc
         obj.net.eval()
         return obj

@@ -10,9 +10,11 @@ from __future__ import annotations
 from zjulab.common.errors import ConfigError, InputError, NotFoundError, StoreError, ZjulabError
 
 __all__ = [
+    "CheckpointError",
     "CrsConfigError",
     "CrsError",
     "DataFormatError",
+    "MissingScoresError",
     "MetricInputError",
     "NotTrainedError",
     "UnknownLabelError",
@@ -45,3 +47,18 @@ class UnknownLabelError(CrsError, NotFoundError):
 
 class NotTrainedError(CrsError, StoreError):
     """A model was asked to predict before it was fitted or loaded."""
+
+
+class CheckpointError(CrsError, StoreError):
+    """A checkpoint is incomplete or altered.
+
+    A listed file is missing, its hash differs, or the saved head weights do not cover exactly
+    the model's parameters.
+    """
+
+
+class MissingScoresError(CrsError, NotFoundError):
+    """Task 5 was asked for on data that carries no human quality scores.
+
+    The message names the side file (``quality_scores.csv``) that would hold them.
+    """

@@ -35,9 +35,16 @@ logger = logging.getLogger(__name__)
 
 
 def generation_prompt(example: GenerationExample, max_turns: int = 4) -> str:
-    """The conditioning text of one example, ending with ``assistant:``."""
+    """The conditioning text of one example, ending with ``assistant:``.
+
+    Every value of a multi-valued need is listed (``品类: 洗面奶; 品类: 水乳; 品类: 套装``), and an
+    attribute asked about with values lists them all (``肤质 (偏油 / 偏干)``).
+    """
     needs = "; ".join(f"{k}: {v}" for k, v in example.needs) or "none"
-    ask = ", ".join(example.ask) or "none"
+    offered: dict[str, list[str]] = {}
+    for k, v in example.ask_values:
+        offered.setdefault(k, []).append(v)
+    ask = ", ".join(f"{k} ({' / '.join(offered[k])})" if k in offered else k for k in example.ask) or "none"
     item = example.item.text() if example.item is not None and example.item.knowledge else "none"
     return (
         f"category: {example.category}\nneeds: {needs}\nask about: {ask}\nitem: {item}\n"

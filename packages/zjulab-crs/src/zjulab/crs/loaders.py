@@ -10,6 +10,10 @@ U-NEED ships (on application; only tiny samples are public):
   release, ``rec_item_candidates``.
 * ``item_kg.txt`` -- CSV ``item_id_encrypt,seller_id_encrypt,relation_name,value``.
 * ``user_action.txt`` -- CSV ``seller_id_encrypt,user_id_encrypt,item_id_encrypt,actime,action_id``.
+* ``quality_scores.csv`` (a side file; not part of the public release, which ships no human
+  scores for task 5) -- CSV ``sid,seq_no,score``: one human quality score per assistant
+  utterance, keyed by dialogue id and utterance number. :func:`load_uneed_dir` merges it into
+  :attr:`Dialogue.quality`.
 * ``saved_data/{json,jsonl}/*`` and ``prompt4LLM/*`` -- prepared task samples (``input``,
   ``domain``, ``sid``, ``task_name``, ``label``... plus LLM prompt fields).
 
@@ -53,11 +57,13 @@ __all__ = [
     "load_behaviours",
     "load_dialogues",
     "load_items",
+    "load_quality_scores",
     "load_task_samples",
     "load_uneed_dir",
     "save_behaviours",
     "save_dialogues",
     "save_items",
+    "save_quality_scores",
     "save_task_samples",
     "save_uneed_dir",
 ]
@@ -70,7 +76,10 @@ _ROLE_OUT = {v: k for k, v in ROLE_LABELS.items()}
 _ACT_OUT = {v: k for k, v in ACT_LABELS.items()}
 _KG_HEADER = ["item_id_encrypt", "seller_id_encrypt", "relation_name", "value"]
 _ACTION_HEADER = ["seller_id_encrypt", "user_id_encrypt", "item_id_encrypt", "actime", "action_id"]
+_QUALITY_HEADER = ["sid", "seq_no", "score"]
 SPLITS = ("train", "valid", "test")
+QUALITY_FILE = "quality_scores.csv"
+"""Name of the side file of human quality scores in a U-NEED directory."""
 
 
 def _need(rec: dict[str, Any], key: str, types: type | tuple[type, ...], where: str) -> Any:
@@ -326,6 +335,72 @@ def load_behaviours(path: PathLike) -> list[Behaviour]:
     return out
 
 
+def load_quality_scores(path: PathLike) -> dict[tuple[str, int], float]:
+    """Read a ``quality_scores.csv`` side file (``sid,seq_no,score``).
+
+    Returns:
+        ``{(sid, seq_no): score}``.
+
+    Raises:
+        DataFormatError: The file is missing or not UTF-8, wrong header or field count, an
+            empty sid, a non-integer ``seq_no``, a non-finite score, or a ``(sid, seq_no)`` given
+            twice (file:line).
+    """
+    import math
+
+    p = Path(path)
+    out: dict[tuple[str, int], float] = {}
+    first: dict[tuple[str, int], int] = {}
+    for lineno, (sid, seq, score) in _csv_rows(p, _QUALITY_HEADER):
+        sid = sid.strip()
+        if not sid:
+            raise DataFormatError(f"{p}:{lineno}: empty sid")
+        try:
+            seq_no = int(seq)
+        except ValueError as exc:
+            raise DataFormatError(f"{p}:{lineno}: seq_no {seq!r} is not an integer") from exc
+        try:
+            value = float(score)
+        except ValueError as exc:
+            raise DataFormatError(f"{p}:{lineno}: score {score!r} is not a number") from exc
+        if not math.isfinite(value):
+            raise DataFormatError(f"{p}:{lineno}: score {score!r} is not finite")
+        key = (sid, seq_no)
+        if key in out:
+            raise DataFormatError(
+                f"{p}:{lineno}: sid {sid} seq_no {seq_no} already scored on line {first[key]}"
+            )
+        out[key] = value
+        first[key] = lineno
+    return out
+
+
+def save_quality_scores(path: PathLike, dialogues: Iterable[Dialogue]) -> None:
+    """Write the dialogues' quality scores as a ``quality_scores.csv`` side file (atomic)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(_QUALITY_HEADER)
+    for d in dialogues:
+        for seq_no, score in sorted(d.quality.items()):
+            w.writerow([d.sid, seq_no, repr(float(score))])
+    atomic_write_text(path, buf.getvalue())
+
+
+def _merge_quality(corpus: UNeedCorpus, path: Path) -> None:
+    scores = load_quality_scores(path)
+    utts = {(d.sid, u.seq_no): (d, u) for ds in corpus.dialogues.values() for d in ds for u in d.utterances}
+    for (sid, seq_no), value in scores.items():
+        hit = utts.get((sid, seq_no))
+        if hit is None:
+            raise DataFormatError(f"{path}: sid {sid} seq_no {seq_no} is no utterance of any dialogue file")
+        d, u = hit
+        if u.is_user:
+            raise DataFormatError(
+                f"{path}: sid {sid} seq_no {seq_no} is a user utterance; scores rate assistant turns"
+            )
+        d.quality[seq_no] = value
+
+
 def save_behaviours(path: PathLike, behaviours: Iterable[Behaviour]) -> None:
     """Write behaviours as ``user_action.txt`` (atomic)."""
     buf = io.StringIO()
@@ -422,12 +497,14 @@ class UNeedCorpus:
         items: Items keyed by id.
         behaviours: User behaviour records.
         name: A label for reports.
+        root: The directory it was read from (``None`` when built in memory).
     """
 
     dialogues: dict[str, list[Dialogue]] = field(default_factory=dict)
     items: dict[str, Item] = field(default_factory=dict)
     behaviours: list[Behaviour] = field(default_factory=list)
     name: str = "u-need"
+    root: Path | None = None
 
     def split(self, name: str) -> list[Dialogue]:
         """One split's dialogues (empty when absent)."""
@@ -442,10 +519,13 @@ def load_uneed_dir(path: PathLike, *, strict: bool = True, name: str | None = No
     """Read a U-NEED directory.
 
     The directory holds ``{train,valid,test}_dialogue.json``, ``item_kg.txt`` and
-    ``user_action.txt`` (each optional, but at least one dialogue file is required).
+    ``user_action.txt`` (each optional, but at least one dialogue file is required), and
+    optionally the ``quality_scores.csv`` side file of human scores (task 5), merged into the
+    dialogues' ``quality``.
 
     Raises:
-        DataFormatError: No dialogue file, or any malformed record.
+        DataFormatError: No dialogue file, any malformed record, or a score for an utterance
+            that does not exist or is the user's.
     """
     root = Path(path)
     corpus = UNeedCorpus(name=name or root.name)
@@ -459,6 +539,9 @@ def load_uneed_dir(path: PathLike, *, strict: bool = True, name: str | None = No
         corpus.items = load_items(root / "item_kg.txt")
     if (root / "user_action.txt").is_file():
         corpus.behaviours = load_behaviours(root / "user_action.txt")
+    if (root / QUALITY_FILE).is_file():
+        _merge_quality(corpus, root / QUALITY_FILE)
+    corpus.root = root
     logger.info(
         "loaded %s: %s dialogues, %d items, %d behaviours",
         root,

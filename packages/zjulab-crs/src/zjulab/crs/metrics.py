@@ -13,6 +13,7 @@ All functions take one entry per sample and check that the lengths agree.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import re
@@ -29,6 +30,7 @@ from zjulab.crs.errors import MetricInputError
 __all__ = [
     "PRF",
     "bleu",
+    "count_all_tied",
     "distinct_n",
     "hit_at_k",
     "mrr_at_k",
@@ -36,6 +38,7 @@ __all__ = [
     "ndcg_at_k",
     "pair_prf",
     "pearson",
+    "rank_candidates",
     "span_prf",
     "spearman",
     "text_tokens",
@@ -214,6 +217,61 @@ def _ranking_inputs(
     return out
 
 
+TieRule = Literal["pessimistic", "seeded"]
+
+
+def _tie_key(seed: int, item_id: str) -> bytes:
+    return hashlib.blake2b(f"{seed}\x1f{item_id}".encode(), digest_size=8).digest()
+
+
+def rank_candidates(
+    candidates: Sequence[str],
+    scores: Sequence[float],
+    *,
+    targets: Iterable[str] = (),
+    rule: TieRule = "seeded",
+    seed: int = 0,
+) -> list[str]:
+    """Candidates best first, ties broken by a rule that does not depend on their order.
+
+    Higher scores come first. Among equal scores:
+
+    * ``rule="seeded"`` orders by a keyed hash of ``(seed, item_id)`` -- a fixed pseudo-random
+      permutation, the same whatever order the candidates were listed in;
+    * ``rule="pessimistic"`` puts every item of ``targets`` after all non-target items of the
+      same score (the target is ranked last within its tie), then uses the seeded order.
+
+    Args:
+        candidates: Candidate item ids (duplicates are dropped, first occurrence kept).
+        scores: One score per candidate.
+        targets: Relevant items (used by ``"pessimistic"`` only).
+        rule: ``"seeded"`` or ``"pessimistic"``.
+        seed: Seed of the pseudo-random order.
+
+    Raises:
+        MetricInputError: Lengths differ, a score is not finite, or the rule is unknown.
+    """
+    _check_lengths(candidates, scores, "rank_candidates")
+    if rule not in ("pessimistic", "seeded"):
+        raise MetricInputError(f"rule must be 'pessimistic' or 'seeded', got {rule!r}")
+    best: dict[str, float] = {}
+    for c, s in zip(candidates, scores):
+        v = float(s)
+        if not math.isfinite(v):
+            raise MetricInputError(f"rank_candidates: score of {c!r} is not finite ({s!r})")
+        best.setdefault(c, v)
+    tset = set(targets) if rule == "pessimistic" else set()
+    return sorted(best, key=lambda c: (-best[c], c in tset, _tie_key(seed, c)))
+
+
+def count_all_tied(score_lists: Iterable[Sequence[float]]) -> int:
+    """How many samples have two or more candidates that all share one score.
+
+    On such a sample the ranking carries no information: its metrics reflect the tie rule only.
+    """
+    return sum(1 for s in score_lists if len(s) > 1 and len({float(x) for x in s}) == 1)
+
+
 def hit_at_k(ranked: Sequence[Sequence[str]], targets: Sequence[Iterable[str] | str], k: int) -> float:
     """Share of samples with at least one target among the first ``k`` ranked items.
 
@@ -259,14 +317,18 @@ def ndcg_at_k(ranked: Sequence[Sequence[str]], targets: Sequence[Iterable[str] |
     return total / len(rows)
 
 
-_TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+|[^\w\s]", re.UNICODE)
+_CJK_CLASS = (
+    "\u2e80-\u2fdf\u3005\u3007\u3021-\u3029\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+)
+_TOKEN = re.compile(rf"[{_CJK_CLASS}]|[\U00020000-\U0003134f]|[^\W_{_CJK_CLASS}]+|[^\w\s]", re.UNICODE)
 
 
 def text_tokens(text: str) -> list[str]:
-    """Split text for Distinct-n.
+    """Split text for Distinct-n (and, with the same rule, what sacrebleu's ``zh`` tokenizer does).
 
-    Each CJK character, each run of letters/digits and each punctuation mark is one token;
-    tokens are lower-cased.
+    Each CJK character (also right after letters or digits: ``"30ml装"`` is ``30ml`` + ``装``),
+    each run of non-CJK letters/digits and each punctuation mark is one token; tokens are
+    lower-cased. This is the character-level segmentation used for Chinese BLEU/Distinct.
 
     Example:
         ``text_tokens("Hi, 面膜 x2")`` gives ``["hi", ",", "面", "膜", "x2"]``.

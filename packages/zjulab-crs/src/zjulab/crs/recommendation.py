@@ -8,15 +8,22 @@ list, with a temperature. :class:`AttributeMatchRanker` is the baseline: it coun
 needs an item's knowledge satisfies, adds a bonus for items the user interacted with and a small
 popularity prior from the behaviour log; with the match and history weights at zero it is a
 pure popularity ranker.
+
+Nothing from after the predicted turn is used: an example's history holds only behaviours
+before ``example.time`` (see :func:`~zjulab.crs.samples.build_recommendation`) and popularity
+counts only behaviours before it. Ties are broken by :func:`~zjulab.crs.metrics.rank_candidates`
+(``rank`` uses the seeded order; ``evaluate`` is pessimistic by default and reports how many
+examples were all-tied), never by the order of the candidate list.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import os
 import random
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,6 +36,7 @@ from zjulab.crs.checkpoint import read_checkpoint, save_checkpoint
 from zjulab.crs.config import RankerConfig
 from zjulab.crs.dialogue import Behaviour, Item
 from zjulab.crs.errors import NotTrainedError
+from zjulab.crs.metrics import TieRule, rank_candidates
 from zjulab.crs.samples import RecommendationExample
 from zjulab.crs.task_scores import recommendation_scores
 from zjulab.crs.training import TrainHistory, module_device, train_loop
@@ -133,8 +141,8 @@ class BiEncoderRanker:
         return train_loop(net, examples, loss_fn, cfg, desc="ranker")
 
     @torch.no_grad()
-    def rank(self, examples: Sequence[RecommendationExample]) -> list[list[str]]:
-        """Each example's candidates, best first."""
+    def scores(self, examples: Sequence[RecommendationExample]) -> list[list[float]]:
+        """Each example's candidate scores (cosine similarity), in candidate order."""
         net = self._ensure()
         net.eval()
         bs = self.config.batch_size
@@ -143,7 +151,7 @@ class BiEncoderRanker:
             self._embed([item_text(i, self.items) for i in ids[j : j + bs]]) for j in range(0, len(ids), bs)
         ]
         table = dict(zip(ids, torch.cat(vecs))) if vecs else {}
-        out: list[list[str]] = []
+        out: list[list[float]] = []
         for j in range(0, len(examples), bs):
             chunk = examples[j : j + bs]
             qs = self._embed([query_text(e, self.items, self.config.max_history) for e in chunk])
@@ -151,14 +159,19 @@ class BiEncoderRanker:
                 if not e.candidates:
                     out.append([])
                     continue
-                scores = torch.stack([table[c] for c in e.candidates]) @ q
-                order = torch.argsort(scores, descending=True, stable=True).tolist()
-                out.append([e.candidates[i] for i in order])
+                out.append((torch.stack([table[c] for c in e.candidates]) @ q).tolist())
         return out
 
-    def evaluate(self, examples: Sequence[RecommendationExample]) -> dict[str, float]:
-        """Hit@k / NDCG@k / MRR@k on ``examples``."""
-        return recommendation_scores(examples, self.rank(examples))
+    def rank(self, examples: Sequence[RecommendationExample]) -> list[list[str]]:
+        """Each example's candidates, best first (ties in the seeded order)."""
+        return _rank_all(examples, self.scores(examples), "seeded", self.config.seed)
+
+    def evaluate(
+        self, examples: Sequence[RecommendationExample], *, tie_rule: TieRule = "pessimistic"
+    ) -> dict[str, float]:
+        """Hit/NDCG/MRR at 10 and 50 and the all-tied count on ``examples``."""
+        sc = self.scores(examples)
+        return recommendation_scores(examples, _rank_all(examples, sc, tie_rule, self.config.seed), scores=sc)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write a checkpoint directory (the item table is not saved)."""
@@ -181,11 +194,22 @@ class BiEncoderRanker:
         return obj
 
 
+def _rank_all(
+    examples: Sequence[RecommendationExample], scores: Sequence[Sequence[float]], rule: TieRule, seed: int
+) -> list[list[str]]:
+    return [
+        rank_candidates(e.candidates, sc, targets=e.targets, rule=rule, seed=seed)
+        for e, sc in zip(examples, scores)
+    ]
+
+
 class AttributeMatchRanker:
     """Baseline ranker: needs matched by the item's knowledge, behaviour history, popularity.
 
     ``score = match_weight * matched_needs + history_weight * [item in history]
-    + popularity_weight * log(1 + count) / log(1 + max_count)``; ties keep candidate order.
+    + popularity_weight * log(1 + count) / log(1 + max_count)``, where ``count`` is the number of
+    behaviours on the item strictly before ``example.time`` and ``max_count`` the largest such
+    count among the example's candidates. Ties follow :func:`~zjulab.crs.metrics.rank_candidates`.
 
     Args:
         items: Item knowledge by id.
@@ -193,6 +217,7 @@ class AttributeMatchRanker:
         match_weight: Weight of each need whose value equals one of the item's values.
         history_weight: Bonus for items the user interacted with.
         popularity_weight: Weight of the normalised log popularity.
+        seed: Seed of the tie order.
     """
 
     task = "recommendation"
@@ -205,13 +230,23 @@ class AttributeMatchRanker:
         match_weight: float = 1.0,
         history_weight: float = 0.5,
         popularity_weight: float = 0.1,
+        seed: int = 0,
     ) -> None:
         self.items = items
         self.match_weight = match_weight
         self.history_weight = history_weight
         self.popularity_weight = popularity_weight
-        self.counts = Counter(b.item_id for b in behaviours)
-        self._norm = math.log1p(max(self.counts.values(), default=0)) or 1.0
+        self.seed = seed
+        times: dict[str, list[str]] = defaultdict(list)
+        for b in behaviours:
+            times[b.item_id].append(b.time)
+        self._times = {k: sorted(v) for k, v in times.items()}
+
+    def count_before(self, item_id: str, time: str) -> int:
+        """Behaviours on ``item_id`` strictly before ``time`` (none when ``time`` is ``""``)."""
+        if not time:
+            return 0
+        return bisect.bisect_left(self._times.get(item_id, []), time)
 
     @classmethod
     def popularity(cls, items: Mapping[str, Item], behaviours: Sequence[Behaviour]) -> AttributeMatchRanker:
@@ -222,23 +257,39 @@ class AttributeMatchRanker:
         """Nothing to learn; returns ``self``."""
         return self
 
-    def score(self, example: RecommendationExample, item_id: str) -> float:
-        """The baseline score of one candidate."""
+    def score(self, example: RecommendationExample, item_id: str, *, norm: float | None = None) -> float:
+        """The baseline score of one candidate.
+
+        ``norm`` is ``log(1 + max_count)``, computed from the example's candidates when omitted.
+        """
+        if norm is None:
+            norm = self._norm(example)
         item = self.items.get(item_id)
         values = {v.strip().lower() for _, v in item.knowledge} if item else set()
         matched = sum(1 for _, v in example.needs if v.strip().lower() in values)
         seen = 1.0 if item_id in example.history else 0.0
-        pop = math.log1p(self.counts.get(item_id, 0)) / self._norm
+        pop = math.log1p(self.count_before(item_id, example.time)) / norm
         return self.match_weight * matched + self.history_weight * seen + self.popularity_weight * pop
 
-    def rank(self, examples: Sequence[RecommendationExample]) -> list[list[str]]:
-        """Each example's candidates, best first."""
+    def _norm(self, example: RecommendationExample) -> float:
+        top = max((self.count_before(c, example.time) for c in example.candidates), default=0)
+        return math.log1p(top) or 1.0
+
+    def scores(self, examples: Sequence[RecommendationExample]) -> list[list[float]]:
+        """Each example's candidate scores, in candidate order."""
         out = []
         for e in examples:
-            scores = {c: self.score(e, c) for c in e.candidates}
-            out.append(sorted(e.candidates, key=lambda c: -scores[c]))
+            norm = self._norm(e)
+            out.append([self.score(e, c, norm=norm) for c in e.candidates])
         return out
 
-    def evaluate(self, examples: Sequence[RecommendationExample]) -> dict[str, float]:
-        """Hit@k / NDCG@k / MRR@k on ``examples``."""
-        return recommendation_scores(examples, self.rank(examples))
+    def rank(self, examples: Sequence[RecommendationExample]) -> list[list[str]]:
+        """Each example's candidates, best first (ties in the seeded order)."""
+        return _rank_all(examples, self.scores(examples), "seeded", self.seed)
+
+    def evaluate(
+        self, examples: Sequence[RecommendationExample], *, tie_rule: TieRule = "pessimistic"
+    ) -> dict[str, float]:
+        """Hit/NDCG/MRR at 10 and 50 and the all-tied count on ``examples``."""
+        sc = self.scores(examples)
+        return recommendation_scores(examples, _rank_all(examples, sc, tie_rule, self.seed), scores=sc)

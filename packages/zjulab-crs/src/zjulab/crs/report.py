@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from zjulab.crs.errors import MetricInputError, UnknownLabelError
+from zjulab.crs.metrics import rank_candidates
 from zjulab.crs.samples import TASKS
 from zjulab.crs.task_scores import (
     elicitation_scores,
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 HEADLINE: dict[str, tuple[str, ...]] = {
     "understanding": ("f1", "pair_f1"),
     "elicitation": ("f1", "micro_f1"),
-    "recommendation": ("hit@10", "hit@1", "mrr@10"),
+    "recommendation": ("hit@10", "hit@50", "mrr@10", "all_tied"),
     "generation": ("bleu1", "bleu2", "distinct2"),
     "evaluation": ("pearson", "spearman"),
 }
@@ -51,7 +52,7 @@ different data set from the synthetic one, listed for orientation only."""
 _METHOD = {
     "understanding": "predict",
     "elicitation": "predict",
-    "recommendation": "rank",
+    "recommendation": "scores",
     "generation": "generate",
     "evaluation": "predict",
 }
@@ -80,6 +81,10 @@ def run_predictions(system: Any, task: str, examples: Sequence[Any]) -> tuple[li
 def score_predictions(task: str, examples: Sequence[Any], predictions: Sequence[Any]) -> dict[str, float]:
     """Score predictions with the task's metric bundle.
 
+    For recommendation the predictions are each example's candidate scores (what a ranker's
+    ``scores`` returns); they are ranked with the pessimistic tie rule (a target tied with other
+    candidates is placed after them) and the table reports the all-tied count.
+
     Raises:
         UnknownLabelError: Unknown task.
         MetricInputError: Predictions and examples differ in number.
@@ -92,7 +97,12 @@ def score_predictions(task: str, examples: Sequence[Any], predictions: Sequence[
     if task == "elicitation":
         return elicitation_scores(examples, predictions)
     if task == "recommendation":
-        return recommendation_scores(examples, predictions)
+        # predictions are candidate scores; ties are ranked pessimistically (the target last)
+        ranked = [
+            rank_candidates(e.candidates, sc, targets=e.targets, rule="pessimistic")
+            for e, sc in zip(examples, predictions)
+        ]
+        return recommendation_scores(examples, ranked, scores=predictions)
     if task == "generation":
         return generation_scores(examples, predictions)
     return evaluation_scores(examples, predictions)

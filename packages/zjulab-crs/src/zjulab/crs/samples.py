@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from zjulab.crs.dialogue import Dialogue, Item, Utterance
 from zjulab.crs.loaders import UNeedCorpus
@@ -38,7 +38,11 @@ __all__ = [
     "build_recommendation",
     "build_task_samples",
     "build_understanding",
+    "near_duplicate_key",
     "render_context",
+    "split_overlap",
+    "task_examples",
+    "turn_time",
 ]
 
 Task = Literal["understanding", "elicitation", "recommendation", "generation", "evaluation"]
@@ -49,6 +53,38 @@ LINK_ONLY = {"仅发送商品链接", "here is a link"}
 """Recommendation texts that only carry a link (not generation targets)."""
 
 Turn = tuple[str, str]
+
+
+def near_duplicate_key(text: str) -> str:
+    """The form two texts share when they are near duplicates.
+
+    Lower-cased, with everything but letters, digits and CJK characters removed (punctuation,
+    spaces, symbols).
+    """
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+def split_overlap(corpus: UNeedCorpus, train: str = "train", test: str = "test") -> dict[str, int]:
+    """How much of ``test`` is already in ``train``: task-1 utterances and task-4 references.
+
+    Returns:
+        ``{"understanding_total", "understanding_exact", "understanding_near", "generation_total",
+        "generation_exact", "generation_near"}``: the number of test texts, of those that appear
+        verbatim among the train texts, and of those whose :func:`near_duplicate_key` does.
+    """
+    out: dict[str, int] = {}
+    for task, texts in (
+        ("understanding", lambda ds: [e.text for e in build_understanding(ds)]),
+        ("generation", lambda ds: [e.response for e in build_generation(ds, corpus)]),
+    ):
+        tr = texts(corpus.split(train))
+        te = texts(corpus.split(test))
+        exact = set(tr)
+        near = {near_duplicate_key(t) for t in tr}
+        out[f"{task}_total"] = len(te)
+        out[f"{task}_exact"] = sum(t in exact for t in te)
+        out[f"{task}_near"] = sum(near_duplicate_key(t) in near for t in te)
+    return out
 
 
 def render_context(context: Sequence[Turn], max_turns: int | None = None) -> str:
@@ -114,6 +150,8 @@ class RecommendationExample:
         category: Canonical category.
         sid: Dialogue id.
         user_id: User id.
+        time: When the recommendation was made (``YYYY-MM-DD HH:MM:SS``): features may only use
+            behaviours strictly before it. ``""`` means unknown, and then no behaviour is used.
     """
 
     needs: list[tuple[str, str]]
@@ -124,6 +162,7 @@ class RecommendationExample:
     category: str = ""
     sid: str = ""
     user_id: str = ""
+    time: str = ""
 
 
 @dataclass
@@ -139,6 +178,8 @@ class GenerationExample:
         act: The response's act (``system_ask`` or ``system_explain``).
         category: Canonical category.
         sid: Dialogue id.
+        ask_values: Every ``(key, value)`` the response offers for the attributes it asks about
+            (``肤质`` asked as 偏油 or 偏干 gives both pairs); empty for value-less questions.
     """
 
     context: list[Turn]
@@ -149,6 +190,7 @@ class GenerationExample:
     act: str = "system_ask"
     category: str = ""
     sid: str = ""
+    ask_values: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -197,13 +239,33 @@ def build_understanding(dialogues: Sequence[Dialogue]) -> list[UnderstandingExam
 
 
 def _known(utts: Sequence[Utterance]) -> list[tuple[str, str]]:
-    seen: dict[str, str] = {}
+    """Every distinct ``(key, value)`` the user gave, in order of first mention.
+
+    A multi-valued need keeps all its values: ``品类`` given as 洗面奶, 水乳 and 套装 yields three
+    pairs, not the last one.
+    """
+    seen: dict[tuple[str, str], None] = {}
     for u in utts:
         if u.is_user:
             for a in u.attributes:
                 if a.value:
-                    seen[a.key] = a.value
-    return list(seen.items())
+                    seen.setdefault((a.key, a.value), None)
+    return list(seen)
+
+
+def turn_time(dialogue: Dialogue, index: int) -> str:
+    """The time of utterance ``index`` of ``dialogue``.
+
+    Its own stamp, else the latest stamp before it, else the dialogue's date (``ds`` as
+    ``YYYY-MM-DD 00:00:00``), else ``""``.
+    """
+    for u in reversed(dialogue.utterances[: index + 1]):
+        if u.time:
+            return u.time
+    ds = dialogue.ds
+    if len(ds) == 8 and ds.isdigit():
+        return f"{ds[:4]}-{ds[4:6]}-{ds[6:]} 00:00:00"
+    return ""
 
 
 def build_elicitation(dialogues: Sequence[Dialogue]) -> list[ElicitationExample]:
@@ -228,13 +290,15 @@ def build_recommendation(
 
     Candidates come from the turn's ``rec_item_candidates``; when the file has none, every
     known item of the same category (by the ``category``/``一级类目`` knowledge tuple) is a
-    candidate. Behaviours are taken from ``corpus`` (all of the user's records, oldest first).
+    candidate. The history holds the user's behaviours from ``corpus`` that happened strictly
+    before the recommendation turn (oldest first; ties in time by item id), never later ones;
+    when the turn's time is unknown (no stamp on it or before it, no ``ds``) the history is empty.
     """
-    history: dict[str, list[str]] = defaultdict(list)
+    history: dict[str, list[tuple[str, str]]] = defaultdict(list)
     by_cat: dict[str, list[str]] = defaultdict(list)
     if corpus is not None:
-        for b in sorted(corpus.behaviours, key=lambda x: x.time):
-            history[b.user_id].append(b.item_id)
+        for b in sorted(corpus.behaviours, key=lambda x: (x.time, x.item_id)):
+            history[b.user_id].append((b.time, b.item_id))
         for item in corpus.items.values():
             cat = (item.values("category") or item.values("一级类目") or [""])[0]
             by_cat[cat].append(item.item_id)
@@ -249,16 +313,19 @@ def build_recommendation(
                 cands = [x for c in (cat_ids | {d.category}) for x in by_cat.get(c, [])]
             cands = list(dict.fromkeys(cands + [x for x in u.rec_item_ids if x not in cands]))
             prev = d.utterances[:i]
+            when = turn_time(d, i)
+            past = [iid for t, iid in history.get(d.user_id, []) if when and t < when]
             out.append(
                 RecommendationExample(
                     needs=_known(prev),
-                    history=list(history.get(d.user_id, [])),
+                    history=past,
                     candidates=cands,
                     targets=list(u.rec_item_ids),
                     context=[_turn(x) for x in prev],
                     category=d.category,
                     sid=d.sid,
                     user_id=d.user_id,
+                    time=when,
                 )
             )
     return out
@@ -281,10 +348,20 @@ def build_generation(
             if d.quality.get(u.seq_no, 5.0) < 3.5:
                 continue  # a response rated poor is not a generation target
             prev = d.utterances[:i]
-            ask = list(dict.fromkeys(a.key for a in u.attributes)) if u.act == "system_ask" else []
+            asking = u.act == "system_ask"
+            ask = list(dict.fromkeys(a.key for a in u.attributes)) if asking else []
+            values = list(dict.fromkeys((a.key, a.value) for a in u.attributes if a.value)) if asking else []
             out.append(
                 GenerationExample(
-                    [_turn(x) for x in prev], _known(prev), ask, last_item, u.text, u.act, d.category, d.sid
+                    [_turn(x) for x in prev],
+                    _known(prev),
+                    ask,
+                    last_item,
+                    u.text,
+                    u.act,
+                    d.category,
+                    d.sid,
+                    ask_values=values,
                 )
             )
     return out
@@ -313,6 +390,35 @@ class TaskSamples:
     recommendation: list[RecommendationExample]
     generation: list[GenerationExample]
     evaluation: list[EvaluationExample]
+
+
+def task_examples(corpus: UNeedCorpus, split: str, task: str) -> list[Any]:
+    """One task's examples of one split, refusing an empty result with a reason.
+
+    Raises:
+        MissingScoresError: ``task == "evaluation"`` and no utterance of the split has a human
+            quality score; the message names the side file that would hold them.
+        UnknownLabelError: Unknown task.
+        DataFormatError: The split is absent or yields no example of the task.
+    """
+    from zjulab.crs.errors import DataFormatError, MissingScoresError, UnknownLabelError
+    from zjulab.crs.loaders import QUALITY_FILE
+
+    if task not in TASKS:
+        raise UnknownLabelError(f"unknown task {task!r}; expected one of {list(TASKS)}")
+    ds = corpus.split(split)
+    if not ds:
+        raise DataFormatError(f"{corpus.root or corpus.name}: no {split!r} split ({split}_dialogue.json)")
+    out: list[Any] = getattr(build_task_samples(corpus, split), task)
+    if not out and task == "evaluation":
+        where = corpus.root / QUALITY_FILE if corpus.root is not None else QUALITY_FILE
+        raise MissingScoresError(
+            f"task 5 needs human quality scores, and no utterance of the {split!r} split has one: "
+            f"add {where} (CSV sid,seq_no,score, one row per rated assistant utterance)"
+        )
+    if not out:
+        raise DataFormatError(f"{corpus.root or corpus.name}: the {split!r} split yields no {task} example")
+    return out
 
 
 def build_task_samples(corpus: UNeedCorpus, split: str) -> TaskSamples:

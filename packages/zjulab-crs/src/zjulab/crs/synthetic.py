@@ -14,6 +14,13 @@ a second item follows. Explanations are sometimes replaced by worse ones (generi
 off-topic); every explanation carries a quality score in ``Dialogue.quality`` for task 5.
 Some values are shared by two attributes (``large`` screen vs ``large`` battery) so that a
 lexicon cannot resolve every mention.
+
+Splits do not memorise: every template list of the spec with two or more entries is divided
+(every third template, the second of a pair, is held out), train dialogues use only the kept templates and
+valid/test dialogues only the held-out ones; a held-out dialogue any of whose utterances is an
+exact or near duplicate (same text after lower-casing and dropping punctuation and spaces) of a
+train utterance is drawn again (up to 20 times). What overlap remains is reported by
+:func:`~zjulab.crs.samples.split_overlap`.
 """
 
 from __future__ import annotations
@@ -224,27 +231,62 @@ def synthetic_corpus(
                 )
             )
 
+    from zjulab.crs.samples import LINK_ONLY, near_duplicate_key
+
     dialogues: dict[str, list[Dialogue]] = {"train": [], "valid": [], "test": []}
+    specs = {False: _split_spec(sp, False), True: _split_spec(sp, True)}
+    n = cfg.dialogues_per_category
+    n_train = round(n * cfg.split[0])
+    n_valid = round(n * cfg.split[1])
+    plan = ["train"] * n_train + ["valid"] * n_valid + ["test"] * (n - n_train - n_valid)
+    seen: set[str] = set()
     counter = 0
-    for c in cats:
-        cs = sp["categories"][c]
-        cat_users = [u for u, uc in users if uc == c] or [users[0][0]]
-        made: list[Dialogue] = []
-        for _ in range(cfg.dialogues_per_category):
-            counter += 1
-            uid = rng.choice(cat_users)
-            target = persona[uid] if rng.random() < 0.5 else popular(c)
-            made.append(_dialogue(sp, cs, c, cfg, rng, counter, uid, target, by_cat, cats))
-        n = len(made)
-        n_train = round(n * cfg.split[0])
-        n_valid = round(n * cfg.split[1])
-        dialogues["train"] += made[:n_train]
-        dialogues["valid"] += made[n_train : n_train + n_valid]
-        dialogues["test"] += made[n_train + n_valid :]
+    for split in ("train", "valid", "test"):
+        held = split != "train"
+        for c in cats:
+            cs = specs[held]["categories"][c]
+            cat_users = [u for u, uc in users if uc == c] or [users[0][0]]
+            for _ in range(plan.count(split)):
+                counter += 1
+                uid = rng.choice(cat_users)
+                target = persona[uid] if rng.random() < 0.5 else popular(c)
+                for _attempt in range(20 if held else 1):
+                    d = _dialogue(specs[held], cs, c, cfg, rng, counter, uid, target, by_cat, cats)
+                    keys = {near_duplicate_key(u.text) for u in d.utterances if u.text not in LINK_ONLY}
+                    if not held or not (keys & seen):
+                        break
+                if not held:
+                    seen |= keys
+                dialogues[split].append(d)
     logger.info(
         "synthetic corpus: %s dialogues, %d items", {k: len(v) for k, v in dialogues.items()}, len(items)
     )
     return UNeedCorpus(dialogues=dialogues, items=items, behaviours=behaviours, name="synthetic")
+
+
+def _partition(templates: list[Any], held_out: bool) -> list[Any]:
+    """The templates a split may use.
+
+    Every third one (the second of a pair) is held out; lists of one are shared.
+    """
+    if len(templates) < 2:
+        return list(templates)
+    held = {i for i in range(len(templates)) if i % 3 == 2} or {len(templates) - 1}
+    return [t for i, t in enumerate(templates) if (i in held) == held_out]
+
+
+def _split_spec(sp: dict[str, Any], held_out: bool) -> dict[str, Any]:
+    out = dict(sp)
+    for key in ("need_templates", "explain_templates", "generic_responses", "feedback_templates"):
+        out[key] = _partition(sp[key], held_out)
+    cats = {}
+    for name, cs in sp["categories"].items():
+        c = dict(cs)
+        c["ask_templates"] = {a: _partition(t, held_out) for a, t in cs["ask_templates"].items()}
+        c["answer_templates"] = {a: _partition(t, held_out) for a, t in cs["answer_templates"].items()}
+        cats[name] = c
+    out["categories"] = cats
+    return out
 
 
 def _dialogue(

@@ -9,9 +9,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+import numpy as np
+
 from zjulab.crs.errors import MetricInputError
 from zjulab.crs.metrics import (
     bleu,
+    count_all_tied,
     distinct_n,
     hit_at_k,
     mrr_at_k,
@@ -81,12 +84,31 @@ def elicitation_scores(
     return {"precision": s.precision, "recall": s.recall, "f1": s.f1, "micro_f1": m.f1}
 
 
+REC_KS: tuple[int, ...] = (10, 50)
+"""Cut-offs of the recommendation table (the paper reports Hit/NDCG/MRR at 10 and 50)."""
+
+
 def recommendation_scores(
-    examples: Sequence[RecommendationExample], ranked: Sequence[Sequence[str]], ks: Sequence[int] = (1, 5, 10)
+    examples: Sequence[RecommendationExample],
+    ranked: Sequence[Sequence[str]],
+    ks: Sequence[int] = REC_KS,
+    *,
+    scores: Sequence[Sequence[float]] | None = None,
 ) -> dict[str, float]:
-    """Task 3: Hit@k, NDCG@k and MRR@k for each ``k`` in ``ks``."""
+    """Task 3: Hit@k, NDCG@k and MRR@k for each ``k`` in ``ks``.
+
+    With ``scores`` (each example's candidate scores) the table also carries ``all_tied``: the
+    number of examples whose candidates all scored the same, whose metrics therefore reflect
+    only the tie rule.
+    """
     targets = [e.targets for e in examples]
     out: dict[str, float] = {}
+    if scores is not None:
+        if len(scores) != len(examples):
+            raise MetricInputError(
+                f"recommendation_scores: {len(examples)} examples but {len(scores)} score lists"
+            )
+        out["all_tied"] = count_all_tied(scores)
     for k in ks:
         out[f"hit@{k}"] = hit_at_k(ranked, targets, k)
         out[f"ndcg@{k}"] = ndcg_at_k(ranked, targets, k)
@@ -100,7 +122,11 @@ _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 def generation_scores(
     examples: Sequence[GenerationExample], responses: Sequence[str], *, tokenize: str | None = None
 ) -> dict[str, float]:
-    """Task 4: corpus BLEU-1/2 (sacrebleu) and Distinct-1/2 of the generated responses.
+    """Task 4: corpus BLEU-1..4 (sacrebleu) and Distinct-1..4 of the generated responses.
+
+    Chinese is measured per character, as the paper's Chinese evaluation does: sacrebleu's
+    ``zh`` tokenizer for BLEU and :func:`~zjulab.crs.metrics.text_tokens` (one token per CJK
+    character, also right after letters or digits) for Distinct.
 
     Args:
         examples: Gold examples (their ``response`` is the reference).
@@ -111,17 +137,21 @@ def generation_scores(
     refs = [e.response for e in examples]
     if tokenize is None:
         tokenize = "zh" if any(_CJK.search(r) for r in refs) else "13a"
-    return {
-        "bleu1": bleu(responses, refs, 1, tokenize=tokenize),
-        "bleu2": bleu(responses, refs, 2, tokenize=tokenize),
-        "distinct1": distinct_n(responses, 1),
-        "distinct2": distinct_n(responses, 2),
-    }
+    out = {f"bleu{n}": bleu(responses, refs, n, tokenize=tokenize) for n in (1, 2, 3, 4)}
+    out.update({f"distinct{n}": distinct_n(responses, n) for n in (1, 2, 3, 4)})
+    return out
 
 
 def evaluation_scores(examples: Sequence[EvaluationExample], predicted: Sequence[float]) -> dict[str, float]:
-    """Task 5: Pearson and Spearman correlation with the human scores (and their p-values)."""
+    """Task 5: PCC, SCC and cosine against the human scores.
+
+    Pearson and Spearman correlation (with their p-values) and the cosine similarity of the
+    predicted and human score vectors, the paper's three task-5 metrics.
+    """
     gold = [e.score for e in examples]
     r, rp = pearson(predicted, gold)
     rho, sp = spearman(predicted, gold)
-    return {"pearson": r, "pearson_p": rp, "spearman": rho, "spearman_p": sp}
+    a, b = np.asarray(predicted, dtype=np.float64), np.asarray(gold, dtype=np.float64)
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    cos = float(a @ b) / denom if denom > 0 else float("nan")
+    return {"pearson": r, "pearson_p": rp, "spearman": rho, "spearman_p": sp, "cosine": cos}

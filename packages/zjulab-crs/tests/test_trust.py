@@ -1,0 +1,474 @@
+"""Evaluation that cannot see the future, cannot lean on file order, cannot load half a model,
+measures Chinese as Chinese and does not memorise its synthetic splits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from zjulab.common.testing import tiny_encoder
+from zjulab.crs.config import QualityConfig, TaggerConfig
+from zjulab.crs.dialogue import Attribute, Behaviour, Dialogue, Item, Utterance
+from zjulab.crs.errors import CheckpointError, DataFormatError, MetricInputError, MissingScoresError
+from zjulab.crs.loaders import (
+    UNeedCorpus,
+    load_quality_scores,
+    load_uneed_dir,
+    save_quality_scores,
+    save_uneed_dir,
+)
+from zjulab.crs.metrics import bleu, count_all_tied, distinct_n, rank_candidates, text_tokens
+from zjulab.crs.quality import QualityRegressor
+from zjulab.crs.recommendation import AttributeMatchRanker
+from zjulab.crs.report import score_predictions
+from zjulab.crs.samples import (
+    RecommendationExample,
+    build_elicitation,
+    build_generation,
+    build_recommendation,
+    build_task_samples,
+    split_overlap,
+    task_examples,
+)
+from zjulab.crs.synthetic import SyntheticConfig, synthetic_corpus
+from zjulab.crs.tagger import SpanTagger
+from zjulab.crs.task_scores import evaluation_scores, generation_scores
+
+# --- no information from after the dialogue ----------------------------------------------------
+
+
+def _rec_dialogue() -> Dialogue:
+    return Dialogue(
+        sid="d1",
+        domain="beauty",
+        user_id="u1",
+        ds="20240110",
+        utterances=[
+            Utterance(
+                1,
+                "user",
+                "a dry toner",
+                "user_need",
+                [Attribute("skin", "dry", 2, 5)],
+                time="2024-01-10 10:00:00",
+            ),
+            Utterance(
+                2,
+                "assistant",
+                "here is a link",
+                "system_recommend",
+                [],
+                ["t"],
+                ["t@1"],
+                [["a", "b", "t"]],
+                time="2024-01-10 10:01:00",
+            ),
+        ],
+    )
+
+
+ITEMS = {
+    "a": Item("a", [("skin", "oily")]),
+    "b": Item("b", [("skin", "oily")]),
+    "t": Item("t", [("skin", "oily")]),
+}
+PAST = [
+    Behaviour("s", "u1", "a", "2024-01-09 09:00:00"),
+    Behaviour("s", "u2", "b", "2024-01-09 09:00:00"),
+    Behaviour("s", "u2", "b", "2024-01-09 10:00:00"),
+]
+# a purchase of the recommended item two days after the dialogue, by the user and by others
+FUTURE = [Behaviour("s", "u1", "t", "2024-01-12 10:00:00")] + [
+    Behaviour("s", f"v{i}", "t", "2024-01-12 11:00:00") for i in range(5)
+]
+
+
+def test_future_behaviour_changes_neither_history_nor_popularity_nor_rank():
+    before = UNeedCorpus(items=ITEMS, behaviours=list(PAST))
+    after = UNeedCorpus(items=ITEMS, behaviours=PAST + FUTURE)
+    (ex0,) = build_recommendation([_rec_dialogue()], before)
+    (ex1,) = build_recommendation([_rec_dialogue()], after)
+    assert ex0.history == ex1.history == ["a"]
+    assert ex1.time == "2024-01-10 10:01:00"
+    r0 = AttributeMatchRanker(ITEMS, before.behaviours)
+    r1 = AttributeMatchRanker(ITEMS, after.behaviours)
+    assert r1.count_before("t", ex1.time) == 0
+    assert r0.scores([ex0]) == r1.scores([ex1])
+    assert r0.rank([ex0]) == r1.rank([ex1])
+    assert r0.evaluate([ex0]) == r1.evaluate([ex1])
+    # the same event one day before the turn does count
+    early = Behaviour("s", "v9", "t", "2024-01-10 09:00:00")
+    assert AttributeMatchRanker(ITEMS, [*PAST, early]).count_before("t", ex1.time) == 1
+
+
+def test_unknown_turn_time_uses_no_behaviour():
+    d = _rec_dialogue()
+    d.ds = ""
+    for u in d.utterances:
+        u.time = ""
+    (ex,) = build_recommendation([d], UNeedCorpus(items=ITEMS, behaviours=list(PAST)))
+    assert ex.time == "" and ex.history == []
+    assert AttributeMatchRanker(ITEMS, PAST).count_before("b", ex.time) == 0
+
+
+def test_turn_time_falls_back_to_the_dialogue_date():
+    d = _rec_dialogue()
+    for u in d.utterances:
+        u.time = ""
+    (ex,) = build_recommendation([d], UNeedCorpus(items=ITEMS, behaviours=list(PAST)))
+    assert ex.time == "2024-01-10 00:00:00" and ex.history == ["a"]
+
+
+# --- ties never follow file order ------------------------------------------------------------
+
+
+def test_rank_candidates_is_independent_of_input_order():
+    cands = [f"i{j}" for j in range(20)]
+    flat = [0.0] * 20
+    fwd = rank_candidates(cands, flat, seed=3)
+    rev = rank_candidates(list(reversed(cands)), flat, seed=3)
+    assert fwd == rev and sorted(fwd) == sorted(cands)
+    assert rank_candidates(cands, flat, seed=4) != fwd  # the seed, not the file, orders ties
+    # higher scores first regardless of ties
+    assert rank_candidates(["x", "y", "z"], [0.1, 0.9, 0.5]) == ["y", "z", "x"]
+    with pytest.raises(MetricInputError):
+        rank_candidates(["x"], [float("nan")])
+    with pytest.raises(MetricInputError):
+        rank_candidates(["x"], [1.0], rule="file")  # type: ignore[arg-type]
+
+
+def test_pessimistic_rule_puts_the_target_last_among_its_ties():
+    # scores: p=1, a=b=t=0.5, c=0 -> pessimistic rank of t is 4 (after p, a, b)
+    cands, scores = ["t", "a", "c", "b", "p"], [0.5, 0.5, 0.0, 0.5, 1.0]
+    for order in (list(range(5)), [4, 3, 2, 1, 0]):
+        r = rank_candidates(
+            [cands[i] for i in order], [scores[i] for i in order], targets=["t"], rule="pessimistic"
+        )
+        assert r.index("t") == 3 and r[0] == "p" and r[-1] == "c"
+
+
+def test_all_tied_examples_are_counted_and_ranked_pessimistically():
+    exs = [
+        RecommendationExample([], [], ["a", "b", "t"], ["t"], time="2024-01-10 00:00:00"),
+        RecommendationExample([], [], ["t", "b", "a"], ["t"], time="2024-01-10 00:00:00"),
+        RecommendationExample([("skin", "dry")], [], ["a", "t"], ["t"], time="2024-01-10 00:00:00"),
+    ]
+    items = {**ITEMS, "t": Item("t", [("skin", "dry")])}
+    ranker = AttributeMatchRanker(items, [])
+    assert count_all_tied(ranker.scores(exs)) == 2
+    m = ranker.evaluate(exs)
+    # all-tied samples: t ranks 3rd of 3 whatever the file order; the third sample ranks it 1st
+    assert m["all_tied"] == 2
+    assert m["mrr@10"] == pytest.approx((1 / 3 + 1 / 3 + 1) / 3)
+    assert score_predictions("recommendation", exs, ranker.scores(exs)) == m
+
+
+def test_reversing_the_candidate_list_of_the_real_sample_changes_nothing(uneed_dir: Path):
+    corpus = load_uneed_dir(uneed_dir)
+    exs = [e for s in ("train", "valid", "test") for e in build_task_samples(corpus, s).recommendation]
+    assert exs, "the sample has recommendation turns"
+    ranker = AttributeMatchRanker(corpus.items, corpus.behaviours)
+    flipped = [RecommendationExample(**{**e.__dict__, "candidates": e.candidates[::-1]}) for e in exs]
+    assert ranker.evaluate(exs) == ranker.evaluate(flipped)
+    assert ranker.rank(exs) == ranker.rank(flipped)
+    assert ranker.evaluate(exs)["all_tied"] == count_all_tied(ranker.scores(exs))
+
+
+# --- recommendation protocol: hand-worked rankings per candidate-set rule ---------------------
+
+
+def test_protocol_on_the_files_candidate_list():
+    # rule 1: the turn's rec_item_candidates; target t ranks 2nd (matches 1 need, p matches 2)
+    items = {
+        "p": Item("p", [("skin", "dry"), ("effect", "hydrating")]),
+        "t": Item("t", [("skin", "dry")]),
+        **{f"n{j}": Item(f"n{j}", [("skin", "oily")]) for j in range(60)},
+    }
+    cands = ["p", "t"] + [f"n{j}" for j in range(60)]
+    ex = RecommendationExample([("skin", "dry"), ("effect", "hydrating")], [], cands, ["t"], time="x")
+    m = AttributeMatchRanker(items, [], history_weight=0.0, popularity_weight=0.0).evaluate([ex])
+    assert m["hit@10"] == 1.0 and m["mrr@10"] == 0.5
+    assert m["ndcg@10"] == pytest.approx(1 / 1.584962500721156)  # 1/log2(3)
+    assert m["hit@50"] == 1.0 and m["mrr@50"] == 0.5 and m["all_tied"] == 0
+    # a target tied with 60 others ranks 61st (pessimistic): outside the top 50
+    ex2 = RecommendationExample([], [], cands, ["t"], time="x")
+    m2 = AttributeMatchRanker(items, [], history_weight=0.0, popularity_weight=0.0).evaluate([ex2])
+    assert m2["hit@50"] == 0.0 and m2["mrr@50"] == 0.0 and m2["all_tied"] == 1
+
+
+def test_protocol_category_fallback_when_the_file_has_no_candidates():
+    # rule 2: no candidate list -> every item of the recommended item's category (1801 here)
+    d = _rec_dialogue()
+    d.utterances[1].rec_candidates = None
+    d.utterances[1].rec_item_info = ["t@1801"]
+    items = {
+        "t": Item("t", [("一级类目", "1801"), ("skin", "dry")]),
+        "o": Item("o", [("一级类目", "1801"), ("skin", "oily")]),
+        "x": Item("x", [("一级类目", "1625"), ("skin", "dry")]),
+    }
+    (ex,) = build_recommendation([d], UNeedCorpus(items=items))
+    assert sorted(ex.candidates) == ["o", "t"]  # the other category's x is no candidate
+    m = AttributeMatchRanker(items, [], popularity_weight=0.0).evaluate([ex])
+    assert m["mrr@10"] == 1.0 and m["all_tied"] == 0
+
+
+# --- a checkpoint loads whole or not at all ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tagger_ckpt(tmp_path_factory) -> Path:
+    from zjulab.crs.samples import UnderstandingExample
+
+    model, tok = tiny_encoder(2)
+    exs = [UnderstandingExample("my skin is dry", [("skin", 11, 14)], [("skin", "dry")])] * 4
+    tagger = SpanTagger(
+        TaggerConfig(max_steps=2, batch_size=4, device="cpu", max_length=32), model=model, tokenizer=tok
+    )
+    tagger.fit(exs)
+    path = tmp_path_factory.mktemp("ck") / "tagger"
+    tagger.save(path)
+    return path
+
+
+def test_checkpoint_lists_every_file_with_its_hash(tagger_ckpt: Path):
+    info = json.loads((tagger_ckpt / "crs.json").read_text())
+    files = info["files"]
+    on_disk = {p.relative_to(tagger_ckpt).as_posix() for p in tagger_ckpt.rglob("*") if p.is_file()}
+    assert set(files) == on_disk - {"crs.json"}
+    assert "head.pt" in files and all(len(h) == 64 for h in files.values())
+    SpanTagger.load(tagger_ckpt, device="cpu")  # whole: loads
+
+
+@pytest.mark.parametrize("part", ["head.pt", "backbone/config.json"])
+def test_missing_part_is_a_typed_error(tagger_ckpt: Path, tmp_path: Path, part: str):
+    broken = tmp_path / "ck"
+    shutil.copytree(tagger_ckpt, broken)
+    (broken / part).unlink()
+    with pytest.raises(CheckpointError, match=part):
+        SpanTagger.load(broken, device="cpu")
+
+
+def test_altered_part_is_a_typed_error(tagger_ckpt: Path, tmp_path: Path):
+    broken = tmp_path / "ck"
+    shutil.copytree(tagger_ckpt, broken)
+    weights = next(p for p in (broken / "backbone").iterdir() if p.suffix == ".safetensors")
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        SpanTagger.load(broken, device="cpu")
+
+
+def test_head_of_another_model_is_a_typed_error(tagger_ckpt: Path, tmp_path: Path):
+    import hashlib
+
+    import torch
+
+    broken = tmp_path / "ck"
+    shutil.copytree(tagger_ckpt, broken)
+    state = torch.load(broken / "head.pt", weights_only=True)
+    state.pop(next(iter(state)))
+    torch.save(state, broken / "head.pt")
+    info = json.loads((broken / "crs.json").read_text())
+    info["files"]["head.pt"] = hashlib.sha256((broken / "head.pt").read_bytes()).hexdigest()
+    (broken / "crs.json").write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match="missing"):
+        SpanTagger.load(broken, device="cpu")
+
+
+def test_checkpoint_without_manifest_is_refused(tagger_ckpt: Path, tmp_path: Path):
+    broken = tmp_path / "ck"
+    shutil.copytree(tagger_ckpt, broken)
+    info = json.loads((broken / "crs.json").read_text())
+    del info["files"]
+    (broken / "crs.json").write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match="lists no files"):
+        SpanTagger.load(broken, device="cpu")
+
+
+# --- Chinese text is measured as Chinese ----------------------------------------------------
+
+
+def test_text_tokens_split_cjk_after_letters_and_digits():
+    assert text_tokens("30ml装的面霜") == ["30ml", "装", "的", "面", "霜"]
+    assert text_tokens("SK-II神仙水230ml") == ["sk", "-", "ii", "神", "仙", "水", "230ml"]
+    assert text_tokens("iPhone15手机壳") == ["iphone15", "手", "机", "壳"]
+    assert text_tokens("送3片面膜") == ["送", "3", "片", "面", "膜"]
+
+
+def test_distinct_on_mixed_script_counts_characters():
+    # 10 tokens, 6 distinct (30ml 装 的 面 霜 眼)
+    assert distinct_n(["30ml装的面霜", "30ml装的眼霜"], 1) == pytest.approx(0.6)
+    # two 7-character responses sharing 5 characters: 14 tokens, 9 distinct... by hand:
+    a, b = "这款面霜很好用", "这款面霜很保湿"
+    assert distinct_n([a, b], 1) == pytest.approx(len(set(a) | set(b)) / 14)
+
+
+def test_bleu_on_mixed_script_is_character_level():
+    # hypothesis "30ml装面霜" vs reference "30ml装的面霜": 4 of 4 unigrams match; BP = exp(1 - 5/4)
+    import math
+
+    assert bleu(["30ml装面霜"], ["30ml装的面霜"], 1, tokenize="zh") == pytest.approx(math.exp(1 - 5 / 4))
+    ex = build_generation(
+        [
+            Dialogue(
+                "d",
+                "beauty",
+                [
+                    Utterance(1, "user", "hi", "user_need"),
+                    Utterance(2, "assistant", "30ml装的面霜", "system_ask"),
+                ],
+            )
+        ]
+    )
+    out = generation_scores(ex, ["30ml装面霜"])
+    assert out["bleu1"] == pytest.approx(math.exp(1 - 5 / 4))
+    assert set(out) == {f"bleu{n}" for n in range(1, 5)} | {f"distinct{n}" for n in range(1, 5)}
+
+
+# --- synthetic splits do not memorise ---------------------------------------------------------
+
+
+def test_synthetic_splits_have_no_exact_or_near_duplicate_overlap():
+    corpus = synthetic_corpus(SyntheticConfig(dialogues_per_category=20, items_per_category=20, users=15))
+    for split in ("test", "valid"):
+        o = split_overlap(corpus, test=split)
+        assert o["understanding_total"] > 20 and o["generation_total"] > 5
+        assert o["understanding_exact"] == o["understanding_near"] == 0
+        assert o["generation_exact"] == o["generation_near"] == 0
+
+
+def test_split_overlap_counts_exact_and_near_duplicates():
+    def dlg(sid: str, texts: list[str]) -> Dialogue:
+        return Dialogue(
+            sid, "beauty", [Utterance(i + 1, "user", t, "user_need") for i, t in enumerate(texts)]
+        )
+
+    corpus = UNeedCorpus(
+        dialogues={
+            "train": [dlg("a", ["I want a toner", "dry skin"])],
+            "test": [dlg("b", ["I want a toner", "Dry skin!", "for men"])],
+        }
+    )
+    o = split_overlap(corpus)
+    assert (o["understanding_total"], o["understanding_exact"], o["understanding_near"]) == (3, 1, 2)
+
+
+# --- multi-valued needs are kept (real sample) ----------------------------------------------
+
+
+def test_multi_valued_needs_keep_every_value_on_the_real_sample(uneed_dir: Path):
+    corpus = load_uneed_dir(uneed_dir)
+    dialogues = [d for ds in corpus.dialogues.values() for d in ds]
+    d = next(d for d in dialogues if d.utterances[0].text == "男士洗面奶水乳有没有套装")
+    from zjulab.crs.generation import generation_prompt
+
+    elic = build_elicitation([d])
+    assert [v for k, v in elic[0].known if k == "品类"] == ["洗面奶", "水乳", "套装"]
+    gens = build_generation([d], corpus)
+    # the assistant asks 肤质 as 偏油 or 偏干: both values condition the response
+    ask = next(g for g in gens if "肤质" in g.ask)
+    assert [v for k, v in ask.ask_values if k == "肤质"] == ["偏油", "偏干"]
+    prompt = generation_prompt(ask)
+    assert "肤质 (偏油 / 偏干)" in prompt and "品类: 洗面奶; 品类: 水乳; 品类: 套装" in prompt
+    for e in build_recommendation([d], corpus) + gens:
+        assert [v for k, v in e.needs if k == "品类"] == ["洗面奶", "水乳", "套装"]
+
+
+# --- task 5 on real files: a side file of human scores -------------------------------------
+
+
+def test_missing_scores_name_the_side_file(uneed_dir: Path):
+    corpus = load_uneed_dir(uneed_dir)
+    with pytest.raises(MissingScoresError, match=r"quality_scores\.csv"):
+        task_examples(corpus, "test", "evaluation")
+
+
+def test_side_file_round_trip_and_task5_on_real_files(uneed_dir: Path, tmp_path: Path):
+    corpus = load_uneed_dir(uneed_dir)
+    rated = []
+    for ds in corpus.dialogues.values():
+        for d in ds:
+            for u in d.utterances:
+                if not u.is_user:
+                    d.quality[u.seq_no] = float(1 + (len(u.text) % 5))
+                    rated.append((d.sid, u.seq_no))
+    out = tmp_path / "u"
+    save_uneed_dir(out, corpus)
+    for f in out.glob("*_dialogue.json"):  # scores travel only in the side file
+        recs = json.loads(f.read_text())
+        for r in recs:
+            r.pop("quality", None)
+        f.write_text(json.dumps(recs, ensure_ascii=False))
+    save_quality_scores(out / "quality_scores.csv", [d for ds in corpus.dialogues.values() for d in ds])
+    assert len(load_quality_scores(out / "quality_scores.csv")) == len(rated)
+    again = load_uneed_dir(out)
+    test = task_examples(again, "test", "evaluation")
+    assert len(test) >= 2 and all(1.0 <= e.score <= 5.0 for e in test)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("sid,seq,score\n", "header must be sid,seq_no,score"),
+        ("sid,seq_no,score\nd1,two,3\n", ":2: seq_no 'two'"),
+        ("sid,seq_no,score\nd1,2,good\n", ":2: score 'good'"),
+        ("sid,seq_no,score\nd1,2,nan\n", ":2: score 'nan' is not finite"),
+        ("sid,seq_no,score\nd1,2,3\nd1,2,4\n", ":3: sid d1 seq_no 2 already scored on line 2"),
+        ("sid,seq_no,score\n,2,3\n", ":2: empty sid"),
+    ],
+)
+def test_side_file_errors_name_file_and_line(tmp_path: Path, body: str, message: str):
+    p = tmp_path / "quality_scores.csv"
+    p.write_text(body)
+    with pytest.raises(DataFormatError, match=message):
+        load_quality_scores(p)
+
+
+def test_side_file_rows_must_name_assistant_utterances(uneed_dir: Path, tmp_path: Path):
+    out = tmp_path / "u"
+    shutil.copytree(uneed_dir, out)
+    corpus = load_uneed_dir(uneed_dir)
+    d = corpus.split("test")[0]
+    user = next(u for u in d.utterances if u.is_user)
+    (out / "quality_scores.csv").write_text(f"sid,seq_no,score\n{d.sid},{user.seq_no},3\n")
+    with pytest.raises(DataFormatError, match="user utterance"):
+        load_uneed_dir(out)
+    (out / "quality_scores.csv").write_text("sid,seq_no,score\nnope,1,3\n")
+    with pytest.raises(DataFormatError, match="no utterance"):
+        load_uneed_dir(out)
+
+
+def test_cli_eval_evaluation_without_scores_names_the_file(uneed_dir: Path, capsys):
+    from zjulab.crs.cli import main
+
+    assert main(["eval", "evaluation", "--data", str(uneed_dir)]) != 0
+    err = capsys.readouterr().err
+    assert "quality_scores.csv" in err and "pearson" not in err
+
+
+def test_evaluation_scores_report_cosine_hand_worked():
+    from zjulab.crs.samples import EvaluationExample
+
+    exs = [EvaluationExample([], "r", s) for s in (1.0, 2.0, 3.0)]
+    out = evaluation_scores(exs, [1.0, 2.0, 2.0])
+    # cos = (1 + 4 + 6) / (sqrt(9) * sqrt(14))
+    assert out["cosine"] == pytest.approx(11 / (3 * 14**0.5))
+    assert out["pearson"] == pytest.approx(0.8660254, abs=1e-6)
+
+
+def test_quality_regressor_checkpoint_loads_whole(tmp_path: Path):
+    from zjulab.crs.samples import EvaluationExample
+
+    model, tok = tiny_encoder(4, hidden_size=32)
+    reg = QualityRegressor(
+        QualityConfig(max_steps=2, batch_size=2, device="cpu", max_length=32), model=model, tokenizer=tok
+    )
+    reg.fit([EvaluationExample([("user", "hi")], "hello", s) for s in (1.0, 5.0)])
+    reg.save(tmp_path / "q")
+    (tmp_path / "q" / "head.pt").unlink()
+    with pytest.raises(CheckpointError, match=r"head\.pt"):
+        QualityRegressor.load(tmp_path / "q", device="cpu")
