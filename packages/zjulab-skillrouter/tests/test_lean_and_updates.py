@@ -190,3 +190,26 @@ def test_relevance_aware_batches_have_no_false_in_batch_negatives():
     assert all(len(b) <= 2 for b in batches)
     rng = np.random.default_rng(0)
     assert batch_conflicts(ex, relevance_aware_batches(ex, 3, rng.permutation(5).tolist())) == 0
+
+
+def test_dense_routing_with_a_served_encoder_saves_loads_and_detects_a_swap(tmp_path, pool):
+    from zjulab.common.embeddings import OpenAIEncoder
+    from zjulab.common.testing.server import ChatServer
+    from zjulab.skillrouter import EncoderMismatchError
+
+    local = HashingEncoder(64)
+    with ChatServer(encoder=local, models=["emb"]) as server:
+        served = OpenAIEncoder("emb", base_url=server.url)
+        cfg = RouterConfig(rerank=False, profile="embedded")
+        r = SkillRouter(served, None, cfg).index(pool)
+        want = [
+            x.skill.id for x in SkillRouter(local, None, cfg).index(pool).route("merge pdf documents", k=3)
+        ]
+        assert [x.skill.id for x in r.route("merge pdf documents", k=3)] == want
+        path = r.save(tmp_path / "idx")
+        back = SkillRouter.load(path, encoder=OpenAIEncoder("emb", base_url=server.url))
+        assert [x.skill.id for x in back.route("merge pdf documents", k=3)] == want
+    # the same model name behind another server, answering with other vectors
+    with ChatServer(encoder=HashingEncoder(64, bigrams=False), models=["emb"]) as other:
+        with pytest.raises(EncoderMismatchError, match="probe embeddings moved"):
+            SkillRouter.load(path, encoder=OpenAIEncoder("emb", base_url=other.url))

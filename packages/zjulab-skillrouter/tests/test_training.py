@@ -99,3 +99,37 @@ def test_one_reranker_step_lowers_loss(tmp_path, kind, loss, factory):
     after = reranker_loss(res.model, tok, ex, cfg)
     assert res.steps == 1 and after < before
     assert (tmp_path / loss / "config.json").is_file()
+
+
+def test_encoder_training_batches_keep_relevant_examples_apart(tmp_path, monkeypatch):
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.models import Pooling, Transformer
+
+    import zjulab.skillrouter.encoder_training as et
+
+    model, tok = tiny_encoder(seed=1)
+    path = save_tiny(model, tok, tmp_path / "enc")
+    st = SentenceTransformer(modules=[Transformer(str(path)), Pooling(32, "mean")], device="cpu")
+    ex = examples()
+    # query 0 finds s1 (query 1's positive) partially relevant: the two may not share a batch
+    ex[0] = TrainingExample(
+        ex[0].query, ex[0].positive, ex[0].negatives, relevant_ids=frozenset({"s0", "s1"})
+    )
+    seen = []
+    real = et.relevance_aware_batches
+
+    def spy(examples, batch_size, order):
+        out = real(examples, batch_size, order)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(et, "relevance_aware_batches", spy)
+    cfg = TrainEncoderConfig(output_dir=str(tmp_path / "out"), max_steps=2, batch_size=3, warmup_ratio=0.0)
+    res = train_encoder(st, ex, cfg, device="cpu")
+    assert res.steps == 2 and seen
+    assert all(not ({0, 1} <= set(b)) for batches in seen for b in batches)
+    assert et.batch_conflicts(ex, [[0, 1, 2]]) == 1

@@ -273,7 +273,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     base = RouterConfig(rerank_k=args.rerank_k, retrieve_k=50)
     two_stage = SkillRouter.embedded(base, device=args.device).index(pool.skills)
-    bm25 = SkillRouter(None, None, RouterConfig(retriever="bm25", rerank=False)).index(pool.skills)
+    bm25 = SkillRouter(None, None, RouterConfig(profile="embedded", retriever="bm25", rerank=False)).index(
+        pool.skills
+    )
     print(f"indexed with MiniLM-L6 + faiss (exact) and BM25 in {time.perf_counter() - t0:.1f}s")
     for q in DEMO_TASKS:
         _print_routes(q, two_stage.route(q, k=3))
