@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 
 import pytest
 
@@ -189,3 +190,24 @@ def test_predict_cli_refuses_to_overwrite(tmp_path):
         ["predict", "--model", str(tmp_path / "none"), "--data", "x", "--tables", "y", "--out", str(out)]
     )
     assert rc == 2 and out.read_text() == "my earlier predictions"
+
+
+@pytest.mark.timeout(60)
+def test_value_reading_has_a_time_budget(tmp_path):
+    from zjulab.hiesql.config import LinkingConfig
+    from zjulab.hiesql.linking import build_linking_graph
+
+    db = tmp_path / "slow.sqlite"
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        "CREATE TABLE city (name TEXT); INSERT INTO city VALUES ('Lyon');"
+        "CREATE VIEW endless AS WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) "
+        "SELECT printf('v%d', x % 3) AS label FROM r;"
+    )
+    conn.close()
+    s = schema_from_sqlite(db)
+    assert s.table_names_original == ("city", "endless")
+    start = time.monotonic()
+    g = build_linking_graph(s, "Cities named Lyon?", [], None, db, LinkingConfig(value_timeout_s=0.5))
+    assert time.monotonic() - start < 3.0  # SELECT DISTINCT on the endless view never finishes
+    assert any(h.startswith("value_match") for h in g.linked_schema()["city.name"])

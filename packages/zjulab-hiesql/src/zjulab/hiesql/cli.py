@@ -183,7 +183,10 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         parser: Any = HieSqlParser.load(args.model, device=args.device)
     else:
         parser = _llm_parser(args)
-    session = Text2SQLSession(parser, args.db)
+    from zjulab.hiesql.config import SandboxConfig
+
+    cfg = SandboxConfig(timeout_s=args.sql_timeout, isolation="process" if args.isolate else "in_process")
+    session = Text2SQLSession(parser, args.db, sandbox_config=cfg)
     print(f"database {args.db}: tables {', '.join(session.schema.table_names_original)}")
     print("ask questions; ':reset' starts a new interaction, ':quit' (or an empty line) leaves")
     k = 0
@@ -301,6 +304,14 @@ def _build() -> argparse.ArgumentParser:
         if name == "chat":
             c.add_argument("db", help="SQLite database file")
             c.add_argument("--model", default=None, help="a saved HieSqlParser (default: the LLM path)")
+            c.add_argument(
+                "--sql-timeout", type=float, default=2.0, help="seconds a query may run in the sandbox"
+            )
+            c.add_argument(
+                "--isolate",
+                action="store_true",
+                help="run queries in a worker process under CPU/memory rlimits",
+            )
         c.add_argument("--llm", default="default", help="model name on --base-url")
         c.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for the LLM path")
         c.add_argument(

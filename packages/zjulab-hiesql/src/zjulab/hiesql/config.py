@@ -80,17 +80,21 @@ class LinkingConfig:
         max_ngram: Longest question n-gram compared with table/column names.
         value_match: Look question tokens up among database values (needs a database).
         value_sample_rows: Distinct values read per text column for value matching.
+        value_timeout_s: Total time the value reading of one graph may take (a large or
+            hostile database cannot stall linking; the values read so far are used).
     """
 
     partial_min_chars: int = 3  # shorter pieces ("id", "a") match almost every name
     max_ngram: int = 4  # Spider column names rarely exceed four words
     value_match: bool = True
     value_sample_rows: int = 2000  # enough to cover categorical columns, cheap to read
+    value_timeout_s: float = 2.0  # the sandbox's interactive limit
 
     def __post_init__(self) -> None:
         _positive("partial_min_chars", self.partial_min_chars)
         _positive("max_ngram", self.max_ngram)
         _positive("value_sample_rows", self.value_sample_rows)
+        _positive("value_timeout_s", self.value_timeout_s)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,13 +224,18 @@ def _name_words(name: str) -> list[str]:
     return [_stem(w) for w in words(natural_name(name))]
 
 
-def _read_values(db_path: str | Path, schema: Schema, limit: int) -> dict[int, set[str]]:
+def _read_values(
+    db_path: str | Path, schema: Schema, limit: int, timeout_s: float = 2.0
+) -> dict[int, set[str]]:
     values: dict[int, set[str]] = {}
+    deadline = time.monotonic() + timeout_s
     try:
         conn = open_readonly(db_path)
     except sqlite3.Error as exc:  # pragma: no cover - unreadable file
         logger.warning("value matching skipped, cannot open %s: %s", db_path, exc)
         return values
+    # a database (or a view in it) may be large or hostile: value reading has a total time budget
+    conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 1000)
     try:
         for c_idx, (t_idx, col) in enumerate(schema.column_names_original):
             if t_idx < 0 or schema.column_types[c_idx] != "text":
@@ -238,7 +244,10 @@ def _read_values(db_path: str | Path, schema: Schema, limit: int) -> dict[int, s
             try:
                 qc, qt = col.replace('"', '""'), table.replace('"', '""')
                 rows = conn.execute(f'SELECT DISTINCT "{qc}" FROM "{qt}" LIMIT {int(limit)}').fetchall()
-            except sqlite3.Error:
+            except sqlite3.Error as exc:
+                if time.monotonic() > deadline:
+                    logger.warning("value matching stopped after %gs in %s: %s", timeout_s, db_path, exc)
+                    break
                 continue
             values[c_idx] = {
                 " ".join(words(str(r[0]))) for r in rows if r[0] is not None and str(r[0]).strip()
@@ -394,7 +403,11 @@ def build_linking_graph(
             ta, tb = schema.column_names_original[a][0], schema.column_names_original[b][0]
             if ta != tb and not g.has_edge(table_nodes[ta], table_nodes[tb]):
                 g.add_edge(table_nodes[ta], table_nodes[tb], "table_foreign_key")
-    values = _read_values(db_path, schema, cfg.value_sample_rows) if (db_path and cfg.value_match) else {}
+    values = (
+        _read_values(db_path, schema, cfg.value_sample_rows, cfg.value_timeout_s)
+        if (db_path and cfg.value_match)
+        else {}
+    )
     _link_utterance(g, q_words, q_nodes, schema, table_nodes, column_nodes, values, cfg)
     for ws, nodes in h_nodes:
         _link_utterance(g, ws, nodes, schema, table_nodes, column_nodes, values, cfg)
