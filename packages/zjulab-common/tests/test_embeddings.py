@@ -28,7 +28,7 @@ def test_good_answer_equals_the_served_encoder(server):
     got = e.encode(TEXTS)
     assert isinstance(e, TextEncoder) and got.dtype == np.float32 and got.shape == (11, 16)
     np.testing.assert_allclose(got, REF.encode(TEXTS), atol=1e-6)
-    assert [len(r.body["input"]) for r in server.log] == [3, 3, 3, 2]
+    assert sorted(len(r.body["input"]) for r in server.log) == [2, 3, 3, 3]  # batches run concurrently
     assert e.dim == 16 and e.prompt_tokens == sum(len(t.split()) for t in TEXTS)
 
 
