@@ -812,7 +812,8 @@ class FluxMemory:
             seen[nid] = None
         if not seen:
             return []
-        nodes = self.graph.nodes_by_id(list(seen))
+        light = not filters  # ranking needs content and scope ids; metadata only for filters
+        nodes = self.graph.nodes_by_id(list(seen), light=light)
         ok = [n for n in seen if n in nodes and self._matches(nodes[n], scope, filters)]
         if filters:
             ok = ok[: 2 * m]
@@ -820,7 +821,7 @@ class FluxMemory:
         edges = self.graph.edges_touching(ok) if ok else []
         if cfg.context_weight > 0 and edges:
             others = [e.target if e.source in cand else e.source for e in edges]
-            extra = self.graph.nodes_by_id([o for o in others if o not in cand])
+            extra = self.graph.nodes_by_id([o for o in others if o not in cand], light=light)
             for o, n in extra.items():
                 if self._matches(n, scope, filters):
                     cand[o] = None

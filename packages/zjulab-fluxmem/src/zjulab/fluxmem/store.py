@@ -53,7 +53,7 @@ BM25_B = 0.75
 
 def tokens(text: str) -> list[str]:
     """The FTS5 (unicode61, case-folded) tokens of ``text``."""
-    return [t.lower() for t in _TOKEN.findall(text)]
+    return _TOKEN.findall(text.lower())
 
 
 _SCHEMA = """
@@ -122,7 +122,7 @@ def _node(row: Sequence[Any]) -> MemoryNode:
         run_id=row[6],
         speaker=row[7],
         timestamp=row[8],
-        metadata=json.loads(row[9]),
+        metadata=json.loads(row[9]) if row[9] != "{}" else {},
         created_at=row[10],
         updated_at=row[11],
     )
@@ -380,14 +380,15 @@ class SQLGraph:
             raise MemoryNotFoundError(f"no memory with id {node_id!r}")
         return _node(row)
 
-    def nodes_by_id(self, node_ids: Sequence[str]) -> dict[str, MemoryNode]:
-        """The nodes among ``node_ids`` that exist, by id."""
+    def nodes_by_id(self, node_ids: Sequence[str], *, light: bool = False) -> dict[str, MemoryNode]:
+        """The nodes among ``node_ids`` that exist, by id (``light``: without their metadata)."""
         out: dict[str, MemoryNode] = {}
         ids = list(dict.fromkeys(node_ids))
+        cols = _NODE_COLS.replace("metadata", "'{}'") if light else _NODE_COLS
         for i in range(0, len(ids), 900):
             chunk = ids[i : i + 900]
             q = ",".join("?" * len(chunk))
-            for row in self._c.execute(f"SELECT {_NODE_COLS} FROM nodes WHERE id IN ({q})", chunk):
+            for row in self._c.execute(f"SELECT {cols} FROM nodes WHERE id IN ({q})", chunk):
                 out[row[1]] = _node(row)
         return out
 
