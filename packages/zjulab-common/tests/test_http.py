@@ -353,3 +353,29 @@ def test_input_errors(server):
 def test_config_errors(kw, match):
     with pytest.raises(ConfigError, match=match):
         OpenAIChatModel("m", **kw)
+
+
+def test_chat_module_imports_neither_torch_nor_the_sdk():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import zjulab.common.chat, zjulab.common.structured, zjulab.common.embeddings, "
+        "zjulab.common.testing; print(sorted(m for m in ('torch', 'transformers', 'openai') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_transformers_chat_model_without_torch_is_a_typed_error():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from zjulab.common.errors import MissingDependencyError\n"
+        "try:\n    from zjulab.common.chat import TransformersChatModel\n"
+        "except MissingDependencyError as e:\n    print('typed', e.install)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "typed pip install 'zjulab-common[torch]'" in out.stdout, out.stderr

@@ -180,6 +180,7 @@ class OpenAIEncoder:
         Args:
             texts: Non-empty strings (servers reject empty inputs).
             batch_size: Inputs per request, capped at ``max_batch``.
+            **kwargs: None are accepted (an unknown option is refused, not ignored).
 
         Raises:
             InputError: A text that is not a string or is empty (its index is named).

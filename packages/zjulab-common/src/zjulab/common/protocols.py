@@ -31,7 +31,13 @@ class ChatModel(Protocol):
 
     ``generate`` returns one string per conversation, in order. Sampling keywords follow the
     OpenAI names: ``max_new_tokens`` (alias ``max_tokens``), ``temperature``, ``top_p``,
-    ``stop``, ``seed``. ``temperature=0`` means greedy decoding.
+    ``stop``, ``seed``. ``temperature=0`` means greedy decoding. An option a model cannot
+    honour is refused with :class:`~zjulab.common.errors.ConfigError`, never dropped.
+
+    A model may also offer ``generate_results(conversations, **sampling)`` returning one
+    :class:`~zjulab.common.chat.ChatResult` per conversation (text, ``finish_reason``, token
+    counts, error); :func:`~zjulab.common.structured.generate_structured` uses it to tell a
+    cut-off answer from a complete one. Both zjulab chat models and the test doubles have it.
     """
 
     model_id: str

@@ -18,6 +18,7 @@ against vLLM, SGLang or OpenAI), the schema is also sent as
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -126,11 +127,8 @@ def _adapter(schema: Any) -> Any:
         adapter = TypeAdapter(schema)
     except (PydanticSchemaGenerationError, PydanticUserError, TypeError) as exc:
         raise ConfigError(f"schema {schema!r} is not a type pydantic can validate: {exc}") from exc
-    with _ADAPTERS_LOCK:
-        try:
-            _ADAPTERS[schema] = adapter
-        except TypeError:
-            pass
+    with _ADAPTERS_LOCK, contextlib.suppress(TypeError):  # an unhashable schema is not cached
+        _ADAPTERS[schema] = adapter
     return adapter
 
 
