@@ -225,3 +225,49 @@ def test_session_memory_is_bounded(concert_db):
     assert kept == [False, False, False, True, True]
     assert all(t.results_dropped for t in session.turns[:3])
     assert all(t.prediction.result is None for t in session.turns[:3])
+
+
+def test_pruned_schema_prompt_exact_strings(concert_db):
+    from zjulab.hiesql.linking import build_linking_graph
+    from zjulab.hiesql.prompting import build_llm_conversation, count_tokens, pruned_schema_ddl
+
+    s = schema_from_sqlite(concert_db)
+    g = build_linking_graph(s, "Which stadiums had concerts in 2014?", [], None, concert_db)
+    full = pruned_schema_ddl(s, g)
+    assert full == (
+        "CREATE TABLE concert (  -- mentioned\n"
+        "  concert_id number primary key,  -- mentioned\n"
+        "  singer_id number references singer(singer_id),\n"
+        "  year number,\n"
+        "  stadium text  -- mentioned\n"
+        ");\n"
+        "CREATE TABLE singer (\n"
+        "  singer_id number primary key,\n"
+        "  name text,\n"
+        "  country text,\n"
+        "  age number\n"
+        ");"
+    )  # the linked table first, though it comes second in the schema
+    assert count_tokens(full) == 52
+    assert pruned_schema_ddl(s, g, budget=30) == (
+        "CREATE TABLE concert (  -- mentioned\n"
+        "  concert_id number primary key,  -- mentioned\n"
+        "  singer_id number,\n"
+        "  year number,\n"
+        "  stadium text  -- mentioned\n"
+        ");"
+    )
+    g2 = build_linking_graph(s, "Singers from France?", [], None, concert_db)
+    assert pruned_schema_ddl(s, g2, budget=30) == (
+        "CREATE TABLE singer (  -- mentioned\n"
+        "  singer_id number primary key,  -- mentioned\n"
+        "  country text  -- mentioned, matches 'france'\n"
+        ");"
+    )
+    # a linked column that does not fit is never displaced by lower-ranked ones (name, age)
+    assert pruned_schema_ddl(s, g2, budget=24) == (
+        "CREATE TABLE singer (  -- mentioned\n  singer_id number primary key  -- mentioned\n);"
+    )
+    conv = build_llm_conversation(s, "Singers from France?", [], None, g2, schema_budget=30)
+    assert conv[0]["content"].endswith("-- mentioned, matches 'france'\n);")
+    assert "CREATE TABLE concert" not in conv[0]["content"]

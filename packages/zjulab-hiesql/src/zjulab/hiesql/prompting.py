@@ -252,7 +252,8 @@ def pruned_schema_ddl(
     matched a stored value). With a ``budget``, items are kept in this order until it is spent:
     linked columns, the keys of linked tables (for joins), the other columns of linked tables,
     then the keys and columns of the other tables. Every kept table keeps its primary key and
-    the columns its kept foreign keys need.
+    the columns its kept foreign keys need. Items are taken strictly in this order: the first one
+    that does not fit ends the schema.
 
     Args:
         schema: The schema.
@@ -320,8 +321,9 @@ def pruned_schema_ddl(
         trial = set(kept) | {c}
         t = schema.column_names_original[c][0]
         trial |= {p for p in schema.columns_of(t) if p in pks}  # a kept table keeps its key
-        if count(render(trial)) <= budget:
-            kept = trial
+        if count(render(trial)) > budget:
+            break  # strict priority: nothing of lower rank displaces what did not fit
+        kept = trial
     return render(kept)
 
 
