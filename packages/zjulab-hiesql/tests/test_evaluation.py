@@ -395,3 +395,12 @@ def test_value_placeholder_official_and_token(concert_schema):
     )
     assert official._placeholder("SELECT value_id FROM t") == "SELECT 1_id FROM t"  # the official quirk
     assert token._placeholder("SELECT value_id FROM t") == "SELECT value_id FROM t"
+
+
+def test_misaligned_pairs_refused_in_the_api(ev):
+    from zjulab.hiesql.errors import SchemaFileError
+
+    gold = [[("SELECT name FROM singer", "concert")]]
+    assert ev.evaluate(gold, [[("SELECT name FROM singer", "concert")]]).question_match == 1.0
+    with pytest.raises(SchemaFileError, match="interaction 0 turn 0 is for database 'other'"):
+        ev.evaluate(gold, [[("SELECT name FROM singer", "other")]])

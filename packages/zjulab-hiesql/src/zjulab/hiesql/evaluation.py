@@ -708,7 +708,8 @@ class Evaluator:
 
         Args:
             gold: One list of ``(sql, db_id)`` per interaction.
-            pred: One list per interaction of SQL strings or ``(sql, db_id)`` pairs.
+            pred: One list per interaction of SQL strings or ``(sql, db_id)`` pairs (a
+                ``db_id`` that differs from the gold turn's raises :class:`SchemaFileError`).
             execution: Check execution results; ``"auto"`` checks when databases were given.
 
         Returns:
@@ -738,6 +739,11 @@ class Evaluator:
                     missing = j >= len(p_inter)
                     p = "" if missing else p_inter[j]
                     p_sql = p if isinstance(p, str) else p[0]
+                    if not isinstance(p, str) and len(p) > 1 and p[1] and p[1] != db_id:
+                        raise SchemaFileError(
+                            f"prediction of interaction {i} turn {j} is for database {p[1]!r} but the gold "
+                            f"turn is for {db_id!r}: predictions and gold are not aligned"
+                        )
                     gold_error = ""
                     try:
                         exact, comps, level, parsed = self.match(p_sql, g_sql, db_id)
