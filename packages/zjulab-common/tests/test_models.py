@@ -260,3 +260,17 @@ def test_pool_hidden_hand_worked():
     assert pool_hidden(h, m).tolist() == [[2.0, 3.0, 4.0, 5.0]]
     assert pool_hidden(h, m, "cls").tolist() == [[0.0, 1.0, 2.0, 3.0]]
     assert pool_hidden(h, m, "last").tolist() == [[4.0, 5.0, 6.0, 7.0]]
+
+
+def test_building_tiny_models_leaves_the_global_rng_alone():
+    from zjulab.common.testing import tiny_encoder
+
+    torch.manual_seed(11)
+    expected = torch.rand(3)
+    torch.manual_seed(11)
+    tiny_causal_lm(seed=4)
+    tiny_encoder(seed=5)
+    assert torch.equal(torch.rand(3), expected)
+    a, _ = tiny_causal_lm(seed=4)
+    b, _ = tiny_causal_lm(seed=4)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))

@@ -244,3 +244,19 @@ def test_response_format_is_sent_when_the_server_supports_it():
         assert "response_format" not in srv.requests[1]
     generate_structured(chat, [q("x")], Place, constrained=True)
     assert chat.sampling[-1]["response_format"] == response_format(Place)
+
+
+@pytest.mark.parametrize(
+    ("raw", "schema", "match"),
+    [
+        # each used to be coerced into a value the model never wrote
+        ('{"Subject": "Ann", "SCORE": 1}', Fact, r"\$.subject: Field required"),
+        ("[1, 2, 3]", Place, "Input should be an object"),
+        ('["yes", "no"]', list[bool], "valid boolean"),
+        ('{"subject": "a", "score": true}', Fact, "valid number"),
+        ('{"city": 1, "country": "France"}', Place, "valid string"),
+    ],
+)
+def test_no_lenient_coercion(raw, schema, match):
+    with pytest.raises(StructuredOutputError, match=match):
+        parse_structured(raw, schema)
