@@ -379,3 +379,17 @@ def test_transformers_chat_model_without_torch_is_a_typed_error():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "typed pip install 'zjulab-common[torch]'" in out.stdout, out.stderr
+
+
+def test_async_calls_share_the_limit(server):
+    import asyncio
+
+    server.delay = 0.05
+    c = client(server, concurrency=2)
+
+    async def main():
+        return await asyncio.gather(*(c.agenerate([q(f"a{i}"), q(f"b{i}")]) for i in range(3)))
+
+    out = asyncio.run(main())
+    assert out == [[f"echo: a{i}", f"echo: b{i}"] for i in range(3)]
+    assert server.max_in_flight == 2

@@ -751,6 +751,26 @@ class OpenAIChatModel:
             source=f"{self.base_url} (model {self.model_id!r})",
         )
 
+    async def agenerate_results(
+        self, conversations: Sequence[Conversation], **sampling: Any
+    ) -> list[ChatResult]:
+        """:meth:`generate_results` for asyncio code.
+
+        It runs in a worker thread, under the same concurrency limit and connection pool as the
+        synchronous calls.
+        """
+        import asyncio
+
+        return await asyncio.to_thread(self.generate_results, conversations, **sampling)
+
+    async def agenerate(
+        self, conversations: Sequence[Conversation], *, on_error: OnError | None = None, **sampling: Any
+    ) -> list[str]:
+        """:meth:`generate` for asyncio code (see :meth:`agenerate_results`)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.generate, conversations, on_error=on_error, **sampling)
+
 
 def finish(
     results: list[ChatResult],
