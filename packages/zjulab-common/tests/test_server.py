@@ -74,6 +74,8 @@ def test_unknown_model_is_404_and_model_failure_is_500_json():
         assert r.status_code == 500 and r.json()["error"]["message"] == "RuntimeError: model crashed"
         r = post(srv, "/chat/completions", {"model": "m", "messages": []})
         assert r.status_code == 400
+        r = post(srv, "/chat/completions", {"model": "m", "messages": MSG, "stream": True})
+        assert r.status_code == 400 and "does not stream" in r.json()["error"]["message"]
         assert httpx.get(srv.url + "/models").json()["data"] == [{"id": "m", "object": "model"}]
         assert post(srv, "/embeddings", {"model": "m", "input": "x"}).status_code == 404
 

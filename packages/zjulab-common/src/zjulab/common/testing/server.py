@@ -92,7 +92,8 @@ class ChatServer:
         :class:`~zjulab.common.chat.TransformersChatModel` and
         :class:`~zjulab.common.testing.ScriptedChatModel` do; otherwise whitespace-separated
         word counts and ``"stop"``). An unknown ``model`` gets 404, a bad body 400, a model that
-        raises 500 with ``{"error": {"message", "type"}}``.
+        raises 500 with ``{"error": {"message", "type"}}``; ``stream: true`` gets 400 (not
+        implemented, rather than a non-streamed answer the client would misread).
         ``POST /v1/embeddings``: ``input`` (string or list), ``model``; answers
         ``{"data": [{"embedding", "index"}], "usage"}`` from ``encoder``. More than
         ``max_batch`` inputs get 413.
@@ -287,6 +288,11 @@ class ChatServer:
                     return
                 if not isinstance(messages, list) or not messages:
                     self._error(400, "'messages' must be a non-empty list", "invalid_request_error")
+                    return
+                if body.get("stream"):
+                    self._error(
+                        400, "this stub server does not stream; send stream=false", "invalid_request_error"
+                    )
                     return
                 n = int(body.get("n") or 1)
                 sampling: dict[str, Any] = {
