@@ -145,6 +145,21 @@ def test_one_refused_request_keeps_the_other_answers(server):
     assert out[6] is None and out[7] == "echo: q6"
 
 
+def test_unknown_model_is_a_config_error_even_with_concurrent_requests(server):
+    server.delay = 0.05
+    c = OpenAIChatModel("nope", base_url=server.url, concurrency=4)
+    with pytest.raises(ConfigError, match="no such model"):
+        c.generate([q(str(i)) for i in range(12)])
+    assert len(server.requests) <= 4 + 4  # at most the requests already in flight are sent
+
+
+def test_malformed_body_echoing_the_key_is_redacted(server):
+    server.fail_next(1, 200, body=b"not json at all: sk-leaky-key", route="chat")
+    server.fail_next(1, 200, body=b"not json at all: sk-leaky-key", route="chat")
+    res = client(server, api_key="sk-leaky-key", max_retries=1).generate_results(CONVS[:1])[0]
+    assert res.error is not None and "sk-leaky-key" not in str(res.error)
+
+
 def test_unknown_model_is_a_config_error_and_stops_the_batch(server):
     c = OpenAIChatModel("nope", base_url=server.url, concurrency=1)
     with pytest.raises(ConfigError, match="no such model") as info:

@@ -657,6 +657,7 @@ class OpenAIChatModel:
                 except Exception as exc:
                     err, retryable, wait = self._error(exc)
                     err.__cause__ = None
+                    err.args = tuple(self._redact(str(a)) for a in err.args)
                     last = err
             if not retryable or attempt > self.max_retries:
                 break
@@ -784,11 +785,14 @@ def finish(
     """Turn results into strings under the error and finish-reason policies."""
     failed = [i for i, r in enumerate(results) if not r.ok]
     if failed and on_error == "raise":
-        first = results[failed[0]].error
+        # a wrong key, model or URL explains the whole batch: raise that one first
+        fatal = [i for i in failed if isinstance(results[i].error, ConfigError)]
+        pick = (fatal or failed)[0]
+        first = results[pick].error
         assert first is not None
         answered = len(results) - len(failed)
         first.args = (
-            f"{len(failed)} of {len(results)} conversation(s) got no answer (first: #{failed[0]}): "
+            f"{len(failed)} of {len(results)} conversation(s) got no answer (#{pick}): "
             f"{first}; the {answered} answer(s) received are in .results",
         )
         first.results = results  # type: ignore[attr-defined]
