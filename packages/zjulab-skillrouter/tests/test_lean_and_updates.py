@@ -130,10 +130,12 @@ def test_cli_index_update_reencodes_only_changes(tmp_path, capsys):
     assert rows[0]["id"] == "s2" and rows[0]["rank"] == 1 and set(rows[0]) >= {"score", "path", "name"}
 
 
-def test_where_filter_applies_before_the_cut():
+@pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf"])
+def test_where_filter_applies_before_the_cut(index_type):
     pool = _big_pool(200)
     for kind in ("dense", "bm25", "hybrid"):
-        r = SkillRouter(HashingEncoder(64), None, RouterConfig(retriever=kind, rerank=False)).index(pool)
+        cfg = RouterConfig(retriever=kind, rerank=False, index_type=index_type, ivf_nprobe=64)
+        r = SkillRouter(HashingEncoder(64), None, cfg).index(pool)
         got = r.route("helper task", k=10, where={"category": "sql"})
         assert len(got) == 10 and all(g.skill.category == "sql" for g in got)
         tagged = r.route("helper task", k=5, where={"tags": "t3", "category": ["pdf", "log"]})
