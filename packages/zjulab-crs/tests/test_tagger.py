@@ -42,10 +42,13 @@ def examples() -> list[UnderstandingExample]:
 
 def test_lexicon_tagger_longest_match_and_word_boundaries():
     lex = LexiconTagger().fit(examples())
-    # "large" was seen once as screen and once as battery: ties go to the first seen
+    # "large" was seen once as screen and once as battery: ties go to the attribute name
+    # ("battery" < "screen"), whatever order the file lists them in
     assert lex.predict(["dry and large for women"]) == [
-        [("skin", 0, 3), ("screen", 8, 13), ("group", 18, 23)]
+        [("skin", 0, 3), ("battery", 8, 13), ("group", 18, 23)]
     ]
+    rev = LexiconTagger().fit(examples()[::-1])
+    assert rev.lexicon == lex.lexicon
     assert lex.predict(["dryer"]) == [[]]  # no match inside a word
     with pytest.raises(NotTrainedError):
         LexiconTagger().predict(["x"])

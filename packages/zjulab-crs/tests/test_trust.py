@@ -472,3 +472,59 @@ def test_quality_regressor_checkpoint_loads_whole(tmp_path: Path):
     (tmp_path / "q" / "head.pt").unlink()
     with pytest.raises(CheckpointError, match=r"head\.pt"):
         QualityRegressor.load(tmp_path / "q", device="cpu")
+
+
+# --- other order-dependent tie breaks -------------------------------------------------------
+
+
+def test_frequency_elicitor_ties_do_not_follow_file_order():
+    from zjulab.crs.elicitation import FrequencyElicitor
+    from zjulab.crs.samples import ElicitationExample
+
+    train = [ElicitationExample([], [], [a], "beauty") for a in ("skin", "effect", "price")]
+    test = [ElicitationExample([], [], ["effect"], "beauty")]
+    fwd = FrequencyElicitor(k=1).fit(train).predict(test)
+    rev = FrequencyElicitor(k=1).fit(train[::-1]).predict(test)
+    assert fwd == rev == [["effect"]]  # all asked once: by name
+
+
+def test_retrieval_responder_ties_do_not_follow_file_order():
+    from zjulab.common.testing import HashingEncoder
+    from zjulab.crs.generation import RetrievalResponder
+    from zjulab.crs.samples import GenerationExample
+
+    # two training prompts that are identical, with different responses
+    train = [
+        GenerationExample([("user", "hi")], [], [], None, r, category="beauty") for r in ("zeta", "alpha")
+    ]
+    test = [GenerationExample([("user", "hi")], [], [], None, "x", category="beauty")]
+    fwd = RetrievalResponder(HashingEncoder(64)).fit(train).generate(test)
+    rev = RetrievalResponder(HashingEncoder(64)).fit(train[::-1]).generate(test)
+    assert fwd == rev == ["alpha"]
+
+
+def test_protocol_category_rule_ignores_the_files_short_list():
+    # rule 3: candidates="category" ranks against every item of the category even when the file
+    # lists 3 candidates; t and p both match the one valued need (skin: dry), so under the
+    # pessimistic rule t ranks 2nd of 4, behind p
+    d = _rec_dialogue()
+    d.utterances[0].attributes.append(Attribute("effect", "", -1, -1))
+    d.utterances[1].rec_item_info = ["t@1801"]
+    items = {
+        "t": Item("t", [("一级类目", "1801"), ("skin", "dry")]),
+        "p": Item("p", [("一级类目", "1801"), ("skin", "dry"), ("x", "dry")]),
+        "a": Item("a", [("一级类目", "1801")]),
+        "b": Item("b", [("一级类目", "1801")]),
+        "z": Item("z", [("一级类目", "1625"), ("skin", "dry")]),
+    }
+    corpus = UNeedCorpus(items=items)
+    (filed,) = build_recommendation([d], corpus)
+    (whole,) = build_recommendation([d], corpus, candidates="category")
+    assert filed.candidates == ["a", "b", "t"]
+    assert sorted(whole.candidates) == ["a", "b", "p", "t"]
+    r = AttributeMatchRanker(items, [], popularity_weight=0.0)
+    assert r.evaluate([filed])["mrr@10"] == 1.0
+    assert r.evaluate([whole])["mrr@10"] == 0.5
+    assert r.evaluate([whole])["ndcg@10"] == pytest.approx(1 / 1.584962500721156)
+    with pytest.raises(Exception, match="candidates must be"):
+        build_recommendation([d], corpus, candidates="all")  # type: ignore[arg-type]

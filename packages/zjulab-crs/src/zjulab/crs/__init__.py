@@ -32,6 +32,7 @@ from zjulab.crs.errors import (
     CrsError,
     DataFormatError,
     MetricInputError,
+    MissingScoresError,
     NotTrainedError,
     UnknownLabelError,
 )
@@ -42,11 +43,13 @@ from zjulab.crs.loaders import (
     load_behaviours,
     load_dialogues,
     load_items,
+    load_quality_scores,
     load_task_samples,
     load_uneed_dir,
     save_behaviours,
     save_dialogues,
     save_items,
+    save_quality_scores,
     save_task_samples,
     save_uneed_dir,
 )
@@ -77,6 +80,8 @@ from zjulab.crs.samples import (
     TaskSamples,
     UnderstandingExample,
     build_task_samples,
+    split_overlap,
+    task_examples,
 )
 from zjulab.crs.suite import SuiteConfig, TaskResult, category_table, five_task_table, run_suite
 from zjulab.crs.synthetic import SyntheticConfig, synthetic_corpus
@@ -109,6 +114,7 @@ __all__ = [
     "LexiconTagger",
     "LinearChainCRF",
     "MetricInputError",
+    "MissingScoresError",
     "NotTrainedError",
     "PRF",
     "QualityConfig",
@@ -136,6 +142,8 @@ __all__ = [
     "bleu",
     "count_all_tied",
     "build_task_samples",
+    "split_overlap",
+    "task_examples",
     "category_table",
     "distinct_n",
     "evaluate_by_category",
@@ -146,6 +154,7 @@ __all__ = [
     "load_behaviours",
     "load_dialogues",
     "load_items",
+    "load_quality_scores",
     "load_task_samples",
     "load_uneed_dir",
     "mrr_at_k",
@@ -159,6 +168,7 @@ __all__ = [
     "save_behaviours",
     "save_dialogues",
     "save_items",
+    "save_quality_scores",
     "save_task_samples",
     "save_uneed_dir",
     "span_prf",

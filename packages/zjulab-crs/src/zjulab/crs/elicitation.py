@@ -149,14 +149,15 @@ class FrequencyElicitor:
         self.overall: list[str] = []
 
     def fit(self, examples: Sequence[ElicitationExample]) -> FrequencyElicitor:
-        """Count how often each attribute is asked, per category."""
+        """Count how often each attribute is asked, per category (ties by attribute name)."""
         per: dict[str, Counter[str]] = defaultdict(Counter)
         total: Counter[str] = Counter()
         for e in examples:
             per[e.category].update(e.targets)
             total.update(e.targets)
-        self.order = {c: [a for a, _ in cnt.most_common()] for c, cnt in per.items()}
-        self.overall = [a for a, _ in total.most_common()]
+        # most frequent first, equal counts by attribute name (never by file order)
+        self.order = {c: sorted(cnt, key=lambda a, n=cnt: (-n[a], a)) for c, cnt in per.items()}
+        self.overall = sorted(total, key=lambda a: (-total[a], a))
         return self
 
     def predict(self, examples: Sequence[ElicitationExample]) -> list[list[str]]:

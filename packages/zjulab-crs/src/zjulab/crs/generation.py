@@ -161,7 +161,7 @@ class ResponseGenerator:
     def evaluate(
         self, examples: Sequence[GenerationExample], *, tokenize: str | None = None
     ) -> dict[str, float]:
-        """BLEU-1/2 and Distinct-1/2 on ``examples``."""
+        """BLEU-1..4 and Distinct-1..4 on ``examples``."""
         return generation_scores(examples, self.generate(examples), tokenize=tokenize)
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -213,17 +213,22 @@ class RetrievalResponder:
         return self
 
     def generate(self, examples: Sequence[GenerationExample]) -> list[str]:
-        """The nearest training response of each example."""
+        """The nearest training response of each example (ties: the smallest response text)."""
         if self._keys is None or not self._responses:
             raise NotTrainedError("RetrievalResponder.generate() called before fit()")
         if not examples:
             return []
         q = self.encoder.encode([generation_prompt(e, self.max_turns) for e in examples])
-        best = np.argmax(q @ self._keys.T, axis=1)
-        return [self._responses[int(i)] for i in best]
+        sims = q @ self._keys.T
+        out = []
+        for row in sims:
+            # ties (equal similarity) go to the smallest response text, not to file order
+            top = np.flatnonzero(row >= row.max() - 1e-9)
+            out.append(min(self._responses[int(i)] for i in top))
+        return out
 
     def evaluate(
         self, examples: Sequence[GenerationExample], *, tokenize: str | None = None
     ) -> dict[str, float]:
-        """BLEU-1/2 and Distinct-1/2 on ``examples``."""
+        """BLEU-1..4 and Distinct-1..4 on ``examples``."""
         return generation_scores(examples, self.generate(examples), tokenize=tokenize)

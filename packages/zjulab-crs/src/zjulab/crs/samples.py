@@ -284,16 +284,30 @@ def build_elicitation(dialogues: Sequence[Dialogue]) -> list[ElicitationExample]
 
 
 def build_recommendation(
-    dialogues: Sequence[Dialogue], corpus: UNeedCorpus | None = None
+    dialogues: Sequence[Dialogue],
+    corpus: UNeedCorpus | None = None,
+    *,
+    candidates: Literal["file", "category"] = "file",
 ) -> list[RecommendationExample]:
     """One example per recommendation turn with a recommended item.
 
-    Candidates come from the turn's ``rec_item_candidates``; when the file has none, every
-    known item of the same category (by the ``category``/``一级类目`` knowledge tuple) is a
-    candidate. The history holds the user's behaviours from ``corpus`` that happened strictly
+    Candidate-set rules (``candidates``):
+
+    * ``"file"`` (default): the turn's ``rec_item_candidates`` (20 items in the LLM-CRS
+      release); when the file has none, the ``"category"`` rule.
+    * ``"category"``: every known item of the recommended item's category (by the
+      ``category``/``一级类目`` knowledge tuple; the category id after ``@`` in
+      ``rec_item_info``), the rule to use for Hit/NDCG/MRR at 50, which a 20-item list makes
+      trivial.
+
+    The recommended items are always candidates. The history holds the user's behaviours from ``corpus`` that happened strictly
     before the recommendation turn (oldest first; ties in time by item id), never later ones;
     when the turn's time is unknown (no stamp on it or before it, no ``ds``) the history is empty.
     """
+    if candidates not in ("file", "category"):
+        from zjulab.crs.errors import CrsConfigError
+
+        raise CrsConfigError(f"candidates must be 'file' or 'category', got {candidates!r}")
     history: dict[str, list[tuple[str, str]]] = defaultdict(list)
     by_cat: dict[str, list[str]] = defaultdict(list)
     if corpus is not None:
@@ -307,7 +321,7 @@ def build_recommendation(
         for i, u in enumerate(d.utterances):
             if u.act != "system_recommend" or not u.rec_item_ids:
                 continue
-            cands: list[str] = list(u.rec_candidates[0]) if u.rec_candidates else []
+            cands: list[str] = list(u.rec_candidates[0]) if u.rec_candidates and candidates == "file" else []
             if not cands:
                 cat_ids = {info.split("@", 1)[1] for info in u.rec_item_info if "@" in info}
                 cands = [x for c in (cat_ids | {d.category}) for x in by_cat.get(c, [])]
@@ -421,13 +435,18 @@ def task_examples(corpus: UNeedCorpus, split: str, task: str) -> list[Any]:
     return out
 
 
-def build_task_samples(corpus: UNeedCorpus, split: str) -> TaskSamples:
-    """All five tasks' samples of one split of ``corpus``."""
+def build_task_samples(
+    corpus: UNeedCorpus, split: str, *, candidates: Literal["file", "category"] = "file"
+) -> TaskSamples:
+    """All five tasks' samples of one split of ``corpus``.
+
+    ``candidates`` is the recommendation candidate-set rule, see :func:`build_recommendation`.
+    """
     ds = corpus.split(split)
     return TaskSamples(
         understanding=build_understanding(ds),
         elicitation=build_elicitation(ds),
-        recommendation=build_recommendation(ds, corpus),
+        recommendation=build_recommendation(ds, corpus, candidates=candidates),
         generation=build_generation(ds, corpus),
         evaluation=build_evaluation(ds),
     )

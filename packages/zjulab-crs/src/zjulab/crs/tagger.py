@@ -317,7 +317,8 @@ class LexiconTagger:
         for e in examples:
             for k, a, b in e.spans:
                 counts[e.text[a:b].lower()][k] += 1
-        self.lexicon = {v: c.most_common(1)[0][0] for v, c in counts.items() if v.strip()}
+        # the attribute seen most often with the value; equal counts by attribute name
+        self.lexicon = {v: min(c, key=lambda k, n=c: (-n[k], k)) for v, c in counts.items() if v.strip()}
         return self
 
     def predict(self, texts: Sequence[str] | Sequence[UnderstandingExample]) -> list[list[Span]]:
