@@ -57,12 +57,16 @@ def test_non_serialisable_values_are_stored_by_repr(tmp_path, caplog):
     with tracer.trace() as t:
         wrap([1])
     with caplog.at_level(logging.WARNING):
-        path = save_trace(t, tmp_path / "t.json")
+        path = save_trace(t, tmp_path / "t.json", redact=None)
     assert "not JSON-serialisable" in caplog.text
     back = load_trace(path)
     var = back.variables[back.final]
     assert var.value == {"__repr__": "{'blob': Blob(), 'xs': [1]}"}
     assert var.serializable is False
+    # redaction (the default) reaches inside: only the object itself becomes its repr
+    back = load_trace(save_trace(t, tmp_path / "r.json"))
+    var = back.variables[back.final]
+    assert var.value == {"blob": {"__repr__": "Blob()"}, "xs": [1]} and var.serializable is False
 
 
 def test_newer_schema_is_refused(tmp_path):
@@ -148,7 +152,7 @@ def test_redaction_is_applied_before_writing(tmp_path):
     for secret in (
         "jo.doe@mail.org",
         "JO.DOE@MAIL.ORG",
-        "555",
+        "123-4567",
         "sk-abcdefghijklmnop123",
         "SK-ABCDEFGHIJKLMNOP123",
         "admin@example.com",

@@ -40,6 +40,7 @@ from zjulab.memtrace.judges import (
     resolve_op_ref,
     verdicts_to_dict,
 )
+from zjulab.memtrace.redaction import DEFAULT_REDACTOR, RedactFn, apply_redaction
 from zjulab.memtrace.replay import replay
 from zjulab.memtrace.taxonomy import DEFAULT_TAXONOMY, Taxonomy
 
@@ -174,7 +175,7 @@ class Attribution:
                 g.get("answer", ""),
                 tuple(g.get("evidence") or ()),
                 g.get("question"),
-                g.get("threshold", 0.6),
+                g.get("threshold", 1.0),
             ),
             decisive=[DecisiveError(**d) for d in doc.get("decisive", [])],
             candidates=list(doc.get("candidates", [])),
@@ -194,8 +195,11 @@ class Attribution:
             final_op=str(doc.get("final_op", "")),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly view."""
+    def to_dict(self, redact: RedactFn | None = DEFAULT_REDACTOR) -> dict[str, Any]:
+        """JSON-friendly view, redacted (on by default; ``redact=None`` turns it off)."""
+        return apply_redaction(self._doc(), redact)  # type: ignore[no-any-return]
+
+    def _doc(self) -> dict[str, Any]:
         return {
             "method": self.method,
             "failed": self.failed,

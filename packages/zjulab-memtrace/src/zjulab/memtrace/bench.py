@@ -24,7 +24,7 @@ from zjulab.memtrace.config import BenchConfig, PipelineConfig
 from zjulab.memtrace.gold import Gold
 from zjulab.memtrace.graph import Trace
 from zjulab.memtrace.locomo import load_locomo
-from zjulab.memtrace.matching import token_recall
+from zjulab.memtrace.matching import answer_matches
 from zjulab.memtrace.pipelines import Fault, corrupt_text, make_pipeline
 
 __all__ = ["BenchCase", "BenchReport", "MethodScore", "build_memtracebench", "evaluate", "fault_plans"]
@@ -124,7 +124,7 @@ def build_memtracebench(
             if qa.category not in cfg.categories or len(qa.evidence) != 1:
                 continue
             turn = conv.turn(qa.evidence[0])
-            if turn is None or token_recall(qa.answer, turn.text) < cfg.min_answer_recall:
+            if turn is None or not answer_matches(turn.text, qa.answer, cfg.min_answer_recall, qa.question):
                 continue
             pool.append((conv, qa, turn))
     rng = random.Random(cfg.seed)
@@ -309,7 +309,10 @@ def stratified(cases: Sequence[BenchCase], limit: int) -> list[BenchCase]:
 
 
 def default_methods(seed: int = 0) -> dict[str, Callable[[BenchCase], Attribution]]:
-    """The oracle-judge iterative method, the evidence judge, last-operation and random."""
+    """The iterative method with the oracle and evidence judges, and the trivial baselines.
+
+    The baselines are the surface-cue rule, the last operation and a random operation.
+    """
     from zjulab.memtrace.attribution import attribute, last_operation, random_operation
     from zjulab.memtrace.judges import EvidenceJudge, ReferenceJudge
 
@@ -317,9 +320,46 @@ def default_methods(seed: int = 0) -> dict[str, Callable[[BenchCase], Attributio
     return {
         "iterative / oracle judge": lambda c: attribute(c.trace, c.gold, ReferenceJudge(c.reference)),
         "iterative / evidence judge": lambda c: attribute(c.trace, c.gold, EvidenceJudge()),
+        "surface cue (no judge)": lambda c: surface_cue(c.trace, c.gold),
         "last operation": lambda c: last_operation(c.trace, c.gold),
         "random operation": lambda c: random_operation(c.trace, c.gold, rng=rng),
     }
+
+
+_RETRIEVAL_KINDS = frozenset({"retrieve", "rerank", "search"})
+
+
+def _lines(value: Any) -> set[str]:
+    from zjulab.memtrace.matching import flatten_text
+
+    return {line for s in flatten_text(value) for line in s.split("\n") if line}
+
+
+def surface_cue(trace: Trace, gold: Gold) -> Attribution:
+    """Trivial baseline that reads no judge, gold evidence or model.
+
+    It blames the earliest non-retrieval operation whose output lost a line of its input,
+    else the last operation.
+
+    A benchmark this rule solves measures surface cues of the planted faults, not attribution.
+    """
+    from zjulab.memtrace.attribution import _decisive, last_operation
+    from zjulab.memtrace.taxonomy import DEFAULT_TAXONOMY
+
+    base = last_operation(trace, gold)
+    if not base.failed:
+        return base
+    for oid in trace.topological_operations():
+        op = trace.operations[oid]
+        if op.kind in _RETRIEVAL_KINDS or not op.inputs or not op.outputs:
+            continue
+        seen = set().union(*(_lines(trace.variables[v].value) for v in op.inputs))
+        out = set().union(*(_lines(trace.variables[v].value) for v in op.outputs))
+        if seen - out:
+            base.decisive = _decisive(trace, [oid], {}, DEFAULT_TAXONOMY)
+            break
+    base.method = "surface cue"
+    return base
 
 
 def chat_methods(

@@ -18,8 +18,10 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def _say(*parts: object) -> None:
-    """Print text that may hold strings from a trace file, without terminal control sequences."""
-    print(_CONTROL.sub("?", " ".join(str(p) for p in parts)))
+    """Print text that may hold strings from a trace file: redacted, without control sequences."""
+    from zjulab.memtrace.redaction import DEFAULT_REDACTOR
+
+    print(_CONTROL.sub("?", DEFAULT_REDACTOR.text(" ".join(str(p) for p in parts))))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -54,7 +56,7 @@ def _load_attribution(path: Path) -> object | None:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from zjulab.memtrace.redaction import Redactor
+    from zjulab.memtrace.redaction import DEFAULT_REDACTOR
     from zjulab.memtrace.render import write_picture
     from zjulab.memtrace.store import load_trace
 
@@ -63,7 +65,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
     att_path = Path(args.attribution) if args.attribution else trace_path.with_suffix(".attribution.json")
     att = _load_attribution(att_path)
     out = Path(args.out) if args.out else trace_path.with_suffix("")
-    paths = write_picture(trace, out, att, redact=Redactor() if args.redact else None, formats=args.format)  # type: ignore[arg-type]
+    paths = write_picture(
+        trace, out, att, redact=None if args.no_redact else DEFAULT_REDACTOR, formats=args.format
+    )  # type: ignore[arg-type]
     for p in paths:
         _say(p)
     return 0
@@ -158,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--attribution", help="attribution JSON (default: TRACE.attribution.json if present)")
     s.add_argument("--out", help="output path without suffix (default: next to the trace)")
     s.add_argument("--format", nargs="+", choices=["html", "dot"], default=["html", "dot"])
-    s.add_argument("--redact", action="store_true", help="redact e-mails, phone numbers and keys")
+    s.add_argument("--redact", action="store_true", help="redact secrets and personal data (the default)")
+    s.add_argument("--no-redact", action="store_true", help="draw values as they are, secrets included")
     s.set_defaults(fn=_cmd_show)
 
     a = sub.add_parser("attribute", help="attribute a saved trace's wrong answer")

@@ -45,6 +45,9 @@ class PipelineConfig:
 
     Args:
         top_k: Memories (or chunks) retrieved per question.
+        min_content_words: Content words a turn needs to be kept by the clean ``extract`` and
+            ``compress`` steps; shorter turns are small talk, so the clean pipelines also drop
+            lines and "an operation lost a line" is no give-away of the planted fault.
         dedup_threshold: Cosine above which the Mem0-style update replaces an old memory with
             a new one instead of adding it.
         chunk_turns: Turns per chunk in the flat RAG pipeline.
@@ -53,6 +56,7 @@ class PipelineConfig:
 
     top_k: int = 5  # LoCoMo single-hop evidence sits in the top 5 on most questions
     dedup_threshold: float = 0.97  # only near-identical restatements replace a memory
+    min_content_words: int = 3  # extract / compress drop turns with fewer (small talk)
     chunk_turns: int = 2  # a question and its reply stay in one chunk
     max_context_turns: int = 400  # more than the sessions of one benchmark case
 
@@ -75,7 +79,7 @@ class BenchConfig:
         sessions_per_case: Sessions given to each case: the evidence session plus the
             sessions just before it.
         max_questions: Questions drawn from LoCoMo per pipeline (before filtering).
-        min_answer_recall: Gold-answer token recall the evidence turn must reach for a question
+        min_answer_recall: Share of the gold answer the evidence turn must hold (strict check) for a question
             to be used (keeps questions answerable by the extractive reader).
         categories: LoCoMo QA categories used (1 multi-hop, 4 single-hop by LoCoMo's labels).
         pipelines: Reference pipelines to run.

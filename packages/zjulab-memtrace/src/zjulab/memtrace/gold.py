@@ -20,14 +20,15 @@ class Gold:
         evidence: Texts that hold the answer, in the form the pipeline stores them (for
             example ``"Caroline: I went to a support group yesterday"``).
         question: The question (shown to judges).
-        threshold: Fraction of the gold answer's tokens an answer must contain to count as
-            right; 0.6 accepts paraphrase around the key words without accepting one shared word.
+        threshold: Fraction of the gold answer's content words an answer must hold (all by
+            default); numbers, dates, negation and lists of alternatives are checked too (see
+            :func:`~zjulab.memtrace.matching.check_answer`).
     """
 
     answer: str
     evidence: tuple[str, ...] = field(default_factory=tuple)
     question: str | None = None
-    threshold: float = 0.6
+    threshold: float = 1.0
 
     def __post_init__(self) -> None:
         self.answer = str(self.answer)
@@ -37,7 +38,7 @@ class Gold:
 
     def is_correct(self, answer: Any) -> bool:
         """Whether ``answer`` counts as the gold answer."""
-        return answer_matches(answer, self.answer, self.threshold)
+        return answer_matches(answer, self.answer, self.threshold, self.question)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict."""

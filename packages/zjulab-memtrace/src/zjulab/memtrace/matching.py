@@ -1,8 +1,7 @@
 """Text matching used to decide whether an answer is right and whether a value carries evidence.
 
-Answers are compared SQuAD-style after normalisation (lower case, punctuation and articles
-removed): an answer is correct when it contains at least ``threshold`` of the gold answer's
-tokens. A value *carries* an evidence text when one of the strings inside it contains that
+An answer is right when :func:`check_answer` accepts it: it holds the gold answer's content
+words, its numbers and dates agree, it does not negate, and it does not list alternatives. A value *carries* an evidence text when one of the strings inside it contains that
 fraction of the evidence's tokens.
 """
 
@@ -12,9 +11,19 @@ import re
 import string
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["answer_matches", "carries", "flatten_text", "normalize_text", "token_recall"]
+__all__ = [
+    "AnswerCheck",
+    "answer_matches",
+    "carries",
+    "check_answer",
+    "flatten_text",
+    "locomo_f1",
+    "normalize_text",
+    "token_recall",
+]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans({c: " " for c in string.punctuation})
@@ -39,11 +48,9 @@ def token_recall(reference: str, candidate: str) -> float:
     return hit / sum(ref.values())
 
 
-def answer_matches(prediction: Any, gold: str, threshold: float = 0.6) -> bool:
-    """Whether ``prediction`` contains at least ``threshold`` of the gold answer's tokens."""
-    if prediction is None:
-        return False
-    return token_recall(str(gold), " ".join(flatten_text(prediction))) >= threshold
+def answer_matches(prediction: Any, gold: str, threshold: float = 1.0, question: str | None = None) -> bool:
+    """Whether ``prediction`` answers with ``gold`` (see :func:`check_answer`)."""
+    return check_answer(prediction, gold, question, threshold).correct
 
 
 def flatten_text(value: Any) -> Iterator[str]:
@@ -76,3 +83,257 @@ def carries(value: Any, evidence: str, threshold: float = 0.9, answer: str = "")
         token_recall(evidence, s) >= threshold and (not need or token_recall(answer, s) >= need)
         for s in units
     )
+
+
+# ---------------------------------------------------------------- strict answer check
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "for",
+        "with",
+        "by",
+        "from",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "he",
+        "she",
+        "they",
+        "we",
+        "i",
+        "you",
+        "her",
+        "his",
+        "their",
+        "our",
+        "my",
+        "your",
+        "him",
+        "them",
+        "me",
+        "us",
+        "who",
+        "what",
+        "which",
+        "when",
+        "where",
+        "why",
+        "how",
+        "did",
+        "does",
+        "do",
+        "has",
+        "have",
+        "had",
+        "will",
+        "would",
+        "can",
+        "could",
+        "should",
+        "about",
+        "as",
+        "so",
+        "than",
+        "then",
+        "there",
+        "also",
+        "just",
+        "really",
+        "very",
+        "called",
+        "named",
+        "name",
+    ]
+)
+_NEGATIONS = frozenset(
+    ["not", "no", "never", "none", "neither", "nor", "without", "nobody", "nothing", "nowhere", "cannot"]
+)
+_MONTHS = {
+    m: i
+    for i, names in enumerate(
+        [
+            ("january", "jan"),
+            ("february", "feb"),
+            ("march", "mar"),
+            ("april", "apr"),
+            ("may",),
+            ("june", "jun"),
+            ("july", "jul"),
+            ("august", "aug"),
+            ("september", "sep", "sept"),
+            ("october", "oct"),
+            ("november", "nov"),
+            ("december", "dec"),
+        ],
+        1,
+    )
+    for m in names
+}
+_WEEKDAYS = frozenset(["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"])
+_NUM_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        [
+            "zero",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+            "eleven",
+            "twelve",
+        ]
+    )
+}
+_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_LIST_SPLIT = re.compile(r",|;|\bor\b|\band\b|/")
+
+
+def _stem(token: str) -> str:
+    """A light English normaliser: plural, possessive and -ed/-ing endings."""
+    t = token.removesuffix("'s")
+    if len(t) > 5 and t.endswith("ing"):
+        return t[:-3]
+    if len(t) > 4 and t.endswith("ed"):
+        return t[:-2]
+    if len(t) > 4 and t.endswith("ies"):
+        return t[:-3] + "y"
+    if len(t) > 3 and t.endswith("s") and not t.endswith("ss"):
+        return t[:-1]
+    return t
+
+
+def _tokens(text: str) -> list[str]:
+    text = str(text).lower().replace("n't", " not").replace("’", "'")
+    out = []
+    for t in _TOKEN.findall(text):
+        t = _NUM_WORDS.get(t, t)
+        t = re.sub(r"(\d+)(st|nd|rd|th)$", r"\1", t)
+        out.append(t)
+    return out
+
+
+def _content(text: str, drop: frozenset[str] = frozenset()) -> list[str]:
+    return [
+        _stem(t) for t in _tokens(text) if t not in _STOP and t not in _NEGATIONS and _stem(t) not in drop
+    ]
+
+
+def _facets(tokens: list[str]) -> tuple[set[str], set[int], set[str]]:
+    nums = {t for t in tokens if t.isdigit()}
+    months = {_MONTHS[t] for t in tokens if t in _MONTHS}
+    days = {t for t in tokens if t in _WEEKDAYS}
+    return nums, months, days
+
+
+def locomo_f1(prediction: str, gold: str) -> float:
+    """Token F1 as LoCoMo's evaluation scores answers (normalised tokens, articles dropped).
+
+    Multi-part gold answers (comma-separated) score the mean over parts of the best-matching
+    prediction part, as in the benchmark's multi-hop category. Stemming here is the light
+    normaliser of this module, not Porter's.
+    """
+
+    def f1(p: str, g: str) -> float:
+        pt = [_stem(t) for t in _tokens(p) if t not in ("a", "an", "the", "and")]
+        gt = [_stem(t) for t in _tokens(g) if t not in ("a", "an", "the", "and")]
+        common = sum((Counter(pt) & Counter(gt)).values())
+        if not common:
+            return 0.0
+        prec, rec = common / len(pt), common / len(gt)
+        return 2 * prec * rec / (prec + rec)
+
+    preds = [x.strip() for x in str(prediction).split(",")]
+    golds = [x.strip() for x in str(gold).split(",")]
+    return sum(max(f1(p, g) for p in preds) for g in golds) / len(golds)
+
+
+@dataclass(frozen=True)
+class AnswerCheck:
+    """Why an answer was accepted or refused (see :func:`check_answer`)."""
+
+    correct: bool
+    reason: str
+    recall: float = 0.0
+
+
+def check_answer(
+    prediction: Any, gold: str, question: str | None = None, threshold: float = 1.0
+) -> AnswerCheck:
+    """Decide whether ``prediction`` answers with ``gold``, strictly.
+
+    The rule a reader would apply to a memory assistant's reply:
+
+    1. the reply holds the gold answer's content words (stop words, words of the question
+       and light inflection ignored): at least ``threshold`` of them, all of them by default;
+    2. dates and numbers agree: every number, month and weekday in the gold answer is in the
+       reply, and where the gold answer has a number (month, weekday) the reply names no
+       other one ("8 May 2023" is not "7 May 2023");
+    3. a negation the gold answer does not have refuses the reply ("definitely not Milo");
+    4. a reply that lists alternatives ("Milo, Rex or Bella": items of at most two content
+       words split by commas, "or", "and", "/") is refused when a listed item holds no word
+       of the gold answer — a list of candidates is no answer.
+
+    Args:
+        prediction: The reply (strings inside a nested value are joined).
+        gold: The gold answer.
+        question: The question; its words are not counted as answer content.
+        threshold: Fraction of the gold content words the reply must hold.
+
+    Returns:
+        The decision with its reason.
+    """
+    if prediction is None:
+        return AnswerCheck(False, "no answer")
+    pred = " ".join(flatten_text(prediction))
+    qwords = frozenset(_content(question or ""))
+    gtoks, ptoks = _tokens(gold), _tokens(pred)
+    gold_content = _content(gold, qwords) or _content(gold)
+    if not gold_content:
+        return AnswerCheck(False, "the gold answer has no content words")
+    pc = set(_content(pred))
+    hit = sum(1 for t in gold_content if t in pc)
+    recall = hit / len(gold_content)
+    if recall < threshold:
+        return AnswerCheck(False, f"holds {hit} of {len(gold_content)} gold content words", recall)
+    gn, gm, gd = _facets(gtoks)
+    pn, pm, pd = _facets(ptoks)
+    qn, qm, qd = _facets(_tokens(question or ""))
+    if not gn <= pn or not gm <= pm or not gd <= pd:
+        return AnswerCheck(False, "a number or date of the gold answer is missing", recall)
+    if (gn and pn - gn - qn) or (gm and pm - gm - qm) or (gd and pd - gd - qd):
+        return AnswerCheck(False, "names a different number or date", recall)
+    if any(t in _NEGATIONS for t in ptoks) and not any(t in _NEGATIONS for t in gtoks):
+        return AnswerCheck(False, "the reply negates", recall)
+    gset = set(_content(gold))
+    parts = [p for p in _LIST_SPLIT.split(pred.lower()) if _content(p, qwords)]
+    if len(parts) > 1 and len(_LIST_SPLIT.split(gold.lower())) < len(parts):
+        short = [p for p in parts if len(_content(p, qwords)) <= 2]
+        if len(short) == len(parts):
+            extra = [p for p in parts if not set(_content(p, qwords)) & gset]
+            if extra:
+                return AnswerCheck(False, f"lists alternatives ({extra[0].strip()!r})", recall)
+    return AnswerCheck(True, "holds the gold answer", recall)

@@ -19,7 +19,7 @@ from zjulab.common.errors import ConfigError
 from zjulab.memtrace.attribution import Attribution
 from zjulab.memtrace.graph import Operation, Trace
 from zjulab.memtrace.judges import describe_value
-from zjulab.memtrace.redaction import RedactFn, apply_redaction
+from zjulab.memtrace.redaction import DEFAULT_REDACTOR, RedactFn, apply_redaction, redact_text
 
 __all__ = ["GENAI_OPERATION", "OPENINFERENCE_KIND", "export_otel", "span_attributes"]
 
@@ -48,14 +48,14 @@ OPENINFERENCE_KIND: dict[str, str] = {
 
 
 def _text(value: Any, redact: RedactFn | None, max_chars: int) -> str:
-    return describe_value(apply_redaction(value, redact), max_chars)
+    return redact_text(describe_value(apply_redaction(value, redact), max_chars), redact)
 
 
 def span_attributes(
     trace: Trace,
     op: Operation,
     *,
-    redact: RedactFn | None = None,
+    redact: RedactFn | None = DEFAULT_REDACTOR,
     max_chars: int = 4000,
     attribution: Attribution | None = None,
 ) -> dict[str, Any]:
@@ -114,7 +114,7 @@ def export_otel(
     trace: Trace,
     *,
     tracer_provider: Any = None,
-    redact: RedactFn | None = None,
+    redact: RedactFn | None = DEFAULT_REDACTOR,
     attribution: Attribution | None = None,
     max_chars: int = 4000,
 ) -> list[Any]:
@@ -124,7 +124,7 @@ def export_otel(
         trace: The trace.
         tracer_provider: An ``opentelemetry.sdk.trace.TracerProvider`` (the global provider
             when omitted). Attach an exporter (OTLP for Phoenix / Langfuse) to it.
-        redact: Redaction hook applied to every value.
+        redact: Redaction of every value (on by default; ``None`` turns it off).
         attribution: Marks decisive operations (``memtrace.decisive``, ``memtrace.failure_mode``).
         max_chars: Longest attribute text.
 
@@ -170,7 +170,7 @@ def export_otel(
             ),
         )
         if op.error:
-            span.set_status(Status(StatusCode.ERROR, op.error))
+            span.set_status(Status(StatusCode.ERROR, redact_text(op.error, redact)))
         by_op[op.id] = span
         spans.append(span)
     for op in sorted(ops, key=lambda o: o.end_ns):

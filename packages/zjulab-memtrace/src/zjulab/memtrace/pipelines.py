@@ -135,6 +135,11 @@ def content_words(text: str) -> set[str]:
     return {w.lower() for w in _WORD.findall(text)} - _STOP
 
 
+def _informative(line: str, min_words: int) -> bool:
+    """Whether a ``"Speaker: text"`` turn has at least ``min_words`` content words (not small talk)."""
+    return len(content_words(line.split(": ", 1)[-1])) >= min_words
+
+
 def corrupt_text(text: str, answer: str, replacement: str = "Zanzibar") -> str:
     """Replace every word of ``answer`` inside ``text`` with ``replacement`` (case-insensitive)."""
     out = text
@@ -296,7 +301,9 @@ class LongContextPipeline(MemoryPipeline):
 
         @t.operation("compress", outputs=("transcript",))
         def compress(messages: list[str], session: int) -> list[str]:
-            return self._damage("compress", session, list(messages))
+            # a compressor keeps the informative turns and drops small talk
+            kept = [m for m in messages if _informative(m, cfg.min_content_words)]
+            return self._damage("compress", session, kept)
 
         @t.operation("concat", outputs=("context",))
         def concat(*transcripts: list[str]) -> str:
@@ -326,7 +333,8 @@ class RAGPipeline(MemoryPipeline):
 
         @t.operation("chunk", outputs=("chunks",))
         def chunk(messages: list[str], session: int) -> list[str]:
-            msgs = self._damage("chunk", session, list(messages))
+            msgs = [m for m in messages if _informative(m, 2)]  # drop "ok!", "haha"
+            msgs = self._damage("chunk", session, msgs)
             n = cfg.chunk_turns
             return ["\n".join(msgs[i : i + n]) for i in range(0, len(msgs), n)]
 
@@ -364,7 +372,7 @@ class Mem0Pipeline(MemoryPipeline):
 
         @t.operation("extract", outputs=("facts",))
         def extract(messages: list[str], session: int) -> list[str]:
-            facts = [m for m in messages if content_words(m.split(": ", 1)[-1])]
+            facts = [m for m in messages if _informative(m, cfg.min_content_words)]
             return self._damage("extract", session, facts)
 
         @t.operation("update", outputs=("store",))

@@ -3,7 +3,7 @@
 The HTML page needs nothing from the network: nodes are laid out in Python (a layered layout —
 each node's column is its longest path from a source) and drawn as inline SVG, with each
 node's full value in a tooltip. Decisive errors are drawn in red, other operations judged
-faulty in orange. Values pass through the redaction hook before they are drawn.
+faulty in orange. Values are redacted before they are drawn (on by default).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from zjulab.common.io import atomic_write_text
 from zjulab.memtrace.attribution import Attribution
 from zjulab.memtrace.graph import Trace
 from zjulab.memtrace.judges import describe_value
-from zjulab.memtrace.redaction import RedactFn, apply_redaction
+from zjulab.memtrace.redaction import DEFAULT_REDACTOR, RedactFn, apply_redaction, redact_text
 
 __all__ = ["layered_layout", "to_dot", "to_html", "write_picture"]
 
@@ -54,6 +54,11 @@ def _q(text: str) -> str:
     return f'"{_dot_escape(text)}"'
 
 
+def _shown(value: object, redact: RedactFn | None, max_chars: int) -> str:
+    # redact the value, then its rendering (a repr can hold what the walk could not reach)
+    return redact_text(describe_value(apply_redaction(value, redact), max_chars), redact)
+
+
 def _flags(attribution: Attribution | None) -> tuple[set[str], set[str]]:
     if attribution is None:
         return set(), set()
@@ -66,7 +71,7 @@ def to_dot(
     trace: Trace,
     attribution: Attribution | None = None,
     *,
-    redact: RedactFn | None = None,
+    redact: RedactFn | None = DEFAULT_REDACTOR,
     max_chars: int = 48,
 ) -> str:
     """The graph as Graphviz DOT (variables as ellipses, operations as boxes).
@@ -74,7 +79,7 @@ def to_dot(
     Args:
         trace: The trace.
         attribution: Highlights its decisive errors (red) and other faulty operations (orange).
-        redact: Redaction hook for the values shown.
+        redact: Redaction of every value shown (on by default; ``None`` turns it off).
         max_chars: Characters of each value shown in a label.
 
     Returns:
@@ -87,7 +92,7 @@ def to_dot(
         '  node [fontname="Helvetica", fontsize=10];',
     ]
     for v in trace.variables.values():
-        val = describe_value(apply_redaction(v.value, redact), max_chars)
+        val = _shown(v.value, redact, max_chars)
         lines.append(f'  {_q(v.id)} [shape=ellipse, label="{_dot_escape(v.label)}\\n{_dot_escape(val)}"];')
     for op in trace.operations.values():
         style = ""
@@ -123,7 +128,7 @@ def to_html(
     trace: Trace,
     attribution: Attribution | None = None,
     *,
-    redact: RedactFn | None = None,
+    redact: RedactFn | None = DEFAULT_REDACTOR,
     title: str | None = None,
 ) -> str:
     """A self-contained HTML page (inline SVG, no scripts from the network).
@@ -131,7 +136,7 @@ def to_html(
     Args:
         trace: The trace.
         attribution: Highlights decisive errors and lists them above the picture.
-        redact: Redaction hook for the values shown.
+        redact: Redaction of every value shown (on by default; ``None`` turns it off).
         title: Page title (the trace name by default).
 
     Returns:
@@ -162,8 +167,8 @@ def to_html(
         )
     for vid, v in trace.variables.items():
         x, y = xy(vid)
-        full = html.escape(describe_value(apply_redaction(v.value, redact), 2000))
-        short = html.escape(describe_value(apply_redaction(v.value, redact), 30))
+        full = html.escape(_shown(v.value, redact, 2000))
+        short = html.escape(_shown(v.value, redact, 30))
         parts.append(
             f'<g class="var" id="{html.escape(vid)}"><title>{html.escape(v.label)}: {full}</title>'
             f'<rect x="{x}" y="{y}" rx="20" ry="20" width="{node_w}" height="{node_h}" fill="#eef4fb" stroke="#4a78b0"/>'
@@ -182,9 +187,11 @@ def to_html(
         if op.model_id:
             tip.append(f"model: {op.model_id}")
         if op.prompt:
-            tip.append(f"prompt: {describe_value(apply_redaction(op.prompt, redact), 500)}")
+            tip.append(f"prompt: {_shown(op.prompt, redact, 500)}")
         if attribution is not None and oid in attribution.verdicts:
-            tip.append(f"judge: {attribution.verdicts[oid].rationale}")
+            tip.append(f"judge: {redact_text(attribution.verdicts[oid].rationale, redact)}")
+        if op.error:
+            tip.append(f"error: {redact_text(op.error, redact)}")
         parts.append(
             f'<g class="{cls}" id="{html.escape(oid)}"><title>{html.escape(chr(10).join(tip))}</title>'
             f'<rect x="{x}" y="{y}" width="{node_w}" height="{node_h}" fill="{fill}" stroke="#333"/>'
@@ -197,13 +204,13 @@ def to_html(
     if attribution is not None:
         items = "".join(
             f"<li><b>{html.escape(d.label)}</b> ({html.escape(d.op_id)}): {html.escape(d.mode)} — "
-            f"{html.escape(d.rationale)}</li>"
+            f"{html.escape(redact_text(d.rationale, redact))}</li>"
             for d in attribution.decisive
         )
         summary = (
-            f"<p>Answer: <code>{html.escape(describe_value(apply_redaction(attribution.answer, redact), 300))}</code>; "
-            f"gold: <code>{html.escape(attribution.gold.answer)}</code></p>"
-            f"<p>{html.escape(attribution.summary())}</p><ul>{items}</ul>"
+            f"<p>Answer: <code>{html.escape(_shown(attribution.answer, redact, 300))}</code>; "
+            f"gold: <code>{html.escape(redact_text(attribution.gold.answer, redact))}</code></p>"
+            f"<p>{html.escape(redact_text(attribution.summary(), redact))}</p><ul>{items}</ul>"
         )
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
@@ -220,7 +227,7 @@ def write_picture(
     path: str | os.PathLike[str],
     attribution: Attribution | None = None,
     *,
-    redact: RedactFn | None = None,
+    redact: RedactFn | None = DEFAULT_REDACTOR,
     formats: Iterable[str] = ("html", "dot"),
 ) -> list[Path]:
     """Write the picture next to ``path`` (``path.html`` / ``path.dot``), atomically.

@@ -4,7 +4,7 @@ The file holds ``{"schema": "zjulab.memtrace.trace", "version": 1, ...}`` with e
 and operation. Values that JSON cannot represent are stored as ``{"__repr__": "..."}`` with a
 warning and the variable is marked ``serializable: false``. Writes are atomic (the whole
 document is serialised first, then written to a temporary file and moved into place), so a
-failure never leaves a torn trace file. The redaction hook runs before anything is written.
+failure never leaves a torn trace file. Redaction (on by default) runs before anything is written.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from zjulab.common.errors import StoreError
 from zjulab.common.io import read_json, write_json
 from zjulab.memtrace.errors import DanglingVariableError, MemTraceError, TraceFileError, TraceSchemaError
 from zjulab.memtrace.graph import Slot, Trace
-from zjulab.memtrace.redaction import RedactFn, apply_redaction
+from zjulab.memtrace.redaction import DEFAULT_REDACTOR, RedactFn, apply_redaction, redact_text
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "load_trace", "save_trace", "trace_from_dict", "trace_to_dict"]
 
@@ -43,12 +43,19 @@ def _encode(value: Any, where: str) -> tuple[Any, bool]:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
         logger.warning("%s: %s value is not JSON-serialisable; stored by repr", where, type(value).__name__)
-        return {"__repr__": repr(value)}, False
+        return {"__repr__": DEFAULT_REDACTOR.text(repr(value))}, False
     back = json.loads(text)
     if not _same(back, value):
         logger.warning("%s: %s value changes type through JSON; marked lossy", where, type(value).__name__)
         return back, False
     return back, True
+
+
+def _lossless(value: Any) -> bool:
+    try:
+        return _same(json.loads(json.dumps(value, allow_nan=False)), value)
+    except (TypeError, ValueError):
+        return False
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -68,8 +75,8 @@ def _slot_dict(slot: Slot, where: str) -> dict[str, Any]:
     return {"const": enc} if ok else {"const": enc, "lossy": True}
 
 
-def trace_to_dict(trace: Trace, *, redact: RedactFn | None = None) -> dict[str, Any]:
-    """The JSON document of a trace (values redacted when ``redact`` is given)."""
+def trace_to_dict(trace: Trace, *, redact: RedactFn | None = DEFAULT_REDACTOR) -> dict[str, Any]:
+    """The JSON document of a trace, every string redacted (``redact=None`` turns it off)."""
     variables = []
     for v in trace.variables.values():
         value, ok = _encode(apply_redaction(v.value, redact), f"variable {v.id} ({v.label})")
@@ -81,9 +88,9 @@ def trace_to_dict(trace: Trace, *, redact: RedactFn | None = None) -> dict[str, 
                 "kind": v.kind,
                 "value": value,
                 "producer": v.producer,
-                "serializable": v.serializable and ok,
+                "serializable": v.serializable and ok and _lossless(v.value),
                 "created_ns": v.created_ns,
-                "meta": _encode(v.meta, f"variable {v.id} meta")[0],
+                "meta": _encode(apply_redaction(v.meta, redact), f"variable {v.id} meta")[0],
             }
         )
     operations = []
@@ -103,12 +110,12 @@ def trace_to_dict(trace: Trace, *, redact: RedactFn | None = None) -> dict[str, 
                 "end_ns": op.end_ns,
                 "handle_ref": op.handle_ref,
                 "parent": op.parent,
-                "error": op.error,
+                "error": None if op.error is None else redact_text(op.error, redact),
                 "args": [_slot_dict(_redact_slot(s, redact), where) for s in op.args],
                 "kwargs": {k: _slot_dict(_redact_slot(s, redact), where) for k, s in op.kwargs.items()},
                 "arg_names": op.arg_names,
                 "output_mode": op.output_mode,
-                "meta": _encode(op.meta, f"{where} meta")[0],
+                "meta": _encode(apply_redaction(op.meta, redact), f"{where} meta")[0],
             }
         )
     return {
@@ -129,13 +136,17 @@ def _redact_slot(slot: Slot, redact: RedactFn | None) -> Slot:
     return Slot(const=redact(slot.const))
 
 
-def save_trace(trace: Trace, path: str | os.PathLike[str], *, redact: RedactFn | None = None) -> Path:
+def save_trace(
+    trace: Trace, path: str | os.PathLike[str], *, redact: RedactFn | None = DEFAULT_REDACTOR
+) -> Path:
     """Write ``trace`` to ``path`` as JSON, atomically.
 
     Args:
         trace: The trace.
         path: Target file.
-        redact: Redaction hook applied to every value, parameter and prompt first.
+        redact: Redaction applied to every value, parameter, prompt, error and traceback
+            first; on by default (:data:`~zjulab.memtrace.redaction.DEFAULT_REDACTOR`), ``None``
+            turns it off.
 
     Returns:
         The path written.

@@ -109,7 +109,7 @@ class _Recording:
                         self.trace.variables[out].value == value
                     ):
                         return out
-                except Exception:  # noqa: BLE001 - an odd __eq__ is no alias
+                except Exception:
                     continue
         return None
 
