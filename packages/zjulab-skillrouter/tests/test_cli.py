@@ -45,3 +45,29 @@ def test_bad_skill_file_exit_code(tmp_path, capsys):
     assert "SKILL.md:1" in err and "front matter" in err
     assert not (tmp_path / "i").exists()
     assert main(["route", str(tmp_path / "i"), "x"]) == 2
+
+
+def test_train_encoder_cli_demo_trains_and_refuses_a_foreign_out(tmp_path, tiny_encoder_path, capsys):
+    foreign = tmp_path / "project"
+    foreign.mkdir()
+    (foreign / "notes.md").write_text("mine")
+    argv = [
+        "--device",
+        "cpu",
+        "train-encoder",
+        "--demo",
+        "--model",
+        str(tiny_encoder_path),
+        "--max-steps",
+        "1",
+    ]
+    assert main([*argv, "--out", str(foreign)]) != 0
+    assert "no model trained here" in capsys.readouterr().err
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.md"]
+    out = tmp_path / "enc"
+    assert main([*argv, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "(skillrouter profile)" in text and "1 steps" in text
+    assert (out / ".zjulab-skillrouter-model").is_file() and (out / "modules.json").is_file()
+    assert main([*argv, "--out", str(out)]) != 0  # an earlier run's model needs --overwrite
+    assert "--overwrite" in capsys.readouterr().err

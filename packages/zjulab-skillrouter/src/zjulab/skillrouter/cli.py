@@ -182,6 +182,7 @@ def _cmd_train_encoder(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     skills, pairs = _training_data(args)
+    profile = args.profile or ("embedded" if args.model == "embedded" else "skillrouter")
     if args.model == "embedded":
         from zjulab.common.defaults import default_encoder_path
 
@@ -192,19 +193,30 @@ def _cmd_train_encoder(args: argparse.Namespace) -> int:
         enc.model.max_seq_length = int(max_len)
     batch = args.batch_size or (DEMO_ENCODER["batch_size"] if args.demo else 16)
     mining = DEMO_ENCODER["mining"] if args.demo else MiningConfig()
-    examples = mine_hard_negatives(pairs, skills, enc, mining)  # type: ignore[arg-type]
-    excluded = sum(e.excluded_relevant for e in examples)
-    print(
-        f"mined {len(examples)} examples; {excluded} graded-relevant skills kept out of the negatives",
-        flush=True,
-    )
     cfg = TrainEncoderConfig(
         output_dir=args.out,
+        profile=profile,
         max_steps=args.max_steps,
         batch_size=batch,
         epochs=args.epochs,
         lora=args.lora,
         overwrite=args.overwrite,
+    )
+    # mining sees the texts and query prompt the trained encoder will be routed with
+    examples = mine_hard_negatives(
+        pairs,
+        skills,
+        enc,
+        mining,  # type: ignore[arg-type]
+        desc_max=int(cfg.desc_max or 0),
+        body_max=int(cfg.body_max or 0),
+        query_prompt=str(cfg.query_prompt),
+    )
+    excluded = sum(e.excluded_relevant for e in examples)
+    print(
+        f"mined {len(examples)} examples ({profile} profile); {excluded} graded-relevant skills kept "
+        "out of the negatives",
+        flush=True,
     )
     res = train_encoder(enc.model, examples, cfg, device=args.device)
     print(
@@ -228,7 +240,7 @@ def _cmd_train_reranker(args: argparse.Namespace) -> int:
     examples = mine_hard_negatives(pairs, skills, enc, MiningConfig())
     cfg = TrainRerankerConfig(
         output_dir=args.out,
-        profile=args.profile,
+        profile=args.profile or ("embedded" if args.model == "embedded" else "skillrouter"),
         loss=args.loss,
         kind=args.kind,
         max_steps=args.max_steps,
@@ -402,12 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--kind", choices=["yes_no", "cross_encoder"], default="yes_no")
             p.add_argument("--group-size", type=int, default=8)
             p.add_argument("--mining-encoder", default="embedded", help="'embedded' or an encoder id/path")
-            p.add_argument(
-                "--profile",
-                choices=["skillrouter", "qwen3", "embedded"],
-                default="skillrouter",
-                help="the reranker prompt to train with (the one routing will use)",
-            )
+        p.add_argument(
+            "--profile",
+            choices=["skillrouter", "qwen3", "embedded"],
+            default=None,
+            help="prompts and budgets to train with, the ones routing will use "
+            "(default: 'embedded' for --model embedded, else 'skillrouter')",
+        )
         p.set_defaults(func=func)
 
     p = sub.add_parser("serve", help="load an index once; serve POST /route and an MCP route_skills tool")
