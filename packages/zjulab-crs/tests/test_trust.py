@@ -528,3 +528,19 @@ def test_protocol_category_rule_ignores_the_files_short_list():
     assert r.evaluate([whole])["ndcg@10"] == pytest.approx(1 / 1.584962500721156)
     with pytest.raises(Exception, match="candidates must be"):
         build_recommendation([d], corpus, candidates="all")  # type: ignore[arg-type]
+
+
+def test_verdicts_say_plainly_when_training_does_not_beat_the_baseline():
+    from zjulab.crs.suite import TaskResult, verdicts
+
+    res = [
+        TaskResult("understanding", "lexicon", "baseline", {"f1": 0.8}),
+        TaskResult("understanding", "tagger", "trained", {"f1": 0.2}),
+        TaskResult("elicitation", "frequency", "baseline", {"f1": 0.3}),
+        TaskResult("elicitation", "weak", "baseline", {"f1": 0.1}),
+        TaskResult("elicitation", "classifier", "trained", {"f1": 0.5}),
+    ]
+    assert verdicts(res) == [
+        "understanding: tagger f1 0.2000 does NOT beat lexicon 0.8000",
+        "elicitation: classifier f1 0.5000 beats frequency 0.3000",
+    ]

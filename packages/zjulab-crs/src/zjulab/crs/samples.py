@@ -406,8 +406,12 @@ class TaskSamples:
     evaluation: list[EvaluationExample]
 
 
-def task_examples(corpus: UNeedCorpus, split: str, task: str) -> list[Any]:
+def task_examples(
+    corpus: UNeedCorpus, split: str, task: str, *, candidates: Literal["file", "category"] = "file"
+) -> list[Any]:
     """One task's examples of one split, refusing an empty result with a reason.
+
+    ``candidates`` is the recommendation candidate-set rule (see :func:`build_recommendation`).
 
     Raises:
         MissingScoresError: ``task == "evaluation"`` and no utterance of the split has a human
@@ -423,7 +427,7 @@ def task_examples(corpus: UNeedCorpus, split: str, task: str) -> list[Any]:
     ds = corpus.split(split)
     if not ds:
         raise DataFormatError(f"{corpus.root or corpus.name}: no {split!r} split ({split}_dialogue.json)")
-    out: list[Any] = getattr(build_task_samples(corpus, split), task)
+    out: list[Any] = getattr(build_task_samples(corpus, split, candidates=candidates), task)
     if not out and task == "evaluation":
         where = corpus.root / QUALITY_FILE if corpus.root is not None else QUALITY_FILE
         raise MissingScoresError(

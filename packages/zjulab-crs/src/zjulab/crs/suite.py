@@ -381,6 +381,27 @@ def five_task_table(results: Sequence[TaskResult], *, with_paper: bool = True) -
     return format_table(rows)
 
 
+def verdicts(results: Sequence[TaskResult]) -> list[str]:
+    """One plain line per trained model: does it beat its task's best baseline?
+
+    Compared on the task's headline metric (the first of :data:`HEADLINE`).
+    """
+    lines = []
+    for task in dict.fromkeys(r.task for r in results):
+        metric = HEADLINE[task][0]
+        base = [r for r in results if r.task == task and r.kind == "baseline"]
+        trained = [r for r in results if r.task == task and r.kind == "trained"]
+        if not base or not trained:
+            continue
+        b = max(base, key=lambda r: r.metrics.get(metric, float("-inf")))
+        for t in trained:
+            tv, bv = t.metrics.get(metric, float("nan")), b.metrics.get(metric, float("nan"))
+            beats = tv > bv
+            word = "beats" if beats else "does NOT beat"
+            lines.append(f"{task}: {t.system} {metric} {_fmt(tv)} {word} {b.system} {_fmt(bv)}")
+    return lines
+
+
 def category_table(results: Sequence[TaskResult], task: str) -> str:
     """Per-category table of one task, like the paper's: category, system, headline metrics."""
     rows = []
