@@ -244,6 +244,21 @@ def test_async_variant(enc):
     assert (n, last) == (5, "UPDATE")
 
 
+def test_async_store_round_trip(enc, tmp_path):
+    async def run():
+        amem = await AsyncFluxMemory.open(tmp_path / "s", enc)
+        await amem.add("async note about tea", user_id="u")
+        await amem.feedback("tea?", "success", user_id="u")
+        trajs = await amem.trajectories(user_id="u")
+        await amem.close()
+        again = await AsyncFluxMemory.open(tmp_path / "s", enc)
+        got = await again.get_all(user_id="u")
+        await again.close()
+        return len(trajs), [r["memory"] for r in got["results"]]
+
+    assert asyncio.run(run()) == (1, ["async note about tea"])
+
+
 def test_from_pretrained_names_a_missing_model():
     import os
 

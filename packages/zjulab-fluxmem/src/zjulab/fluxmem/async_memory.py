@@ -43,10 +43,13 @@ class AsyncFluxMemory:
         chat_model: ChatModel | None = None,
         config: FluxMemConfig | None = None,
         *,
+        reembed: bool = False,
         autosave: bool = True,
     ) -> AsyncFluxMemory:
-        """Open a directory store (see :meth:`FluxMemory.open`)."""
-        mem = await asyncio.to_thread(FluxMemory.open, path, encoder, chat_model, config, autosave=autosave)
+        """Open a store (see :meth:`FluxMemory.open`)."""
+        mem = await asyncio.to_thread(
+            FluxMemory.open, path, encoder, chat_model, config, reembed=reembed, autosave=autosave
+        )
         return cls(mem)
 
     async def add(
@@ -102,3 +105,11 @@ class AsyncFluxMemory:
     async def save(self, path: str | Path | None = None) -> Path:
         """See :meth:`FluxMemory.save`."""
         return await asyncio.to_thread(self.memory.save, path)
+
+    async def trajectories(self, **scope: str | None) -> list[dict[str, Any]]:
+        """See :meth:`FluxMemory.trajectories`."""
+        return await asyncio.to_thread(self.memory.trajectories, **scope)
+
+    async def close(self) -> None:
+        """See :meth:`FluxMemory.close`."""
+        await asyncio.to_thread(self.memory.close)
