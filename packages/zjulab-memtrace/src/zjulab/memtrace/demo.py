@@ -76,8 +76,14 @@ class DemoResult:
     encoder_id: str
 
 
+TORCH_INSTALL = "pip install 'zjulab-memtrace[torch]'"
+
+
 def _encoder(kind: str, device: str) -> TextEncoder:
     if kind == "embedded":
+        from zjulab.common.deps import require
+
+        require("torch", TORCH_INSTALL, feature="the embedded demo encoder")
         from zjulab.common.defaults import default_encoder
 
         try:
@@ -102,11 +108,16 @@ def run_demo(
         out_dir: Where the trace, attribution and pictures go.
         judge: ``"evidence"`` (follows the gold evidence) or ``"chat"`` (the embedded chat
             model through structured output).
-        encoder: ``"embedded"`` (MiniLM-L6, falls back to hashing when absent) or ``"hashing"``.
+        encoder: ``"embedded"`` (MiniLM-L6 on torch; falls back to hashing when the model
+            package is absent) or ``"hashing"`` (no torch needed).
         device: Device of the embedded models.
 
     Returns:
         The demo result.
+
+    Raises:
+        MissingDependencyError: ``encoder="embedded"`` or ``judge="chat"`` without torch
+            (``pip install 'zjulab-memtrace[torch]'``).
     """
     enc = _encoder(encoder, device)
     fault = Fault("extract", "drop", DEMO_GOLD.evidence[0], occurrence=1)
@@ -114,6 +125,9 @@ def run_demo(
     answer, trace = pipe.run(DEMO_SESSIONS, DEMO_GOLD.question or "")
     j: Judge
     if judge == "chat":
+        from zjulab.common.deps import require
+
+        require("torch", TORCH_INSTALL, feature="the embedded chat-model judge")
         from zjulab.common.defaults import default_chat_model
 
         j = ChatJudge(default_chat_model(device=device))

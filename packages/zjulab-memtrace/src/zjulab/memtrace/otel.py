@@ -15,7 +15,6 @@ import json
 import logging
 from typing import Any
 
-from zjulab.common.errors import ConfigError
 from zjulab.memtrace.attribution import Attribution
 from zjulab.memtrace.graph import Operation, Trace
 from zjulab.memtrace.judges import describe_value
@@ -132,15 +131,14 @@ def export_otel(
         The ended spans, root first.
 
     Raises:
-        ConfigError: ``opentelemetry`` is not installed (``pip install 'zjulab-memtrace[otel]'``).
+        MissingDependencyError: ``opentelemetry`` is not installed (``pip install 'zjulab-memtrace[otel]'``).
     """
-    try:
-        from opentelemetry import trace as ot
-        from opentelemetry.trace import Status, StatusCode
-    except ImportError as exc:  # pragma: no cover - exercised without the extra
-        raise ConfigError(
-            "OpenTelemetry export needs the extra: pip install 'zjulab-memtrace[otel]'"
-        ) from exc
+    from zjulab.common.deps import require
+
+    require("opentelemetry.trace", "pip install 'zjulab-memtrace[otel]'", feature="OpenTelemetry export")
+    from opentelemetry import trace as ot
+    from opentelemetry.trace import Status, StatusCode
+
     tracer = (tracer_provider or ot.get_tracer_provider()).get_tracer("zjulab.memtrace")
     ops = [trace.operations[o] for o in trace.topological_operations()]
     starts = [o.start_ns for o in ops if o.start_ns] or [0]
