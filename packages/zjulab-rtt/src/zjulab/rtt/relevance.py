@@ -130,7 +130,10 @@ def _window_offsets(ids: list[int], tokenizer: Any) -> tuple[str, list[tuple[int
         windows.append(ids[a:j])
         windows.append(ids[a : j + 1])
     try:
-        texts = tokenizer.batch_decode(windows, skip_special_tokens=True)
+        if hasattr(tokenizer, "batch_decode"):
+            texts = tokenizer.batch_decode(windows, skip_special_tokens=True)
+        else:  # a minimal tokenizer object: decode the windows one by one
+            texts = [tokenizer.decode(w, skip_special_tokens=True) for w in windows]
     except (TypeError, ValueError):
         return None
     full = tokenizer.decode(ids, skip_special_tokens=True)
