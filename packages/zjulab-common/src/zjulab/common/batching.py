@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -106,13 +107,38 @@ def padding_side(
     Left padding suits generation and last-token scoring; left truncation keeps the most
     recent text. ``None`` leaves that side as it is. The previous sides are restored on exit,
     also when the body raises.
+
+    The sides are shared state of the tokenizer object, so the block holds a lock of that
+    tokenizer (re-entrant): two threads that score or encode with one tokenizer take turns
+    instead of padding each other's batches on the wrong side.
     """
-    old = tokenizer.padding_side, tokenizer.truncation_side
-    if side is not None:
-        tokenizer.padding_side = side
-    if truncation is not None:
-        tokenizer.truncation_side = truncation
-    try:
-        yield tokenizer
-    finally:
-        tokenizer.padding_side, tokenizer.truncation_side = old
+    with _tokenizer_lock(tokenizer):
+        old = tokenizer.padding_side, tokenizer.truncation_side
+        if side is not None:
+            tokenizer.padding_side = side
+        if truncation is not None:
+            tokenizer.truncation_side = truncation
+        try:
+            yield tokenizer
+        finally:
+            tokenizer.padding_side, tokenizer.truncation_side = old
+
+
+_LOCKS_GUARD = threading.Lock()
+_FALLBACK_LOCK = threading.RLock()
+
+
+def _tokenizer_lock(tokenizer: Any) -> Any:
+    """The re-entrant lock that guards ``tokenizer``'s padding and truncation sides."""
+    lock = getattr(tokenizer, "_zjulab_sides_lock", None)
+    if lock is not None:
+        return lock
+    with _LOCKS_GUARD:
+        lock = getattr(tokenizer, "_zjulab_sides_lock", None)
+        if lock is None:
+            lock = threading.RLock()
+            try:
+                object.__setattr__(tokenizer, "_zjulab_sides_lock", lock)
+            except (AttributeError, TypeError):  # a tokenizer that takes no new attributes
+                return _FALLBACK_LOCK
+    return lock

@@ -82,18 +82,20 @@ class CrossEncoderScorer:
             return out
         device = next(self.model.parameters()).device
         order = length_buckets(items, lambda p: len(p[0]) + len(p[1]), batch_size or self.batch_size)
-        for idx in progress(order, desc="Scoring", show=self.show_progress, unit="batch"):
-            enc = self.tokenizer(
-                [items[i][0] for i in idx],
-                [items[i][1] for i in idx],
-                padding=True,
-                truncation="longest_first",
-                max_length=self.max_length,
-                return_tensors="pt",
-            ).to(device)
-            logits = self.model(**enc).logits.float()
-            s = logits[:, 0] if logits.shape[-1] == 1 else logits[:, 1] - logits[:, 0]
-            out[idx] = s.cpu().numpy()
+        # right padding: the classification head reads the first position
+        with padding_side(self.tokenizer, "right"):
+            for idx in progress(order, desc="Scoring", show=self.show_progress, unit="batch"):
+                enc = self.tokenizer(
+                    [items[i][0] for i in idx],
+                    [items[i][1] for i in idx],
+                    padding=True,
+                    truncation="longest_first",
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(device)
+                logits = self.model(**enc).logits.float()
+                s = logits[:, 0] if logits.shape[-1] == 1 else logits[:, 1] - logits[:, 0]
+                out[idx] = s.cpu().numpy()
         return out
 
 
@@ -153,6 +155,7 @@ class YesNoScorer:
         self.batch_size = batch_size
         self.show_progress = show_progress
         self.yes_id = self._token_id(yes)
+        self._keep_last = True  # the LM head on the last position only, while the model accepts it
         self.no_id = self._token_id(no)
         if self.yes_id == self.no_id:
             raise ConfigError(f"yes={yes!r} and no={no!r} map to the same token id {self.yes_id}")
@@ -194,6 +197,19 @@ class YesNoScorer:
         short = self.tokenizer.decode(doc_ids[:keep], skip_special_tokens=True)
         return self.build_prompt(query, short)
 
+    def _last_logits(self, enc: Any) -> Any:
+        """``[B, vocab]`` logits of the last (left-padded) position only.
+
+        The LM head runs on one position per row (``logits_to_keep=1``), not on the whole
+        sequence; models whose forward does not take it get the full logits, sliced.
+        """
+        if self._keep_last:
+            try:
+                return self.model(**enc, logits_to_keep=1).logits[:, -1, :]
+            except TypeError:
+                self._keep_last = False
+        return self.model(**enc).logits[:, -1, :]
+
     @torch.inference_mode()
     def score(self, pairs: Sequence[tuple[str, str]], batch_size: int | None = None) -> np.ndarray:
         """Score each (query, document) pair; returns float32 ``[len(pairs)]``."""
@@ -213,7 +229,7 @@ class YesNoScorer:
                     add_special_tokens=False,
                     return_tensors="pt",
                 ).to(device)
-                logits = self.model(**enc).logits[:, -1, :].float()
+                logits = self._last_logits(enc).float()
                 s = logits[:, self.yes_id] - logits[:, self.no_id]
                 out[idx] = s.cpu().numpy()
         return out
