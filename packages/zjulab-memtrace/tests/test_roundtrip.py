@@ -187,3 +187,19 @@ def test_a_crash_after_a_correct_looking_step_is_not_correct():
         generate(extract(["Milo"]))  # the earlier output holds the gold answer
     att = attribute(trace, Gold("Milo"), EvidenceJudge())
     assert att.failed and att.crashed
+
+
+def test_default_arguments_are_recorded_and_patchable():
+    tracer = Tracer()
+
+    @tracer.operation("generate", outputs=("answer",))
+    def generate(question, facts, prompt="Answer in one word.", k=1):
+        return f"{prompt}|{k}|{facts[0]}"
+
+    with tracer.trace() as trace:
+        generate("q?", tracer.variable(["Milo"], "facts"))
+    op = trace.find_operations("generate")[0]
+    assert op.prompt == "Answer in one word." and op.params == {"prompt": "Answer in one word.", "k": 1}
+    res = replay(trace, patches={op.id: {"prompt": "Be brief.", "k": 2}})
+    assert res.final == "Be brief.|2|Milo"
+    assert replay(trace, patches={op.id: {}}).final == "Answer in one word.|1|Milo"

@@ -436,8 +436,13 @@ class Tracer:
         # ids come from a monotonic counter, so an id handed out here is never reused
         return rec.trace.new_id("op")
 
-    def _slot_for(self, rec: _Recording, pname: str, value: Any, spec: OperationSpec) -> tuple[Slot, bool]:
+    def _slot_for(
+        self, rec: _Recording, pname: str, value: Any, spec: OperationSpec, *, default: bool = False
+    ) -> tuple[Slot, bool]:
         """Return the slot for one argument and whether it is a user-visible parameter."""
+        if default:  # a default value is a constant of the function, never a data link
+            const = _snapshot(value, rec.snapshot) if isinstance(value, _DATA_TYPES) else value
+            return Slot(const=const), pname not in spec.ignore
         vid = rec.lookup(value)
         if vid is not None:
             return Slot(var=vid), False
@@ -498,6 +503,21 @@ class Tracer:
                     params[pname] = value
                 if model_id is None and slot.var is None:
                     model_id = _model_id_of(value)
+            if sig is not None:
+                # defaults the call left out are recorded too, so they show and can be patched
+                given = {n for n in names[: len(args)] if n} | set(kwargs)
+                for p in sig.parameters.values():
+                    if (
+                        p.name in given
+                        or p.default is inspect.Parameter.empty
+                        or p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+                        or p.kind is inspect.Parameter.POSITIONAL_ONLY
+                    ):
+                        continue
+                    slot, is_param = self._slot_for(rec, p.name, p.default, spec, default=True)
+                    kslots[p.name] = slot
+                    if is_param:
+                        params[p.name] = p.default
             if spec.prompt_arg in params and isinstance(params[spec.prompt_arg], str):
                 prompt = params[spec.prompt_arg]
             op_id = rec.trace.new_id("op")
