@@ -77,8 +77,13 @@ _LAZY = {
 }
 
 
+def __dir__() -> list[str]:
+    return sorted([*__all__, *_LAZY])
+
+
 def __getattr__(name: str) -> object:
-    # training needs torch: import it only when asked, so `import zjulab.skillrouter` stays lean
+    # training needs torch: import it only when asked, so `import zjulab.skillrouter` (and a
+    # star import, which these names are not part of) stays lean
     if name in _LAZY:
         import importlib
 
@@ -94,7 +99,6 @@ __all__ = [
     "DuplicateSkillError",
     "EmptyPoolError",
     "EncoderMismatchError",
-    "EncoderTrainResult",
     "EvalReport",
     "FALLBACK_ENCODER_ID",
     "FALLBACK_RERANKER_ID",
@@ -106,7 +110,6 @@ __all__ = [
     "MiningConfig",
     "NotAnIndexError",
     "NotIndexedError",
-    "RerankerTrainResult",
     "RoutedSkill",
     "RouterConfig",
     "Skill",
@@ -144,7 +147,5 @@ __all__ = [
     "recall_at_k",
     "reciprocal_rank_fusion",
     "skills_from_records",
-    "train_encoder",
-    "train_reranker",
     "validate_pool",
 ]
