@@ -91,3 +91,20 @@ def test_score_group_invalid_and_errors():
         judge_prompts("q", ["a", 3])  # type: ignore[list-item]
     d = g.to_dict()
     assert d["judgments"][1]["verdict"] is None and d["ranking"] == [1, 0]
+
+
+def test_an_actor_response_cut_off_in_its_reasoning_is_judged_as_empty():
+    cfg = JudgeConfig(num_judgments=2)
+    responses = [
+        "<think>long reasoning that never ends, with many many words",
+        "<think>ok</think> Tides follow the moon.",
+    ]
+    prompts, _ = judge_prompts("Explain tides.", responses, cfg)
+    assert "never ends" not in prompts[0] and "Tides follow the moon." in prompts[0]
+    assert "ok</think>" not in prompts[0]
+    # its words are not counted either: a win of the empty answer earns nothing
+    result = score_group("Explain tides.", responses, ["\\boxed{1}", "\\boxed{2}"], cfg)
+    assert result.actor_rewards.tolist() == [0.0, 0.0]  # 0 words vs 4: outside the band
+    # without stripping the response is shown as written
+    raw, _ = judge_prompts("Explain tides.", responses, JudgeConfig(strip_reasoning=False))
+    assert "never ends" in raw[0]

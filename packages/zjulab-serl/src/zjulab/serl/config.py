@@ -98,7 +98,7 @@ class JudgeConfig:
         verdict_format: ``"boxed"`` accepts only ``\boxed{1}`` / ``\boxed{2}``; ``"lenient"`` also
             reads JSON (``{"winner": 2}``) and plain phrases (``Answer 1 is better``).
         strip_reasoning: Drop everything up to the last ``reasoning_end`` marker in a response
-            before it is judged. (A verdict is always read after the judge's reasoning, and a
+            before it is judged; a response cut off inside its reasoning is judged as empty. (A verdict is always read after the judge's reasoning, and a
             judge output that stops inside its reasoning has no verdict.)
         reasoning_end: The marker closing a reasoning block.
         reasoning_start: The marker opening a reasoning block.
@@ -121,6 +121,26 @@ class JudgeConfig:
     judge_template: str = DEFAULT_JUDGE_TEMPLATE
     max_new_tokens: int = 256  # room for a short justification before the box
     temperature: float = 0.0  # greedy: a ChatModel judge used for ranking should be repeatable
+
+    def answer_of(self, response: str) -> str:
+        """What the Judge is shown of an Actor response (and whose words are counted).
+
+        With ``strip_reasoning``: the text after the last ``reasoning_end``, and nothing for a
+        response cut off inside its reasoning (its chain of thought is not an answer).
+        """
+        if not self.strip_reasoning:
+            return response
+        from zjulab.serl.pairs import strip_reasoning
+        from zjulab.serl.verdict import unfinished_reasoning
+
+        if unfinished_reasoning(
+            response,
+            self.reasoning_start or None,
+            self.reasoning_end,
+            opened_by_prompt=self.reasoning_opened_by_prompt,
+        ):
+            return ""
+        return strip_reasoning(response, self.reasoning_end)
 
     def parse(self, text: str) -> int | None:
         """The verdict in one judge output under these settings (see :func:`~zjulab.serl.verdict.parse_verdict`)."""

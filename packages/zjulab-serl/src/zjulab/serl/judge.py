@@ -17,7 +17,7 @@ import numpy as np
 from zjulab.common.protocols import ChatModel
 from zjulab.serl.config import JudgeConfig
 from zjulab.serl.errors import SERLInputError
-from zjulab.serl.pairs import JudgmentSlot, judge_prompts, strip_reasoning, word_count
+from zjulab.serl.pairs import JudgmentSlot, judge_prompts, word_count
 from zjulab.serl.rewards import (
     JudgeDiagnostics,
     actor_rewards,
@@ -120,7 +120,7 @@ def score_group(
         raise SERLInputError(f"{len(raw_verdicts)} judge outputs for {len(slots)} judgment slots")
     read = parser or cfg.parse
     verdicts = [read(t) for t in raw_verdicts]
-    shown = [strip_reasoning(r, cfg.reasoning_end) if cfg.strip_reasoning else r for r in responses]
+    shown = [cfg.answer_of(r) for r in responses]
     lengths = [word_count(r) for r in shown]
     ra = actor_rewards(
         lengths,

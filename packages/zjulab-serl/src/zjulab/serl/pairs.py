@@ -144,7 +144,7 @@ def judge_prompts(
     for i, r in enumerate(responses):
         if not isinstance(r, str):
             raise SERLInputError(f"response {i} is {type(r).__name__}, not str")
-    shown = [strip_reasoning(r, cfg.reasoning_end) if cfg.strip_reasoning else r for r in responses]
+    shown = [cfg.answer_of(r) for r in responses]
     slots = build_pairs(len(shown), cfg.num_judgments)
     prompts = [
         render_judge_prompt(instruction, shown[s.first], shown[s.second], cfg.judge_template) for s in slots
