@@ -32,7 +32,7 @@ def texts(rng: np.random.Generator, n: int, vocab: list[str]) -> list[str]:
     return [" ".join(vocab[r] for r in row) for row in ranks]
 
 
-def run(backend: str, sizes: list[int], queries: int, adds: int) -> list[dict]:
+def run(backend: str, sizes: list[int], queries: int, adds: int, ivf_min: int | None = None) -> list[dict]:
     rng = np.random.default_rng(0)
     syll = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "po", "da", "fe"]
     vocab = sorted({"".join(rng.choice(syll, size=3)) for _ in range(20000)})
@@ -47,7 +47,12 @@ def run(backend: str, sizes: list[int], queries: int, adds: int) -> list[dict]:
         while len(mem.graph) < n:
             mem.add(texts(rng, min(1000, n - len(mem.graph)), vocab), user_id="bench", infer=False)
         fill_s = time.perf_counter() - t0
-        mem.config = FluxMemConfig(vector_backend=backend)  # measured operations use the defaults
+        measured = FluxMemConfig(vector_backend=backend, ivf_min_nodes=ivf_min)
+        if ivf_min is not None:  # the IVF index is built when a store is opened
+            mem.close()
+            mem = FluxMemory.open(path, enc, config=measured)
+            mem.search("warm up", user_id="bench")
+        mem.config = measured  # measured operations use the defaults (plus --ivf-min)
         add_ms, add_cpu = [], []
         for t in texts(rng, adds, vocab):
             t1, c1 = time.perf_counter(), time.process_time()
@@ -73,8 +78,17 @@ def run(backend: str, sizes: list[int], queries: int, adds: int) -> list[dict]:
             t1 = time.perf_counter()
             flat.search(row.reshape(1, -1), 10)
             base_ms.append((time.perf_counter() - t1) * 1000)
+        # dense recall@10 of the memory's index against the exact scan (1.0 unless IVF)
+        _, exact_ids = flat.search(np.ascontiguousarray(qv), 10)
+        rids = np.asarray([r for (r,) in mem.store.conn.execute("SELECT rid FROM nodes")], dtype=np.int64)
+        hits = 0
+        if hasattr(mem.store.vectors, "rid_to_id"):
+            for row_v, ex in zip(qv, exact_ids):
+                got = {nid for nid, _ in mem.store.vectors.search(row_v, 10, None)[0]}
+                hits += len(got & {mem.store.vectors.rid_to_id[int(rids[i])] for i in ex})
+        dense_recall = hits / (10 * len(qv)) if hasattr(mem.store.vectors, "rid_to_id") else float("nan")
         row = {
-            "backend": backend,
+            "backend": backend + (f"+ivf(nprobe {measured.ivf_nprobe})" if ivf_min is not None else ""),
             "nodes": len(mem.graph),
             "fill_s": fill_s,
             "add_ms_p50": statistics.median(add_ms),
@@ -84,14 +98,16 @@ def run(backend: str, sizes: list[int], queries: int, adds: int) -> list[dict]:
             "search_ms_p50": statistics.median(search_ms),
             "search_ms_p90": float(np.percentile(search_ms, 90)),
             "flat_ms_p50": statistics.median(base_ms),
+            "dense_recall": dense_recall,
         }
         rows.append(row)
         print(
-            f"{backend:6s} {row['nodes']:>7d} nodes: add+commit p50 {row['add_ms_p50']:.2f} ms "
+            f"{row['backend']:6s} {row['nodes']:>7d} nodes: add+commit p50 {row['add_ms_p50']:.2f} ms "
             f"(p90 {row['add_ms_p90']:.2f}, CPU {row['add_cpu_p50']:.2f}), search p50 {row['search_ms_p50']:.2f} ms "
             f"(CPU {row['search_cpu_p50']:.2f}) "
             f"(p90 {row['search_ms_p90']:.2f}), bare faiss p50 {row['flat_ms_p50']:.2f} ms, "
-            f"ratio {row['search_ms_p50'] / row['flat_ms_p50']:.1f}x; fill {fill_s:.0f} s",
+            f"ratio {row['search_ms_p50'] / row['flat_ms_p50']:.1f}x; dense recall@10 vs exact "
+            f"{row['dense_recall']:.3f}; fill {fill_s:.0f} s",
             flush=True,
         )
     mem.close()
@@ -105,11 +121,12 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["faiss", "qdrant"])
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--adds", type=int, default=50)
+    ap.add_argument("--ivf-min", type=int, default=None, help="measure with FluxMemConfig(ivf_min_nodes=...)")
     args = ap.parse_args()
     faiss.omp_set_num_threads(1)
     for backend in args.backends:
         sizes = args.qdrant_sizes if backend == "qdrant" else args.sizes
-        rows = run(backend, sizes, args.queries, args.adds)
+        rows = run(backend, sizes, args.queries, args.adds, args.ivf_min)
         by = {r["nodes"]: r for r in rows}
         ks = sorted(by)
         for a, b in itertools.pairwise(ks):

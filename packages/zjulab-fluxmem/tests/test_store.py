@@ -427,3 +427,25 @@ def test_migrating_a_broken_format1_store_is_a_typed_error_and_leaves_nothing(en
     with pytest.raises(FluxStoreError):
         migrate_jsonl_store(old2, tmp_path / "new2")
     assert not (tmp_path / "new2").exists()
+
+
+def test_ivf_index_for_large_stores_agrees_with_exact_search_when_it_probes_every_list(tmp_path):
+    enc = HashingEncoder(64)
+    path = tmp_path / "big"
+    mem = FluxMemory.open(path, enc, config=FluxMemConfig(max_links=0, link_adjacent=False))
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(400)]
+    mem.add([" ".join(rng.choice(words, 8)) for _ in range(2000)], user_id="u")
+    mem.add([" ".join(rng.choice(words, 8)) for _ in range(200)], user_id="v")
+    queries = [" ".join(rng.choice(words, 4)) for _ in range(10)]
+    exact = [[h["id"] for h in mem.search(q, user_id="u", top_k=5)["results"]] for q in queries]
+    narrowed = [[h["id"] for h in mem.search(q, user_id="v", top_k=5)["results"]] for q in queries]
+    mem.close()
+    ivf = FluxMemory.open(path, enc, config=FluxMemConfig(max_links=0, ivf_min_nodes=1000, ivf_nprobe=10_000))
+    assert [[h["id"] for h in ivf.search(q, user_id="u", top_k=5)["results"]] for q in queries] == exact
+    assert [[h["id"] for h in ivf.search(q, user_id="v", top_k=5)["results"]] for q in queries] == narrowed
+    assert ivf.store.vectors.approximate
+    new = ivf.add("w1 w2 w3 w4 zebra", user_id="v")["results"][0]["id"]
+    assert ivf.search("w1 w2 w3 w4 zebra", user_id="v", top_k=1)["results"][0]["id"] == new
+    ivf.delete(new)
+    assert len(ivf.store.vectors) == 2200

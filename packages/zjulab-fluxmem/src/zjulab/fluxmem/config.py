@@ -44,6 +44,10 @@ class FluxMemConfig:
         bm25_scan_budget: Lexical candidate generation uses the rarest query terms whose
             document frequencies sum to at most this (the rarest always); candidates are then
             scored with every term.
+        ivf_min_nodes: With faiss, a store opened with at least this many memories is searched
+            with an approximate inverted-file index (``IndexIVFFlat``, about ``4·√n`` lists)
+            instead of the exact flat one; None (default) keeps search exact at any size.
+        ivf_nprobe: Inverted lists an IVF search visits (recall against speed).
         vector_backend: ``"faiss"`` (an exact in-process index rebuilt from the store) or
             ``"qdrant"`` (a Qdrant collection: local mode under the store directory, or a server).
         qdrant_url: Qdrant server URL; None runs Qdrant's local mode (``QdrantClient(path=...)``).
@@ -76,6 +80,8 @@ class FluxMemConfig:
     encode_batch_size: int = 64  # fits MiniLM on CPU without memory spikes
 
     bm25_scan_budget: int = 500  # bounds the FTS5 rows bm25() ranks per search (~3 ms) at any size
+    ivf_min_nodes: int | None = None  # exact search by default; an IVF index from this size on open
+    ivf_nprobe: int = 16  # inverted lists an IVF search visits
     vector_backend: str = "faiss"  # in-process, exact; "qdrant" for a Qdrant collection
     qdrant_url: str | None = None  # None: Qdrant local mode inside the store directory
     qdrant_collection: str = "fluxmem"
@@ -118,6 +124,10 @@ class FluxMemConfig:
                 raise FluxMemConfigError(f"{name} must be in [0, 1], got {value}")
         if self.pems_epsilon <= 0:
             raise FluxMemConfigError(f"pems_epsilon must be > 0, got {self.pems_epsilon}")
+        if self.ivf_min_nodes is not None and self.ivf_min_nodes < 1:
+            raise FluxMemConfigError(f"ivf_min_nodes must be >= 1 or None, got {self.ivf_min_nodes}")
+        if self.ivf_nprobe < 1:
+            raise FluxMemConfigError(f"ivf_nprobe must be >= 1, got {self.ivf_nprobe}")
         if self.num_clusters is not None and self.num_clusters < 1:
             raise FluxMemConfigError(f"num_clusters must be >= 1 or None, got {self.num_clusters}")
 

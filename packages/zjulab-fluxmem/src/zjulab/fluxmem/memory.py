@@ -262,6 +262,10 @@ class FluxMemory:
         if stored_cfg != self.config.to_dict():
             with self.store.write():
                 self.store.set_meta("config", self.config.to_dict())
+        if self.config.ivf_min_nodes is not None:
+            from zjulab.fluxmem.store import VectorCache
+
+            self.store.vectors = VectorCache(dim, self.config.ivf_min_nodes, self.config.ivf_nprobe)
         if self.config.vector_backend == "qdrant":
             from zjulab.fluxmem.qdrant_backend import QdrantVectors
 

@@ -154,11 +154,14 @@ class VectorCache:
     one seen; :meth:`invalidate` forces a rebuild from the table on the next sync.
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, ivf_min: int | None = None, nprobe: int = 16) -> None:
         import faiss
 
         self._faiss = faiss
         self.dim = dim
+        self.ivf_min = ivf_min
+        self.nprobe = nprobe
+        self.approximate = False
         self._index: Any = None
         self.rid_to_id: dict[int, str] = {}
         self.id_to_rid: dict[str, int] = {}
@@ -181,7 +184,30 @@ class VectorCache:
 
     def _rebuild(self, conn: sqlite3.Connection) -> None:
         faiss = self._faiss
-        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+        n = int(conn.execute("SELECT count(*) FROM nodes").fetchone()[0])
+        self.approximate = self.ivf_min is not None and n >= self.ivf_min
+        if self.approximate:
+            # an inverted-file index for large stores: trained once on a sample of the stored
+            # vectors (faiss's k-means has a fixed seed), searched over `nprobe` of its lists
+            nlist = max(16, int(4 * math.sqrt(n)))
+            sample = np.frombuffer(
+                b"".join(
+                    b
+                    for (b,) in conn.execute(
+                        "SELECT vec FROM nodes ORDER BY rid LIMIT ?", (max(40 * nlist, 10000),)
+                    )
+                ),
+                dtype=np.float32,
+            ).reshape(-1, self.dim)
+            quantizer = faiss.IndexFlatIP(self.dim)
+            ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            ivf.train(np.ascontiguousarray(sample))
+            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+            ivf.nprobe = self.nprobe
+            self._quantizer = quantizer  # keep it alive as long as the index
+            self._index = ivf
+        else:
+            self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
         self.rid_to_id.clear()
         self.id_to_rid.clear()
         self.rid_scope.clear()
@@ -297,7 +323,10 @@ class VectorCache:
             scores, ids = self._index.search(q, k)
         else:
             sel = self._faiss.IDSelectorBatch(allowed)
-            params = self._faiss.SearchParameters(sel=sel)
+            if self.approximate:
+                params = self._faiss.SearchParametersIVF(sel=sel, nprobe=self.nprobe)
+            else:
+                params = self._faiss.SearchParameters(sel=sel)
             scores, ids = self._index.search(q, k, params=params)
         return [
             [(self.rid_to_id[int(i)], float(s)) for s, i in zip(srow, irow) if i >= 0]
