@@ -242,3 +242,15 @@ def test_routed_relevance_sends_each_kind_to_its_source(tiny_tokenizer):
     )
     assert judged.seen == ["Be kind."]
     assert [t.tolist() for t in rel] == [[0.5, 0.5, 0.5], [0.0, 1.0, 0.0]]
+
+
+def test_unreadable_judge_answers_are_not_cached(scripted_chat):
+    answers = iter(["<think>\nstill thinking", "YES"])
+    chat = scripted_chat(lambda conv: next(answers))
+    reward = RubricReward(chat)
+    rubric = [[Rubric.judge("Be kind.")]]
+    assert reward.score(["p"], ["r"], rubric).scores.tolist() == [[-1.0]]  # cut off: scored NO
+    assert reward.score(["p"], ["r"], rubric).scores.tolist() == [[1.0]]  # asked again, answered
+    assert reward.judge_calls == 2 and reward.judge_unreadable == 1
+    assert reward.score(["p"], ["r"], rubric).scores.tolist() == [[1.0]]  # a readable answer is kept
+    assert reward.judge_calls == 2 and reward.cache_hits == 1

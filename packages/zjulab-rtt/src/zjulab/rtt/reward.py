@@ -219,10 +219,14 @@ class RubricReward:
                 self.judge_calls += len(convs)
                 with self._lock:
                     for k, ans in zip(chunk, answers):
+                        readable = (
+                            self.read_verdict(ans, self.reasoning_start, self.reasoning_end) is not None
+                        )
                         v = self.parse_verdict(ans)
                         for i in todo[k]:
                             out[i] = v
-                        if self.cache_size:
+                        # an unreadable answer (cut off, no YES/NO) is not remembered: asked again next time
+                        if self.cache_size and readable:
                             self._cache[k] = v
                             while len(self._cache) > self.cache_size:
                                 self._cache.popitem(last=False)
