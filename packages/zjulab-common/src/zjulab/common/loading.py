@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from zjulab.common.deps import require
 from zjulab.common.device import DeviceLike, DtypeLike, resolve_device, resolve_dtype
-from zjulab.common.errors import ModelNotAvailableError
+from zjulab.common.errors import ConfigError, ModelNotAvailableError
 
 torch = require("torch", feature="model loading (zjulab.common.loading)")
 
@@ -32,6 +32,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: ``dtype=`` value that keeps the checkpoint's own dtype (what a model card's
+#: ``torch_dtype="auto"`` means); zjulab's ``"auto"`` instead picks the device's best dtype.
+CHECKPOINT_DTYPE = "checkpoint"
 
 T = TypeVar("T")
 
@@ -153,10 +157,20 @@ def _load(
     kwargs: dict[str, Any],
 ) -> Any:
     name = str(name_or_path)
-    torch_dtype = resolve_dtype(dtype, device if "device_map" not in kwargs else "cpu")
-    if "device_map" in kwargs and dtype in (None, "auto"):
-        torch_dtype = resolve_dtype("auto", "auto")
-    kwargs.setdefault("dtype", torch_dtype)
+    if "torch_dtype" in kwargs:  # the spelling of model cards: "auto" there means the checkpoint's
+        card = kwargs.pop("torch_dtype")
+        if dtype not in (None, "auto") and str(dtype) != str(card):
+            raise ConfigError(f"dtype={dtype!r} and torch_dtype={card!r} disagree; pass one")
+        dtype = CHECKPOINT_DTYPE if card == "auto" else card
+    if "dtype" in kwargs:
+        raise ConfigError("pass the weight dtype as dtype=, not inside the loader's keywords")
+    if dtype == CHECKPOINT_DTYPE:
+        kwargs["dtype"] = "auto"  # transformers reads it from the checkpoint's config
+    else:
+        torch_dtype = resolve_dtype(dtype, device if "device_map" not in kwargs else "cpu")
+        if "device_map" in kwargs and dtype in (None, "auto"):
+            torch_dtype = resolve_dtype("auto", "auto")
+        kwargs["dtype"] = torch_dtype
     placed = "device_map" in kwargs
     model = _guard(name, lambda: auto_cls.from_pretrained(name, **kwargs))
     return _finish(model, device, dtype, placed, adapter)
@@ -175,7 +189,10 @@ def load_causal_lm(
     Args:
         name_or_path: Hub id or local directory.
         device: Where to put the model (ignored when ``device_map`` is given).
-        dtype: Weight dtype; ``"auto"`` follows :func:`~zjulab.common.device.resolve_dtype`.
+        dtype: Weight dtype; ``"auto"`` follows :func:`~zjulab.common.device.resolve_dtype`
+            (the device's best dtype), ``"checkpoint"`` keeps the checkpoint's dtype. A model
+            card's ``torch_dtype=...`` keyword is accepted too, with the card's meaning
+            (``torch_dtype="auto"`` is the checkpoint's dtype).
         adapter: Optional peft adapter (hub id or directory) applied on top.
         **kwargs: Passed to ``from_pretrained`` (``device_map``, ``revision``, ``gguf_file``...).
 

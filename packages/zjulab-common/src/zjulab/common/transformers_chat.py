@@ -117,7 +117,7 @@ class TransformersChatModel:
             td = load_kwargs.pop("torch_dtype")
             if dtype not in ("auto", None) and str(dtype) != str(td):
                 raise ConfigError(f"dtype={dtype!r} and torch_dtype={td!r} disagree; pass one")
-            dtype = td
+            dtype = "checkpoint" if td == "auto" else td  # a card's "auto" is the checkpoint's dtype
         if "dtype" in load_kwargs:
             raise ConfigError("dtype given twice")
         self._model = model if not isinstance(model, (str, os.PathLike)) else None
