@@ -3,9 +3,11 @@
 :class:`RTTGRPOTrainer` lets TRL sample, score and build the batch, then replaces the ``[B]``
 GRPO advantages with ``[B, T]`` RTT-GRPO advantages
 ``A[i, t] = A_resp[i] + λ·A_tok[i, t]`` (or the ``mix`` form). TRL's loss accepts ``[B, T]``
-advantages unchanged: clipping (``epsilon`` / ``epsilon_high``), the KL term (``beta``) and every
-loss type work as in GRPO. Nothing of TRL is copied; only ``_generate_and_score_completions`` is
-extended.
+advantages: clipping (``epsilon`` / ``epsilon_high`` / ``delta``), the KL term (``beta``) and the
+token-level loss types work token-wise; TRL's per-sequence decisions (off-policy masking, VESPO's
+weights) are taken on ``A_resp``, and sequence-level importance ratios are refused (see
+:class:`RTTGRPOTrainer`). Nothing of TRL is copied; ``_generate_and_score_completions`` is
+extended and ``_compute_loss``, ``get_off_policy_mask`` and ``get_gamma_weights`` are wrapped.
 """
 
 from __future__ import annotations
