@@ -203,3 +203,81 @@ def test_default_arguments_are_recorded_and_patchable():
     res = replay(trace, patches={op.id: {"prompt": "Be brief.", "k": 2}})
     assert res.final == "Be brief.|2|Milo"
     assert replay(trace, patches={op.id: {}}).final == "Answer in one word.|1|Milo"
+
+
+# ------------------------------------------------------------------ provenance beyond identity
+def test_in_place_update_returning_none_links_the_new_store_state():
+    tracer = Tracer()
+
+    @tracer.operation("extract", outputs=("facts",))
+    def extract(messages):
+        return [m for m in messages if "hi" not in m]
+
+    @tracer.operation("update")
+    def update(store, facts):
+        store.extend(facts)  # Mem0-style: mutate the store, return nothing
+
+    @tracer.operation("retrieve", outputs=("hits",))
+    def retrieve(store, query):
+        return [m for m in store if "cat" in m]
+
+    store = []
+    with tracer.trace() as trace:
+        tracer.variable(store, "store")
+        update(store, extract([MILO, "Bob: hi"]))
+        retrieve(store, "cat?")
+    ret = trace.find_operations("retrieve")[0]
+    upd = trace.find_operations("update")[0]
+    assert upd.id in trace.parent_operations(ret.id)  # retrieve reads the updated store
+    assert trace.find_operations("extract")[0].id in trace.ancestor_operations(ret.id)
+    new_store = next(trace.variables[v] for v in upd.outputs if trace.variables[v].name == "store")
+    assert new_store.version == 1 and new_store.value == [MILO]
+    # replay: a corrected extract flows through the in-place update into retrieve
+    ext = trace.find_operations("extract")[0].id
+    assert replay(trace, {ext: [MILO, "Ann: my dog is called Rex, not a cat"]}).final == [
+        MILO,
+        "Ann: my dog is called Rex, not a cat",
+    ]
+    assert store == [MILO]  # the user's object is not touched by replay
+
+
+def test_a_container_built_from_recorded_values_links_to_all_of_them():
+    tracer = Tracer()
+
+    @tracer.operation("search", outputs=("hits",))
+    def search(q):
+        return ["Ann: my cat is called Milo", "Ann: I live in Oslo"]
+
+    @tracer.operation("extract", outputs=("facts",))
+    def extract(messages):
+        return [m.upper() for m in messages]
+
+    @tracer.operation("generate", outputs=("answer",))
+    def generate(context):
+        return context[0]
+
+    with tracer.trace() as trace:
+        hits = search("cat")
+        facts = extract(["Ann: a fact"])
+        generate(hits + facts[:1])
+    gen = trace.find_operations("generate")[0]
+    parents = {trace.operations[p].name for p in trace.parent_operations(gen.id)}
+    assert parents == {"search", "extract"}
+
+
+def test_an_interned_literal_is_no_link():
+    tracer = Tracer()
+
+    @tracer.operation("check", outputs=("ok",))
+    def check(x):
+        return "yes"
+
+    @tracer.operation("report", outputs=("out",))
+    def report(flag, text):
+        return f"{flag}:{text}"
+
+    with tracer.trace() as trace:
+        check(tracer.variable(["a"], "x"))
+        report("yes", "unrelated")  # the same interned object as check's return value
+    rep = trace.find_operations("report")[0]
+    assert trace.parent_operations(rep.id) == []

@@ -53,6 +53,13 @@ def _split_outputs(op: Operation, value: Any) -> list[Any]:
     )
 
 
+class _Outputs:
+    """An operation seen with only its returned outputs (not the arguments it mutated)."""
+
+    def __init__(self, op: Operation, outputs: list[str]):
+        self.id, self.name, self.outputs = op.id, op.name, outputs
+
+
 def _bind(slot: Slot, values: Mapping[str, Any], trace: Trace, changed: set[str], op: Operation) -> Any:
     if slot.var is None:
         return copy.deepcopy(slot.const)
@@ -158,9 +165,16 @@ def replay(
             raise ReplayError(f"operation {oid} ({op.name}) raised during replay: {exc!r}") from exc
         executed.append(oid)
         running.add(oid)
-        outs = [result] if op.output_mode == "single" or len(op.outputs) <= 1 else _split_outputs(op, result)
-        for vid, val in zip(op.outputs, outs):
+        mutates: dict[str, str] = op.meta.get("mutates") or {}
+        returned = [v for v in op.outputs if v not in mutates]
+        if len(returned) <= 1 or op.output_mode == "single":
+            outs = [result]
+        else:
+            outs = _split_outputs(_Outputs(op, returned), result)
+        for vid, val in zip(returned, outs):
             put(vid, val)
+        for vid, key in mutates.items():  # an argument the operation changed in place
+            put(vid, args[int(key)] if key.isdigit() and int(key) < len(args) else kwargs.get(key))
     final = trace.final
     logger.debug("replay of %s re-ran %d operations", trace.id, len(executed))
     return ReplayResult(

@@ -225,7 +225,7 @@ def trace_from_dict(
                     )
             bound = {s.var for s in [*args, *kwargs.values()] if s.var is not None}
             declared = set(o.get("inputs", []))
-            reads = set(o.get("reads", []) or [])
+            reads = set((o.get("meta") or {}).get("reads", []) or [])
             if (args or kwargs or declared) and declared != bound | reads:
                 raise TraceFileError(
                     f"{source}: operation {o['id']} lists inputs {sorted(declared)} but its arguments "

@@ -21,6 +21,7 @@ import functools
 import inspect
 import itertools
 import logging
+import sys
 import threading
 import time
 import traceback
@@ -40,6 +41,29 @@ F = TypeVar("F", bound=Callable[..., Any])
 _DATA_TYPES = (str, bytes, list, dict, tuple, set, frozenset)
 _SCALARS = (int, float, bool, type(None))
 _tracer_ids = itertools.count()
+# immutable values Python may share between unrelated code (interned strings, cached ints)
+_SHAREABLE = (str, bytes, int, float, bool, tuple, frozenset, type(None))
+
+
+def _linkable_element(el: Any) -> bool:
+    if isinstance(el, (bool, int, float, type(None))):
+        return False
+    return not (isinstance(el, (str, bytes)) and len(el) < 2)
+
+
+def _caller_literals(depth: int) -> tuple[Any, ...]:
+    try:
+        frame = sys._getframe(depth)
+    except ValueError:
+        return ()
+    consts: list[Any] = []
+    stack = [frame.f_code]
+    while stack:  # constants of the calling code, tuples of constants included
+        for c in stack.pop().co_consts:
+            consts.append(c)
+            if isinstance(c, tuple):
+                consts.extend(c)
+    return tuple(consts)
 
 
 def _snapshot(value: Any, mode: str) -> Any:
@@ -68,10 +92,14 @@ class _Recording:
     lock: threading.RLock = field(default_factory=threading.RLock)
     errors: dict[int, str] = field(default_factory=dict)
     keep: list[Any] = field(default_factory=list)
+    elements: dict[int, tuple[str, Any]] = field(default_factory=dict)
+    literals: tuple[Any, ...] = ()
 
     def lookup(self, value: Any) -> str | None:
         hit = self.live.get(id(value))
         if hit is not None and hit[1] is value:
+            if isinstance(value, _SHAREABLE) and any(value is c for c in self.literals):
+                return None  # a literal of the calling code that happens to be the same object
             return hit[0]
         return None
 
@@ -81,7 +109,30 @@ class _Recording:
                 name, _snapshot(value, self.snapshot), kind=kind, created_ns=time.time_ns(), meta=meta or {}
             )
             self.live[id(value)] = (var.id, value)
+            if isinstance(value, (list, tuple, set, frozenset)):
+                for el in value:
+                    if _linkable_element(el):
+                        self.elements[id(el)] = (var.id, el)
+            elif isinstance(value, dict):
+                for el in value.values():
+                    if _linkable_element(el):
+                        self.elements[id(el)] = (var.id, el)
             return var.id
+
+    def derived_from(self, value: Any) -> list[str]:
+        """Variables whose elements (by identity) a new container is built from."""
+        if isinstance(value, dict):
+            items: Any = value.values()
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            items = value
+        else:
+            return []
+        out: dict[str, None] = {}
+        for el in items:
+            hit = self.elements.get(id(el))
+            if hit is not None and hit[1] is el and not any(el is c for c in self.literals):
+                out[hit[0]] = None
+        return list(out)
 
     def inside(self, op_id: str, ancestor: str) -> bool:
         """Whether recorded operation ``op_id`` ran (directly or deeper) inside ``ancestor``."""
@@ -317,6 +368,8 @@ class _Call:
     prompt: str | None
     model_id: str | None
     start: int
+    watch: list[tuple[str, str, Any]] = field(default_factory=list)
+    reads: list[str] = field(default_factory=list)
 
 
 class Tracer:
@@ -453,7 +506,9 @@ class Tracer:
             const = _snapshot(value, rec.snapshot) if isinstance(value, _DATA_TYPES) else value
             return Slot(const=const), True
         if isinstance(value, _DATA_TYPES):
-            return Slot(var=rec.register(value, pname, "source")), False
+            sources = rec.derived_from(value)
+            meta = {"derived_from": sources} if sources else None
+            return Slot(var=rec.register(value, pname, "source", meta)), False
         return Slot(const=value), False
 
     def _begin(
@@ -481,6 +536,7 @@ class Tracer:
         params: dict[str, Any] = {}
         model_id = spec.model_id
         prompt = spec.prompt
+        rec.literals = _caller_literals(3)
         with rec.lock:
             aslots: list[Slot] = []
             for i, value in enumerate(args):
@@ -520,6 +576,22 @@ class Tracer:
                         params[p.name] = p.default
             if spec.prompt_arg in params and isinstance(params[spec.prompt_arg], str):
                 prompt = params[spec.prompt_arg]
+            rec.literals = ()
+            # a container built from recorded values (``hits + facts[:1]``) reads them all
+            reads: list[str] = []
+            for slot in [*aslots, *kslots.values()]:
+                if slot.var is not None:
+                    reads.extend(rec.trace.variables[slot.var].meta.get("derived_from", []))
+            inputs.extend(r for r in reads if r not in inputs)
+            # recorded mutable arguments are watched for in-place changes
+            watch: list[tuple[str, Any, Any]] = []
+            if rec.snapshot == "deepcopy":
+                for key, slot, value in [
+                    *((str(i), sl, v) for i, (sl, v) in enumerate(zip(aslots, args))),
+                    *((k, kslots[k], v) for k, v in kwargs.items()),
+                ]:
+                    if slot.var is not None and isinstance(value, (list, dict, set)):
+                        watch.append((key, slot.var, value))
             op_id = rec.trace.new_id("op")
         parent = self._current_op.get()
         token = self._current_op.set(op_id)
@@ -537,6 +609,8 @@ class Tracer:
             prompt,
             model_id,
             time.time_ns(),
+            watch,
+            reads,
         )
 
     def _end(self, rec: _Recording, call: _Call, result: Any, exc: BaseException | None) -> None:
@@ -569,6 +643,23 @@ class Tracer:
                 outs = [rec.register(record, f"{spec.name}.error", "error", vmeta)]
                 rec.errors.setdefault(id(exc), outs[0])
                 rec.keep.append(exc)
+            mutated: dict[str, str] = {}
+            for key, vid, value in call.watch:
+                old = rec.trace.variables[vid]
+                try:
+                    same = bool(old.value == value)
+                except Exception:
+                    same = True
+                if not same:
+                    new = rec.register(value, old.name, old.kind)
+                    outs.append(new)
+                    mutated[new] = key
+            if mutated:
+                meta["mutates"] = mutated
+                if mode == "tuple":
+                    meta["returned"] = len(outs) - len(mutated)
+            if call.reads:
+                meta["reads"] = list(dict.fromkeys(call.reads))
             rec.trace.add_operation(
                 spec.name,
                 list(dict.fromkeys(call.inputs)),
