@@ -8,12 +8,16 @@ One generation step of :class:`SERLTrainer`:
    with the same policy (K judge rollouts per pair form a GRPO group). Parsing the judge rollouts
    gives the verdicts, hence the Actor rewards (returned to TRL for the actor batch) and the
    Judge rewards (returned to TRL inside the judge pass).
-3. The actor batch and the judge batch are joined into one batch with a ``serl_role`` column;
-   TRL shuffles and splits it into micro-batches as usual.
-4. :meth:`SERLTrainer.compute_loss` runs TRL's clipped loss on the actor rows and on the judge
-   rows separately and returns ``alpha * L_actor + beta * L_judge``.
+3. The actor batch and the judge batch are joined into one batch with a ``serl_role`` column,
+   split into the micro-batches of gradient accumulation with each role shuffled on its own and
+   dealt evenly (:meth:`SERLTrainer._prepare_inputs`), so every row of a role weighs the same.
+4. :meth:`SERLTrainer.compute_loss` runs TRL's loss on the actor rows and on the judge rows
+   separately (the judge rows in chunks of ``judge_micro_batch_size`` when set) and returns
+   ``alpha * L_actor + beta * L_judge``.
 
-Nothing in TRL is copied or patched; the trainer overrides four of its hooks.
+Nothing in TRL is copied or patched; the trainer overrides its hooks (``_generate``,
+``_calculate_rewards``, ``_generate_and_score_completions``, ``_prepare_inputs``,
+``compute_loss``, ``log``).
 """
 
 from __future__ import annotations
