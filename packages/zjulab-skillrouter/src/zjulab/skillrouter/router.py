@@ -708,8 +708,11 @@ class SkillRouter:
         from zjulab.common.io import recover_directory, remove_stale_temps
 
         root = Path(path)
-        recover_directory(root)
-        remove_stale_temps(root)
+        try:  # finish a save a kill cut short, and drop its leftovers (not possible read-only)
+            recover_directory(root)
+            remove_stale_temps(root)
+        except OSError as exc:
+            logger.warning("%s: could not tidy after an interrupted save (%s)", root, exc)
         meta_path = root / "router.json"
         if not meta_path.is_file():
             raise IndexFormatError(f"{root} is not a saved skill router: {meta_path.name} is missing")
