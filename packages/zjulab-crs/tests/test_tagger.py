@@ -124,3 +124,20 @@ def test_bio_alignment_round_trips_on_chinese_uneed_utterances(uneed_dir):
         offsets = tok(e.text, return_offsets_mapping=True)["offset_mapping"]
         tags = spans_to_token_tags(e.text, offsets, e.spans)
         assert token_tags_to_spans(e.text, offsets, tags) == e.spans
+
+
+def test_multi_word_value_is_one_unbroken_bio_run():
+    # a tokenizer that gives the inner space its own token: "high resolution camera"
+    text = "high resolution camera"
+    offsets = [(0, 0), (0, 4), (4, 5), (5, 15), (15, 16), (16, 22), (0, 0)]
+    spans = [("camera", 0, 15)]
+    tags = spans_to_token_tags(text, offsets, spans)
+    # the space token between the words is I-, never O (O -> I- is a transition the CRF forbids)
+    assert tags == ["O", "B-camera", "I-camera", "I-camera", "O", "O", "O"]
+    assert token_tags_to_spans(text, offsets, tags) == spans
+    from zjulab.crs.crf import bio_constraints
+
+    labels = bio_tag_set(["camera"])
+    _, allowed = bio_constraints(labels)
+    idx = [labels.index(t) for t in tags[1:-1]]
+    assert all(bool(allowed[a, b]) for a, b in zip(idx, idx[1:]))

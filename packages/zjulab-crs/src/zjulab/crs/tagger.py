@@ -64,13 +64,24 @@ def spans_to_token_tags(text: str, offsets: Offsets, spans: Sequence[Span]) -> l
     """BIO tag of every token from character spans.
 
     A token belongs to the span its first non-space character falls in; the first such token
-    of a span gets ``B-``, later ones ``I-``. Special tokens (empty offsets) get ``O``.
+    of a span gets ``B-``, later ones ``I-``. A white-space-only token inside a span that is
+    already open (the space of ``high resolution``) gets ``I-``, so a multi-word value is one
+    unbroken ``B- I- I-`` run (an ``O`` there would make the gold sequence one the BIO-constrained
+    CRF forbids). Special tokens (empty offsets) get ``O``.
     """
     tags = []
     opened: set[int] = set()
-    for s, e in offsets:
-        s, e = _trim(text, s, e)
-        hit = next((j for j, (_, a, b) in enumerate(spans) if a <= s < b), None) if s < e else None
+    for s0, e0 in offsets:
+        s, e = _trim(text, s0, e0)
+        if s >= e:
+            inside = (
+                next((j for j in opened if spans[j][1] <= s0 and e0 <= spans[j][2]), None)
+                if e0 > s0
+                else None
+            )
+            tags.append("O" if inside is None else "I-" + spans[inside][0])
+            continue
+        hit = next((j for j, (_, a, b) in enumerate(spans) if a <= s < b), None)
         if hit is None:
             tags.append("O")
             continue
@@ -88,6 +99,8 @@ def token_tags_to_spans(text: str, offsets: Offsets, tags: Sequence[str]) -> lis
     cur: list[Any] | None = None
     for (s, e), tag in zip(offsets, tags):
         s, e = _trim(text, s, e)
+        if s >= e and cur is not None and tag == "I-" + cur[0]:
+            continue  # white space inside a multi-word value keeps the span open
         if s >= e or tag == "O":
             if cur:
                 spans.append((cur[0], cur[1], cur[2]))
