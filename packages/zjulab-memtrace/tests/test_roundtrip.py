@@ -281,3 +281,51 @@ def test_an_interned_literal_is_no_link():
         report("yes", "unrelated")  # the same interned object as check's return value
     rep = trace.find_operations("report")[0]
     assert trace.parent_operations(rep.id) == []
+
+
+def _paraphrase_pipeline(tracer, k=0):
+    EV = "Priya: I am a nurse at St Mary's hospital"
+
+    @tracer.operation("extract", outputs=("facts",))
+    def extract(messages):
+        return [m.replace("Priya: I am", "Priya is") for m in messages]  # paraphrases
+
+    @tracer.operation("retrieve", outputs=("hits",))
+    def retrieve(facts, question):
+        return facts[k : k + 1]  # k=1: a retrieval fault
+
+    @tracer.operation("generate", outputs=("answer",))
+    def generate(question, hits):
+        return "a nurse" if any("nurse" in h for h in hits) else "I don't know"
+
+    with tracer.trace() as trace:
+        generate("What is Priya's job?", retrieve(extract([EV, "Priya: I like tea"]), "job?"))
+    return trace, Gold("nurse", (EV,), "What is Priya's job?")
+
+
+def test_a_paraphrasing_extract_is_not_blamed_for_a_retrieval_fault():
+    trace, gold = _paraphrase_pipeline(Tracer(), k=1)
+    att = attribute(trace, gold, EvidenceJudge())
+    assert [trace.operation_label(o) for o in att.decisive_ops] == ["retrieve#0"]
+
+
+def test_semantic_matching_with_an_encoder():
+    from zjulab.memtrace.judges import EvidenceJudge as EJ
+
+    class Table:  # a test encoder: two texts are similar when they share their last four words
+        def encode(self, texts, batch_size=32):
+            import numpy as np
+
+            import zlib
+
+            out = np.zeros((len(texts), 256), dtype="float32")
+            for i, t in enumerate(texts):
+                out[i, zlib.crc32(" ".join(t.split()[-4:]).encode()) % 256] = 1.0
+            return out
+
+    judge = EJ(threshold=1.0, encoder=Table())
+    assert judge._similar("x nurse at St Mary's", ["Priya works as nurse at St Mary's"])
+    assert not judge._similar("x nurse at St Mary's", ["Priya likes tea"])
+    trace, gold = _paraphrase_pipeline(Tracer(), k=1)
+    att = attribute(trace, gold, judge)
+    assert [trace.operation_label(o) for o in att.decisive_ops] == ["retrieve#0"]

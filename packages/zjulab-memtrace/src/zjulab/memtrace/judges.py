@@ -198,19 +198,45 @@ class EvidenceJudge:
     case it never had the text and is not faulty.
 
     Args:
-        threshold: Token recall at which an evidence text counts as carried.
+        threshold: Token (or content-word) recall at which an evidence text counts as carried.
         taxonomy: Failure modes.
+        encoder: Optional :class:`~zjulab.common.protocols.TextEncoder`; a line whose cosine
+            similarity to the evidence reaches ``similarity`` (and that holds the answer) also
+            carries it, so a paraphrasing step is not blamed. The lexical rule is the fallback.
+        similarity: Cosine threshold for the encoder.
     """
 
     name = "evidence"
 
-    def __init__(self, threshold: float = 0.9, taxonomy: Taxonomy | None = None):
+    def __init__(
+        self,
+        threshold: float = 0.9,
+        taxonomy: Taxonomy | None = None,
+        *,
+        encoder: Any = None,
+        similarity: float = 0.8,
+    ):
         self.threshold = threshold
         self.taxonomy = taxonomy or DEFAULT_TAXONOMY
+        self.encoder = encoder
+        self.similarity = similarity
         self._corrector = EvidenceCorrector(threshold)
+        self._cache: dict[str, Any] = {}
+
+    def _vec(self, texts: Sequence[str]) -> Any:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            for t, v in zip(missing, self.encoder.encode(missing)):
+                self._cache[t] = v
+        return [self._cache[t] for t in texts]
+
+    def _similar(self, evidence: str, lines: Sequence[str]) -> bool:
+        ev, *cands = self._vec([evidence, *lines])
+        return any(float(ev @ c) >= self.similarity for c in cands)
 
     def _carried(self, trace: Trace, var_ids: Sequence[str], text: str, answer: str = "") -> bool:
-        return any(carries(trace.variables[v].value, text, self.threshold, answer) for v in var_ids)
+        similar = self._similar if self.encoder is not None else None
+        return any(carries(trace.variables[v].value, text, self.threshold, answer, similar) for v in var_ids)
 
     def judge(self, trace: Trace, op_ids: Sequence[str], gold: Gold) -> dict[str, Verdict]:
         """See :class:`Judge`."""

@@ -19,6 +19,7 @@ __all__ = [
     "answer_matches",
     "carries",
     "check_answer",
+    "content_recall",
     "flatten_text",
     "locomo_f1",
     "normalize_text",
@@ -67,11 +68,22 @@ def flatten_text(value: Any) -> Iterator[str]:
         yield str(value)
 
 
-def carries(value: Any, evidence: str, threshold: float = 0.9, answer: str = "") -> bool:
+def content_recall(reference: str, candidate: str) -> float:
+    """Fraction of ``reference``'s content words (stop words and pronouns aside, light stemming)
+    found in ``candidate``: "Priya: I am a nurse" and "Priya is a nurse" agree fully."""
+    ref = _content(reference)
+    if not ref:
+        return 0.0
+    cand = set(_content(candidate))
+    return sum(1 for t in ref if t in cand) / len(ref)
+
+
+def carries(value: Any, evidence: str, threshold: float = 0.9, answer: str = "", similar: Any = None) -> bool:
     """Whether one string inside ``value`` holds ``evidence``.
 
     Strings are compared line by line (unless the evidence itself spans lines). The line must
-    contain ``threshold`` of the evidence's tokens and, when ``answer`` is
+    contain ``threshold`` of the evidence's tokens or of its content words (so "I am" rewritten
+    as "Priya is" still counts), or pass ``similar(evidence, lines)`` when given, and, when ``answer`` is
     given, as much of the answer as the evidence itself does (so a copy of the evidence with
     the answer changed does not count).
     """
@@ -79,10 +91,17 @@ def carries(value: Any, evidence: str, threshold: float = 0.9, answer: str = "")
     units = flatten_text(value)
     if "\n" not in evidence:  # compare line by line, so a long context cannot lend its words
         units = (line for s in units for line in s.split("\n"))
-    return any(
-        token_recall(evidence, s) >= threshold and (not need or token_recall(answer, s) >= need)
-        for s in units
-    )
+    units = list(units)
+    holds = [not need or token_recall(answer, s) >= need for s in units]
+    if any(
+        ok and max(token_recall(evidence, s), content_recall(evidence, s)) >= threshold
+        for s, ok in zip(units, holds)
+    ):
+        return True
+    if similar is not None:  # a semantic check for paraphrases the lexical rule misses
+        cands = [s for s, ok in zip(units, holds) if ok and s.strip()]
+        return bool(cands) and bool(similar(evidence, cands))
+    return False
 
 
 # ---------------------------------------------------------------- strict answer check
@@ -101,6 +120,7 @@ _STOP = frozenset(
         "with",
         "by",
         "from",
+        "am",
         "is",
         "are",
         "was",
