@@ -215,3 +215,35 @@ def test_dense_routing_with_a_served_encoder_saves_loads_and_detects_a_swap(tmp_
     with ChatServer(encoder=HashingEncoder(64, bigrams=False), models=["emb"]) as other:
         with pytest.raises(EncoderMismatchError, match="probe embeddings moved"):
             SkillRouter.load(path, encoder=OpenAIEncoder("emb", base_url=other.url))
+
+
+def test_filtered_search_falls_back_to_exact_when_the_index_cannot_filter(monkeypatch):
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((50, 8)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    from zjulab.skillrouter import VectorIndex, brute_force_search
+
+    idx = VectorIndex(8).build(v)
+    allowed = np.array([3, 9, 10, 31, 44])
+    want_s, want_i = idx.search(v[:2], 3, allowed=allowed)
+
+    class NoSelector:
+        def __init__(self, inner):
+            self.inner = inner
+            self.ntotal = inner.ntotal
+
+        def search(self, q, k, params=None):
+            if params is not None:
+                raise RuntimeError("no IDSelector on this index")
+            return self.inner.search(q, k)
+
+        def reconstruct_n(self, a, b):
+            return self.inner.reconstruct_n(a, b)
+
+    idx._index = NoSelector(idx._index)
+    got_s, got_i = idx.search(v[:2], 3, allowed=allowed)
+    np.testing.assert_array_equal(got_i, want_i)
+    np.testing.assert_allclose(got_s, want_s, rtol=1e-5)
+    assert set(got_i.ravel()) <= set(allowed.tolist())
+    _, bi = brute_force_search(v[allowed], v[:2], 3)
+    np.testing.assert_array_equal(allowed[bi], got_i)

@@ -186,11 +186,13 @@ class VectorIndex:
                 self._index.hnsw.efSearch = max(self.hnsw_ef_search, window)
                 if params is not None:
                     params.efSearch = self._index.hnsw.efSearch
-            scores, ids = (
-                self._index.search(q, window)
-                if params is None
-                else self._index.search(q, window, params=params)
-            )
+            if params is None:
+                scores, ids = self._index.search(q, window)
+            else:
+                try:
+                    scores, ids = self._index.search(q, window, params=params)
+                except (RuntimeError, TypeError):  # an index without ID-selector support (GPU)
+                    return self._filtered_exact(q, k, allowed)  # type: ignore[arg-type]
             # a tie that reaches the window's edge may continue past it: widen until it does not
             straddles = (ids[:, window - 1] >= 0) & (scores[:, k - 1] == scores[:, window - 1])
             if window >= n or not straddles.any():
@@ -198,6 +200,12 @@ class VectorIndex:
             window = min(n, 2 * window)
         scores, ids = order_hits(scores, ids)
         return scores[:, :k], ids[:, :k]
+
+    def _filtered_exact(self, q: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search over the ``allowed`` positions only (numpy), ids mapped back."""
+        sub = self.reconstruct_all()[allowed]
+        s, i = brute_force_search(sub, q, k)
+        return s, allowed[i]
 
     def add(self, vectors: np.ndarray) -> None:
         """Append vectors (positions ``ntotal .. ntotal + len - 1``)."""
