@@ -1,3 +1,4 @@
+import itertools
 from pathlib import Path
 
 import pytest
@@ -140,4 +141,4 @@ def test_multi_word_value_is_one_unbroken_bio_run():
     labels = bio_tag_set(["camera"])
     _, allowed = bio_constraints(labels)
     idx = [labels.index(t) for t in tags[1:-1]]
-    assert all(bool(allowed[a, b]) for a, b in zip(idx, idx[1:]))
+    assert all(bool(allowed[a, b]) for a, b in itertools.pairwise(idx))
