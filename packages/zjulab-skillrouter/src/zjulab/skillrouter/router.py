@@ -395,14 +395,13 @@ class SkillRouter:
                 else:
                     unchanged += 1
             n_added = len(pool) - len(self._skills)
-            emb = None
-            if self._vindex is not None:
-                old = self._vindex.reconstruct_all()
-                emb = np.zeros((len(pool), old.shape[1]), dtype=np.float32)
-                emb[: old.shape[0]] = old
-                if changed:
-                    emb[changed] = self.encode_skills([pool[i] for i in changed])
             if changed:
+                emb = None
+                if self._vindex is not None:
+                    old = self._vindex.reconstruct_all()
+                    emb = np.zeros((len(pool), old.shape[1]), dtype=np.float32)
+                    emb[: old.shape[0]] = old
+                    emb[changed] = self.encode_skills([pool[i] for i in changed])
                 self._install(pool, emb)
         logger.info("upsert: %d added, %d updated, %d unchanged", n_added, len(changed) - n_added, unchanged)
         return {"added": n_added, "updated": len(changed) - n_added, "unchanged": unchanged}
@@ -757,7 +756,6 @@ class SkillRouter:
             )
         hashes = [skill_hash(s) for s in pool]
         cls._check_integrity(skills_path, pool, hashes, meta)
-        emb = None
         vindex = None
         if config.needs_encoder:
             fpath = root / "dense.faiss"
@@ -772,7 +770,6 @@ class SkillRouter:
         router._skills, router._hashes = pool, hashes
         router._pos = {s.id: i for i, s in enumerate(pool)}
         router._vindex = vindex
-        del emb
         if config.retriever in ("bm25", "hybrid"):
             router._bm25 = BM25Index(config.bm25_k1, config.bm25_b).build(router.skill_texts(pool))
         fp = (saved_enc or {}).get("fingerprint") if config.needs_encoder else None
