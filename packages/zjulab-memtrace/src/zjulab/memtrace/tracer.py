@@ -370,6 +370,8 @@ class _Call:
     start: int
     watch: list[tuple[str, str, Any]] = field(default_factory=list)
     reads: list[str] = field(default_factory=list)
+    model: Any = None
+    usage0: tuple[int, int] | None = None
 
 
 class Tracer:
@@ -380,6 +382,11 @@ class Tracer:
             decorated while it is false are returned unwrapped (zero overhead).
         snapshot: ``"deepcopy"`` stores an immutable copy of each value; ``"reference"``
             stores the object itself (faster; only safe when steps never mutate their data).
+        listeners: Objects told as the run happens (``on_trace_start(trace)``,
+            ``on_op_start(trace, op_id, parent_id, name)``, ``on_op_end(trace, op)``,
+            ``on_trace_end(trace)``), for example
+            :class:`zjulab.memtrace.otel.LiveExporter` for live OpenTelemetry spans. A listener
+            that raises is logged and never breaks the pipeline.
 
     Example:
         >>> tracer = Tracer()
@@ -392,11 +399,14 @@ class Tracer:
         (2, 4)
     """
 
-    def __init__(self, enabled: bool = True, *, snapshot: str = "deepcopy") -> None:
+    def __init__(
+        self, enabled: bool = True, *, snapshot: str = "deepcopy", listeners: Sequence[Any] = ()
+    ) -> None:
         if snapshot not in ("deepcopy", "reference"):
             raise TracingError(f"snapshot must be 'deepcopy' or 'reference', got {snapshot!r}")
         self.enabled = enabled
         self.snapshot = snapshot
+        self.listeners: list[Any] = list(listeners)
         uid = next(_tracer_ids)
         self._active: contextvars.ContextVar[_Recording | None] = contextvars.ContextVar(
             f"memtrace_active_{uid}", default=None
@@ -423,11 +433,25 @@ class Tracer:
         rec = _Recording(Trace(name, metadata), self.snapshot)
         token = self._active.set(rec)
         op_token = self._current_op.set(None)
+        self._notify("on_trace_start", rec.trace)
         try:
             yield rec.trace
         finally:
             self._current_op.reset(op_token)
             self._active.reset(token)
+            self._notify("on_trace_end", rec.trace)
+
+    def _notify(self, event: str, *args: Any) -> None:
+        for listener in self.listeners:
+            fn = getattr(listener, event, None)
+            if fn is None:
+                continue
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - observability never breaks the pipeline
+                logger.warning(
+                    "memtrace listener %s.%s failed", type(listener).__name__, event, exc_info=True
+                )
 
     def current(self) -> Trace | None:
         """The trace being recorded in this context, if any."""
@@ -595,6 +619,9 @@ class Tracer:
             op_id = rec.trace.new_id("op")
         parent = self._current_op.get()
         token = self._current_op.set(op_id)
+        model = next((v for v in [*args, *kwargs.values()] if _usage_of(v) is not None), None)
+        if self.listeners:
+            self._notify("on_op_start", rec.trace, op_id, parent, spec.name)
         return _Call(
             op_id,
             token,
@@ -611,6 +638,8 @@ class Tracer:
             time.time_ns(),
             watch,
             reads,
+            model,
+            _usage_of(model) if model is not None else None,
         )
 
     def _end(self, rec: _Recording, call: _Call, result: Any, exc: BaseException | None) -> None:
@@ -660,7 +689,17 @@ class Tracer:
                     meta["returned"] = len(outs) - len(mutated)
             if call.reads:
                 meta["reads"] = list(dict.fromkeys(call.reads))
-            rec.trace.add_operation(
+            if call.model is not None and call.usage0 is not None:
+                now = _usage_of(call.model)
+                if now is not None:
+                    meta["usage"] = {
+                        "input_tokens": now[0] - call.usage0[0],
+                        "output_tokens": now[1] - call.usage0[1],
+                    }
+                provider = getattr(call.model, "provider", None)
+                if isinstance(provider, str):
+                    meta["provider"] = provider
+            op = rec.trace.add_operation(
                 spec.name,
                 list(dict.fromkeys(call.inputs)),
                 outs,
@@ -681,6 +720,16 @@ class Tracer:
                 output_mode=mode,
                 meta=meta,
             )
+        if self.listeners:
+            self._notify("on_op_end", rec.trace, op)
+
+
+def _usage_of(value: Any) -> tuple[int, int] | None:
+    usage = getattr(value, "usage", None)
+    p, c = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
+    if isinstance(p, int) and isinstance(c, int):
+        return p, c
+    return None
 
 
 def _model_id_of(value: Any) -> str | None:
