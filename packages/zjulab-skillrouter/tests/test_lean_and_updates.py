@@ -247,3 +247,15 @@ def test_filtered_search_falls_back_to_exact_when_the_index_cannot_filter(monkey
     assert set(got_i.ravel()) <= set(allowed.tolist())
     _, bi = brute_force_search(v[allowed], v[:2], 3)
     np.testing.assert_array_equal(allowed[bi], got_i)
+
+
+@pytest.mark.parametrize("index_type", ["hnsw", "ivf"])
+def test_upsert_on_approximate_indexes_equals_a_rebuild(index_type):
+    pool = _big_pool(300)
+    cfg = RouterConfig(rerank=False, profile="embedded", index_type=index_type, ivf_nprobe=4)
+    r = SkillRouter(HashingEncoder(64), None, cfg).index(pool)
+    edited = Skill(**{**pool[7].__dict__, "body": "tesseract ocr for scanned invoices"})
+    assert r.upsert([edited])["updated"] == 1
+    full = SkillRouter(HashingEncoder(64), None, cfg).index([*pool[:7], edited, *pool[8:]])
+    for q in ("scanned invoices tesseract", "git task 11", "audio helper tool5"):
+        assert [x.skill.id for x in r.route(q, k=10)] == [x.skill.id for x in full.route(q, k=10)]
