@@ -188,3 +188,31 @@ def test_token_credit_scale_and_clip(tmp_path, fresh_tiny, make_args, fixed_roll
     assert torch.equal(cut, raw.clamp(-0.5, 0.5))
     expected = batch["rtt_response_advantages"][:, None] + 0.5 * cut
     assert torch.allclose(batch["advantages"], expected.to(batch["advantages"].dtype))
+
+
+def test_token_credit_is_scored_on_the_text_it_spans(tmp_path, fresh_tiny, make_args, fixed_rollout):
+    """When the reward saw other text than the decoded tokens (TRL's parsed tool messages), the
+    checked rubrics are scored again on the decoded text, so sign and spans agree."""
+    _, tok = fresh_tiny
+
+    class ParsedText(RubricReward):  # stands for TRL's parsed completion: the comma is not in it
+        def __call__(self, prompts, completions, **kwargs):
+            return super().__call__(prompts, [c.replace(",", "") for c in completions], **kwargs)
+
+    model, _ = fresh_tiny
+    ds = Dataset.from_list([{"prompt": "Answer yes or no", "rubrics": [NO_COMMA]}])
+    trainer = RTTGRPOTrainer(
+        model,
+        ParsedText(aggregate="all"),
+        SpanRelevance(),
+        RTTConfig(lam=0.5),
+        args=make_args(tmp_path, batch=2, generations=2),
+        train_dataset=ds,
+        processing_class=tok,
+        rollout_func=fixed_rollout(tok, ["no, yes", "yes no"]),
+    )
+    trainer._generate_and_score_completions([dict(ds[0])] * 2)
+    credit = trainer.last_credit
+    assert trainer.rubric_reward.last.scores[0].tolist() == [1.0]  # what the reward saw
+    assert credit.scores[0].tolist() == [-1.0]  # what the tokens say: the comma is there
+    assert credit.token_advantages[0, 1] < 0  # and the comma is the blamed token

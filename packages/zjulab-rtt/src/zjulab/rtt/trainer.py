@@ -216,6 +216,23 @@ class RTTGRPOTrainer(GRPOTrainer):
                 weights[i, j, positions[i][:n]] = w[:n].float()
         return weights.to(device)
 
+    @staticmethod
+    def _scores_on_tokens(batch: ScoreBatch, texts: list[str], k: int) -> torch.Tensor:
+        """``[B, K]`` scores of the text the relevance is computed on (the decoded completion).
+
+        TRL hands the reward function the completion as it parsed it; with tool calls that text
+        (message contents) differs from the decoded tokens the spans are found in. A checked
+        rubric is then scored again on the decoded text, so its sign and its spans agree.
+        """
+        scores = batch.scores[:, :k].clone()
+        for i, (scored, decoded) in enumerate(zip(batch.responses, texts)):
+            if scored == decoded:
+                continue
+            for j, rubric in enumerate(batch.rubrics[i][:k]):
+                if rubric.kind == "check":
+                    scores[i, j] = 1.0 if rubric.evaluate(decoded).passed else -1.0
+        return scores
+
     # ----- the hook ----------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         self.rubric_reward.last = None
@@ -241,7 +258,7 @@ class RTTGRPOTrainer(GRPOTrainer):
         if batch.scores.shape[1] > cfg.max_rubrics:
             logger.warning("a prompt has %d rubrics; using the first %d", batch.scores.shape[1], k)
         device = completion_ids.device
-        scores = batch.scores[:, :k].to(device)
+        scores = self._scores_on_tokens(batch, texts, k).to(device)
         rmask = batch.mask[:, :k].to(device)
         weights = self._relevance_tensor(batch, ids, texts, k, positions, t)
         tmask = mask.to(weights.dtype)
