@@ -544,3 +544,65 @@ def test_verdicts_say_plainly_when_training_does_not_beat_the_baseline():
         "understanding: tagger f1 0.2000 does NOT beat lexicon 0.8000",
         "elicitation: classifier f1 0.5000 beats frequency 0.3000",
     ]
+
+
+# --- RUBER: referenced + trained unreferenced ------------------------------------------------
+
+
+def _pairs():
+    from zjulab.crs.samples import EvaluationExample
+
+    topics = ["toner dry skin", "phone large battery", "shoes running size", "camera high resolution"]
+    topics += ["sofa leather brown", "laptop light thin", "serum bright face", "boots winter warm"]
+    return [EvaluationExample([("user", f"i want {t}")], f"this {t} fits", 5.0) for t in topics]
+
+
+def test_ruber_unreferenced_learns_to_prefer_the_true_response():
+    from zjulab.common.testing import HashingEncoder
+    from zjulab.crs.quality import Ruber
+    from zjulab.crs.samples import EvaluationExample
+
+    train = _pairs()
+    r = Ruber(HashingEncoder(128), steps=400, batch_size=8, learning_rate=1e-2, seed=0).fit(train)
+    assert sum(r.train_losses[-20:]) / 20 < sum(r.train_losses[:20]) / 20
+    true = r.unreferenced(train)
+    swapped = r.unreferenced(
+        [EvaluationExample(e.context, train[(i + 1) % len(train)].response, 1.0) for i, e in enumerate(train)]
+    )
+    # untrained (1 step) the mean gap is 0.004; trained it is 0.58
+    assert sum(true) / 8 - sum(swapped) / 8 > 0.4
+    assert sum(t > s for t, s in zip(true, swapped)) >= 6
+    # with no reference the combined score is the unreferenced one
+    assert r.predict(train) == pytest.approx(true)
+
+
+def test_ruber_referenced_and_combination_hand_worked():
+    import numpy as np
+
+    from zjulab.crs.quality import Ruber
+    from zjulab.crs.samples import EvaluationExample
+
+    class Fixed:
+        dim = 2
+
+        def __init__(self):
+            self.table = {"a": [1.0, 0.0], "b": [0.0, 1.0], "c": [-1.0, 0.0], "user: x": [1.0, 0.0]}
+
+        def encode(self, texts):
+            return np.asarray([self.table[t] for t in texts], dtype=np.float32)
+
+    exs = [
+        EvaluationExample([("user", "x")], "a", 1.0, reference="a"),  # cos 1 -> 1.0
+        EvaluationExample([("user", "x")], "a", 2.0, reference="b"),  # cos 0 -> 0.5
+        EvaluationExample([("user", "x")], "a", 3.0, reference="c"),  # cos -1 -> 0.0
+    ]
+    r = Ruber(Fixed(), steps=1, batch_size=2).fit(exs)
+    assert r.referenced(exs) == pytest.approx([1.0, 0.5, 0.0])
+    # the unreferenced score is the same for identical (context, response): normalised to 0.5
+    mean = Ruber(Fixed(), steps=1, batch_size=2, combine="min").fit(exs)
+    assert mean.predict(exs) == pytest.approx([0.5, 0.5, 0.0])
+    assert Ruber(Fixed(), steps=1, batch_size=2).fit(exs).predict(exs) == pytest.approx([0.75, 0.5, 0.25])
+    with pytest.raises(Exception, match="combine must be"):
+        Ruber(Fixed(), combine="median")
+    with pytest.raises(DataFormatError, match="at least 2"):
+        Ruber(Fixed()).fit(exs[:1])

@@ -68,7 +68,7 @@ from zjulab.crs.metrics import (
     span_prf,
     spearman,
 )
-from zjulab.crs.quality import QualityRegressor, RuberScorer
+from zjulab.crs.quality import QualityRegressor, Ruber, RuberScorer
 from zjulab.crs.recommendation import AttributeMatchRanker, BiEncoderRanker
 from zjulab.crs.report import evaluate_by_category, format_table
 from zjulab.crs.samples import (
@@ -123,6 +123,7 @@ __all__ = [
     "RecommendationExample",
     "ResponseGenerator",
     "RetrievalResponder",
+    "Ruber",
     "RuberScorer",
     "SpanTagger",
     "SuiteConfig",

@@ -28,7 +28,7 @@ from zjulab.crs.samples import EvaluationExample, render_context
 from zjulab.crs.task_scores import evaluation_scores
 from zjulab.crs.training import TrainHistory, module_device, train_loop
 
-__all__ = ["QualityRegressor", "RuberScorer"]
+__all__ = ["QualityRegressor", "Ruber", "RuberScorer"]
 
 logger = logging.getLogger(__name__)
 
@@ -156,4 +156,160 @@ class RuberScorer:
 
     def evaluate(self, examples: Sequence[EvaluationExample]) -> dict[str, float]:
         """Pearson/Spearman against the human scores."""
+        return evaluation_scores(examples, self.predict(examples))
+
+
+class _Unreferenced(nn.Module):
+    """RUBER's unreferenced scorer over frozen sentence embeddings.
+
+    An MLP on ``[c; r; c * r]`` with a sigmoid output.
+    """
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(3 * dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def forward(self, c: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.mlp(torch.cat([c, r, c * r], dim=-1))).squeeze(-1)
+
+
+class Ruber:
+    """RUBER (Tao et al., 2018): referenced + trained unreferenced response scores.
+
+    * **Referenced**: cosine of the response's and the reference's embeddings, mapped to
+      ``[0, 1]``; used when an example has a ``reference`` (the gold response).
+    * **Unreferenced**: a small network on the context and response embeddings trained, as in
+      RUBER, by negative sampling: the true response of a training context must outscore a
+      response drawn from another example by ``margin`` (hinge loss). No human score is used.
+
+    The two are min-max normalised over the scored batch and combined by ``combine``
+    (``"mean"`` arithmetic, ``"min"``, ``"max"``, ``"gmean"`` geometric; RUBER's heuristics);
+    without references only the unreferenced score is returned. Embeddings come from
+    ``encoder`` (frozen); the default is the lexical hashing encoder, which is a stand-in: for
+    U-NEED pass a Chinese sentence encoder (e.g. a ``bert-base-chinese`` based one).
+
+    Args:
+        encoder: A :class:`~zjulab.common.protocols.TextEncoder`.
+        max_turns: Context turns embedded.
+        steps: Training steps of the unreferenced network.
+        batch_size: Pairs per step.
+        learning_rate: Adam learning rate.
+        margin: Hinge margin.
+        hidden: Hidden width of the network.
+        combine: How the two scores are combined.
+        seed: Seed of negative sampling and initialisation.
+    """
+
+    task = "evaluation"
+
+    def __init__(
+        self,
+        encoder: TextEncoder | None = None,
+        *,
+        max_turns: int = 4,
+        steps: int = 200,
+        batch_size: int = 32,
+        learning_rate: float = 1e-3,
+        margin: float = 0.5,
+        hidden: int = 128,
+        combine: str = "mean",
+        seed: int = 0,
+    ) -> None:
+        from zjulab.crs.errors import CrsConfigError
+
+        if combine not in ("mean", "min", "max", "gmean"):
+            raise CrsConfigError(f"combine must be one of mean, min, max, gmean; got {combine!r}")
+        if steps < 1 or batch_size < 2 or margin <= 0:
+            raise CrsConfigError("steps >= 1, batch_size >= 2 and margin > 0 are required")
+        if encoder is None:
+            from zjulab.common.testing import HashingEncoder
+
+            encoder = HashingEncoder(512)
+        self.encoder = encoder
+        self.max_turns = max_turns
+        self.steps, self.batch_size, self.learning_rate = steps, batch_size, learning_rate
+        self.margin, self.hidden, self.combine, self.seed = margin, hidden, combine, seed
+        self.net: _Unreferenced | None = None
+        self.train_losses: list[float] = []
+
+    def _embed(self, texts: Sequence[str]) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(self.encoder.encode(list(texts)), dtype=np.float32))
+
+    def fit(self, examples: Sequence[EvaluationExample]) -> Ruber:
+        """Train the unreferenced network on the examples' (context, response) pairs."""
+        from zjulab.crs.errors import DataFormatError
+
+        if len(examples) < 2:
+            raise DataFormatError("Ruber.fit needs at least 2 examples (negatives come from other examples)")
+        gen = torch.Generator().manual_seed(self.seed)
+        torch.manual_seed(self.seed)
+        c = self._embed([render_context(e.context, self.max_turns) for e in examples])
+        r = self._embed([e.response for e in examples])
+        self.net = _Unreferenced(c.size(-1), self.hidden)
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.learning_rate)
+        n = len(examples)
+        self.train_losses = []
+        for _ in range(self.steps):
+            idx = torch.randint(0, n, (min(self.batch_size, n),), generator=gen)
+            neg = (idx + torch.randint(1, n, idx.shape, generator=gen)) % n  # another example
+            pos_s, neg_s = self.net(c[idx], r[idx]), self.net(c[idx], r[neg])
+            loss = torch.clamp(self.margin - pos_s + neg_s, min=0).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            self.train_losses.append(float(loss.detach()))
+        return self
+
+    @torch.no_grad()
+    def unreferenced(self, examples: Sequence[EvaluationExample]) -> list[float]:
+        """The trained network's score of each (context, response) pair, in ``[0, 1]``."""
+        if self.net is None:
+            raise NotTrainedError("Ruber.unreferenced() called before fit()")
+        c = self._embed([render_context(e.context, self.max_turns) for e in examples])
+        r = self._embed([e.response for e in examples])
+        return self.net(c, r).tolist()
+
+    def referenced(self, examples: Sequence[EvaluationExample]) -> list[float | None]:
+        """Cosine of response and reference mapped to ``[0, 1]`` (``None`` without a reference)."""
+        has = [i for i, e in enumerate(examples) if e.reference]
+        out: list[float | None] = [None] * len(examples)
+        if has:
+            a = self._embed([examples[i].response for i in has])
+            b = self._embed([examples[i].reference for i in has])
+            cos = nn.functional.cosine_similarity(a, b, dim=-1)
+            for i, v in zip(has, cos.tolist()):
+                out[i] = (v + 1.0) / 2.0
+        return out
+
+    def predict(self, examples: Sequence[EvaluationExample]) -> list[float]:
+        """The combined RUBER score of each example."""
+        if not examples:
+            return []
+        un = np.asarray(self.unreferenced(examples))
+        ref = self.referenced(examples)
+        if all(x is None for x in ref):
+            return un.tolist()
+
+        def norm(x: np.ndarray) -> np.ndarray:
+            span = float(x.max() - x.min())
+            return (x - x.min()) / span if span > 0 else np.full_like(x, 0.5)
+
+        u = norm(un)
+        have = np.array([x is not None for x in ref])
+        rv = np.array([x if x is not None else 0.0 for x in ref])
+        rn = u.copy()
+        rn[have] = norm(rv[have])
+        pair = np.stack([u, rn])
+        if self.combine == "mean":
+            comb = pair.mean(0)
+        elif self.combine == "min":
+            comb = pair.min(0)
+        elif self.combine == "max":
+            comb = pair.max(0)
+        else:
+            comb = np.sqrt(pair.prod(0))
+        return comb.tolist()
+
+    def evaluate(self, examples: Sequence[EvaluationExample]) -> dict[str, float]:
+        """PCC/SCC/cosine against the human scores."""
         return evaluation_scores(examples, self.predict(examples))

@@ -203,6 +203,8 @@ class EvaluationExample:
         score: Human quality score.
         category: Canonical category.
         sid: Dialogue id.
+        reference: A gold response for the same context, when one exists (RUBER's referenced
+            score); ``""`` otherwise.
     """
 
     context: list[Turn]
@@ -210,6 +212,7 @@ class EvaluationExample:
     score: float
     category: str = ""
     sid: str = ""
+    reference: str = ""
 
 
 def _turn(u: Utterance) -> Turn:

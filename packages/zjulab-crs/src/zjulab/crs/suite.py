@@ -22,7 +22,7 @@ from zjulab.crs.errors import CrsConfigError
 from zjulab.crs.generation import ResponseGenerator, RetrievalResponder
 from zjulab.crs.llm import LLMElicitor, LLMResponder, LLMUnderstanding
 from zjulab.crs.loaders import UNeedCorpus
-from zjulab.crs.quality import QualityRegressor, RuberScorer
+from zjulab.crs.quality import QualityRegressor, Ruber, RuberScorer
 from zjulab.crs.recommendation import AttributeMatchRanker, BiEncoderRanker
 from zjulab.crs.report import HEADLINE, PAPER_BASELINES, evaluate_by_category, format_table
 from zjulab.crs.samples import TASKS, build_task_samples
@@ -329,6 +329,9 @@ def run_suite(
                 )
         else:
             results.append(_run(task, "RUBER cosine", "baseline", RuberScorer(text_encoder), tr, te))
+            results.append(
+                _run(task, "RUBER (trained unreferenced)", "baseline", Ruber(text_encoder), tr, te)
+            )
             m, t = encoder_factory()
             results.append(
                 _run(
