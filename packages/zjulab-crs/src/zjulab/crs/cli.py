@@ -78,7 +78,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             "This demo is too small to show training beat every baseline: the trained rows ran only"
             f" {cfg.steps} optimiser steps"
             + ("" if args.embedded else " from random initialisation")
-            + ", and the synthetic baselines are strong by construction. BENCHMARKS.md has longer runs."
+            + ", and the synthetic baselines are strong by construction; pretrained encoders (--embedded) and more --steps are needed to beat them."
         )
     print(
         "Paper rows are U-NEED results, a different data set, shown for orientation only."

@@ -242,10 +242,11 @@ class Ruber:
         if len(examples) < 2:
             raise DataFormatError("Ruber.fit needs at least 2 examples (negatives come from other examples)")
         gen = torch.Generator().manual_seed(self.seed)
-        torch.manual_seed(self.seed)
         c = self._embed([render_context(e.context, self.max_turns) for e in examples])
         r = self._embed([e.response for e in examples])
-        self.net = _Unreferenced(c.size(-1), self.hidden)
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG untouched
+            torch.manual_seed(self.seed)
+            self.net = _Unreferenced(c.size(-1), self.hidden)
         opt = torch.optim.Adam(self.net.parameters(), lr=self.learning_rate)
         n = len(examples)
         self.train_losses = []
