@@ -376,6 +376,10 @@ def test_multi_valued_needs_keep_every_value_on_the_real_sample(uneed_dir: Path)
     assert "肤质 (偏油 / 偏干)" in prompt and "品类: 洗面奶; 品类: 水乳; 品类: 套装" in prompt
     for e in build_recommendation([d], corpus) + gens:
         assert [v for k, v in e.needs if k == "品类"] == ["洗面奶", "水乳", "套装"]
+    from zjulab.crs.samples import build_understanding
+
+    first = build_understanding([d])[0]  # tagging targets: one span per value
+    assert [first.text[a:b] for k, a, b in first.spans if k == "品类"] == ["洗面奶", "水乳", "套装"]
 
 
 # --- task 5 on real files: a side file of human scores -------------------------------------
