@@ -610,3 +610,13 @@ def test_ruber_referenced_and_combination_hand_worked():
         Ruber(Fixed(), combine="median")
     with pytest.raises(DataFormatError, match="at least 2"):
         Ruber(Fixed()).fit(exs[:1])
+
+
+def test_chinese_defaults_for_uneed_data():
+    # U-NEED is Chinese: the encoder tasks default to the Chinese BERT of the hub card
+    # "bert-base-chinese", the generator to a Chinese-capable chat LM; text is tokenised per character
+    from zjulab.crs.config import ElicitationConfig, GeneratorConfig, RankerConfig
+
+    for cfg in (TaggerConfig(), ElicitationConfig(), RankerConfig(), QualityConfig()):
+        assert cfg.model_name_or_path == "bert-base-chinese"
+    assert GeneratorConfig().model_name_or_path == "Qwen/Qwen2.5-0.5B-Instruct"
