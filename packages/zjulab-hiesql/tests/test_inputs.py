@@ -211,3 +211,21 @@ def test_value_reading_has_a_time_budget(tmp_path):
     g = build_linking_graph(s, "Cities named Lyon?", [], None, db, LinkingConfig(value_timeout_s=0.5))
     assert time.monotonic() - start < 3.0  # SELECT DISTINCT on the endless view never finishes
     assert any(h.startswith("value_match") for h in g.linked_schema()["city.name"])
+
+
+def test_schema_from_sqlite_leaves_out_a_view_that_cannot_be_prepared(tmp_path):
+    import sqlite3
+
+    from zjulab.hiesql import schema_from_sqlite
+
+    db = tmp_path / "views.sqlite"
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        "CREATE TABLE person(id INTEGER PRIMARY KEY, name TEXT);"
+        "CREATE VIEW tok AS SELECT fts3_tokenizer('simple') AS addr;"
+        "CREATE VIEW names AS SELECT name FROM person;"
+    )
+    conn.close()
+    schema = schema_from_sqlite(db)
+    assert schema.table_names_original == ("person", "names")
+    assert schema.column_names_original == ((-1, "*"), (0, "id"), (0, "name"), (1, "name"))

@@ -260,10 +260,19 @@ def schema_from_sqlite(path: str | Path, db_id: str | None = None) -> Schema:
     try:
         conn = open_readonly(p)
         try:
-            rows = conn.execute(
+            listed = conn.execute(
                 "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') "
                 "AND name NOT LIKE 'sqlite_%' ORDER BY type = 'view', rowid"
             ).fetchall()
+            rows = []
+            for name, kind in listed:
+                if kind == "view":  # a view that cannot be prepared (unknown or unsafe function) is left out
+                    try:
+                        conn.execute("SELECT name FROM pragma_table_info(?)", (name,)).fetchall()
+                    except sqlite3.DatabaseError as exc:
+                        logger.warning("%s: view %r left out of the schema: %s", p, name, exc)
+                        continue
+                rows.append((name, kind))
             tables = [r[0] for r in rows]
             cols: list[tuple[int, str]] = [(-1, "*")]
             types: list[str] = ["text"]
