@@ -530,3 +530,97 @@ def test_failed_requests_are_retried_up_to_the_cap_then_reported(tmp_path):
         load_seeds(SEEDS), retry_abandoned=True
     )
     assert res.complete and len(res.records) == 12
+
+
+class _PartlyFailingBatchModel(FakeModel):
+    """A batch client that, like OpenAIChatModel, raises with ``.results``/``.failed`` when some
+    conversations of a batch got no answer; the conversations matching ``bad`` fail ``times`` calls."""
+
+    def __init__(self, bad, times):
+        super().__init__()
+        self.bad = bad
+        self.times = times
+
+    def generate(self, conversations, **sampling):
+        from zjulab.common.chat import ChatResult
+        from zjulab.common.errors import RemoteModelError
+
+        results, failed = [], []
+        for j, conv in enumerate(conversations):
+            with self._lock:
+                self.asked.append(conv[-1]["content"])
+                fail = self.bad(conv) and self.times > 0
+            if fail:
+                failed.append(j)
+                results.append(ChatResult(error=RemoteModelError("HTTP 500")))
+            else:
+                results.append(ChatResult(text=self.reply(conv), finish_reason="stop"))
+        if failed:
+            with self._lock:
+                self.times -= 1
+            exc = RemoteModelError(f"{len(failed)} of {len(conversations)} conversation(s) got no answer")
+            exc.results, exc.failed = results, failed
+            raise exc
+        return [r.text for r in results]
+
+
+def test_a_partly_failed_batch_resends_only_the_failed_conversations(tmp_path):
+    strong = _PartlyFailingBatchModel(lambda c: "sourdough" in c[-1]["content"], times=1)
+    res, _, _ = run(tmp_path, strong=strong, batch_size=4)
+    assert res.complete and len(res.records) == 12
+    asked = strong.asked
+    # every prompt was asked once, except the one that failed once and was asked again
+    repeated = {p for p in asked if asked.count(p) > 1}
+    assert len(repeated) == 1 and "sourdough" in next(iter(repeated))
+    assert asked.count(next(iter(repeated))) == 2
+
+
+def test_cut_off_members_keep_only_what_arrived_whole():
+    from zjulab.conifer.stages import ConstraintStage, RecombineStage, ReframeStage, cut_off_members
+
+    raw = '{"questions": ["How do I keep a starter alive?", "What kills a starter?", "What are'
+    cut = cut_off_members(raw)
+    assert cut.cut == "questions" and cut.members == {
+        "questions": ["How do I keep a starter alive?", "What kills a starter?"]
+    }
+    assert cut_off_members('{"questions": ["a"]}') is None  # complete: nothing to salvage
+    assert cut_off_members("no json here") is None
+    assert ReframeStage().salvage('{"questions": ["Fine?", "Cut').questions == ["Fine?"]
+    assert ReframeStage().salvage('{"questions": ["Cut') is None
+    assert RecombineStage(3).salvage('{"levels": ["one", "two", "thr').levels == ["one", "two"]
+    # SmolLM2-135M's answer in the demo: category names in "categories", the real categories
+    # beside it, a repeated key (the last counts) and a category whose options were cut
+    smol = (
+        '{"categories": ["Choosing a First Language", "Choosing a Programming Language"], '
+        '"Audience": ["beginners", "experts"], "Format": ["a checklist", "under 100 words"], '
+        '"Audience": ["experts"], "AudienceType": ["'
+    )
+    assert ConstraintStage().salvage(smol).categories == {
+        "Format": ["a checklist", "under 100 words"],
+        "Audience": ["experts"],
+    }
+    inner = '{"categories": {"Audience": ["kids", "adults"], "Tone": ["fun", "se'
+    assert ConstraintStage().salvage(inner).categories == {"Audience": ["kids", "adults"]}
+
+
+def test_salvage_cut_off_is_opt_in_and_marks_the_records(tmp_path):
+    from .fakes import strong_reply
+
+    def cut_reframe(conv):
+        text = conv[-1]["content"]
+        if text.startswith("Here is a request") and "BROKEN" not in text:
+            full = strong_reply(conv)
+            return full[: full.rindex('"', 0, len(full) - 3)]  # cut inside the last question
+        return strong_reply(conv)
+
+    strict, _, _ = run(tmp_path / "strict", strong=FakeModel(cut_reframe), max_structured_retries=0)
+    assert strict.records == []
+    reasons = [r["reason"] for r in strict.set_aside() if r["stage"] == "reframe"]
+    assert sum("incomplete JSON" in r for r in reasons) == 3  # the fourth seed is BROKEN
+    res, _, _ = run(
+        tmp_path / "salvage", strong=FakeModel(cut_reframe), max_structured_retries=0, salvage_cut_off=True
+    )
+    # two questions asked per seed, the second cut: one whole question per seed goes on
+    assert len(res.records) == 6
+    assert all("cut off at the token limit" in r["salvaged"]["reframe"] for r in res.records)
+    assert {r["query"].split(" on ")[0] for r in res.records} == {"Q1"}

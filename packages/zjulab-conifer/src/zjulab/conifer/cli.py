@@ -385,6 +385,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         batch_size=16,
         min_categories=2,
         max_categories=3,
+        salvage_cut_off=True,
     )
     print(
         f"Conifer demo: 3 seed queries, SmolLM2-135M-Instruct as strong and weak model, output in {out_dir}\n"

@@ -63,8 +63,13 @@ class PipelineConfig:
         guided_json: Structured stages ask for schema-constrained JSON
             (``response_format={"type": "json_schema", ...}``) when the model declares the
             server supports it (``OpenAIChatModel(..., json_schema=True)``: vLLM, SGLang,
-            OpenAI); otherwise, or when off, the schema is in the prompt and answers are
-            repaired and re-asked.
+            OpenAI); otherwise, or when off, the JSON shape is in the prompt and an answer
+            that does not validate is asked again (nothing is repaired).
+        salvage_cut_off: Keep what arrived whole of a structured answer that was cut off at
+            the token limit: the finished members of the JSON object, and the finished items
+            of a list that was cut (questions, levels, steps; a constraint category whose
+            options were cut is dropped). Records built from such an answer are marked under
+            ``salvaged``. Off by default: a cut-off answer is asked again, then set aside.
         seed: Seed of the format/number constraint sampling.
         show_progress: Progress bars (``None``: only on a terminal).
         strong_model: For ``run CONFIG``: how to build the strong model, e.g.
@@ -111,6 +116,7 @@ class PipelineConfig:
     answer_max_new_tokens: int = 1024
     temperature: float = 0.0
     guided_json: bool = True
+    salvage_cut_off: bool = False
     seed: int = 0
     show_progress: bool | None = None
     strong_model: ModelSpec = field(default_factory=lambda: {"kind": "embedded"})
@@ -189,7 +195,7 @@ class PipelineConfig:
 
     def _check_types(self) -> None:
         """Refuse values of the wrong type (a JSON ``"false"`` is not ``False``)."""
-        bools = ("few_shot", "filters", "guided_json")
+        bools = ("few_shot", "filters", "guided_json", "salvage_cut_off")
         floats = ("retry_backoff", "temperature", "contamination_threshold")
         strs = ("mode", "out_dir", "seeds_path", "contamination_prompts", "contamination_action")
         for name in bools:

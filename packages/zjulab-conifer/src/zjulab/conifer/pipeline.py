@@ -394,29 +394,60 @@ class _CachedModel:
     def _ask(self, convs: list[Conversation], sampling: dict[str, Any], keys: list[str]) -> list[str]:
         delay = self.config.retry_backoff
         last: Exception | None = None
+        answers: dict[int, str] = {}
+        pending = list(range(len(convs)))
         for attempt in range(self.config.max_remote_retries + 1):
             try:
-                texts = list(self.model.generate(convs, **sampling))
+                texts = list(self.model.generate([convs[i] for i in pending], **sampling))
             except RemoteModelError as exc:
                 last = exc
+                # a client that reports which conversations did get an answer (OpenAIChatModel:
+                # ``.results`` and ``.failed``): keep those, ask again only the others
+                got = _answered(exc, len(pending))
+                for j, text in got.items():
+                    i = pending[j]
+                    answers[i] = text
+                    self.cache.put(keys[i], self.stage, text)
+                with self._lock:
+                    self.counters["asked"] += len(got)
+                pending = [i for j, i in enumerate(pending) if j not in got]
                 if attempt < self.config.max_remote_retries:
                     logger.warning("stage %s: remote error (%s); retrying in %.1fs", self.stage, exc, delay)
                     time.sleep(delay)
                     delay *= 2
                 continue
-            if len(texts) != len(convs):
+            if len(texts) != len(pending):
                 raise ConiferConfigError(
-                    f"{self.model_id}: generate returned {len(texts)} answers for {len(convs)} conversations"
+                    f"{self.model_id}: generate returned {len(texts)} answers for {len(pending)} conversations"
                 )
-            for key, text in zip(keys, texts):
-                self.cache.put(key, self.stage, str(text))
+            for i, text in zip(pending, texts):
+                answers[i] = str(text)
+                self.cache.put(keys[i], self.stage, str(text))
             with self._lock:
-                self.counters["asked"] += len(convs)
-            return [str(t) for t in texts]
+                self.counters["asked"] += len(pending)
+            return [answers[i] for i in range(len(convs))]
         reason = f"{type(last).__name__}: {last}"
-        for key in keys:
-            self.cache.put_failure(key, self.stage, reason, self.run_id)
+        for i in pending:
+            self.cache.put_failure(keys[i], self.stage, reason, self.run_id)
         raise _RequestFailed(reason)
+
+
+def _answered(exc: Exception, n: int) -> dict[int, str]:
+    """Positions -> answers that a failed batch call did return (``exc.results`` / ``exc.failed``)."""
+    results = getattr(exc, "results", None)
+    failed = getattr(exc, "failed", None)
+    if not isinstance(results, list) or len(results) != n or failed is None:
+        return {}
+    bad = set(failed)
+    out: dict[int, str] = {}
+    for j, res in enumerate(results):
+        if j in bad:
+            continue
+        if isinstance(res, str):
+            out[j] = res
+        elif getattr(res, "error", None) is None and isinstance(getattr(res, "text", None), str):
+            out[j] = res.text
+    return out
 
 
 def _model_id(model: Any) -> str:
@@ -730,11 +761,21 @@ class Pipeline:
             return [("failed", (str(exc), ""))]
         outcomes: list[tuple[str, Any]] = []
         for r, res, raw in zip(batch, parsed, raws):
+            salvaged = None
             if isinstance(res, StructuredOutputError):
-                outcomes.append(("rejected", (_reason(res), raw)))
-                continue
+                rescued = stage.salvage(raw) if self.config.salvage_cut_off else None
+                if rescued is None:
+                    outcomes.append(("rejected", (_reason(res), raw)))
+                    continue
+                salvaged = f"cut off at the token limit; kept what arrived whole ({_reason(res)})"
+                res = rescued
             try:
                 outs = stage.apply(r, res)
+                if salvaged is not None:
+                    outs = [
+                        dict(o, salvaged={**dict(o.get("salvaged") or {}), stage.name: salvaged})
+                        for o in outs
+                    ]
             except Rejection as exc:
                 outcomes.append(("rejected", (str(exc), raw or latest[batch.index(r)])))
                 continue

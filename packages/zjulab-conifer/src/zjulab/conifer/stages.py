@@ -52,6 +52,8 @@ __all__ = [
     "SeedStage",
     "Stage",
     "WeakAnswerStage",
+    "CutOff",
+    "cut_off_members",
     "default_stages",
 ]
 
@@ -152,6 +154,106 @@ class Judgement:
     feedback: str = ""
 
 
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"\s*")
+
+
+@dataclass
+class CutOff:
+    """What arrived whole of a JSON object cut off mid-answer (see :func:`cut_off_members`).
+
+    Attributes:
+        members: The members whose values arrived complete, plus the member that was cut: a
+            list keeps the items that arrived whole, an object the members that did.
+        cut: The name of the member that was cut (its value in ``members`` is partial), else
+            ``None`` (the cut fell between members).
+        inner: For a cut object member, its own :class:`CutOff`.
+    """
+
+    members: dict[str, Any]
+    cut: str | None = None
+    inner: CutOff | None = None
+
+
+def _skip(raw: str, pos: int) -> int:
+    return _SPACE.match(raw, pos).end()  # type: ignore[union-attr]
+
+
+def _object_prefix(raw: str, start: int) -> CutOff | None:
+    members: dict[str, Any] = {}
+    pos = start + 1
+    while True:
+        pos = _skip(raw, pos)
+        if raw[pos : pos + 1] == "}":
+            return None  # the object closed: not cut off
+        try:
+            key, pos = _DECODER.raw_decode(raw, pos)
+        except ValueError:
+            return CutOff(members)
+        pos = _skip(raw, pos)
+        if not isinstance(key, str) or raw[pos : pos + 1] != ":":
+            return CutOff(members)
+        pos = _skip(raw, pos + 1)
+        try:
+            value, pos = _DECODER.raw_decode(raw, pos)
+        except ValueError:
+            members.pop(key, None)
+            if raw[pos : pos + 1] == "{":
+                inner = _object_prefix(raw, pos)
+                if inner is None:  # a closed object that still did not parse: not a cut
+                    return CutOff(members)
+                members[key] = inner.members
+                return CutOff(members, cut=key, inner=inner)
+            if raw[pos : pos + 1] != "[":
+                return CutOff(members)
+            items: list[Any] = []
+            p = pos + 1
+            while True:
+                p = _skip(raw, p)
+                try:
+                    item, p = _DECODER.raw_decode(raw, p)
+                except ValueError:
+                    break
+                items.append(item)
+                p = _skip(raw, p)
+                if raw[p : p + 1] != ",":
+                    break
+                p += 1
+            members[key] = items
+            return CutOff(members, cut=key)
+        members.pop(key, None)  # a repeated key: the last one counts, as in json.loads
+        members[key] = value
+        pos = _skip(raw, pos)
+        if raw[pos : pos + 1] == "}":
+            return None
+        if raw[pos : pos + 1] != ",":
+            return CutOff(members)
+        pos += 1
+
+
+def cut_off_members(raw: str) -> CutOff | None:
+    """The complete members of the first JSON object in ``raw`` when that object is cut off.
+
+    Nothing is invented or patched: a member is kept only when its key and value parsed as
+    written; a list or object value that was cut keeps the items or members that parsed before
+    the cut. Returns ``None`` when there is no object or the object is complete (then the answer
+    had another problem and salvaging is not the answer).
+    """
+    start = raw.find("{")
+    return None if start < 0 else _object_prefix(raw, start)
+
+
+def _salvaged_strings(raw: str, key: str) -> list[str] | None:
+    cut = cut_off_members(raw)
+    if cut is None:
+        return None
+    value = cut.members.get(key)
+    if not isinstance(value, list):
+        return None
+    items = [x for x in value if isinstance(x, str) and x.strip()]
+    return items or None
+
+
 # ------------------------------------------------------------------------------- stages
 
 
@@ -209,6 +311,14 @@ class ModelStage(Stage):
     @abstractmethod
     def prompt(self, record: Record) -> str:
         """The user message for ``record``."""
+
+    def salvage(self, raw: str) -> Any | None:
+        """A parsed value from the complete part of an answer cut off at the token limit.
+
+        Used only with ``PipelineConfig.salvage_cut_off``; ``None`` (the default) means the
+        stage has nothing to salvage and the answer is set aside as unparseable.
+        """
+        return None
 
     def conversation(self, record: Record) -> Conversation:
         """The conversation asked for ``record`` (the worked example first, if enabled)."""
@@ -282,6 +392,11 @@ class ReframeStage(ModelStage):
     def prompt(self, record: Record) -> str:
         """Ask for ``num_questions`` reframed questions."""
         return (self.template or prompts.REFRAME).format(seed=record["seed"], n=self.num_questions)
+
+    def salvage(self, raw: str) -> Any | None:
+        """The questions that arrived whole."""
+        items = _salvaged_strings(raw, "questions")
+        return Questions(items) if items else None
 
     def apply(self, record: Record, parsed: Any) -> list[Record]:
         """One record per distinct non-empty question (at most ``num_questions``)."""
@@ -370,6 +485,26 @@ class ConstraintStage(ModelStage):
             query=record["query"], min_categories=self.min_categories, max_categories=self.max_categories
         )
 
+    def salvage(self, raw: str) -> Any | None:
+        """The categories whose options arrived whole.
+
+        Small models often put categories next to ``"categories"`` instead of inside it; those
+        members count as categories too. A category whose option list was cut is dropped.
+        """
+        cut = cut_off_members(raw)
+        if cut is None:
+            return None
+        members = {k: v for k, v in cut.members.items() if k != cut.cut}
+        if cut.cut == "categories" and cut.inner is not None:
+            members["categories"] = {k: v for k, v in cut.inner.members.items() if k != cut.inner.cut}
+        inner = members.pop("categories", None)
+        if isinstance(inner, dict):
+            found = normalize_categories(inner)
+        else:
+            found = normalize_categories(inner) if isinstance(inner, list) else {}
+            found.update(normalize_categories(members))
+        return Categories(found) if found else None
+
     def apply(self, record: Record, parsed: Any) -> list[Record]:
         """The record with ``constraints``; rejected when no category has an option."""
         cats = normalize_categories(parsed.categories)
@@ -429,6 +564,11 @@ class RecombineStage(ModelStage):
             constraints=format_constraints(record["constraints"]),
             levels=self.num_levels,
         )
+
+    def salvage(self, raw: str) -> Any | None:
+        """The levels that arrived whole (``min_levels`` still applies)."""
+        items = _salvaged_strings(raw, "levels")
+        return Levels(items) if items else None
 
     def apply(self, record: Record, parsed: Any) -> list[Record]:
         """One record per level; rejected unless ``min_levels`` to ``num_levels`` distinct instructions."""
@@ -819,6 +959,11 @@ class InternalFeedbackStage(ModelStage):
         return (self.template or prompts.INTERNAL_FEEDBACK).format(
             instruction=record["instruction"], answer=record["answer"]
         )
+
+    def salvage(self, raw: str) -> Any | None:
+        """The steps that arrived whole."""
+        items = _salvaged_strings(raw, "steps")
+        return Steps(items) if items else None
 
     def apply(self, record: Record, parsed: Any) -> list[Record]:
         """The record with ``process`` (a list of steps)."""
