@@ -624,3 +624,40 @@ def test_salvage_cut_off_is_opt_in_and_marks_the_records(tmp_path):
     assert len(res.records) == 6
     assert all("cut off at the token limit" in r["salvaged"]["reframe"] for r in res.records)
     assert {r["query"].split(" on ")[0] for r in res.records} == {"Q1"}
+
+
+class _TruncatingModel(FakeModel):
+    """A client with ``on_truncation="raise"`` whose answers to ``cut`` prompts end at the limit."""
+
+    on_truncation = "raise"
+
+    def __init__(self, cut):
+        super().__init__()
+        self.cut = cut
+
+    def generate(self, conversations, **sampling):
+        from zjulab.common.chat import ChatResult, IncompleteAnswerError
+
+        texts = super().generate(conversations, **sampling)
+        idx = [j for j, c in enumerate(conversations) if self.cut(c)]
+        if idx:
+            results = [
+                ChatResult(text=t, finish_reason="length" if j in idx else "stop")
+                for j, t in enumerate(texts)
+            ]
+            raise IncompleteAnswerError("cut off at the token limit", results, idx, "length")
+        return texts
+
+
+def test_a_refused_truncated_answer_is_set_aside_kept_and_not_asked_again(tmp_path):
+    def cut(conv):
+        return conv[-1]["content"].startswith("Here is a request") and "photosynthesis" in conv[-1]["content"]
+
+    strong = _TruncatingModel(cut)
+    res, _, _ = run(tmp_path, strong=strong, batch_size=4)  # used to crash the run
+    assert len(res.records) == 6 and res.complete  # sourdough and DROP seeds; BROKEN never parses
+    rows = [r for r in res.set_aside() if "finish_reason" in r["reason"] or "'length'" in r["reason"]]
+    assert len(rows) == 1 and rows[0]["state"] == "rejected" and "photosynthesis" in rows[0]["raw"]
+    again = _TruncatingModel(cut)
+    res2, _, _ = run(tmp_path, strong=again, batch_size=4)
+    assert again.asked == [] and res2.records == res.records and len(res2.set_aside()) == len(res.set_aside())

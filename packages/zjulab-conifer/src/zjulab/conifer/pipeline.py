@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from zjulab.common.chat import IncompleteAnswerError
 from zjulab.common.errors import RemoteModelError, StructuredOutputError
 from zjulab.common.io import read_json, read_jsonl, write_json, write_jsonl
 from zjulab.common.progress import progress
@@ -268,6 +269,7 @@ class RequestCache:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._answers: dict[str, str] = {}
+        self._finish: dict[str, str] = {}
         self._failures: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         self._fh: IO[bytes] | None = None
@@ -275,6 +277,8 @@ class RequestCache:
             key = str(row.get("key", ""))
             if "text" in row:
                 self._answers[key] = str(row["text"])
+                if row.get("finish"):
+                    self._finish[key] = str(row["finish"])
             elif "error" in row:
                 self._failures.setdefault(key, set()).add(str(row.get("run", "")))
 
@@ -298,13 +302,22 @@ class RequestCache:
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
-    def put(self, key: str, stage: str, text: str) -> None:
-        """Record an answer (durably, before returning)."""
+    def finish(self, key: str) -> str | None:
+        """How a cached answer ended when it was not normally (``"length"``, ``"content_filter"``)."""
+        return self._finish.get(key)
+
+    def put(self, key: str, stage: str, text: str, finish: str | None = None) -> None:
+        """Record an answer (durably, before returning); ``finish`` notes a cut-off or filtered one."""
         with self._lock:
             if key in self._answers:
                 return
-            self._append({"key": key, "stage": stage, "text": text})
+            row = {"key": key, "stage": stage, "text": text}
+            if finish:
+                row["finish"] = finish
+            self._append(row)
             self._answers[key] = text
+            if finish:
+                self._finish[key] = finish
 
     def put_failure(self, key: str, stage: str, error: str, run: str) -> None:
         """Record that a request failed in run ``run``."""
@@ -322,6 +335,20 @@ class RequestCache:
 
 class _RequestFailed(Exception):
     """A request failed after every retry (or was abandoned); carries the reason."""
+
+
+class _AnswerRefused(Exception):
+    """An answer arrived but the client's finish policy refuses it (``on_truncation="raise"`` ...).
+
+    The answer is cached with how it ended, so a resume refuses it again without asking.
+    """
+
+    def __init__(self, reason: str, raw: str) -> None:
+        super().__init__(reason)
+        self.raw = raw
+
+
+_POLICY = {"length": "on_truncation", "content_filter": "on_content_filter", "empty": "on_empty"}
 
 
 class _CachedModel:
@@ -376,6 +403,14 @@ class _CachedModel:
     def _generate(self, conversations: Sequence[Conversation], **sampling: Any) -> list[str]:
         keys = [request_key(self.stage, list(c), self.model_id, sampling) for c in conversations]
         out: list[str | None] = [self.cache.get(k) for k in keys]
+        for k, text in zip(keys, out):
+            if text is None:
+                continue
+            how = self.cache.finish(k) or ("" if text.strip() else "empty")
+            if how and getattr(self.model, _POLICY.get(how, ""), None) == "raise":
+                raise _AnswerRefused(
+                    f"the answer ended with {how!r} and the client refuses such answers", text
+                )
         with self._lock:
             self.counters["cached"] += sum(t is not None for t in out)
         missing = [i for i, t in enumerate(out) if t is None]
@@ -399,6 +434,19 @@ class _CachedModel:
         for attempt in range(self.config.max_remote_retries + 1):
             try:
                 texts = list(self.model.generate([convs[i] for i in pending], **sampling))
+            except IncompleteAnswerError as exc:
+                # every answer arrived (paid for): keep them all, with how the refused ones ended
+                refused = set(exc.indices)
+                first = ""
+                for j, res in enumerate(exc.results):
+                    i = pending[j]
+                    how = exc.reason if j in refused else None
+                    self.cache.put(keys[i], self.stage, res.text, finish=how if how != "empty" else None)
+                    if j in refused and not first:
+                        first = res.text
+                with self._lock:
+                    self.counters["asked"] += len(pending)
+                raise _AnswerRefused(f"{exc}", first) from None
             except RemoteModelError as exc:
                 last = exc
                 # a client that reports which conversations did get an answer (OpenAIChatModel:
@@ -755,9 +803,11 @@ class Pipeline:
                     **sampling,
                 )
                 raws = [p.raw if isinstance(p, StructuredOutputError) else "" for p in parsed]
-        except _RequestFailed as exc:
+        except (_RequestFailed, _AnswerRefused) as exc:
             if len(batch) > 1:  # an in-process batch: isolate the failing record
                 return [o for r in batch for o in self._ask(stage, view, [r])]
+            if isinstance(exc, _AnswerRefused):
+                return [("rejected", (str(exc), exc.raw))]
             return [("failed", (str(exc), ""))]
         outcomes: list[tuple[str, Any]] = []
         for r, res, raw in zip(batch, parsed, raws):
