@@ -491,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("demo", help="whole pipeline on three seeds with the embedded model")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--max-new-tokens", type=int, default=56, help="length of the structured answers")
+    p.add_argument("--max-new-tokens", type=int, default=96, help="length of the structured answers")
     p.add_argument("--out-dir", default=None)
     p.set_defaults(fn=cmd_demo)
 
