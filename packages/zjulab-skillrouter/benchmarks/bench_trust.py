@@ -59,6 +59,7 @@ def reranker_speed(out: dict, n_pairs: int) -> None:
     base = YesNoScorer(
         chat.model, chat.tokenizer, instruction=prof.rerank_instruction, max_length=256, device="cpu"
     )
+    base._keep_last = False  # common's fallback path: the full [batch, length, vocab] logits
     ours = ProfileYesNoScorer(chat.model, chat.tokenizer, profile=prof, max_length=256, device="cpu")
     pool = load_demo_pool()
     pairs = [

@@ -105,6 +105,45 @@ def test_router_feeds_the_reranker_the_cards_prompt_and_last_position_logits(tmp
     assert by_id["pdf-merge"] == pytest.approx(want, abs=1e-4)
 
 
+def test_profile_scorer_scores_equal_full_forward_and_threads_equal_sequential(tmp_path):
+    """The profile scorer adds only its prompt to common's YesNoScorer: batched, left-padded,
+    last-position scores equal one unpadded full forward pass per pair, and threads sharing the
+    scorer (and so its tokenizer) get the scores sequential calls get."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from zjulab.skillrouter.scoring import ProfileYesNoScorer
+
+    _path, model, tok = _tiny_qwen3(tmp_path)
+    tok.padding_side = "right"
+    scorer = ProfileYesNoScorer(model, tok, profile=PROFILES["skillrouter"], batch_size=3, device="cpu")
+    docs = [
+        "pdf-tools | Work with PDF files. | " + "Merge PDF documents. " * n for n in (1, 4, 9, 2, 7, 3)
+    ]
+    queries = ["merge pdfs", "rotate the pages of a scanned contract", "ocr"]
+    pairs = [(q, d) for q in queries for d in docs]
+    seq = scorer.score(pairs)
+    for (q, d), got in zip(pairs[:6], seq[:6]):
+        ids = torch.tensor([tok(scorer.fit_prompt(q, d), add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            full = model(input_ids=ids).logits[0, -1].float()
+        assert got == pytest.approx(float(full[scorer.yes_id] - full[scorer.no_id]), abs=1e-4)
+    barrier = threading.Barrier(6)
+
+    def go(i):
+        barrier.wait(timeout=30)
+        mine = pairs[i:] + pairs[:i]  # each thread its own order, so batches differ in padding
+        return np.roll(scorer.score(mine), i)
+
+    with ThreadPoolExecutor(6) as ex:
+        par = list(ex.map(go, range(6)))
+    for p in par:
+        np.testing.assert_allclose(p, seq, atol=1e-4)
+    assert tok.padding_side == "right"
+
+
 def test_training_configs_take_the_profile():
     enc = TrainEncoderConfig()
     assert (enc.query_prompt, enc.desc_max, enc.body_max) == (SR_QUERY_INSTRUCTION, 500, 8000)

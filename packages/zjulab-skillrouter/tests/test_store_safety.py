@@ -204,3 +204,75 @@ def test_relative_encoder_path_is_stored_resolved(tmp_path, pool, tiny_encoder_p
         x.skill.id for x in r.route("merge pdf", k=3)
     ]
     assert os.path.isabs(str(loaded._encoder_spec))
+
+
+def _user_backup(path):
+    path.mkdir()
+    (path / "notes.md").write_text("mine")
+    return {p.name: p.read_text() for p in path.iterdir()}
+
+
+def test_a_users_dot_old_folder_beside_an_output_is_never_moved_or_deleted(tmp_path, pool, capsys):
+    from zjulab.skillrouter.outputs import check_model_dir, save_model_dir
+
+    # a reader pointed at the wrong folder must not "tidy" the user's backup of it
+    (tmp_path / "skills").mkdir()
+    backup = _user_backup(tmp_path / ".skills.old")
+    with pytest.raises(IndexFormatError):
+        SkillRouter.load(tmp_path / "skills")
+    assert {p.name: p.read_text() for p in (tmp_path / ".skills.old").iterdir()} == backup
+    # nor take it for a killed save's parked index when the folder is missing
+    backup = _user_backup(tmp_path / ".idx.old")
+    with pytest.raises(IndexFormatError):
+        SkillRouter.load(tmp_path / "idx")
+    with pytest.raises(NotAnIndexError, match=r"\.idx\.old exists and was not written by this library"):
+        dense(pool, 32).save(tmp_path / "idx")
+    (tmp_path / "skills" / "pdf").mkdir()
+    (tmp_path / "skills" / "pdf" / "SKILL.md").write_text("---\nname: pdf\ndescription: PDFs.\n---\nMerge.\n")
+    assert main(["index", str(tmp_path / "skills"), "--out", str(tmp_path / "idx"), "--retriever", "bm25"]) == 2
+    assert ".idx.old exists and was not written by this library" in capsys.readouterr().err
+    assert not (tmp_path / "idx").exists()
+    assert {p.name: p.read_text() for p in (tmp_path / ".idx.old").iterdir()} == backup
+    # training outputs follow the same rule, before any training
+    _user_backup(tmp_path / ".enc.old")
+    with pytest.raises(NotAnIndexError, match=r"\.enc\.old"):
+        check_model_dir(tmp_path / "enc", overwrite=True)
+    with pytest.raises(NotAnIndexError):
+        save_model_dir(tmp_path / "enc", lambda t: (t / "w.bin").write_bytes(b"1"), True)
+    assert (tmp_path / ".enc.old" / "notes.md").read_text() == "mine"
+
+
+def test_a_parked_index_of_our_own_is_still_recovered(tmp_path, pool):
+    path = tmp_path / "idx2"
+    dense(pool, 32).save(path)
+    os.replace(path, tmp_path / ".idx2.old")  # a kill between the swap's two renames
+    loaded = SkillRouter.load(path, encoder=HashingEncoder(32))
+    assert len(loaded) == len(pool) and not (tmp_path / ".idx2.old").exists()
+
+
+def test_load_reads_under_the_folder_lock(tmp_path, pool):
+    """A load never reads router.json of one save and skills.jsonl / dense.faiss of another."""
+    import threading
+
+    from zjulab.common.io import directory_lock
+
+    path = tmp_path / "idx"
+    dense(pool, 32).save(path)
+    held, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def writer():
+        with directory_lock(path):  # what a concurrent save holds while it swaps
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    held.wait(30)
+    result = []
+    r = threading.Thread(target=lambda: (result.append(SkillRouter.load(path, encoder=HashingEncoder(32))), done.set()))
+    r.start()
+    assert not done.wait(0.5), "load read the folder while a swap held its lock"
+    release.set()
+    t.join(30)
+    r.join(30)
+    assert done.is_set() and len(result[0]) == len(pool)

@@ -78,11 +78,27 @@ def _cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_where(text: str | None) -> dict[str, Any] | None:
+    import json
+
+    from zjulab.common.errors import InputError
+
+    if not text:
+        return None
+    try:
+        where = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--where {text!r} is not JSON ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(where, dict):
+        raise InputError(f'--where must be a JSON object such as {{"category": "pdf"}}, got {text!r}')
+    return where
+
+
 def _cmd_route(args: argparse.Namespace) -> int:
     import json
 
     router = SkillRouter.load(args.index, device=args.device)
-    where = json.loads(args.where) if args.where else None
+    where = _parse_where(args.where)
     routed = router.route(args.task, k=args.k, rerank=False if args.no_rerank else None, where=where)
     if args.json:
         for r in routed:

@@ -9,22 +9,51 @@ from pathlib import Path
 from zjulab.common.io import atomic_directory
 from zjulab.skillrouter.errors import IndexExistsError, NotAnIndexError
 
-__all__ = ["MODEL_MARKER", "check_model_dir", "save_model_dir"]
+__all__ = ["MODEL_MARKER", "check_model_dir", "foreign_leftover", "save_model_dir"]
 
 MODEL_MARKER = ".zjulab-skillrouter-model"
 """Marks a folder as a model this library trained (a later run may replace it with ``overwrite``)."""
+
+
+def foreign_leftover(target: str | os.PathLike[str], marker: str) -> Path | None:
+    """``.NAME.old`` beside ``target`` when it exists and is not a folder this library wrote.
+
+    The atomic swap parks the previous folder at ``.NAME.old`` for a moment, and the next save or
+    load restores or removes what a kill left there. A ``.NAME.old`` without ``marker`` inside
+    (a user's own backup, say) is not such a leftover: callers refuse to save, and load without
+    tidying, rather than let the swap delete or move it.
+    """
+    path = Path(target)
+    real = Path(os.path.realpath(path)) if path.is_symlink() else path
+    old = real.with_name(f".{real.name}.old")
+    if not (old.exists() or old.is_symlink()):
+        return None
+    if old.is_dir() and not old.is_symlink() and (old / marker).is_file():
+        return None
+    return old
+
+
+def _refuse_foreign_leftover(target: Path, marker: str) -> None:
+    old = foreign_leftover(target, marker)
+    if old is not None:
+        raise NotAnIndexError(
+            f"{old} exists and was not written by this library (no {marker} inside); saving "
+            f"{target} would replace or remove it. Move or rename it first."
+        )
 
 
 def check_model_dir(path: str | os.PathLike[str], overwrite: bool) -> None:
     """Refuse an output folder that is not new, empty, or (with ``overwrite``) one of our models.
 
     Raises:
-        NotAnIndexError: ``path`` is a file or a non-empty folder this library did not write.
+        NotAnIndexError: ``path`` is a file or a non-empty folder this library did not write, or
+            ``.NAME.old`` beside it is not one of its leftovers (:func:`foreign_leftover`).
         IndexExistsError: ``path`` holds a model from an earlier run and ``overwrite`` is false.
     """
     target = Path(path)
     if target.exists() and not target.is_dir():
         raise NotAnIndexError(f"{target} exists and is not a folder; refusing to replace it")
+    _refuse_foreign_leftover(target, MODEL_MARKER)
     if not target.is_dir() or not any(target.iterdir()):
         return
     if not (target / MODEL_MARKER).is_file():

@@ -103,13 +103,23 @@ class _Collator:
         return {**enc, "group_size": torch.tensor(size)}
 
 
+def _answer_logits(model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+    """``[B, vocab]`` logits at the (left-padded) answer position, the LM head run there only.
+
+    The trainer's own model (possibly wrapped by peft or accelerate) is called, so the scorer's
+    inference-time helper is not reused here; a model without ``logits_to_keep`` gets full logits.
+    """
+    try:
+        return model(**inputs, logits_to_keep=1).logits[:, -1, :]
+    except TypeError:
+        return model(**inputs).logits[:, -1, :]
+
+
 def _scores(model: Any, batch: dict[str, Any], yes_no: tuple[int, int] | None) -> torch.Tensor:
     size = int(batch["group_size"])
     inputs = {k: v for k, v in batch.items() if k != "group_size"}
     if yes_no is not None:
-        from zjulab.skillrouter.scoring import last_position_logits
-
-        last = last_position_logits(model, inputs).float()  # the LM head at the answer position only
+        last = _answer_logits(model, inputs).float()
         s = last[:, yes_no[0]] - last[:, yes_no[1]]
     else:
         lg = model(**inputs).logits.float()

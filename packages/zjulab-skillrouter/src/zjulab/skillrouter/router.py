@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from zjulab.common.errors import ConfigError, InputError, SchemaVersionError
 from zjulab.common.io import (
     atomic_directory,
     atomic_write_bytes,
+    directory_lock,
     read_json,
     read_jsonl,
     write_json,
@@ -592,8 +594,11 @@ class SkillRouter:
     # ------------------------------------------------------------------ persistence
     @staticmethod
     def _check_target(target: Path, overwrite: bool) -> None:
+        from zjulab.skillrouter.outputs import _refuse_foreign_leftover
+
         if target.exists() and not target.is_dir():
             raise NotAnIndexError(f"{target} exists and is not a folder; refusing to replace it")
+        _refuse_foreign_leftover(target, INDEX_MARKER)
         if not target.is_dir():
             return
         entries = sorted(p.name for p in target.iterdir())
@@ -705,20 +710,35 @@ class SkillRouter:
         from zjulab.common.defaults import EMBEDDED_CHAT_ID
         from zjulab.common.errors import StoreError
         from zjulab.common.io import recover_directory, remove_stale_temps
+        from zjulab.skillrouter.outputs import foreign_leftover
 
         root = Path(path)
+        leftover = foreign_leftover(root, INDEX_MARKER)
+        if leftover is not None:  # a user's folder, not a save's parked copy: leave it alone
+            logger.warning("%s exists and is not an index this library wrote; not tidying it", leftover)
         try:  # finish a save a kill cut short, and drop its leftovers (not possible read-only)
-            recover_directory(root)
+            if leftover is None:
+                recover_directory(root)
             remove_stale_temps(root)
         except OSError as exc:
             logger.warning("%s: could not tidy after an interrupted save (%s)", root, exc)
         meta_path = root / "router.json"
+        skills_path = root / "skills.jsonl"
+        fpath = root / "dense.faiss"
         if not meta_path.is_file():
             raise IndexFormatError(f"{root} is not a saved skill router: {meta_path.name} is missing")
-        try:
-            meta = read_json(meta_path)
-        except (StoreError, ValueError, UnicodeDecodeError) as exc:
-            raise IndexFormatError(f"{meta_path}: unreadable ({exc})") from None
+        with _read_lock(root):  # every file from one save, never a mix across a concurrent swap
+            try:
+                meta = read_json(meta_path)
+            except (StoreError, ValueError, UnicodeDecodeError) as exc:
+                raise IndexFormatError(f"{meta_path}: unreadable ({exc})") from None
+            if not skills_path.is_file():
+                raise IndexFormatError(f"{root}: skills.jsonl is missing")
+            try:
+                records = read_jsonl(skills_path)
+            except (StoreError, ValueError) as exc:
+                raise IndexFormatError(f"{skills_path}: unreadable ({exc})") from None
+            faiss_bytes = fpath.read_bytes() if fpath.is_file() else None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
             raise IndexFormatError(f"{meta_path}: not a {FORMAT_NAME} file")
         version = meta.get("version")
@@ -742,13 +762,6 @@ class SkillRouter:
             reranker = saved_rr
         router = cls(encoder, reranker, config, device=device, dtype=dtype)
         router._query_prompt = str(meta.get("query_prompt", ""))
-        skills_path = root / "skills.jsonl"
-        if not skills_path.is_file():
-            raise IndexFormatError(f"{root}: skills.jsonl is missing")
-        try:
-            records = read_jsonl(skills_path)
-        except (StoreError, ValueError) as exc:
-            raise IndexFormatError(f"{skills_path}: unreadable ({exc})") from None
         pool = validate_pool(skills_from_records(records))
         if len(pool) != meta.get("n_skills"):
             raise IndexFormatError(
@@ -758,11 +771,10 @@ class SkillRouter:
         cls._check_integrity(skills_path, pool, hashes, meta)
         vindex = None
         if config.needs_encoder:
-            fpath = root / "dense.faiss"
-            if not fpath.is_file():
+            if faiss_bytes is None:
                 raise IndexFormatError(f"{root}: dense.faiss is missing")
             try:
-                vindex = router._new_vindex(int(saved_enc["dim"])).load_bytes(fpath.read_bytes())  # type: ignore[index]
+                vindex = router._new_vindex(int(saved_enc["dim"])).load_bytes(faiss_bytes)  # type: ignore[index]
             except IndexFormatError as exc:
                 raise IndexFormatError(f"{fpath}: {exc}") from None
             if vindex.ntotal != len(pool):
@@ -822,6 +834,18 @@ class SkillRouter:
                 f"but {got['model_id']!r} (dim {got['dim']}) was given"
             )
         return encoder
+
+
+@contextlib.contextmanager
+def _read_lock(root: Path) -> Iterator[None]:
+    """The index folder's cross-process lock while a load reads it (skipped where it cannot be taken,
+    e.g. a read-only location: there no save can swap the folder either)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(directory_lock(root))
+        except OSError as exc:
+            logger.debug("%s: reading without the folder lock (%s)", root, exc)
+        yield
 
 
 def _resolve_id(name: str | os.PathLike[str]) -> str:

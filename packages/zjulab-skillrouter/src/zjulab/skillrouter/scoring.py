@@ -1,38 +1,25 @@
-r"""The yes/no reranker fed a profile's exact prompt, reading logits at the last position only.
+r"""The yes/no reranker fed a profile's exact prompt.
 
-:class:`ProfileYesNoScorer` is zjulab-common's :class:`~zjulab.common.scorers.YesNoScorer`
-with two changes: the prompt is the profile's (for the Qwen3 family the literal chat frame of
-the model cards, ``\\n\\n`` separators for the SkillRouter reranker), and the forward pass asks
-the model for logits at the last position only (``logits_to_keep=1``) instead of a
-``[batch, length, vocab]`` tensor of which one row is used. The scores are the same; the LM head
-runs once per pair instead of once per token (BENCHMARKS.md).
+:class:`ProfileYesNoScorer` is zjulab-common's :class:`~zjulab.common.scorers.YesNoScorer` with
+one change, the prompt: the profile's (for the Qwen3 family the literal chat frame of the model
+cards, ``\\n\\n`` separators for the SkillRouter reranker) instead of common's fixed layout.
+Everything else is common's: the document cut to fit ``max_length``, left padding under the
+tokenizer's lock (threads sharing a tokenizer take turns), and the LM head run at the last
+position only (``logits_to_keep=1``, with a fallback for models that do not take it).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from zjulab.common.batching import length_buckets, padding_side
 from zjulab.common.deps import require
-from zjulab.common.progress import progress
-from zjulab.common.scorers import YesNoScorer, _check_pairs
 from zjulab.skillrouter.profiles import Profile
 
-torch = require("torch", "pip install 'zjulab-skillrouter[torch]'", feature="the yes/no reranker")
+require("torch", "pip install 'zjulab-skillrouter[torch]'", feature="the yes/no reranker")
 
-__all__ = ["ProfileYesNoScorer", "last_position_logits"]
+from zjulab.common.scorers import YesNoScorer  # noqa: E402  (after the typed torch check)
 
-
-def last_position_logits(model: Any, enc: Any) -> Any:
-    """``[batch, vocab]`` logits at the last position, without computing the others."""
-    try:
-        return model(**enc, logits_to_keep=1).logits[:, -1, :]
-    except TypeError:  # a model whose forward has no logits_to_keep
-        return model(**enc).logits[:, -1, :]
+__all__ = ["ProfileYesNoScorer"]
 
 
 class ProfileYesNoScorer(YesNoScorer):
@@ -57,7 +44,6 @@ class ProfileYesNoScorer(YesNoScorer):
             **kwargs,
         )
         self.profile = profile
-        self._lock = threading.Lock()  # the tokenizer's padding side is shared state
 
     def build_prompt(self, query: str, document: str) -> str:
         """The full prompt for one pair, before truncation."""
@@ -74,23 +60,3 @@ class ProfileYesNoScorer(YesNoScorer):
         else:
             text = f"{self.system}\n\n{user}\nAnswer: "
         return str(text) + p.rerank_suffix
-
-    @torch.inference_mode()
-    def score(self, pairs: Sequence[tuple[str, str]], batch_size: int | None = None) -> np.ndarray:
-        """Score each (query, document) pair: ``logit(yes) - logit(no)`` at the last position."""
-        items = _check_pairs(pairs)
-        out = np.zeros(len(items), dtype=np.float32)
-        if not items:
-            return out
-        prompts = [self.fit_prompt(q, d) for q, d in items]
-        device = next(self.model.parameters()).device
-        tok = self.tokenizer
-        with self._lock, padding_side(tok, "left"):
-            order = length_buckets(prompts, len, batch_size or self.batch_size)
-            for idx in progress(order, desc="Reranking", show=self.show_progress, unit="batch"):
-                enc = tok(
-                    [prompts[i] for i in idx], padding=True, add_special_tokens=False, return_tensors="pt"
-                ).to(device)
-                logits = last_position_logits(self.model, enc).float()
-                out[idx] = (logits[:, self.yes_id] - logits[:, self.no_id]).cpu().numpy()
-        return out

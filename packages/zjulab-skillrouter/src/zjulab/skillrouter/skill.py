@@ -291,8 +291,8 @@ def load_skills_dir(
 
     The id of a skill is its folder's path relative to ``root`` (``"docs/pdf-tools"``), so it
     stays the same however the files are listed. Symlinked skill folders are followed. Front
-    matter values of any YAML type are kept JSON-ready (dates as ISO strings). The file's path
-    is kept in ``metadata["source_path"]``.
+    matter values of any YAML type are kept JSON-ready (dates as ISO strings). The file's
+    absolute path is kept in ``metadata["source_path"]``.
 
     Args:
         root: The folder.
@@ -332,7 +332,9 @@ def load_skills_dir(
                 SkippedFile(str(f), line, reason[len(prefix) :] if reason.startswith(prefix) else reason)
             )
             continue
-        out.append(Skill(**{**skill.__dict__, "metadata": {**skill.metadata, "source_path": str(f)}}))
+        # absolute, so a served index hands agents a path that opens from any working directory
+        where = os.path.abspath(f)
+        out.append(Skill(**{**skill.__dict__, "metadata": {**skill.metadata, "source_path": where}}))
     if not out:
         raise EmptyPoolError(f"no readable {pattern} below {base}: {len(skipped)} skipped")
     logger.info("loaded %d skills from %s (%d skipped)", len(out), base, len(skipped))
