@@ -267,6 +267,14 @@ def test_from_pretrained_names_a_missing_model():
     if os.environ.get("HF_HUB_OFFLINE") != "1":
         pytest.skip("needs HF_HUB_OFFLINE=1 so that the hub is never asked")
 
+    import importlib.util
+
+    from zjulab.common.errors import MissingDependencyError
+
+    if importlib.util.find_spec("torch") is None:  # the lean install: the error names the extra
+        with pytest.raises(MissingDependencyError, match=r"pip install 'zjulab-fluxmem\[torch\]'"):
+            FluxMemory.from_pretrained("zjulab-test/no-such-encoder", device="cpu")
+        return
     with pytest.raises(
         (ModelNotAvailableError, ConfigError), match=r"zjulab-test/no-such-encoder|sentence-transformers"
     ):

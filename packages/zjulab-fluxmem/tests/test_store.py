@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import random
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import date
 from pathlib import Path
 
@@ -350,28 +350,40 @@ def test_two_processes_adding_to_one_store_lose_nothing(enc, tmp_path):
     assert len(mem.store.vectors) == 2000
 
 
-def _killed_writer(path: str, out: str, start: int) -> None:  # runs in a forked child
-    mem = FluxMemory.open(path, HashingEncoder(256))
-    fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    i = start
-    while True:
-        rid = mem.add(f"message {i} of the kill test", user_id="u")["results"][0]["id"]
-        os.write(fd, f"{rid}\n".encode())
-        i += 1
+_KILLED_WRITER = """
+import os, sys
+from zjulab.common.testing import HashingEncoder
+from zjulab.fluxmem import FluxMemory
+
+path, out, i = sys.argv[1], sys.argv[2], int(sys.argv[3])
+mem = FluxMemory.open(path, HashingEncoder(256))
+fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+print("ready", flush=True)
+while True:
+    rid = mem.add(f"message {i} of the kill test", user_id="u")["results"][0]["id"]
+    os.write(fd, f"{rid}\\n".encode())
+    i += 1
+"""
 
 
 def test_fifty_random_kills_during_adds_lose_no_committed_id(enc, tmp_path):
+    # a fresh interpreter per writer (not a fork: a fork of the test process inherits whatever
+    # locks its other threads held), killed at a random moment once it is adding
     path = tmp_path / "killed"
     FluxMemory.open(path, enc).close()
-    ctx = multiprocessing.get_context("fork")
     rng = random.Random(0)
     out = tmp_path / "ids.txt"
     for k in range(50):
-        proc = ctx.Process(target=_killed_writer, args=(str(path), str(out), k * 1000))
-        proc.start()
-        proc.join(timeout=rng.uniform(0.05, 0.25))
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _KILLED_WRITER, str(path), str(out), str(k * 1000)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.05, 0.25))
         proc.kill()  # SIGKILL: no cleanup of any kind
-        proc.join()
+        proc.wait()
+        proc.stdout.close()
         assert set(os.listdir(path)) <= OURS  # no temp files of ours, ever
     reported = [ln for ln in out.read_text().splitlines() if len(ln) == 32]
     assert len(reported) > 50

@@ -140,7 +140,8 @@ class _Receiver(BaseHTTPRequestHandler):
 def test_otlp_round_trip_to_a_local_receiver():
     pytest.importorskip("opentelemetry.exporter.otlp.proto.http.trace_exporter")
     pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
-    import httpx
+    import urllib.request
+
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
@@ -159,7 +160,8 @@ def test_otlp_round_trip_to_a_local_receiver():
         with tracer.trace("rag"):
             pipeline(["Ann: my cat is Milo, mail ann@example.org", "Bob: hi"], "cat?", Model())
         assert provider.force_flush(10_000)
-        got = {s["name"]: s["attributes"] for s in httpx.get(f"{url}/spans").json()}
+        with urllib.request.urlopen(f"{url}/spans", timeout=10) as resp:
+            got = {s["name"]: s["attributes"] for s in json.loads(resp.read())}
         provider.shutdown()
     finally:
         server.shutdown()

@@ -66,9 +66,16 @@ def shared_data(request: pytest.FixtureRequest) -> Path:
     return found
 
 
+def _skip_without_torch() -> None:
+    """Tiny models need the ``[torch]`` extra; a torch-free install skips their tests, saying so."""
+    pytest.importorskip("torch", reason="needs the [torch] extra (torch is not installed)")
+    pytest.importorskip("transformers", reason="needs the [torch] extra (transformers is not installed)")
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer() -> Any:
     """A byte-level BPE tokenizer with a ChatML template."""
+    _skip_without_torch()
     from zjulab.common.testing import tiny
 
     return tiny.tiny_tokenizer("causal")
@@ -77,6 +84,7 @@ def tiny_tokenizer() -> Any:
 @pytest.fixture(scope="session")
 def tiny_causal_lm() -> tuple[Any, Any]:
     """``(model, tokenizer)``: a random Qwen2-style causal LM (shared; do not train it)."""
+    _skip_without_torch()
     from zjulab.common.testing import tiny
 
     return tiny.tiny_causal_lm()
@@ -85,6 +93,7 @@ def tiny_causal_lm() -> tuple[Any, Any]:
 @pytest.fixture(scope="session")
 def tiny_encoder() -> tuple[Any, Any]:
     """``(model, tokenizer)``: a random BERT encoder (shared; do not train it)."""
+    _skip_without_torch()
     from zjulab.common.testing import tiny
 
     return tiny.tiny_encoder()
@@ -93,6 +102,7 @@ def tiny_encoder() -> tuple[Any, Any]:
 @pytest.fixture(scope="session")
 def tiny_cross_encoder() -> tuple[Any, Any]:
     """``(model, tokenizer)``: a random one-logit BERT cross-encoder (shared)."""
+    _skip_without_torch()
     from zjulab.common.testing import tiny
 
     return tiny.tiny_cross_encoder()
@@ -147,5 +157,4 @@ def needs_torch() -> None:
     ```` ```python fixture:needs_torch ````, so the same page runs in a full install and skips
     those blocks, with this reason, in a torch-free one.
     """
-    pytest.importorskip("torch", reason="needs the [torch] extra (torch is not installed)")
-    pytest.importorskip("transformers", reason="needs the [torch] extra (transformers is not installed)")
+    _skip_without_torch()
