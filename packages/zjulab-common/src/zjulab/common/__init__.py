@@ -40,7 +40,7 @@ _LAZY: dict[str, str] = {
     "length_buckets": "zjulab.common.batching",
     "token_budget_batches": "zjulab.common.batching",
     "ChatResult": "zjulab.common.chat",
-    "IncompleteAnswerError": "zjulab.common.chat",
+    "IncompleteAnswerError": "zjulab.common.errors",
     "OpenAIChatModel": "zjulab.common.chat",
     "TransformersChatModel": "zjulab.common.chat",
     "Usage": "zjulab.common.chat",

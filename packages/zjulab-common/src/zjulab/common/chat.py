@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from zjulab.common.errors import ConfigError, InputError, RemoteModelError, ZjulabError
+from zjulab.common.errors import ConfigError, IncompleteAnswerError, InputError, RemoteModelError
 from zjulab.common.protocols import Conversation
 
 if TYPE_CHECKING:
@@ -135,22 +135,6 @@ class ChatResult:
     def truncated(self) -> bool:
         """The answer was cut off at the token limit."""
         return self.finish_reason == "length"
-
-
-class IncompleteAnswerError(ZjulabError, RuntimeError):
-    """Answers were cut off, filtered or empty, and the policy for that case is ``"raise"``.
-
-    Attributes:
-        results: Every :class:`ChatResult` of the call, in order (nothing received is lost).
-        indices: Positions of the offending answers.
-        reason: ``"length"``, ``"content_filter"`` or ``"empty"``.
-    """
-
-    def __init__(self, message: str, results: list[ChatResult], indices: list[int], reason: str) -> None:
-        super().__init__(message)
-        self.results = results
-        self.indices = indices
-        self.reason = reason
 
 
 def validate_conversations(conversations: Sequence[Conversation]) -> None:

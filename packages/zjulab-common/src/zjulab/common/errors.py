@@ -7,7 +7,10 @@ class here, so users can catch either the library-wide or the kind-wide error.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
+    "IncompleteAnswerError",
     "ConfigError",
     "DeviceNotAvailableError",
     "IndexMismatchError",
@@ -53,6 +56,22 @@ class ModelNotAvailableError(ZjulabError, OSError):
 
 class RemoteModelError(ZjulabError, RuntimeError):
     """A served model (OpenAI-compatible endpoint) failed after every retry."""
+
+
+class IncompleteAnswerError(ZjulabError, RuntimeError):
+    """Answers were cut off, filtered or empty, and the policy for that case is ``"raise"``.
+
+    Attributes:
+        results: Every :class:`~zjulab.common.chat.ChatResult` of the call, in order (nothing received is lost).
+        indices: Positions of the offending answers.
+        reason: ``"length"``, ``"content_filter"`` or ``"empty"``.
+    """
+
+    def __init__(self, message: str, results: list[Any], indices: list[int], reason: str) -> None:
+        super().__init__(message)
+        self.results = results
+        self.indices = indices
+        self.reason = reason
 
 
 class StructuredOutputError(ZjulabError, ValueError):
