@@ -110,6 +110,8 @@ def test_input_errors(server):
         e.encode("a")  # type: ignore[arg-type]
     with pytest.raises(InputError, match="text 1 is empty"):
         e.encode(["a", " "])
+    with pytest.raises(InputError, match=r"text 2: character 0 \(\\udc80\) is a lone surrogate"):
+        e.encode(["a", "b", "\udc80 name"])
     with pytest.raises(ConfigError, match="unknown OpenAIEncoder option"):
         OpenAIEncoder("emb", base_url=server.url, pooling="mean")
     assert server.log == []

@@ -408,3 +408,20 @@ def test_async_calls_share_the_limit(server):
     out = asyncio.run(main())
     assert out == [[f"echo: a{i}", f"echo: b{i}"] for i in range(3)]
     assert server.max_in_flight == 2
+
+
+def test_text_a_server_cannot_receive_is_refused_before_any_request(server):
+    """A lone surrogate fails inside the HTTP client's JSON encoder; an unknown role is a 400 from
+    vLLM. Both are refused up front, naming the conversation, the message and the character."""
+    client = OpenAIChatModel("tiny", base_url=server.url)
+    with pytest.raises(InputError, match=r"conversation 1 message 0: character 3 \(\\ud800\) is a lone surrogate"):
+        client.generate([[{"role": "user", "content": "ok"}], [{"role": "user", "content": "abc\ud800"}]])
+    with pytest.raises(InputError, match=r"conversation 0 message 1: role 'wizard' is not one of"):
+        client.generate([[{"role": "user", "content": "a"}, {"role": "wizard", "content": "b"}]])
+    assert client.usage.calls == 0
+
+
+@pytest.mark.parametrize("url", ["not a url", "ftp://host/v1", "http://", "localhost:8000"])
+def test_a_base_url_that_is_not_http_is_a_config_error_at_once(url):
+    with pytest.raises(ConfigError, match="base_url must be an http"):
+        OpenAIChatModel("m", base_url=url)

@@ -22,6 +22,7 @@ import os
 import random
 import threading
 import time
+import urllib.parse
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from zjulab.common.errors import ConfigError, IncompleteAnswerError, InputError, RemoteModelError
 from zjulab.common.protocols import Conversation
+from zjulab.common.text import check_text
 
 if TYPE_CHECKING:
     from zjulab.common.transformers_chat import TransformersChatModel
@@ -137,6 +139,9 @@ class ChatResult:
         return self.finish_reason == "length"
 
 
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
 def validate_conversations(conversations: Sequence[Conversation]) -> None:
     """Check that every conversation is a non-empty list of ``{"role", "content"}`` dicts.
 
@@ -153,6 +158,11 @@ def validate_conversations(conversations: Sequence[Conversation]) -> None:
                 raise InputError(f"conversation {i} message {j} needs 'role' and 'content'")
             if not isinstance(msg["content"], str):
                 raise InputError(f"conversation {i} message {j}: content must be a string")
+            check_text(msg["content"], f"conversation {i} message {j}")
+            if msg["role"] not in _ROLES:
+                raise InputError(
+                    f"conversation {i} message {j}: role {msg['role']!r} is not one of {sorted(_ROLES)}"
+                )
 
 
 def _check_policy(name: str, value: str, allowed: Sequence[str] = _POLICIES) -> str:
@@ -440,6 +450,9 @@ class OpenAIChatModel:
         self.on_empty = _check_policy("on_empty", on_empty)
         self.on_error = _check_policy("on_error", on_error, ("raise", "return"))
         url = str(base_url).rstrip("/")
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"base_url must be an http:// or https:// URL with a host, got {base_url!r}")
         if not url.endswith("/v1"):
             url += "/v1"
         self.model_id = model

@@ -17,6 +17,7 @@ import numpy as np
 
 from zjulab.common.chat import OpenAIChatModel, _MalformedBody
 from zjulab.common.errors import ConfigError, InputError, RemoteModelError
+from zjulab.common.text import check_text
 
 __all__ = ["OpenAIEncoder"]
 
@@ -197,6 +198,7 @@ class OpenAIEncoder:
                 raise InputError(f"text {i} is {type(t).__name__}, not str")
             if not t.strip():
                 raise InputError(f"text {i} is empty; embedding servers reject empty inputs")
+            check_text(t, f"text {i}")
         if batch_size <= 0:
             raise ConfigError(f"batch_size must be positive, got {batch_size}")
         if not texts:
