@@ -161,3 +161,27 @@ def test_cli_of_the_wheel_check(tmp_path):
         text=True,
     )
     assert res.returncode == 1 and "py.typed" in res.stdout
+
+
+def test_releasing_a_development_version_raises_the_floors_that_name_it(tmp_path):
+    pkg, init = _repo(tmp_path)
+    init.write_text('__version__ = "0.2.0.dev0"\n')
+    lib = tmp_path / "packages" / "zjulab-lib"
+    lib.mkdir()
+    (lib / "pyproject.toml").write_text(
+        'dependencies = ["zjulab-demo>=0.2.0.dev0", "numpy"]\n'
+        'torch = ["zjulab-demo[torch,peft]>=0.2.0.dev0", "peft"]\n'
+        'old = ["zjulab-demo>=0.1"]\n'
+    )
+    with pytest.raises(SystemExit, match="under development"):
+        bump_version.bump(tmp_path, "zjulab-demo", "minor")
+    with pytest.raises(SystemExit, match="not a development version"):
+        bump_version.next_version("0.1.0", "release")
+    assert bump_version.bump(tmp_path, "zjulab-demo", "release", today="2026-12-04") == "0.2.0"
+    assert '__version__ = "0.2.0"' in init.read_text()
+    assert (lib / "pyproject.toml").read_text() == (
+        'dependencies = ["zjulab-demo>=0.2.0", "numpy"]\n'
+        'torch = ["zjulab-demo[torch,peft]>=0.2.0", "peft"]\n'
+        'old = ["zjulab-demo>=0.1"]\n'
+    )
+    assert "## [0.2.0] - 2026-12-04" in (pkg / "CHANGELOG.md").read_text()
