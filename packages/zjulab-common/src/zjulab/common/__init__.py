@@ -30,7 +30,7 @@ from zjulab.common.errors import (
 # ``progress`` is both a submodule and a function: import it eagerly so the function wins.
 from zjulab.common.progress import progress
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 # Every other public name is imported on first use, so ``import zjulab.common`` never loads
 # torch or transformers; a torch-backed name on a torch-free install raises
