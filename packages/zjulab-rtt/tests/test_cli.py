@@ -6,12 +6,36 @@ from zjulab.rtt import Rubric
 from zjulab.rtt.cli import main
 
 
-def test_demo_on_the_tiny_model(capsys):
+def test_demo_on_the_tiny_model(capsys, monkeypatch):
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("NO_COLOR", raising=False)
     assert main(["demo", "--tiny", "--max-completion-length", "8"]) == 0
     out = capsys.readouterr().out
     assert "step 2:" in out
     assert "per-token credit" in out
-    assert "\x1b[48;2;" in out  # the coloured line
+    assert "\x1b[" not in out  # captured output is not a terminal: no escape codes
+    # "RTT still does" only when the response shown carries token credit
+    assert ("RTT still does" in out) <= ("largest |A_tok|" in out)
+    assert ("no token of this batch carries rubric credit" in out) != ("largest |A_tok|" in out)
+
+
+def test_demo_colour_follows_the_terminal_and_no_color(capsys, monkeypatch):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    assert main(["demo", "--tiny", "--steps", "1", "--max-completion-length", "8"]) == 0
+    assert "\x1b[48;2;" in capsys.readouterr().out  # forced on: the coloured line
+    monkeypatch.setenv("NO_COLOR", "1")  # NO_COLOR wins over FORCE_COLOR
+    assert main(["demo", "--tiny", "--steps", "1", "--max-completion-length", "8"]) == 0
+    assert "\x1b[" not in capsys.readouterr().out
+
+
+def test_plain_credit_marks_the_credited_tokens():
+    from zjulab.rtt import colorize_credit
+
+    line = colorize_credit(["No", ",", " blue", " sea"], [0.0, -2.0, 1.5, 0.01], color=False)
+    assert line == "No\u00ab,\u00bb(-2.00) \u00abblue\u00bb(+1.50) sea"
+    assert "\x1b[" not in line
+    assert colorize_credit(["a"], [1.0]).endswith("\x1b[0m")  # the API default stays coloured
 
 
 def test_train_discriminator_synthetic(tmp_path, capsys):

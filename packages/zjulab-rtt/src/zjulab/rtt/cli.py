@@ -11,7 +11,7 @@ import tempfile
 import time
 from typing import Any
 
-from zjulab.common.cli import run_command
+from zjulab.common.cli import run_command, use_color
 from zjulab.common.errors import ZjulabError
 
 __all__ = ["main"]
@@ -121,20 +121,32 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
         return 1
     spread = (credit.token_advantages.std(dim=1)).nan_to_num(0.0)
     i = int(spread.argmax())
+    has_credit = bool(credit.token_advantages[i].abs().max() > 0)
     print(f"\nresponse {i} of the last batch (A_resp = {float(credit.response_advantages[i]):+.3f}):")
     if abs(float(credit.response_advantages[i])) < 1e-6:
-        print("  (its whole group got the same reward, so GRPO alone gives it no signal; RTT still does)")
+        print(
+            "  (its whole group got the same reward, so GRPO alone gives it no signal"
+            + ("; RTT still does)" if has_credit else ")")
+        )
+    if not has_credit:
+        print(
+            "  no token of this batch carries rubric credit (a failure about missing content "
+            "blames no token; a met rubric that marks no token credits none)"
+        )
     for rubric, s in zip(credit.rubrics[i], credit.scores[i].tolist()):
         print(f"  [{'met' if s > 0 else 'NOT met'}] {rubric.text}")
     pieces = token_pieces(credit.completion_ids[i], tok)
     n = len(pieces)
-    print("per-token credit λ·A_tok (green = credited, red = blamed):")
-    print(colorize_credit(pieces, ns.lam * credit.token_advantages[i, :n]))
+    color = use_color(sys.stdout)
+    legend = "green = credited, red = blamed" if color else "\u00abtoken\u00bb(credit) where it is not ~0"
+    print(f"per-token credit λ·A_tok ({legend}):")
+    print(colorize_credit(pieces, ns.lam * credit.token_advantages[i, :n], color=color))
     top = sorted(range(n), key=lambda j: -abs(float(credit.token_advantages[i, j])))[:5]
-    print(
-        "largest |A_tok|: "
-        + ", ".join(f"{pieces[j]!r} {float(credit.token_advantages[i, j]):+.2f}" for j in top)
-    )
+    if has_credit:
+        print(
+            "largest |A_tok|: "
+            + ", ".join(f"{pieces[j]!r} {float(credit.token_advantages[i, j]):+.2f}" for j in top)
+        )
     print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0
 
