@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import threading
@@ -50,6 +51,14 @@ def completion_text(completion: Any) -> str:
     if isinstance(completion, (list, tuple)):
         return "".join(str(m.get("content", "")) for m in completion if isinstance(m, dict))
     return str(completion)
+
+
+class _Answer:
+    """A plain-text judge answer (from a ``generate`` that says nothing of how it ended)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.finish_reason: str | None = None
 
 
 class ScoreBatch:
@@ -136,13 +145,22 @@ class RubricReward:
         self._lock = threading.Lock()
 
     # ----- judge -------------------------------------------------------------------------------
-    @staticmethod
-    def _key(prompt: str, response: str, criterion: str) -> str:
-        h = hashlib.sha256()
-        for part in (prompt, response, criterion):
-            h.update(part.encode("utf-8"))
-            h.update(b"\x00")
-        return h.hexdigest()
+    def _key(self, conversation: Conversation) -> str:
+        """Cache key: the judge, its length limit and the exact conversation it is asked."""
+        judge_id = getattr(self.judge, "model_id", None) or type(self.judge).__name__
+        payload = json.dumps(
+            [
+                str(judge_id),
+                self.judge_max_new_tokens,
+                self.reasoning_start,
+                self.reasoning_end,
+                conversation,
+            ],
+            ensure_ascii=False,
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
     def judge_conversation(self, prompt: str, response: str, criterion: str) -> Conversation:
         """The conversation the judge answers for one (prompt, response, criterion)."""
@@ -192,18 +210,46 @@ class RubricReward:
             return -1.0
         return v
 
+    def _ask(self, convs: list[Conversation]) -> tuple[list[Any], BaseException | None]:
+        """One judge call.
+
+        Returns:
+            A ``ChatResult``-like answer per conversation (``None``: no answer), and the error that
+            kept some unanswered (the answers received before it are kept).
+        """
+        assert self.judge is not None
+        sampling = {"max_new_tokens": self.judge_max_new_tokens, "temperature": 0.0}
+        results_of = getattr(self.judge, "generate_results", None)
+        if callable(results_of):  # says how each answer ended and fails per conversation
+            results = list(results_of(convs, **sampling))
+            errors = [r.error for r in results if getattr(r, "error", None) is not None]
+            return [None if getattr(r, "error", None) is not None else r for r in results], (
+                errors[0] if errors else None
+            )
+        try:
+            texts = self.judge.generate(convs, **sampling)
+        except Exception as exc:  # a client that attaches what it received before failing
+            got = getattr(exc, "results", None)
+            if not isinstance(got, list) or len(got) != len(convs):
+                raise
+            return [None if getattr(r, "error", None) is not None else r for r in got], exc
+        return [_Answer(t) for t in texts], None
+
     def _judge_many(self, triples: list[tuple[str, str, str]]) -> list[float]:
         out: list[float | None] = [None] * len(triples)
         todo: dict[str, list[int]] = {}
+        convs_by_key: dict[str, Conversation] = {}
         with self._lock:
             for i, (p, r, c) in enumerate(triples):
-                key = self._key(p, r, c)
+                conv = self.judge_conversation(p, r, c)
+                key = self._key(conv)
                 if key in self._cache:
                     self._cache.move_to_end(key)
                     out[i] = self._cache[key]
                     self.cache_hits += 1
                 else:
                     todo.setdefault(key, []).append(i)
+                    convs_by_key[key] = conv
         if todo:
             if self.judge is None:
                 raise RubricError(
@@ -212,24 +258,41 @@ class RubricReward:
             keys = list(todo)
             for start in range(0, len(keys), self.judge_batch_size):
                 chunk = keys[start : start + self.judge_batch_size]
-                convs = [self.judge_conversation(*triples[todo[k][0]]) for k in chunk]
-                answers = self.judge.generate(
-                    convs, max_new_tokens=self.judge_max_new_tokens, temperature=0.0
-                )
-                self.judge_calls += len(convs)
+                answers, error = self._ask([convs_by_key[k] for k in chunk])
                 with self._lock:
                     for k, ans in zip(chunk, answers):
-                        readable = (
-                            self.read_verdict(ans, self.reasoning_start, self.reasoning_end) is not None
-                        )
-                        v = self.parse_verdict(ans)
+                        if ans is None:
+                            continue
+                        self.judge_calls += 1
+                        text = str(getattr(ans, "text", "") or "")
+                        # an answer cut off at the length limit is unfinished: no verdict from it,
+                        # even when its reasoning block was opened by the chat template
+                        cut = getattr(ans, "finish_reason", None) == "length"
+                        v = None if cut else self.read_verdict(text, self.reasoning_start, self.reasoning_end)
+                        if v is None:
+                            self.judge_unreadable += 1
+                            logger.warning(
+                                "judge answer %r has no %sverdict; scored as NO",
+                                text[-80:],
+                                "finished " if cut else "YES/NO ",
+                            )
                         for i in todo[k]:
-                            out[i] = v
+                            out[i] = -1.0 if v is None else v
                         # an unreadable answer (cut off, no YES/NO) is not remembered: asked again next time
-                        if self.cache_size and readable:
+                        if self.cache_size and v is not None:
                             self._cache[k] = v
                             while len(self._cache) > self.cache_size:
                                 self._cache.popitem(last=False)
+                if error is not None:
+                    missing = sum(1 for a in answers if a is None)
+                    logger.warning(
+                        "the judge left %d of %d question(s) unanswered; the %d verdict(s) received are "
+                        "kept, so asking again sends only the unanswered ones",
+                        missing,
+                        len(answers),
+                        len(answers) - missing,
+                    )
+                    raise error
         return [float(v) for v in out]  # type: ignore[arg-type]
 
     # ----- scoring -----------------------------------------------------------------------------
