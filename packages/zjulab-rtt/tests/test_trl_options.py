@@ -216,3 +216,86 @@ def test_token_credit_is_scored_on_the_text_it_spans(tmp_path, fresh_tiny, make_
     assert trainer.rubric_reward.last.scores[0].tolist() == [1.0]  # what the reward saw
     assert credit.scores[0].tolist() == [-1.0]  # what the tokens say: the comma is there
     assert credit.token_advantages[0, 1] < 0  # and the comma is the blamed token
+
+
+def test_parsed_completions_keep_the_rewards_verdict_and_place_its_spans(
+    tmp_path, fresh_tiny, make_args, fixed_rollout
+):
+    """TRL's parsed tool-call completions: the reward sees the assistant contents only (no
+    reasoning block, no tool result). Its verdict stands, and the checker's spans found on that
+    text land on the same characters of the decoded completion; the reasoning's commas are not
+    blamed for a rubric the answer meets."""
+    model, tok = fresh_tiny
+
+    class Parsed(RubricReward):  # stands for TRL's parse_response + tool loop
+        def __call__(self, prompts, completions, **kwargs):
+            parsed = []
+            for c in completions:
+                reasoning, answer = c.split(" answer:")
+                parsed.append(
+                    [
+                        {"role": "assistant", "content": "", "reasoning_content": reasoning},
+                        {"role": "tool", "content": "tool, output"},  # the tool wrote this comma
+                        {"role": "assistant", "content": " answer:" + answer},
+                    ]
+                )
+            return super().__call__(prompts, parsed, **kwargs)
+
+    ds = Dataset.from_list([{"prompt": "Answer yes or no", "rubrics": [NO_COMMA]}])
+    trainer = RTTGRPOTrainer(
+        model,
+        Parsed(aggregate="all"),
+        SpanRelevance(),
+        RTTConfig(lam=0.5),
+        args=make_args(tmp_path, batch=2, generations=2, max_completion_length=24),
+        train_dataset=ds,
+        processing_class=tok,
+        rollout_func=fixed_rollout(tok, ["so, yes. answer: yes no", "fine. answer: yes, no"]),
+    )
+    batch = trainer._generate_and_score_completions([dict(ds[0])] * 2)
+    credit = trainer.last_credit
+    # the reward's verdicts: the first answer has no comma (its reasoning has one), the second has
+    assert trainer.rubric_reward.last.scores.flatten().tolist() == [1.0, -1.0]
+    assert credit.scores.flatten().tolist() == [1.0, -1.0]
+    assert batch["rtt_response_advantages"][0] > 0 > batch["rtt_response_advantages"][1]
+    # response 0 meets the rubric: no token is blamed, the reasoning's comma included
+    assert (credit.weights[0] == 0).all() and (credit.token_advantages[0] >= 0).all()
+    # response 1: exactly the answer's comma is blamed
+    tokens = tok.convert_ids_to_tokens(credit.completion_ids[1])
+    comma = [j for j, tk in enumerate(tokens) if "," in tk]
+    assert len(comma) == 1 and "".join(tokens[: comma[0]]).endswith("yes")
+    assert credit.weights[1, 0].nonzero().flatten().tolist() == comma
+    assert credit.token_advantages[1, comma[0]] < 0
+    assert all(credit.token_advantages[1, j] >= 0 for j in range(len(tokens)) if j != comma[0])
+
+
+def test_tool_messages_are_not_part_of_the_scored_response():
+    from zjulab.rtt.reward import completion_pieces, completion_text
+
+    completion = [
+        {"role": "assistant", "content": "Let me look it up"},
+        {"role": "tool", "content": "Paris, France"},
+        {"role": "assistant", "content": " it is Paris"},
+    ]
+    assert completion_pieces(completion) == ["Let me look it up", " it is Paris"]
+    assert completion_text(completion) == "Let me look it up it is Paris"
+    reward = RubricReward()
+    assert reward(prompts=["q"], completions=[completion], rubrics=[[NO_COMMA]]) == [1.0]
+
+
+def test_a_masked_truncated_response_keeps_the_rewards_scores(tmp_path, fresh_tiny, make_args, fixed_rollout):
+    """With mask_truncated_completions TRL zeroes a cut-off completion's mask; its rubric scores
+    (and the logged rubric accuracy) stay the reward's, not a check of an empty text."""
+    _, tok = fresh_tiny
+    trainer, ds = _trainer(
+        tmp_path,
+        fresh_tiny,
+        make_args,
+        fixed_rollout(tok, ["no, yes", "yes no"]),
+        mask_truncated_completions=True,
+    )
+    trainer.model.train()
+    batch = trainer._generate_and_score_completions([dict(ds[0])] * 2)
+    assert batch["completion_mask"].sum() == 0  # no EOS: both are cut off and masked
+    assert trainer.last_credit.scores.flatten().tolist() == [-1.0, 1.0]  # not [1, 1] from ""
+    assert trainer._metrics["train"]["rtt/rubric_accuracy"][-1] == 0.5

@@ -24,6 +24,7 @@ __all__ = [
     "RelevanceModel",
     "RelevanceQuery",
     "RoutedRelevance",
+    "ScoredText",
     "SpanRelevance",
     "UniformRelevance",
     "project_weights",
@@ -35,6 +36,55 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
+class ScoredText:
+    """The text a reward scored, placed in the decoded completion it was parsed from.
+
+    TRL hands a reward function the completion as it parsed it: with tool calls, the content of
+    each assistant message (the tool-call markup, the tool results and a parsed reasoning block
+    are not in it). Each piece of that text is a stretch of the decoded completion; ``segments``
+    say where, so spans found on the scored text can be carried to the decoded one.
+
+    Attributes:
+        text: The scored text (the pieces joined).
+        segments: ``(start, end, decoded_start)`` per piece: ``text[start:end]`` equals
+            ``decoded[decoded_start:decoded_start + end - start]``.
+    """
+
+    text: str
+    segments: list[tuple[int, int, int]]
+
+    @classmethod
+    def locate(cls, pieces: Sequence[str], decoded: str) -> ScoredText | None:
+        """Find the pieces in ``decoded``, in order (``None`` when one is not there)."""
+        segments: list[tuple[int, int, int]] = []
+        pos = cursor = 0
+        for piece in pieces:
+            if not piece:
+                continue
+            at = decoded.find(piece, cursor)
+            if at < 0:
+                return None
+            segments.append((pos, pos + len(piece), at))
+            pos += len(piece)
+            cursor = at + len(piece)
+        return cls("".join(pieces), segments)
+
+    def to_decoded(self, spans: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+        """Spans of :attr:`text` as spans of the decoded completion (split where pieces part)."""
+        out: list[tuple[int, int]] = []
+        for a, b in spans:
+            for s, e, d in self.segments:
+                lo, hi = max(a, s), min(b, e)
+                if lo < hi:
+                    out.append((d + lo - s, d + hi - s))
+        return tuple(out)
+
+    def covered(self) -> tuple[tuple[int, int], ...]:
+        """The stretches of the decoded completion the scored text comes from."""
+        return tuple((d, d + e - s) for s, e, d in self.segments)
+
+
+@dataclass
 class RelevanceQuery:
     """One (response, rubric) pair whose token relevance is wanted.
 
@@ -42,11 +92,14 @@ class RelevanceQuery:
         rubric: The rubric.
         completion_ids: The policy's token ids of the response (no padding).
         text: The decoded response text.
+        scored: The text the reward scored and where it sits in ``text``, when it is not
+            ``text`` itself (TRL's parsed tool-call completions); checkers then run on it.
     """
 
     rubric: Rubric
     completion_ids: list[int]
     text: str
+    scored: ScoredText | None = None
 
 
 @runtime_checkable
@@ -277,10 +330,18 @@ class SpanRelevance:
             if key not in seen:
                 seen[key] = token_char_offsets(key, tokenizer)
             text, offsets = seen[key]
-            result = q.rubric.evaluate(text)
+            scored = q.scored
+            result = q.rubric.evaluate(text if scored is None else scored.text)
             spans = result.spans if result.passed else result.failure_spans
+            if scored is not None:  # checked on the text the reward saw: carry its spans over
+                spans = scored.to_decoded(spans)
             if not result.passed and not spans and self.absent == "end":
-                ends = [j for j, (a, b) in enumerate(offsets) if b > a and text[a:b].strip()]
+                inside = (((0, len(text)),) if scored is None else scored.covered()) or ((0, 0),)
+                ends = [
+                    j
+                    for j, (a, b) in enumerate(offsets)
+                    if b > a and text[a:b].strip() and any(a < e and b > s for s, e in inside)
+                ]
                 spans = (offsets[ends[-1]],) if ends else ()
             labels = torch.tensor(labels_from_offsets(offsets, spans), dtype=torch.float32)
             out.append(self.off + (self.on - self.off) * labels)

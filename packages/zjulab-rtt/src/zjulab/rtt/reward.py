@@ -17,7 +17,7 @@ from zjulab.common.protocols import ChatModel, Conversation
 from zjulab.rtt.errors import RTTConfigError, RubricError
 from zjulab.rtt.rubrics import Rubric, parse_rubrics
 
-__all__ = ["RubricReward", "ScoreBatch", "completion_text", "prompt_text"]
+__all__ = ["RubricReward", "ScoreBatch", "completion_pieces", "completion_text", "prompt_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +44,28 @@ def prompt_text(prompt: Any) -> str:
     return str(prompt)
 
 
+def completion_pieces(completion: Any) -> list[str]:
+    """The texts a TRL completion's response is made of, in order.
+
+    A string is one piece. A conversational completion gives the content of each assistant
+    message (TRL's tool loop interleaves them with ``tool`` messages, whose content the tool
+    wrote, not the policy, so a rubric is not scored on it; parsed reasoning, kept apart as
+    ``reasoning_content``, is not part of the response either).
+    """
+    if isinstance(completion, str):
+        return [completion]
+    if isinstance(completion, (list, tuple)):
+        return [
+            str(m.get("content") or "")
+            for m in completion
+            if isinstance(m, dict) and m.get("role", "assistant") == "assistant"
+        ]
+    return [str(completion)]
+
+
 def completion_text(completion: Any) -> str:
     """The text of a TRL completion: a string, or the content of its assistant message(s)."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, (list, tuple)):
-        return "".join(str(m.get("content", "")) for m in completion if isinstance(m, dict))
-    return str(completion)
+    return "".join(completion_pieces(completion))
 
 
 class _Answer:
@@ -69,15 +84,23 @@ class ScoreBatch:
         mask: ``[B, K]``, 1 on real rubrics.
         rubrics: The rubrics of each response.
         responses: The response texts scored.
+        pieces: The pieces each response text joins (one per assistant message of a
+            conversational completion; see :func:`completion_pieces`).
     """
 
     def __init__(
-        self, scores: torch.Tensor, mask: torch.Tensor, rubrics: list[list[Rubric]], responses: list[str]
+        self,
+        scores: torch.Tensor,
+        mask: torch.Tensor,
+        rubrics: list[list[Rubric]],
+        responses: list[str],
+        pieces: list[list[str]] | None = None,
     ):
         self.scores = scores
         self.mask = mask
         self.rubrics = rubrics
         self.responses = responses
+        self.pieces = pieces if pieces is not None else [[r] for r in responses]
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -86,8 +109,8 @@ class ScoreBatch:
 class RubricReward:
     """Scores responses against their prompt's rubrics and turns the scores into a reward.
 
-    ``s[i, k]`` is ``+1`` when response ``i`` meets rubric ``k`` and ``-1`` when not (a checker
-    returning a fraction ``v`` in [0, 1] gives ``2v - 1``). The response reward is
+    ``s[i, k]`` is ``+1`` when response ``i`` meets rubric ``k`` and ``-1`` when not (as in the
+    authors' code; a judge answer without a verdict counts as not met). The response reward is
     ``"all"``: 1 when every rubric is met, else 0 (all-or-nothing), or ``"rate"``: the fraction
     of rubrics met.
 
@@ -314,7 +337,8 @@ class RubricReward:
             raise RubricError(
                 f"got {len(prompts)} prompts, {len(responses)} responses and {len(rubrics)} rubric lists"
             )
-        texts = [completion_text(r) for r in responses]
+        pieces = [completion_pieces(r) for r in responses]
+        texts = ["".join(p) for p in pieces]
         ptexts = [prompt_text(p) for p in prompts]
         parsed = [parse_rubrics(r) for r in rubrics]
         b = len(texts)
@@ -337,7 +361,7 @@ class RubricReward:
                 scores[i, j] = v
         if k == 0:
             scores, mask = scores[:, :0], mask[:, :0]
-        return ScoreBatch(scores, mask, parsed, texts)
+        return ScoreBatch(scores, mask, parsed, texts, pieces)
 
     def rewards(self, batch: ScoreBatch) -> list[float]:
         """Response rewards from a score batch (see the class docstring)."""

@@ -22,7 +22,7 @@ from trl import GRPOTrainer
 from zjulab.rtt.config import RTTConfig
 from zjulab.rtt.errors import RTTConfigError
 from zjulab.rtt.normalization import combine_advantages, token_advantages
-from zjulab.rtt.relevance import RelevanceModel, RelevanceQuery, UniformRelevance
+from zjulab.rtt.relevance import RelevanceModel, RelevanceQuery, ScoredText, UniformRelevance
 from zjulab.rtt.reward import RubricReward, ScoreBatch
 from zjulab.rtt.rubrics import Rubric
 
@@ -196,6 +196,7 @@ class RTTGRPOTrainer(GRPOTrainer):
         k: int,
         positions: list[torch.Tensor],
         t: int,
+        views: list[ScoredText | None] | None = None,
     ) -> torch.Tensor:
         """``[B, K, T]`` relevance, each response's values scattered back to its token positions."""
         device = self.accelerator.device
@@ -204,7 +205,7 @@ class RTTGRPOTrainer(GRPOTrainer):
         slots: list[tuple[int, int]] = []
         for i, rubrics in enumerate(batch.rubrics):
             for j, rubric in enumerate(rubrics[:k]):
-                queries.append(RelevanceQuery(rubric, ids[i], texts[i]))
+                queries.append(RelevanceQuery(rubric, ids[i], texts[i], views[i] if views else None))
                 slots.append((i, j))
         if queries:
             kwargs: dict[str, Any] = {}
@@ -217,21 +218,32 @@ class RTTGRPOTrainer(GRPOTrainer):
         return weights.to(device)
 
     @staticmethod
-    def _scores_on_tokens(batch: ScoreBatch, texts: list[str], k: int) -> torch.Tensor:
-        """``[B, K]`` scores of the text the relevance is computed on (the decoded completion).
+    def _token_views(
+        batch: ScoreBatch, ids: list[list[int]], texts: list[str], k: int
+    ) -> tuple[torch.Tensor, list[ScoredText | None]]:
+        """``[B, K]`` scores for the token credit, and where each scored text sits in the tokens.
 
         TRL hands the reward function the completion as it parsed it; with tool calls that text
-        (message contents) differs from the decoded tokens the spans are found in. A checked
-        rubric is then scored again on the decoded text, so its sign and its spans agree.
+        (the content of the assistant messages) differs from the decoded tokens. When each piece
+        of it is found, in order, in the decoded completion, the reward's scores stand and the
+        checkers' spans are carried from the scored text to the tokens (tool-call markup, tool
+        results and a parsed reasoning block get no span). When a piece cannot be found, a
+        checked rubric is scored again on the decoded text, so its sign and its spans agree.
+        A response with no token in the loss (``mask_truncated_completions``) keeps its scores.
         """
         scores = batch.scores[:, :k].clone()
+        views: list[ScoredText | None] = [None] * len(texts)
         for i, (scored, decoded) in enumerate(zip(batch.responses, texts)):
-            if scored == decoded:
+            if scored == decoded or not ids[i]:
                 continue
+            views[i] = ScoredText.locate(batch.pieces[i], decoded)
+            if views[i] is not None:
+                continue
+            logger.debug("response %d: the scored text is not in the decoded tokens; checking those", i)
             for j, rubric in enumerate(batch.rubrics[i][:k]):
                 if rubric.kind == "check":
                     scores[i, j] = 1.0 if rubric.evaluate(decoded).passed else -1.0
-        return scores
+        return scores, views
 
     # ----- the hook ----------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -258,9 +270,10 @@ class RTTGRPOTrainer(GRPOTrainer):
         if batch.scores.shape[1] > cfg.max_rubrics:
             logger.warning("a prompt has %d rubrics; using the first %d", batch.scores.shape[1], k)
         device = completion_ids.device
-        scores = self._scores_on_tokens(batch, texts, k).to(device)
+        scores, views = self._token_views(batch, ids, texts, k)
+        scores = scores.to(device)
         rmask = batch.mask[:, :k].to(device)
-        weights = self._relevance_tensor(batch, ids, texts, k, positions, t)
+        weights = self._relevance_tensor(batch, ids, texts, k, positions, t, views)
         tmask = mask.to(weights.dtype)
         weights = weights * tmask.unsqueeze(1)
         if cfg.token_norm == "intra_sample" or self.accelerator.num_processes == 1:
