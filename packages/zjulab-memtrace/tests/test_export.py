@@ -72,7 +72,7 @@ def test_dot_highlights_decisive_error():
     line = next(x for x in dot.splitlines() if x.strip().startswith(f'"{ext0}" ['))
     assert "#d62728" in line and "extract#0" in line
     assert dot.count("->") == len(trace.edges())
-    assert dot.startswith('digraph "toy" {') and dot.rstrip().endswith("}")
+    assert dot.startswith('// written by zjulab-memtrace\ndigraph "toy" {') and dot.rstrip().endswith("}")
 
 
 def test_html_is_self_contained_and_marks_nodes(tmp_path):

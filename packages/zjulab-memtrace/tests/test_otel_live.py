@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
 pytest.importorskip("opentelemetry.sdk")
 
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from zjulab.memtrace import Tracer  # noqa: E402
-from zjulab.memtrace.otel import LiveExporter  # noqa: E402
+from zjulab.memtrace import Tracer
+from zjulab.memtrace.otel import LiveExporter
 
 
 class Usage:
@@ -92,7 +93,7 @@ def test_spans_start_and_end_as_operations_run():
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    spans: list[dict] = []
+    spans: ClassVar[list[dict]] = []
 
     def do_POST(self):  # OTLP/HTTP protobuf, decoded with the official classes
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (

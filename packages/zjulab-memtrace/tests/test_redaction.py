@@ -146,3 +146,57 @@ def test_redaction_can_be_turned_off(tmp_path):
     trace = _run()
     text = save_trace(trace, tmp_path / "raw.json", redact=None).read_text()
     assert GITHUB_FG in text
+
+
+def test_keys_trace_names_model_ids_and_live_spans_are_redacted(tmp_path):
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from zjulab.memtrace.otel import LiveExporter, export_otel
+    from zjulab.memtrace.render import to_dot, to_html
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = Tracer(listeners=[LiveExporter(provider)])
+
+    class Model:
+        model_id = f"https://api.example.com/v1?api_key={OPENAI}"
+
+    @tracer.operation("update", outputs=("store",))
+    def update(store, fact, model):
+        return {**store, EMAIL: [fact]}  # a memory store keyed by the user's e-mail address
+
+    with tracer.trace(f"memory of {EMAIL}", user=EMAIL) as trace:
+        update({}, "likes cats", Model())
+    live = json.dumps(
+        [{"n": s.name, "a": dict(s.attributes)} for s in exporter.get_finished_spans()], default=list
+    )
+    exporter.clear()
+    export_otel(trace, tracer_provider=provider)
+    after = json.dumps(
+        [{"n": s.name, "a": dict(s.attributes)} for s in exporter.get_finished_spans()], default=list
+    )
+    sinks = {
+        "trace": save_trace(trace, tmp_path / "t.json").read_text(),
+        "html": to_html(trace),
+        "dot": to_dot(trace),
+        "live spans": live,
+        "spans": after,
+    }
+    for name, text in sinks.items():
+        assert EMAIL not in text and OPENAI not in text, name
+    assert "likes cats" in sinks["trace"]
+
+
+def test_a_secret_after_an_escape_in_a_repr_is_redacted():
+    r = Redactor()
+    err = repr(RuntimeError(f"bad key:\n{OPENAI}\tmail\t{EMAIL}"))
+    out = r.text(err)
+    assert OPENAI not in out and EMAIL not in out
+    assert out == "RuntimeError('bad key:\\n[REDACTED:api_key]\\tmail\\t[REDACTED:email]')"
+    # the escapes themselves are kept, and a key spanning escaped line breaks goes whole
+    key = "-----BEGIN RSA PRIVATE KEY-----\\nMIIEabc\\n-----END RSA PRIVATE KEY----- ok"
+    assert r.text(key) == "[REDACTED:private_key] ok"

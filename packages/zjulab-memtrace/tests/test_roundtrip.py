@@ -314,9 +314,9 @@ def test_semantic_matching_with_an_encoder():
 
     class Table:  # a test encoder: two texts are similar when they share their last four words
         def encode(self, texts, batch_size=32):
-            import numpy as np
-
             import zlib
+
+            import numpy as np
 
             out = np.zeros((len(texts), 256), dtype="float32")
             for i, t in enumerate(texts):

@@ -25,7 +25,7 @@ from typing import Any
 from zjulab.common.protocols import ChatModel
 from zjulab.common.structured import schema_prompt
 from zjulab.memtrace.config import AttributionConfig
-from zjulab.memtrace.errors import ReplayError, TracingError
+from zjulab.memtrace.errors import ReplayError, TraceFileError, TracingError
 from zjulab.memtrace.gold import Gold
 from zjulab.memtrace.graph import Trace
 from zjulab.memtrace.judges import (
@@ -159,8 +159,24 @@ class Attribution:
         return f"decisive: {', '.join(parts)} [{tag}]"
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> Attribution:
-        """Rebuild from :meth:`to_dict` output (answers and replays as their text forms)."""
+    def from_dict(cls, doc: Mapping[str, Any], *, source: str = "<dict>") -> Attribution:
+        """Rebuild from :meth:`to_dict` output (answers and replays as their text forms).
+
+        Raises:
+            TraceFileError: The document is not an attribution (a field is missing or of the
+                wrong type); ``source`` names it in the message.
+        """
+        try:
+            return cls._from_dict(doc)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise TraceFileError(
+                f"{source}: not an attribution document ({type(exc).__name__}: {exc})"
+            ) from None
+
+    @classmethod
+    def _from_dict(cls, doc: Mapping[str, Any]) -> Attribution:
+        if not isinstance(doc, Mapping):
+            raise TypeError(f"expected a JSON object, got {type(doc).__name__}")
         g = doc.get("gold") or {}
         verdicts = {
             k: Verdict(
@@ -177,7 +193,7 @@ class Attribution:
                 g.get("question"),
                 g.get("threshold", 1.0),
             ),
-            decisive=[DecisiveError(**d) for d in doc.get("decisive", [])],
+            decisive=[_decisive_from(d) for d in doc.get("decisive", [])],
             candidates=list(doc.get("candidates", [])),
             verdicts=verdicts,
             rounds=[list(r) for r in doc.get("rounds", [])],
@@ -201,6 +217,7 @@ class Attribution:
 
     def _doc(self) -> dict[str, Any]:
         return {
+            "schema": "zjulab.memtrace.attribution",
             "method": self.method,
             "failed": self.failed,
             "answer": describe_value(self.answer, 2000),
@@ -224,6 +241,14 @@ class Attribution:
             "traceback": self.traceback,
             "final_op": self.final_op,
         }
+
+
+def _decisive_from(d: Any) -> DecisiveError:
+    err = DecisiveError(**d)
+    for name in ("op_id", "name", "label", "mode", "rationale"):
+        if not isinstance(getattr(err, name), str):
+            raise TypeError(f"decisive {name} must be a string, got {type(getattr(err, name)).__name__}")
+    return err
 
 
 def _final_op(trace: Trace) -> str:
@@ -448,7 +473,9 @@ def _verify(
             try:
                 rep = replay(trace, {o: corrections[o] for o in subset}, handles=handles)
             except ReplayError as exc:
-                logger.warning("replay failed, decisive set left unverified: %s", exc)
+                logger.warning(
+                    "replay failed, decisive set left unverified: %s", DEFAULT_REDACTOR.text(str(exc))
+                )
                 return None
             rescued = gold.is_correct(rep.final)
             result.replays.append(ReplayEvidence(list(subset), rep.final, rescued, rep.executed))

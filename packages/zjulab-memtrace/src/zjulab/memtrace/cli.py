@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 import time
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from zjulab.common.cli import run_command
+from zjulab.common.errors import StoreError, ZjulabError
 from zjulab.common.io import read_json, write_json
 
 __all__ = ["main"]
@@ -17,11 +20,53 @@ __all__ = ["main"]
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def _say(*parts: object) -> None:
-    """Print text that may hold strings from a trace file: redacted, without control sequences."""
+def _clean(text: str) -> str:
+    """Text that may hold strings from a trace file: redacted, without control sequences."""
     from zjulab.memtrace.redaction import DEFAULT_REDACTOR
 
-    print(_CONTROL.sub("?", DEFAULT_REDACTOR.text(" ".join(str(p) for p in parts))))
+    return _CONTROL.sub("?", DEFAULT_REDACTOR.text(text))
+
+
+def _say(*parts: object) -> None:
+    """Print text that may hold strings from a trace file: redacted, without control sequences."""
+    print(_clean(" ".join(str(p) for p in parts)))
+
+
+class _RedactingFilter(logging.Filter):
+    """Log lines leave the process redacted and without control sequences, like printed ones."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = _clean(record.getMessage())
+        record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg += "\n" + _clean("".join(traceback.format_exception(*record.exc_info)))
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run a sub-command so that every message it prints, errors and logs included, is cleaned."""
+
+    def run(args: argparse.Namespace) -> int:
+        flt = _RedactingFilter()
+        handlers = list(logging.getLogger().handlers)
+        for h in handlers:
+            h.addFilter(flt)
+        try:
+            return fn(args)
+        except ZjulabError as exc:
+            print(f"zjulab-memtrace: error: {_clean(str(exc))}", file=sys.stderr)
+            return 2
+        except OSError as exc:  # an output that cannot be written (permissions, a full disk)
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"zjulab-memtrace: error: {_clean(where + (exc.strerror or str(exc)))}", file=sys.stderr)
+            return 2
+        finally:
+            for h in handlers:
+                h.removeFilter(flt)
+
+    return run
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -47,12 +92,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_attribution(path: Path) -> object | None:
+def _load_attribution(path: Path, *, required: bool) -> object | None:
     from zjulab.memtrace.attribution import Attribution
+    from zjulab.memtrace.errors import TraceFileError
+    from zjulab.memtrace.outputs import written_here
 
-    if not path.is_file():
-        return None
-    return Attribution.from_dict(read_json(path))
+    if not required and not (path.is_file() and written_here(path)):
+        return None  # the default name beside the trace, when it is absent or a user's own file
+    try:
+        doc = read_json(path)
+    except StoreError as exc:
+        raise TraceFileError(str(exc)) from exc
+    return Attribution.from_dict(doc, source=str(path))
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
@@ -63,7 +114,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     trace_path = Path(args.trace)
     trace = load_trace(trace_path)
     att_path = Path(args.attribution) if args.attribution else trace_path.with_suffix(".attribution.json")
-    att = _load_attribution(att_path)
+    att = _load_attribution(att_path, required=bool(args.attribution))
     out = Path(args.out) if args.out else trace_path.with_suffix("")
     paths = write_picture(
         trace, out, att, redact=None if args.no_redact else DEFAULT_REDACTOR, formats=args.format
@@ -78,6 +129,7 @@ def _cmd_attribute(args: argparse.Namespace) -> int:
     from zjulab.memtrace.config import AttributionConfig
     from zjulab.memtrace.gold import Gold
     from zjulab.memtrace.judges import ChatJudge, EvidenceJudge, Judge
+    from zjulab.memtrace.outputs import check_replaceable
     from zjulab.memtrace.store import load_trace
 
     if args.trust_handles and not args.allow_module:
@@ -100,6 +152,7 @@ def _cmd_attribute(args: argparse.Namespace) -> int:
     verify = not args.no_verify and bool(trace.handles)
     att = attribute(trace, gold, judge, config=AttributionConfig(verify=verify))
     out = Path(args.out) if args.out else Path(args.trace).with_suffix(".attribution.json")
+    check_replaceable(out)
     write_json(out, att.to_dict())
     _say(att.summary())
     for d in att.decisive:
@@ -200,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
     args = build_parser().parse_args(argv)
-    return run_command(args.fn, args, prog="zjulab-memtrace")
+    return run_command(_guarded(args.fn), args, prog="zjulab-memtrace")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,8 +17,10 @@ from typing import Any
 from zjulab.common.errors import ModelNotAvailableError
 from zjulab.common.protocols import TextEncoder
 from zjulab.memtrace.attribution import Attribution, attribute
+from zjulab.memtrace.errors import OutputExistsError
 from zjulab.memtrace.gold import Gold
 from zjulab.memtrace.judges import ChatJudge, EvidenceJudge, Judge
+from zjulab.memtrace.outputs import check_replaceable
 from zjulab.memtrace.pipelines import Fault, Mem0Pipeline
 from zjulab.memtrace.render import write_picture
 from zjulab.memtrace.store import save_trace
@@ -116,9 +118,17 @@ def run_demo(
         The demo result.
 
     Raises:
+        OutputExistsError: ``out_dir`` is a file, or holds a ``trace.*`` file this library did
+            not write.
         MissingDependencyError: ``encoder="embedded"`` or ``judge="chat"`` without torch
             (``pip install 'zjulab-memtrace[torch]'``).
     """
+    out = Path(out_dir)
+    targets = [out / n for n in ("trace.json", "trace.attribution.json", "trace.html", "trace.dot")]
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out}: is a file; the demo writes into a folder")
+    for t in targets:  # a user's file of the same name is never replaced
+        check_replaceable(t)
     enc = _encoder(encoder, device)
     fault = Fault("extract", "drop", DEMO_GOLD.evidence[0], occurrence=1)
     pipe = Mem0Pipeline(enc, faults=[fault])
@@ -134,7 +144,6 @@ def run_demo(
     else:
         j = EvidenceJudge()
     att = attribute(trace, DEMO_GOLD, j)
-    out = Path(out_dir)
     trace_path = save_trace(trace, out / "trace.json")
     from zjulab.common.io import write_json
 

@@ -18,6 +18,7 @@ __all__ = [
     "CycleError",
     "DanglingVariableError",
     "MemTraceError",
+    "OutputExistsError",
     "ReplayError",
     "TraceFileError",
     "TraceSchemaError",
@@ -51,3 +52,7 @@ class TraceFileError(MemTraceError, StoreError):
 
 class TraceSchemaError(MemTraceError, SchemaVersionError):
     """A trace file declares a schema version this library cannot read."""
+
+
+class OutputExistsError(MemTraceError, InputError):
+    """An output path is a folder or a file this library did not write; it is never replaced."""

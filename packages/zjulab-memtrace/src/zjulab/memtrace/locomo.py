@@ -84,6 +84,30 @@ def _turn(raw: dict[str, Any], session: int) -> LocomoTurn:
     return LocomoTurn(str(raw.get("dia_id", "")), str(raw.get("speaker", "")), text, session)
 
 
+def _conversation(conv: Any, i: int) -> LocomoConversation:
+    if not isinstance(conv, dict) or "conversation" not in conv:
+        raise KeyError("no 'conversation' field")
+    c = LocomoConversation(str(conv.get("sample_id", f"conv-{i}")))
+    for key, turns in conv["conversation"].items():
+        m = _SESSION.match(key)
+        if m and isinstance(turns, list):
+            s = int(m.group(1))
+            c.sessions[s] = [_turn(t, s) for t in turns if isinstance(t, dict)]
+    c.sessions = dict(sorted(c.sessions.items()))
+    for q in conv.get("qa", []):
+        if "answer" not in q:
+            continue
+        c.qa.append(
+            LocomoQA(
+                str(q["question"]),
+                str(q["answer"]),
+                tuple(str(e) for e in q.get("evidence", [])),
+                int(q.get("category", 0)),
+            )
+        )
+    return c
+
+
 def load_locomo(path: str | os.PathLike[str]) -> list[LocomoConversation]:
     """Load ``locomo10.json``.
 
@@ -98,27 +122,12 @@ def load_locomo(path: str | os.PathLike[str]) -> list[LocomoConversation]:
         raise TraceFileError(f"{path}: expected a JSON list of conversations, got {type(data).__name__}")
     out = []
     for i, conv in enumerate(data):
-        if not isinstance(conv, dict) or "conversation" not in conv:
-            raise TraceFileError(f"{path}: item {i} has no 'conversation' field")
-        c = LocomoConversation(str(conv.get("sample_id", f"conv-{i}")))
-        for key, turns in conv["conversation"].items():
-            m = _SESSION.match(key)
-            if m and isinstance(turns, list):
-                s = int(m.group(1))
-                c.sessions[s] = [_turn(t, s) for t in turns if isinstance(t, dict)]
-        c.sessions = dict(sorted(c.sessions.items()))
-        for q in conv.get("qa", []):
-            if "answer" not in q:
-                continue
-            c.qa.append(
-                LocomoQA(
-                    str(q["question"]),
-                    str(q["answer"]),
-                    tuple(str(e) for e in q.get("evidence", [])),
-                    int(q.get("category", 0)),
-                )
-            )
-        out.append(c)
+        try:
+            out.append(_conversation(conv, i))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise TraceFileError(
+                f"{path}: conversation {i} is not LoCoMo-shaped ({type(exc).__name__}: {exc})"
+            ) from None
     return out
 
 

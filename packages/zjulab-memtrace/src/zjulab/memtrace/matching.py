@@ -69,8 +69,11 @@ def flatten_text(value: Any) -> Iterator[str]:
 
 
 def content_recall(reference: str, candidate: str) -> float:
-    """Fraction of ``reference``'s content words (stop words and pronouns aside, light stemming)
-    found in ``candidate``: "Priya: I am a nurse" and "Priya is a nurse" agree fully."""
+    """Fraction of ``reference``'s content words found in ``candidate``.
+
+    Stop words and pronouns aside, with light stemming: "Priya: I am a nurse" and "Priya is a
+    nurse" agree fully.
+    """
     ref = _content(reference)
     if not ref:
         return 0.0

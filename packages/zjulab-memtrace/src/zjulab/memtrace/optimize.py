@@ -22,6 +22,7 @@ from zjulab.memtrace.errors import ReplayError, TracingError
 from zjulab.memtrace.gold import Gold
 from zjulab.memtrace.graph import Trace
 from zjulab.memtrace.judges import ask_structured, describe_value
+from zjulab.memtrace.redaction import DEFAULT_REDACTOR
 from zjulab.memtrace.replay import replay
 
 __all__ = [
@@ -231,7 +232,9 @@ def evaluate_prompt_update(
         try:
             after += int(gold.is_correct(replay(trace, patches=patches).final))
         except ReplayError as exc:
-            logger.warning("cannot replay %s with the new prompt: %s", trace.id, exc)
+            logger.warning(
+                "cannot replay %s with the new prompt: %s", trace.id, DEFAULT_REDACTOR.text(str(exc))
+            )
             errors += 1
             after += int(gold.is_correct(trace.final_value))
     return PromptEvaluation(len(cases), before, after, errors)

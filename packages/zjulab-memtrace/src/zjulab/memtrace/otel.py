@@ -110,8 +110,7 @@ def span_attributes(
         attrs["gen_ai.provider.name"] = provider
         attrs["llm.provider"] = provider
     if op.model_id:
-        attrs["gen_ai.request.model"] = op.model_id
-        attrs["llm.model_name"] = op.model_id
+        attrs["gen_ai.request.model"] = attrs["llm.model_name"] = redact_text(op.model_id, redact)
     for key, name in (("temperature", "gen_ai.request.temperature"), ("top_p", "gen_ai.request.top_p")):
         if isinstance(op.params.get(key), (int, float)) and not isinstance(op.params.get(key), bool):
             attrs[name] = float(op.params[key])
@@ -185,7 +184,7 @@ def root_attributes(
     out, mime = _json_value(trace.final_value, redact, max_chars)
     return {
         "memtrace.trace.id": trace.id,
-        "memtrace.trace.name": trace.name,
+        "memtrace.trace.name": redact_text(trace.name, redact),
         "openinference.span.kind": "CHAIN",
         "memtrace.final": trace.final or "",
         "output.value": out,
@@ -228,7 +227,7 @@ def export_otel(
     starts = [o.start_ns for o in ops if o.start_ns] or [0]
     ends = [o.end_ns for o in ops if o.end_ns] or [0]
     root = tracer.start_span(
-        f"memtrace {trace.name}",
+        f"memtrace {redact_text(trace.name, redact)}",
         start_time=min(starts) or None,
         attributes=root_attributes(trace, redact=redact, max_chars=max_chars),
     )
@@ -291,7 +290,7 @@ class LiveExporter:
 
     def on_trace_start(self, trace: Trace) -> None:  # noqa: D102
         self._roots[trace.id] = self._tracer.start_span(
-            f"memtrace {trace.name}",
+            f"memtrace {redact_text(trace.name, self.redact)}",
             attributes={"openinference.span.kind": "CHAIN", "memtrace.trace.id": trace.id},
         )
 

@@ -53,6 +53,37 @@ DEFAULT_PATTERNS: dict[str, str] = {
 """Built-in patterns, by name, tried in this order; the replacement is ``[REDACTED:<name>]``."""
 
 
+# backslash escapes of a repr or a JSON string (\n, \t, \x07, \u00e9, \", \\ ...)
+_ESCAPE = re.compile(r"(\\(?:[nrtvfab0'\"\\/]|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}))")
+
+
+_MEMO_ENTRIES = 20_000
+_MEMO_MAX_CHARS = 8_192
+_MARK0 = 0xE000  # private-use characters stand for the escapes while the patterns run
+_MARKS = 0x1900
+
+
+def _mask(text: str) -> tuple[str, list[str]]:
+    if "\\" not in text or any(_MARK0 <= ord(c) < _MARK0 + _MARKS for c in text):
+        return text, []
+    escapes: list[str] = []
+
+    def stash(m: re.Match[str]) -> str:
+        escapes.append(m.group(0))
+        return chr(_MARK0 + len(escapes) - 1)
+
+    masked = _ESCAPE.sub(stash, text)
+    if len(escapes) > _MARKS:
+        return text, []
+    return masked, escapes
+
+
+def _unmask(text: str, escapes: list[str]) -> str:
+    if not escapes:
+        return text
+    return "".join(escapes[ord(c) - _MARK0] if _MARK0 <= ord(c) < _MARK0 + len(escapes) else c for c in text)
+
+
 def _digits_ok(match: re.Match[str]) -> bool:
     n = sum(c.isdigit() for c in match.group(0))
     return 9 <= n <= 15
@@ -104,16 +135,35 @@ class Redactor:
     def __post_init__(self) -> None:
         self._compiled = [(name, re.compile(p)) for name, p in self.patterns.items()]
         self._plugins = _detect_secrets_plugins() if self.detect_secrets else []
+        self._memo: dict[str, str] = {}
 
     def text(self, value: str) -> str:
-        """Redact one string."""
+        r"""Redact one string.
+
+        A repr or a JSON text writes a line break as ``\n``; the letters of such escapes
+        would glue a secret to the word before it (``\nsk-...``), so each escape is seen by
+        the patterns as a separator.
+        """
+        hit = self._memo.get(value)
+        if hit is not None:
+            return hit
+        masked, escapes = _mask(value)
+        masked = self._patterns(masked)
+        if self._plugins:
+            masked = "\n".join(self._scan_line(line) for line in masked.split("\n"))
+        out = _unmask(masked, escapes)
+        if len(value) <= _MEMO_MAX_CHARS:  # a trace repeats its strings (every store version)
+            if len(self._memo) >= _MEMO_ENTRIES:
+                self._memo.clear()
+            self._memo[value] = out
+        return out
+
+    def _patterns(self, value: str) -> str:
         for name, rx in self._compiled:
             if name == "phone":
                 value = rx.sub(lambda m: "[REDACTED:phone]" if _digits_ok(m) else m.group(0), value)
             else:
                 value = rx.sub(f"[REDACTED:{name}]", value)
-        if self._plugins:
-            value = "\n".join(self._scan_line(line) for line in value.split("\n"))
         return value
 
     def _scan_line(self, line: str) -> str:
@@ -138,8 +188,11 @@ class Redactor:
         if isinstance(value, bytes):
             return self.text(value.decode("utf-8", "replace"))
         if isinstance(value, Mapping):
+            # keys are data too (a store keyed by e-mail address): they are redacted like values
             return {
-                k: ("[REDACTED:key]" if isinstance(k, str) and k.lower() in self.keys else self(v))
+                (self.text(k) if isinstance(k, str) else k): (
+                    "[REDACTED:key]" if isinstance(k, str) and k.lower() in self.keys else self(v)
+                )
                 for k, v in value.items()
             }
         if isinstance(value, list):

@@ -20,6 +20,7 @@ from zjulab.common.io import atomic_write_text
 from zjulab.memtrace.attribution import Attribution
 from zjulab.memtrace.graph import Trace
 from zjulab.memtrace.judges import describe_value
+from zjulab.memtrace.outputs import DOT_SIGNATURE, HTML_SIGNATURE, check_replaceable
 from zjulab.memtrace.redaction import DEFAULT_REDACTOR, RedactFn, apply_redaction, redact_text
 
 __all__ = ["layered_layout", "to_dot", "to_html", "write_picture"]
@@ -87,7 +88,8 @@ def to_dot(
     """
     decisive, faulty = _flags(attribution)
     lines = [
-        f'digraph "{_dot_escape(trace.name)}" {{',
+        DOT_SIGNATURE,
+        f'digraph "{_dot_escape(redact_text(trace.name, redact))}" {{',
         "  rankdir=LR;",
         '  node [fontname="Helvetica", fontsize=10];',
     ]
@@ -185,7 +187,7 @@ def to_html(
             fill, cls = _ORANGE, "op faulty"
         tip = [f"{trace.operation_label(oid)} ({oid}), kind {op.kind}", f"{op.duration_ms:.2f} ms"]
         if op.model_id:
-            tip.append(f"model: {op.model_id}")
+            tip.append(f"model: {redact_text(op.model_id, redact)}")
         if op.prompt:
             tip.append(f"prompt: {_shown(op.prompt, redact, 500)}")
         if attribution is not None and oid in attribution.verdicts:
@@ -199,7 +201,7 @@ def to_html(
             f"{html.escape(trace.operation_label(oid))} ({html.escape(oid)})</text></g>"
         )
     parts.append("</svg>")
-    head = html.escape(title or trace.name)
+    head = html.escape(redact_text(title or trace.name, redact))
     summary = ""
     if attribution is not None:
         items = "".join(
@@ -213,7 +215,7 @@ def to_html(
             f"<p>{html.escape(redact_text(attribution.summary(), redact))}</p><ul>{items}</ul>"
         )
     return (
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'>{HTML_SIGNATURE}"
         f"<title>{head}</title><style>body{{font-family:Helvetica,Arial,sans-serif;margin:16px}}"
         "svg g:hover rect{stroke-width:3}</style></head>"
         f"<body><h2>{head}</h2>{summary}<p>Variables are rounded; operations are boxes. "
@@ -234,8 +236,14 @@ def write_picture(
 
     Returns:
         The files written.
+
+    Raises:
+        OutputExistsError: A target is a folder or a file this library did not write.
     """
     base = Path(path)
+    formats = list(formats)
+    for fmt in formats:  # nothing is written when any target is a user's file
+        check_replaceable(base.with_suffix(f".{fmt}"))
     out = []
     for fmt in formats:
         target = base.with_suffix(f".{fmt}")

@@ -162,7 +162,12 @@ def replay(
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:
-            raise ReplayError(f"operation {oid} ({op.name}) raised during replay: {exc!r}") from exc
+            from zjulab.memtrace.redaction import DEFAULT_REDACTOR
+
+            # the message may quote a value the step saw: it is redacted like every other sink
+            raise ReplayError(
+                f"operation {oid} ({op.name}) raised during replay: {DEFAULT_REDACTOR.text(repr(exc))}"
+            ) from exc
         executed.append(oid)
         running.add(oid)
         mutates: dict[str, str] = op.meta.get("mutates") or {}

@@ -15,7 +15,9 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from zjulab.common.errors import StoreError
 from zjulab.common.io import read_json, write_json
@@ -105,7 +107,7 @@ def trace_to_dict(trace: Trace, *, redact: RedactFn | None = DEFAULT_REDACTOR) -
                 "outputs": op.outputs,
                 "params": {k: _encode(apply_redaction(v, redact), where)[0] for k, v in op.params.items()},
                 "prompt": apply_redaction(op.prompt, redact),
-                "model_id": op.model_id,
+                "model_id": None if op.model_id is None else redact_text(op.model_id, redact),
                 "start_ns": op.start_ns,
                 "end_ns": op.end_ns,
                 "handle_ref": op.handle_ref,
@@ -122,7 +124,7 @@ def trace_to_dict(trace: Trace, *, redact: RedactFn | None = DEFAULT_REDACTOR) -
         "schema": SCHEMA,
         "version": SCHEMA_VERSION,
         "id": trace.id,
-        "name": trace.name,
+        "name": redact_text(trace.name, redact),
         "metadata": _encode(apply_redaction(trace.metadata, redact), "trace metadata")[0],
         "final": trace.final,
         "variables": variables,
@@ -150,7 +152,14 @@ def save_trace(
 
     Returns:
         The path written.
+
+    Raises:
+        OutputExistsError: ``path`` is a folder or a file this library did not write (a
+            user's file is never replaced).
     """
+    from zjulab.memtrace.outputs import check_replaceable
+
+    check_replaceable(path)
     doc = trace_to_dict(trace, redact=redact)
     write_json(path, doc)
     return Path(path)
@@ -160,6 +169,104 @@ def _need(doc: Mapping[str, Any], key: str, where: str) -> Any:
     if key not in doc:
         raise TraceFileError(f"{where}: missing field {key!r}")
     return doc[key]
+
+
+_NS = Annotated[StrictInt, Field(ge=0, lt=2**63)]
+_Id = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _VarMeta(_Doc):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    alias_of: _Id | None = None
+    error: StrictBool = False
+    derived_from: list[_Id] = []
+
+
+class _OpMeta(_Doc):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    mutates: dict[_Id, Annotated[StrictStr, Field(min_length=1)]] = {}
+    reads: list[_Id] = []
+    returned: Annotated[StrictInt, Field(ge=0)] | None = None
+    traceback: StrictStr = ""
+    provider: StrictStr | None = None
+    usage: dict[StrictStr, StrictInt] = {}
+
+
+class _SlotDoc(_Doc):
+    var: _Id | None = None
+    const: Any = None
+    lossy: StrictBool = False
+
+
+class _VariableDoc(_Doc):
+    id: _Id
+    name: Annotated[StrictStr, Field(min_length=1)]
+    version: Annotated[StrictInt, Field(ge=0)] | None = None
+    kind: StrictStr = "data"
+    value: Any = None
+    producer: _Id | None = None
+    serializable: StrictBool = True
+    created_ns: _NS = 0
+    meta: _VarMeta = _VarMeta()
+
+
+class _OperationDoc(_Doc):
+    id: _Id
+    name: Annotated[StrictStr, Field(min_length=1)]
+    kind: StrictStr | None = None
+    inputs: list[_Id] = []
+    outputs: list[_Id] = []
+    params: dict[StrictStr, Any] = {}
+    prompt: StrictStr | None = None
+    model_id: StrictStr | None = None
+    start_ns: _NS = 0
+    end_ns: _NS = 0
+    handle_ref: StrictStr | None = None
+    parent: _Id | None = None
+    error: StrictStr | None = None
+    args: list[_SlotDoc] = []
+    kwargs: dict[StrictStr, _SlotDoc] = {}
+    arg_names: list[StrictStr | None] | None = None
+    output_mode: Literal["single", "tuple"] = "single"
+    meta: _OpMeta = _OpMeta()
+
+
+class _TraceDoc(_Doc):
+    id: _Id | None = None
+    name: StrictStr = "trace"
+    metadata: dict[StrictStr, Any] = {}
+    final: _Id | None = None
+    variables: list[_VariableDoc]
+    operations: list[_OperationDoc]
+
+
+def _validate(doc: Mapping[str, Any], source: str) -> _TraceDoc:
+    """Check every field's type before anything is built (a file is untrusted input)."""
+    try:
+        return _TraceDoc.model_validate(dict(doc))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "<document>"
+        got = repr(err.get("input"))
+        got = got if len(got) <= 60 else got[:57] + "..."
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise TraceFileError(f"{source}: field {where}: {err['msg']} (got {got}){more}") from None
+
+
+def _check_parents(trace: Trace, source: str) -> None:
+    """Refuse nesting that loops (an operation inside itself through its parents)."""
+    for op in trace.operations.values():
+        seen = {op.id}
+        cur = op.parent
+        while cur is not None:
+            if cur in seen:
+                raise TraceFileError(f"{source}: operation {op.id} is nested inside itself")
+            seen.add(cur)
+            cur = trace.operations[cur].parent
 
 
 def trace_from_dict(
@@ -196,68 +303,82 @@ def trace_from_dict(
     if doc.get("schema") != SCHEMA:
         raise TraceSchemaError(f"{source}: schema is {doc.get('schema')!r}, expected {SCHEMA!r}")
     version = doc.get("version")
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise TraceSchemaError(f"{source}: bad schema version {version!r}")
     if version > SCHEMA_VERSION:
         raise TraceSchemaError(
             f"{source}: written by a newer zjulab-memtrace (schema version {version}; this one reads <= {SCHEMA_VERSION})"
         )
-    trace = Trace(str(doc.get("name", "trace")), dict(doc.get("metadata") or {}), id=doc.get("id"))
+    checked = _validate(doc, source)
+    trace = Trace(checked.name, dict(checked.metadata), id=checked.id)
     try:
-        for v in _need(doc, "variables", source):
+        for v in checked.variables:
             trace.add_variable(
-                v["name"],
-                v.get("value"),
-                kind=v.get("kind", "data"),
-                id=v["id"],
-                version=v.get("version"),
-                serializable=bool(v.get("serializable", True)),
-                created_ns=int(v.get("created_ns", 0)),
-                meta=v.get("meta") or {},
+                v.name,
+                v.value,
+                kind=v.kind,
+                id=v.id,
+                version=v.version,
+                serializable=v.serializable,
+                created_ns=v.created_ns,
+                meta=v.meta.model_dump(exclude_unset=True),
             )
-        for o in _need(doc, "operations", source):
-            args = [Slot(var=s.get("var"), const=s.get("const")) for s in o.get("args", [])]
-            kwargs = {k: Slot(var=s.get("var"), const=s.get("const")) for k, s in o.get("kwargs", {}).items()}
+        op_ids = {o.id for o in checked.operations}
+        for o in checked.operations:
+            ometa = o.meta.model_dump(exclude_unset=True)
+            args = [Slot(var=s.var, const=s.const) for s in o.args]
+            kwargs = {k: Slot(var=s.var, const=s.const) for k, s in o.kwargs.items()}
             for s in [*args, *kwargs.values()]:
                 if s.var is not None and s.var not in trace.variables:
                     raise DanglingVariableError(
-                        f"{source}: operation {o['id']} argument refers to unknown variable {s.var!r}"
+                        f"{source}: operation {o.id} argument refers to unknown variable {s.var!r}"
                     )
             bound = {s.var for s in [*args, *kwargs.values()] if s.var is not None}
-            declared = set(o.get("inputs", []))
-            reads = set((o.get("meta") or {}).get("reads", []) or [])
+            declared = set(o.inputs)
+            reads = set(ometa.get("reads") or [])
             if (args or kwargs or declared) and declared != bound | reads:
                 raise TraceFileError(
-                    f"{source}: operation {o['id']} lists inputs {sorted(declared)} but its arguments "
+                    f"{source}: operation {o.id} lists inputs {sorted(declared)} but its arguments "
                     f"bind {sorted(bound)}; a file whose inputs disagree with its arguments is refused"
                 )
+            if o.parent is not None and (o.parent not in op_ids or o.parent == o.id):
+                raise TraceFileError(f"{source}: operation {o.id} names an unknown parent {o.parent!r}")
+            for vid, key in (ometa.get("mutates") or {}).items():
+                in_range = key.isdigit() and int(key) < len(args)
+                if vid not in o.outputs or not (in_range or key in kwargs):
+                    raise TraceFileError(
+                        f"{source}: operation {o.id} says it changed {vid!r} through argument {key!r}, "
+                        "which is not one of its outputs and arguments"
+                    )
             trace.add_operation(
-                o["name"],
-                o.get("inputs", []),
-                o.get("outputs", []),
-                kind=o.get("kind") or o["name"],
-                id=o["id"],
-                params=dict(o.get("params") or {}),
-                prompt=o.get("prompt"),
-                model_id=o.get("model_id"),
-                start_ns=int(o.get("start_ns", 0)),
-                end_ns=int(o.get("end_ns", 0)),
-                handle_ref=o.get("handle_ref"),
-                parent=o.get("parent"),
-                error=o.get("error"),
+                o.name,
+                o.inputs,
+                o.outputs,
+                kind=o.kind or o.name,
+                id=o.id,
+                params=dict(o.params),
+                prompt=o.prompt,
+                model_id=o.model_id,
+                start_ns=o.start_ns,
+                end_ns=o.end_ns,
+                handle_ref=o.handle_ref,
+                parent=o.parent,
+                error=o.error,
                 args=args,
                 kwargs=kwargs,
-                arg_names=list(o.get("arg_names") or [None] * len(args)),
-                output_mode=o.get("output_mode", "single"),
-                meta=dict(o.get("meta") or {}),
+                arg_names=list(o.arg_names if o.arg_names is not None else [None] * len(args)),
+                output_mode=o.output_mode,
+                meta=ometa,
             )
+        _check_parents(trace, source)
     except MemTraceError:
         raise
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:  # pragma: no cover - the schema catches these
         raise TraceFileError(f"{source}: malformed trace ({type(exc).__name__}: {exc})") from exc
-    final = doc.get("final")
-    if final is not None:
-        trace.final = final
+    if checked.final is not None:
+        if checked.final not in trace.variables:
+            raise DanglingVariableError(f"{source}: final variable {checked.final!r} is not in the file")
+        trace.final = checked.final
     attach_handles(trace, handles or {}, trust_handles=trust_handles, allow_modules=allow_modules)
     return trace
 

@@ -448,9 +448,15 @@ class Tracer:
                 continue
             try:
                 fn(*args)
-            except Exception:  # noqa: BLE001 - observability never breaks the pipeline
+            except Exception as exc:
+                from zjulab.memtrace.redaction import DEFAULT_REDACTOR
+
+                # the message may quote a traced value: it leaves the process redacted
                 logger.warning(
-                    "memtrace listener %s.%s failed", type(listener).__name__, event, exc_info=True
+                    "memtrace listener %s.%s failed: %s",
+                    type(listener).__name__,
+                    event,
+                    DEFAULT_REDACTOR.text(f"{type(exc).__name__}: {exc}"),
                 )
 
     def current(self) -> Trace | None:
