@@ -124,7 +124,7 @@ def test_a_search_with_run_narrowing_shows_no_other_run_in_context(enc):
         (lambda m: m.feedback("q", False, [1], user_id="u"), "evidence ids must be strings"),
         (lambda m: m.feedback("q", False, user_id="u", top_k="3"), "top_k must be an int"),
         (lambda m: m.consolidate(user_id="u", replay="yes"), "replay must be callable"),
-        (lambda m: m.update("x", ""), "update data"),
+        (lambda m: m.update("x", ""), "update text"),
     ],
 )
 def test_every_public_argument_gets_a_typed_error(enc, call, match):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import date
 
 import pytest
 
@@ -296,3 +297,43 @@ def test_fact_sources_are_repaired_or_the_fact_dropped(enc):
         (fact, e1, "ground")
     }
     assert len(mem.get_all(user_id="ana")["results"]) == 3  # the unsupported yacht fact is dropped
+
+
+def test_update_merges_metadata_like_mem0_and_checks_it_first(enc, tmp_path):
+    mem = FluxMemory.open(tmp_path / "s", enc)
+    mid = mem.add("I like tea", user_id="u", metadata={"a": 1, "b": 2})["results"][0]["id"]
+    out = mem.update(mid, metadata={"b": 3, "c": "x"})
+    assert out["message"] == "Memory updated successfully!"  # Mem0's Memory.update return value
+    assert (out["memory"], out["metadata"]) == ("I like tea", {"a": 1, "b": 3, "c": "x"})
+    mem.update(mid, text="I like green tea", metadata={"a": None})
+    for bad in ({"when": date(2024, 3, 2)}, {"derived": "fact"}, {"sources": ["x"]}):
+        with pytest.raises(MemoryInputError):
+            mem.update(mid, "changed", metadata=bad)
+    with pytest.raises(MemoryInputError, match="needs new content"):
+        mem.update(mid)
+    with pytest.raises(MemoryInputError, match="different values"):
+        mem.update(mid, "one", text="two")
+    mem.close()
+    got = FluxMemory.open(tmp_path / "s", enc).get(mid)
+    assert (got["memory"], got["metadata"]) == ("I like green tea", {"a": None, "b": 3, "c": "x"})
+
+
+def test_metadata_only_update_keeps_what_was_derived(enc):
+    chat = ScriptedChatModel(default='{"facts": [{"text": "Ana lives in Lisbon", "sources": [0]}]}')
+    mem = FluxMemory(enc, chat, FluxMemConfig(max_links=0, verify_links=False))
+    ep, fact = (r["id"] for r in mem.add("Ana: I moved to Lisbon", user_id="ana")["results"])
+    mem.update(ep, metadata={"checked": True})
+    assert mem.get(fact)["memory"] == "Ana lives in Lisbon"  # the text did not change
+    mem.update(ep, "Ana: I moved to Porto")
+    with pytest.raises(MemoryNotFoundError):
+        mem.get(fact)
+
+
+def test_reserved_metadata_keys_are_refused_on_add(enc):
+    mem = FluxMemory(enc)
+    for meta in ({"derived": "split"}, {"sources": ["abc"]}):
+        with pytest.raises(MemoryInputError, match="reserved"):
+            mem.add("x", user_id="u", metadata=meta)
+        with pytest.raises(MemoryInputError, match=r"messages\[0\].metadata"):
+            mem.add([{"role": "user", "content": "x", "metadata": meta}], user_id="u")
+    assert mem.get_all(user_id="u")["results"] == []

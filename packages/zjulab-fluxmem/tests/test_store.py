@@ -126,7 +126,7 @@ def test_bad_metadata_changes_nothing_in_memory_or_on_disk(enc, tmp_path):
     ]:
         with pytest.raises(MemoryInputError, match=where):
             mem.add("never stored", user_id="u", metadata=bad)
-    with pytest.raises(MemoryInputError, match="message 0 metadata"):
+    with pytest.raises(MemoryInputError, match=r"messages\[0\].metadata"):
         mem.add([{"role": "user", "content": "x", "metadata": {"d": date.today()}}], user_id="u")
     assert snapshot(mem) == before
     assert snapshot(FluxMemory.open(path, enc)) == before

@@ -70,9 +70,16 @@ class AsyncFluxMemory:
         """See :meth:`FluxMemory.get_all`."""
         return await asyncio.to_thread(self.memory.get_all, **kwargs)
 
-    async def update(self, memory_id: str, data: str) -> dict[str, Any]:
+    async def update(
+        self,
+        memory_id: str,
+        data: str | None = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        text: str | None = None,
+    ) -> dict[str, Any]:
         """See :meth:`FluxMemory.update`."""
-        return await asyncio.to_thread(self.memory.update, memory_id, data)
+        return await asyncio.to_thread(self.memory.update, memory_id, data, metadata=metadata, text=text)
 
     async def delete(self, memory_id: str) -> dict[str, Any]:
         """See :meth:`FluxMemory.delete`."""

@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     sv = sub.add_parser("serve", help="a Mem0-compatible REST server over a store (FastAPI + uvicorn)")
     sv.add_argument("store", help="store directory (created if absent)")
     sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--port", type=int, default=8080)
     sv.add_argument(
         "--encoder",
         choices=["openai", "hashing", "default"],
@@ -333,7 +333,24 @@ def main(argv: list[str] | None = None) -> int:
         "migrate": _migrate,
         "serve": _serve,
     }
-    return run_command(commands[args.cmd], args, prog="zjulab-fluxmem")
+    return run_command(_checked(commands[args.cmd]), args, prog="zjulab-fluxmem")
+
+
+def _checked(command: Any) -> Any:
+    """``command`` after every text argument has passed the shared text check."""
+
+    def run(args: argparse.Namespace) -> int:
+        from zjulab.fluxmem.validation import check_text
+
+        for name, value in sorted(vars(args).items()):
+            if isinstance(value, str):
+                check_text(value, f"--{name.replace('_', '-')}" if name not in _POSITIONAL else name)
+        return int(command(args))
+
+    return run
+
+
+_POSITIONAL = {"path", "store", "old", "new", "cmd"}
 
 
 if __name__ == "__main__":

@@ -36,9 +36,10 @@ from zjulab.common.io import read_json
 from zjulab.common.progress import progress
 from zjulab.common.protocols import ChatModel, TextEncoder
 from zjulab.fluxmem.config import FluxMemConfig
-from zjulab.fluxmem.errors import DatasetError
+from zjulab.fluxmem.errors import DatasetError, MemoryInputError
 from zjulab.fluxmem.memory import FluxMemory
 from zjulab.fluxmem.reasoner import MemoryReasoner
+from zjulab.fluxmem.validation import check_text_tree
 
 __all__ = [
     "CATEGORY_NAMES",
@@ -136,6 +137,10 @@ def load_locomo(path: str | Path) -> list[LocomoSample]:
         raise DatasetError(f"{p}: expected a list of conversations, got {type(data).__name__}")
     samples = []
     for i, raw in enumerate(data):
+        try:
+            check_text_tree(raw, f"{p}: conversation {i}")
+        except MemoryInputError as exc:
+            raise DatasetError(str(exc)) from None
         try:
             conv = raw["conversation"]
             turns: list[LocomoTurn] = []

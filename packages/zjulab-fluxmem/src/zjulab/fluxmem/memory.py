@@ -43,6 +43,7 @@ from zjulab.fluxmem.nodes import MemoryEdge, MemoryNode, NodeKind, Stage, new_id
 from zjulab.fluxmem.reasoner import MemoryReasoner
 from zjulab.fluxmem.scoring import hybrid_scores
 from zjulab.fluxmem.store import DB_NAME, SCOPE_FIELDS, SQLiteStore
+from zjulab.fluxmem.validation import check_text, check_text_tree
 
 __all__ = ["FluxMemory", "scope_filter", "scope_key", "validate_metadata"]
 
@@ -66,6 +67,10 @@ def scope_filter(
             continue
         if not isinstance(value, str) or not value.strip():
             raise ScopeError(f"{name} must be a non-empty string, got {value!r}")
+        try:
+            check_text(value, name)
+        except MemoryInputError as exc:
+            raise ScopeError(str(exc)) from None
         out[name] = value
     if not out:
         raise ScopeError("one of user_id, agent_id or run_id is required")
@@ -99,7 +104,10 @@ def in_scope(node: MemoryNode, scope: Mapping[str, str | None]) -> bool:
 def _check_json(value: Any, where: str, depth: int = 0) -> None:
     if depth > 32:
         raise MemoryInputError(f"{where} nests deeper than 32 levels")
-    if value is None or isinstance(value, (str, bool, int)):
+    if isinstance(value, str):
+        check_text(value, where)
+        return
+    if value is None or isinstance(value, (bool, int)):
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -113,6 +121,7 @@ def _check_json(value: Any, where: str, depth: int = 0) -> None:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise MemoryInputError(f"{where} has a non-string key {k!r}; metadata keys must be strings")
+            check_text(k, f"{where} key {k!r}")
             _check_json(v, f"{where}[{k!r}]", depth + 1)
         return
     raise MemoryInputError(
@@ -162,7 +171,27 @@ def _check_filters(filters: Any) -> dict[str, Any]:
         return {}
     if not isinstance(filters, Mapping) or not all(isinstance(k, str) for k in filters):
         raise MemoryInputError(f"filters must be a dict with string keys, got {filters!r}")
-    return dict(filters)
+    out = dict(filters)
+    check_text_tree(out, "filters")
+    return out
+
+
+RESERVED_METADATA = ("derived", "sources")
+
+
+def _check_reserved(metadata: Mapping[str, Any], where: str) -> None:
+    for key in RESERVED_METADATA:
+        if key in metadata:
+            raise MemoryInputError(
+                f"{where} key {key!r} is reserved (the provenance of derived units); use another name"
+            )
+
+
+def _check_id(memory_id: Any, where: str = "memory_id") -> str:
+    """A memory id that can be looked up: any other value is not found, bad text is bad input."""
+    if not isinstance(memory_id, str):
+        raise MemoryNotFoundError(f"memory ids are strings, got {memory_id!r}")
+    return check_text(memory_id, where)
 
 
 def encoder_name(encoder: Any) -> str:
@@ -346,7 +375,10 @@ class FluxMemory:
             with self._lock:
                 self.store.checkpoint()
             return self.path
+        if not isinstance(path, (str, os.PathLike)):
+            raise MemoryInputError(f"path must be a path, got {type(path).__name__}")
         target = Path(path)
+        check_text(str(target), "save path")
         if self.path is not None and target.resolve() == self.path.resolve():
             return self.save()
         if target.exists() and not target.is_dir():
@@ -572,6 +604,7 @@ class FluxMemory:
                 f"messages must be a string, a message dict or a non-empty list, got {messages!r}"
             )
         base_meta = validate_metadata(metadata)
+        _check_reserved(base_meta, "metadata")
         out = []
         for i, m in enumerate(messages):
             if isinstance(m, str):
@@ -581,18 +614,27 @@ class FluxMemory:
             content = m.get("content")
             if not isinstance(content, str) or not content.strip():
                 raise MemoryInputError(f"message {i} has no text content: {m!r}")
+            check_text(content, f"messages[{i}].content")
             name = m.get("name")
             if name is not None and not isinstance(name, str):
                 raise MemoryInputError(f"message {i}: name must be a string, got {name!r}")
+            if name is not None:
+                check_text(name, f"messages[{i}].name")
             role = m.get("role")
             if role is not None and not isinstance(role, str):
                 raise MemoryInputError(f"message {i}: role must be a string, got {role!r}")
+            if role is not None:
+                check_text(role, f"messages[{i}].role")
             speaker = name if name else role
             text = f"{name}: {content.strip()}" if name else content.strip()
-            meta = {**base_meta, **validate_metadata(m.get("metadata"), f"message {i} metadata")}
+            own = validate_metadata(m.get("metadata"), f"messages[{i}].metadata")
+            _check_reserved(own, f"messages[{i}].metadata")
+            meta = {**base_meta, **own}
             ts = m.get("timestamp", meta.get("timestamp"))
-            if ts is not None and not isinstance(ts, (str, int, float)):
+            if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (str, int, float))):
                 raise MemoryInputError(f"message {i}: timestamp must be a string or number, got {ts!r}")
+            if isinstance(ts, str):
+                check_text(ts, f"messages[{i}].timestamp")
             out.append(_Message(text, speaker, None if ts is None else str(ts), meta))
         return out
 
@@ -788,6 +830,7 @@ class FluxMemory:
         """
         if not isinstance(query, str) or not query.strip():
             raise MemoryInputError(f"query must be a non-empty string, got {query!r}")
+        check_text(query, "query")
         top_k = _check_int("top_k", top_k, 1)
         thr = _check_threshold(threshold)
         flt = _check_filters(filters)
@@ -852,7 +895,9 @@ class FluxMemory:
 
         Raises:
             MemoryNotFoundError: No such id.
+            MemoryInputError: An id UTF-8 cannot encode.
         """
+        memory_id = _check_id(memory_id)
         with self._lock:
             return self.node_dict(self.graph.node(memory_id), context=True)
 
@@ -883,28 +928,90 @@ class FluxMemory:
                         break
         return {"results": out}
 
-    def update(self, memory_id: str, data: str) -> dict[str, Any]:
-        """Replace a memory's content (re-embedded and re-indexed; links are kept).
+    def update(
+        self,
+        memory_id: str,
+        data: str | None = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        text: str | None = None,
+    ) -> dict[str, Any]:
+        """Replace a memory's content, merge new metadata into it, or both (Mem0's ``update``).
 
-        What was derived from the old content (facts, reshaped units, skills, trajectories that
-        used it) is erased, so no stale copy outranks the new text.
+        New content is re-embedded and re-indexed (links are kept), and what was derived from
+        the old content (facts, reshaped units, skills, trajectories that used it) is erased, so
+        no stale copy outranks the new text. ``metadata`` is merged key by key into the stored
+        metadata (a key set to None stays, with the value None, as in Mem0); it is checked
+        before any change.
+
+        Args:
+            memory_id: The memory.
+            data: New content (``text`` is the same argument under Mem0's current name).
+            metadata: Keys to set in the memory's metadata.
+            text: See ``data``.
+
+        Returns:
+            ``{"message": "Memory updated successfully!", "id", "memory", "metadata", "event": "UPDATE"}``.
 
         Raises:
             MemoryNotFoundError: No such id.
-            MemoryInputError: Empty content.
+            MemoryInputError: Neither content nor metadata given, empty content, text that
+                cannot be encoded, or metadata that is not plain JSON or sets a reserved key
+                (``derived``, ``sources``: the provenance of derived units).
         """
-        if not isinstance(data, str) or not data.strip():
-            raise MemoryInputError(f"update data must be a non-empty string, got {data!r}")
-        content = data.strip()
-        vec = self._encode([content])[0]
+        memory_id = _check_id(memory_id)
+        if text is not None and data is not None and text != data:
+            raise MemoryInputError("update got both data and text with different values; pass one")
+        data = text if text is not None else data
+        if data is None and metadata is None:
+            raise MemoryInputError("update needs new content (data/text), metadata, or both")
+        content: str | None = None
+        if data is not None:
+            if not isinstance(data, str) or not data.strip():
+                raise MemoryInputError(f"update text must be a non-empty string, got {data!r}")
+            content = check_text(data, "text").strip()
+        new_meta = validate_metadata(metadata) if metadata is not None else None
+        if new_meta:
+            _check_reserved(new_meta, "metadata")
+        vec = self._encode([content])[0] if content is not None else None
         with self._lock, self.store.write():
             node = self.graph.node(memory_id)
-            self.store.set_content(memory_id, content, vec, now_iso())
-            self._record(memory_id, "UPDATE", "user", old=node.content, new=content)
-            derived = self._derived_closure({memory_id}) - {memory_id}
-            self._erase(derived, {memory_id}, "user", reason=f"source {memory_id} updated")
+            merged = dict(node.metadata)
+            stamp = now_iso()
+            if new_meta is not None:
+                merged.update(new_meta)
+                self.store.set_metadata(memory_id, json.dumps(merged, allow_nan=False))
+                self.store.conn.execute("UPDATE nodes SET updated_at = ? WHERE id = ?", (stamp, memory_id))
+            if content is not None and content != node.content:
+                self.store.set_content(memory_id, content, vec, stamp)  # type: ignore[arg-type]
+                self._record(
+                    memory_id,
+                    "UPDATE",
+                    "user",
+                    old=node.content,
+                    new=content,
+                    detail={"metadata": sorted(new_meta)} if new_meta else None,
+                )
+                derived = self._derived_closure({memory_id}) - {memory_id}
+                self._erase(derived, {memory_id}, "user", reason=f"source {memory_id} updated")
+            else:
+                self._record(
+                    memory_id,
+                    "UPDATE",
+                    "user",
+                    old=node.content,
+                    new=node.content,
+                    detail={"metadata": sorted(new_meta or {})},
+                )
+            final = node.content if content is None else content
         self.store.checkpoint()
-        return {"id": memory_id, "memory": content, "event": "UPDATE"}
+        return {
+            "message": "Memory updated successfully!",
+            "id": memory_id,
+            "memory": final,
+            "metadata": merged,
+            "event": "UPDATE",
+        }
 
     def delete(self, memory_id: str) -> dict[str, Any]:
         """Erase a memory and everything derived from it.
@@ -915,7 +1022,9 @@ class FluxMemory:
 
         Raises:
             MemoryNotFoundError: No such id.
+            MemoryInputError: An id UTF-8 cannot encode.
         """
+        memory_id = _check_id(memory_id)
         with self._lock, self.store.write():
             self.graph.node(memory_id)
             gone = self._derived_closure({memory_id})
@@ -1014,8 +1123,7 @@ class FluxMemory:
         Raises:
             MemoryNotFoundError: The id never existed.
         """
-        if not isinstance(memory_id, str):
-            raise MemoryNotFoundError(f"memory ids are strings, got {memory_id!r}")
+        memory_id = _check_id(memory_id)
         with self._lock:
             rows = self.store.conn.execute(
                 "SELECT id, memory_id, event, stage, old_memory, new_memory, detail, created_at "
@@ -1054,7 +1162,17 @@ class FluxMemory:
         self.store.checkpoint()
 
     def trajectories(self, **scope: str | None) -> list[dict[str, Any]]:
-        """Recorded feedback trajectories matching a scope filter (all when none is given)."""
+        """Recorded feedback trajectories matching a scope filter (all when none is given).
+
+        Raises:
+            ScopeError: A key other than the three scope ids, or an id that is not a string.
+        """
+        unknown = sorted(set(scope) - set(SCOPE_FIELDS))
+        if unknown:
+            raise ScopeError(f"trajectories() takes user_id, agent_id and run_id, got {unknown}")
+        given = {k: v for k, v in scope.items() if v is not None}
+        if given:
+            scope_filter(**given)
         sql, params = _traj_where(scope)
         rows = self.store.conn.execute(
             "SELECT id, user_id, agent_id, run_id, query, evidence, retrieved, text, success, consolidated, "
@@ -1151,8 +1269,13 @@ class FluxMemory:
         ev = list(evidence or [])
         if not all(isinstance(e, str) for e in ev):
             raise MemoryInputError(f"evidence ids must be strings, got {ev!r}")
+        for i, e in enumerate(ev):
+            check_text(e, f"evidence[{i}]")
+        if isinstance(query, str):
+            check_text(query, "query")
         if not isinstance(reason, str):
             raise MemoryInputError(f"reason must be a string, got {reason!r}")
+        check_text(reason, "reason")
         if check is not None and not callable(check):
             raise MemoryInputError("check must be callable")
         top_k = _check_int("top_k", top_k, 1)

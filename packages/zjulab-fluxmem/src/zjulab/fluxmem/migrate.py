@@ -21,9 +21,10 @@ import numpy as np
 
 from zjulab.common.errors import StoreError
 from zjulab.common.io import read_json, read_jsonl
-from zjulab.fluxmem.errors import FluxStoreError, FluxStoreVersionError
+from zjulab.fluxmem.errors import FluxStoreError, FluxStoreVersionError, MemoryInputError
 from zjulab.fluxmem.nodes import MemoryEdge, MemoryNode
 from zjulab.fluxmem.store import DB_NAME, SQLiteStore
+from zjulab.fluxmem.validation import check_text_tree
 
 __all__ = ["migrate_jsonl_store"]
 
@@ -57,10 +58,10 @@ def migrate_jsonl_store(old: str | os.PathLike[str], new: str | os.PathLike[str]
         raise FluxStoreError(f"{dst} already holds a FluxMem store; choose an empty directory")
     try:
         dim = int(manifest["dim"])
-        nodes = [MemoryNode.from_dict(r) for r in read_jsonl(src / "nodes.jsonl")]
-        edges = [MemoryEdge.from_dict(r) for r in read_jsonl(src / "edges.jsonl")]
-        history = read_jsonl(src / "history.jsonl")
-        trajectories = read_jsonl(src / "trajectories.jsonl")
+        nodes = [MemoryNode.from_dict(r) for r in _rows(src / "nodes.jsonl")]
+        edges = [MemoryEdge.from_dict(r) for r in _rows(src / "edges.jsonl")]
+        history = _rows(src / "history.jsonl")
+        trajectories = _rows(src / "trajectories.jsonl")
         vectors = np.load(src / "embeddings.npy", allow_pickle=False)
     except (KeyError, TypeError, ValueError, OSError) as exc:
         raise FluxStoreError(f"{src}: corrupt format-1 store ({exc})") from exc
@@ -143,6 +144,17 @@ def migrate_jsonl_store(old: str | os.PathLike[str], new: str | os.PathLike[str]
     }
     logger.info("migrated %s -> %s: %s", src, dst, counts)
     return counts
+
+
+def _rows(path: Path) -> list[Any]:
+    """The rows of a JSONL file, each checked for text SQLite cannot store (named by row)."""
+    rows = read_jsonl(path)
+    for i, row in enumerate(rows, 1):
+        try:
+            check_text_tree(row, f"{path} row {i}")
+        except MemoryInputError as exc:
+            raise FluxStoreError(str(exc)) from None
+    return rows
 
 
 def _scope_of(key: str) -> tuple[Any, Any, Any]:

@@ -8,6 +8,7 @@ what a model said.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Sequence
@@ -17,6 +18,8 @@ from typing import Any, Literal, TypeVar
 from zjulab.common.errors import ZjulabError
 from zjulab.common.protocols import ChatModel, Conversation
 from zjulab.common.structured import generate_structured, schema_prompt
+from zjulab.fluxmem.errors import MemoryInputError
+from zjulab.fluxmem.validation import check_text_tree
 
 __all__ = [
     "Answer",
@@ -145,6 +148,7 @@ class MemoryReasoner:
             logger.warning("chat model call failed (%s); using the non-LLM path", exc)
             self.failures += len(convs)
             return [None] * len(convs)
+        out = [None if o is not None and not _encodable(o) else o for o in out]
         bad = sum(1 for o in out if o is None)
         if bad:
             self.failures += bad
@@ -307,6 +311,17 @@ class MemoryReasoner:
 
 
 _WORD = re.compile(r"[a-z0-9]{3,}")
+
+
+def _encodable(answer: Any) -> bool:
+    """Whether every string of a parsed answer encodes as UTF-8 (else it is treated as unparsed)."""
+    tree = dataclasses.asdict(answer) if dataclasses.is_dataclass(answer) else answer
+    try:
+        check_text_tree(tree, "chat answer")
+    except MemoryInputError as exc:
+        logger.info("a chat answer holds text UTF-8 cannot encode (%s); using the non-LLM path", exc)
+        return False
+    return True
 
 
 def _placeholder(text: str) -> bool:

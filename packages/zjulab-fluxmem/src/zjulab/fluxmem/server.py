@@ -5,14 +5,14 @@ Routes follow Mem0's REST server (same paths and payload shapes), plus FluxMem's
 =========================================  =================================================
 ``POST /memories``                         add (``messages``, ``user_id``/``agent_id``/``run_id``,
                                            ``metadata``, ``infer``)
-``GET /memories``                          get_all (scope ids as query parameters, ``limit``)
+``GET /memories``                          get_all (scope ids as query parameters, ``top_k``)
 ``GET /memories/{id}``                     get
-``PUT /memories/{id}``                     update (``{"text": ...}``; ``data``/``memory`` accepted)
+``PUT /memories/{id}``                     update (``{"text", "metadata"}``; ``data``/``memory`` = text)
 ``DELETE /memories/{id}``                  delete (with everything derived from it)
 ``DELETE /memories``                       delete_all (scope ids as query parameters)
 ``GET /memories/{id}/history``             history
-``POST /search``                           search (``query``, scope ids, ``top_k``/``limit``,
-                                           ``filters``, ``threshold``)
+``POST /search``                           search (``query``, scope ids at the top level or in
+                                           ``filters``, ``top_k``, ``threshold``)
 ``POST /reset``                            reset
 ``POST /feedback``                         Stage II (``query``, ``outcome``, ``evidence``, ...)
 ``POST /consolidate``                      Stage III
@@ -20,8 +20,11 @@ Routes follow Mem0's REST server (same paths and payload shapes), plus FluxMem's
 ``GET /health``                            liveness and counts
 =========================================  =================================================
 
-Typed errors map to HTTP statuses: unknown ids 404, bad input and missing scope 422 (with the
-message as ``detail``), store errors 500. Requests are served from a thread pool; the memory
+Status codes and messages follow Mem0's server (``server/main.py``) where a Mem0 client can
+tell: bad input and a missing scope are 400 with the typed error's message as ``detail``
+(naming the field, e.g. a lone surrogate in ``messages[0].content``), a body that does not fit
+the schema is FastAPI's 422, unknown ids 404, store errors 500. The ``message`` texts of update,
+delete, delete-all and reset are Mem0's. Requests are served from a thread pool; the memory
 serialises its own changes, and several server processes may share one store (SQLite's writer
 lock). Needs the ``[server]`` extra (``fastapi``, ``uvicorn``).
 """
@@ -35,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from zjulab.common.deps import require
-from zjulab.fluxmem.errors import FluxStoreError, MemoryInputError, MemoryNotFoundError
+from zjulab.fluxmem.errors import FluxStoreError, MemoryInputError, MemoryNotFoundError, ScopeError
 
 if TYPE_CHECKING:
     from zjulab.fluxmem.memory import FluxMemory
@@ -45,6 +48,17 @@ __all__ = ["SERVER_EXTRA", "create_app", "serve"]
 logger = logging.getLogger(__name__)
 
 SERVER_EXTRA = "pip install 'zjulab-fluxmem[server]'"
+
+
+# Mem0's defaults and texts (mem0ai/mem0, server/main.py and mem0/memory/main.py)
+MEM0_TOP_K = 20
+MEM0_LIST_MAX = 1000
+MSG_ADD_SCOPE = "At least one identifier (user_id, agent_id, run_id) is required."
+MSG_SCOPE = "At least one identifier is required."
+MSG_DELETED = "Memory deleted successfully"
+MSG_DELETED_ALL = "All relevant memories deleted"
+MSG_RESET = "All memories reset"
+_SCOPE_KEYS = ("user_id", "agent_id", "run_id")
 
 
 class Scoped(BaseModel):
@@ -58,7 +72,11 @@ class Scoped(BaseModel):
 class AddBody(Scoped):
     messages: Any
     metadata: dict[str, Any] | None = None
-    infer: bool = True
+    infer: bool | None = None
+    # Mem0 fields FluxMem does not implement: refused when set, never silently dropped
+    expiration_date: str | None = None
+    memory_type: str | None = None
+    prompt: str | None = None
 
 
 class SearchBody(Scoped):
@@ -67,6 +85,9 @@ class SearchBody(Scoped):
     limit: int | None = None
     filters: dict[str, Any] | None = None
     threshold: float | None = None
+    explain: bool | None = None
+    show_expired: bool | None = None
+    rerank: bool | None = None
 
 
 class FeedbackBody(Scoped):
@@ -80,6 +101,46 @@ class FeedbackBody(Scoped):
 
 class ConsolidateBody(Scoped):
     pass
+
+
+def _unsupported(**fields: Any) -> None:
+    """Refuse a Mem0 option FluxMem does not implement, instead of ignoring it."""
+    for name, value in fields.items():
+        if value not in (None, False):
+            raise MemoryInputError(f"{name} is not supported by the FluxMem server (got {value!r})")
+
+
+def _scope(user_id: Any, agent_id: Any, run_id: Any, missing: str) -> dict[str, str]:
+    got = {k: v for k, v in zip(_SCOPE_KEYS, (user_id, agent_id, run_id)) if v}
+    if not got:
+        raise ScopeError(missing)
+    return got
+
+
+def _search_scope(body: SearchBody) -> tuple[dict[str, str], dict[str, Any]]:
+    """Scope ids from the top level and from ``filters`` (Mem0's current form), and the rest."""
+    filters = dict(body.filters or {})
+    scope = {k: v for k, v in zip(_SCOPE_KEYS, (body.user_id, body.agent_id, body.run_id)) if v}
+    for key in _SCOPE_KEYS:
+        if key in filters:
+            value = filters.pop(key)
+            if not isinstance(value, str):
+                raise ScopeError(f"filters[{key!r}] must be a string id, got {value!r}")
+            if key in scope and scope[key] != value:
+                raise ScopeError(f"{key} is {scope[key]!r} at the top level but {value!r} in filters")
+            scope[key] = value
+    if not scope:
+        raise ScopeError(
+            "filters must contain at least one of: user_id, agent_id, run_id (or give them at the top level)"
+        )
+    return scope, filters
+
+
+def _limit(top_k: int | None, limit: int | None, default: int, name: str = "top_k") -> int:
+    if top_k is not None and limit is not None and top_k != limit:
+        raise MemoryInputError(f"{name} ({top_k}) and limit ({limit}) disagree; give one")
+    value = top_k if top_k is not None else limit
+    return default if value is None else value
 
 
 def create_app(memory: FluxMemory) -> Any:
@@ -103,7 +164,7 @@ def create_app(memory: FluxMemory) -> Any:
 
     @app.exception_handler(MemoryInputError)
     async def _bad_input(request: Request, exc: MemoryInputError) -> Any:
-        return JSONResponse(status_code=422, content={"detail": str(exc)})
+        return JSONResponse(status_code=400, content={"detail": str(exc)})
 
     @app.exception_handler(FluxStoreError)
     async def _store(request: Request, exc: FluxStoreError) -> Any:
@@ -116,11 +177,12 @@ def create_app(memory: FluxMemory) -> Any:
 
     @app.post("/memories")
     def add(body: AddBody) -> dict[str, Any]:
+        _unsupported(expiration_date=body.expiration_date, memory_type=body.memory_type, prompt=body.prompt)
         return memory.add(
             body.messages,
-            **scope(body.user_id, body.agent_id, body.run_id),
+            **_scope(body.user_id, body.agent_id, body.run_id, MSG_ADD_SCOPE),
             metadata=body.metadata,
-            infer=body.infer,
+            infer=True if body.infer is None else body.infer,
         )
 
     @app.get("/memories")
@@ -128,9 +190,14 @@ def create_app(memory: FluxMemory) -> Any:
         user_id: str | None = None,
         agent_id: str | None = None,
         run_id: str | None = None,
-        limit: int = Query(100, ge=1),
+        top_k: int | None = Query(None, ge=0, le=MEM0_LIST_MAX),
+        limit: int | None = Query(None, ge=0, le=MEM0_LIST_MAX),
     ) -> dict[str, Any]:
-        return memory.get_all(**scope(user_id, agent_id, run_id), limit=limit)
+        ids = _scope(user_id, agent_id, run_id, MSG_SCOPE)
+        n = _limit(top_k, limit, MEM0_TOP_K)
+        if n == 0:
+            return {"results": []}
+        return memory.get_all(**ids, limit=n)
 
     @app.get("/memories/{memory_id}")
     def get(memory_id: str) -> dict[str, Any]:
@@ -138,22 +205,38 @@ def create_app(memory: FluxMemory) -> Any:
 
     @app.put("/memories/{memory_id}")
     def update(memory_id: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008 (FastAPI idiom)
-        text = body.get("text", body.get("data", body.get("memory")))
-        if not isinstance(text, str):
-            raise MemoryInputError('update body must be {"text": "..."}')
-        return memory.update(memory_id, text)
+        # Mem0's MemoryUpdate: {"text", "metadata", "expiration_date"}; "data"/"memory" are
+        # older spellings of "text"
+        unknown = sorted(set(body) - {"text", "data", "memory", "metadata", "expiration_date"})
+        if unknown:
+            raise MemoryInputError(
+                f"unknown update field(s) {unknown}; the body takes text, metadata and expiration_date"
+            )
+        texts = {k: body[k] for k in ("text", "data", "memory") if body.get(k) is not None}
+        if len(set(map(repr, texts.values()))) > 1:
+            raise MemoryInputError(f"update body gives different texts in {sorted(texts)}; give one")
+        text = next(iter(texts.values()), None)
+        if text is not None and not isinstance(text, str):
+            raise MemoryInputError(f"text must be a string, got {type(text).__name__}")
+        metadata = body.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise MemoryInputError(f"metadata must be an object, got {type(metadata).__name__}")
+        _unsupported(expiration_date=body.get("expiration_date"))
+        if text is None and metadata is None:
+            raise MemoryInputError("At least one of text, metadata, or expiration_date must be provided.")
+        return memory.update(memory_id, text, metadata=metadata)
 
     @app.delete("/memories/{memory_id}")
     def delete(memory_id: str) -> dict[str, Any]:
         memory.delete(memory_id)
-        return {"message": "Memory deleted successfully", "id": memory_id}
+        return {"message": MSG_DELETED, "id": memory_id}
 
     @app.delete("/memories")
     def delete_all(
         user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None
     ) -> dict[str, Any]:
-        n = memory.delete_all(**scope(user_id, agent_id, run_id))
-        return {"message": "Memories deleted successfully", "deleted": n}
+        n = memory.delete_all(**_scope(user_id, agent_id, run_id, MSG_SCOPE))
+        return {"message": MSG_DELETED_ALL, "deleted": n}
 
     @app.get("/memories/{memory_id}/history")
     def history(memory_id: str) -> list[dict[str, Any]]:
@@ -161,19 +244,23 @@ def create_app(memory: FluxMemory) -> Any:
 
     @app.post("/search")
     def search(body: SearchBody) -> dict[str, Any]:
-        top_k = body.top_k if body.top_k is not None else (body.limit if body.limit is not None else 10)
+        _unsupported(explain=body.explain, rerank=body.rerank)
+        ids, filters = _search_scope(body)
+        n = _limit(body.top_k, body.limit, MEM0_TOP_K)
+        if n == 0:
+            return {"results": []}
         return memory.search(
             body.query,
-            **scope(body.user_id, body.agent_id, body.run_id),
-            top_k=top_k,
-            filters=body.filters,
+            **ids,
+            top_k=n,
+            filters=filters or None,
             threshold=body.threshold,
         )
 
     @app.post("/reset")
     def reset() -> dict[str, Any]:
         memory.reset()
-        return {"message": "All memories reset"}
+        return {"message": MSG_RESET}
 
     @app.post("/feedback")
     def feedback(body: FeedbackBody) -> dict[str, Any]:
@@ -212,7 +299,7 @@ def create_app(memory: FluxMemory) -> Any:
     return app
 
 
-def serve(memory: FluxMemory, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+def serve(memory: FluxMemory, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info") -> None:
     """Run the server until interrupted (uvicorn).
 
     Raises:

@@ -38,6 +38,7 @@ import numpy as np
 
 from zjulab.fluxmem.errors import FluxStoreError, FluxStoreVersionError, MemoryNotFoundError
 from zjulab.fluxmem.nodes import MemoryEdge, MemoryNode
+from zjulab.fluxmem.validation import check_text
 
 __all__ = ["DB_NAME", "FORMAT", "FORMAT_VERSION", "SQLGraph", "SQLiteStore", "VectorCache", "fts_query"]
 
@@ -567,6 +568,8 @@ class SQLiteStore:
         self._lock = threading.RLock()
         self._depth = 0
         if path is not None:
+            # SQLite takes UTF-8 file names: a name decoded with surrogateescape cannot be opened
+            check_text(str(path), "store path")
             if (path / "manifest.json").exists() and not (path / DB_NAME).exists():
                 raise FluxStoreVersionError(
                     f"{path} is a format-1 (JSONL) FluxMem store; convert it once with "
