@@ -188,13 +188,15 @@ def test_protocol_on_the_files_candidate_list():
         **{f"n{j}": Item(f"n{j}", [("skin", "oily")]) for j in range(60)},
     }
     cands = ["p", "t"] + [f"n{j}" for j in range(60)]
-    ex = RecommendationExample([("skin", "dry"), ("effect", "hydrating")], [], cands, ["t"], time="x")
+    ex = RecommendationExample(
+        [("skin", "dry"), ("effect", "hydrating")], [], cands, ["t"], time="2024-01-10 10:00:00"
+    )
     m = AttributeMatchRanker(items, [], history_weight=0.0, popularity_weight=0.0).evaluate([ex])
     assert m["hit@10"] == 1.0 and m["mrr@10"] == 0.5
     assert m["ndcg@10"] == pytest.approx(1 / 1.584962500721156)  # 1/log2(3)
     assert m["hit@50"] == 1.0 and m["mrr@50"] == 0.5 and m["all_tied"] == 0
     # a target tied with 60 others ranks 61st (pessimistic): outside the top 50
-    ex2 = RecommendationExample([], [], cands, ["t"], time="x")
+    ex2 = RecommendationExample([], [], cands, ["t"], time="2024-01-10 10:00:00")
     m2 = AttributeMatchRanker(items, [], history_weight=0.0, popularity_weight=0.0).evaluate([ex2])
     assert m2["hit@50"] == 0.0 and m2["mrr@50"] == 0.0 and m2["all_tied"] == 1
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
+
+from zjulab.crs.errors import DataFormatError
 
 __all__ = [
     "ACT_LABELS",
@@ -23,6 +26,7 @@ __all__ = [
     "Item",
     "TaskSample",
     "Utterance",
+    "canonical_time",
     "category_of",
     "format_pairs",
     "parse_pairs",
@@ -231,6 +235,34 @@ class TaskSample:
     def label_pairs(self) -> list[tuple[str, str]]:
         """The label parsed into ``(key, value)`` pairs."""
         return parse_pairs(self.label)
+
+
+def canonical_time(value: str, where: str = "time") -> str:
+    """A time stamp in the one form whose string order is its time order.
+
+    Files write times as ``YYYY-MM-DD HH:MM:SS``, but a stamp with a ``T`` separator, a date
+    alone, fractional seconds or surrounding white space compares wrongly as text (``"2022-10-15
+    23:00:00" < "2022-10-15T22:00:00"``), so every comparison of times goes through this form:
+    ``YYYY-MM-DD HH:MM:SS`` (``.ffffff`` appended when there are microseconds). ``""`` stays
+    ``""`` (unknown).
+
+    Raises:
+        DataFormatError: ``value`` is not an ISO 8601 date or date-time, or carries a time-zone
+            offset (U-NEED's stamps are local times without one); the message starts with
+            ``where``.
+    """
+    if not isinstance(value, str):
+        raise DataFormatError(f"{where}: time must be a string, got {value!r}")
+    text = value.strip()
+    if not text:
+        return ""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise DataFormatError(f"{where} {value!r} is not a date-time (YYYY-MM-DD HH:MM:SS)") from None
+    if when.tzinfo is not None:
+        raise DataFormatError(f"{where} {value!r} has a time-zone offset; write local times without one")
+    return when.isoformat(sep=" ")
 
 
 _PAIR_SEP = re.compile(r"[；;]")

@@ -32,7 +32,6 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ from zjulab.crs.dialogue import (
     Item,
     TaskSample,
     Utterance,
+    canonical_time,
 )
 from zjulab.crs.errors import DataFormatError
 
@@ -158,6 +158,7 @@ def _utterance(rec: Any, where: str, strict: bool) -> Utterance:
     time = rec.get("time", "")
     if not isinstance(time, str):
         raise DataFormatError(f"{where}: field 'time' must be a string, got {time!r}")
+    canonical_time(time, f"{where}: field 'time'")  # kept as written; compared in canonical form
     return Utterance(
         seq_no=seq_no,
         role=role,  # type: ignore[arg-type]
@@ -323,10 +324,8 @@ def load_behaviours(path: PathLike) -> list[Behaviour]:
     p = Path(path)
     out = []
     for lineno, (seller, user, item, actime, action) in _csv_rows(p, _ACTION_HEADER):
-        try:
-            datetime.fromisoformat(actime.strip())
-        except ValueError as exc:
-            raise DataFormatError(f"{p}:{lineno}: actime {actime!r} is not a date-time") from exc
+        if not canonical_time(actime, f"{p}:{lineno}: actime"):
+            raise DataFormatError(f"{p}:{lineno}: actime is empty")
         try:
             action_id = int(action)
         except ValueError as exc:

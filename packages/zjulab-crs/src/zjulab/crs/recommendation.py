@@ -34,7 +34,7 @@ from zjulab.common.encoders import pool_hidden
 from zjulab.crs.backbone import load_backbone
 from zjulab.crs.checkpoint import read_checkpoint, save_checkpoint
 from zjulab.crs.config import RankerConfig
-from zjulab.crs.dialogue import Behaviour, Item
+from zjulab.crs.dialogue import Behaviour, Item, canonical_time
 from zjulab.crs.errors import NotTrainedError
 from zjulab.crs.metrics import TieRule, rank_candidates
 from zjulab.crs.samples import RecommendationExample
@@ -239,14 +239,20 @@ class AttributeMatchRanker:
         self.seed = seed
         times: dict[str, list[str]] = defaultdict(list)
         for b in behaviours:
-            times[b.item_id].append(b.time)
+            times[b.item_id].append(
+                canonical_time(b.time, f"behaviour of user {b.user_id} on item {b.item_id}")
+            )
         self._times = {k: sorted(v) for k, v in times.items()}
 
     def count_before(self, item_id: str, time: str) -> int:
-        """Behaviours on ``item_id`` strictly before ``time`` (none when ``time`` is ``""``)."""
-        if not time:
+        """Behaviours on ``item_id`` strictly before ``time`` (none when ``time`` is ``""``).
+
+        Times are compared as times (:func:`~zjulab.crs.dialogue.canonical_time`), not as text.
+        """
+        when = canonical_time(time, "recommendation example time")
+        if not when:
             return 0
-        return bisect.bisect_left(self._times.get(item_id, []), time)
+        return bisect.bisect_left(self._times.get(item_id, []), when)
 
     @classmethod
     def popularity(cls, items: Mapping[str, Item], behaviours: Sequence[Behaviour]) -> AttributeMatchRanker:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from zjulab.crs.dialogue import Dialogue, Item, Utterance
+from zjulab.crs.dialogue import Dialogue, Item, Utterance, canonical_time
 from zjulab.crs.loaders import UNeedCorpus
 
 __all__ = [
@@ -257,14 +257,17 @@ def _known(utts: Sequence[Utterance]) -> list[tuple[str, str]]:
 
 
 def turn_time(dialogue: Dialogue, index: int) -> str:
-    """The time of utterance ``index`` of ``dialogue``.
+    """The time of utterance ``index`` of ``dialogue``, in :func:`canonical_time` form.
 
     Its own stamp, else the latest stamp before it, else the dialogue's date (``ds`` as
     ``YYYY-MM-DD 00:00:00``), else ``""``.
+
+    Raises:
+        DataFormatError: A stamp that is not a date-time (named by dialogue and ``seq_no``).
     """
     for u in reversed(dialogue.utterances[: index + 1]):
-        if u.time:
-            return u.time
+        if u.time.strip():
+            return canonical_time(u.time, f"dialogue {dialogue.sid} (seq_no {u.seq_no}): time")
     ds = dialogue.ds
     if len(ds) == 8 and ds.isdigit():
         return f"{ds[:4]}-{ds[4:6]}-{ds[6:]} 00:00:00"
@@ -314,8 +317,12 @@ def build_recommendation(
     history: dict[str, list[tuple[str, str]]] = defaultdict(list)
     by_cat: dict[str, list[str]] = defaultdict(list)
     if corpus is not None:
-        for b in sorted(corpus.behaviours, key=lambda x: (x.time, x.item_id)):
-            history[b.user_id].append((b.time, b.item_id))
+        stamped = [
+            (canonical_time(b.time, f"behaviour of user {b.user_id} on item {b.item_id}"), b)
+            for b in corpus.behaviours
+        ]
+        for t, b in sorted(stamped, key=lambda x: (x[0], x[1].item_id)):
+            history[b.user_id].append((t, b.item_id))
         for item in corpus.items.values():
             cat = (item.values("category") or item.values("一级类目") or [""])[0]
             by_cat[cat].append(item.item_id)

@@ -1,0 +1,99 @@
+"""Leakage and protocol cases found by using the library on realistic files: times written in
+other ISO forms, gold response text in the generation prompt, turns recommending several items,
+and the authors' BLEU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from zjulab.crs.dialogue import Attribute, Behaviour, Dialogue, Item, Utterance, canonical_time
+from zjulab.crs.errors import DataFormatError
+from zjulab.crs.loaders import UNeedCorpus, load_behaviours, load_dialogues
+from zjulab.crs.recommendation import AttributeMatchRanker
+from zjulab.crs.samples import RecommendationExample, build_recommendation
+
+# --- times compared as times, not as text -------------------------------------------------------
+
+
+def _dialogue(turn_time: str) -> Dialogue:
+    return Dialogue(
+        sid="d1",
+        domain="beauty",
+        user_id="u1",
+        ds="20240110",
+        utterances=[
+            Utterance(
+                1, "user", "a dry toner", "user_need", [Attribute("skin", "dry", 2, 5)], time=turn_time
+            ),
+            Utterance(2, "assistant", "here is a link", "system_recommend", [], ["t"], ["t@1"], [["a", "t"]]),
+        ],
+    )
+
+
+ITEMS = {"a": Item("a", [("skin", "oily")]), "t": Item("t", [("skin", "oily")])}
+# one hour AFTER the turn, written with a space while the turn is written with a "T"
+LATER = [Behaviour("s", "u1", "t", "2024-01-10 11:00:00")] + [
+    Behaviour("s", f"v{i}", "t", "2024-01-10 11:00:00") for i in range(5)
+]
+
+
+@pytest.mark.parametrize(
+    "turn, later",
+    [
+        ("2024-01-10T10:00:00", "2024-01-10 11:00:00"),  # "T" separator on the turn
+        ("2024-01-10 10:00:00", " 2024-01-10 11:00:00"),  # leading space on the behaviour
+        ("2024-01-10 10:00:00", "2024-01-10"),  # date only: midnight, before the turn -> counts
+    ],
+)
+def test_times_in_other_iso_forms_never_leak_later_behaviour(turn: str, later: str):
+    future = [Behaviour(b.seller_id, b.user_id, b.item_id, later) for b in LATER]
+    (ex,) = build_recommendation([_dialogue(turn)], UNeedCorpus(items=ITEMS, behaviours=future))
+    ranker = AttributeMatchRanker(ITEMS, future)
+    if later == "2024-01-10":  # midnight of the same day is before 10:00: it is history
+        assert ex.history == ["t"] and ranker.count_before("t", ex.time) == 6
+        return
+    assert ex.history == [] and ex.time == "2024-01-10 10:00:00"
+    assert ranker.count_before("t", ex.time) == 0
+    assert ranker.count_before("t", "2024-01-10T10:00:00") == 0  # a hand-made example's time too
+
+
+def test_canonical_time_orders_as_time():
+    assert canonical_time("2024-01-10T10:00:00") == "2024-01-10 10:00:00"
+    assert canonical_time(" 2024-01-10 10:00:00.5 ") == "2024-01-10 10:00:00.500000"
+    assert canonical_time("") == ""
+    assert canonical_time("2024-01-10 10:00:00") < canonical_time("2024-01-10T10:00:00.25")
+    with pytest.raises(DataFormatError, match="2024/01/10"):
+        canonical_time("2024/01/10 10:00:00")
+    with pytest.raises(DataFormatError, match="time-zone"):
+        canonical_time("2024-01-10T10:00:00+08:00")
+
+
+def test_utterance_time_that_is_no_date_time_is_a_typed_error(uneed_dir: Path, tmp_path: Path):
+    data = json.loads((uneed_dir / "test_dialogue.json").read_text(encoding="utf-8"))
+    data[0]["dialogue"][3]["time"] = "2022/10/15 22:19:25"
+    bad = tmp_path / "test_dialogue.json"
+    bad.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(DataFormatError) as exc:
+        load_dialogues(bad)
+    msg = str(exc.value)
+    assert "test_dialogue.json" in msg and "seq_no 4" in msg and "2022/10/15 22:19:25" in msg
+
+
+def test_behaviour_time_with_offset_is_a_typed_error(tmp_path: Path):
+    f = tmp_path / "user_action.txt"
+    f.write_text(
+        "seller_id_encrypt,user_id_encrypt,item_id_encrypt,actime,action_id\n"
+        "1,2,3,2022-09-24 17:17:31,0\n1,2,3,2022-09-24T17:34:43+08:00,0\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(DataFormatError, match=r"user_action.txt:3: actime"):
+        load_behaviours(f)
+
+
+def test_hand_made_example_with_unparsable_time_is_a_typed_error():
+    ex = RecommendationExample([], [], ["a", "t"], ["t"], time="yesterday")
+    with pytest.raises(DataFormatError, match="yesterday"):
+        AttributeMatchRanker(ITEMS, LATER).scores([ex])
