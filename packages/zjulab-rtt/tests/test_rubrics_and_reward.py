@@ -83,9 +83,16 @@ from zjulab.rtt.relevance import RelevanceQuery
         (
             "length_constraints:nth_paragraph_first_word",
             {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "then"},
-            "First part.\n\n*Then* more.",
+            "First part.\n\nThen, more.",
             True,
-            [(14, 18)],
+            [(13, 17)],
+        ),
+        (  # IFEval reads the first word up to . , ? ! ' or ": markdown emphasis is part of it
+            "length_constraints:nth_paragraph_first_word",
+            {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "then"},
+            "First part.\n\n*Then* more.",
+            False,
+            [(13, 19)],
         ),
         (
             "length_constraints:nth_paragraph_first_word",

@@ -137,14 +137,20 @@ def _no_comma(response: str) -> CheckResult:
 
 @register_checker("change_case:english_lowercase", lambda: "The entire response is in lowercase letters.")
 def _lowercase(response: str) -> CheckResult:
-    spans = _find_all(r"\S*[A-Z]\S*", response)
-    return CheckResult(response == response.lower(), spans)
+    # IFEval's rule (str.islower): a response without any cased letter (an empty one) fails
+    spans = tuple(
+        sp for sp in _find_all(r"\S+", response) if any(c.isupper() for c in response[sp[0] : sp[1]])
+    )
+    return CheckResult(response.islower(), spans)
 
 
 @register_checker("change_case:english_capital", lambda: "The entire response is in capital letters.")
 def _capital(response: str) -> CheckResult:
-    spans = _find_all(r"\S*[a-z]\S*", response)
-    return CheckResult(response == response.upper(), spans)
+    # IFEval's rule (str.isupper): a response without any cased letter (an empty one) fails
+    spans = tuple(
+        sp for sp in _find_all(r"\S+", response) if any(c.islower() for c in response[sp[0] : sp[1]])
+    )
+    return CheckResult(response.isupper(), spans)
 
 
 @register_checker(
@@ -154,7 +160,12 @@ def _capital(response: str) -> CheckResult:
     ),
 )
 def _capital_words(response: str, capital_frequency: int, capital_relation: str) -> CheckResult:
-    spans = _find_all(r"\b[A-Z][A-Z0-9]+\b", response)
+    # IFEval counts the word tokens that are str.isupper() ("I", "NASA", "U.S." count; "A1" too)
+    spans = tuple(
+        (m.start(), m.end())
+        for m in re.finditer(r"[^\W_]+(?:[-.][^\W_]+)*\.?", response)
+        if m.group(0).isupper()
+    )
     ok = _compare(len(spans), capital_relation, capital_frequency)
     return _counted(spans, capital_relation, capital_frequency, ok)
 
@@ -251,7 +262,10 @@ def _highlights(response: str, num_highlights: int) -> CheckResult:
     lambda num_bullets: f"Use exactly {num_bullets} markdown bullet points.",
 )
 def _bullets(response: str, num_bullets: int) -> CheckResult:
-    spans = _find_all(r"^\s*[\*\-][^\*\-\n].*$", response, re.MULTILINE)
+    # IFEval's two patterns: lines starting with "*" (not "**") and lines starting with "-"
+    stars = _find_all(r"^\s*\*[^\*].*$", response, re.MULTILINE)
+    dashes = _find_all(r"^\s*-.*$", response, re.MULTILINE)
+    spans = tuple(sorted(stars + dashes))
     return _counted(spans, "exactly", num_bullets, len(spans) == num_bullets)
 
 
@@ -323,9 +337,13 @@ def _number_words(response: str, num_words: int, relation: str) -> CheckResult:
 def _number_paragraphs(response: str, num_paragraphs: int) -> CheckResult:
     spans = _find_all(r"\s?\*\*\*\s?", response)
     parts = re.split(r"\s?\*\*\*\s?", response)
-    ok = len(parts) == num_paragraphs and all(p.strip() for p in parts)
+    # IFEval: an empty first or last part (a divider at an end) is not a paragraph; an empty
+    # one between two dividers fails the constraint
+    inner_empty = any(not p.strip() for p in parts[1:-1])
+    count = len(parts) - (not parts[0].strip()) - (len(parts) > 1 and not parts[-1].strip())
+    ok = count == num_paragraphs and not inner_empty
     # too many dividers (or an empty paragraph between two) are the dividers' fault
-    blame = spans if len(parts) > num_paragraphs or not all(p.strip() for p in parts) else ()
+    blame = spans if count > num_paragraphs or inner_empty else ()
     return CheckResult(ok, spans, None if ok else blame)
 
 
@@ -374,11 +392,20 @@ def _multiple_sections(response: str, section_spliter: str, num_sections: int) -
     lambda: "Give two different responses separated by six asterisks: ******.",
 )
 def _two_responses(response: str) -> CheckResult:
-    spans = _find_all(r"\*{6}", response)
-    parts = [p.strip() for p in response.split("******")]
-    ok = len(parts) == 2 and all(parts) and parts[0] != parts[1]
-    # more than one separator is the separators' fault; a missing one or a missing second answer is not
-    return CheckResult(ok, spans, None if ok else (spans if len(spans) > 1 else ()))
+    pieces = response.split("******")
+    spans, pos = [], 0
+    for piece in pieces[:-1]:
+        pos += len(piece)
+        spans.append((pos, pos + 6))
+        pos += 6
+    parts = [p.strip() for p in pieces]
+    # IFEval: an empty piece is allowed only before the first or after the last separator
+    inner_empty = any(not p for p in parts[1:-1])
+    answers = [p for p in parts if p]
+    ok = not inner_empty and len(answers) == 2 and answers[0] != answers[1]
+    # surplus or adjacent separators are the separators' fault; a missing answer is not
+    fault = inner_empty or len(answers) > 2
+    return CheckResult(ok, tuple(spans), None if ok else (tuple(spans) if fault else ()))
 
 
 @register_checker(
@@ -391,20 +418,25 @@ def _two_responses(response: str) -> CheckResult:
 def _nth_paragraph_first_word(
     response: str, num_paragraphs: int, nth_paragraph: int, first_word: str
 ) -> CheckResult:
-    bounds = []  # (start, end) of each non-empty paragraph
-    pos = 0
-    for part in re.split(r"\n\n", response):
-        if part.strip():
-            lead = len(part) - len(part.lstrip())
-            bounds.append((pos + lead, pos + len(part.rstrip())))
-        pos += len(part) + 2
-    if not 0 < nth_paragraph <= len(bounds):
+    # IFEval's rule: paragraphs are the pieces between "\n\n"; empty ones do not count, but the
+    # n-th paragraph is the n-th piece, empty ones included
+    pieces = response.split("\n\n")
+    starts, pos = [], 0
+    for piece in pieces:
+        starts.append(pos)
+        pos += len(piece) + 2
+    count = sum(1 for p in pieces if p.strip())
+    if not 0 < nth_paragraph <= count or not pieces[nth_paragraph - 1].strip():
         return CheckResult(False, (), ())
-    start, end = bounds[nth_paragraph - 1]
-    m = re.match(r"[^\w]*(\w+)", response[start:end])
-    word_span = (start + m.start(1), start + m.end(1)) if m else (start, start + 1)
-    right_word = m is not None and m.group(1).lower() == first_word.strip().lower()
-    ok = len(bounds) == num_paragraphs and right_word
+    piece = pieces[nth_paragraph - 1]
+    m = re.search(r"\S+", piece)
+    assert m is not None  # the piece is not blank
+    token = m.group(0).lstrip("'").lstrip('"')
+    word = re.match(r"[^.,?!'\"]*", token).group(0)  # type: ignore[union-attr]
+    start = starts[nth_paragraph - 1] + m.end() - len(token)
+    word_span = (start, start + max(len(word), 1))
+    right_word = word.lower() == first_word.strip().lower()
+    ok = count == num_paragraphs and right_word
     return CheckResult(ok, (word_span,), None if ok or not right_word else ())
 
 
