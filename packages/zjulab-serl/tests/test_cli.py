@@ -178,3 +178,21 @@ def test_plain_grpo_config_is_accepted(tmp_path, tiny_causal_lm):
         trainer.serl_args.num_judge_generations == 2 and trainer.serl_args.actor_reward == "length_controlled"
     )
     assert not isinstance(grpo, SERLConfig)  # the user's config object is left alone
+
+
+def test_train_command_refuses_a_users_folder_and_resumes_its_own(tmp_path, tiny_causal_lm_path, capsys):
+    data = tmp_path / "prompts.jsonl"
+    data.write_text('"Say hi"\n"Name a color"\n')
+    common = ["train", "--model", str(tiny_causal_lm_path), "--data", str(data), "--device", "cpu"]
+    common += ["--num-generations", "2", "--batch-size", "4", "--max-completion-length", "4"]
+    common += ["--max-judge-completion-length", "2", "--learning-rate", "1e-3", "--save-steps", "1"]
+    # the model's own folder (or any folder of the user's) is not a training folder
+    assert main([*common, "--output-dir", str(tiny_causal_lm_path), "--max-steps", "1"]) == 2
+    assert "no SERL run wrote" in capsys.readouterr().err
+    out = tmp_path / "run"
+    assert main([*common, "--output-dir", str(out), "--resume", "--max-steps", "1"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert main([*common, "--output-dir", str(out), "--max-steps", "1"]) == 0
+    assert main([*common, "--output-dir", str(out), "--max-steps", "2", "--resume"]) == 0
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and state["log_history"][0]["step"] == 1  # continued, not restarted

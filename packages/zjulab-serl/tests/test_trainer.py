@@ -382,3 +382,36 @@ def test_judge_completions_get_their_own_table(tmp_path):
     # the actor table stays TRL's: one row per actor rollout
     actor = pd.read_parquet(sorted(out.glob("completions_*.parquet"))[-1])
     assert len(actor) == 6
+
+
+def test_a_users_folder_is_never_trained_into(tmp_path):
+    user = tmp_path / "out"
+    user.mkdir()
+    (user / "README.md").write_text("my project\n")
+    (user / "config.json").write_text('{"mine": true}\n')
+    with pytest.raises(SERLConfigError, match=r"README\.md, config\.json"):
+        make_trainer(tmp_path, save_strategy="steps", save_steps=1)
+    assert sorted(p.name for p in user.iterdir()) == ["README.md", "config.json"]
+    assert (user / "README.md").read_text() == "my project\n"
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(SERLConfigError, match="is a file"):
+        make_trainer(tmp_path, output_dir=str(tmp_path / "a_file"))
+
+
+def test_an_earlier_runs_folder_is_reused_and_resumed(tmp_path):
+    from zjulab.serl.outputs import RUN_MARKER
+
+    trainer = make_trainer(tmp_path, save_strategy="steps", save_steps=1)
+    trainer.train()
+    out = tmp_path / "out"
+    assert (out / RUN_MARKER).is_file() and (out / "checkpoint-1").is_dir()
+    again = make_trainer(tmp_path, save_strategy="steps", save_steps=1, max_steps=2)
+    again.train(resume_from_checkpoint=True)
+    assert again.state.global_step == 2 and (out / "checkpoint-2").is_dir()
+    # an explicit save into somebody else's folder is refused too
+    user = tmp_path / "notes"
+    user.mkdir()
+    (user / "todo.txt").write_text("keep me")
+    with pytest.raises(SERLConfigError, match=r"todo\.txt"):
+        again.save_model(str(user))
+    assert [p.name for p in user.iterdir()] == ["todo.txt"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -253,9 +254,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         report_to=args.report_to,
         bf16=args.bf16,
         use_cpu=args.device == "cpu",
-        save_strategy="no" if args.no_save else "epoch",
+        save_strategy="no" if args.no_save else ("steps" if args.save_steps else "epoch"),
+        save_steps=args.save_steps or 500,
         seed=args.seed,
     )
+    resume = None
+    if args.resume:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        from zjulab.serl.errors import SERLConfigError
+
+        resume = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        if resume is None:
+            raise SERLConfigError(
+                f"--resume: {args.output_dir} holds no checkpoint-<step> folder to resume from"
+            )
     peft_config = None
     if args.lora_r:
         from zjulab.common.deps import require
@@ -267,7 +280,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = SERLTrainer(
         args.model, args=config, train_dataset=Dataset.from_dict({"prompt": prompts}), peft_config=peft_config
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume)
     if not args.no_save:
         trainer.save_model(args.output_dir)
         print(f"saved to {args.output_dir}")
@@ -351,6 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", help="'cpu' forces CPU; otherwise accelerate decides")
     t.add_argument("--report-to", nargs="*", default=[])
     t.add_argument("--no-save", action="store_true")
+    t.add_argument(
+        "--save-steps", type=int, default=0, help="save a checkpoint every N steps (default: each epoch)"
+    )
+    t.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint saved in --output-dir"
+    )
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=cmd_train)
     return p

@@ -37,6 +37,7 @@ from trl.trainer.utils import pad
 
 from zjulab.serl.errors import SERLConfigError, SERLInputError
 from zjulab.serl.judge import GroupJudgment, score_group
+from zjulab.serl.outputs import check_output_dir, claim_output_dir
 from zjulab.serl.pairs import judge_prompts
 from zjulab.serl.rewards import JudgeDiagnostics
 from zjulab.serl.schedule import loss_weights
@@ -154,6 +155,11 @@ class SERLTrainer(GRPOTrainer):
             name = model if isinstance(model, str) else type(model).__name__
             args = SERLConfig(output_dir=f"{str(name).split('/')[-1]}-SERL")
         args = SERLConfig.from_grpo_config(args)  # a plain GRPOConfig gets SERL's defaults
+        # before anything is loaded or written (TRL creates folders in output_dir): a user's folder
+        # is refused, a new or empty one gets the run marker
+        check_output_dir(args.output_dir)
+        if args.should_save:
+            claim_output_dir(args.output_dir)
         import trl
 
         if not (Version(_TESTED_TRL[0]) <= Version(trl.__version__) < Version(_TESTED_TRL[1])):
@@ -185,6 +191,31 @@ class SERLTrainer(GRPOTrainer):
             "train": JudgeDiagnostics(),
             "eval": JudgeDiagnostics(),
         }
+
+    # ------------------------------------------------------------------ output folder
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """Train as GRPOTrainer does, in an ``output_dir`` that is new, empty or an earlier SERL run's.
+
+        The folder gets the run marker ``zjulab-serl-run.json`` (see :mod:`zjulab.serl.outputs`).
+
+        Raises:
+            SERLConfigError: ``output_dir`` holds files no SERL run wrote (checked before training,
+                since TRL writes a model card named ``README.md`` and the model's files there).
+        """
+        if self.args.should_save:
+            claim_output_dir(self.args.output_dir)
+        return super().train(*args, **kwargs)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the model as GRPOTrainer does, into a folder that is new, empty or an earlier SERL run's.
+
+        Raises:
+            SERLConfigError: The folder holds files no SERL run wrote.
+        """
+        if not _internal_call and self.args.should_save:
+            claim_output_dir(output_dir or self.args.output_dir)
+        super().save_model(output_dir, _internal_call)
 
     # ------------------------------------------------------------------ schedule
 
@@ -681,9 +712,15 @@ class SERLTrainer(GRPOTrainer):
         }
         n = len(prompts)
         df = pd.DataFrame({k: v for k, v in table.items() if len(v) == n})
-        folder = os.path.join(self.args.output_dir, "completions")
-        os.makedirs(folder, exist_ok=True)
-        df.to_parquet(os.path.join(folder, f"judge_completions_{self.state.global_step:05d}.parquet"))
+        import io
+
+        from zjulab.common.io import atomic_write_bytes
+
+        claim_output_dir(self.args.output_dir)
+        buffer = io.BytesIO()
+        df.to_parquet(buffer)
+        name = f"judge_completions_{self.state.global_step:05d}.parquet"
+        atomic_write_bytes(os.path.join(self.args.output_dir, "completions", name), buffer.getvalue())
         from trl.trainer import grpo_trainer
 
         report_to = self.args.report_to or []
