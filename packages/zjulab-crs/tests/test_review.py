@@ -97,3 +97,24 @@ def test_hand_made_example_with_unparsable_time_is_a_typed_error():
     ex = RecommendationExample([], [], ["a", "t"], ["t"], time="yesterday")
     with pytest.raises(DataFormatError, match="yesterday"):
         AttributeMatchRanker(ITEMS, LATER).scores([ex])
+
+
+# --- no gold response text in the generation prompt -------------------------------------------
+
+
+def test_generation_prompt_holds_no_word_of_the_gold_response_only(uneed_dir: Path):
+    from zjulab.crs.generation import generation_prompt
+    from zjulab.crs.loaders import load_uneed_dir
+    from zjulab.crs.samples import build_generation
+
+    corpus = load_uneed_dir(uneed_dir)
+    checked = 0
+    for ds in corpus.dialogues.values():
+        for e in build_generation(ds, corpus):
+            prompt = generation_prompt(e)
+            seen = "\n".join(t for _, t in e.context) + " ".join(v for _, v in e.needs)
+            for _, v in e.ask_values:
+                if v not in seen:  # a value only the gold response says
+                    assert v not in prompt
+                    checked += 1
+    assert checked >= 2  # 偏油 and 偏干 of the real test dialogue

@@ -37,14 +37,14 @@ logger = logging.getLogger(__name__)
 def generation_prompt(example: GenerationExample, max_turns: int = 4) -> str:
     """The conditioning text of one example, ending with ``assistant:``.
 
-    Every value of a multi-valued need is listed (``品类: 洗面奶; 品类: 水乳; 品类: 套装``), and an
-    attribute asked about with values lists them all (``肤质 (偏油 / 偏干)``).
+    Every value of a multi-valued need is listed (``品类: 洗面奶; 品类: 水乳; 品类: 套装``). The
+    attributes to ask about are named by key only, as in the authors' response samples (an
+    ``[elicit]`` node holding the asked keys): the values a question offers (``肤质`` as 偏油 or
+    偏干, :attr:`GenerationExample.ask_values`) are words of the gold response itself and never
+    enter the prompt.
     """
     needs = "; ".join(f"{k}: {v}" for k, v in example.needs) or "none"
-    offered: dict[str, list[str]] = {}
-    for k, v in example.ask_values:
-        offered.setdefault(k, []).append(v)
-    ask = ", ".join(f"{k} ({' / '.join(offered[k])})" if k in offered else k for k in example.ask) or "none"
+    ask = ", ".join(example.ask) or "none"
     item = example.item.text() if example.item is not None and example.item.knowledge else "none"
     return (
         f"category: {example.category}\nneeds: {needs}\nask about: {ask}\nitem: {item}\n"

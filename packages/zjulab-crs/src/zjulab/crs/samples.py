@@ -180,6 +180,9 @@ class GenerationExample:
         sid: Dialogue id.
         ask_values: Every ``(key, value)`` the response offers for the attributes it asks about
             (``肤质`` asked as 偏油 or 偏干 gives both pairs); empty for value-less questions.
+            These are spans of the gold response, kept for analysis: they are not an input of
+            any generator (:func:`~zjulab.crs.generation.generation_prompt` names the asked keys
+            only).
     """
 
     context: list[Turn]
