@@ -118,3 +118,48 @@ def test_generation_prompt_holds_no_word_of_the_gold_response_only(uneed_dir: Pa
                     assert v not in prompt
                     checked += 1
     assert checked >= 2  # 偏油 and 偏干 of the real test dialogue
+
+
+# --- a turn recommending several items ---------------------------------------------------------
+
+
+def _two_item_turn() -> Dialogue:
+    list_x = ["x", "n1", "n2", "n3"]
+    list_y = ["m1", "y", "m2", "m3"]
+    return Dialogue(
+        sid="d2",
+        domain="beauty",
+        user_id="u1",
+        ds="20240110",
+        utterances=[
+            Utterance(1, "user", "a dry toner", "user_need", [Attribute("skin", "dry", 2, 5)]),
+            Utterance(
+                2,
+                "assistant",
+                "here is a link",
+                "system_recommend",
+                [],
+                ["x", "y"],
+                ["x@1", "y@1"],
+                [list_x, list_y],
+            ),
+        ],
+    )
+
+
+def test_each_recommended_item_is_one_example_with_its_own_candidate_list():
+    ex_x, ex_y = build_recommendation([_two_item_turn()])
+    assert ex_x.targets == ["x"] and ex_x.candidates == ["x", "n1", "n2", "n3"]
+    assert ex_y.targets == ["y"] and ex_y.candidates == ["m1", "y", "m2", "m3"]
+    # hand-worked: y matches the need, everything else ties at 0; x is pessimistically 4th
+    items = {"y": Item("y", [("skin", "dry")])}
+    m = AttributeMatchRanker(items, [], popularity_weight=0.0, history_weight=0.0).evaluate([ex_x, ex_y])
+    assert m["mrr@10"] == pytest.approx((1 / 4 + 1) / 2)
+    assert m["hit@10"] == 1.0 and m["all_tied"] == 1
+
+
+def test_the_turns_other_item_is_no_candidate_under_the_category_rule():
+    items = {k: Item(k, [("一级类目", "1"), ("skin", "oily")]) for k in ("x", "y", "o1", "o2")}
+    ex_x, ex_y = build_recommendation([_two_item_turn()], UNeedCorpus(items=items), candidates="category")
+    assert sorted(ex_x.candidates) == ["o1", "o2", "x"] and ex_x.targets == ["x"]
+    assert sorted(ex_y.candidates) == ["o1", "o2", "y"] and ex_y.targets == ["y"]

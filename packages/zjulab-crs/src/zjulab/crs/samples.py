@@ -298,18 +298,24 @@ def build_recommendation(
     *,
     candidates: Literal["file", "category"] = "file",
 ) -> list[RecommendationExample]:
-    """One example per recommendation turn with a recommended item.
+    """One example per recommended item of each recommendation turn.
+
+    A turn recommending two items gives two examples, each with one target and its own
+    candidate list (``rec_item_candidates`` holds one list per item of ``rec_item_id``), as in
+    the authors' recommendation samples; the turn's other recommended items are left out of
+    that example's candidates (neither a hit nor a negative).
 
     Candidate-set rules (``candidates``):
 
-    * ``"file"`` (default): the turn's ``rec_item_candidates`` (20 items in the LLM-CRS
-      release); when the file has none, the ``"category"`` rule.
+    * ``"file"`` (default): the item's list in ``rec_item_candidates`` (20 items in the LLM-CRS
+      release: the item and 19 others of its shop or category); when the file has none, the
+      ``"category"`` rule.
     * ``"category"``: every known item of the recommended item's category (by the
       ``category``/``一级类目`` knowledge tuple; the category id after ``@`` in
       ``rec_item_info``), the rule to use for Hit/NDCG/MRR at 50, which a 20-item list makes
       trivial.
 
-    The recommended items are always candidates. The history holds the user's behaviours from ``corpus`` that happened strictly
+    The recommended item is always a candidate. The history holds the user's behaviours from ``corpus`` that happened strictly
     before the recommendation turn (oldest first; ties in time by item id), never later ones;
     when the turn's time is unknown (no stamp on it or before it, no ``ds``) the history is empty.
     """
@@ -334,27 +340,38 @@ def build_recommendation(
         for i, u in enumerate(d.utterances):
             if u.act != "system_recommend" or not u.rec_item_ids:
                 continue
-            cands: list[str] = list(u.rec_candidates[0]) if u.rec_candidates and candidates == "file" else []
-            if not cands:
-                cat_ids = {info.split("@", 1)[1] for info in u.rec_item_info if "@" in info}
-                cands = [x for c in (cat_ids | {d.category}) for x in by_cat.get(c, [])]
-            cands = list(dict.fromkeys(cands + [x for x in u.rec_item_ids if x not in cands]))
             prev = d.utterances[:i]
             when = turn_time(d, i)
             past = [iid for t, iid in history.get(d.user_id, []) if when and t < when]
-            out.append(
-                RecommendationExample(
-                    needs=_known(prev),
-                    history=past,
-                    candidates=cands,
-                    targets=list(u.rec_item_ids),
-                    context=[_turn(x) for x in prev],
-                    category=d.category,
-                    sid=d.sid,
-                    user_id=d.user_id,
-                    time=when,
+            info = dict(x.split("@", 1) for x in u.rec_item_info if "@" in x)
+            lists = u.rec_candidates or []
+            for j, target in enumerate(u.rec_item_ids):
+                if target in u.rec_item_ids[:j]:
+                    continue  # an item listed twice is one example
+                # one example per recommended item, ranked within its own candidate list (the
+                # authors' samples); the turn's other recommended items are no candidates of it
+                others = set(u.rec_item_ids) - {target}
+                cands = list(lists[j]) if candidates == "file" and j < len(lists) else []
+                if not cands:
+                    item = corpus.items.get(target) if corpus is not None else None
+                    cats = {info.get(target, ""), d.category}
+                    if item is not None:
+                        cats |= set(item.values("category") + item.values("一级类目"))
+                    cands = [x for c in sorted(cats - {""}) for x in by_cat.get(c, [])]
+                cands = [x for x in dict.fromkeys([*cands, target]) if x not in others]
+                out.append(
+                    RecommendationExample(
+                        needs=_known(prev),
+                        history=past,
+                        candidates=cands,
+                        targets=[target],
+                        context=[_turn(x) for x in prev],
+                        category=d.category,
+                        sid=d.sid,
+                        user_id=d.user_id,
+                        time=when,
+                    )
                 )
-            )
     return out
 
 
