@@ -97,6 +97,17 @@ def _needed(gold: Gold) -> tuple[str, ...]:
     return gold.evidence if gold.evidence else (gold.answer,)
 
 
+def received(op: Operation) -> list[str]:
+    """The variables an operation was handed as arguments.
+
+    A container built from recorded values also lists those values' variables among the
+    operation's inputs (lineage), but the operation received only the container: an element
+    taken from a list (``summarise(chunks[3])``) did not receive the rest of the list.
+    """
+    bound = [s.var for s in [*op.args, *op.kwargs.values()] if s.var is not None]
+    return list(dict.fromkeys(bound)) if (op.args or op.kwargs) else list(op.inputs)
+
+
 def _output_value(trace: Trace, op: Operation) -> Any:
     vals = [trace.variables[v].value for v in op.outputs]
     return vals[0] if len(vals) == 1 else vals
@@ -127,7 +138,7 @@ class EvidenceCorrector:
         if len(op.outputs) != 1:
             return False, None
         value = trace.variables[op.outputs[0]].value
-        inputs = [trace.variables[v].value for v in op.inputs]
+        inputs = [trace.variables[v].value for v in received(op)]
         missing = [
             e
             for e in gold.evidence
@@ -144,6 +155,23 @@ class EvidenceCorrector:
                 new = new[: max(len(items), len(missing))]
             else:
                 new = items + missing
+            return True, type(value)(new) if isinstance(value, tuple) else new
+        if isinstance(value, (list, tuple)):
+            # items of another shape (documents as dicts): put back the received items that
+            # carry the missing evidence, as the operation should have output them
+            found = [
+                item
+                for x in inputs
+                if isinstance(x, (list, tuple))
+                for item in x
+                if any(carries(item, e, self.threshold, gold.answer) for e in missing)
+            ]
+            if not found:
+                return False, None
+            kept = [x for x in value if x not in found]
+            new = found + kept if op.kind in self.front_kinds else kept + found
+            if op.kind in self.front_kinds:
+                new = new[: max(len(value), len(found))]
             return True, type(value)(new) if isinstance(value, tuple) else new
         if isinstance(value, str):
             lines = [
@@ -244,7 +272,7 @@ class EvidenceJudge:
         out: dict[str, Verdict] = {}
         for oid in op_ids:
             op = trace.operation(oid)
-            in_has = [e for e in needed if self._carried(trace, op.inputs, e, gold.answer)]
+            in_has = [e for e in needed if self._carried(trace, received(op), e, gold.answer)]
             if trace.answer_var in op.outputs:
                 if gold.is_correct(trace.variables[trace.answer_var].value):  # type: ignore[index]
                     out[oid] = Verdict(oid, False, rationale="the answer matches the gold answer")
@@ -283,7 +311,10 @@ class EvidenceJudge:
     def _rewrote(trace: Trace, op: Operation, dropped: Sequence[str]) -> bool:
         """Whether the output holds a new line resembling a lost evidence text (a rewrite, not a drop)."""
         seen = {
-            line for v in op.inputs for s in flatten_text(trace.variables[v].value) for line in s.split("\n")
+            line
+            for v in received(op)
+            for s in flatten_text(trace.variables[v].value)
+            for line in s.split("\n")
         }
         for v in op.outputs:
             for s in flatten_text(trace.variables[v].value):

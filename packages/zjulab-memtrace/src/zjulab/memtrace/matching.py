@@ -233,6 +233,7 @@ _NUM_WORDS = {
 }
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _LIST_SPLIT = re.compile(r",|;|\bor\b|\band\b|/")
+_OTHER_SPLIT = re.compile(r",|;|\bor\b|/")
 
 
 def _stem(token: str) -> str:
@@ -317,8 +318,9 @@ def check_answer(
        other one ("8 May 2023" is not "7 May 2023");
     3. a negation the gold answer does not have refuses the reply ("definitely not Milo");
     4. a reply that lists alternatives ("Milo, Rex or Bella": items of at most two content
-       words split by commas, "or", "and", "/") is refused when a listed item holds no word
-       of the gold answer — a list of candidates is no answer.
+       words split by commas, "or", "and", "/"; of one word when only "and" splits them, since
+       "and" also joins clauses) is refused when a listed item holds no word of the gold
+       answer — a list of candidates is no answer.
 
     Args:
         prediction: The reply (strings inside a nested value are joined).
@@ -354,7 +356,10 @@ def check_answer(
     gset = set(_content(gold))
     parts = [p for p in _LIST_SPLIT.split(pred.lower()) if _content(p, qwords)]
     if len(parts) > 1 and len(_LIST_SPLIT.split(gold.lower())) < len(parts):
-        short = [p for p in parts if len(_content(p, qwords)) <= 2]
+        # "and" alone also joins clauses ("adopted a rescue dog and named her Biscuit"): there
+        # an item is a list item only when it is a single word; after "," "or" "/" up to two
+        limit = 2 if _OTHER_SPLIT.search(pred.lower()) else 1
+        short = [p for p in parts if len(_content(p, qwords)) <= limit]
         if len(short) == len(parts):
             extra = [p for p in parts if not set(_content(p, qwords)) & gset]
             if extra:

@@ -69,7 +69,31 @@ def _bind(slot: Slot, values: Mapping[str, Any], trace: Trace, changed: set[str]
             f"operation {op.id} ({op.name}) reads {var.label}, which the trace file could not hold "
             "losslessly (stored by repr or changed type through JSON); re-record the trace to replay it"
         )
+    parts = var.meta.get("parts")
+    if isinstance(parts, Mapping) and slot.var not in changed and any(p in changed for p in parts.values()):
+        return _rebuild(values[slot.var], parts, values, changed, op)
     return copy.deepcopy(values[slot.var])
+
+
+def _rebuild(
+    value: Any, parts: Mapping[str, str], values: Mapping[str, Any], changed: set[str], op: Operation
+) -> Any:
+    """A container built from recorded values, rebuilt from the values a replay changed.
+
+    For example the list ``[summarise(c) for c in chunks]`` after one summary was corrected.
+    """
+    out = copy.deepcopy(value)
+    seq = list(out) if isinstance(out, tuple) else out
+    for key, vid in parts.items():
+        if vid not in changed:
+            continue
+        if isinstance(seq, list) and key.isdigit() and int(key) < len(seq):
+            seq[int(key)] = copy.deepcopy(values[vid])
+        elif isinstance(seq, dict) and key in seq:
+            seq[key] = copy.deepcopy(values[vid])
+        else:
+            raise ReplayError(f"operation {op.id} ({op.name}): cannot rebuild an argument at {key!r}")
+    return tuple(seq) if isinstance(out, tuple) else seq
 
 
 def replay(

@@ -184,6 +184,7 @@ class _VarMeta(_Doc):
     alias_of: _Id | None = None
     error: StrictBool = False
     derived_from: list[_Id] = []
+    parts: dict[StrictStr, _Id] = {}
 
 
 class _OpMeta(_Doc):
@@ -323,6 +324,12 @@ def trace_from_dict(
                 created_ns=v.created_ns,
                 meta=v.meta.model_dump(exclude_unset=True),
             )
+        for v in checked.variables:
+            for ref in [*v.meta.parts.values(), *v.meta.derived_from]:
+                if ref not in trace.variables:
+                    raise DanglingVariableError(
+                        f"{source}: variable {v.id} is built from unknown variable {ref!r}"
+                    )
         op_ids = {o.id for o in checked.operations}
         for o in checked.operations:
             ometa = o.meta.model_dump(exclude_unset=True)

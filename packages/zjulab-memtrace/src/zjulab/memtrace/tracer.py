@@ -94,6 +94,7 @@ class _Recording:
     keep: list[Any] = field(default_factory=list)
     elements: dict[int, tuple[str, Any]] = field(default_factory=dict)
     literals: tuple[Any, ...] = ()
+    children: dict[str, list[str]] = field(default_factory=dict)
 
     def lookup(self, value: Any) -> str | None:
         hit = self.live.get(id(value))
@@ -129,10 +130,32 @@ class _Recording:
             return []
         out: dict[str, None] = {}
         for el in items:
+            if not _linkable_element(el) or any(el is c for c in self.literals):
+                continue
+            own = self.lookup(el)  # the element is itself a recorded value (a step's return value)
+            if own is not None:
+                out[own] = None
+                continue
             hit = self.elements.get(id(el))
-            if hit is not None and hit[1] is el and not any(el is c for c in self.literals):
+            if hit is not None and hit[1] is el:
                 out[hit[0]] = None
         return list(out)
+
+    def parts_of(self, value: Any) -> dict[str, str]:
+        """Positions of a new container that hold recorded values themselves (``[s1, s2]``)."""
+        if isinstance(value, dict):
+            items: Any = ((k, v) for k, v in value.items() if isinstance(k, str))
+        elif isinstance(value, (list, tuple)):
+            items = ((str(i), v) for i, v in enumerate(value))
+        else:
+            return {}
+        out = {}
+        for key, el in items:
+            if _linkable_element(el) and not any(el is c for c in self.literals):
+                vid = self.lookup(el)
+                if vid is not None:
+                    out[key] = vid
+        return out
 
     def inside(self, op_id: str, ancestor: str) -> bool:
         """Whether recorded operation ``op_id`` ran (directly or deeper) inside ``ancestor``."""
@@ -144,6 +167,18 @@ class _Recording:
             cur = ops[cur].parent if cur in ops else None
         return False
 
+    def nested(self, op_id: str) -> list[str]:
+        """Operations recorded inside ``op_id`` (at any depth), in the order they ended."""
+        out: list[str] = []
+
+        def walk(oid: str) -> None:
+            for child in self.children.get(oid, ()):
+                walk(child)
+                out.append(child)
+
+        walk(op_id)
+        return out
+
     def inner_alias(self, value: Any, op_id: str) -> str | None:
         """The output of an operation nested in ``op_id`` that ``value`` is (by identity, else equality)."""
         vid = self.lookup(value)
@@ -151,9 +186,8 @@ class _Recording:
             prod = self.trace.variables[vid].producer
             if prod is not None and self.inside(prod, op_id):
                 return vid
-        for op in reversed(list(self.trace.operations.values())):
-            if not self.inside(op.id, op_id):
-                continue
+        for nested in reversed(self.nested(op_id)):
+            op = self.trace.operations[nested]
             for out in reversed(op.outputs):
                 try:
                     if type(self.trace.variables[out].value) is type(value) and bool(
@@ -248,6 +282,8 @@ class OperationScope:
                 output_mode="single" if len(outs) <= 1 else "tuple",
                 meta=meta,
             )
+            if self.op.parent is not None:
+                rec.children.setdefault(self.op.parent, []).append(self.op.id)
 
 
 class OperationSpec:
@@ -537,7 +573,10 @@ class Tracer:
             return Slot(const=const), True
         if isinstance(value, _DATA_TYPES):
             sources = rec.derived_from(value)
-            meta = {"derived_from": sources} if sources else None
+            meta: dict[str, Any] | None = {"derived_from": sources} if sources else None
+            parts = rec.parts_of(value)
+            if parts and meta is not None:
+                meta["parts"] = parts  # replay rebuilds the container from the new values
             return Slot(var=rec.register(value, pname, "source", meta)), False
         return Slot(const=value), False
 
@@ -685,6 +724,16 @@ class Tracer:
                     same = bool(old.value == value)
                 except Exception:
                     same = True
+                latest = rec.lookup(value)
+                if not same and latest is not None and latest != vid:
+                    # a step nested in this one already recorded the change (``add`` calling
+                    # ``update``): later readers link to that step, not to the wrapper
+                    prod = rec.trace.variables[latest].producer
+                    if prod is not None and rec.inside(prod, call.op_id):
+                        try:
+                            same = bool(rec.trace.variables[latest].value == value)
+                        except Exception:
+                            same = False
                 if not same:
                     new = rec.register(value, old.name, old.kind)
                     outs.append(new)
@@ -726,6 +775,8 @@ class Tracer:
                 output_mode=mode,
                 meta=meta,
             )
+            if call.parent is not None:
+                rec.children.setdefault(call.parent, []).append(op.id)
         if self.listeners:
             self._notify("on_op_end", rec.trace, op)
 
