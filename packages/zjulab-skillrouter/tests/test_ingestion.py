@@ -152,3 +152,52 @@ def test_cli_skip_bad_prints_the_report(skills_folder, tmp_path, capsys):
     cap = capsys.readouterr()
     assert "skipped " in cap.err and "broken/bad/SKILL.md:3: malformed front matter" in cap.err
     assert "indexed 31 skills" in cap.out
+
+
+def _write(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+
+
+def test_hostile_files_are_typed_errors_strict_and_reported_with_skip(tmp_path, capsys):
+    """YAML alias bombs and cycles, dangling links, undecodable folder names: never a traceback."""
+    root = tmp_path / "reg"
+    _write(root / "ok" / "SKILL.md", "---\nname: ok\ndescription: fine\n---\nMerge PDFs.\n")
+    lol = "---\nname: lol\ndescription: x\na: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+    for prev, cur in zip("abcdef", "bcdefg"):
+        lol += f"{cur}: &{cur} [" + ", ".join([f"*{prev}"] * 9) + "]\n"
+    _write(root / "bomb" / "SKILL.md", lol + "---\nbody\n")  # 9**7 values once expanded
+    _write(root / "cycle" / "SKILL.md", "---\nname: cyc\ndescription: x\nloop: &l [*l]\n---\nbody\n")
+    (root / "dangling").mkdir()
+    os.symlink(tmp_path / "nowhere" / "SKILL.md", root / "dangling" / "SKILL.md")
+    bad_dir = os.fsencode(root) + b"/caf\xe9"
+    os.makedirs(bad_dir)
+    with open(bad_dir + b"/SKILL.md", "wb") as fh:
+        fh.write(b"---\nname: cafe\ndescription: latin-1 folder name\n---\nbody\n")
+    expected = {
+        "bomb": (2, "expands to too many values"),
+        "cycle": (2, "refers to itself"),
+        "dangling": (None, "cannot read: No such file or directory"),
+        "caf\\xe9": (None, "path is not valid UTF-8"),
+    }
+    loaded = load_skills(root, errors="skip")
+    assert [s.id for s in loaded] == ["ok"]
+    got = {os.path.basename(os.path.dirname(s.path)): (s.line, s.reason) for s in loaded.skipped}
+    assert set(got) == set(expected)
+    for folder, (line, why) in expected.items():
+        assert got[folder][0] == line and why in got[folder][1], (folder, got[folder])
+    # strict: the first bad file (sorted by path) as a typed error, not RecursionError/OSError
+    with pytest.raises(SkillParseError, match=r"bomb/SKILL\.md:2: .*too many values"):
+        load_skills(root)
+    out = tmp_path / "idx"
+    assert main(["index", str(root), "--out", str(out), "--retriever", "bm25", "--skip-bad"]) == 0
+    err = capsys.readouterr().err
+    assert "caf\\xe9/SKILL.md: the file's path is not valid UTF-8" in err and "Traceback" not in err
+    assert len(SkillRouter.load(out)) == 1
+
+
+def test_strings_that_cannot_be_utf8_are_refused_at_the_skill():
+    from zjulab.skillrouter import InvalidSkillError, Skill
+
+    with pytest.raises(InvalidSkillError, match="'id' holds characters that are not valid Unicode"):
+        Skill(name="x", description="d", body="b", id="caf\udce9")

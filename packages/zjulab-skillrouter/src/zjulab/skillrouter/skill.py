@@ -73,6 +73,11 @@ class Skill:
                 raise InvalidSkillError(
                     f"skill field {fname!r} must be a string, got {type(value).__name__}: {value!r}"
                 )
+            if not _utf8(value):
+                raise InvalidSkillError(
+                    f"skill field {fname!r} holds characters that are not valid Unicode "
+                    f"(lone surrogates, e.g. undecodable file-name bytes): {value[:80]!r}"
+                )
         if not self.name.strip():
             raise InvalidSkillError(f"skill {self.id!r} has an empty name")
         if not self.id:
@@ -117,22 +122,50 @@ def validate_pool(skills: Sequence[Skill]) -> list[Skill]:
     return pool
 
 
-def normalize_value(value: Any) -> Any:
-    """A JSON-ready copy of a YAML value: dates become ISO strings, sets lists, other objects ``str``."""
+MAX_FRONT_MATTER_NODES = 10_000
+"""Most values one front matter may expand to (YAML aliases can make a few lines expand to
+billions of nodes, or to a cycle); more is a :class:`SkillParseError`."""
+
+
+class _TooLarge(ValueError):
+    pass
+
+
+def normalize_value(value: Any, *, max_nodes: int = MAX_FRONT_MATTER_NODES) -> Any:
+    """A JSON-ready copy of a YAML value: dates become ISO strings, sets lists, other objects ``str``.
+
+    Raises:
+        ValueError: The value refers to itself (a YAML alias cycle) or expands to more than
+            ``max_nodes`` values (an alias bomb).
+    """
+    budget = [max_nodes]
+    return _normalize(value, budget, set())
+
+
+def _normalize(value: Any, budget: list[int], path: set[int]) -> Any:
     import datetime as _dt
 
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooLarge("front matter expands to too many values (YAML aliases?)")
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     if isinstance(value, (_dt.date, _dt.datetime, _dt.time)):
         return value.isoformat()
-    if isinstance(value, Mapping):
-        return {str(k): normalize_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
-        return [normalize_value(v) for v in items]
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
-    return str(value)
+    if not isinstance(value, (Mapping, list, tuple, set, frozenset)):
+        return str(value)
+    if id(value) in path:
+        raise _TooLarge("front matter refers to itself (a YAML alias cycle)")
+    path.add(id(value))
+    try:
+        if isinstance(value, Mapping):
+            return {str(k): _normalize(v, budget, path) for k, v in value.items()}
+        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
+        return [_normalize(v, budget, path) for v in items]
+    finally:
+        path.discard(id(value))
 
 
 def _text_field(value: Any) -> str:
@@ -250,14 +283,16 @@ def parse_skill_md(text: str, path: str = "<string>", skill_id: str = "") -> Ski
         meta = {}
     if not isinstance(meta, dict):
         raise SkillParseError(f"front matter must be a mapping, got {type(meta).__name__}", path, 2)
+    try:
+        meta = normalize_value(meta)
+    except _TooLarge as exc:
+        raise SkillParseError(f"malformed front matter: {exc}", path, 2) from None
     name = _text_field(meta.get("name"))
     if not name.strip():
         raise SkillParseError("front matter has no 'name'", path, 2)
     desc = _text_field(meta.get("description"))
     body = "\n".join(lines[end + 1 :]).strip()
-    rest = {
-        str(k): normalize_value(v) for k, v in meta.items() if k not in ("name", "description", "category")
-    }
+    rest = {k: v for k, v in meta.items() if k not in ("name", "description", "category")}
     return Skill(
         name=name.strip(),
         description=desc.strip(),
@@ -321,15 +356,22 @@ def load_skills_dir(
         rel = f.parent.relative_to(base).as_posix()
         sid = rel if rel != "." else slugify(f.stem)
         try:
-            skill = parse_skill_md(_decode(f.read_bytes(), str(f)), str(f), skill_id=sid)
-        except (SkillParseError, InvalidSkillError, OSError) as exc:
+            if not _utf8(str(f)):  # an id or path no JSON, hash or agent could carry
+                raise SkillParseError("the file's path is not valid UTF-8; rename the folder", _shown(f))
+            try:
+                data = f.read_bytes()
+            except OSError as exc:  # a dangling symlink, no permission, a folder named SKILL.md
+                raise SkillParseError(f"cannot read: {exc.strerror or exc}", str(f)) from None
+            skill = parse_skill_md(_decode(data, str(f)), str(f), skill_id=sid)
+        except (SkillParseError, InvalidSkillError) as exc:
             if errors == "strict":
                 raise
             line = getattr(exc, "line", None)
             reason = str(exc)
             prefix = f"{f}:{line}: " if line is not None else f"{f}: "
+            prefix = f"{_shown(f)}: " if line is None and reason.startswith(f"{_shown(f)}: ") else prefix
             skipped.append(
-                SkippedFile(str(f), line, reason[len(prefix) :] if reason.startswith(prefix) else reason)
+                SkippedFile(_shown(f), line, reason[len(prefix) :] if reason.startswith(prefix) else reason)
             )
             continue
         # absolute, so a served index hands agents a path that opens from any working directory
@@ -339,6 +381,19 @@ def load_skills_dir(
         raise EmptyPoolError(f"no readable {pattern} below {base}: {len(skipped)} skipped")
     logger.info("loaded %d skills from %s (%d skipped)", len(out), base, len(skipped))
     return LoadedSkills(out, skipped)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(path: Path) -> str:
+    """``path`` printable (undecodable bytes shown as backslash escapes)."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
 
 
 def _jsonl_files(path: Path) -> list[Path]:
