@@ -229,7 +229,9 @@ def test_a_users_dot_old_folder_beside_an_output_is_never_moved_or_deleted(tmp_p
         dense(pool, 32).save(tmp_path / "idx")
     (tmp_path / "skills" / "pdf").mkdir()
     (tmp_path / "skills" / "pdf" / "SKILL.md").write_text("---\nname: pdf\ndescription: PDFs.\n---\nMerge.\n")
-    assert main(["index", str(tmp_path / "skills"), "--out", str(tmp_path / "idx"), "--retriever", "bm25"]) == 2
+    assert (
+        main(["index", str(tmp_path / "skills"), "--out", str(tmp_path / "idx"), "--retriever", "bm25"]) == 2
+    )
     assert ".idx.old exists and was not written by this library" in capsys.readouterr().err
     assert not (tmp_path / "idx").exists()
     assert {p.name: p.read_text() for p in (tmp_path / ".idx.old").iterdir()} == backup
@@ -269,10 +271,35 @@ def test_load_reads_under_the_folder_lock(tmp_path, pool):
     t.start()
     held.wait(30)
     result = []
-    r = threading.Thread(target=lambda: (result.append(SkillRouter.load(path, encoder=HashingEncoder(32))), done.set()))
+    r = threading.Thread(
+        target=lambda: (result.append(SkillRouter.load(path, encoder=HashingEncoder(32))), done.set())
+    )
     r.start()
     assert not done.wait(0.5), "load read the folder while a swap held its lock"
     release.set()
     t.join(30)
     r.join(30)
     assert done.is_set() and len(result[0]) == len(pool)
+
+
+def test_a_parked_index_left_half_removed_by_a_kill_does_not_block_the_next_save(tmp_path, pool):
+    """A kill while the swap removes ``.idx.old`` may take the marker first; what is left holds only
+    index files, so the next save and load tidy it instead of refusing forever."""
+    path = tmp_path / "idx"
+    dense(pool, 32).save(path)
+    old = tmp_path / ".idx.old"
+    old.mkdir()
+    (old / "skills.jsonl").write_text((path / "skills.jsonl").read_text())  # no marker left
+    assert len(SkillRouter.load(path, encoder=HashingEncoder(32))) == len(pool)
+    assert not old.exists()
+    old.mkdir()
+    (old / "dense.faiss").write_bytes(b"x")
+    dense(pool[:3], 32).save(path, overwrite=True)
+    assert not old.exists() and len(SkillRouter.load(path, encoder=HashingEncoder(32))) == 3
+    # one file of the user's in it and it is theirs again: refused, untouched
+    old.mkdir()
+    (old / "router.json").write_text("{}")
+    (old / "notes.md").write_text("mine")
+    with pytest.raises(NotAnIndexError, match=r"\.idx\.old exists"):
+        dense(pool, 32).save(path, overwrite=True)
+    assert sorted(p.name for p in old.iterdir()) == ["notes.md", "router.json"]

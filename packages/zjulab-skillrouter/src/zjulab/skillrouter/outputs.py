@@ -15,26 +15,37 @@ MODEL_MARKER = ".zjulab-skillrouter-model"
 """Marks a folder as a model this library trained (a later run may replace it with ``overwrite``)."""
 
 
-def foreign_leftover(target: str | os.PathLike[str], marker: str) -> Path | None:
+def foreign_leftover(
+    target: str | os.PathLike[str], marker: str, own_files: frozenset[str] = frozenset()
+) -> Path | None:
     """``.NAME.old`` beside ``target`` when it exists and is not a folder this library wrote.
 
     The atomic swap parks the previous folder at ``.NAME.old`` for a moment, and the next save or
     load restores or removes what a kill left there. A ``.NAME.old`` without ``marker`` inside
     (a user's own backup, say) is not such a leftover: callers refuse to save, and load without
-    tidying, rather than let the swap delete or move it.
+    tidying, rather than let the swap delete or move it. A folder holding nothing but names from
+    ``own_files`` (the files one save writes) is also a leftover: a kill while the swap was
+    removing it may have taken the marker first.
     """
     path = Path(target)
     real = Path(os.path.realpath(path)) if path.is_symlink() else path
     old = real.with_name(f".{real.name}.old")
     if not (old.exists() or old.is_symlink()):
         return None
-    if old.is_dir() and not old.is_symlink() and (old / marker).is_file():
-        return None
+    if old.is_dir() and not old.is_symlink():
+        if (old / marker).is_file():
+            return None
+        try:
+            names = {e.name for e in old.iterdir()}
+        except OSError:
+            return old
+        if own_files and names <= own_files and all((old / n).is_file() for n in names):
+            return None
     return old
 
 
-def _refuse_foreign_leftover(target: Path, marker: str) -> None:
-    old = foreign_leftover(target, marker)
+def _refuse_foreign_leftover(target: Path, marker: str, own_files: frozenset[str] = frozenset()) -> None:
+    old = foreign_leftover(target, marker, own_files)
     if old is not None:
         raise NotAnIndexError(
             f"{old} exists and was not written by this library (no {marker} inside); saving "

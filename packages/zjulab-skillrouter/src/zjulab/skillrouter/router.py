@@ -598,7 +598,7 @@ class SkillRouter:
 
         if target.exists() and not target.is_dir():
             raise NotAnIndexError(f"{target} exists and is not a folder; refusing to replace it")
-        _refuse_foreign_leftover(target, INDEX_MARKER)
+        _refuse_foreign_leftover(target, INDEX_MARKER, INDEX_FILES)
         if not target.is_dir():
             return
         entries = sorted(p.name for p in target.iterdir())
@@ -713,7 +713,7 @@ class SkillRouter:
         from zjulab.skillrouter.outputs import foreign_leftover
 
         root = Path(path)
-        leftover = foreign_leftover(root, INDEX_MARKER)
+        leftover = foreign_leftover(root, INDEX_MARKER, INDEX_FILES)
         if leftover is not None:  # a user's folder, not a save's parked copy: leave it alone
             logger.warning("%s exists and is not an index this library wrote; not tidying it", leftover)
         try:  # finish a save a kill cut short, and drop its leftovers (not possible read-only)
@@ -838,8 +838,11 @@ class SkillRouter:
 
 @contextlib.contextmanager
 def _read_lock(root: Path) -> Iterator[None]:
-    """The index folder's cross-process lock while a load reads it (skipped where it cannot be taken,
-    e.g. a read-only location: there no save can swap the folder either)."""
+    """The index folder's cross-process lock while a load reads it.
+
+    Skipped where it cannot be taken (a read-only location: there no save can swap the folder
+    either).
+    """
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(directory_lock(root))
