@@ -119,9 +119,7 @@ def test_profile_scorer_scores_equal_full_forward_and_threads_equal_sequential(t
     _path, model, tok = _tiny_qwen3(tmp_path)
     tok.padding_side = "right"
     scorer = ProfileYesNoScorer(model, tok, profile=PROFILES["skillrouter"], batch_size=3, device="cpu")
-    docs = [
-        "pdf-tools | Work with PDF files. | " + "Merge PDF documents. " * n for n in (1, 4, 9, 2, 7, 3)
-    ]
+    docs = ["pdf-tools | Work with PDF files. | " + "Merge PDF documents. " * n for n in (1, 4, 9, 2, 7, 3)]
     queries = ["merge pdfs", "rotate the pages of a scanned contract", "ocr"]
     pairs = [(q, d) for q in queries for d in docs]
     seq = scorer.score(pairs)
