@@ -163,3 +163,36 @@ def test_the_turns_other_item_is_no_candidate_under_the_category_rule():
     ex_x, ex_y = build_recommendation([_two_item_turn()], UNeedCorpus(items=items), candidates="category")
     assert sorted(ex_x.candidates) == ["o1", "o2", "x"] and ex_x.targets == ["x"]
     assert sorted(ex_y.candidates) == ["o1", "o2", "y"] and ex_y.targets == ["y"]
+
+
+# --- the authors' BLEU ----------------------------------------------------------------------------
+
+
+def test_sentence_bleu_is_the_authors_definition_hand_worked():
+    import math
+
+    from zjulab.crs.metrics import bleu, sentence_bleu
+
+    hyps, refs = ["a b c d", "a"], ["a b x d", "a b"]
+    # pair 1: p1 = 3/4, p2 = 1/3 (ab of ab, bc, cd), BP = 1; pair 2: p1 = 1, BP = exp(1 - 2/1),
+    # no bigram at all -> 0. Order n alone, then the mean over pairs.
+    assert sentence_bleu(hyps, refs, 1) == pytest.approx((0.75 + math.exp(-1)) / 2)
+    assert sentence_bleu(hyps, refs, 2) == pytest.approx((1 / 3 + 0.0) / 2)
+    # not sacrebleu's corpus BLEU-2: sqrt(pooled p1 * pooled p2) * corpus BP (5 vs 6 tokens)
+    assert bleu(hyps, refs, 2) == pytest.approx(math.sqrt(4 / 5 * 1 / 3) * math.exp(1 - 6 / 5))
+    assert sentence_bleu([""], ["a"], 1) == 0.0
+
+
+def test_generation_table_reports_the_authors_bleu_next_to_corpus_bleu():
+    from zjulab.crs.samples import GenerationExample
+    from zjulab.crs.task_scores import generation_scores
+
+    exs = [GenerationExample([], [], [], None, r) for r in ("补水面霜好用", "推荐这款")]
+    out = generation_scores(exs, ["补水面膜", "推荐这款"])
+    # 补水面膜 vs 补水面霜好用: p1 = 3/4, BP = exp(1 - 6/4); 推荐这款: exact, 1.0
+    import math
+
+    assert out["bleu1"] == pytest.approx((0.75 * math.exp(1 - 6 / 4) + 1.0) / 2)
+    # bigrams: 补水 水面 of 3 -> 2/3 * BP; exact pair 1.0
+    assert out["bleu2"] == pytest.approx((2 / 3 * math.exp(1 - 6 / 4) + 1.0) / 2)
+    assert out["corpus_bleu1"] != pytest.approx(out["bleu1"])

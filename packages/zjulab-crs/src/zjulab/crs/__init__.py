@@ -65,6 +65,7 @@ from zjulab.crs.metrics import (
     pair_prf,
     pearson,
     rank_candidates,
+    sentence_bleu,
     span_prf,
     spearman,
 )
@@ -141,6 +142,7 @@ __all__ = [
     "Utterance",
     "bio_constraints",
     "bleu",
+    "sentence_bleu",
     "count_all_tied",
     "build_task_samples",
     "split_overlap",

@@ -5,7 +5,9 @@
   scored on).
 * Task 2 (elicitation): :func:`multilabel_prf`.
 * Task 3 (recommendation): :func:`hit_at_k`, :func:`mrr_at_k`, :func:`ndcg_at_k`.
-* Task 4 (generation): :func:`bleu` (sacrebleu, cumulative BLEU-n) and :func:`distinct_n`.
+* Task 4 (generation): :func:`sentence_bleu` (the authors' BLEU-n: sentence level, n-gram
+  order n alone, averaged), :func:`bleu` (sacrebleu corpus BLEU, cumulative) and
+  :func:`distinct_n`.
 * Task 5 (evaluation): :func:`pearson` and :func:`spearman` (scipy).
 
 All functions take one entry per sample and check that the lengths agree.
@@ -38,7 +40,9 @@ __all__ = [
     "ndcg_at_k",
     "pair_prf",
     "pearson",
+    "char_tokens",
     "rank_candidates",
+    "sentence_bleu",
     "span_prf",
     "spearman",
     "text_tokens",
@@ -352,6 +356,53 @@ def distinct_n(texts: Sequence[str], n: int, tokenizer: Callable[[str], list[str
         grams.update(tuple(toks[i : i + n]) for i in range(len(toks) - n + 1))
     total = sum(grams.values())
     return len(grams) / total if total else 0.0
+
+
+def char_tokens(text: str) -> list[str]:
+    """Every character but white space is one token (the authors' Chinese BLEU tokens)."""
+    return [ch for ch in text if not ch.isspace()]
+
+
+def sentence_bleu(
+    hypotheses: Sequence[str],
+    references: Sequence[str],
+    n: int = 1,
+    *,
+    tokenizer: Callable[[str], list[str]] = text_tokens,
+) -> float:
+    """The authors' BLEU-n: NLTK sentence BLEU with all weight on n-grams of order ``n``, averaged.
+
+    For each pair, ``BP * p_n`` (brevity penalty times the modified precision of ``n``-grams
+    alone, not the geometric mean over orders 1..n; no smoothing, so a hypothesis without a
+    matching ``n``-gram scores 0), then the mean over pairs. This is ``gen_evaluate`` of the
+    authors' released metric code (LLM-CRS, ``metrics/gen.py``) and CRSLab's ``bleu@k``,
+    behind the paper's GPT-2/Transformer/KBRD/NTRD rows; :func:`bleu` is the corpus-level,
+    cumulative BLEU of sacrebleu, a different number.
+
+    Args:
+        hypotheses: Generated texts.
+        references: One reference per hypothesis.
+        n: n-gram order, 1..4.
+        tokenizer: Text to tokens: :func:`char_tokens` for Chinese (what the authors do),
+            :func:`text_tokens` (default) otherwise.
+
+    Raises:
+        MetricInputError: Lengths differ, no samples, or ``n`` outside 1..4.
+    """
+    from nltk.translate.bleu_score import sentence_bleu as nltk_sentence_bleu
+
+    _check_lengths(references, hypotheses, "sentence_bleu")
+    if not hypotheses:
+        raise MetricInputError("sentence_bleu: no samples")
+    if not 1 <= n <= 4:
+        raise MetricInputError(f"sentence_bleu: n must be in 1..4, got {n}")
+    weights = tuple(1.0 if i == n - 1 else 0.0 for i in range(4))
+    total = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NLTK warns on every zero n-gram count
+        for hyp, ref in zip(hypotheses, references):
+            total += float(nltk_sentence_bleu([tokenizer(str(ref))], tokenizer(str(hyp)), weights=weights))
+    return total / len(hypotheses)
 
 
 def bleu(

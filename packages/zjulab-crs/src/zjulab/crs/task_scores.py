@@ -14,6 +14,7 @@ import numpy as np
 from zjulab.crs.errors import MetricInputError
 from zjulab.crs.metrics import (
     bleu,
+    char_tokens,
     count_all_tied,
     distinct_n,
     hit_at_k,
@@ -22,8 +23,10 @@ from zjulab.crs.metrics import (
     ndcg_at_k,
     pair_prf,
     pearson,
+    sentence_bleu,
     span_prf,
     spearman,
+    text_tokens,
 )
 from zjulab.crs.samples import (
     ElicitationExample,
@@ -122,22 +125,32 @@ _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 def generation_scores(
     examples: Sequence[GenerationExample], responses: Sequence[str], *, tokenize: str | None = None
 ) -> dict[str, float]:
-    """Task 4: corpus BLEU-1..4 (sacrebleu) and Distinct-1..4 of the generated responses.
+    """Task 4: the authors' BLEU-1..4, corpus BLEU-1..4 (sacrebleu) and Distinct-1..4.
 
-    Chinese is measured per character, as the paper's Chinese evaluation does: sacrebleu's
-    ``zh`` tokenizer for BLEU and :func:`~zjulab.crs.metrics.text_tokens` (one token per CJK
-    character, also right after letters or digits) for Distinct.
+    * ``bleu1``..``bleu4``: :func:`~zjulab.crs.metrics.sentence_bleu`, the definition of the
+      authors' code and of the paper's table (sentence BLEU with all weight on order n, averaged
+      over responses); on Chinese every character is a token (:func:`~zjulab.crs.metrics.char_tokens`,
+      as the authors' ``list(text)``), otherwise :func:`~zjulab.crs.metrics.text_tokens`.
+    * ``corpus_bleu1``..``corpus_bleu4``: sacrebleu's corpus BLEU, cumulative over orders
+      1..n (``zh`` tokenizer for Chinese).
+    * ``distinct1``..``distinct4``: distinct n-grams over all n-grams of all responses, with
+      :func:`~zjulab.crs.metrics.text_tokens` (one token per CJK character, also right after
+      letters or digits).
 
     Args:
         examples: Gold examples (their ``response`` is the reference).
         responses: Generated responses.
-        tokenize: sacrebleu tokenizer; ``None`` picks ``"zh"`` when any reference contains
-            Chinese characters (U-NEED) and ``"13a"`` otherwise.
+        tokenize: sacrebleu tokenizer of the corpus BLEU; ``None`` picks ``"zh"`` when any
+            reference contains Chinese characters (U-NEED) and ``"13a"`` otherwise. Chinese
+            references also switch the authors' BLEU to character tokens.
     """
     refs = [e.response for e in examples]
+    chinese = any(_CJK.search(r) for r in refs)
     if tokenize is None:
-        tokenize = "zh" if any(_CJK.search(r) for r in refs) else "13a"
-    out = {f"bleu{n}": bleu(responses, refs, n, tokenize=tokenize) for n in (1, 2, 3, 4)}
+        tokenize = "zh" if chinese else "13a"
+    toks = char_tokens if chinese else text_tokens
+    out = {f"bleu{n}": sentence_bleu(responses, refs, n, tokenizer=toks) for n in (1, 2, 3, 4)}
+    out.update({f"corpus_bleu{n}": bleu(responses, refs, n, tokenize=tokenize) for n in (1, 2, 3, 4)})
     out.update({f"distinct{n}": distinct_n(responses, n) for n in (1, 2, 3, 4)})
     return out
 
