@@ -8,8 +8,9 @@ without training; :class:`SERLTrainer` adds the judge rollouts and loss to TRL's
 
 from typing import TYPE_CHECKING, Any
 
+from zjulab.serl.answers import Answer, AnswerStore, ask
 from zjulab.serl.config import DEFAULT_JUDGE_TEMPLATE, JudgeConfig
-from zjulab.serl.errors import SERLConfigError, SERLError, SERLInputError, SERLStoreError
+from zjulab.serl.errors import SERLConfigError, SERLError, SERLInputError, SERLRemoteError, SERLStoreError
 from zjulab.serl.evaluation import (
     PairwiseRecord,
     WinRateResult,
@@ -50,6 +51,8 @@ if TYPE_CHECKING:  # imported lazily: TRL takes seconds to import
 __version__ = "0.1.0"
 
 __all__ = [
+    "Answer",
+    "AnswerStore",
     "CopelandJudge",
     "DEFAULT_JUDGE_TEMPLATE",
     "GroupJudgment",
@@ -61,10 +64,12 @@ __all__ = [
     "SERLConfigError",
     "SERLError",
     "SERLInputError",
+    "SERLRemoteError",
     "SERLStoreError",
     "SERLTrainer",
     "WinRateResult",
     "actor_rewards",
+    "ask",
     "build_pairs",
     "copeland_rewards",
     "format_matrix",

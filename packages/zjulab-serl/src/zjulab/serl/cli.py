@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from zjulab.common.cli import run_command
+from zjulab.serl.outputs import check_replaceable
 
 # A terse judge prompt: a 135M model rarely follows the full default template's box format.
 DEMO_JUDGE_TEMPLATE = (
@@ -46,6 +47,39 @@ def _read_rows(path: str) -> list[Any]:
     if not isinstance(data, list):
         raise SystemExit(f"{path}: expected a JSON list or JSON lines")
     return data
+
+
+def _is_judgments_file(doc: Any) -> bool:
+    """Whether parsed JSON is a ``judge -o`` output (a list of group judgments)."""
+    keys = {"instruction", "responses", "verdict_matrix", "actor_rewards", "ranking", "judgments"}
+    return isinstance(doc, list) and all(isinstance(g, dict) and keys <= g.keys() for g in doc)
+
+
+def _is_annotations_file(doc: Any) -> bool:
+    """Whether parsed JSON is an ``eval --annotations`` output."""
+    return isinstance(doc, dict) and doc.get("format") == "zjulab-serl/annotations"
+
+
+def _answer_store(cache: str | None, output: str | None) -> tuple[Any, str | None]:
+    """The store of a command's model answers, and the file to remove once the command succeeds.
+
+    With ``--cache`` the answers are kept in that file for good; otherwise, when the command
+    writes an output, in ``<output>.answers.jsonl`` until the output is written (a rerun after an
+    interruption asks only what was not answered).
+    """
+    from zjulab.serl.answers import AnswerStore
+
+    if cache:
+        return AnswerStore(cache), None
+    if output:
+        path = f"{output}.answers.jsonl"
+        return AnswerStore(path), path
+    return AnswerStore(), None
+
+
+def _drop(path: str | None) -> None:
+    if path and os.path.exists(path):
+        os.unlink(path)
 
 
 def _short(text: str, width: int = 90) -> str:
@@ -142,6 +176,8 @@ def cmd_judge(args: argparse.Namespace) -> int:
     from zjulab.serl.config import JudgeConfig
     from zjulab.serl.judge import CopelandJudge
 
+    if args.output:
+        check_replaceable(args.output, _is_judgments_file, overwrite=args.overwrite)
     rows = _read_rows(args.input)
     groups = []
     for i, row in enumerate(rows):
@@ -158,8 +194,9 @@ def cmd_judge(args: argparse.Namespace) -> int:
         verdict_format="lenient" if args.lenient else "boxed",
         max_new_tokens=args.max_new_tokens,
     )
+    store, temporary = _answer_store(args.cache, args.output)
     chat = _chat_model(args.model, args.base_url, args.device, args.max_new_tokens)
-    results = CopelandJudge(chat, cfg).judge_many(groups)
+    results = CopelandJudge(chat, cfg, answers=store).judge_many(groups)
     for g in results:
         _print_group(g, show_raw=0)
         d = g.diagnostics.as_dict()
@@ -168,6 +205,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
         )
     if args.output:
         write_json(args.output, [g.to_dict() for g in results])
+        _drop(temporary)
         print(f"\nwrote {args.output}")
     return 0
 
@@ -176,13 +214,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """Answer instructions with a model and write AlpacaEval-format outputs."""
     from zjulab.serl.evaluation import generate_outputs, write_alpacaeval_outputs
 
+    # AlpacaEval outputs carry no mark of who wrote them: an existing file is replaced only on request
+    check_replaceable(args.output, lambda doc: False, overwrite=args.overwrite)
     rows = _read_rows(args.instructions)
-    instructions = [r if isinstance(r, str) else r.get("instruction") for r in rows]
+    instructions = [
+        r if isinstance(r, str) else r.get("instruction") if isinstance(r, dict) else None for r in rows
+    ]
     if not all(isinstance(x, str) for x in instructions):
         raise SystemExit(f"{args.instructions}: each row must be a string or have an 'instruction' string")
+    store, temporary = _answer_store(args.cache, args.output)
     chat = _chat_model(args.model, args.base_url, args.device, args.max_new_tokens)
-    outputs = generate_outputs(chat, instructions, temperature=args.temperature)
+    outputs = generate_outputs(chat, instructions, store, temperature=args.temperature)
     write_alpacaeval_outputs(args.output, instructions, outputs, args.generator or chat.model_id)
+    _drop(temporary)
     print(f"wrote {len(outputs)} outputs to {args.output}")
     return 0
 
@@ -192,6 +236,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from zjulab.serl.config import JudgeConfig
     from zjulab.serl.evaluation import pairwise_win_rate, read_alpacaeval_outputs, write_annotations
 
+    if args.annotations:
+        check_replaceable(args.annotations, _is_annotations_file, overwrite=args.overwrite)
     model_rows = read_alpacaeval_outputs(args.model_outputs)
     ref_rows = {r["instruction"]: r for r in read_alpacaeval_outputs(args.reference_outputs)}
     missing = [r["instruction"] for r in model_rows if r["instruction"] not in ref_rows]
@@ -201,6 +247,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = JudgeConfig(
         verdict_format="lenient" if args.lenient else "boxed", max_new_tokens=args.max_new_tokens
     )
+    store, temporary = _answer_store(args.cache, args.annotations)
     judge = _chat_model(args.judge_model, args.base_url, args.device, args.max_new_tokens)
     result = pairwise_win_rate(
         instructions,
@@ -209,12 +256,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         judge,
         config=cfg,
         both_orders=not args.one_order,
+        answers=store,
     )
     print(json.dumps(result.to_dict(), indent=2))
     if args.annotations:
         gen = str(model_rows[0].get("generator", "model"))
         ref = str(next(iter(ref_rows.values())).get("generator", "reference"))
         write_annotations(args.annotations, result, gen, ref)
+        _drop(temporary)
         print(f"wrote {args.annotations}")
     return 0
 
@@ -312,11 +361,19 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--lenient", action="store_true", help="accept verdicts outside \\boxed{}")
     j.add_argument("--max-new-tokens", type=int, default=256)
     j.add_argument("-o", "--output", help="write the judgments as JSON")
+    j.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    j.add_argument(
+        "--cache", help="keep the model's answers in this JSON-lines file (a rerun asks only the unanswered)"
+    )
     j.set_defaults(func=cmd_judge)
 
     g = sub.add_parser("generate", help="answer instructions and write AlpacaEval-format outputs")
     g.add_argument("instructions", help="JSON/JSONL list of strings or of rows with 'instruction'")
     g.add_argument("-o", "--output", required=True)
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    g.add_argument(
+        "--cache", help="keep the model's answers in this JSON-lines file (a rerun asks only the unanswered)"
+    )
     g.add_argument("--model", help="model id/path (default: the embedded model), or the served name")
     g.add_argument("--base-url")
     g.add_argument("--generator", help="name written in the 'generator' field")
@@ -337,6 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--lenient", action="store_true")
     e.add_argument("--max-new-tokens", type=int, default=256)
     e.add_argument("--annotations", help="write per-item judgments (AlpacaEval annotation layout)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    e.add_argument(
+        "--cache", help="keep the model's answers in this JSON-lines file (a rerun asks only the unanswered)"
+    )
     e.set_defaults(func=cmd_eval)
 
     t = sub.add_parser("train", help="train with SERL")

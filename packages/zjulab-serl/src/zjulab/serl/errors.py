@@ -6,9 +6,9 @@ of :mod:`zjulab.common.errors`, so callers can catch either.
 
 from __future__ import annotations
 
-from zjulab.common.errors import ConfigError, InputError, StoreError, ZjulabError
+from zjulab.common.errors import ConfigError, InputError, RemoteModelError, StoreError, ZjulabError
 
-__all__ = ["SERLConfigError", "SERLError", "SERLInputError", "SERLStoreError"]
+__all__ = ["SERLConfigError", "SERLError", "SERLInputError", "SERLRemoteError", "SERLStoreError"]
 
 
 class SERLError(ZjulabError):
@@ -25,3 +25,7 @@ class SERLInputError(SERLError, InputError):
 
 class SERLStoreError(SERLError, StoreError):
     """An outputs or annotations file is missing, unreadable or not in the expected format."""
+
+
+class SERLRemoteError(SERLError, RemoteModelError):
+    """A judge or generator left requests unanswered (the answers received are kept; see the message)."""

@@ -33,6 +33,7 @@ import numpy as np
 from zjulab.common.errors import StoreError
 from zjulab.common.io import read_json, write_json
 from zjulab.common.protocols import ChatModel
+from zjulab.serl.answers import AnswerStore, ask
 from zjulab.serl.config import JudgeConfig
 from zjulab.serl.errors import SERLInputError, SERLStoreError
 from zjulab.serl.pairs import render_judge_prompt, strip_reasoning, word_count
@@ -172,6 +173,7 @@ def pairwise_win_rate(
     *,
     config: JudgeConfig | None = None,
     both_orders: bool = True,
+    answers: AnswerStore | None = None,
     **sampling: Any,
 ) -> WinRateResult:
     """Judge model outputs against reference outputs and report the (LC) win rate.
@@ -184,10 +186,17 @@ def pairwise_win_rate(
         config: Judge settings (template, verdict format, reasoning marker, judge sampling).
         both_orders: Judge each item with the model shown first and second (position-bias
             control); ``False`` shows the reference first only, as AlpacaEval does.
+        answers: Where the judge's answers are kept (see :mod:`zjulab.serl.answers`): after a
+            :class:`~zjulab.serl.errors.SERLRemoteError`, calling again with the same store sends
+            only the requests that failed.
         **sampling: Overrides of the judge's sampling settings.
+
+    A judge output cut off at the token limit has no verdict (the item counts as invalid if no
+    other judgment of it is valid).
 
     Raises:
         SERLInputError: The three lists differ in length or are empty.
+        SERLRemoteError: Some judge requests got no answer.
     """
     cfg = config or JudgeConfig()
     if not (len(instructions) == len(outputs) == len(references)) or not instructions:
@@ -207,14 +216,16 @@ def pairwise_win_rate(
             model_first.append(True)
     opts: dict[str, Any] = {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature}
     opts.update(sampling)
-    raw = judge.generate([[{"role": "user", "content": p}] for p in prompts], **opts)
+    got = ask(judge, [[{"role": "user", "content": p}] for p in prompts], answers, **opts)
+    raw = [a.text for a in got]
     per_item = 2 if both_orders else 1
     records: list[PairwiseRecord] = []
     for i, (instr, out, ref) in enumerate(zip(instructions, outputs, references)):
         votes: list[float | None] = []
         texts = raw[i * per_item : (i + 1) * per_item]
-        for text, first in zip(texts, model_first[i * per_item : (i + 1) * per_item]):
-            v = cfg.parse(text)
+        done = [a.finished for a in got[i * per_item : (i + 1) * per_item]]
+        for text, first, ok in zip(texts, model_first[i * per_item : (i + 1) * per_item], done):
+            v = cfg.parse(text) if ok else None
             votes.append(None if v is None else float((v == 1) == first))
         valid = [v for v in votes if v is not None]
         score = sum(valid) / len(valid) if valid else None
@@ -245,9 +256,23 @@ def pairwise_win_rate(
     )
 
 
-def generate_outputs(chat_model: ChatModel, instructions: Sequence[str], **sampling: Any) -> list[str]:
-    """Answer each instruction as a single user turn (for an evaluation run)."""
-    return chat_model.generate([[{"role": "user", "content": i}] for i in instructions], **sampling)
+def generate_outputs(
+    chat_model: ChatModel, instructions: Sequence[str], answers: AnswerStore | None = None, **sampling: Any
+) -> list[str]:
+    """Answer each instruction as a single user turn (for an evaluation run).
+
+    Args:
+        chat_model: The model evaluated.
+        instructions: The instructions.
+        answers: Where the answers are kept (see :mod:`zjulab.serl.answers`); after a
+            :class:`~zjulab.serl.errors.SERLRemoteError` a new call with it asks only the rest.
+        **sampling: Sampling keywords.
+
+    Raises:
+        SERLRemoteError: Some instructions got no answer.
+    """
+    got = ask(chat_model, [[{"role": "user", "content": i}] for i in instructions], answers, **sampling)
+    return [a.text for a in got]
 
 
 def write_alpacaeval_outputs(

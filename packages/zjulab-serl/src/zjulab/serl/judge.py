@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from zjulab.common.protocols import ChatModel
+from zjulab.serl.answers import AnswerStore, ask
 from zjulab.serl.config import JudgeConfig
 from zjulab.serl.errors import SERLInputError
 from zjulab.serl.pairs import JudgmentSlot, judge_prompts, word_count
@@ -45,6 +46,8 @@ class GroupJudgment:
         actor_rewards: R_A of each response.
         judge_rewards: R_J of each judgment.
         diagnostics: Consistency, position bias, invalid rate, reward spread.
+        finished: Per judgment, whether the judge's output ended on its own (one cut off at the
+            token limit has no verdict).
     """
 
     instruction: str
@@ -56,6 +59,7 @@ class GroupJudgment:
     actor_rewards: np.ndarray
     judge_rewards: np.ndarray
     diagnostics: JudgeDiagnostics
+    finished: list[bool] = field(default_factory=list)
 
     def ranking(self) -> list[int]:
         """Response indices from best to worst Actor reward (ties keep the given order)."""
@@ -70,8 +74,21 @@ class GroupJudgment:
             "actor_rewards": [float(x) for x in self.actor_rewards],
             "ranking": self.ranking(),
             "judgments": [
-                {"first": s.first, "second": s.second, "verdict": v, "judge_reward": float(r), "raw": t}
-                for s, v, r, t in zip(self.slots, self.verdicts, self.judge_rewards, self.raw)
+                {
+                    "first": s.first,
+                    "second": s.second,
+                    "verdict": v,
+                    "judge_reward": float(r),
+                    "raw": t,
+                    "finished": f,
+                }
+                for s, v, r, t, f in zip(
+                    self.slots,
+                    self.verdicts,
+                    self.judge_rewards,
+                    self.raw,
+                    self.finished or [True] * len(self.raw),
+                )
             ],
             "diagnostics": self.diagnostics.as_dict(),
         }
@@ -97,6 +114,7 @@ def score_group(
     config: JudgeConfig | None = None,
     slots: Sequence[JudgmentSlot] | None = None,
     parser: Callable[[str], int | None] | None = None,
+    finished: Sequence[bool] | None = None,
 ) -> GroupJudgment:
     """Score a group from the judge's raw outputs (one per slot of :func:`~zjulab.serl.pairs.build_pairs`).
 
@@ -108,6 +126,8 @@ def score_group(
         slots: The slots (default: :func:`~zjulab.serl.pairs.build_pairs` for N and K).
         parser: Maps a raw output to 1, 2 or None (default: :func:`~zjulab.serl.verdict.parse_verdict`
             with the config's format and reasoning marker).
+        finished: Per output, whether it ended on its own; one cut off at the token limit
+            (``False``) has no verdict, whatever boxes it holds. ``None``: all finished.
 
     Raises:
         SERLInputError: The number of outputs does not match the slots.
@@ -118,8 +138,11 @@ def score_group(
     slots = list(slots)
     if len(raw_verdicts) != len(slots):
         raise SERLInputError(f"{len(raw_verdicts)} judge outputs for {len(slots)} judgment slots")
+    if finished is not None and len(finished) != len(slots):
+        raise SERLInputError(f"{len(finished)} 'finished' flags for {len(slots)} judgment slots")
     read = parser or cfg.parse
-    verdicts = [read(t) for t in raw_verdicts]
+    done = [True] * len(slots) if finished is None else [bool(f) for f in finished]
+    verdicts = [read(t) if ok else None for t, ok in zip(raw_verdicts, done)]
     shown = [cfg.answer_of(r) for r in responses]
     lengths = [word_count(r) for r in shown]
     ra = actor_rewards(
@@ -141,6 +164,7 @@ def score_group(
         actor_rewards=ra,
         judge_rewards=rj,
         diagnostics=judge_diagnostics(slots, verdicts, ra),
+        finished=done,
     )
 
 
@@ -150,6 +174,8 @@ class CopelandJudge:
     Args:
         chat_model: Any :class:`~zjulab.common.protocols.ChatModel` (local, served, scripted).
         config: Judge settings (K, prompt template, verdict format, reward rule).
+        answers: Where the judge's answers are kept (default: in memory, for the life of this
+            object); an :class:`~zjulab.serl.answers.AnswerStore` with a path survives a crash.
 
     Example:
         >>> from zjulab.common.testing import ScriptedChatModel
@@ -161,9 +187,12 @@ class CopelandJudge:
         0.0
     """
 
-    def __init__(self, chat_model: ChatModel, config: JudgeConfig | None = None) -> None:
+    def __init__(
+        self, chat_model: ChatModel, config: JudgeConfig | None = None, answers: AnswerStore | None = None
+    ) -> None:
         self.chat_model = chat_model
         self.config = config or JudgeConfig()
+        self.answers = answers if answers is not None else AnswerStore()
 
     def judge(self, instruction: str, responses: Sequence[str], **sampling: Any) -> GroupJudgment:
         """Judge one group (see :meth:`judge_many`)."""
@@ -176,8 +205,13 @@ class CopelandJudge:
             groups: ``(instruction, responses)`` pairs.
             **sampling: Overrides of the judge's ``max_new_tokens`` / ``temperature`` / ...
 
+        Every answer is kept in :attr:`answers`: when some requests fail
+        (:class:`~zjulab.serl.errors.SERLRemoteError`), calling again sends only those. A judge
+        output cut off at the token limit has no verdict (it counts as invalid).
+
         Raises:
             SERLInputError: A group with fewer than two responses.
+            SERLRemoteError: Some judge requests got no answer.
         """
         cfg = self.config
         prompts: list[str] = []
@@ -189,8 +223,17 @@ class CopelandJudge:
         opts: dict[str, Any] = {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature}
         opts.update(sampling)
         logger.info("judging %d groups with %d judge prompts", len(per_group), len(prompts))
-        raw = self.chat_model.generate([[{"role": "user", "content": p}] for p in prompts], **opts)
+        got = ask(self.chat_model, [[{"role": "user", "content": p}] for p in prompts], self.answers, **opts)
+        raw = [a.text for a in got]
+        finished = [a.finished for a in got]
         return [
-            score_group(instr, resp, raw[start : start + len(slots)], cfg, slots)
+            score_group(
+                instr,
+                resp,
+                raw[start : start + len(slots)],
+                cfg,
+                slots,
+                finished=finished[start : start + len(slots)],
+            )
             for instr, resp, slots, start in per_group
         ]
