@@ -276,15 +276,43 @@ def test_config_validation(tmp_path):
 def test_constraint_shapes_are_normalised():
     from zjulab.conifer.stages import normalize_categories
 
-    assert normalize_categories({"Audience": ["kids", ""], "Format": "a list; a table", "Empty": []}) == {
+    notes = []
+    assert normalize_categories(
+        {
+            "Audience": ["kids", ""],
+            "Format": "a list; a table",
+            "Length": "under 1,000 words, one page",
+            "Empty": [],
+        },
+        notes,
+    ) == {
         "Audience": ["kids"],
         "Format": ["a list", "a table"],
+        "Length": ["under 1,000 words", "one page"],  # a comma inside a number does not split
     }
-    assert normalize_categories([{"name": "Tone", "options": ["formal"]}, "Length: short, long", "junk"]) == {
+    assert "categories without options left out: ['Empty']" in notes
+    assert normalize_categories([{"name": "Tone", "options": ["formal"]}, "Length: short, long"]) == {
         "Tone": ["formal"],
         "Length": ["short", "long"],
     }
-    assert normalize_categories("nothing") == {}
+    # a bare name is a category without options: left out, and said so; an item of another
+    # type, or options that are not text, are refused, not dropped unseen
+    notes = []
+    assert normalize_categories([{"name": "Tone", "options": ["formal"]}, "junk"], notes) == {
+        "Tone": ["formal"]
+    }
+    assert notes == ["categories without options left out: ['junk']"]
+    with pytest.raises(ValueError, match="category item 7"):
+        normalize_categories([{"name": "Tone", "options": ["formal"]}, 7])
+    with pytest.raises(ValueError, match="categories must be an object or a list"):
+        normalize_categories("nothing")
+    with pytest.raises(ValueError, match="option null is not text"):
+        normalize_categories({"Tone": ["formal", None]})
+    # a nested object (subcategory -> options) gives one category per subcategory
+    assert normalize_categories({"Style": {"tone": ["fun"], "voice": "first person; third person"}}) == {
+        "Style: tone": ["fun"],
+        "Style: voice": ["first person", "third person"],
+    }
 
 
 def test_recombine_min_levels():
@@ -311,6 +339,8 @@ def test_constraint_stage_accepts_a_list_of_categories():
     assert out[0]["constraints"] == {"Tone": ["formal", "casual"], "Length": ["short"]}
     with pytest.raises(Rejection, match="no constraint category"):
         st.apply({"id": "x", "query": "q"}, Categories(["junk"]))
+    with pytest.raises(Rejection, match="no constraint category"):
+        st.apply({"id": "x", "query": "q"}, Categories({}))
 
 
 def test_each_stage_asks_for_its_own_answer_length(tmp_path):
@@ -622,7 +652,8 @@ def test_salvage_cut_off_is_opt_in_and_marks_the_records(tmp_path):
     )
     # two questions asked per seed, the second cut: one whole question per seed goes on
     assert len(res.records) == 6
-    assert all("cut off at the token limit" in r["salvaged"]["reframe"] for r in res.records)
+    # FakeModel does not say how its answers ended: the mark says that, not "token limit"
+    assert all("ends inside its JSON object" in r["salvaged"]["reframe"] for r in res.records)
     assert {r["query"].split(" on ")[0] for r in res.records} == {"Q1"}
 
 

@@ -66,10 +66,13 @@ class PipelineConfig:
             OpenAI); otherwise, or when off, the JSON shape is in the prompt and an answer
             that does not validate is asked again (nothing is repaired).
         salvage_cut_off: Keep what arrived whole of a structured answer that was cut off at
-            the token limit: the finished members of the JSON object, and the finished items
-            of a list that was cut (questions, levels, steps; a constraint category whose
-            options were cut is dropped). Records built from such an answer are marked under
-            ``salvaged``. Off by default: a cut-off answer is asked again, then set aside.
+            the token limit (``finish_reason == "length"``, or an unclosed object from a model
+            that does not report how it ended): the finished members of the JSON object, and
+            the finished items of a list that was cut (questions, levels, steps; a constraint
+            category whose options were cut is dropped); and keep a cut-off free-text answer
+            as it arrived. Records built from such an answer are marked under ``salvaged``.
+            Off by default: a cut-off structured answer is asked again, then set aside, and a
+            cut-off free-text answer is set aside.
         seed: Seed of the format/number constraint sampling.
         show_progress: Progress bars (``None``: only on a terminal).
         strong_model: For ``run CONFIG``: how to build the strong model, e.g.

@@ -35,12 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from zjulab.common.chat import IncompleteAnswerError
+from zjulab.common.chat import ChatResult, IncompleteAnswerError
 from zjulab.common.errors import RemoteModelError, StructuredOutputError
 from zjulab.common.io import read_json, read_jsonl, write_json, write_jsonl
 from zjulab.common.progress import progress
 from zjulab.common.protocols import ChatModel, Conversation
-from zjulab.common.structured import generate_structured
+from zjulab.common.structured import extract_json, generate_structured
 from zjulab.conifer.config import PipelineConfig
 from zjulab.conifer.errors import CheckpointError, ConiferConfigError, ConiferInputError
 from zjulab.conifer.stages import Dropped, LocalStage, ModelStage, Record, Rejection, Stage, default_stages
@@ -376,44 +376,62 @@ class _CachedModel:
         self._lock = lock
         self._local = threading.local()
 
-    def track(self, originals: Sequence[Conversation]) -> list[str]:
-        """Record, for this thread, the latest answer to each of ``originals`` or its re-asks."""
-        latest = [""] * len(originals)
+    def track(self, originals: Sequence[Conversation]) -> tuple[list[str], list[str | None]]:
+        """Record, for this thread, the latest answer to each of ``originals`` or its re-asks.
+
+        Returns the two lists that fill in as answers arrive: the answers' text and how each
+        ended (``finish_reason``: ``"stop"``, ``"length"``...; ``None`` when the model does not
+        say).
+        """
+        latest: list[str] = [""] * len(originals)
+        finishes: list[str | None] = [None] * len(originals)
         self._local.originals = {json.dumps(list(c), sort_keys=True): i for i, c in enumerate(originals)}
         self._local.lengths = sorted({len(c) for c in originals})
         self._local.latest = latest
-        return latest
+        self._local.finishes = finishes
+        return latest, finishes
 
-    def _note(self, conversations: Sequence[Conversation], texts: Sequence[str]) -> None:
+    def _note(self, conversations: Sequence[Conversation], results: Sequence[ChatResult]) -> None:
         originals = getattr(self._local, "originals", None)
         if not originals:
             return
-        for conv, text in zip(conversations, texts):
+        for conv, res in zip(conversations, results):
             for n in self._local.lengths:
                 i = originals.get(json.dumps(list(conv[:n]), sort_keys=True))
                 if i is not None:
-                    self._local.latest[i] = text
+                    self._local.latest[i] = res.text
+                    self._local.finishes[i] = res.finish_reason
                     break
 
     def generate(self, conversations: Sequence[Conversation], **sampling: Any) -> list[str]:
+        """The answers' text (see :meth:`generate_results`)."""
+        return [r.text for r in self.generate_results(conversations, **sampling)]
+
+    def generate_results(self, conversations: Sequence[Conversation], **sampling: Any) -> list[ChatResult]:
+        """Cached or fresh answers with how each ended, so a cut-off answer is known as one."""
         out = self._generate(conversations, **sampling)
         self._note(conversations, out)
         return out
 
-    def _generate(self, conversations: Sequence[Conversation], **sampling: Any) -> list[str]:
+    def _refuse_if_policy_says(self, text: str, how: str | None) -> None:
+        how = how if how in ("length", "content_filter") else ("" if text.strip() else "empty")
+        if how and getattr(self.model, _POLICY[how], None) == "raise":
+            raise _AnswerRefused(f"the answer ended with {how!r} and the client refuses such answers", text)
+
+    def _generate(self, conversations: Sequence[Conversation], **sampling: Any) -> list[ChatResult]:
         keys = [request_key(self.stage, list(c), self.model_id, sampling) for c in conversations]
-        out: list[str | None] = [self.cache.get(k) for k in keys]
-        for k, text in zip(keys, out):
+        out: list[ChatResult | None] = []
+        for k in keys:
+            text = self.cache.get(k)
             if text is None:
+                out.append(None)
                 continue
-            how = self.cache.finish(k) or ("" if text.strip() else "empty")
-            if how and getattr(self.model, _POLICY.get(how, ""), None) == "raise":
-                raise _AnswerRefused(
-                    f"the answer ended with {how!r} and the client refuses such answers", text
-                )
+            how = self.cache.finish(k)
+            self._refuse_if_policy_says(text, how)
+            out.append(ChatResult(text=text, finish_reason=how))
         with self._lock:
-            self.counters["cached"] += sum(t is not None for t in out)
-        missing = [i for i, t in enumerate(out) if t is None]
+            self.counters["cached"] += sum(r is not None for r in out)
+        missing = [i for i, r in enumerate(out) if r is None]
         if missing:
             over = [i for i in missing if self.cache.failed_runs(keys[i]) >= self.config.max_request_failures]
             if over:
@@ -421,26 +439,62 @@ class _CachedModel:
                     f"abandoned: the request failed in {self.config.max_request_failures} runs "
                     "(run with retry_abandoned=True / --retry-abandoned to ask again)"
                 )
-            texts = self._ask([conversations[i] for i in missing], sampling, [keys[i] for i in missing])
-            for i, text in zip(missing, texts):
-                out[i] = text
-        return [str(t) for t in out]
+            fresh = self._ask([conversations[i] for i in missing], sampling, [keys[i] for i in missing])
+            for i, res in zip(missing, fresh):
+                out[i] = res
+        return [r for r in out if r is not None]
 
-    def _ask(self, convs: list[Conversation], sampling: dict[str, Any], keys: list[str]) -> list[str]:
+    def _call(self, convs: list[Conversation], sampling: dict[str, Any]) -> list[ChatResult]:
+        """One call of the real model: every answer with how it ended.
+
+        A model with ``generate_results`` (both zjulab chat models, the test doubles) reports
+        ``finish_reason``; its failed conversations come back as one :class:`RemoteModelError`
+        carrying ``.results``/``.failed``, as ``generate`` raises them. Its finish policy
+        (``on_truncation``, ``on_content_filter``, ``on_empty``) is applied here as
+        ``generate`` would. A model with ``generate`` only gives ``finish_reason=None``
+        (unknown).
+        """
+        fn = getattr(self.model, "generate_results", None)
+        if not callable(fn):
+            return [ChatResult(text=str(t)) for t in self.model.generate(convs, **sampling)]
+        results = list(fn(convs, **sampling))
+        if len(results) != len(convs):
+            raise ConiferConfigError(
+                f"{self.model_id}: generate_results returned {len(results)} answers for {len(convs)} conversations"
+            )
+        bad = [j for j, r in enumerate(results) if getattr(r, "error", None) is not None]
+        if bad:
+            err = next(
+                (results[j].error for j in bad if not isinstance(results[j].error, RemoteModelError)), None
+            )
+            if err is not None:  # a wrong key, model or URL, or a bad request: not worth retrying
+                raise err
+            exc = RemoteModelError(
+                f"{len(bad)} of {len(results)} conversation(s) got no answer: {results[bad[0]].error}"
+            )
+            exc.results = results  # type: ignore[attr-defined]
+            exc.failed = bad  # type: ignore[attr-defined]
+            raise exc
+        return [
+            r if isinstance(r, ChatResult) else ChatResult(text=str(r.text), finish_reason=r.finish_reason)
+            for r in results
+        ]
+
+    def _ask(self, convs: list[Conversation], sampling: dict[str, Any], keys: list[str]) -> list[ChatResult]:
         delay = self.config.retry_backoff
         last: Exception | None = None
-        answers: dict[int, str] = {}
+        answers: dict[int, ChatResult] = {}
         pending = list(range(len(convs)))
         for attempt in range(self.config.max_remote_retries + 1):
             try:
-                texts = list(self.model.generate([convs[i] for i in pending], **sampling))
+                got_results = self._call([convs[i] for i in pending], sampling)
             except IncompleteAnswerError as exc:
                 # every answer arrived (paid for): keep them all, with how the refused ones ended
                 refused = set(exc.indices)
                 first = ""
                 for j, res in enumerate(exc.results):
                     i = pending[j]
-                    how = exc.reason if j in refused else None
+                    how = exc.reason if j in refused else getattr(res, "finish_reason", None)
                     self.cache.put(keys[i], self.stage, res.text, finish=how if how != "empty" else None)
                     if j in refused and not first:
                         first = res.text
@@ -452,10 +506,10 @@ class _CachedModel:
                 # a client that reports which conversations did get an answer (OpenAIChatModel:
                 # ``.results`` and ``.failed``): keep those, ask again only the others
                 got = _answered(exc, len(pending))
-                for j, text in got.items():
+                for j, res in got.items():
                     i = pending[j]
-                    answers[i] = text
-                    self.cache.put(keys[i], self.stage, text)
+                    answers[i] = res
+                    self.cache.put(keys[i], self.stage, res.text, finish=res.finish_reason)
                 with self._lock:
                     self.counters["asked"] += len(got)
                 pending = [i for j, i in enumerate(pending) if j not in got]
@@ -464,15 +518,17 @@ class _CachedModel:
                     time.sleep(delay)
                     delay *= 2
                 continue
-            if len(texts) != len(pending):
+            if len(got_results) != len(pending):
                 raise ConiferConfigError(
-                    f"{self.model_id}: generate returned {len(texts)} answers for {len(pending)} conversations"
+                    f"{self.model_id}: generate returned {len(got_results)} answers for {len(pending)} conversations"
                 )
-            for i, text in zip(pending, texts):
-                answers[i] = str(text)
-                self.cache.put(keys[i], self.stage, str(text))
+            for i, res in zip(pending, got_results):
+                answers[i] = res
+                self.cache.put(keys[i], self.stage, res.text, finish=res.finish_reason)
             with self._lock:
                 self.counters["asked"] += len(pending)
+            for res in got_results:  # cached first: a refused answer is never paid for twice
+                self._refuse_if_policy_says(res.text, res.finish_reason)
             return [answers[i] for i in range(len(convs))]
         reason = f"{type(last).__name__}: {last}"
         for i in pending:
@@ -480,21 +536,21 @@ class _CachedModel:
         raise _RequestFailed(reason)
 
 
-def _answered(exc: Exception, n: int) -> dict[int, str]:
+def _answered(exc: Exception, n: int) -> dict[int, ChatResult]:
     """Positions -> answers that a failed batch call did return (``exc.results`` / ``exc.failed``)."""
     results = getattr(exc, "results", None)
     failed = getattr(exc, "failed", None)
     if not isinstance(results, list) or len(results) != n or failed is None:
         return {}
     bad = set(failed)
-    out: dict[int, str] = {}
+    out: dict[int, ChatResult] = {}
     for j, res in enumerate(results):
         if j in bad:
             continue
         if isinstance(res, str):
-            out[j] = res
+            out[j] = ChatResult(text=res)
         elif getattr(res, "error", None) is None and isinstance(getattr(res, "text", None), str):
-            out[j] = res.text
+            out[j] = ChatResult(text=res.text, finish_reason=getattr(res, "finish_reason", None))
     return out
 
 
@@ -788,11 +844,14 @@ class Pipeline:
         """
         convs = [stage.conversation(r) for r in batch]
         sampling = self._sampling(stage)
-        latest = view.track(convs)  # the raw text of each record's last answer, for set-asides
+        limit = sampling["max_new_tokens"]
+        # the raw text and finish_reason of each record's last answer, for reasons and set-asides
+        latest, finishes = view.track(convs)
         try:
             if stage.schema is None:
-                parsed: list[Any] = view.generate(convs, **sampling)
-                raws = [str(p) for p in parsed]
+                results = view.generate_results(convs, **sampling)
+                parsed: list[Any] = [r.text for r in results]
+                raws = [r.text for r in results]
             else:
                 parsed = generate_structured(
                     view,
@@ -810,30 +869,79 @@ class Pipeline:
                 return [("rejected", (str(exc), exc.raw))]
             return [("failed", (str(exc), ""))]
         outcomes: list[tuple[str, Any]] = []
-        for r, res, raw in zip(batch, parsed, raws):
+        for j, (r, res, raw) in enumerate(zip(batch, parsed, raws)):
+            finish = finishes[j]
+            if (
+                stage.schema is not None
+                and not isinstance(res, StructuredOutputError)
+                and _inside_unclosed_value(latest[j])
+            ):
+                raw = latest[j]
+                res = StructuredOutputError(
+                    "incomplete JSON in the answer: its outer value is never closed, only a "
+                    "value inside it parsed",
+                    raw=raw,
+                    attempts=self.config.max_structured_retries + 1,
+                )
             salvaged = None
-            if isinstance(res, StructuredOutputError):
-                rescued = stage.salvage(raw) if self.config.salvage_cut_off else None
-                if rescued is None:
-                    outcomes.append(("rejected", (_reason(res), raw)))
+            if stage.schema is None and finish == "length" and not stage.keeps_cut_off_text:
+                why = f"cut off at the token limit ({limit} new tokens): the answer is incomplete"
+                if not self.config.salvage_cut_off:
+                    outcomes.append(("rejected", (why, raw)))
                     continue
-                salvaged = f"cut off at the token limit; kept what arrived whole ({_reason(res)})"
+                salvaged = f"{why}; kept as it arrived"
+            if isinstance(res, StructuredOutputError):
+                rescued = None
+                # only an answer that ended at the token limit (or whose end the model does
+                # not report) is salvaged; one the model closed itself is not a cut
+                if self.config.salvage_cut_off and finish in ("length", None):
+                    rescued = stage.salvage(raw)
+                if rescued is None:
+                    outcomes.append(("rejected", (_reason(res, finish, limit), raw)))
+                    continue
+                salvaged = (
+                    f"cut off at the token limit ({limit} new tokens); kept what arrived whole"
+                    if finish == "length"
+                    else "the answer ends inside its JSON object (the model does not report how it "
+                    "ended); kept what arrived whole"
+                )
                 res = rescued
+            shape = str(getattr(res, "shape_note", "") or "")
             try:
                 outs = stage.apply(r, res)
-                if salvaged is not None:
-                    outs = [
-                        dict(o, salvaged={**dict(o.get("salvaged") or {}), stage.name: salvaged})
-                        for o in outs
-                    ]
             except Rejection as exc:
-                outcomes.append(("rejected", (str(exc), raw or latest[batch.index(r)])))
+                outcomes.append(("rejected", (str(exc), raw or latest[j])))
                 continue
+            marks: dict[str, str] = {}
+            if salvaged is not None:
+                marks["salvaged"] = salvaged
+            if shape:
+                marks["shape"] = shape
+            if finish == "length" and stage.keeps_cut_off_text:
+                marks["cut_off"] = f"cut off at the token limit ({limit} new tokens)"
+            for name, note in marks.items():
+                outs = [dict(o, **{name: {**dict(o.get(name) or {}), stage.name: note}}) for o in outs]
             filtered = None
             if not outs:
                 filtered = str(getattr(res, "reason", "") or "dropped by the model")
             outcomes.append(("ok", (outs, filtered)))
         return outcomes
+
+
+def _inside_unclosed_value(raw: str) -> bool:
+    """Whether the JSON that parsed is a piece of an outer object or list that never closed.
+
+    ``extract_json`` takes the first *balanced* value, so from ``{"categories": {"A": ["x",
+    "y"], "B"`` (cut off) it takes ``["x", "y"]``; that piece is not the answer. Answers in a
+    code fence are left to the fence.
+    """
+    if "```" in raw:
+        return False
+    starts = [i for i in (raw.find("{"), raw.find("[")) if i >= 0]
+    if not starts:
+        return False
+    fragment = extract_json(raw)
+    return raw.find(fragment) > min(starts)
 
 
 def _replace(cfg: PipelineConfig, **changes: Any) -> PipelineConfig:
@@ -842,8 +950,17 @@ def _replace(cfg: PipelineConfig, **changes: Any) -> PipelineConfig:
     return dataclasses.replace(cfg, **changes)
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: Exception, finish: str | None = None, limit: int | None = None) -> str:
+    """Why a structured answer was not used, the cut-off first when that is what happened."""
     if isinstance(exc, StructuredOutputError):
+        if finish == "length":
+            detail = str(exc).removeprefix(
+                "the answer was cut off at the token limit before it was complete "
+            )
+            return (
+                f"cut off at the token limit ({limit} new tokens) before its JSON was complete, "
+                f"after {exc.attempts} attempt(s) {detail}"
+            )
         return f"unparseable model output after {exc.attempts} attempt(s): {exc}"
     return f"{type(exc).__name__}: {exc}"
 

@@ -16,6 +16,7 @@ key), ``seed``, ``query`` (the reframed question), ``constraints``, ``level``, `
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -23,8 +24,14 @@ import random
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass as plain_dataclass
+from dataclasses import field
 from typing import Any, ClassVar, Literal
+
+from pydantic import ConfigDict, model_validator
+from pydantic.dataclasses import dataclass
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import ArgsKwargs
 
 from zjulab.common.protocols import Conversation
 from zjulab.conifer import prompts
@@ -71,52 +78,179 @@ class Dropped(Exception):
 
 
 # ------------------------------------------------------------------------ output schemas
+#
+# Each schema is a pydantic dataclass validated strictly (no "3" for 3, no coercion). Its JSON
+# schema, sent to the server for guided decoding and shown to the model when it is asked
+# again, is the canonical shape only. Besides that shape each accepts the few documented
+# alternatives the authors' own code accepts or that models drift into (the authors'
+# numbered keys, a bare list, a bare mapping, yes/no written as a string); the content is
+# taken as written, never repaired, and the alternative used is named in ``shape_note`` (the
+# pipeline copies it into the records under ``shape``). Anything else is refused with the
+# reason, and the pipeline sets the record aside with it and the raw answer.
+
+_YES_NO = {"yes": True, "true": True, "no": False, "false": False}
+_NUMBERED_QUESTION = re.compile(r"^\s*(?:instruction|question|q)\s*[_ #-]?\s*(\d+)\s*$", re.IGNORECASE)
+_NUMBERED_LEVEL = re.compile(r"^\s*(?:difficulty|level|version)?\s*[_ #-]?\s*(\d+)\s*$", re.IGNORECASE)
 
 
-@dataclass
-class Questions:
-    """Reframed questions."""
+def _as_dict(cls: Any, data: Any) -> Any:
+    """Positional construction (``Levels(["a"])``) as the dict the alternatives look at."""
+    if isinstance(data, ArgsKwargs):
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "shape_note"]
+        return {**dict(zip(names, data.args)), **(data.kwargs or {})}
+    if isinstance(data, dict):
+        return {k: v for k, v in data.items() if k != "shape_note"}  # only the validator sets it
+    return data
+
+
+def _numbered(
+    mapping: dict[str, Any], pattern: re.Pattern[str], what: str, *, consecutive: bool
+) -> list[Any] | None:
+    """Values of an object whose every key is numbered (``"Difficulty 2"``), in number order.
+
+    ``None`` when some key is not numbered (not this shape). Raises ValueError when numbers
+    repeat, or (``consecutive``) are not exactly 1..k.
+    """
+    if not mapping:
+        return None
+    numbers: list[int] = []
+    for key in mapping:
+        m = pattern.match(str(key))
+        if m is None:
+            return None
+        numbers.append(int(m.group(1)))
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"{what} keys repeat a number: {list(mapping)}")
+    if consecutive and sorted(numbers) != list(range(1, len(numbers) + 1)):
+        raise ValueError(f"{what} keys must be numbered 1 to {len(numbers)}, got {list(mapping)}")
+    return [v for _, v in sorted(zip(numbers, mapping.values()), key=lambda nv: nv[0])]
+
+
+def _yes_no(value: Any, field_name: str) -> tuple[Any, str]:
+    if isinstance(value, str) and value.strip().lower() in _YES_NO:
+        return _YES_NO[value.strip().lower()], f"{field_name} written as the string {value.strip()!r}"
+    return value, ""
+
+
+def _schema(description: str) -> Any:
+    """A pydantic dataclass whose JSON schema carries only ``description`` (not the docstring)."""
+    return dataclass(config=ConfigDict(json_schema_extra={"description": description}))
+
+
+class _Shaped:
+    """Mixin: the wrap validator that maps the documented alternatives to the canonical shape."""
+
+    @classmethod
+    def _alternative(cls, data: Any) -> tuple[Any, str]:  # pragma: no cover - overridden
+        return data, ""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _accept_shapes(cls, data: Any, handler: Any) -> Any:
+        canonical, note = cls._alternative(_as_dict(cls, data))
+        obj = handler(canonical)
+        obj.shape_note = note
+        return obj
+
+
+@_schema("Reframed questions.")
+class Questions(_Shaped):
+    """Reframed questions: ``{"questions": [...]}``.
+
+    Also accepted: a bare list of strings; an object whose every key is numbered
+    (``{"instruction1": ..., "instruction2": ...}``, the authors' reframing output, taken in
+    number order); ``{}`` (the authors' "no question can be written": no questions).
+    """
 
     questions: list[str]
+    shape_note: SkipJsonSchema[str] = dataclasses.field(default="", repr=False, compare=False)
+
+    @classmethod
+    def _alternative(cls, data: Any) -> tuple[Any, str]:
+        if isinstance(data, list):
+            return {"questions": data}, "a bare list of questions"
+        if isinstance(data, dict) and "questions" not in data:
+            if not data:
+                return {"questions": []}, "an empty object (the model wrote no question)"
+            values = _numbered(data, _NUMBERED_QUESTION, "question", consecutive=False)
+            if values is not None:
+                return {"questions": values}, "numbered keys (instruction1, instruction2, ...)"
+        if isinstance(data, dict) and isinstance(data.get("questions"), dict):
+            values = _numbered(data["questions"], _NUMBERED_QUESTION, "question", consecutive=False)
+            if values is not None:
+                return {**data, "questions": values}, "questions as an object with numbered keys"
+        return data, ""
 
 
-@dataclass
-class Verdict:
-    """A keep/drop decision with its reason."""
+@_schema("A keep/drop decision with its reason.")
+class Verdict(_Shaped):
+    """A keep/drop decision with its reason: ``{"keep": true, "reason": "..."}``.
+
+    Also accepted: ``keep`` written as the string ``"yes"``/``"no"``/``"true"``/``"false"``
+    (any case); a bare JSON ``true``/``false``.
+    """
 
     keep: bool
     reason: str = ""
+    shape_note: SkipJsonSchema[str] = dataclasses.field(default="", repr=False, compare=False)
+
+    @classmethod
+    def _alternative(cls, data: Any) -> tuple[Any, str]:
+        if isinstance(data, bool):
+            return {"keep": data}, "a bare true/false"
+        if isinstance(data, dict) and "keep" in data:
+            keep, note = _yes_no(data["keep"], "keep")
+            return {**data, "keep": keep}, note
+        return data, ""
 
 
-@dataclass
-class Categories:
-    """Constraint categories, each with concrete options.
+_OPTION_SPLIT = re.compile(r"\s*(?:[;；，、]|,(?=\s))\s*")
 
-    ``categories`` is normally ``{"Audience": ["kids", "adults"], ...}``; the stage also accepts
-    the shapes models often drift into (see :func:`normalize_categories`).
+
+def _options(name: str, value: Any, notes: list[str]) -> dict[str, list[str]]:
+    """The options of one category (a nested object gives one category per subcategory)."""
+    if isinstance(value, dict):
+        out: dict[str, list[str]] = {}
+        for sub, v in value.items():
+            if isinstance(v, dict):
+                raise ValueError(f"category {name!r}: subcategory {sub!r} nests another object")
+            out.update(_options(f"{name}: {_clean(sub)}", v, notes))
+        notes.append(f"subcategories of {name!r} as categories of their own")
+        return out
+    if isinstance(value, str):
+        items = [p for p in _OPTION_SPLIT.split(value.strip()) if p]
+        notes.append(f"options of {name!r} written as one string")
+    elif isinstance(value, list):
+        items = []
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+                raise ValueError(
+                    f"category {name!r}: option {json.dumps(item, ensure_ascii=False)[:60]} is not text"
+                )
+            items.append(_clean(item) if isinstance(item, str) else json.dumps(item))
+    else:
+        raise ValueError(
+            f"category {name!r}: options must be a list or a string, got {json.dumps(value)[:60]}"
+        )
+    return {name: [_clean(x) for x in items if _clean(x)]}
+
+
+def normalize_categories(value: Any, notes: list[str] | None = None) -> dict[str, list[str]]:
+    """Category -> options from the accepted answer shapes; anything else raises ValueError.
+
+    Accepted: ``{"name": [options]}`` (options are strings or numbers); ``{"name": "a; b"}``
+    (one string, split at ``;``, ``；``, ``，``, ``、`` and at a comma followed by a space, so
+    ``"1,000 words"`` stays whole); ``{"name": {"sub": [options]}}`` (one category
+    ``"name: sub"`` per subcategory, as the authors' code reads nested objects); a list of
+    ``{"name" | "category" | "type" | "kind": ..., "options" | "values" | "examples" |
+    "choices": [...]}``; a list of strings ``"Name: a, b"``. Categories without options are
+    left out (named in ``notes``); a list item of another shape is refused.
     """
-
-    categories: Any
-
-
-def _split_options(value: Any) -> list[str]:
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value if _clean(v)]
-    text = _clean(value)
-    return [p.strip() for p in re.split(r"[;,]", text) if p.strip()] if text else []
-
-
-def normalize_categories(value: Any) -> dict[str, list[str]]:
-    """Category -> options from the usual model answer shapes.
-
-    Accepted: ``{"name": [options]}`` or ``{"name": "a; b"}``; a list of
-    ``{"name" | "category" | "type": ..., "options" | "values" | "examples": [...]}``; a list of
-    strings ``"Name: a, b"``. Categories without options are dropped.
-    """
+    notes = [] if notes is None else notes
     out: dict[str, list[str]] = {}
     if isinstance(value, dict):
         for k, v in value.items():
-            out[_clean(k)] = _split_options(v)
+            out.update(_options(_clean(k), v, notes))
     elif isinstance(value, list):
         for item in value:
             if isinstance(item, dict):
@@ -124,41 +258,126 @@ def normalize_categories(value: Any) -> dict[str, list[str]]:
                 opts = next(
                     (item[k] for k in ("options", "values", "examples", "choices") if k in item), None
                 )
-                if name is not None and opts is not None:
-                    out[_clean(name)] = _split_options(opts)
-            elif isinstance(item, str) and ":" in item:
+                if name is None or opts is None:
+                    raise ValueError(f"category item without a name and options: {json.dumps(item)[:80]}")
+                out.update(_options(_clean(name), opts, []))
+            elif isinstance(item, str):  # "Name: a, b"; a bare name is a category without options
                 name, _, rest = item.partition(":")
-                out[_clean(name)] = _split_options(rest)
+                out.update(_options(_clean(name), rest, []))
+            else:
+                raise ValueError(
+                    f"category item {json.dumps(item, ensure_ascii=False)[:60]} is neither "
+                    "an object with name and options nor a string 'Name: options'"
+                )
+    else:
+        raise ValueError(f"categories must be an object or a list, got {json.dumps(value)[:60]}")
+    empty = [k for k, v in out.items() if not k or not v]
+    if empty:
+        notes.append(f"categories without options left out: {empty}")
     return {k: v for k, v in out.items() if k and v}
 
 
-@dataclass
-class Levels:
-    """Instructions from easiest to hardest."""
+@_schema("Constraint categories, each with concrete options.")
+class Categories(_Shaped):
+    """Constraint categories with concrete options: ``{"categories": {"Audience": [...], ...}}``.
+
+    Also accepted: the bare mapping without ``"categories"`` (the authors' constraint
+    output), and every shape :func:`normalize_categories` reads, inside or without the wrapper.
+    ``{}`` is the authors' "no constraint applies" (no categories).
+    """
+
+    categories: dict[str, list[str]]
+    shape_note: SkipJsonSchema[str] = dataclasses.field(default="", repr=False, compare=False)
+
+    @classmethod
+    def _alternative(cls, data: Any) -> tuple[Any, str]:
+        notes: list[str] = []
+        if isinstance(data, dict) and "categories" in data:
+            inner = data["categories"]
+            if isinstance(inner, list):
+                notes.append("categories as a list")
+        elif isinstance(data, (dict, list)):
+            inner = data
+            notes.append(
+                "an empty object (the model found no constraint)"
+                if data == {}
+                else "a bare mapping of categories (no 'categories' wrapper)"
+                if isinstance(data, dict)
+                else "a bare list of categories"
+            )
+        else:
+            return data, ""
+        return {"categories": normalize_categories(inner, notes)}, "; ".join(notes)
+
+
+@_schema("Instructions from easiest to hardest.")
+class Levels(_Shaped):
+    """Instructions from easiest to hardest: ``{"levels": [...]}``.
+
+    Also accepted: a bare list; an object whose keys number the levels 1..k
+    (``{"Difficulty 1": ..., "Difficulty 2": ...}``, the authors' recombination output, or
+    ``"level 1"``, ``"1"``), directly or under ``"levels"``; keys must be exactly 1..k.
+    """
 
     levels: list[str]
+    shape_note: SkipJsonSchema[str] = dataclasses.field(default="", repr=False, compare=False)
+
+    @classmethod
+    def _alternative(cls, data: Any) -> tuple[Any, str]:
+        if isinstance(data, list):
+            return {"levels": data}, "a bare list of levels"
+        if isinstance(data, dict) and "levels" not in data:
+            values = _numbered(data, _NUMBERED_LEVEL, "level", consecutive=True)
+            if values is not None:
+                return {"levels": values}, "levels as numbered keys (Difficulty 1, Difficulty 2, ...)"
+        if isinstance(data, dict) and isinstance(data.get("levels"), dict):
+            values = _numbered(data["levels"], _NUMBERED_LEVEL, "level", consecutive=True)
+            if values is not None:
+                return {**data, "levels": values}, "levels as an object with numbered keys"
+        return data, ""
 
 
-@dataclass
-class Steps:
-    """Internal process feedback: how each requirement is met."""
+@_schema("Internal process feedback: how each requirement is met.")
+class Steps(_Shaped):
+    """Internal process feedback, how each requirement is met: ``{"steps": [...]}``.
+
+    Also accepted: a bare list of strings.
+    """
 
     steps: list[str]
+    shape_note: SkipJsonSchema[str] = dataclasses.field(default="", repr=False, compare=False)
+
+    @classmethod
+    def _alternative(cls, data: Any) -> tuple[Any, str]:
+        if isinstance(data, list):
+            return {"steps": data}, "a bare list of steps"
+        return data, ""
 
 
-@dataclass
-class Judgement:
-    """External process feedback on a weak answer."""
+@_schema("External process feedback on a weak answer.")
+class Judgement(_Shaped):
+    """External process feedback on a weak answer: ``{"follows": false, "feedback": "..."}``.
+
+    Also accepted: ``follows`` written as the string ``"yes"``/``"no"``/``"true"``/``"false"``.
+    """
 
     follows: bool
     feedback: str = ""
+    shape_note: SkipJsonSchema[str] = dataclasses.field(default="", repr=False, compare=False)
+
+    @classmethod
+    def _alternative(cls, data: Any) -> tuple[Any, str]:
+        if isinstance(data, dict) and "follows" in data:
+            follows, note = _yes_no(data["follows"], "follows")
+            return {**data, "follows": follows}, note
+        return data, ""
 
 
 _DECODER = json.JSONDecoder()
 _SPACE = re.compile(r"\s*")
 
 
-@dataclass
+@plain_dataclass
 class CutOff:
     """What arrived whole of a JSON object cut off mid-answer (see :func:`cut_off_members`).
 
@@ -299,6 +518,9 @@ class ModelStage(Stage):
     #: ``lacks``, the stage name and the reason) instead of dropping it.
     optional: ClassVar[bool] = False
     answer_length: ClassVar[Literal["structured", "verdict", "answer"]] = "structured"
+    #: A free-text answer cut off at the token limit is kept (marked under ``cut_off``) instead
+    #: of being set aside; only benchmark answers, which are scored as they came.
+    keeps_cut_off_text: ClassVar[bool] = False
 
     #: A worked example ``(prompt, ideal answer)`` shown before the real prompt when
     #: ``few_shot`` is on; it pins the JSON shape for models that drift into prose.
@@ -408,7 +630,8 @@ class ReframeStage(ModelStage):
                 seen.add(q.lower())
                 out.append(_child(record, f"q{len(out) + 1}", query=q))
         if not out:
-            raise Rejection("no question in the answer")
+            note = getattr(parsed, "shape_note", "")
+            raise Rejection("no question in the answer" + (f" ({note})" if note else ""))
         return out[: self.num_questions]
 
 
@@ -498,18 +721,22 @@ class ConstraintStage(ModelStage):
         if cut.cut == "categories" and cut.inner is not None:
             members["categories"] = {k: v for k, v in cut.inner.members.items() if k != cut.inner.cut}
         inner = members.pop("categories", None)
-        if isinstance(inner, dict):
-            found = normalize_categories(inner)
-        else:
-            found = normalize_categories(inner) if isinstance(inner, list) else {}
-            found.update(normalize_categories(members))
+        try:
+            if isinstance(inner, dict):
+                found = normalize_categories(inner)
+            else:
+                found = normalize_categories(inner) if isinstance(inner, list) else {}
+                found.update(normalize_categories(members))
+        except ValueError:  # what arrived is not a shape the stage reads: nothing to salvage
+            return None
         return Categories(found) if found else None
 
     def apply(self, record: Record, parsed: Any) -> list[Record]:
         """The record with ``constraints``; rejected when no category has an option."""
-        cats = normalize_categories(parsed.categories)
+        cats = dict(parsed.categories)
         if not cats:
-            raise Rejection("no constraint category with options")
+            note = getattr(parsed, "shape_note", "")
+            raise Rejection("no constraint category with options" + (f" ({note})" if note else ""))
         return [dict(record, constraints=dict(list(cats.items())[: self.max_categories]))]
 
 
@@ -588,7 +815,7 @@ class RecombineStage(ModelStage):
         ]
 
 
-@dataclass(frozen=True)
+@plain_dataclass(frozen=True)
 class _Template:
     id: str
     text: str
@@ -770,11 +997,32 @@ CONIFER_NUMBER_CONSTRAINTS: tuple[str, ...] = (
 )
 
 
-@dataclass
-class Rewritten:
-    """An instruction with constraints appended."""
+_REWRITE_KEYS = ("rewritten instruction", "rewritten question", "rewritten_instruction", "rewritten_question")
+
+
+@_schema("An instruction with constraints appended.")
+class Rewritten(_Shaped):
+    """An instruction with constraints appended: ``{"instruction": "..."}``.
+
+    Also accepted: the key the authors' prompt names (``"rewritten instruction"``) or the one
+    their code reads (``"rewritten question"``), with a space or an underscore; two such keys
+    with different texts are refused.
+    """
 
     instruction: str
+    shape_note: SkipJsonSchema[str] = dataclasses.field(default="", repr=False, compare=False)
+
+    @classmethod
+    def _alternative(cls, data: Any) -> tuple[Any, str]:
+        if not isinstance(data, dict) or "instruction" in data:
+            return data, ""
+        found = [k for k in data if str(k).strip().lower() in _REWRITE_KEYS]
+        if not found:
+            return data, ""
+        texts = {json.dumps(data[k], ensure_ascii=False) for k in found}
+        if len(texts) > 1:
+            raise ValueError(f"the keys {found} hold different instructions")
+        return {"instruction": data[found[0]]}, f"the key {found[0]!r}"
 
 
 class FormatNumberRewriteStage(ModelStage):
@@ -911,6 +1159,7 @@ class IFEvalAnswerStage(ModelStage):
 
     name = "ifeval_answer"
     answer_length = "answer"
+    keeps_cut_off_text = True
 
     def __init__(self, system: str | None = None) -> None:
         super().__init__(None)
