@@ -406,6 +406,30 @@ def test_format_number_templates_are_validated_against_their_checkers():
         )
 
 
+def test_format_number_offers_what_the_authors_script_offers():
+    from zjulab.conifer.stages import (
+        CONIFER_FORMAT_CONSTRAINTS,
+        CONIFER_NUMBER_CONSTRAINTS,
+        FormatNumberRewriteStage,
+    )
+
+    # ConiferLM/Conifer 04b_recombination_format_number.py: --sample-k 6, --ratio 0.6, a list
+    # of 21 format and 12 numerical constraints, and each share rounded down with int()
+    sample_k, ratio = 6, 0.6
+    assert (len(CONIFER_FORMAT_CONSTRAINTS), len(CONIFER_NUMBER_CONSTRAINTS)) == (21, 12)
+    authors = (int(sample_k * ratio), int(sample_k * (1 - ratio)))
+    assert authors == (3, 2)  # 5 offered, although the script's help calls sample_k the total
+    stage = FormatNumberRewriteStage()
+    assert (stage.n_format, stage.n_number) == authors
+    for rid in ("a", "b", "c"):
+        offered = stage.offered({"id": rid})
+        assert len(set(offered)) == 5
+        assert sum(c in CONIFER_FORMAT_CONSTRAINTS for c in offered) == 3
+        assert sum(c in CONIFER_NUMBER_CONSTRAINTS for c in offered) == 2
+    wider = FormatNumberRewriteStage(offered=10, format_ratio=0.5)
+    assert (wider.n_format, wider.n_number) == (5, 5) and len(wider.offered({"id": "a"})) == 10
+
+
 def test_conifer_mode_follows_the_paper(tmp_path):
     from zjulab.conifer import build_conversations
     from zjulab.conifer.stages import CONIFER_FORMAT_CONSTRAINTS, CONIFER_NUMBER_CONSTRAINTS

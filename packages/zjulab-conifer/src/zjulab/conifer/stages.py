@@ -1028,12 +1028,16 @@ class Rewritten(_Shaped):
 class FormatNumberRewriteStage(ModelStage):
     """Stage 5b of the paper: the model appends format/number constraints to each instruction.
 
-    For every general instruction the model is offered ``offered`` constraints (a share
-    ``format_ratio`` from the paper's format list, the rest from its numerical list, drawn
-    deterministically from the record id and ``seed``) and writes the instruction again with one
-    to three of them appended. The variant keeps the offered list in ``fn_constraints``; these
-    constraints have no automatic checker (``checks`` stays empty). Optional: when the answer is
-    unusable the general instruction goes on alone.
+    For every general instruction the model is offered ``int(offered * format_ratio)``
+    constraints from the paper's format list and ``int(offered * (1 - format_ratio))`` from its
+    numerical list (drawn deterministically from the record id and ``seed``) and writes the
+    instruction again with one to three of them appended. The defaults are the authors'
+    (``--sample-k 6 --ratio 0.6`` in their format/number script) and so is the rounding down
+    of each share: 3 format and 2 numerical constraints, 5 in all, are offered, exactly as
+    their script offers them (its help text calls 6 the total; its arithmetic gives 5). The
+    variant keeps the offered list in ``fn_constraints``; these constraints have no automatic
+    checker (``checks`` stays empty). Optional: when the answer is unusable the general
+    instruction goes on alone.
     """
 
     name = "format_number"
