@@ -39,6 +39,8 @@ def make_trainer(tmp_path, peft_config=None, **overrides):
         save_strategy="no",
         actor_reward="copeland",
         seed=0,
+        # the random tiny model never ends a rollout: read the stand-in verdicts of cut-off rollouts
+        read_truncated_verdicts=True,
     )
     settings.update(overrides)
     args = SERLConfig(**settings)
@@ -415,3 +417,26 @@ def test_an_earlier_runs_folder_is_reused_and_resumed(tmp_path):
     with pytest.raises(SERLConfigError, match=r"todo\.txt"):
         again.save_model(str(user))
     assert [p.name for p in user.iterdir()] == ["todo.txt"]
+
+
+def test_a_judge_rollout_stopped_at_the_length_limit_has_no_verdict(tmp_path):
+    import pandas as pd
+
+    # the tiny model never writes an end of sequence: by default no cut-off rollout has a verdict,
+    # even though the parser would read one (always "1") from its text
+    trainer = make_trainer(
+        tmp_path, read_truncated_verdicts=False, log_completions=True, loss_schedule="constant"
+    )
+    trainer.verdict_parser = lambda text: 1
+    trainer.train()
+    assert all(v is None for g in trainer.last_judgments for v in g.verdicts)
+    assert all((g.judge_rewards == -1).all() for g in trainer.last_judgments)
+    assert trainer.state.log_history[0]["serl/invalid_rate"] == 1.0
+    table = pd.read_parquet(sorted((tmp_path / "out" / "completions").glob("judge_*.parquet"))[-1])
+    assert table["verdict"].isna().all()  # the table shows the verdicts as scored
+    # rollouts whose last token ends the sequence are read
+    other = make_trainer(tmp_path / "b", read_truncated_verdicts=False, loss_schedule="constant")
+    other.verdict_parser = lambda text: 1
+    other.eos_token_ids = list(range(len(other.processing_class)))
+    other.train()
+    assert all(v == 1 for g in other.last_judgments for v in g.verdicts)

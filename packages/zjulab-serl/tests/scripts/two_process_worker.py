@@ -47,6 +47,7 @@ def main() -> None:
         loss_type="grpo",
         disable_tqdm=True,
         seed=0,
+        read_truncated_verdicts=True,  # the random model never ends a rollout
     )
     trainer = SERLTrainer(
         model,

@@ -137,6 +137,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             save_strategy="no",
             disable_tqdm=True,
             verdict_format="lenient",  # a 135M model rarely writes the box; read plain verdicts too
+            read_truncated_verdicts=True,  # nor stops after the number within a few tokens
             judge_template=DEMO_JUDGE_TEMPLATE,
             loss_schedule="constant",
             actor_loss_weight=0.5,  # the paper's weights once the Judge warm-up is over

@@ -104,6 +104,9 @@ class JudgeConfig:
         reasoning_start: The marker opening a reasoning block.
         reasoning_opened_by_prompt: The judge's chat template opens the reasoning block in the
             prompt (DeepSeek-R1 style), so a judge output without ``reasoning_end`` is unfinished.
+        read_truncated: Read a verdict from a judge output cut off at the token limit (the
+            authors' code does); by default such an output has no verdict and takes the
+            invalid-verdict penalty, as an unfinished answer.
         judge_template: Judge prompt with ``{instruction}``, ``{response_1}``, ``{response_2}``.
         max_new_tokens: Length limit of one verdict when judging through a ``ChatModel``.
         temperature: Sampling temperature of the judge when judging through a ``ChatModel``.
@@ -118,6 +121,7 @@ class JudgeConfig:
     reasoning_end: str = "</think>"  # Qwen3 / DeepSeek-R1 convention
     reasoning_start: str = "<think>"  # Qwen3 convention
     reasoning_opened_by_prompt: bool = False  # Qwen3 writes <think> itself
+    read_truncated: bool = False  # a judge output cut off at the token limit is no finished answer
     judge_template: str = DEFAULT_JUDGE_TEMPLATE
     max_new_tokens: int = 256  # room for a short justification before the box
     temperature: float = 0.0  # greedy: a ChatModel judge used for ranking should be repeatable

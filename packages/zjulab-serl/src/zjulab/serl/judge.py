@@ -141,7 +141,7 @@ def score_group(
     if finished is not None and len(finished) != len(slots):
         raise SERLInputError(f"{len(finished)} 'finished' flags for {len(slots)} judgment slots")
     read = parser or cfg.parse
-    done = [True] * len(slots) if finished is None else [bool(f) for f in finished]
+    done = [True] * len(slots) if finished is None or cfg.read_truncated else [bool(f) for f in finished]
     verdicts = [read(t) if ok else None for t, ok in zip(raw_verdicts, done)]
     shown = [cfg.answer_of(r) for r in responses]
     lengths = [word_count(r) for r in shown]

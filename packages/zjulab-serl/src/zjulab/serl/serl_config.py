@@ -52,6 +52,11 @@ class SERLConfig(GRPOConfig):
         reasoning_start: Marker that opens a reasoning block (a judge rollout that opens one and
             never closes it has no verdict).
         reasoning_opened_by_prompt: The chat template opens the reasoning block in the prompt.
+        read_truncated_verdicts: Read a verdict from a judge rollout that stopped at
+            ``max_judge_completion_length`` without ending (the authors' code does). By default it
+            has no verdict (reward -1): its answer is unfinished, and a box in it may be part of a
+            sentence ("``\boxed{1}`` if ..., ``\boxed{2}`` if ...") or of reasoning whose markers
+            the tokenizer strips as special tokens.
         judge_template: Judge prompt with ``{instruction}``, ``{response_1}``, ``{response_2}``.
         loss_schedule: ``"serl"`` (``alpha = min(progress, alpha_cap)``,
             ``beta = max(1 - alpha, beta_floor)``) or ``"constant"``.
@@ -91,6 +96,9 @@ class SERLConfig(GRPOConfig):
     reasoning_opened_by_prompt: bool = field(
         default=False, metadata={"help": "The chat template opens the reasoning block in the prompt."}
     )  # Qwen3 writes <think> itself
+    read_truncated_verdicts: bool = field(
+        default=False, metadata={"help": "Read a verdict from a judge rollout stopped at the length limit."}
+    )  # an unfinished answer is no verdict (the authors' code reads it)
     judge_template: str = field(default=DEFAULT_JUDGE_TEMPLATE, metadata={"help": "Judge prompt template."})
     loss_schedule: Literal["serl", "constant"] = field(
         default="serl", metadata={"help": "How the Actor and Judge losses are weighted over training."}
@@ -186,6 +194,7 @@ class SERLConfig(GRPOConfig):
             reasoning_end=self.reasoning_end,
             reasoning_start=self.reasoning_start,
             reasoning_opened_by_prompt=self.reasoning_opened_by_prompt,
+            read_truncated=self.read_truncated_verdicts,
             judge_template=self.judge_template,
             max_new_tokens=self.max_judge_completion_length,
             temperature=self.temperature,

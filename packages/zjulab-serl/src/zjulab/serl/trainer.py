@@ -311,7 +311,14 @@ class SERLTrainer(GRPOTrainer):
     ) -> torch.Tensor:
         device = self.accelerator.device
         if self._serl_phase == "judge":
-            local = self._score_judge_pass(completions)
+            # a judge rollout stopped at the length limit (its last token is no end of sequence)
+            # did not finish its answer: whatever boxes it holds, it has no verdict
+            ends = {
+                *getattr(self, "eos_token_ids", [self._tokenizer.eos_token_id]),
+                self._tokenizer.pad_token_id,
+            }
+            finished = [bool(ids) and int(ids[-1]) in ends for ids in completion_ids_list]
+            local = self._score_judge_pass(completions, finished)
         else:
             local = self._run_judge_pass(prompts, completions)
         return gather(torch.tensor(local, dtype=torch.float32, device=device).unsqueeze(1))
@@ -355,18 +362,22 @@ class SERLTrainer(GRPOTrainer):
         self._serl_pending["judge_batch"] = judge_batch
         return list(self._serl_pending.pop("actor_rewards"))
 
-    def _score_judge_pass(self, completions: list[Any]) -> list[float]:
+    def _score_judge_pass(self, completions: list[Any], finished: list[bool] | None = None) -> list[float]:
         """Parse the judge rollouts; keep the Actor rewards; return the Judge rewards."""
         cfg = self.judge_config
         raw = [_text_of(c) for c in completions]
+        done = finished if finished is not None else [True] * len(raw)
         actor: list[float] = []
         judge: list[float] = []
         results = []
         start = 0
         for instruction, responses, slots in self._serl_pending["groups"]:
             chunk = raw[start : start + len(slots)]
+            ends = done[start : start + len(slots)]
             start += len(slots)
-            res = score_group(instruction, responses, chunk, cfg, slots, parser=self.verdict_parser)
+            res = score_group(
+                instruction, responses, chunk, cfg, slots, parser=self.verdict_parser, finished=ends
+            )
             results.append(res)
             actor.extend(float(x) for x in res.actor_rewards)
             judge.extend(float(x) for x in res.judge_rewards)
@@ -374,6 +385,8 @@ class SERLTrainer(GRPOTrainer):
             raise SERLInputError(f"{len(raw)} judge rollouts for {start} judge prompts")
         self.last_judgments = results
         self._serl_pending["actor_rewards"] = actor
+        # the verdicts as scored, for the judge completions table (gathered by TRL like its columns)
+        self._log_completion_extra("verdict", [v for r in results for v in r.verdicts])
         self._log_diagnostics(results)
         return judge
 
@@ -706,7 +719,7 @@ class SERLTrainer(GRPOTrainer):
             "step": [self.state.global_step] * len(prompts),
             "prompt": [str(p) for p in prompts],
             "completion": [str(c) for c in completions],
-            "verdict": [self.verdict_parser(_text_of(c)) for c in completions],
+            "verdict": list(dict(logs.get("extra", {})).get("verdict", [])),
             **rewards,
             "advantage": list(logs.get("advantages", [])),
         }
