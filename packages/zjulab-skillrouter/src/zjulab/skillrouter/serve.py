@@ -10,7 +10,14 @@ The Model Context Protocol side uses the official ``mcp`` SDK.
   on the same port as ``/route``.
 
 Routing is thread-safe (:class:`~zjulab.skillrouter.router.SkillRouter` serialises its model
-calls), so concurrent requests get the answers sequential calls would.
+calls), so concurrent requests get the answers sequential calls would. Routes run in worker
+threads, so a slow route (a reranker, a served encoder retrying) never stalls ``/health`` or
+the MCP sessions.
+
+Errors are typed for the calling agent (:func:`error_record`): ``POST /route`` answers
+``{"error": message, "type": error class, "retryable": bool}`` with 400 for a bad request, 502
+when a served model behind the router failed (retryable), 500 otherwise; ``route_skills``
+returns an MCP tool error whose text starts with the error class and says whether to retry.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from zjulab.common.deps import require
 from zjulab.common.errors import InputError, ZjulabError
 from zjulab.skillrouter.router import SkillRouter
 
-__all__ = ["SERVE_EXTRA", "build_server", "route_records"]
+__all__ = ["SERVE_EXTRA", "build_server", "error_record", "route_records"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +57,40 @@ def route_records(
     return [r.to_dict() for r in router.route(query, k=k, where=where, rerank=rerank)]
 
 
+def error_record(exc: BaseException) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and JSON body that report ``exc`` to a client.
+
+    400: the request is at fault (an :class:`~zjulab.common.errors.InputError`: empty query, bad
+    ``k``, malformed ``where``). 502: a served model the router calls (embeddings, reranker)
+    failed after its retries or answered garbage (:class:`~zjulab.common.errors.RemoteModelError`);
+    the same request may succeed later. 500: anything else (a misconfigured or changed encoder,
+    a corrupt index, a bug); retrying will not help.
+    """
+    from zjulab.common.errors import RemoteModelError
+
+    if isinstance(exc, InputError):
+        status, retryable = 400, False
+    elif isinstance(exc, RemoteModelError):
+        status, retryable = 502, True
+    else:
+        status, retryable = 500, False
+    return status, {
+        "error": str(exc) or type(exc).__name__,
+        "type": type(exc).__name__,
+        "retryable": retryable,
+    }
+
+
+def _tool_message(exc: BaseException) -> str:
+    status, body = error_record(exc)
+    hint = {
+        400: "fix the arguments and call again",
+        502: "a model server behind the router failed; retry later",
+        500: "the router cannot serve this; retrying will not help",
+    }[status]
+    return f"{body['type']}: {body['error']} ({hint})"
+
+
 def build_server(router: SkillRouter, *, name: str = "zjulab-skillrouter") -> Any:
     """An ``mcp`` ``MCPServer`` with the ``route_skills`` tool and the ``/route``, ``/health`` routes.
 
@@ -57,7 +98,11 @@ def build_server(router: SkillRouter, *, name: str = "zjulab-skillrouter") -> An
         MissingDependencyError: ``mcp`` is not installed (``zjulab-skillrouter[serve]``).
     """
     require("mcp", SERVE_EXTRA, feature="zjulab-skillrouter serve")
+    import functools
+
+    import anyio.to_thread
     from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
     from starlette.requests import Request
     from starlette.responses import JSONResponse
 
@@ -78,25 +123,38 @@ def build_server(router: SkillRouter, *, name: str = "zjulab-skillrouter") -> An
             k: How many skills to return.
             where: Optional metadata filter, e.g. {"category": "pdf"} or {"tags": ["ocr"]}.
         """
-        return route_records(router, query, k, where)
+        try:
+            return route_records(router, query, k, where)
+        except Exception as exc:  # the SDK would hide the message of anything but a ToolError
+            if not isinstance(exc, ZjulabError):
+                logger.exception("route_skills failed")
+            raise ToolError(_tool_message(exc)) from exc
+
+    def _bad(message: str) -> JSONResponse:
+        status, record = error_record(InputError(message))
+        return JSONResponse(record, status_code=status)
 
     @server.custom_route("/route", methods=["POST"])
     async def route_http(request: Request) -> JSONResponse:
         try:
             body = json.loads(await request.body() or b"null")
         except (ValueError, UnicodeDecodeError) as exc:
-            return JSONResponse({"error": f"the body is not JSON: {exc}"}, status_code=400)
+            return _bad(f"the body is not JSON: {exc}")
         if not isinstance(body, dict):
-            return JSONResponse({"error": "the body must be a JSON object"}, status_code=400)
+            return _bad("the body must be a JSON object")
         unknown = sorted(set(body) - {"query", "k", "where", "rerank"})
         if unknown:
-            return JSONResponse({"error": f"unknown fields: {unknown}"}, status_code=400)
+            return _bad(f"unknown fields: {unknown}; accepted: query, k, where, rerank")
+        call = functools.partial(
+            route_records, router, body.get("query"), body.get("k", 5), body.get("where"), body.get("rerank")
+        )
         try:
-            results = route_records(
-                router, body.get("query"), body.get("k", 5), body.get("where"), body.get("rerank")
-            )
-        except ZjulabError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            results = await anyio.to_thread.run_sync(call)  # the event loop keeps serving meanwhile
+        except Exception as exc:
+            if not isinstance(exc, ZjulabError):
+                logger.exception("POST /route failed")
+            status, record = error_record(exc)
+            return JSONResponse(record, status_code=status)
         return JSONResponse({"results": results})
 
     @server.custom_route("/health", methods=["GET"])
