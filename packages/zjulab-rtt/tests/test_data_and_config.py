@@ -109,3 +109,78 @@ def test_colorize_credit():
         "\x1b[48;2;255;100;100m\x1b[38;2;0;0;0mb"
         "\x1b[48;2;255;255;255m\x1b[38;2;0;0;0mc\x1b[0m"
     )
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"checker": "keywords:existence", "kwargs": {"keywords": "blue"}}, "'keywords' must be a list"),
+        (
+            {
+                "checker": "keywords:frequency",
+                "kwargs": {"keyword": "a", "frequency": 2, "relation": "about"},
+            },
+            "'relation'",
+        ),
+        (
+            {
+                "checker": "length_constraints:number_words",
+                "kwargs": {"num_words": "ten", "relation": "at least"},
+            },
+            "'num_words'",
+        ),
+        ({"checker": "detectable_format:number_bullet_lists", "kwargs": {"num_bullets": -1}}, "non-negative"),
+        ({"checker": "detectable_format:number_bullet_lists", "kwargs": {}}, "does not accept"),
+        ({"checker": "punctuation:no_comma", "kwargs": {"extra": 1}}, "does not accept"),
+    ],
+)
+def test_bad_checker_arguments_are_refused_when_read(tmp_path, kwargs, match):
+    from zjulab.rtt import load_rubric_prompts
+
+    data = tmp_path / "p.jsonl"
+    data.write_text(
+        '{"prompt": "fine", "rubrics": []}\n\n' + json.dumps({"prompt": "hi", "rubrics": [kwargs]}) + "\n"
+    )
+    with pytest.raises(RubricError, match=match) as err:
+        load_rubric_prompts(data)
+    assert f"{data}:3:" in str(err.value)  # the file and the line (blank lines counted)
+    # an integral float count is accepted as the integer
+    assert Rubric.check("detectable_format:number_bullet_lists", num_bullets=3.0).kwargs == {"num_bullets": 3}
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [(b'{"prompt": "x"}\n\xff\xfe\n', r":2: not UTF-8"), (b"[1, 2]\n", r":1: expected a JSON object")],
+)
+def test_unreadable_prompt_files_name_the_line(tmp_path, content, match):
+    from zjulab.rtt import load_ifeval, load_rubric_prompts
+
+    data = tmp_path / "p.jsonl"
+    data.write_bytes(content)
+    with pytest.raises(RubricError, match=match):
+        load_rubric_prompts(data)
+    with pytest.raises(RubricError, match=r":\d+: (not UTF-8|not an IFEval record)"):
+        load_ifeval(data)
+    with pytest.raises(RubricError, match="is a directory"):
+        load_rubric_prompts(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "line,match",
+    [
+        ('{"criterion": "c"}', "needs 'criterion' and 'response'"),
+        ('{"criterion": "c", "response": "abc", "spans": [0, 2]}', "list of \\[start, end\\] pairs"),
+        ('{"criterion": "c", "response": "abc", "spans": [[0, 9]]}', "does not fit"),
+        ("[1]", "expected a JSON object"),
+    ],
+)
+def test_train_discriminator_bad_span_data(tmp_path, capsys, line, match):
+    import re
+
+    from zjulab.rtt.cli import main
+
+    data = tmp_path / "spans.jsonl"
+    data.write_text('{"criterion": "c", "response": "abc", "spans": [[0, 1]]}\n' + line + "\n")
+    assert main(["train-discriminator", "--tiny", "--data", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert f"{data}:2:" in err and re.search(match, err) and "Traceback" not in err

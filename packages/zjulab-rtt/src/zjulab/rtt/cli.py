@@ -152,16 +152,32 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
 
 
 def _cmd_train_discriminator(ns: argparse.Namespace) -> int:
-    from zjulab.common.io import read_jsonl
-    from zjulab.rtt import DiscriminatorConfig, DiscriminatorTrainer, RelevanceDiscriminator, RelevanceExample
+    from zjulab.rtt import (
+        DiscriminatorConfig,
+        DiscriminatorTrainer,
+        LabelAlignmentError,
+        RelevanceDiscriminator,
+        RelevanceExample,
+    )
+    from zjulab.rtt.prompts import iter_records
     from zjulab.rtt.synthetic import colour_examples
 
     if ns.data:
-        rows = read_jsonl(ns.data)
-        examples = [
-            RelevanceExample(r["criterion"], r["response"], [tuple(s) for s in r.get("spans", [])])
-            for r in rows
-        ]
+        examples = []
+        for lineno, r in iter_records(ns.data, "span data"):
+            try:
+                if not isinstance(r, dict):
+                    raise LabelAlignmentError(f"expected a JSON object, got {type(r).__name__}")
+                if not isinstance(r.get("criterion"), str) or not isinstance(r.get("response"), str):
+                    raise LabelAlignmentError("needs 'criterion' and 'response' strings")
+                spans = r.get("spans") or []
+                if not isinstance(spans, list) or not all(isinstance(sp, (list, tuple)) for sp in spans):
+                    raise LabelAlignmentError("'spans' must be a list of [start, end] pairs")
+                examples.append(RelevanceExample(r["criterion"], r["response"], [tuple(sp) for sp in spans]))
+            except (LabelAlignmentError, AttributeError, TypeError, ValueError) as exc:
+                raise LabelAlignmentError(f"{ns.data}:{lineno}: {exc}") from exc
+        if not examples:
+            raise LabelAlignmentError(f"{ns.data}: no examples")
     else:
         examples = colour_examples(ns.synthetic, seed=ns.seed)
     cut = max(1, int(len(examples) * (1 - ns.eval_fraction)))

@@ -47,6 +47,8 @@ def load_ifeval(
     p = Path(path)
     out: list[RubricPrompt] = []
     for lineno, rec in iter_records(p, "IFEval"):
+        if not isinstance(rec, dict):
+            raise RubricError(f"{p}:{lineno}: not an IFEval record (a JSON {type(rec).__name__})")
         try:
             ids: Sequence[str] = rec["instruction_id_list"]
             kwargs: Sequence[dict[str, Any]] = rec["kwargs"]
@@ -54,6 +56,8 @@ def load_ifeval(
             key = str(rec.get("key", lineno))
         except (KeyError, TypeError) as exc:
             raise RubricError(f"{p}:{lineno}: not an IFEval record ({exc!r})") from exc
+        if not isinstance(ids, list) or not isinstance(kwargs, list):
+            raise RubricError(f"{p}:{lineno}: instruction_id_list and kwargs must be lists")
         if len(ids) != len(kwargs):
             raise RubricError(f"{p}:{lineno}: {len(ids)} instruction ids but {len(kwargs)} kwargs")
         rubrics: list[Rubric] = []
@@ -65,7 +69,10 @@ def load_ifeval(
             clean = {k: v for k, v in (kw or {}).items() if v is not None}
             if iid == "combination:repeat_prompt" and "prompt_to_repeat" not in clean:
                 clean["prompt_to_repeat"] = prompt
-            rubrics.append(Rubric.check(iid, **clean))
+            try:
+                rubrics.append(Rubric.check(iid, **clean))
+            except RubricError as exc:
+                raise RubricError(f"{p}:{lineno}: {exc}") from exc
         if (dropped and unsupported == "skip_prompt") or not rubrics:
             continue
         out.append(RubricPrompt(key, prompt, rubrics, dropped))

@@ -39,10 +39,16 @@ def iter_records(path: str | os.PathLike[str], what: str) -> Iterator[tuple[int,
         RubricError: The file is missing or a line is not JSON (the message names the line).
     """
     p = Path(path)
+    if p.is_dir():
+        raise RubricError(f"{what} file {p} is a directory, not a JSONL file")
     if not p.is_file():
         raise RubricError(f"{what} file not found: {p}")
-    with p.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with p.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise RubricError(f"{p}:{lineno}: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
             if not line.strip():
                 continue
             try:
@@ -62,6 +68,8 @@ def load_rubric_prompts(path: str | os.PathLike[str]) -> list[RubricPrompt]:
     """
     out = []
     for lineno, rec in iter_records(path, "rubric prompt"):
+        if not isinstance(rec, dict):
+            raise RubricError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
         try:
             prompt = rec["prompt"]
             rubrics = parse_rubrics(rec.get("rubrics"))

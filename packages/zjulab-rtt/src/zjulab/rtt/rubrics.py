@@ -26,6 +26,7 @@ __all__ = [
     "CheckResult",
     "Rubric",
     "Span",
+    "check_arguments",
     "describe_check",
     "parse_rubrics",
     "register_checker",
@@ -465,6 +466,83 @@ def run_check(name: str, response: str, kwargs: Mapping[str, Any] | None = None)
         raise RubricError(f"checker {name!r} does not accept arguments {sorted(args)}: {exc}") from exc
 
 
+_RELATIONS = ("less than", "at least", "at most", "more than", "exactly", "<", ">=", "<=", ">", "==")
+_WORD_LISTS = frozenset({"keywords", "forbidden_words"})
+_TEXTS = frozenset(
+    {
+        "keyword",
+        "letter",
+        "postscript_marker",
+        "end_phrase",
+        "prompt_to_repeat",
+        "section_spliter",
+        "first_word",
+    }
+)
+_RELATION_ARGS = frozenset({"relation", "capital_relation", "let_relation"})
+_COUNTS = frozenset(
+    {
+        "capital_frequency",
+        "frequency",
+        "let_frequency",
+        "num_placeholders",
+        "num_highlights",
+        "num_bullets",
+        "num_words",
+        "num_paragraphs",
+        "nth_paragraph",
+        "num_sections",
+    }
+)
+
+
+def check_arguments(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a checker's arguments before anything is scored with them.
+
+    The built-in checkers' arguments have IFEval's types: ``keywords`` / ``forbidden_words`` a
+    list of strings (a plain string would be read letter by letter), counts non-negative
+    integers (an integral float such as ``3.0`` is accepted as 3), relations one of
+    ``"less than"``, ``"at least"``, ``"at most"``, ``"more than"``, ``"exactly"``. Every
+    checker's arguments must fit its signature.
+
+    Returns:
+        The arguments (``None`` values dropped, integral floats made ints).
+
+    Raises:
+        UnknownCheckerError: ``name`` is not registered.
+        RubricError: An argument is missing, unexpected or of the wrong type (the message names it).
+    """
+    fn = CHECKERS.get(name)
+    if fn is None:
+        raise UnknownCheckerError(f"no checker named {name!r}; registered: {sorted(CHECKERS)}")
+    args = {k: v for k, v in dict(kwargs).items() if v is not None}
+    for key, value in args.items():
+        bad = None
+        if key in _WORD_LISTS:
+            if not isinstance(value, (list, tuple)) or not all(isinstance(w, str) and w for w in value):
+                bad = "a list of non-empty strings"
+        elif key in _TEXTS:
+            if not isinstance(value, str) or not value:
+                bad = "a non-empty string"
+        elif key in _RELATION_ARGS:
+            if not isinstance(value, str) or value.strip().lower() not in _RELATIONS:
+                bad = "one of 'less than', 'at least', 'at most', 'more than', 'exactly'"
+        elif key in _COUNTS:
+            if isinstance(value, float) and value.is_integer():
+                value = args[key] = int(value)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                bad = "a non-negative integer"
+        if bad is not None:
+            raise RubricError(f"checker {name!r}: argument {key!r} must be {bad}, got {value!r}")
+    import inspect
+
+    try:
+        inspect.signature(fn).bind("", **args)
+    except TypeError as exc:
+        raise RubricError(f"checker {name!r} does not accept arguments {sorted(args)}: {exc}") from exc
+    return args
+
+
 def describe_check(name: str, kwargs: Mapping[str, Any] | None = None) -> str:
     """A human-readable statement of the constraint checked by ``name`` with ``kwargs``.
 
@@ -510,7 +588,7 @@ class Rubric:
                 raise UnknownCheckerError(
                     f"no checker named {self.checker!r}; registered: {sorted(CHECKERS)}"
                 )
-            clean = {k: v for k, v in dict(self.kwargs).items() if v is not None}
+            clean = check_arguments(self.checker, self.kwargs)
             object.__setattr__(self, "kwargs", clean)
             if not self.text:
                 object.__setattr__(self, "text", describe_check(self.checker, clean))
