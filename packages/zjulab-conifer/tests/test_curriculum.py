@@ -97,3 +97,33 @@ def test_to_dataset_keeps_order_and_messages():
     ds = to_dataset(convs)
     assert ds.column_names == ["messages"]
     assert [r["messages"][0]["content"] for r in ds] == ["u0", "u1", "u2"]
+
+
+def test_a_format_number_variant_is_not_a_level_of_the_ladder():
+    # the authors chain only the general levelled instructions (06_answer.json); a variant
+    # (format/number constraints appended) trains on its own, in either mode
+    recs = [
+        {"query": "Q", "level": 1, "kind": "general", "instruction": "g1", "answer": "a1"},
+        {"query": "Q", "level": 1, "kind": "format_number", "instruction": "g1 + fn", "answer": "f1"},
+        {"query": "Q", "level": 2, "kind": "general", "instruction": "g2", "answer": "a2"},
+        {"query": "Q", "level": 2, "kind": "format_number", "instruction": "g2 + fn", "answer": "f2"},
+        {
+            "query": "Q",
+            "level": 2,
+            "kind": "format_number",
+            "instruction": "g2 + fn, process",
+            "answer": "p2",
+            "process_in_answer": True,
+        },
+    ]
+    convs = build_conversations(recs, include_feedback=False)
+    assert [[m["content"] for m in c if m["role"] == "user"] for c in convs] == [
+        ["g1", "g2"],
+        ["g1 + fn"],
+        ["g2 + fn"],
+    ]
+    with_feedback = build_conversations(recs)
+    assert [m["content"] for m in with_feedback[-1]] == ["g2 + fn, process", "p2"]
+    # every answered record is in the export exactly once
+    users = [c[0]["content"] for c in with_feedback[1:]] + ["g1", "g2"]
+    assert sorted(users) == sorted(r["instruction"] for r in recs)

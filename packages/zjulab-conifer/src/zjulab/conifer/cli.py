@@ -372,14 +372,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model = default_chat_model(device=args.device, max_new_tokens=args.max_new_tokens)
     out_dir = args.out_dir or tempfile.mkdtemp(prefix="conifer-demo-")
+    run_demo(model, out_dir, max_new_tokens=args.max_new_tokens)
+    print(f"\ndone in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def run_demo(model: Any, out_dir: str | Path, *, max_new_tokens: int = 96) -> PipelineResult:
+    """The demo's run and report: every stage on :data:`DEMO_SEEDS` with ``model`` as strong and weak model."""
     cfg = PipelineConfig(
-        out_dir=out_dir,
+        out_dir=str(out_dir),
         num_reframes=1,
         num_levels=3,
         min_levels=2,
         weak_level=2,
         max_structured_retries=0,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=max_new_tokens,
         verdict_max_new_tokens=24,
         answer_max_new_tokens=32,
         batch_size=16,
@@ -388,7 +395,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         salvage_cut_off=True,
     )
     print(
-        f"Conifer demo: 3 seed queries, SmolLM2-135M-Instruct as strong and weak model, output in {out_dir}\n"
+        f"Conifer demo: 3 seed queries, {_model_id_of(model)} as strong and weak model, output in {out_dir}\n"
     )
     result = Pipeline(model, model, cfg).run(load_seeds(DEMO_SEEDS))
     print(_stats_table(result))
@@ -397,17 +404,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"\n{len(aside)} item(s) set aside (kept with their reasons in *.setaside.jsonl), e.g.:")
         for row in aside[:3]:
             print(f"  {row['stage']}/{row['key']}: {row['reason'][:150]}")
-    convs = easy_to_hard(r for r in result.records if r.get("answer"))
-    if convs:
-        conv = max(convs, key=len)
+    salvaged = [r for r in result.records if r.get("salvaged")]
+    if salvaged:
+        print(
+            f"\n{len(salvaged)} of {len(result.records)} record(s) built from answers cut off at the token "
+            "limit (marked under 'salvaged')"
+        )
+    ladders = [c for c in build_conversations(result.records, include_feedback=False) if len(c) > 2]
+    if ladders:
+        conv = max(ladders, key=len)
         print(f"\nEasy-to-hard conversation ({len(conv) // 2} levels, easiest first):")
         _print_conversation(conv)
     else:
-        print(
-            "\nNo instruction reached the answer stage with this tiny model; see the set-aside reasons above."
-        )
-    print(f"\ndone in {time.perf_counter() - t0:.1f}s")
-    return 0
+        print("\nNo question reached two answered levels with this model; see the set-aside reasons above.")
+    return result
+
+
+def _model_id_of(model: Any) -> str:
+    name = getattr(model, "model_id", None)
+    return name if isinstance(name, str) and name else type(model).__name__
 
 
 def main(argv: list[str] | None = None) -> int:

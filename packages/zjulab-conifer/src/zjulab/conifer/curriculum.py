@@ -180,8 +180,9 @@ def build_conversations(
 
     Args:
         records: Answered records (the answer stage's output or later).
-        ordering: ``"easy_to_hard"``: one multi-turn conversation per question (the paper's
-            progressive scheme); ``"level"``: single-turn examples sorted by level, easiest
+        ordering: ``"easy_to_hard"``: one multi-turn conversation per question, its general
+            instructions by level (the paper's progressive scheme), then each format/number
+            variant without process feedback as a single-turn example; ``"level"``: single-turn examples sorted by level, easiest
             first (a curriculum over the whole set); ``"shuffled"``: single-turn examples in
             random order (the baseline without curriculum).
         include_feedback: Append the internal- and external-feedback conversations.
@@ -195,8 +196,12 @@ def build_conversations(
     answered = [r for r in records if r.get("answer") is not None]
     # answers that end with their process feedback train as internal-feedback conversations only
     plain = [r for r in answered if not r.get("process_in_answer")]
+    # the ladder is the question's levelled general instructions (the authors chain only
+    # those); a format/number variant is not a level of its own and trains single-turn
+    ladder = [r for r in plain if r.get("kind", "general") == "general"]
+    variants = [c for _, c in single_turn(r for r in plain if r.get("kind", "general") != "general")]
     if ordering == "easy_to_hard":
-        convs = easy_to_hard(plain)
+        convs = easy_to_hard(ladder) + variants
     elif ordering == "level":
         convs = [c for _, c in sorted(single_turn(plain), key=lambda x: x[0])]
     elif ordering == "shuffled":

@@ -653,8 +653,13 @@ class Pipeline:
             records = [dict(r) for r in seeds if isinstance(r, dict)]
         if not records:
             raise ConiferInputError("no seed records")
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ConiferInputError(f"out_dir {self.out_dir} is a file, not a folder")
+        self._refuse_foreign_folder()  # before the lock file: a refused folder is left as it was
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.out_dir / ".conifer.lock"))
+        lock_path = self.out_dir / ".conifer.lock"
+        made_lock = not lock_path.exists()
+        lock = FileLock(str(lock_path))
         try:
             lock.acquire(timeout=0)
         except Timeout:
@@ -663,15 +668,22 @@ class Pipeline:
             return self._run_locked(records, retry_abandoned=retry_abandoned)
         finally:
             lock.release()
+            if made_lock and not (self.out_dir / "manifest.json").exists():
+                lock_path.unlink(missing_ok=True)  # nothing was run here: leave no trace
 
-    def _run_locked(self, records: list[Record], *, retry_abandoned: bool) -> PipelineResult:
-        manifest_path = self.out_dir / "manifest.json"
+    def _refuse_foreign_folder(self) -> None:
+        if not self.out_dir.is_dir() or (self.out_dir / "manifest.json").exists():
+            return
         others = [p.name for p in self.out_dir.iterdir() if p.name != ".conifer.lock"]
-        if others and not manifest_path.exists():
+        if others:
             raise CheckpointError(
                 f"{self.out_dir} holds files that are not a zjulab-conifer run ({sorted(others)[:3]}); "
                 "use a new or empty out_dir"
             )
+
+    def _run_locked(self, records: list[Record], *, retry_abandoned: bool) -> PipelineResult:
+        manifest_path = self.out_dir / "manifest.json"
+        self._refuse_foreign_folder()  # again under the lock: files may have arrived meanwhile
         if manifest_path.exists():
             old = read_json(manifest_path)
             if not isinstance(old, dict) or old.get("version") not in (MANIFEST_VERSION,):
