@@ -196,3 +196,27 @@ def test_generation_table_reports_the_authors_bleu_next_to_corpus_bleu():
     # bigrams: 补水 水面 of 3 -> 2/3 * BP; exact pair 1.0
     assert out["bleu2"] == pytest.approx((2 / 3 * math.exp(1 - 6 / 4) + 1.0) / 2)
     assert out["corpus_bleu1"] != pytest.approx(out["bleu1"])
+
+
+# --- recommended items and their candidate lists are validated -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("rec_item_id", "577681663455", "'rec_item_id' must be a list of item ids"),  # was 12 one-digit ids
+        ("rec_item_id", [{"a": 1}], "'rec_item_id' must be a list of item ids"),
+        ("rec_item_candidates", [["1", "2"]] * 3, "3 candidate lists for 1 recommended items"),
+        ("rec_item_candidates", [["1", "2"]], "'577681663455' is not in its candidate list"),
+    ],
+)
+def test_recommendation_fields_are_validated(
+    uneed_dir: Path, tmp_path: Path, field: str, value, message: str
+):
+    data = json.loads((uneed_dir / "test_dialogue.json").read_text(encoding="utf-8"))
+    data[0]["dialogue"][6][field] = value
+    bad = tmp_path / "test_dialogue.json"
+    bad.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(DataFormatError, match="seq_no 7") as exc:
+        load_dialogues(bad)
+    assert message in str(exc.value) and "test_dialogue.json" in str(exc.value)

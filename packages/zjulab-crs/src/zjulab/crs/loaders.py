@@ -145,7 +145,12 @@ def _utterance(rec: Any, where: str, strict: bool) -> Utterance:
         logger.warning("%s: unknown act_tag %r kept as is", where, act_raw)
     attrs_raw = _need(rec, "attributes", list, where)
     attrs = [_attribute(a, text, f"{where} attribute {j}", strict) for j, a in enumerate(attrs_raw)]
-    rec_ids = [str(x) for x in rec.get("rec_item_id", []) or []]
+    rec_raw = rec.get("rec_item_id", []) or []
+    if not isinstance(rec_raw, list) or not all(
+        isinstance(x, (str, int)) and not isinstance(x, bool) for x in rec_raw
+    ):
+        raise DataFormatError(f"{where}: field 'rec_item_id' must be a list of item ids, got {rec_raw!r}")
+    rec_ids = [str(x) for x in rec_raw]
     rec_info = rec.get("rec_item_info", [])
     if not isinstance(rec_info, list) or not all(isinstance(x, str) for x in rec_info):
         raise DataFormatError(f"{where}: field 'rec_item_info' must be a list of strings, got {rec_info!r}")
@@ -155,6 +160,18 @@ def _utterance(rec: Any, where: str, strict: bool) -> Utterance:
         if not isinstance(cands_raw, list) or not all(isinstance(c, list) for c in cands_raw):
             raise DataFormatError(f"{where}: field 'rec_item_candidates' must be a list of lists")
         cands = [[str(x) for x in c] for c in cands_raw]
+        # one list per recommended item, holding that item (what the protocol ranks)
+        problem = ""
+        if cands and len(cands) != len(rec_ids):
+            problem = f"{len(cands)} candidate lists for {len(rec_ids)} recommended items"
+        else:
+            missing = [iid for iid, c in zip(rec_ids, cands) if iid not in c]
+            if missing:
+                problem = f"recommended item {missing[0]!r} is not in its candidate list"
+        if problem:
+            if strict:
+                raise DataFormatError(f"{where}: field 'rec_item_candidates': {problem}")
+            logger.warning("%s: rec_item_candidates: %s", where, problem)
     time = rec.get("time", "")
     if not isinstance(time, str):
         raise DataFormatError(f"{where}: field 'time' must be a string, got {time!r}")
