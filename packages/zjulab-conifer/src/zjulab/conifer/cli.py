@@ -15,7 +15,7 @@ from zjulab.common.io import read_json, read_jsonl, write_json, write_jsonl
 from zjulab.common.protocols import Conversation
 from zjulab.conifer.checkers import default_registry
 from zjulab.conifer.config import PipelineConfig
-from zjulab.conifer.curriculum import build_conversations, easy_to_hard
+from zjulab.conifer.curriculum import build_conversations
 from zjulab.conifer.errors import ConiferError, ConiferInputError
 from zjulab.conifer.ifeval import evaluate_ifeval, load_ifeval, per_type_table
 from zjulab.conifer.pipeline import Pipeline, PipelineResult, load_seeds
