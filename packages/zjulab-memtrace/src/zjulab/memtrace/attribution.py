@@ -156,6 +156,14 @@ class Attribution:
             tag = "final operation: a replay cannot test it"
         else:
             tag = "not verified"
+        if self.degraded:  # a fallback blame must never read like a finding
+            if any(v.rationale == "judge answer unusable" for v in self.verdicts.values()):
+                why = "the judge gave no usable answer"
+            elif not any(v.faulty for v in self.verdicts.values()):
+                why = "the judge flagged nothing"
+            else:
+                why = "the judge named no operation as the origin"
+            tag += f"; degraded: {why}"
         return f"decisive: {', '.join(parts)} [{tag}]"
 
     @classmethod
