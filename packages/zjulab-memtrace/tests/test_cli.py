@@ -38,3 +38,26 @@ def test_demo_show_and_attribute(tmp_path, capsys):
 def test_cli_errors(tmp_path, capsys):
     assert main(["show", str(tmp_path / "missing.json")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def _runs(tmp_path):
+    out = tmp_path / "d"
+    yield ["demo", "--out", str(out), "--encoder", "hashing"]
+    yield ["show", str(out / "trace.json"), "--out", str(tmp_path / "pic")]
+    yield ["attribute", str(out / "trace.json"), "--gold", "Biscuit", "--out", str(tmp_path / "a.json")]
+    yield ["show", str(tmp_path / "missing.json")]  # an error message too
+
+
+def test_no_ansi_escapes_captured_or_with_no_color(tmp_path, capsys, monkeypatch):
+    for argv in _runs(tmp_path):
+        main(argv)
+        cap = capsys.readouterr()
+        assert "\x1b[" not in cap.out + cap.err, argv
+    # NO_COLOR wins even on a terminal that asks for colour
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True, raising=False)
+    for argv in _runs(tmp_path / "again"):
+        main(argv)
+        cap = capsys.readouterr()
+        assert "\x1b[" not in cap.out + cap.err, argv
