@@ -32,7 +32,9 @@ def texts(rng: np.random.Generator, n: int, vocab: list[str]) -> list[str]:
     return [" ".join(vocab[r] for r in row) for row in ranks]
 
 
-def run(backend: str, sizes: list[int], queries: int, adds: int, ivf_min: int | None = None) -> list[dict]:
+def run(
+    backend: str, sizes: list[int], queries: int, adds: int, ivf_min: int | None = None, nprobe: int = 16
+) -> list[dict]:
     rng = np.random.default_rng(0)
     syll = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "po", "da", "fe"]
     vocab = sorted({"".join(rng.choice(syll, size=3)) for _ in range(20000)})
@@ -47,7 +49,7 @@ def run(backend: str, sizes: list[int], queries: int, adds: int, ivf_min: int | 
         while len(mem.graph) < n:
             mem.add(texts(rng, min(1000, n - len(mem.graph)), vocab), user_id="bench", infer=False)
         fill_s = time.perf_counter() - t0
-        measured = FluxMemConfig(vector_backend=backend, ivf_min_nodes=ivf_min)
+        measured = FluxMemConfig(vector_backend=backend, ivf_min_nodes=ivf_min, ivf_nprobe=nprobe)
         if ivf_min is not None:  # the IVF index is built when a store is opened
             mem.close()
             mem = FluxMemory.open(path, enc, config=measured)
@@ -60,12 +62,29 @@ def run(backend: str, sizes: list[int], queries: int, adds: int, ivf_min: int | 
             add_ms.append((time.perf_counter() - t1) * 1000)
             add_cpu.append((time.process_time() - c1) * 1000)
         qs = texts(rng, queries, vocab)
-        search_ms, search_cpu = [], []
+        search_ms, search_cpu, found = [], [], []
         for q in qs:
             t1, c1 = time.perf_counter(), time.process_time()
-            mem.search(q, user_id="bench", top_k=10, with_context=False)
+            hits = mem.search(q, user_id="bench", top_k=10, with_context=False)["results"]
             search_ms.append((time.perf_counter() - t1) * 1000)
             search_cpu.append((time.process_time() - c1) * 1000)
+            found.append({h["id"] for h in hits})
+        # what a user sees: the share of the exact search's top-10 that this index returns too
+        agree = float("nan")
+        if ivf_min is not None:
+            exact = FluxMemory.open(path, enc, config=FluxMemConfig(vector_backend=backend))
+            agree = statistics.mean(
+                len(
+                    got
+                    & {
+                        h["id"]
+                        for h in exact.search(q, user_id="bench", top_k=10, with_context=False)["results"]
+                    }
+                )
+                / 10
+                for q, got in zip(qs, found)
+            )
+            exact.close()
         # baseline: a bare faiss flat scan over the same vectors
         vecs = np.frombuffer(
             b"".join(b for (b,) in mem.store.conn.execute("SELECT vec FROM nodes")), dtype=np.float32
@@ -99,6 +118,7 @@ def run(backend: str, sizes: list[int], queries: int, adds: int, ivf_min: int | 
             "search_ms_p90": float(np.percentile(search_ms, 90)),
             "flat_ms_p50": statistics.median(base_ms),
             "dense_recall": dense_recall,
+            "top10_agreement": agree,
         }
         rows.append(row)
         print(
@@ -107,7 +127,7 @@ def run(backend: str, sizes: list[int], queries: int, adds: int, ivf_min: int | 
             f"(CPU {row['search_cpu_p50']:.2f}) "
             f"(p90 {row['search_ms_p90']:.2f}), bare faiss p50 {row['flat_ms_p50']:.2f} ms, "
             f"ratio {row['search_ms_p50'] / row['flat_ms_p50']:.1f}x; dense recall@10 vs exact "
-            f"{row['dense_recall']:.3f}; fill {fill_s:.0f} s",
+            f"{row['dense_recall']:.3f}; search top-10 shared with exact {agree:.3f}; fill {fill_s:.0f} s",
             flush=True,
         )
     mem.close()
@@ -122,11 +142,12 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--adds", type=int, default=50)
     ap.add_argument("--ivf-min", type=int, default=None, help="measure with FluxMemConfig(ivf_min_nodes=...)")
+    ap.add_argument("--nprobe", type=int, default=16, help="FluxMemConfig(ivf_nprobe=...) with --ivf-min")
     args = ap.parse_args()
     faiss.omp_set_num_threads(1)
     for backend in args.backends:
         sizes = args.qdrant_sizes if backend == "qdrant" else args.sizes
-        rows = run(backend, sizes, args.queries, args.adds, args.ivf_min)
+        rows = run(backend, sizes, args.queries, args.adds, args.ivf_min, args.nprobe)
         by = {r["nodes"]: r for r in rows}
         ks = sorted(by)
         for a, b in itertools.pairwise(ks):

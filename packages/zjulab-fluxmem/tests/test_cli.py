@@ -63,3 +63,35 @@ def test_errors_exit_2(tmp_path, capsys):
     assert main(["eval-locomo", str(tmp_path / "none.json"), "--encoder", "hashing"]) == 2
     assert "error:" in capsys.readouterr().err
     assert main(["inspect", str(tmp_path / "nostore")]) == 2
+
+
+def test_inspect_out_never_replaces_a_users_file(store, tmp_path, capsys):
+    path, _ = store
+    mine = tmp_path / "notes.dot"
+    mine.write_text("my notes")
+    assert main(["inspect", str(path), "--out", str(mine)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert mine.read_text() == "my notes"
+    assert main(["inspect", str(path), "--out", str(tmp_path)]) == 2
+    assert main(["inspect", str(path), "--out", str(mine), "--force"]) == 0
+    assert mine.read_text().startswith("digraph fluxmem {")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.dot", "store"]  # no temp file left
+
+
+@pytest.mark.parametrize("env", [{}, {"NO_COLOR": "1", "FORCE_COLOR": "1"}])
+def test_cli_output_has_no_ansi_codes(env, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    full = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")} | env
+    out = subprocess.run(
+        [sys.executable, "-m", "zjulab.fluxmem.cli", "demo", "--encoder", "hashing", "--chat", "none"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=full,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "feedback:" in out.stdout and "consolidation:" in out.stdout
+    assert "\x1b[" not in out.stdout + out.stderr

@@ -10,6 +10,7 @@ import pytest
 from zjulab.fluxmem import (
     FluxMemConfig,
     FluxMemConfigError,
+    FluxMemory,
     PEMSTracker,
     hybrid_scores,
     kmeans,
@@ -188,3 +189,33 @@ def test_config_errors(kwargs, match):
 def test_config_round_trip():
     cfg = FluxMemConfig(bm25_weight=0.7, num_clusters=3)
     assert FluxMemConfig.from_dict({**cfg.to_dict(), "unknown_future_key": 1}) == cfg
+
+
+def test_bm25_after_deletes_and_updates_agrees_with_sqlite_and_the_row_counter_holds(tmp_path):
+    docs = {**DOCS, "d4": "fig fig fig apple pie", "d5": "x y z"}
+    store = _fts_store(docs)
+    with store.write():
+        store.delete_node("d5")
+        store.set_content("d4", "cherry cherry banana", np.ones(store.dim, dtype=np.float32) / 2, "now")
+    del docs["d5"]
+    (n, _), fts_rows = store._corpus(), store.conn.execute("SELECT count(*) FROM fts").fetchone()[0]
+    assert n == fts_rows == len(docs)
+    for q in ("apple fig cherry", "banana cherry"):
+        rows = store.conn.execute(
+            "SELECT n.id, -bm25(fts) FROM fts JOIN nodes n ON n.rid = fts.rowid WHERE fts MATCH ?",
+            (fts_query(q),),
+        )
+        ref = dict(rows.fetchall())
+        assert store.bm25_scores(q, list(docs)).tolist() == pytest.approx(
+            [ref.get(d, 0.0) for d in docs], rel=1e-9
+        )
+
+
+def test_a_store_without_the_row_counter_is_counted_once_on_open(enc, tmp_path):
+    mem = FluxMemory.open(tmp_path / "s", enc)
+    mem.add(["one apple", "two pears", "three figs"], user_id="u")
+    with mem.store.write():
+        mem.store.conn.execute("DELETE FROM fts_stats WHERE k = 'docs'")  # as written before the counter
+    mem.close()
+    again = FluxMemory.open(tmp_path / "s", enc)
+    assert again.store._corpus()[0] == 3

@@ -225,7 +225,16 @@ def _inspect(args: argparse.Namespace) -> int:
     ids = neighbourhood(mem, matches[0], hops=args.hops)
     text = to_html(mem, ids) if args.format == "html" else to_dot(mem, ids)
     if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+        from zjulab.common.io import atomic_write_text
+
+        out = Path(args.out)
+        if out.is_dir():
+            raise ZjulabError(f"--out {out} is a directory; give a file path")
+        if out.exists() and not args.force:
+            raise ZjulabError(
+                f"--out {out} already exists; choose another path or pass --force to replace it"
+            )
+        atomic_write_text(out, text)
         print(f"wrote the {len(ids)}-node neighbourhood of {matches[0][:8]} to {args.out}")
     else:
         print(text)
@@ -302,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--node", default=None, help="centre node id or prefix (default: best-connected)")
     i.add_argument("--hops", type=int, default=1)
     i.add_argument("--format", choices=["dot", "html"], default="dot")
-    i.add_argument("--out", default=None, help="write the picture here instead of stdout")
+    i.add_argument("--out", default=None, help="write the picture here instead of stdout (a new file)")
+    i.add_argument("--force", action="store_true", help="replace --out if it already exists")
     m = sub.add_parser("migrate", help="convert a format-1 (JSONL) store directory to a SQLite store")
     m.add_argument("old", help="format-1 store directory (only read)")
     m.add_argument("new", help="new store directory (must not hold a store)")

@@ -602,6 +602,9 @@ class SQLiteStore:
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         self.conn.execute(stmt)  # idempotent (IF NOT EXISTS)
+                # the row counter of stores written before it was kept: counted once
+                if self.conn.execute("SELECT 1 FROM fts_stats WHERE k = 'docs'").fetchone() is None:
+                    self.conn.execute("INSERT INTO fts_stats (k, v) SELECT 'docs', count(*) FROM fts")
         except sqlite3.DatabaseError as exc:
             raise FluxStoreError(f"{target}: not a FluxMem SQLite store ({exc})") from exc
         fmt = self.get_meta("format")
@@ -714,9 +717,9 @@ class SQLiteStore:
     def _fts_add(self, rid: int, content: str) -> None:
         toks = tokens(content)
         self.conn.execute("INSERT INTO fts (rowid, content) VALUES (?, ?)", (rid, content))
-        self.conn.execute(
-            "INSERT INTO fts_stats VALUES ('tokens', ?) ON CONFLICT(k) DO UPDATE SET v = v + excluded.v",
-            (len(toks),),
+        self.conn.executemany(
+            "INSERT INTO fts_stats VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = v + excluded.v",
+            (("tokens", len(toks)), ("docs", 1)),
         )
         self.conn.executemany(
             "INSERT INTO fts_terms VALUES (?, 1) ON CONFLICT(term) DO UPDATE SET df = df + 1",
@@ -729,7 +732,9 @@ class SQLiteStore:
             return
         toks = tokens(row[0])
         self.conn.execute("DELETE FROM fts WHERE rowid = ?", (rid,))
-        self.conn.execute("UPDATE fts_stats SET v = v - ? WHERE k = 'tokens'", (len(toks),))
+        self.conn.executemany(
+            "UPDATE fts_stats SET v = v - ? WHERE k = ?", ((len(toks), "tokens"), (1, "docs"))
+        )
         self.conn.executemany("UPDATE fts_terms SET df = df - 1 WHERE term = ?", [(t,) for t in set(toks)])
         self.conn.executemany("DELETE FROM fts_terms WHERE term = ? AND df <= 0", [(t,) for t in set(toks)])
 
@@ -801,9 +806,10 @@ class SQLiteStore:
         return {t: int(d) for t, d in rows}
 
     def _corpus(self) -> tuple[int, float]:
-        n = int(self.conn.execute("SELECT count(*) FROM nodes").fetchone()[0])
-        row = self.conn.execute("SELECT v FROM fts_stats WHERE k = 'tokens'").fetchone()
-        total = int(row[0]) if row else 0
+        """FTS5's row count and mean row length, from the counters kept with every FTS5 change
+        (``count(*)`` would visit every row of a large store on each search)."""
+        got = dict(self.conn.execute("SELECT k, v FROM fts_stats WHERE k IN ('docs', 'tokens')").fetchall())
+        n, total = int(got.get("docs", 0)), int(got.get("tokens", 0))
         return n, (total / n if n else 0.0)
 
     def bm25_top(
