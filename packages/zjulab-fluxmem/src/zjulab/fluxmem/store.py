@@ -806,8 +806,10 @@ class SQLiteStore:
         return {t: int(d) for t, d in rows}
 
     def _corpus(self) -> tuple[int, float]:
-        """FTS5's row count and mean row length, from the counters kept with every FTS5 change
-        (``count(*)`` would visit every row of a large store on each search)."""
+        """FTS5's row count and mean row length, from the counters kept with every FTS5 change.
+
+        ``count(*)`` would visit every row of a large store on each search.
+        """
         got = dict(self.conn.execute("SELECT k, v FROM fts_stats WHERE k IN ('docs', 'tokens')").fetchall())
         n, total = int(got.get("docs", 0)), int(got.get("tokens", 0))
         return n, (total / n if n else 0.0)
