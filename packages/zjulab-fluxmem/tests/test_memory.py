@@ -337,3 +337,28 @@ def test_reserved_metadata_keys_are_refused_on_add(enc):
         with pytest.raises(MemoryInputError, match=r"messages\[0\].metadata"):
             mem.add([{"role": "user", "content": "x", "metadata": meta}], user_id="u")
     assert mem.get_all(user_id="u")["results"] == []
+
+
+def test_filters_take_mem0s_operators_and_refuse_what_they_cannot_do(enc):
+    mem = FluxMemory(enc, config=FluxMemConfig(max_links=0))
+    for text, meta in (
+        ("tea at noon", {"n": 1, "tag": "Drink"}),
+        ("tea at two", {"n": 2, "tag": "drinks"}),
+        ("tea at three", {"n": 3}),
+    ):
+        mem.add(text, user_id="u", metadata=meta)
+
+    def found(flt):
+        return sorted(h["memory"] for h in mem.search("tea", user_id="u", filters=flt)["results"])
+
+    assert found({"n": {"gte": 2}}) == ["tea at three", "tea at two"]
+    assert found({"n": {"gt": 1, "lt": 3}}) == ["tea at two"]
+    assert found({"n": {"ne": 2}}) == ["tea at noon", "tea at three"]
+    assert found({"n": {"in": [1, 3]}}) == found({"n": {"nin": [2]}}) == ["tea at noon", "tea at three"]
+    assert found({"tag": {"icontains": "drink"}}) == ["tea at noon", "tea at two"]
+    assert found({"tag": {"contains": "drink"}}) == ["tea at two"]
+    assert found({"tag": "*"}) == ["tea at noon", "tea at two"]
+    assert found({"tag": {"gt": 5}}) == []  # another type never matches
+    for bad in ({"n": {"between": [1, 2]}}, {"AND": [{"n": 1}]}, {"n": {"in": 3}}, {"n": {}}):
+        with pytest.raises(MemoryInputError):
+            mem.search("tea", user_id="u", filters=bad)

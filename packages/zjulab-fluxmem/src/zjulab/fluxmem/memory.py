@@ -173,7 +173,47 @@ def _check_filters(filters: Any) -> dict[str, Any]:
         raise MemoryInputError(f"filters must be a dict with string keys, got {filters!r}")
     out = dict(filters)
     check_text_tree(out, "filters")
+    for key, want in out.items():
+        if key in ("AND", "OR", "NOT"):
+            raise MemoryInputError(
+                f"filters: the logical operator {key} is not supported; give field conditions only"
+            )
+        if isinstance(want, Mapping):
+            bad = sorted(set(want) - set(FILTER_OPERATORS))
+            if bad or not want:
+                raise MemoryInputError(
+                    f"filters[{key!r}]: unknown operator(s) {bad or '{}'}; use {', '.join(FILTER_OPERATORS)}"
+                )
+            for op in ("in", "nin"):
+                if op in want and not isinstance(want[op], (list, tuple)):
+                    raise MemoryInputError(f"filters[{key!r}][{op!r}] must be a list, got {want[op]!r}")
+            for op in ("contains", "icontains"):
+                if op in want and not isinstance(want[op], str):
+                    raise MemoryInputError(f"filters[{key!r}][{op!r}] must be a string, got {want[op]!r}")
     return out
+
+
+# Mem0's metadata filter operators (mem0/memory/main.py, Memory.search)
+FILTER_OPERATORS = ("eq", "ne", "in", "nin", "gt", "gte", "lt", "lte", "contains", "icontains")
+
+
+def _compare(have: Any, op: str, want: Any) -> bool:
+    if op == "eq":
+        return bool(have == want)
+    if op == "ne":
+        return bool(have != want)
+    if op == "in":
+        return have in want
+    if op == "nin":
+        return have not in want
+    if op in ("contains", "icontains"):
+        if not isinstance(have, str):
+            return False
+        return want.lower() in have.lower() if op == "icontains" else want in have
+    try:  # gt, gte, lt, lte: a value of another type never matches
+        return bool({"gt": have > want, "gte": have >= want, "lt": have < want, "lte": have <= want}[op])
+    except TypeError:
+        return False
 
 
 RESERVED_METADATA = ("derived", "sources")
@@ -529,7 +569,13 @@ class FluxMemory:
         if filters:
             for key, want in filters.items():
                 have = getattr(node, key) if key in _NODE_FIELDS else node.metadata.get(key)
-                if isinstance(want, (list, tuple, set, frozenset)):
+                if want == "*":  # Mem0's wildcard: the field is present
+                    if have is None:
+                        return False
+                elif isinstance(want, Mapping):
+                    if not all(_compare(have, op, v) for op, v in want.items()):
+                        return False
+                elif isinstance(want, (list, tuple, set, frozenset)):
                     if have not in want:
                         return False
                 elif have != want:
@@ -815,8 +861,10 @@ class FluxMemory:
             agent_id: Scope filter.
             run_id: Scope filter.
             top_k: Results returned at most (an int >= 1).
-            filters: Equality filters on node fields (``kind``, ``speaker``...) or metadata keys;
-                a list value means "any of".
+            filters: Conditions on node fields (``kind``, ``speaker``...) or metadata keys: a
+                value means equality, a list "any of", ``"*"`` "present", and a dict Mem0's
+                operators (``eq``, ``ne``, ``in``, ``nin``, ``gt``, ``gte``, ``lt``, ``lte``,
+                ``contains``, ``icontains``); ``AND``/``OR``/``NOT`` are refused.
             threshold: Drop results scoring below this (a number).
             with_context: Attach each result's connected context (inside the scope).
 
