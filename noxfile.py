@@ -218,10 +218,10 @@ def _test_built_wheel(session: nox.Session, package: str, dist: Path) -> None:
     tmp.mkdir(parents=True)
     links = [str(dist)]
     if package != "zjulab-common":
-        common_dist = ROOT / "dist" / "zjulab-common"
-        if not list(common_dist.glob("*.whl")):
-            with session.chdir(ROOT / "packages" / "zjulab-common"):
-                session.run("hatch", "build", "-t", "wheel", str(common_dist))
+        # always a fresh common wheel of this tree: a stale one in dist/ may not meet the floor
+        common_dist = tmp / "common-dist"
+        with session.chdir(ROOT / "packages" / "zjulab-common"):
+            session.run("hatch", "build", "-t", "wheel", str(common_dist))
         links.append(str(common_dist))
     venv = tmp / "venv"
     session.run(sys.executable, "-m", "venv", str(venv))
