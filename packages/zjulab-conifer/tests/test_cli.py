@@ -28,6 +28,12 @@ def test_check_reports_bad_rows(tmp_path, capsys):
     f.write_text(json.dumps({"response": "x"}) + "\n")
     assert main(["check", str(f)]) == 2
     assert "resp.jsonl:1" in capsys.readouterr().err
+    f.write_text("[1, 2]\n")  # used to end in an AttributeError traceback
+    assert main(["check", str(f)]) == 2
+    assert "resp.jsonl:1: a row must be a JSON object, got list" in capsys.readouterr().err
+    f.write_text("")  # used to print an empty table and exit 0
+    assert main(["check", str(f)]) == 2
+    assert "no rows to check" in capsys.readouterr().err
 
 
 def test_check_names_the_line_and_argument_of_bad_kwargs(tmp_path, capsys):

@@ -140,3 +140,28 @@ def test_non_string_responses_are_refused():
         evaluate_ifeval([None], prompts)
     with pytest.raises(ConiferInputError, match="prompt key 1 must be a string"):
         evaluate_ifeval({"No commas.": 3}, prompts)
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"\xff\xfe{}\n", r"p.jsonl:1: not UTF-8"),  # was a raw UnicodeDecodeError
+        (
+            b'{"key": 1, "prompt": "p", "instruction_id_list": "punctuation:no_comma", "kwargs": [{}]}\n',
+            "instruction_id_list must be a list of strings",  # was read letter by letter
+        ),
+        (
+            b'{"key": 1, "prompt": "p", "instruction_id_list": ["a"], "kwargs": ["x"]}\n',
+            "kwargs must be a list",
+        ),
+        (b"\n\n", "no IFEval prompts"),  # was an empty list and a score over nothing
+    ],
+)
+def test_bad_ifeval_files_are_typed_errors_naming_the_line(tmp_path, content, match):
+    from zjulab.conifer import ConiferInputError
+    from zjulab.conifer.ifeval import load_ifeval
+
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(ConiferInputError, match=match):
+        load_ifeval(path)

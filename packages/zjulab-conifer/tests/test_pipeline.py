@@ -493,6 +493,10 @@ def test_mode_is_validated():
         ("seed", 1.5, "seed must be an integer"),
         ("strong_model", "gpt-4o", "strong_model must be an object"),
         ("max_in_flight", 0, "max_in_flight must be a positive integer"),
+        # huge values are refused at once (a billion levels used to hang building the example)
+        ("num_levels", 10**9, "num_levels must be at most 20"),
+        ("num_reframes", 10**8, "num_reframes must be at most 50"),
+        ("max_categories", 10**6, "max_categories must be at most 50"),
     ],
 )
 def test_config_values_are_taken_as_written_or_refused(key, value, match):
@@ -716,3 +720,16 @@ def test_a_refused_truncated_answer_is_set_aside_kept_and_not_asked_again(tmp_pa
     again = _TruncatingModel(cut)
     res2, _, _ = run(tmp_path, strong=again, batch_size=4)
     assert again.asked == [] and res2.records == res.records and len(res2.set_aside()) == len(res.set_aside())
+
+
+def test_a_directory_or_a_file_in_the_wrong_place_is_a_typed_error(tmp_path):
+    from zjulab.conifer.stages import RecombineStage
+
+    with pytest.raises(ConiferInputError, match="is a directory, not a seed file"):
+        load_seeds(tmp_path)
+    with pytest.raises(ConiferInputError, match=r"num_levels must be an integer in \[1, 20\]"):
+        RecombineStage(10**9)
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(ConiferInputError, match="is a file, not a folder"):
+        Pipeline(FakeModel(), None, config(tmp_path, out_dir=str(tmp_path / "afile"))).run(["How do I bake?"])
+    assert (tmp_path / "afile").read_text() == "mine"

@@ -207,7 +207,11 @@ def _rows_for_check(
     rows = read_jsonl(path)
     by_prompt = {p.prompt: p for p in load_ifeval(prompts_path)} if prompts_path else {}
     out = []
+    if not rows:
+        raise ConiferInputError(f"{path}: no rows to check")
     for i, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise ConiferInputError(f"{path}:{i}: a row must be a JSON object, got {type(row).__name__}")
         response = row.get("response", row.get("answer"))
         prompt = str(row.get("prompt", row.get("instruction", "")))
         if response is None:

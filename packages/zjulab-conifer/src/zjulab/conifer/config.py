@@ -149,6 +149,11 @@ class PipelineConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConiferConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name, cap in _CAPS.items():
+            if getattr(self, name) > cap:
+                raise ConiferConfigError(
+                    f"{name} must be at most {cap} (one model answer holds them all), got {getattr(self, name)}"
+                )
         if self.min_categories > self.max_categories:
             raise ConiferConfigError(
                 f"min_categories={self.min_categories} > max_categories={self.max_categories}"
@@ -286,6 +291,10 @@ class PipelineConfig:
                 data[key] = str(p.parent / data[key])
         return cls.from_dict(data)
 
+
+#: Upper bounds of the settings one model answer must hold: the paper asks for 5 levels, a few
+#: questions per seed and a handful of constraint categories.
+_CAPS = {"num_levels": 20, "num_reframes": 50, "max_categories": 50, "min_categories": 50}
 
 _MODEL_KINDS: frozenset[Literal["openai", "transformers", "embedded"]] = frozenset(
     {"openai", "transformers", "embedded"}

@@ -59,21 +59,35 @@ def load_ifeval(path: str | os.PathLike[str]) -> list[IFEvalPrompt]:
     p = Path(path)
     if not p.is_file():
         raise ConiferInputError(f"{p}: no such IFEval file")
+    data = p.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConiferInputError(f"{p}:{line}: not UTF-8 (byte {data[exc.start]:#04x})") from None
     out: list[IFEvalPrompt] = []
-    with p.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                ids = tuple(row["instruction_id_list"])
-                kws = tuple(dict(k) for k in row["kwargs"])
-                item = IFEvalPrompt(int(row["key"]), str(row["prompt"]), ids, kws)
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ConiferInputError(f"{p}:{lineno}: not an IFEval row ({exc})") from exc
-            if len(ids) != len(kws):
-                raise ConiferInputError(f"{p}:{lineno}: {len(ids)} instruction ids but {len(kws)} kwargs")
-            out.append(item)
+    for lineno, line_text in enumerate(text.splitlines(), 1):
+        if not line_text.strip():
+            continue
+        try:
+            row = json.loads(line_text)
+            ids_raw, kws_raw = row["instruction_id_list"], row["kwargs"]
+            if not isinstance(ids_raw, list) or not all(isinstance(x, str) for x in ids_raw):
+                raise TypeError("instruction_id_list must be a list of strings")
+            if not isinstance(kws_raw, list) or not all(isinstance(k, dict) for k in kws_raw):
+                raise TypeError("kwargs must be a list of objects")
+            if not isinstance(row["prompt"], str) or isinstance(row["key"], bool):
+                raise TypeError("prompt must be a string and key an integer")
+            ids = tuple(ids_raw)
+            kws = tuple(dict(k) for k in kws_raw)
+            item = IFEvalPrompt(int(row["key"]), row["prompt"], ids, kws)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConiferInputError(f"{p}:{lineno}: not an IFEval row ({exc})") from None
+        if len(ids) != len(kws):
+            raise ConiferInputError(f"{p}:{lineno}: {len(ids)} instruction ids but {len(kws)} kwargs")
+        out.append(item)
+    if not out:
+        raise ConiferInputError(f"{p}: no IFEval prompts")
     return out
 
 

@@ -86,6 +86,8 @@ def load_seeds(source: str | os.PathLike[str] | Iterable[str], *, column: str = 
     texts: list[str] = []
     if isinstance(source, (str, os.PathLike)):
         p = Path(source)
+        if p.is_dir():
+            raise ConiferInputError(f"{p}: is a directory, not a seed file")
         if not p.is_file():
             raise ConiferInputError(f"{p}: no such seed file")
         data = p.read_bytes()

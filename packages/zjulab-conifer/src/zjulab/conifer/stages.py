@@ -760,6 +760,8 @@ class RecombineStage(ModelStage):
         min_levels: int | None = None,
     ) -> None:
         super().__init__(template, few_shot=few_shot)
+        if isinstance(num_levels, bool) or not isinstance(num_levels, int) or not 1 <= num_levels <= 20:
+            raise ConiferInputError(f"num_levels must be an integer in [1, 20], got {num_levels!r}")
         self.num_levels = num_levels
         self.min_levels = num_levels if min_levels is None else min_levels
         ladder = [
