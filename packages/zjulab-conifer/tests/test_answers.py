@@ -149,6 +149,14 @@ def test_a_client_that_refuses_cut_off_answers_still_gets_them_cached_once(tmp_p
             {"Style: tone": ["fun", "dry"]},
             "subcategories of 'Style'",
         ),
+        # SmolLM2-135M's complete answer in the demo: names in "categories", categories beside it
+        (
+            Categories,
+            '{"categories": ["Choosing a First Language"], "Audience": ["beginners", "experts"], '
+            '"Format": ["a checklist"], "Audience": ["experts"]}',
+            {"Audience": ["experts"], "Format": ["a checklist"]},
+            "categories beside the 'categories' key",
+        ),
         (Verdict, '{"keep": "Yes", "reason": "fine"}', True, "keep written as the string 'Yes'"),
         (Judgement, '{"follows": "no", "feedback": "too long"}', False, "follows written as the string 'no'"),
         # the key the authors' format/number prompt names, and the one their code reads

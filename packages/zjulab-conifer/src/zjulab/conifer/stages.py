@@ -282,7 +282,8 @@ class Categories(_Shaped):
     """Constraint categories with concrete options: ``{"categories": {"Audience": [...], ...}}``.
 
     Also accepted: the bare mapping without ``"categories"`` (the authors' constraint
-    output), and every shape :func:`normalize_categories` reads, inside or without the wrapper.
+    output), and every shape :func:`normalize_categories` reads, inside or without the wrapper;
+    when the wrapper holds no category with options, the members beside it are the categories.
     ``{}`` is the authors' "no constraint applies" (no categories).
     """
 
@@ -307,7 +308,14 @@ class Categories(_Shaped):
             )
         else:
             return data, ""
-        return {"categories": normalize_categories(inner, notes)}, "; ".join(notes)
+        found = normalize_categories(inner, notes)
+        siblings = {k: v for k, v in data.items() if k != "categories"} if isinstance(data, dict) else {}
+        if not found and "categories" in data and siblings:
+            # the wrapper holds no category with options and the categories stand beside it
+            # (a small model's habit; the authors' code reads every top-level member)
+            found = normalize_categories(siblings, notes)
+            notes.append("categories beside the 'categories' key")
+        return {"categories": found}, "; ".join(notes)
 
 
 @_schema("Instructions from easiest to hardest.")
