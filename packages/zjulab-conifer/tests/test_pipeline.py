@@ -733,3 +733,23 @@ def test_a_directory_or_a_file_in_the_wrong_place_is_a_typed_error(tmp_path):
     with pytest.raises(ConiferInputError, match="is a file, not a folder"):
         Pipeline(FakeModel(), None, config(tmp_path, out_dir=str(tmp_path / "afile"))).run(["How do I bake?"])
     assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_a_stage_dropped_from_the_pipeline_leaves_nothing_stale(tmp_path):
+    from .fakes import strong_reply
+
+    def bad_judge(conv):
+        return "no json" if "Does the candidate answer" in conv[-1]["content"] else strong_reply(conv)
+
+    first, _, _ = run(tmp_path, strong=FakeModel(bad_judge), max_structured_retries=0)
+    assert {r["stage"] for r in first.set_aside()} == {"reframe", "external_feedback"}
+    (tmp_path / "run" / "notes.txt").write_text("mine")  # a user file added since is left alone
+    # the same out_dir without a weak model: no weak-answer or feedback stage any more
+    second = Pipeline(FakeModel(bad_judge), None, config(tmp_path, max_structured_retries=0)).run(
+        load_seeds(SEEDS)
+    )
+    assert {r["stage"] for r in second.set_aside()} == {"reframe"}  # used to include external_feedback
+    names = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert not [n for n in names if "weak_answer" in n or "external_feedback" in n]
+    assert "notes.txt" in names and (tmp_path / "run" / "notes.txt").read_text() == "mine"
+    assert [s.name for s in second.stats][-1] == "internal_feedback"

@@ -189,12 +189,15 @@ class PipelineResult:
         out_dir: Where everything was written.
         complete: No request failed: every record reached its final state. A run with failed
             requests is resumable: run it again (same ``out_dir``) to ask only those.
+        stages: The names of this run's stages, in order (their files are read by
+            :meth:`set_aside`).
     """
 
     records: list[Record]
     stats: list[StageStats]
     out_dir: Path
     complete: bool = True
+    stages: list[str] | None = None
 
     @property
     def failed(self) -> int:
@@ -204,8 +207,15 @@ class PipelineResult:
     def set_aside(self) -> list[dict[str, Any]]:
         """Every set-aside row of every stage (``stage``, ``key``, ``reason``, ``raw``, ``state``)."""
         rows: list[dict[str, Any]] = []
-        for f in sorted(self.out_dir.glob("*.setaside.jsonl")):
-            rows.extend(read_jsonl(f))
+        if self.stages is None:
+            files = sorted(self.out_dir.glob("*.setaside.jsonl"))
+        else:  # this run's stages only
+            files = [
+                self.out_dir / f"{i + 1:02d}_{name}.setaside.jsonl" for i, name in enumerate(self.stages)
+            ]
+        for f in files:
+            if f.is_file():
+                rows.extend(read_jsonl(f))
         return rows
 
 
@@ -673,6 +683,26 @@ class Pipeline:
             if made_lock and not (self.out_dir / "manifest.json").exists():
                 lock_path.unlink(missing_ok=True)  # nothing was run here: leave no trace
 
+    def _remove_stale_stage_files(self, old: dict[str, Any]) -> None:
+        """Delete the stage files an earlier run wrote for stages this run does not have.
+
+        Only names this library derives from the earlier manifest's stage list are touched; a
+        stage that is gone (no weak model now, filters off) leaves no outputs or set-asides that
+        would read as this run's.
+        """
+        current = {
+            self._file(i, st, suffix).name
+            for i, st in enumerate(self.stages)
+            for suffix in (".output.jsonl", ".setaside.jsonl")
+        }
+        for i, name in enumerate(old.get("stages") or []):
+            if not isinstance(name, str) or "/" in name or "\\" in name:
+                continue
+            for suffix in (".output.jsonl", ".setaside.jsonl"):
+                path = self.out_dir / f"{i + 1:02d}_{name}{suffix}"
+                if path.name not in current and path.is_file():
+                    path.unlink()
+
     def _refuse_foreign_folder(self) -> None:
         if not self.out_dir.is_dir() or (self.out_dir / "manifest.json").exists():
             return
@@ -694,6 +724,7 @@ class Pipeline:
                     f"(manifest version {old.get('version') if isinstance(old, dict) else '?'}); "
                     "use a new out_dir"
                 )
+            self._remove_stale_stage_files(old)
         manifest = self._manifest(records)
         manifest.update(status="running", complete=False, stages_done=[])
         write_json(manifest_path, manifest)
@@ -729,7 +760,7 @@ class Pipeline:
                 "run incomplete: %d request(s) failed; run again with the same out_dir to ask them",
                 sum(s.failed for s in all_stats),
             )
-        return PipelineResult(records, all_stats, self.out_dir, complete)
+        return PipelineResult(records, all_stats, self.out_dir, complete, [s.name for s in self.stages])
 
     def _model(self, stage: ModelStage) -> ChatModel:
         model = self.weak if stage.role == "weak" else self.strong
