@@ -61,3 +61,39 @@ def test_padding_side_holds_the_tokenizer_for_its_block(tiny_tokenizer):
         assert tok.padding_side == "left"
     t.join(10)
     assert seen == ["right"] and entered.is_set()
+
+
+def test_every_tokenizer_call_of_a_scorer_holds_the_tokenizer_lock(tiny_causal_lm):
+    """A fast tokenizer sets its padding in the Rust backend on each call: the unpadded length
+    count of ``fit_prompt`` in one thread must not switch padding off under another thread's
+    padded batch (seen as "expected sequence of length 360 at dim 1 (got 341)")."""
+    from zjulab.common.batching import tokenizer_lock
+
+    model, tok = tiny_causal_lm
+    scorer = YesNoScorer(model, tok, device="cpu", yes="a", no="b", max_length=200)
+    done = []
+    t = threading.Thread(target=lambda: done.append(scorer.fit_prompt("q", "long document " * 40)))
+    with tokenizer_lock(tok):
+        t.start()
+        t.join(0.3)
+        assert t.is_alive() and not done  # it waits for the lock holder
+    t.join(10)
+    assert done and len(tok(done[0], add_special_tokens=False)["input_ids"]) <= 200
+    assert 0 < done[0].count("long document") < 40  # the document was cut to fit, not dropped
+
+
+def test_threads_with_long_prompts_of_different_lengths_score_as_sequential(tiny_causal_lm):
+    model, tok = tiny_causal_lm
+    scorer = YesNoScorer(model, tok, device="cpu", yes="a", no="b", batch_size=3, max_length=512)
+    pairs = [(q, "Merge PDF documents. " * n) for q in ("merge", "rotate pages", "ocr") for n in (1, 9, 4, 7)]
+    want = scorer.score(pairs)
+    barrier = threading.Barrier(6)
+
+    def go(i):
+        barrier.wait(timeout=30)
+        return np.roll(scorer.score(pairs[i:] + pairs[:i]), i)
+
+    with ThreadPoolExecutor(6) as pool:
+        got = list(pool.map(go, range(6)))
+    for g in got:
+        np.testing.assert_allclose(g, want, rtol=0, atol=1e-4)

@@ -9,7 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from zjulab.common.errors import ConfigError, InputError
 
-__all__ = ["batched", "length_buckets", "padding_side", "token_budget_batches"]
+__all__ = ["batched", "length_buckets", "padding_side", "token_budget_batches", "tokenizer_lock"]
 
 T = TypeVar("T")
 
@@ -112,7 +112,7 @@ def padding_side(
     tokenizer (re-entrant): two threads that score or encode with one tokenizer take turns
     instead of padding each other's batches on the wrong side.
     """
-    with _tokenizer_lock(tokenizer):
+    with tokenizer_lock(tokenizer):
         old = tokenizer.padding_side, tokenizer.truncation_side
         if side is not None:
             tokenizer.padding_side = side
@@ -128,8 +128,14 @@ _LOCKS_GUARD = threading.Lock()
 _FALLBACK_LOCK = threading.RLock()
 
 
-def _tokenizer_lock(tokenizer: Any) -> Any:
-    """The re-entrant lock that guards ``tokenizer``'s padding and truncation sides."""
+def tokenizer_lock(tokenizer: Any) -> Any:
+    """The re-entrant lock that guards ``tokenizer``'s shared state.
+
+    Besides the padding and truncation sides, a fast tokenizer keeps its padding and truncation
+    settings in the Rust backend and sets them on every call: a plain call in one thread (no
+    padding) switches padding off under a padded batch being encoded in another. Every call
+    on a tokenizer that other threads may use holds this lock (:func:`padding_side` takes it).
+    """
     lock = getattr(tokenizer, "_zjulab_sides_lock", None)
     if lock is not None:
         return lock

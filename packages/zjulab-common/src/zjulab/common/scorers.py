@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from zjulab.common.batching import length_buckets, padding_side
+from zjulab.common.batching import length_buckets, padding_side, tokenizer_lock
 from zjulab.common.deps import require
 from zjulab.common.device import DeviceLike, DtypeLike
 from zjulab.common.errors import ConfigError, InputError
@@ -189,12 +189,13 @@ class YesNoScorer:
         to build exactly the prompts the scorer sees.
         """
         prompt = self.build_prompt(query, document)
-        n = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        if n <= self.max_length:
-            return prompt
-        doc_ids = self.tokenizer(document, add_special_tokens=False)["input_ids"]
-        keep = max(0, len(doc_ids) - (n - self.max_length))
-        short = self.tokenizer.decode(doc_ids[:keep], skip_special_tokens=True)
+        with tokenizer_lock(self.tokenizer):  # a plain call resets a fast tokenizer's padding
+            n = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+            if n <= self.max_length:
+                return prompt
+            doc_ids = self.tokenizer(document, add_special_tokens=False)["input_ids"]
+            keep = max(0, len(doc_ids) - (n - self.max_length))
+            short = self.tokenizer.decode(doc_ids[:keep], skip_special_tokens=True)
         return self.build_prompt(query, short)
 
     def _last_logits(self, enc: Any) -> Any:

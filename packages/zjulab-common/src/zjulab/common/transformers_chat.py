@@ -11,7 +11,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from zjulab.common.batching import length_buckets, padding_side
+from zjulab.common.batching import length_buckets, padding_side, tokenizer_lock
 from zjulab.common.chat import (
     ChatResult,
     OnError,
@@ -262,7 +262,8 @@ class TransformersChatModel:
 
         tok, model = self.tokenizer, self.model
         prompts = [self.render(c) for c in conversations]
-        enc_lens = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+        with tokenizer_lock(tok):  # a plain call resets a fast tokenizer's padding
+            enc_lens = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
         device = resolve_device(next(model.parameters()).device)
         max_new = int(opts["max_new_tokens"])
         stop = opts.get("stop") or []
