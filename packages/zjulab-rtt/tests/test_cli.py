@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from zjulab.rtt import Rubric
 from zjulab.rtt.cli import main
 
@@ -145,3 +147,52 @@ def test_train_refuses_judge_rubrics_without_a_judge(tmp_path, tiny_causal_lm_pa
     code = main(["train", "--model", str(tiny_causal_lm_path), "--data", str(data), "--steps", "1"])
     assert code != 0
     assert "--judge-model" in capsys.readouterr().err
+
+
+def _train_args(model, data, out):
+    return [
+        "train", "--model", str(model), "--data", str(data), "--steps", "1", "--num-generations", "2",
+        "--max-completion-length", "4", "--device", "cpu", "--output-dir", str(out),
+    ]  # fmt: skip
+
+
+def test_train_never_replaces_a_users_folder(tmp_path, tiny_causal_lm_path, capsys):
+    data = tmp_path / "p.jsonl"
+    data.write_text(
+        json.dumps({"prompt": "Say hi", "rubrics": [Rubric.check("punctuation:no_comma").to_dict()]})
+    )
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text("my own config")
+    (mine / "notes.txt").write_text("keep me")
+    assert main(_train_args(tiny_causal_lm_path, data, mine)) == 2
+    assert "not empty and was not written by zjulab-rtt" in capsys.readouterr().err
+    assert (mine / "config.json").read_text() == "my own config" and (
+        mine / "notes.txt"
+    ).read_text() == "keep me"
+    # a folder it wrote itself is replaced whole; TRL's scratch files never land in it
+    out = tmp_path / "out"
+    assert main(_train_args(tiny_causal_lm_path, data, out)) == 0
+    assert main(_train_args(tiny_causal_lm_path, data, out)) == 0
+    assert (out / "config.json").is_file() and not list(out.glob("checkpoint-*"))
+    # no temporaries left; .out.lock is the documented lock file of common's atomic_directory
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "mine", "out", "p.jsonl"]
+
+
+def test_discriminator_never_replaces_a_users_folder(tmp_path, capsys, tiny_causal_lm):
+    from zjulab.rtt import DiscriminatorStoreError, RelevanceDiscriminator
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "photo.jpg").write_bytes(b"\xff\xd8")
+    args = ["train-discriminator", "--tiny", "--synthetic", "20", "--max-length", "64", "--out", str(mine)]
+    assert main(args) == 2
+    assert "not empty and holds no saved discriminator" in capsys.readouterr().err
+    model, tok = tiny_causal_lm
+    disc = RelevanceDiscriminator.from_causal_lm(model, tok, max_length=64)
+    with pytest.raises(DiscriminatorStoreError, match="not empty"):
+        disc.save(mine)
+    assert (mine / "photo.jpg").read_bytes() == b"\xff\xd8" and len(list(mine.iterdir())) == 1
+    disc.save(tmp_path / "disc")
+    disc.save(tmp_path / "disc")  # its own folder: replaced
+    assert (tmp_path / "disc" / "rtt_discriminator.json").is_file()

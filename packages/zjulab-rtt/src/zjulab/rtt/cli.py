@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -180,6 +181,17 @@ def _cmd_train_discriminator(ns: argparse.Namespace) -> int:
             raise LabelAlignmentError(f"{ns.data}: no examples")
     else:
         examples = colour_examples(ns.synthetic, seed=ns.seed)
+    if ns.out:
+        from pathlib import Path
+
+        out = Path(ns.out)
+        if out.exists() and not out.is_dir():
+            raise ZjulabError(f"--out {out} exists and is not a folder")
+        if out.is_dir() and any(out.iterdir()) and not (out / "rtt_discriminator.json").is_file():
+            raise ZjulabError(
+                f"--out {out} is a folder that is not empty and holds no saved discriminator; "
+                "choose a new or empty folder"
+            )
     cut = max(1, int(len(examples) * (1 - ns.eval_fraction)))
     train, held = examples[:cut], examples[cut:]
     if ns.tiny:
@@ -257,6 +269,7 @@ def _cmd_train(ns: argparse.Namespace) -> int:
     )
     from zjulab.rtt.prompts import to_dataset_rows
 
+    _check_output_dir(ns.output_dir)
     prompts = _prompts(ns)
     if ns.judge_rubric:
         from zjulab.rtt.rubrics import Rubric
@@ -282,20 +295,47 @@ def _cmd_train(ns: argparse.Namespace) -> int:
         relevance = SpanRelevance()
     else:
         relevance = UniformRelevance()
-    trainer = RTTGRPOTrainer(
-        model,
-        RubricReward(judge, aggregate=ns.aggregate, judge_max_new_tokens=ns.judge_max_new_tokens),
-        relevance,
-        RTTConfig(lam=ns.lam, combine=ns.combine, token_norm=ns.token_norm, token_adv_clip=ns.token_adv_clip),
-        args=_grpo_args(ns.output_dir, ns, ns.steps),
-        train_dataset=Dataset.from_list(to_dataset_rows(prompts)),
-        processing_class=tok,
-    )
-    print(f"RTT-GRPO on {name}: {len(prompts)} prompts, {ns.steps} steps")
-    trainer.train()
-    trainer.save_model(ns.output_dir)
+    scratch = tempfile.mkdtemp(prefix="zjulab-rtt-train-")
+    try:
+        trainer = RTTGRPOTrainer(
+            model,
+            RubricReward(judge, aggregate=ns.aggregate, judge_max_new_tokens=ns.judge_max_new_tokens),
+            relevance,
+            RTTConfig(
+                lam=ns.lam, combine=ns.combine, token_norm=ns.token_norm, token_adv_clip=ns.token_adv_clip
+            ),
+            args=_grpo_args(scratch, ns, ns.steps),  # TRL's own files stay out of the user's folder
+            train_dataset=Dataset.from_list(to_dataset_rows(prompts)),
+            processing_class=tok,
+        )
+        print(f"RTT-GRPO on {name}: {len(prompts)} prompts, {ns.steps} steps")
+        trainer.train()
+        from zjulab.common.io import atomic_directory
+
+        with atomic_directory(ns.output_dir) as tmp:  # a kill leaves the old folder or the new one whole
+            trainer.save_model(str(tmp))
+            (tmp / _OUTPUT_MARK).write_text("a policy saved by zjulab-rtt train\n", encoding="utf-8")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     print(f"saved the policy to {ns.output_dir}")
     return 0
+
+
+_OUTPUT_MARK = ".zjulab-rtt-policy"
+
+
+def _check_output_dir(path: str) -> None:
+    """Refuse an output folder whose files this command did not write (it would replace them)."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ZjulabError(f"--output-dir {p} exists and is not a folder")
+    if p.is_dir() and any(p.iterdir()) and not (p / _OUTPUT_MARK).is_file():
+        raise ZjulabError(
+            f"--output-dir {p} is a folder that is not empty and was not written by zjulab-rtt train; "
+            "choose a new or empty folder"
+        )
 
 
 def _cmd_eval(ns: argparse.Namespace) -> int:

@@ -358,10 +358,21 @@ class RelevanceDiscriminator(nn.Module):
 
         Returns:
             The directory.
+
+        Raises:
+            DiscriminatorStoreError: ``path`` is a non-empty folder that is not a saved
+                discriminator (its files are never replaced).
+            InputError: ``path`` exists and is not a folder.
         """
         from safetensors.torch import save_file
 
         target = Path(path)
+        if target.is_dir() and not (target / _META).is_file() and any(target.iterdir()):
+            # replacing the directory would delete files this library did not write
+            raise DiscriminatorStoreError(
+                f"{target} is a folder that is not empty and holds no saved discriminator; "
+                "save to a new or empty folder"
+            )
         with atomic_directory(target) as tmp:
             self.backbone.save_pretrained(tmp / "backbone")  # type: ignore[operator]
             self.tokenizer.save_pretrained(tmp / "tokenizer")
