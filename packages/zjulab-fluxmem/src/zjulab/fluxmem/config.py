@@ -81,7 +81,7 @@ class FluxMemConfig:
 
     bm25_scan_budget: int = 500  # bounds the FTS5 rows bm25() ranks per search (~3 ms) at any size
     ivf_min_nodes: int | None = None  # exact search by default; an IVF index from this size on open
-    ivf_nprobe: int = 16  # inverted lists an IVF search visits
+    ivf_nprobe: int = 64  # inverted lists an IVF search visits (90% of the exact top-10 at 100K)
     vector_backend: str = "faiss"  # in-process, exact; "qdrant" for a Qdrant collection
     qdrant_url: str | None = None  # None: Qdrant local mode inside the store directory
     qdrant_collection: str = "fluxmem"

@@ -155,7 +155,7 @@ class VectorCache:
     one seen; :meth:`invalidate` forces a rebuild from the table on the next sync.
     """
 
-    def __init__(self, dim: int, ivf_min: int | None = None, nprobe: int = 16) -> None:
+    def __init__(self, dim: int, ivf_min: int | None = None, nprobe: int = 64) -> None:
         import faiss
 
         self._faiss = faiss
