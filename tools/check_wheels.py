@@ -9,13 +9,16 @@ Layout (always): the wheel holds ``zjulab/NAME/__init__.py`` and ``zjulab/NAME/p
 Release (``--release``): also the console scripts declared in the package's pyproject.toml are
 the wheel's entry points, the licence file is inside the wheel and the metadata names the
 licence, the long description is the package README (markdown), and an sdist sits beside the
-wheel with the same version.
+wheel with the same version and ships the package's ``CHANGELOG.md`` (Keep a Changelog: a
+``## [Unreleased]`` section or one for this version).
 """
 
 from __future__ import annotations
 
 import email.parser
+import re
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -74,7 +77,33 @@ def check_release(whl: Path, project_dir: Path) -> list[str]:
     sdists = list(whl.parent.glob(f"{whl.name.split('-')[0]}-{version}.tar.gz"))
     if not sdists:
         problems.append(f"no sdist of version {version} beside the wheel")
+    else:
+        problems += check_changelog(sdists[0], version)
     return problems
+
+
+def check_changelog(sdist: Path, version: str) -> list[str]:
+    """Problems with the ``CHANGELOG.md`` an sdist ships (its users read it to upgrade)."""
+    try:
+        with tarfile.open(sdist) as tf:
+            member = next(
+                (m for m in tf.getmembers() if m.name.count("/") == 1 and m.name.endswith("/CHANGELOG.md")),
+                None,
+            )
+            if member is None:
+                return [f"{sdist.name} ships no CHANGELOG.md"]
+            handle = tf.extractfile(member)
+            text = handle.read().decode("utf-8") if handle else ""
+    except (tarfile.TarError, OSError, UnicodeDecodeError) as exc:
+        return [f"{sdist.name}: unreadable sdist or changelog ({exc})"]
+    heads = re.findall(r"^## \[([^\]]+)\]", text, flags=re.M)
+    if not text.startswith("# Changelog") or not heads:
+        return [
+            f"{sdist.name}: CHANGELOG.md is not in Keep a Changelog format (# Changelog, ## [X.Y.Z] sections)"
+        ]
+    if "Unreleased" not in heads and version not in heads:
+        return [f"{sdist.name}: CHANGELOG.md has no section for {version} nor an [Unreleased] one"]
+    return []
 
 
 def main(argv: list[str]) -> int:

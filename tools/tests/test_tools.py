@@ -38,7 +38,34 @@ def _project(tmp_path, scripts=None):
     return proj
 
 
-def _wheel(dist, *, py_typed=True, namespace_init=False, license_file=True, readme=README, entry=True):
+GOOD_LOG = "# Changelog\n\n## [Unreleased]\n\n### Fixed\n- a bug\n\n## [1.2.2] - 2026-01-01\n\n- first\n"
+
+
+def _sdist(path, changelog):
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tf:
+        files = {"zjulab_demo-1.2.3/README.md": README}
+        if changelog is not None:
+            files["zjulab_demo-1.2.3/CHANGELOG.md"] = changelog
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+
+
+def _wheel(
+    dist,
+    *,
+    py_typed=True,
+    namespace_init=False,
+    license_file=True,
+    readme=README,
+    entry=True,
+    changelog=GOOD_LOG,
+):
     dist.mkdir(parents=True, exist_ok=True)
     whl = dist / "zjulab_demo-1.2.3-py3-none-any.whl"
     di = "zjulab_demo-1.2.3.dist-info"
@@ -57,7 +84,7 @@ def _wheel(dist, *, py_typed=True, namespace_init=False, license_file=True, read
             zf.writestr(f"{di}/entry_points.txt", "[console_scripts]\nzjulab-demo = zjulab.demo.cli:main\n")
         if license_file:
             zf.writestr(f"{di}/licenses/LICENSE", "Apache License")
-    (dist / "zjulab_demo-1.2.3.tar.gz").write_bytes(b"")
+    _sdist(dist / "zjulab_demo-1.2.3.tar.gz", changelog)
     return whl
 
 
@@ -74,6 +101,9 @@ def test_a_good_wheel_passes(tmp_path):
         ({"license_file": False}, "no licence file"),
         ({"readme": "something else"}, "not the package README"),
         ({"entry": False}, "entry point zjulab-demo"),
+        ({"changelog": None}, "ships no CHANGELOG.md"),
+        ({"changelog": "Changes\n\n- stuff\n"}, "not in Keep a Changelog format"),
+        ({"changelog": "# Changelog\n\n## [1.0.0] - 2026-01-01\n\n- old\n"}, "no section for 1.2.3"),
     ],
 )
 def test_a_bad_wheel_fails_the_check(tmp_path, kwargs, problem):
