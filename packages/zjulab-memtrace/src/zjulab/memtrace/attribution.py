@@ -141,12 +141,15 @@ class Attribution:
         return [d.mode for d in self.decisive]
 
     def summary(self) -> str:
-        """One readable line."""
+        """One readable line, redacted (it quotes values and errors, and is made to be printed)."""
+        return DEFAULT_REDACTOR.text(self._summary())
+
+    def _summary(self) -> str:
         if not self.failed:
             return "answer is correct; nothing to attribute"
         if not self.decisive:
             return "no decisive error found"
-        if self.crashed:
+        if self.crashed and self.decisive_ops == [self.final_op]:
             d = self.decisive[0]
             return f"crashed: {d.label} ({d.op_id}) {d.rationale} [traceback recorded]"
         parts = [f"{d.label} ({d.op_id}) -> {d.mode}" for d in self.decisive]
@@ -164,6 +167,8 @@ class Attribution:
             else:
                 why = "the judge named no operation as the origin"
             tag += f"; degraded: {why}"
+        if self.crashed:
+            tag += f"; the run crashed in {self.final_op} (traceback recorded)"
         return f"decisive: {', '.join(parts)} [{tag}]"
 
     @classmethod
@@ -364,9 +369,7 @@ def attribute(
     answer = _answer(trace)
     final_op = _final_op(trace)
     crash = _crash(trace, gold, method, tax)
-    if crash is not None:
-        return crash
-    if gold.is_correct(answer):
+    if crash is None and gold.is_correct(answer):
         return Attribution(False, answer, gold, method=method)
 
     verdicts: dict[str, Verdict] = {}
@@ -404,6 +407,9 @@ def attribute(
     if not candidates and faulty:
         candidates = [o for o in faulty if no_faulty_parent(o)] or faulty[:1]
         degraded = True
+    if crash is not None and (degraded or not candidates or candidates == [final_op]):
+        # the crashing step had what it needed (or the judge names no other): it is decisive
+        return crash
     if not candidates:
         candidates = [final_op]
         degraded = True
@@ -420,6 +426,11 @@ def attribute(
         degraded=degraded,
         final_op=final_op,
     )
+    if crash is not None:
+        # the step crashed because an earlier one starved it (empty hits, a lost fact): the
+        # search went upstream; the crash and its traceback stay on the attribution
+        result.crashed = True
+        result.traceback = crash.traceback
     if not cfg.verify:
         result.decisive = _decisive(trace, candidates, verdicts, tax)
         return result

@@ -11,6 +11,7 @@ import re
 import string
 from collections import Counter
 from collections.abc import Iterator, Mapping
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,18 +55,47 @@ def answer_matches(prediction: Any, gold: str, threshold: float = 1.0, question:
     return check_answer(prediction, gold, question, threshold).correct
 
 
-def flatten_text(value: Any) -> Iterator[str]:
-    """Every string inside a nested value (dict values, list items...)."""
+def flatten_text(value: Any, _seen: frozenset[int] = frozenset()) -> Iterator[str]:
+    """Every string inside a nested value (dict values, list items, fields of an object...).
+
+    Message and document objects (dataclasses, pydantic models, plain objects with attributes,
+    as agent frameworks pass them) are read through their fields, so evidence inside a
+    ``Message(role=..., text=...)`` is seen like evidence inside a dict.
+    """
     if isinstance(value, str):
         yield value
+    elif id(value) in _seen:  # a value that holds itself
+        return
     elif isinstance(value, Mapping):
         for v in value.values():
-            yield from flatten_text(v)
+            yield from flatten_text(v, _seen | {id(value)})
     elif isinstance(value, (list, tuple, set, frozenset)):
         for v in value:
-            yield from flatten_text(v)
+            yield from flatten_text(v, _seen | {id(value)})
     elif value is not None and isinstance(value, (int, float)):
         yield str(value)
+    elif value is None or isinstance(value, (bytes, bytearray, type)) or callable(value):
+        return
+    else:
+        yield from flatten_text(list(_fields_of(value).values()), _seen | {id(value)})
+
+
+def _fields_of(value: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(value):
+        return {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
+    dump = getattr(value, "model_dump", None)  # pydantic v2 models
+    if callable(dump):
+        try:
+            out = dump()
+            return out if isinstance(out, dict) else {}
+        except Exception:
+            return {}
+    try:
+        return {k: v for k, v in vars(value).items() if not k.startswith("_")}
+    except TypeError:  # no __dict__ (slots, builtins)
+        slots = getattr(type(value), "__slots__", ())
+        slots = (slots,) if isinstance(slots, str) else slots
+        return {k: getattr(value, k, None) for k in slots if not k.startswith("_")}
 
 
 def content_recall(reference: str, candidate: str) -> float:
