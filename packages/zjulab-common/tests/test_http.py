@@ -342,6 +342,14 @@ def test_sampling_options_are_forwarded(server):
         ({"temperature": -1}, "temperature"),
         ({"top_p": 1.5}, "top_p"),
         ({"max_tokens": 3, "max_new_tokens": 4}, "disagree"),
+        # typed errors, not a ValueError/TypeError from inside the check or a batch of 400s
+        ({"top_p": "abc"}, "top_p must be a number, got 'abc'"),
+        ({"stop": 5}, "stop must be a string or a list of strings"),
+        ({"stop": ["\n", None]}, "stop must be a string or a list of strings"),
+        ({"seed": "7"}, "seed must be a number"),
+        ({"seed": 1.5}, "seed must be an integer"),
+        ({"top_k": True}, "top_k must be a number"),
+        ({"repetition_penalty": "1.1"}, "repetition_penalty must be a number"),
     ],
 )
 def test_unknown_or_invalid_sampling_is_refused(server, kw, match):

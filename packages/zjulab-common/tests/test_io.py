@@ -49,6 +49,29 @@ def test_unserialisable_json_leaves_target_untouched(tmp_path):
     assert read_json(target) == [1, 2]
 
 
+def test_non_finite_floats_are_written_as_null(tmp_path):
+    # Python's NaN/Infinity tokens are not JSON: a strict reader must be able to read the file
+    target = tmp_path / "f.json"
+    write_json(target, {"se": float("nan"), "rates": [1.5, float("inf"), -float("inf")], "t": (float("nan"),)})
+    text = target.read_text(encoding="utf-8")
+    assert "NaN" not in text and "Infinity" not in text
+    strict = json.loads(text, parse_constant=lambda tok: pytest.fail(f"non-standard token {tok}"))
+    assert strict == {"se": None, "rates": [1.5, None, None], "t": [None]}
+    rows = tmp_path / "r.jsonl"
+    write_jsonl(rows, [{"x": float("nan")}, {"x": 2.0}])
+    assert rows.read_text(encoding="utf-8") == '{"x": null}\n{"x": 2.0}\n'
+
+
+def test_circular_value_is_a_serialization_error(tmp_path):
+    from zjulab.common.errors import SerializationError
+
+    loop: list = []
+    loop.append(loop)
+    with pytest.raises(SerializationError, match="Circular reference"):
+        write_json(tmp_path / "f.json", loop)
+    assert not (tmp_path / "f.json").exists()
+
+
 def test_bytes_mode_and_bad_mode(tmp_path):
     with atomic_write(tmp_path / "b.bin", "wb") as fh:
         fh.write(b"\x00\x01")

@@ -94,6 +94,31 @@ def test_truncated_object_never_becomes_a_partial_instance():
     assert info.value.raw == '{"city": "Paris", "country": "Fr'
 
 
+@pytest.mark.parametrize(
+    ("raw", "schema"),
+    [
+        # a complete value nested in a cut-off answer is a fragment of it, not the answer
+        ('{"tags": ["a", "b"], "note": "unfin', list[str]),
+        ('{"answer": {"city": "Paris", "country": "France"}, "confidence": 0.', Place),
+        ('Here you go: [{"city": "Paris", "country": "France"}, {"city": "Ber', Place),
+    ],
+)
+def test_complete_value_nested_in_a_cut_off_answer_is_not_taken(raw, schema):
+    with pytest.raises(StructuredOutputError, match="incomplete JSON"):
+        parse_structured(raw, schema)
+
+
+def test_cut_off_answer_with_a_nested_value_is_reasked():
+    cut = '{"tags": ["a", "b"], "note": "unfin'
+    model = ScriptedChatModel([cut, '["a", "b", "c"]'])
+    assert generate_structured(model, [q("tags?")], list[str]) == [["a", "b", "c"]]
+    assert len(model.calls) == 2
+
+
+def test_prose_with_stray_brackets_before_the_answer_still_parses():
+    assert parse_json('Pick one of {x] and say: {"pick": 1}') == {"pick": 1}
+
+
 def test_extract_prefers_fenced_block():
     assert extract_json('x {"no": 1} ```json\n{"yes": 2}\n```') == '{"yes": 2}'
 

@@ -18,6 +18,7 @@ import email.utils
 import importlib
 import json
 import logging
+import numbers
 import os
 import random
 import threading
@@ -171,6 +172,11 @@ def _check_policy(name: str, value: str, allowed: Sequence[str] = _POLICIES) -> 
     return value
 
 
+#: Sampling options whose value must be a number (a string would reach the server, or the local
+#: model, as a request every conversation fails on).
+_NUMERIC = ("top_p", "seed", "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty")
+
+
 def normalize_sampling(sampling: dict[str, Any], default_max: int, accepted: Sequence[str]) -> dict[str, Any]:
     """Validate sampling keywords: aliases resolved, values checked, unknown names refused.
 
@@ -195,6 +201,8 @@ def normalize_sampling(sampling: dict[str, Any], default_max: int, accepted: Seq
     if isinstance(stop, str):
         out["stop"] = [stop]
     elif stop is not None:
+        if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):
+            raise ConfigError(f"stop must be a string or a list of strings, got {stop!r}")
         out["stop"] = [s for s in stop if s]
     try:
         out["max_new_tokens"] = int(out["max_new_tokens"])
@@ -205,6 +213,12 @@ def normalize_sampling(sampling: dict[str, Any], default_max: int, accepted: Seq
         raise ConfigError(f"max_new_tokens must be positive, got {out['max_new_tokens']}")
     if out["temperature"] < 0:
         raise ConfigError(f"temperature must be >= 0, got {out['temperature']}")
+    for name in _NUMERIC:
+        value = out.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        if value is not None and name in ("seed", "top_k") and value != int(value):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
     if out.get("top_p") is not None and not 0 < float(out["top_p"]) <= 1:
         raise ConfigError(f"top_p must be in (0, 1], got {out['top_p']}")
     if out.get("n", 1) != 1:

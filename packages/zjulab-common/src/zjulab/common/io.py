@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -240,6 +241,13 @@ def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2
     The object is serialised before the file is opened, so a value that JSON cannot encode
     raises :class:`~zjulab.common.errors.SerializationError` (also a ``TypeError``) naming the
     file and the value's type, and leaves the target untouched.
+
+    A float that is NaN or infinite is written as ``null``. JSON has no such numbers: Python's
+    ``NaN``/``Infinity`` tokens are refused by strict readers (``jq``, JavaScript's
+    ``JSON.parse``, Go, Rust's serde), and the values the libraries produce this way are
+    undefined statistics (a standard error of one item, a rate over no valid items), which
+    ``null``, "no value", states. Refusing them instead would lose a finished run at its last
+    save.
     """
     text = _dumps(obj, path, indent=indent)
     atomic_write_text(path, text + "\n")
@@ -249,9 +257,25 @@ def _dumps(obj: Any, path: str | os.PathLike[str], *, indent: int | None = None)
     from zjulab.common.errors import SerializationError
 
     try:
-        return json.dumps(obj, ensure_ascii=False, indent=indent)
+        try:
+            return json.dumps(obj, ensure_ascii=False, indent=indent, allow_nan=False)
+        except ValueError as exc:  # NaN or +-inf somewhere (the rare case costs a second pass)
+            if "out of range float" not in str(exc).lower():
+                raise
+            return json.dumps(_finite(obj), ensure_ascii=False, indent=indent, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise SerializationError(f"{path}: cannot be written as JSON: {exc}") from exc
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by ``None`` (JSON's ``null``)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

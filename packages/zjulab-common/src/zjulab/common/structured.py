@@ -48,6 +48,14 @@ _FENCE = re.compile(r"```[ \t]*(?:json|JSON|javascript|js)?[ \t]*\n?(.*?)(?:```|
 
 def _balanced_span(text: str, start: int) -> int | None:
     """End index (exclusive) of the JSON value opening at ``text[start]``, or None if unclosed."""
+    end, _ = _scan(text, start)
+    return end
+
+
+def _scan(text: str, start: int) -> tuple[int | None, bool]:
+    """``(end, False)`` for a balanced value at ``start``; ``(None, True)`` when the text ends
+    inside it (every later bracket is nested in this unfinished value); ``(None, False)`` on a
+    mismatched closing bracket (prose, not JSON)."""
     stack: list[str] = []
     in_str = esc = False
     for i in range(start, len(text)):
@@ -66,11 +74,11 @@ def _balanced_span(text: str, start: int) -> int | None:
             stack.append("}" if c == "{" else "]")
         elif c in "}]":
             if not stack or stack[-1] != c:
-                return None
+                return None, False
             stack.pop()
             if not stack:
-                return i + 1
-    return None
+                return i + 1, False
+    return None, True
 
 
 def extract_json(text: str) -> str:
@@ -79,15 +87,22 @@ def extract_json(text: str) -> str:
     Order of preference: the content of a fenced code block that holds an object or array; the
     first balanced ``{...}`` or ``[...]``; the stripped text itself (which then fails to parse
     if it is not JSON, e.g. a cut-off object).
+
+    A value that opens and is still open when the text ends is returned as it is (and fails to
+    parse as incomplete): a complete value nested inside it, such as ``["a", "b"]`` in the
+    cut-off ``{"tags": ["a", "b"], "note": "unfin``, is a fragment of the unfinished answer,
+    never the answer.
     """
     for m in _FENCE.finditer(text):
         inner = m.group(1).strip()
         if inner[:1] in ("{", "["):
             return inner
     for s in (i for i, c in enumerate(text) if c in "{["):
-        end = _balanced_span(text, s)
+        end, open_at_end = _scan(text, s)
         if end is not None:
             return text[s:end]
+        if open_at_end:
+            return text[s:].strip()
     return text.strip()
 
 
