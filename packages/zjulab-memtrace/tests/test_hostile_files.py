@@ -200,3 +200,28 @@ def test_a_malformed_locomo_file_is_a_typed_error(tmp_path, content):
     p.write_text(content)
     with pytest.raises(TraceFileError, match=r"locomo10.json: conversation 0 is not LoCoMo-shaped"):
         load_locomo(p)
+
+
+@pytest.mark.parametrize("depth", [150, 100_000])
+def test_a_deeply_nested_file_is_a_typed_error_everywhere(tmp_path, depth):
+    # past the JSON reader's own limit (100 000) or only past what redaction and rendering can walk
+    good = _doc(tmp_path)
+    text = json.dumps(good).replace('"I don\'t know"', "[" * depth + "]" * depth, 1)
+    assert text != json.dumps(good)
+    trace_file = tmp_path / "deep.json"
+    trace_file.write_text(text)
+    for argv in (["attribute", str(trace_file), "--gold", "Milo"], ["show", str(trace_file)]):
+        assert main(argv) == 2  # a one-line error, never a RecursionError traceback
+    with pytest.raises(TraceFileError, match="deep.json.*nested"):
+        from zjulab.memtrace import load_trace
+
+        load_trace(trace_file)
+    att = tmp_path / "a.json"
+    att.write_text('{"schema": "zjulab.memtrace.attribution", "decisive": ' + "[" * depth + "]" * depth + "}")
+    trace_file.write_text(json.dumps(good))
+    assert main(["show", str(trace_file), "--attribution", str(att)]) == 2
+    lo = tmp_path / "locomo10.json"
+    lo.write_text("[" * depth + "]" * depth)
+    with pytest.raises(TraceFileError, match="locomo10.json.*nested"):
+        load_locomo(lo)
+    assert not list(tmp_path.glob("deep.html")) and not list(tmp_path.glob("deep.attribution.json"))

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from zjulab.common.cli import run_command
-from zjulab.common.errors import StoreError, ZjulabError
-from zjulab.common.io import read_json, write_json
+from zjulab.common.errors import ZjulabError
+from zjulab.common.io import write_json
 
 __all__ = ["main"]
 
@@ -94,16 +94,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _load_attribution(path: Path, *, required: bool) -> object | None:
     from zjulab.memtrace.attribution import Attribution
-    from zjulab.memtrace.errors import TraceFileError
     from zjulab.memtrace.outputs import written_here
 
     if not required and not (path.is_file() and written_here(path)):
         return None  # the default name beside the trace, when it is absent or a user's own file
-    try:
-        doc = read_json(path)
-    except StoreError as exc:
-        raise TraceFileError(str(exc)) from exc
-    return Attribution.from_dict(doc, source=str(path))
+    from zjulab.memtrace.store import read_untrusted_json
+
+    return Attribution.from_dict(read_untrusted_json(path), source=str(path))
 
 
 def _cmd_show(args: argparse.Namespace) -> int:

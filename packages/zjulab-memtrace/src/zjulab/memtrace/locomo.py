@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zjulab.common.errors import StoreError
-from zjulab.common.io import read_json
 from zjulab.memtrace.errors import TraceFileError
 
 __all__ = ["LocomoConversation", "LocomoQA", "LocomoTurn", "find_locomo", "load_locomo"]
@@ -114,10 +112,9 @@ def load_locomo(path: str | os.PathLike[str]) -> list[LocomoConversation]:
     Raises:
         TraceFileError: The file is missing, not JSON, or not LoCoMo-shaped.
     """
-    try:
-        data = read_json(Path(path))
-    except StoreError as exc:
-        raise TraceFileError(str(exc)) from exc
+    from zjulab.memtrace.store import read_untrusted_json
+
+    data = read_untrusted_json(Path(path))
     if not isinstance(data, list):
         raise TraceFileError(f"{path}: expected a JSON list of conversations, got {type(data).__name__}")
     out = []

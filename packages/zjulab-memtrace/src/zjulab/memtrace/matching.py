@@ -7,11 +7,11 @@ fraction of the evidence's tokens.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import string
 from collections import Counter
 from collections.abc import Iterator, Mapping
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 

@@ -245,6 +245,49 @@ class _TraceDoc(_Doc):
     operations: list[_OperationDoc]
 
 
+MAX_DEPTH = 128
+"""Deepest nesting of lists and objects a file may hold (every reader walks values recursively)."""
+
+
+def check_depth(doc: Any, source: str, limit: int = MAX_DEPTH) -> None:
+    """Refuse a document nested deeper than ``limit`` (``TraceFileError`` naming the field).
+
+    Checked without recursion, so a hostile file cannot exhaust the stack here or later in
+    redaction, rendering or attribution.
+    """
+    stack: list[tuple[Any, int, tuple[str, ...]]] = [(doc, 0, ())]
+    while stack:
+        value, depth, where = stack.pop()
+        if isinstance(value, dict):
+            items: Any = ((str(k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            items = ((str(i), v) for i, v in enumerate(value))
+        else:
+            continue
+        if depth >= limit:
+            field = ".".join(where[:6]) + (".…" if len(where) > 6 else "")
+            raise TraceFileError(
+                f"{source}: field {field or '<document>'}: nested deeper than {limit} levels"
+            )
+        for k, v in items:
+            if isinstance(v, (dict, list)):
+                stack.append((v, depth + 1, (*where, k)))
+
+
+def read_untrusted_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file someone else may have written; every failure is a ``TraceFileError``."""
+    try:
+        doc = read_json(path)
+    except StoreError as exc:
+        raise TraceFileError(str(exc)) from exc
+    except RecursionError:
+        raise TraceFileError(f"{path}: nested too deeply to read") from None
+    except MemoryError:
+        raise TraceFileError(f"{path}: too large to read into memory") from None
+    check_depth(doc, str(path))
+    return doc
+
+
 def _validate(doc: Mapping[str, Any], source: str) -> _TraceDoc:
     """Check every field's type before anything is built (a file is untrusted input)."""
     try:
@@ -310,6 +353,7 @@ def trace_from_dict(
         raise TraceSchemaError(
             f"{source}: written by a newer zjulab-memtrace (schema version {version}; this one reads <= {SCHEMA_VERSION})"
         )
+    check_depth(doc, source)
     checked = _validate(doc, source)
     trace = Trace(checked.name, dict(checked.metadata), id=checked.id)
     try:
@@ -479,10 +523,7 @@ def load_trace(
         TraceFileError: Missing file, invalid JSON or malformed content.
         TraceSchemaError: Written by a newer schema version.
     """
-    try:
-        doc = read_json(path)
-    except StoreError as exc:
-        raise TraceFileError(str(exc)) from exc
+    doc = read_untrusted_json(path)
     return trace_from_dict(
         doc, handles=handles, source=str(path), trust_handles=trust_handles, allow_modules=allow_modules
     )
