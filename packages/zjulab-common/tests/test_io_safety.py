@@ -50,6 +50,38 @@ def test_replaced_file_keeps_its_mode(tmp_path, umask_022):
     assert _mode(f) == 0o640
 
 
+def _other_group():
+    mine = os.getegid()
+    return next((g for g in os.getgroups() if g != mine), None)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 and _other_group() is None,
+    reason="needs root, or membership of a second group, to give a file another group",
+)
+def test_replaced_file_keeps_its_group_and_owner(tmp_path):
+    # a team's 0664 file must stay the team's: a rewrite used to hand it to the writer's group
+    root = os.geteuid() == 0
+    uid, gid = (4321, 4322) if root else (-1, _other_group())
+    f = tmp_path / "shared.json"
+    f.write_text("{}")
+    os.chown(f, uid, gid)
+    os.chmod(f, 0o664)
+    write_json(f, {"a": 1})
+    st = f.stat()
+    assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (gid, 0o664)
+    if root:
+        assert st.st_uid == uid
+    store = tmp_path / "store"
+    store.mkdir()
+    os.chown(store, uid, gid)
+    with atomic_directory(store) as d:
+        (d / "x").write_text("1")
+    assert store.stat().st_gid == gid
+    if root:
+        assert store.stat().st_uid == uid
+
+
 def test_new_file_follows_the_umask(tmp_path):
     old = os.umask(0o002)
     try:

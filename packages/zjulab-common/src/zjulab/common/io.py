@@ -8,8 +8,8 @@ by the next write to the same target.
 
 What a write keeps of the user's file:
 
-* a replaced file keeps its permission bits; a new file gets ``0666 & ~umask`` (what ``open``
-  would give it), not ``mkstemp``'s 0600;
+* a replaced file keeps its permission bits, and its group (and, for root, its owner); a new
+  file gets ``0666 & ~umask`` (what ``open`` would give it), not ``mkstemp``'s 0600;
 * a symlink is written *through*: the link stays and its target gets the new content, atomically;
 * a symlinked directory store (``index -> index-v1``) is rebuilt next to its target, and the
   link is left pointing where it pointed.
@@ -81,6 +81,30 @@ def _new_mode(existing: Path, *, directory: bool = False) -> int:
         return stat.S_IMODE(existing.stat().st_mode)
     except OSError:
         return (0o777 if directory else 0o666) & ~_umask()
+
+
+def _keep_owner(existing: Path, fd: int | None = None, path: Path | None = None) -> None:
+    """Give the new file or directory the owner and group of the one it replaces.
+
+    The group is what lets a team keep writing a shared 0664 file: a rewrite by a member whose
+    primary group is another would otherwise hand the file to that group. The owner can only be
+    kept by root; what the process may not change is left as the OS made it.
+    """
+    try:
+        st = existing.stat()
+    except OSError:
+        return  # a new file: the OS's owner and group are right
+    for ids in ((st.st_uid, st.st_gid), (-1, st.st_gid)):
+        try:
+            if fd is not None:
+                os.fchown(fd, *ids)
+            elif path is not None:
+                os.chown(path, *ids)
+            return
+        except (PermissionError, AttributeError, NotImplementedError):
+            continue
+        except OSError:
+            return
 
 
 def _pid_alive(pid: int) -> bool:
@@ -206,7 +230,8 @@ def _atomic_write(path: Path, mode: str, encoding: str) -> Iterator[IO[Any]]:
     fd, tmp_name = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
-        os.fchmod(fd, file_mode)
+        _keep_owner(path, fd=fd)
+        os.fchmod(fd, file_mode)  # after fchown, which may clear set-id bits
         if mode == "wb":
             fh: IO[Any] = os.fdopen(fd, "wb")
         else:
@@ -411,6 +436,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
         remove_stale_temps(target)
         dir_mode = _new_mode(target, directory=True)
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(target), suffix=".tmp", dir=target.parent))
+    _keep_owner(target, path=tmp)
     os.chmod(tmp, dir_mode)  # mkdtemp makes 0700; keep the old directory's bits or mkdir's
     try:
         yield tmp
