@@ -211,19 +211,29 @@ def _big_db(tmp_path):
     return db
 
 
+#: One SQLite opcode that runs for seconds (a naive substring search over long values): the
+#: progress handler never runs inside it (15 s in-process against a 1 s limit on 2 cores).
+LONG_OPCODE = "SELECT instr(printf('%.*c', 900000, 'a'), printf('%.*c', 300000, 'a') || 'b')"
+
+
 def test_process_isolation_bounds_a_single_long_opcode(tmp_path):
     db = _big_db(tmp_path)
     digest = db.read_bytes()
     box = SQLiteSandbox(db, SandboxConfig(isolation="process", timeout_s=1.0))
     try:
-        for sql in (
-            "SELECT printf('%.*c', 1000000000, 'x')",  # one opcode: the progress handler never runs
-            "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 10000000) "
-            "SELECT count(*) FROM r",
+        for sql, why in (
+            (LONG_OPCODE, "time limit"),
+            # 1e9 repetitions inside one opcode (8.9 s before): refused before it runs
+            ("SELECT printf('%.*c', 1000000000, 'x')", "value limit"),
+            (
+                "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 10000000) "
+                "SELECT count(*) FROM r",
+                "time limit",
+            ),
         ):
             assert box.execute("SELECT 1").rows == [(1,)]  # (re)starts the worker outside the timing
             start = time.monotonic()
-            with pytest.raises(SandboxLimitError, match="time limit"):
+            with pytest.raises(SandboxLimitError, match=why):
                 box.execute(sql)
             assert time.monotonic() - start < 1.5
         assert box.execute("SELECT count(*) FROM t").rows == [(0,)]  # a fresh worker answers
@@ -236,6 +246,19 @@ def test_process_isolation_bounds_a_single_long_opcode(tmp_path):
     assert db.read_bytes() == digest
 
 
+def test_default_sandbox_is_hard_bounded(tmp_path):
+    # the default configuration (process isolation) ends a single long opcode at the deadline
+    db = _big_db(tmp_path)
+    assert SandboxConfig().isolation == "process"
+    with SQLiteSandbox(db, SandboxConfig(timeout_s=1.0)) as box:
+        box.execute("SELECT 1")
+        start = time.monotonic()
+        with pytest.raises(SandboxLimitError, match="time limit"):
+            box.execute(LONG_OPCODE)
+        assert time.monotonic() - start < 1.5
+        assert box.execute("SELECT 2").rows == [(2,)]
+
+
 def test_process_isolation_memory_limit(tmp_path):
     db = _big_db(tmp_path)
     cfg = SandboxConfig(isolation="process", timeout_s=20, memory_limit_bytes=400_000_000, max_bytes=10**9)
@@ -246,3 +269,85 @@ def test_process_isolation_memory_limit(tmp_path):
                 "(SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 1000) SELECT x FROM r)"
             )
         assert box.execute("SELECT 2").rows == [(2,)]
+
+
+@pytest.mark.parametrize("isolation", ["in_process", "process"])
+def test_over_long_values_raise_instead_of_null(tmp_path, isolation):
+    # SQLite's printf()/format() give NULL (no error) when the output is over the length limit:
+    # substr(printf(...)) and length(printf(...)) came back as NULL, silently wrong
+    db = tmp_path / "doc.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE doc (body TEXT)")
+    conn.execute("INSERT INTO doc VALUES (?)", ("w" * 5000,))
+    conn.commit()
+    conn.close()
+    cfg = SandboxConfig(max_cell_bytes=2000, isolation=isolation)
+    with SQLiteSandbox(db, cfg) as box:
+        for sql in (
+            "SELECT printf('%.*c', 5000, 'x')",
+            "SELECT substr(printf('%.*c', 5000, 'x'), 1, 5)",
+            "SELECT length(format('%s%s', printf('%.*c', 1500, 'x'), printf('%.*c', 1500, 'y')))",
+            "SELECT printf('%5000d', 1)",
+            "SELECT body FROM doc",  # a stored value over the limit
+            "SELECT body || body FROM doc WHERE 0 = 1 UNION ALL SELECT printf('%s', body) FROM doc",
+        ):
+            with pytest.raises(SandboxLimitError, match="limit"):
+                box.execute(sql)
+        # within the limit printf is SQLite's own (same answer as a plain connection)
+        same = (
+            "SELECT printf('%5d|%-3s|%.2f|%%|%.100000000s', 42, 'ab', 3.14159, 'abc'), "
+            "printf(NULL), format('%d', 3), length(printf('%.*c', 1999, 'x')), printf('%!.3q', 'it''s'), "
+            "printf('%*d|%-*d|', -4, 7, 3, 8), printf('%c%c', 'xyz'), printf('%lld', 2), printf(5)"
+        )
+        assert box.execute(same).rows[0][0] == "   42|ab |3.14|%|abc"
+        assert box.execute(same).rows == sqlite3.connect(":memory:").execute(same).fetchall()
+
+
+@pytest.mark.parametrize(
+    ("sql", "named"),
+    [
+        ("SELECT * FROM pragma_compile_options", "PRAGMA compile_options"),
+        ("SELECT name FROM pragma_function_list", "PRAGMA function_list"),
+        ("SELECT * FROM dbstat", "table-valued function dbstat()"),
+        ("SELECT sql FROM sqlite_stmt", "table-valued function sqlite_stmt()"),
+        ("SELECT s.name FROM singer AS s, pragma_module_list AS m", "table-valued function pragma_module_list()"),
+    ],
+)
+def test_table_valued_functions_refused_by_their_own_name(concert_db, sql, named):
+    # these were reported as "UPDATE sqlite_master" (an internal check SQLite makes while it
+    # declares the virtual table)
+    with SQLiteSandbox(concert_db) as box, pytest.raises(SandboxPermissionError) as err:
+        box.execute(sql)
+    assert f"sandbox refused {named!r}" in str(err.value)
+    assert "sqlite_master" not in str(err.value)
+
+
+def test_read_only_table_valued_functions_allowed(concert_db):
+    with SQLiteSandbox(concert_db) as box:
+        assert box.execute("SELECT value FROM json_each('[3, 4]')").rows == [(3,), (4,)]
+        assert len(box.execute("SELECT * FROM json_tree('{\"a\": [1]}')").rows) == 3
+        assert [r[0] for r in box.execute("SELECT name FROM pragma_table_info('singer')").rows] == [
+            "singer_id",
+            "name",
+            "country",
+            "age",
+        ]
+        assert box.execute(
+            "SELECT name FROM singer WHERE country IN (SELECT value FROM json_each('[\"Japan\"]'))"
+        ).rows == [("Bo",)]
+        for sql in ("UPDATE sqlite_master SET sql = 'x'", "UPDATE sqlite_schema SET name = 'y'"):
+            with pytest.raises(SandboxPermissionError):
+                box.execute(sql)
+        assert box.execute("SELECT count(*) FROM singer").rows == [(3,)]
+
+
+def test_statement_parameters_and_time_override(concert_db):
+    with SQLiteSandbox(concert_db, SandboxConfig(isolation="process", timeout_s=30)) as box:
+        assert box.execute("SELECT name FROM singer WHERE country = ?", params=("Japan",)).rows == [("Bo",)]
+        box.execute("SELECT 1")
+        start = time.monotonic()
+        with pytest.raises(SandboxLimitError, match="0.5s time limit"):
+            box.execute(LONG_OPCODE, timeout_s=0.5)
+        assert time.monotonic() - start < 1.0
+        with pytest.raises(SandboxLimitError, match="no time left"):
+            box.execute("SELECT 1", timeout_s=0)

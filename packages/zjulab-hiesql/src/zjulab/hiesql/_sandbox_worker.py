@@ -1,11 +1,12 @@
 """The worker process of ``SandboxConfig(isolation="process")``: one hardened connection under rlimits.
 
-Started by :class:`zjulab.hiesql.sandbox.SQLiteSandbox` as ``python -m zjulab.hiesql._sandbox_worker``;
-requests and replies are length-prefixed ``marshal`` frames on stdin/stdout (plain values only).
+Started by :class:`zjulab.hiesql.sandbox.SQLiteSandbox` (a bootstrap that imports only the
+sandbox's modules, not the whole package); requests and replies are length-prefixed ``marshal`` frames on stdin/stdout (plain values only).
 The address space is capped at ``memory_limit_bytes`` and, before each statement, the CPU-time
 soft limit is set to the CPU already used plus the statement's time limit (SIGXCPU ends the
 process if SQLite is stuck inside one opcode); the parent kills the process at the wall-clock
-deadline in any case.
+deadline in any case. Where ``resource`` does not exist (Windows) the rlimits are skipped and
+only that wall-clock kill bounds a statement.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import sys
 
 
 def _limit(kind: int, soft: int) -> None:
-    import resource
-
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return
     _cur, hard = resource.getrlimit(kind)
     if hard != resource.RLIM_INFINITY:
         soft = min(soft, hard)
@@ -26,12 +29,14 @@ def _limit(kind: int, soft: int) -> None:
 
 def main() -> int:
     """Serve statements until stdin closes."""
-    import resource
-
     from zjulab.hiesql.config import SandboxConfig
     from zjulab.hiesql.errors import SandboxError, SandboxLimitError, SandboxPermissionError, SchemaFileError
     from zjulab.hiesql.sandbox import _Engine, _recv, _send
 
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        resource = None  # type: ignore[assignment]
     fin, fout = sys.stdin.fileno(), sys.stdout.fileno()
     try:
         path, raw = _recv(fin, None)
@@ -40,7 +45,7 @@ def main() -> int:
         config = SandboxConfig(**raw)
         engine = _Engine(__import__("pathlib").Path(path), config)
         engine.connect()
-        _limit(resource.RLIMIT_AS, int(config.memory_limit_bytes))
+        _limit(getattr(resource, "RLIMIT_AS", -1), int(config.memory_limit_bytes))
     except SchemaFileError as exc:
         _send(fout, ("fail", "file", str(exc)))
         return 1
@@ -51,13 +56,14 @@ def main() -> int:
     kinds = ((SandboxPermissionError, "permission"), (SandboxLimitError, "limit"), (SandboxError, "error"))
     while True:
         try:
-            sql, cap = _recv(fin, None)
+            sql, cap, params, timeout_s = _recv(fin, None)
         except EOFError:
             return 0
-        used = resource.getrusage(resource.RUSAGE_SELF)
-        _limit(resource.RLIMIT_CPU, math.ceil(used.ru_utime + used.ru_stime + config.timeout_s) + 1)
+        if resource is not None:
+            used = resource.getrusage(resource.RUSAGE_SELF)
+            _limit(resource.RLIMIT_CPU, math.ceil(used.ru_utime + used.ru_stime + timeout_s) + 1)
         try:
-            columns, rows, truncated, nbytes = engine.run(sql, int(cap))
+            columns, rows, truncated, nbytes = engine.run(sql, int(cap), params, timeout_s)
             reply: tuple = ("ok", list(columns), rows, truncated, nbytes)
         except SandboxError as exc:
             kind = next(k for cls, k in kinds if isinstance(exc, cls))

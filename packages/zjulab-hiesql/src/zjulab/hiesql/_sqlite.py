@@ -7,7 +7,11 @@
   ``SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER`` and ``SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION`` are off
   (the two-argument ``fts3_tokenizer()`` installs a tokenizer from a raw pointer: a crafted blob
   crashes the process), and ``SQLITE_DBCONFIG_TRUSTED_SCHEMA`` is off (views and triggers in a
-  hostile file cannot call functions that are not marked innocuous).
+  hostile file cannot call functions that are not marked innocuous). The sandbox's own
+  connection turns it on (``trusted_schema=True``): it registers checked ``printf()``/``format()``
+  that Python cannot mark innocuous, and its authorizer applies the function allow-list and the
+  table-valued-function refusals inside views as well; functions SQLite marks direct-only
+  (``fts3_tokenizer``, ``load_extension``, ``dbstat``...) stay refused in a view either way.
 
 Python 3.12 exposes ``Connection.setconfig``; on 3.10/3.11 the same ``sqlite3_db_config`` calls are
 made through ctypes on the connection's ``sqlite3*`` handle, checked against the file name before
@@ -33,7 +37,7 @@ _FTS3_TOKENIZER = 1004
 _LOAD_EXTENSION = 1005
 _TRUSTED_SCHEMA = 1017
 
-_SETTINGS = ((_DEFENSIVE, 1), (_FTS3_TOKENIZER, 0), (_LOAD_EXTENSION, 0), (_TRUSTED_SCHEMA, 0))
+_SETTINGS = ((_DEFENSIVE, 1), (_FTS3_TOKENIZER, 0), (_LOAD_EXTENSION, 0))
 _lib: ctypes.CDLL | bool | None = None
 
 
@@ -78,21 +82,24 @@ def _handle(conn: sqlite3.Connection, expected: Path | None) -> int | None:
     return int(ptr)
 
 
-def harden(conn: sqlite3.Connection, expected: Path | None = None) -> bool:
-    """Switch on DEFENSIVE and off the FTS3 tokenizer, extension loading and trusted schema.
+def harden(conn: sqlite3.Connection, expected: Path | None = None, trusted_schema: bool = False) -> bool:
+    """Switch on DEFENSIVE and off the FTS3 tokenizer, extension loading and (by default) trusted schema.
 
     Args:
         conn: A fresh connection.
         expected: The resolved database path (used to check the handle on Python < 3.12).
+        trusted_schema: Let views call application-defined functions (only for a connection
+            whose authorizer checks every function, see the module docstring).
 
     Returns:
         Whether every setting was applied.
     """
     if hasattr(conn, "enable_load_extension"):
         conn.enable_load_extension(False)
+    settings = (*_SETTINGS, (_TRUSTED_SCHEMA, int(trusted_schema)))
     setconfig = getattr(conn, "setconfig", None)
     if setconfig is not None:  # Python >= 3.12
-        for op, value in _SETTINGS:
+        for op, value in settings:
             setconfig(op, bool(value))
         return True
     ptr = _handle(conn, expected)
@@ -101,7 +108,7 @@ def harden(conn: sqlite3.Connection, expected: Path | None = None) -> bool:
     lib = _library()
     assert lib is not None
     ok = True
-    for op, value in _SETTINGS:
+    for op, value in settings:
         out = ctypes.c_int(-1)
         rc = lib.sqlite3_db_config(
             ctypes.c_void_p(ptr), ctypes.c_int(op), ctypes.c_int(value), ctypes.byref(out)
@@ -110,8 +117,10 @@ def harden(conn: sqlite3.Connection, expected: Path | None = None) -> bool:
     return ok
 
 
-def open_readonly(path: str | Path, check_same_thread: bool = True) -> sqlite3.Connection:
-    """Open an existing SQLite file read-only and hardened (see the module docstring).
+def open_readonly(
+    path: str | Path, check_same_thread: bool = True, trusted_schema: bool = False
+) -> sqlite3.Connection:
+    """Open an existing SQLite file read-only and hardened (see the module docstring and :func:`harden`).
 
     Raises:
         sqlite3.OperationalError: When the file cannot be opened (it is never created).
@@ -119,7 +128,7 @@ def open_readonly(path: str | Path, check_same_thread: bool = True) -> sqlite3.C
     resolved = Path(path).resolve()
     conn = sqlite3.connect(readonly_uri(resolved), uri=True, check_same_thread=check_same_thread)
     try:
-        harden(conn, resolved)
+        harden(conn, resolved, trusted_schema)
     except BaseException:
         conn.close()
         raise

@@ -34,15 +34,20 @@ class SandboxConfig:
             ``isolation="process"`` the worker is also killed at the deadline).
         max_rows: Rows kept per result.
         max_bytes: Python memory (``sys.getsizeof`` of the row tuples and their values) allowed
-            in one result; also SQLite's longest string or blob.
+            in one result.
+        max_cell_bytes: Longest string or blob one value may be (SQLite's length limit; at
+            most ``max_bytes``). A longer value, stored or computed, raises
+            :class:`~zjulab.hiesql.errors.SandboxLimitError`; it is never cut or returned as NULL.
         on_row_limit: ``"truncate"`` keeps the first rows within ``max_rows``/``max_bytes`` and
             flags the result ``truncated``; ``"raise"`` raises
             :class:`~zjulab.hiesql.errors.SandboxLimitError`.
         progress_steps: SQLite VM instructions between two time checks.
-        isolation: ``"in_process"`` runs on a connection in this process; ``"process"`` runs each
-            statement in a worker process under CPU-time and address-space rlimits, killed at
-            the deadline (bounds single long opcodes and SQLite's own memory; costs a process
-            start, about 0.1-0.3 s, per sandbox).
+        isolation: ``"process"`` (the default) runs each statement in a worker process under
+            CPU-time and address-space rlimits, killed at the wall-clock deadline: the only hard
+            bound on work inside one SQLite opcode or in preparing a statement (costs a worker
+            start, about 0.15 s, per sandbox, and ~0.1 ms per statement). ``"in_process"`` runs on
+            a connection in this process: the same authorizer, limits and progress handler, but
+            a single long opcode (e.g. a ``LIKE`` over a long value) can outlive ``timeout_s``.
         memory_limit_bytes: Address-space limit of the worker process (``isolation="process"``).
         extra_functions: SQL functions allowed on top of
             :data:`~zjulab.hiesql.sandbox.ALLOWED_FUNCTIONS` (e.g. ones a database relies on).
@@ -51,9 +56,10 @@ class SandboxConfig:
     timeout_s: float = 2.0  # interactive use: a human waits; gold Spider queries run in milliseconds
     max_rows: int = 1000  # more rows are never shown nor compared usefully in a chat
     max_bytes: int = 8_000_000  # bounds memory on a wide or text-heavy result
+    max_cell_bytes: int = 1_000_000  # no text or blob a user reads in a result is longer
     on_row_limit: Literal["truncate", "raise"] = "truncate"
     progress_steps: int = 1000  # ~microseconds between checks: a cheap check, a tight limit
-    isolation: Literal["in_process", "process"] = "in_process"
+    isolation: Literal["in_process", "process"] = "process"  # hostile SQL: a hard time bound
     memory_limit_bytes: int = 2_000_000_000  # a Python interpreter plus SQLite's sorter and cache
     extra_functions: tuple[str, ...] = ()
 
@@ -61,6 +67,7 @@ class SandboxConfig:
         _positive("timeout_s", self.timeout_s)
         _positive("max_rows", self.max_rows)
         _positive("max_bytes", self.max_bytes)
+        _positive("max_cell_bytes", self.max_cell_bytes)
         _positive("progress_steps", self.progress_steps)
         _positive("memory_limit_bytes", self.memory_limit_bytes)
         if self.on_row_limit not in ("truncate", "raise"):
@@ -68,6 +75,11 @@ class SandboxConfig:
         if self.isolation not in ("in_process", "process"):
             raise HieSqlConfigError(f"isolation must be 'in_process' or 'process', got {self.isolation!r}")
         self.extra_functions = tuple(str(f) for f in self.extra_functions)
+
+    @property
+    def cell_limit(self) -> int:
+        """SQLite's length limit on this connection: ``min(max_cell_bytes, max_bytes)``, at least 1000."""
+        return max(1000, min(self.max_cell_bytes, self.max_bytes))
 
 
 @dataclass
@@ -80,8 +92,12 @@ class LinkingConfig:
         max_ngram: Longest question n-gram compared with table/column names.
         value_match: Look question tokens up among database values (needs a database).
         value_sample_rows: Distinct values read per text column for value matching.
-        value_timeout_s: Total time the value reading of one graph may take (a large or
-            hostile database cannot stall linking; the values read so far are used).
+        value_timeout_s: Total time the value reading of one database may take (a large or
+            hostile database cannot stall linking; the values read so far are used and a
+            warning names what was skipped). Values are read once per file and cached.
+        value_isolation: Sandbox isolation of the value reading when no sandbox is passed
+            (``"process"``: a worker killed at the deadline, see
+            :class:`SandboxConfig`).
     """
 
     partial_min_chars: int = 3  # shorter pieces ("id", "a") match almost every name
@@ -89,8 +105,13 @@ class LinkingConfig:
     value_match: bool = True
     value_sample_rows: int = 2000  # enough to cover categorical columns, cheap to read
     value_timeout_s: float = 2.0  # the sandbox's interactive limit
+    value_isolation: Literal["in_process", "process"] = "process"  # a user's file is untrusted
 
     def __post_init__(self) -> None:
+        if self.value_isolation not in ("in_process", "process"):
+            raise HieSqlConfigError(
+                f"value_isolation must be 'in_process' or 'process', got {self.value_isolation!r}"
+            )
         _positive("partial_min_chars", self.partial_min_chars)
         _positive("max_ngram", self.max_ngram)
         _positive("value_sample_rows", self.value_sample_rows)

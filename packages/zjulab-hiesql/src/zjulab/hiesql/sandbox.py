@@ -12,11 +12,19 @@ Layers of protection, each enough on its own for the case it covers:
   ``fts3_tokenizer``, ``load_extension``, FTS/R-tree internals, ``randomblob``/``zeroblob``);
   INSERT/UPDATE/DELETE, CREATE/DROP/ALTER, ATTACH/DETACH, transactions and PRAGMA assignments are
   denied and named in the error;
+* table-valued functions: ``json_each``/``json_tree`` and the ``pragma_*`` forms of the
+  read-only PRAGMAs are allowed; every other eponymous virtual table (``dbstat``,
+  ``sqlite_stmt``...) and PRAGMA is refused under its own name;
 * a progress handler aborts a statement that runs past the time limit; results are capped in
-  rows and in the memory their Python objects take (``sys.getsizeof``, not string length);
-* optionally (``SandboxConfig(isolation="process")``) the statement runs in a worker process
-  with CPU-time and address-space rlimits, killed at the deadline: this also bounds a single
-  long SQLite opcode (``printf('%.*c', 1000000000, 'x')``) that no progress handler sees.
+  rows and in the memory their Python objects take (``sys.getsizeof``, not string length), and
+  one value in ``max_cell_bytes``. Nothing over a limit comes back as a wrong value: SQLite's
+  ``printf()``/``format()`` return NULL when their output is too long, so both are replaced by
+  a checked version that raises :class:`SandboxLimitError` instead;
+* by default (``SandboxConfig(isolation="process")``) the statement runs in a worker process
+  with CPU-time and address-space rlimits, killed at the wall-clock deadline: this also bounds
+  work inside one SQLite opcode or in preparing a statement (a long ``LIKE``, a sort, a view
+  nested into millions of references), which no progress handler sees. ``"in_process"`` keeps
+  every layer above except that hard bound.
 """
 
 from __future__ import annotations
@@ -25,12 +33,14 @@ import contextlib
 import logging
 import marshal
 import os
+import re
 import select
 import sqlite3
 import struct
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -42,7 +52,15 @@ from zjulab.hiesql.errors import SandboxError, SandboxLimitError, SandboxPermiss
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ALLOWED_FUNCTIONS", "AUTHORIZER_ACTIONS", "ExecutionResult", "SQLiteSandbox", "row_bytes"]
+__all__ = [
+    "ALLOWED_FUNCTIONS",
+    "ALLOWED_TABLE_FUNCTIONS",
+    "AUTHORIZER_ACTIONS",
+    "ExecutionResult",
+    "READ_SANDBOX",
+    "SQLiteSandbox",
+    "row_bytes",
+]
 
 _READ_ONLY_PRAGMAS = frozenset(
     {
@@ -83,6 +101,14 @@ ALLOWED_FUNCTIONS = frozenset(
     }
 )  # fmt: skip
 
+#: Eponymous virtual tables (table-valued functions) generated SQL may read, besides the
+#: ``pragma_*`` forms of the PRAGMAs in ``_READ_ONLY_PRAGMAS``.
+ALLOWED_TABLE_FUNCTIONS = frozenset({"json_each", "json_tree"})
+#: Schema tables SQLite asks UPDATE permission for while it declares an eponymous virtual table
+#: (``SELECT * FROM json_each(...)``); a real UPDATE of them is refused by SQLite itself
+#: ("may not be modified") before the authorizer is asked, and the connection is read-only.
+_SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_schema", "sqlite_temp_master", "sqlite_temp_schema"})
+
 #: The authorizer's action codes (sqlite3.h), named for refusal messages. A reverse lookup of
 #: every ``sqlite3.SQLITE_*`` constant would collide with the ``SQLITE_LIMIT_*`` numbers.
 AUTHORIZER_ACTIONS = {
@@ -122,8 +148,20 @@ AUTHORIZER_ACTIONS = {
     33: "RECURSIVE",
 }
 _ALLOWED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE}
+_PRINTF_SPEC = re.compile(r"%[-+ 0#!,]*(\*|\d+)?(?:\.(\*|\d+))?(?:ll|l)?([a-zA-Z%])")
 _TUPLE_BASE = sys.getsizeof(())
 _PTR = struct.calcsize("P")
+
+
+def _as_int(value: Any) -> int:
+    # how SQLite reads a ``*`` width or precision argument (leading number of a text; 0 else)
+    if isinstance(value, (int, float)):
+        if value != value:  # NaN
+            return 0
+        return int(value) if abs(value) < 1e18 else 10**18
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    m = re.match(r"\s*([-+]?\d+)", text)
+    return int(m.group(1)) if m else 0
 
 
 def row_bytes(row: tuple[Any, ...]) -> int:
@@ -150,8 +188,17 @@ class ExecutionResult:
     nbytes: int = 0
 
 
-class _Refused(Exception):
-    pass
+#: Limits of the library's own reads of a user's database (the schema, values for linking):
+#: the same sandbox as generated SQL, in a worker process killed at the deadline, with caps on
+#: rows and value length; callers check ``truncated`` and never use a cut result as complete.
+READ_SANDBOX = SandboxConfig(
+    timeout_s=5.0,
+    max_rows=1_000_000,
+    max_bytes=256_000_000,
+    max_cell_bytes=1_000_000,
+    on_row_limit="truncate",
+    isolation="process",
+)
 
 
 class _Engine:
@@ -162,26 +209,92 @@ class _Engine:
         self.config = config
         self.functions = ALLOWED_FUNCTIONS | {f.lower() for f in config.extra_functions}
         self._conn: sqlite3.Connection | None = None
+        self._fmt: sqlite3.Connection | None = None
+        self._modules: set[str] = set()
         self._denied: str | None = None
+        self._too_big: str | None = None
         self._deadline = 0.0
 
     def connect(self) -> sqlite3.Connection:
         if self._conn is None:
             try:
-                conn = open_readonly(self.path, check_same_thread=False)
+                # trusted schema on: the checked printf()/format() registered below must work in
+                # the file's views; the authorizer checks every function and table there too
+                conn = open_readonly(self.path, check_same_thread=False, trusted_schema=True)
             except sqlite3.Error as exc:
                 raise SchemaFileError(f"{self.path}: cannot open as a SQLite database ({exc})") from exc
+            try:
+                # registered modules (read before the authorizer; touches no user data): any
+                # eponymous one outside ALLOWED_TABLE_FUNCTIONS is refused by name
+                self._modules = {
+                    str(r[0]).lower() for r in conn.execute("SELECT name FROM pragma_module_list")
+                } - ALLOWED_TABLE_FUNCTIONS
+            except sqlite3.Error:  # pragma: no cover - SQLite without the pragma
+                self._modules = {"dbstat", "sqlite_stmt", "sqlite_dbpage"}
+            cell = self.config.cell_limit
             conn.set_authorizer(self._authorize)
             conn.set_progress_handler(self._progress, self.config.progress_steps)
             if hasattr(conn, "setlimit"):  # Python >= 3.11
                 conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)  # type: ignore[attr-defined]
-                conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max(1000, self.config.max_bytes))  # type: ignore[attr-defined]
+                conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, cell)  # type: ignore[attr-defined]
+                conn.setlimit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, 1000)  # type: ignore[attr-defined]
+            # printf()/format() return NULL (not an error) when their output is over the length
+            # limit: the checked versions raise, so an over-long value is never a silent NULL
+            self._fmt = sqlite3.connect(":memory:", check_same_thread=False)
+            if hasattr(self._fmt, "setlimit"):
+                self._fmt.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, cell)  # type: ignore[attr-defined]
+            for name in ("printf", "format"):
+                conn.create_function(name, -1, self._checked_printf(name), deterministic=True)
             self._conn = conn
         return self._conn
+
+    def _checked_printf(self, name: str) -> Any:
+        limit = self.config.cell_limit
+        fmt_conn = self._fmt
+
+        def call(*args: Any) -> Any:
+            if not args or args[0] is None:
+                return None
+            fmt = args[0].decode("utf-8", "replace") if isinstance(args[0], bytes) else str(args[0])
+            pos = 1
+            for m in _PRINTF_SPEC.finditer(fmt):
+                width, prec, conv = m.group(1), m.group(2), m.group(3)
+                if conv == "%":
+                    continue
+                sizes = []
+                for part in (width, prec):
+                    if part == "*":
+                        sizes.append(_as_int(args[pos] if pos < len(args) else 0))
+                        pos += 1
+                    elif part:
+                        sizes.append(int(part))
+                    else:
+                        sizes.append(0)
+                pos += 1
+                w, p = sizes
+                # a width, or a precision of a conversion that pads or repeats, over the limit
+                # makes an over-long value: refuse at once (printf('%.*c', 1e9, 'x') would
+                # otherwise spend seconds inside one opcode before SQLite gives up)
+                if abs(w) > limit or (conv not in "sqQwz" and abs(p) > limit):
+                    self._too_big = f"{name}() result longer than the {limit}-byte value limit"
+                    raise ValueError(self._too_big)
+            marks = ", ".join("?" * len(args))
+            out = fmt_conn.execute(f"SELECT {name}({marks})", args).fetchone()[0]
+            if out is None:  # the format was not NULL: SQLite gave up on the length
+                self._too_big = f"{name}() result longer than the {limit}-byte value limit"
+                raise ValueError(self._too_big)
+            return out
+
+        return call
 
     def _authorize(
         self, action: int, arg1: str | None, arg2: str | None, _db: str | None, _trig: str | None
     ) -> int:
+        if action == sqlite3.SQLITE_READ:
+            if (arg1 or "").lower() in self._modules:
+                self._denied = self._denied or f"table-valued function {arg1}()"
+                return sqlite3.SQLITE_DENY
+            return sqlite3.SQLITE_OK
         if action in _ALLOWED:
             return sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_FUNCTION:
@@ -189,8 +302,13 @@ class _Engine:
                 return sqlite3.SQLITE_OK
             self._denied = self._denied or f"function {arg2}()"
             return sqlite3.SQLITE_DENY
-        if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() in _READ_ONLY_PRAGMAS:
-            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_PRAGMA:
+            if (arg1 or "").lower() in _READ_ONLY_PRAGMAS:
+                return sqlite3.SQLITE_OK
+            self._denied = self._denied or f"PRAGMA {arg1}"
+            return sqlite3.SQLITE_DENY
+        if action == sqlite3.SQLITE_UPDATE and (arg1 or "").lower() in _SCHEMA_TABLES and _trig is None:
+            return sqlite3.SQLITE_OK  # asked while a table-valued function is declared
         name = AUTHORIZER_ACTIONS.get(action, f"action {action}")
         # SQLite stops at the first refusal (DROP TABLE is first asked as DELETE sqlite_master)
         self._denied = self._denied or f"{name} {arg1 or ''}".strip()
@@ -203,19 +321,26 @@ class _Engine:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._fmt is not None:
+            self._fmt.close()
+            self._fmt = None
 
-    def run(self, sql: str, cap: int) -> tuple[tuple[str, ...], list[tuple[Any, ...]], bool, int]:
+    def run(
+        self, sql: str, cap: int, params: Sequence[Any] = (), timeout_s: float | None = None
+    ) -> tuple[tuple[str, ...], list[tuple[Any, ...]], bool, int]:
         """Execute; returns ``(columns, rows, truncated, nbytes)`` or raises a sandbox error."""
         conn = self.connect()
         cfg = self.config
+        limit = cfg.timeout_s if timeout_s is None else timeout_s
         self._denied = None
-        self._deadline = time.monotonic() + cfg.timeout_s
+        self._too_big = None
+        self._deadline = time.monotonic() + limit
         cur = conn.cursor()
         rows: list[tuple[Any, ...]] = []
         size = 0
         truncated = False
         try:
-            cur.execute(sql)
+            cur.execute(sql, tuple(params))
             while not truncated:
                 batch = cur.fetchmany(256)
                 if not batch:
@@ -235,20 +360,34 @@ class _Engine:
             columns = tuple(d[0] for d in (cur.description or ()))
         except sqlite3.DatabaseError as exc:
             msg = str(exc)
+            if self._too_big is not None:
+                raise SandboxLimitError(f"{self._too_big}: {sql[:200]!r}") from exc
             if "one statement" in msg:
                 raise SandboxPermissionError(f"only one statement may run at a time: {sql[:200]!r}") from exc
-            if self._denied is not None or "not authorized" in msg or "readonly" in msg:
+            if (
+                self._denied is not None
+                or "not authorized" in msg
+                or "readonly" in msg
+                or "may not be modified" in msg
+                or "unsafe use of" in msg  # a function or virtual table in a view of the file
+            ):
                 what = self._denied or msg
                 raise SandboxPermissionError(f"sandbox refused {what!r} in {sql[:200]!r}") from exc
             if "interrupted" in msg:
                 raise SandboxLimitError(
-                    f"statement stopped after the {cfg.timeout_s:g}s time limit: {sql[:200]!r}"
+                    f"statement stopped after the {limit:g}s time limit: {sql[:200]!r}"
                 ) from exc
-            if "too big" in msg or "out of memory" in msg:
+            if "too big" in msg:
+                raise SandboxLimitError(
+                    f"a value is longer than the {cfg.cell_limit}-byte limit ({msg}): {sql[:200]!r}"
+                ) from exc
+            if "out of memory" in msg:
                 raise SandboxLimitError(f"statement exceeded a size limit ({msg}): {sql[:200]!r}") from exc
             raise SandboxError(f"SQLite error {msg!r} in {sql[:200]!r}") from exc
         except sqlite3.Warning as exc:  # "You can only execute one statement at a time." on some versions
             raise SandboxPermissionError(f"only one statement may run at a time: {sql[:200]!r}") from exc
+        except sqlite3.ProgrammingError as exc:  # wrong number of bindings
+            raise SandboxError(f"SQLite error {str(exc)!r} in {sql[:200]!r}") from exc
         except MemoryError as exc:
             raise SandboxLimitError(f"statement exceeded the memory limit: {sql[:200]!r}") from exc
         finally:
@@ -295,6 +434,18 @@ def _recv(fd: int, deadline: float | None) -> Any:
     return marshal.loads(read(n))
 
 
+# The worker imports only the sandbox's own modules: the package is registered without running
+# its ``__init__`` (which loads sqlglot, numpy and the rest), so a worker starts in ~0.15 s.
+_WORKER_BOOT = (
+    "import sys, types\n"
+    "pkg = types.ModuleType('zjulab.hiesql')\n"
+    "pkg.__path__ = [sys.argv[1]]\n"
+    "sys.modules['zjulab.hiesql'] = pkg\n"
+    "from zjulab.hiesql._sandbox_worker import main\n"
+    "raise SystemExit(main())\n"
+)
+
+
 class _Worker:
     """A child Python process running :class:`_Engine` under rlimits (``python -m zjulab.hiesql._sandbox_worker``)."""
 
@@ -306,7 +457,7 @@ class _Worker:
     def start(self) -> subprocess.Popen[bytes]:
         if self.proc is None or self.proc.poll() is not None:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "zjulab.hiesql._sandbox_worker"],
+                [sys.executable, "-c", _WORKER_BOOT, str(Path(__file__).resolve().parent)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -338,13 +489,15 @@ class _Worker:
                     stream.close()
             self.proc = None
 
-    def run(self, sql: str, cap: int) -> tuple[tuple[str, ...], list[tuple[Any, ...]], bool, int]:
+    def run(
+        self, sql: str, cap: int, params: Sequence[Any] = (), timeout_s: float | None = None
+    ) -> tuple[tuple[str, ...], list[tuple[Any, ...]], bool, int]:
         proc = self.start()
         assert proc.stdin is not None and proc.stdout is not None
-        limit = self.config.timeout_s
+        limit = self.config.timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + limit * 1.1 + 0.05  # the worker's own check fires first
         try:
-            _send(proc.stdin.fileno(), (sql, cap))
+            _send(proc.stdin.fileno(), (sql, cap, tuple(params), limit))
             reply = _recv(proc.stdout.fileno(), deadline)
         except TimeoutError:
             self.kill()
@@ -411,26 +564,39 @@ class SQLiteSandbox:
             with contextlib.suppress(Exception):  # interpreter shutdown
                 backend.kill()
 
-    def execute(self, sql: str, max_rows: int | None = None) -> ExecutionResult:
+    def execute(
+        self,
+        sql: str,
+        max_rows: int | None = None,
+        *,
+        params: Sequence[Any] = (),
+        timeout_s: float | None = None,
+    ) -> ExecutionResult:
         """Run one read-only statement.
 
         Args:
             sql: The statement.
             max_rows: Override of the configured row cap.
+            params: Values bound to the statement's ``?`` placeholders.
+            timeout_s: Override of the configured time limit (e.g. what is left of a budget).
 
         Returns:
             The rows and column names.
 
         Raises:
             SandboxPermissionError: The statement tries to write, attach, change a PRAGMA, call a
-                function outside :data:`ALLOWED_FUNCTIONS`, or holds more than one statement.
-            SandboxLimitError: It ran past the time limit, or the result exceeded the memory cap
-                or the row cap with ``on_row_limit="raise"`` (or the worker hit an rlimit).
+                function outside :data:`ALLOWED_FUNCTIONS` or a table-valued function outside
+                :data:`ALLOWED_TABLE_FUNCTIONS`, or holds more than one statement.
+            SandboxLimitError: It ran past the time limit, a value was longer than
+                ``max_cell_bytes``, or the result exceeded the memory cap or the row cap with
+                ``on_row_limit="raise"`` (or the worker hit an rlimit).
             SandboxError: Any other SQLite error (syntax, unknown column...).
         """
         cap = self.config.max_rows if max_rows is None else max_rows
+        if timeout_s is not None and timeout_s <= 0:
+            raise SandboxLimitError(f"no time left to run {sql[:200]!r}")
         if isinstance(self._backend, _Worker):
             self._backend.start()  # start-up time does not count against the statement
         start = time.monotonic()
-        columns, rows, truncated, nbytes = self._backend.run(sql, cap)
+        columns, rows, truncated, nbytes = self._backend.run(sql, cap, params, timeout_s)
         return ExecutionResult(columns, rows, truncated, time.monotonic() - start, nbytes)
