@@ -145,9 +145,9 @@ def test_one_sandbox_config_governs_every_execution(concert_db, monkeypatch):
     calls = []
     real = SQLiteSandbox.execute
 
-    def spy(self, sql, max_rows=None):
+    def spy(self, sql, max_rows=None, **kw):
         calls.append((id(self), self.config.timeout_s, sql))
-        return real(self, sql, max_rows)
+        return real(self, sql, max_rows, **kw)
 
     monkeypatch.setattr(SQLiteSandbox, "execute", spy)
     chat = ScriptedChatModel(["SELECT name FROM singer ORDER BY name"])
@@ -156,7 +156,12 @@ def test_one_sandbox_config_governs_every_execution(concert_db, monkeypatch):
     turn = session.ask("Names?")
     assert turn.result.rows == [("Ana",), ("Bo",), ("Cy",)]
     assert parser.sandboxes == [session.sandbox]
-    assert calls == [(id(session.sandbox), 60, "SELECT name FROM singer ORDER BY name")]  # once, at 60 s
+    # the schema, the values for linking and the candidate are all read through the session's
+    # sandbox at its 60 s limit; the candidate runs once
+    assert {c[:2] for c in calls} == {(id(session.sandbox), 60)}
+    assert [c[2] for c in calls].count("SELECT name FROM singer ORDER BY name") == 1
+    assert any("pragma_table_info" in c[2] for c in calls)  # the schema
+    assert any(c[2].startswith('SELECT DISTINCT "name" FROM "singer"') for c in calls)  # values
 
 
 def test_failed_model_call_is_a_failed_turn_not_a_dead_session(concert_db):

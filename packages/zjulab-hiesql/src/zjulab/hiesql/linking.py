@@ -19,18 +19,19 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import rustworkx as rx
 
-from zjulab.hiesql._sqlite import open_readonly
 from zjulab.hiesql.config import LinkingConfig
-from zjulab.hiesql.errors import SQLParseError
+from zjulab.hiesql.errors import HieSqlError, SandboxError, SQLParseError
+from zjulab.hiesql.sandbox import READ_SANDBOX, SQLiteSandbox
 from zjulab.hiesql.schema import Schema, natural_name
 from zjulab.hiesql.sql_tokenizer import tokenize_sql
 
@@ -224,36 +225,101 @@ def _name_words(name: str) -> list[str]:
     return [_stem(w) for w in words(natural_name(name))]
 
 
+#: Longest stored value read for value matching (an utterance n-gram of ``max_ngram`` words
+#: never matches a longer one).
+VALUE_MAX_CHARS = 200
+_VALUE_CACHE: OrderedDict[tuple[Any, ...], dict[int, set[str]]] = OrderedDict()
+_VALUE_CACHE_SIZE = 32
+_VALUE_LOCK = threading.Lock()
+
+
+def _file_key(path: Path) -> tuple[Any, ...]:
+    # the database file and its WAL: a change to either reads the values again
+    out: list[Any] = [str(path)]
+    for f in (path, path.with_name(path.name + "-wal")):
+        try:
+            st = f.stat()
+            out += [st.st_ino, st.st_size, st.st_mtime_ns]
+        except OSError:
+            out += [None]
+    return tuple(out)
+
+
 def _read_values(
-    db_path: str | Path, schema: Schema, limit: int, timeout_s: float = 2.0
+    db_path: str | Path,
+    schema: Schema,
+    limit: int,
+    timeout_s: float = 2.0,
+    sandbox: SQLiteSandbox | None = None,
+    isolation: Literal["process", "in_process"] = "process",
 ) -> dict[int, set[str]]:
+    """Distinct short values of the text columns, read through the sandbox within ``timeout_s``.
+
+    A user's database is untrusted input like generated SQL: every read goes through
+    :class:`~zjulab.hiesql.sandbox.SQLiteSandbox` (read-only, authorizer, function allow-list,
+    value and row caps; by default in a worker process killed at the deadline). Views are not
+    read. One statement takes at most a quarter of the budget, so one slow table cannot starve
+    the others. The result is cached per file (path, inode, size, mtime, and those of its WAL).
+    """
+    path = Path(db_path).resolve()
+    text_cols = tuple(
+        (c_idx, schema.table_names_original[t_idx], col)
+        for c_idx, (t_idx, col) in enumerate(schema.column_names_original)
+        if t_idx >= 0 and schema.column_types[c_idx] == "text"
+    )
+    key = (_file_key(path), int(limit), text_cols)
+    with _VALUE_LOCK:
+        if key in _VALUE_CACHE:
+            _VALUE_CACHE.move_to_end(key)
+            return _VALUE_CACHE[key]
     values: dict[int, set[str]] = {}
+    own = sandbox is None
+    box = sandbox
+    if own:
+        try:
+            box = SQLiteSandbox(path, replace(READ_SANDBOX, isolation=isolation, max_rows=int(limit)))
+        except HieSqlError as exc:
+            logger.warning("value matching skipped, cannot open %s: %s", db_path, exc)
+            return values
+    assert box is not None
     deadline = time.monotonic() + timeout_s
+    per_statement = max(0.25, timeout_s / 4)
     try:
-        conn = open_readonly(db_path)
-    except sqlite3.Error as exc:  # pragma: no cover - unreadable file
-        logger.warning("value matching skipped, cannot open %s: %s", db_path, exc)
-        return values
-    # a database (or a view in it) may be large or hostile: value reading has a total time budget
-    conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 1000)
-    try:
-        for c_idx, (t_idx, col) in enumerate(schema.column_names_original):
-            if t_idx < 0 or schema.column_types[c_idx] != "text":
-                continue
-            table = schema.table_names_original[t_idx]
-            try:
-                qc, qt = col.replace('"', '""'), table.replace('"', '""')
-                rows = conn.execute(f'SELECT DISTINCT "{qc}" FROM "{qt}" LIMIT {int(limit)}').fetchall()
-            except sqlite3.Error as exc:
-                if time.monotonic() > deadline:
-                    logger.warning("value matching stopped after %gs in %s: %s", timeout_s, db_path, exc)
-                    break
-                continue
-            values[c_idx] = {
-                " ".join(words(str(r[0]))) for r in rows if r[0] is not None and str(r[0]).strip()
+        try:  # views are skipped: their values come from tables, and evaluating them may be costly
+            views = {
+                str(r[0]).lower()
+                for r in box.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'view'", timeout_s=per_statement
+                ).rows
             }
+        except SandboxError as exc:
+            logger.warning("value matching skipped, cannot list the views of %s: %s", db_path, exc)
+            return values
+        for c_idx, table, col in text_cols:
+            if table.lower() in views:
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                logger.warning("value matching stopped after %gs in %s", timeout_s, db_path)
+                break
+            qc, qt = col.replace('"', '""'), table.replace('"', '""')
+            sql = (
+                f'SELECT DISTINCT "{qc}" FROM "{qt}" WHERE "{qc}" IS NOT NULL '
+                f'AND length("{qc}") <= {VALUE_MAX_CHARS} LIMIT {int(limit)}'
+            )
+            try:
+                rows = box.execute(sql, max_rows=int(limit), timeout_s=min(left, per_statement)).rows
+            except SandboxError as exc:  # a slow, refused or broken view or column: skip it
+                logger.warning("value matching skipped %s.%s in %s: %s", table, col, db_path, exc)
+                continue
+            values[c_idx] = {" ".join(words(str(r[0]))) for r in rows if str(r[0]).strip()}
     finally:
-        conn.close()
+        if own:
+            box.close()
+    with _VALUE_LOCK:
+        _VALUE_CACHE[key] = values
+        while len(_VALUE_CACHE) > _VALUE_CACHE_SIZE:
+            _VALUE_CACHE.popitem(last=False)
     return values
 
 
@@ -358,6 +424,7 @@ def build_linking_graph(
     last_sql: str | None = None,
     db_path: str | Path | None = None,
     config: LinkingConfig | None = None,
+    sandbox: SQLiteSandbox | None = None,
 ) -> SchemaLinkingGraph:
     """Build the schema-linking graph of one turn.
 
@@ -366,8 +433,10 @@ def build_linking_graph(
         utterance: The current utterance.
         history: Earlier utterances of the interaction, oldest first.
         last_sql: The SQL predicted for the previous turn (None at the first turn).
-        db_path: SQLite file for value matching (optional).
+        db_path: SQLite file for value matching (optional; read through the sandbox).
         config: Linking settings.
+        sandbox: A sandbox over ``db_path`` to read the values with (e.g. a session's); one
+            with :data:`~zjulab.hiesql.sandbox.READ_SANDBOX` limits when omitted.
 
     Returns:
         The graph.
@@ -404,7 +473,9 @@ def build_linking_graph(
             if ta != tb and not g.has_edge(table_nodes[ta], table_nodes[tb]):
                 g.add_edge(table_nodes[ta], table_nodes[tb], "table_foreign_key")
     values = (
-        _read_values(db_path, schema, cfg.value_sample_rows, cfg.value_timeout_s)
+        _read_values(
+            db_path, schema, cfg.value_sample_rows, cfg.value_timeout_s, sandbox, cfg.value_isolation
+        )
         if (db_path and cfg.value_match)
         else {}
     )

@@ -122,8 +122,8 @@ class LLMParser:
             history: Earlier questions, oldest first.
             last_sql: The previous turn's SQL (a valid, executed one).
             db_path: Optional SQLite file (value linking and execution guard).
-            sandbox: The sandbox that checks candidates (its limits govern); one over
-                ``db_path`` with default limits when omitted.
+            sandbox: The sandbox that reads values for linking and checks candidates (its
+                limits govern); one over ``db_path`` with default limits when omitted.
 
         Returns:
             The prediction.
@@ -132,7 +132,9 @@ class LLMParser:
             zjulab.common.errors.RemoteModelError: When the model server fails (after the
                 client's retries).
         """
-        graph = build_linking_graph(schema, utterance, history, last_sql, db_path, self.linking)
+        graph = build_linking_graph(
+            schema, utterance, history, last_sql, db_path, self.linking, sandbox=sandbox
+        )
         conv = build_llm_conversation(
             schema,
             utterance,

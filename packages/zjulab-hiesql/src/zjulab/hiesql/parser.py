@@ -137,6 +137,7 @@ class HieSqlParser:
         history: Sequence[str] = (),
         last_sql: str | None = None,
         db_path: str | Path | None = None,
+        sandbox: Any = None,
     ) -> tuple[EncoderInput, list[int]]:
         """Linking graph, encoder input and decoder prompt of one turn."""
         ctx = self.config.encoder.context
@@ -144,7 +145,7 @@ class HieSqlParser:
         if ctx == "utterance":
             hist = []
         sql = last_sql if ctx == "history_sql" else None
-        graph = build_linking_graph(schema, utterance, hist, sql, db_path, self.config.linking)
+        graph = build_linking_graph(schema, utterance, hist, sql, db_path, self.config.linking, sandbox=sandbox)
         enc = build_encoder_input(self.encoder_tokenizer, graph, ctx, self.config.encoder.max_length)
         return enc, self._prompt_ids(schema, utterance, hist, sql, graph)
 
@@ -264,7 +265,7 @@ class HieSqlParser:
         Returns:
             The prediction (best valid beam).
         """
-        enc, prompt = self.encode_turn(schema, utterance, history, last_sql, db_path)
+        enc, prompt = self.encode_turn(schema, utterance, history, last_sql, db_path, sandbox)
         tensors = collate_encoder_inputs([enc], self.encoder_tokenizer.pad_token_id or 0, self.device)
         states = self.encoder(**tensors)
         cands = self.decoder.generate(

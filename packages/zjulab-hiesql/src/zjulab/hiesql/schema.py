@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sqlite3
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zjulab.hiesql._sqlite import open_readonly
 from zjulab.hiesql.errors import SchemaFileError, UnknownDatabaseError
 
 logger = logging.getLogger(__name__)
@@ -236,92 +235,129 @@ def load_tables(path: str | Path) -> SchemaSet:
     return out
 
 
-def schema_from_sqlite(path: str | Path, db_id: str | None = None) -> Schema:
+def schema_from_sqlite(
+    path: str | Path,
+    db_id: str | None = None,
+    *,
+    sandbox: Any = None,
+    timeout_s: float = 10.0,
+) -> Schema:
     """Read a schema (tables, views, columns, types, primary and foreign keys) from a SQLite file.
 
-    The file is opened read-only through an encoded URI (any character may appear in the path;
-    no file is ever created). Views are listed after the tables, as tables without keys. A
-    foreign key written ``REFERENCES author`` (no column) points at the primary key of
-    ``author``, as SQLite reads it.
+    A user's database is untrusted input: every read goes through the sandbox (read-only
+    encoded URI, authorizer, value and row caps; by default
+    :data:`~zjulab.hiesql.sandbox.READ_SANDBOX`, a worker process killed at the deadline), and
+    the whole read has a time budget, so a file built to be slow (views nested into millions
+    of references, huge schemas) raises instead of stalling. Views are listed after the
+    tables, as tables without keys; a view that cannot be prepared (an unknown or refused
+    function, too slow to prepare) is left out with a warning. A foreign key written
+    ``REFERENCES author`` (no column) points at the primary key of ``author``, as SQLite reads
+    it.
 
     Args:
         path: The SQLite database file.
         db_id: Identifier to give the schema; defaults to the file stem.
+        sandbox: A :class:`~zjulab.hiesql.sandbox.SQLiteSandbox` over ``path`` to read with
+            (e.g. a session's); a ``READ_SANDBOX`` one is opened and closed when omitted.
+        timeout_s: Time the whole read may take.
 
     Returns:
         The schema.
 
     Raises:
-        SchemaFileError: When the path is not an existing file or not a SQLite database.
+        SchemaFileError: When the path is not an existing file, not a SQLite database, or its
+            schema cannot be read within the limits.
     """
+    from zjulab.hiesql.errors import SandboxError, SandboxPermissionError
+    from zjulab.hiesql.sandbox import READ_SANDBOX, SQLiteSandbox
+
     p = Path(path)
     if not p.is_file():
         raise SchemaFileError(f"database file not found: {p}" + (" (a directory)" if p.is_dir() else ""))
+    own = sandbox is None
+    box = SQLiteSandbox(p, READ_SANDBOX) if own else sandbox
+    deadline = time.monotonic() + timeout_s
+    rows_cap = READ_SANDBOX.max_rows
+
+    def query(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise SchemaFileError(f"{p}: reading the schema took longer than {timeout_s:g}s")
+        res = box.execute(sql, max_rows=rows_cap, params=params, timeout_s=min(left, READ_SANDBOX.timeout_s))
+        if res.truncated:
+            raise SchemaFileError(f"{p}: the schema is larger than the sandbox's limits ({sql[:60]!r})")
+        return res.rows
+
     try:
-        conn = open_readonly(p)
-        try:
-            listed = conn.execute(
-                "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') "
-                "AND name NOT LIKE 'sqlite_%' ORDER BY type = 'view', rowid"
-            ).fetchall()
-            rows = []
-            for name, kind in listed:
-                if kind == "view":  # a view that cannot be prepared (unknown or unsafe function) is left out
-                    try:
-                        conn.execute("SELECT name FROM pragma_table_info(?)", (name,)).fetchall()
-                    except sqlite3.DatabaseError as exc:
-                        logger.warning("%s: view %r left out of the schema: %s", p, name, exc)
-                        continue
-                rows.append((name, kind))
-            tables = [r[0] for r in rows]
-            cols: list[tuple[int, str]] = [(-1, "*")]
-            types: list[str] = ["text"]
-            pks: list[int] = []
-            table_pks: dict[str, list[int]] = {}
-            index: dict[tuple[str, str], int] = {}
-            for t_idx, table in enumerate(tables):
-                info = conn.execute("SELECT name, type, pk FROM pragma_table_info(?)", (table,)).fetchall()
-                keyed = sorted((pk, len(cols) + k) for k, (_n, _t, pk) in enumerate(info) if pk)
-                table_pks[table.lower()] = [c for _pk, c in keyed]
-                for name, ctype, pk in info:
-                    index[(table.lower(), name.lower())] = len(cols)
-                    if pk:
-                        pks.append(len(cols))
-                    cols.append((t_idx, name))
-                    low = (ctype or "").lower()
-                    types.append(
-                        "number"
-                        if any(k in low for k in ("int", "real", "num", "float", "double", "dec"))
-                        else "text"
-                    )
-            fks: list[tuple[int, int]] = []
-            for table, kind in rows:
-                if kind != "table":
+        listed = query(
+            "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') "
+            "AND name NOT LIKE 'sqlite_%' ORDER BY type = 'view', rowid"
+        )
+        rows = []
+        for name, kind in listed:
+            if kind == "view":  # a view that cannot be prepared (unknown or unsafe function) is left out
+                try:
+                    query("SELECT name FROM pragma_table_info(?)", (name,))
+                except SandboxError as exc:
+                    if time.monotonic() >= deadline:
+                        raise
+                    logger.warning("%s: view %r left out of the schema: %s", p, name, exc)
                     continue
-                for _id, seq, ref_table, src, dst, *_rest in conn.execute(
-                    "SELECT * FROM pragma_foreign_key_list(?)", (table,)
-                ):
-                    a = index.get((table.lower(), str(src).lower()))
-                    if dst is None:  # REFERENCES t: the seq-th primary-key column of t
-                        ref_pks = table_pks.get(str(ref_table).lower(), [])
-                        b = ref_pks[seq] if seq < len(ref_pks) else None
-                    else:
-                        b = index.get((str(ref_table).lower(), str(dst).lower()))
-                    if a is not None and b is not None:
-                        fks.append((a, b))
-                    else:
-                        logger.warning(
-                            "%s: foreign key %s.%s -> %s(%s) names no known column",
-                            p,
-                            table,
-                            src,
-                            ref_table,
-                            dst,
-                        )
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
+            rows.append((name, kind))
+        tables = [r[0] for r in rows]
+        cols: list[tuple[int, str]] = [(-1, "*")]
+        types: list[str] = ["text"]
+        pks: list[int] = []
+        table_pks: dict[str, list[int]] = {}
+        index: dict[tuple[str, str], int] = {}
+        for t_idx, table in enumerate(tables):
+            info = query("SELECT name, type, pk FROM pragma_table_info(?)", (table,))
+            keyed = sorted((pk, len(cols) + k) for k, (_n, _t, pk) in enumerate(info) if pk)
+            table_pks[table.lower()] = [c for _pk, c in keyed]
+            for name, ctype, pk in info:
+                index[(table.lower(), name.lower())] = len(cols)
+                if pk:
+                    pks.append(len(cols))
+                cols.append((t_idx, name))
+                low = (ctype or "").lower()
+                types.append(
+                    "number"
+                    if any(k in low for k in ("int", "real", "num", "float", "double", "dec"))
+                    else "text"
+                )
+        fks: list[tuple[int, int]] = []
+        for table, kind in rows:
+            if kind != "table":
+                continue
+            for _id, seq, ref_table, src, dst, *_rest in query(
+                "SELECT * FROM pragma_foreign_key_list(?)", (table,)
+            ):
+                a = index.get((table.lower(), str(src).lower()))
+                if dst is None:  # REFERENCES t: the seq-th primary-key column of t
+                    ref_pks = table_pks.get(str(ref_table).lower(), [])
+                    b = ref_pks[seq] if seq < len(ref_pks) else None
+                else:
+                    b = index.get((str(ref_table).lower(), str(dst).lower()))
+                if a is not None and b is not None:
+                    fks.append((a, b))
+                else:
+                    logger.warning(
+                        "%s: foreign key %s.%s -> %s(%s) names no known column",
+                        p,
+                        table,
+                        src,
+                        ref_table,
+                        dst,
+                    )
+    except SandboxPermissionError as exc:
+        raise SchemaFileError(f"{p}: the schema cannot be read inside the sandbox ({exc})") from exc
+    except SandboxError as exc:
+        if time.monotonic() >= deadline:
+            raise SchemaFileError(f"{p}: reading the schema took longer than {timeout_s:g}s ({exc})") from exc
         raise SchemaFileError(f"{p}: not a readable SQLite database ({exc})") from exc
+    finally:
+        if own:
+            box.close()
     return Schema(
         db_id=db_id or p.stem,
         table_names_original=tuple(tables),

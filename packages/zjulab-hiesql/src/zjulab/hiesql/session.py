@@ -92,7 +92,9 @@ class Text2SQLSession:
         db_path: SQLite file to run queries on (read-only sandbox); optional when ``schema``
             is given.
         schema: Schema; read from ``db_path`` when omitted.
-        sandbox_config: Sandbox limits.
+        sandbox_config: Sandbox limits (default ``SandboxConfig()``: statements run in a worker
+            process killed at ``timeout_s``, a hard bound even on a single long SQLite
+            opcode). The schema and the values for linking are read through the same sandbox.
         execute: Run each predicted query in the sandbox.
         keep_results: Result rows kept for this many most recent turns; older turns keep their
             SQL and error but drop their rows (``results_dropped``), so a long session's memory
@@ -117,13 +119,22 @@ class Text2SQLSession:
             raise HieSqlConfigError(f"keep_results must be >= 0, got {keep_results}")
         self.parser = parser
         self.db_path = Path(db_path) if db_path is not None else None
-        self.schema = schema if schema is not None else schema_from_sqlite(self.db_path)  # type: ignore[arg-type]
         self.sandbox_config = sandbox_config or SandboxConfig()
         self.sandbox = (
             SQLiteSandbox(self.db_path, self.sandbox_config)
             if (execute and self.db_path is not None)
             else None
         )
+        # the schema is read through the session's sandbox too (a user's file is untrusted)
+        try:
+            self.schema = (
+                schema
+                if schema is not None
+                else schema_from_sqlite(self.db_path, sandbox=self.sandbox)  # type: ignore[arg-type]
+            )
+        except BaseException:
+            self.close()
+            raise
         self.keep_results = keep_results
         self.history: list[str] = []
         self.last_sql: str | None = None
