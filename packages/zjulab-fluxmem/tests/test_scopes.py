@@ -118,3 +118,35 @@ def test_narrowed_search_finds_a_match_beyond_the_global_top(enc):
     hits = mem.search("harbour ferry leaves", user_id="sam", run_id="new")["results"]
     assert [h["id"] for h in hits] == [new]
     assert [h["id"] for h in mem.search("harbour ferry", run_id="new")["results"]] == [new]
+
+
+@pytest.mark.parametrize(
+    "flt", [{"tag": "new"}, {"tag": {"in": ["new"]}}, {"tag": {"ne": "old"}}, {"tag": "*"}], ids=str
+)
+def test_metadata_filtered_search_finds_a_match_beyond_the_unfiltered_top(enc, flt):
+    """A metadata filter narrows the candidates (as Mem0's vector stores do), not the top-N."""
+    mem = FluxMemory(enc, config=FluxMemConfig(max_links=0, link_adjacent=False))
+    for i in range(1500):
+        meta = None if flt == {"tag": "*"} else {"tag": "old"}
+        mem.add(f"Sam note {i}: the harbour ferry leaves at {i % 24} o'clock", user_id="sam", metadata=meta)
+    new = mem.add("quiet morning", user_id="sam", metadata={"tag": "new"})["results"][0]["id"]
+    mem.add("quiet morning", user_id="bob", metadata={"tag": "new"})
+    hits = mem.search("harbour ferry leaves", user_id="sam", filters=flt)["results"]
+    assert [h["id"] for h in hits] == [new]
+    assert [r["id"] for r in mem.get_all(user_id="sam", filters=flt)["results"]] == [new]
+
+
+def test_metadata_filtered_search_with_many_matches_still_finds_the_best_one(enc):
+    """More admitted nodes than candidates: the best admitted match still ranks first."""
+    mem = FluxMemory(enc, config=FluxMemConfig(max_links=0, link_adjacent=False, search_candidates=20))
+    for i in range(600):
+        mem.add(
+            f"Sam note {i}: the harbour ferry leaves at {i % 24} o'clock",
+            user_id="sam",
+            metadata={"tag": "old"},
+        )
+        mem.add(f"quiet morning number {i} in the garden", user_id="sam", metadata={"tag": "new"})
+    best = mem.add("the harbour ferry timetable", user_id="sam", metadata={"tag": "new"})["results"][0]["id"]
+    hits = mem.search("harbour ferry leaves", user_id="sam", filters={"tag": "new"}, top_k=5)["results"]
+    assert hits[0]["id"] == best
+    assert all(h["metadata"]["tag"] == "new" for h in hits) and len(hits) == 5

@@ -582,6 +582,46 @@ class FluxMemory:
                     return False
         return True
 
+    def _filtered_candidates(
+        self,
+        query: str,
+        qv: np.ndarray,
+        scope: Mapping[str, str | None],
+        filters: Mapping[str, Any],
+        m: int,
+    ) -> list[str]:
+        """Candidates of a filtered search, drawn from the nodes the filters admit.
+
+        The filters narrow the candidate set before ranking, as Mem0's vector stores apply
+        them inside the search: the scope's nodes are read once and matched, then the ``m``
+        best of those by cosine (exact) and by bm25 are the candidates. Taking the
+        unfiltered top candidates and filtering them would miss a match that ranks below
+        them (a search for a rare tag would come back empty).
+        """
+        nodes = [n for n in self.graph.nodes(scope) if self._matches(n, scope, filters)]
+        admitted = [n.id for n in nodes]
+        if len(admitted) <= 2 * m:
+            return admitted
+        out: dict[str, None] = {}
+        dense = np.empty(len(admitted), dtype=np.float32)
+        for i in range(0, len(admitted), 4096):
+            dense[i : i + 4096] = self.store.vectors.vectors(admitted[i : i + 4096]) @ qv
+        for i in np.argsort(-dense, kind="stable")[:m]:
+            out[admitted[int(i)]] = None
+        if len(admitted) <= _EXACT_LEXICAL_MAX:
+            bm = self.store.bm25_scores(query, admitted, [n.content for n in nodes])
+            lexical = [admitted[int(i)] for i in np.argsort(-bm, kind="stable")[:m] if bm[int(i)] > 0]
+        else:  # many admitted: the budgeted FTS5 candidates of the scope that are admitted
+            allowed = set(admitted)
+            lexical = [
+                nid
+                for nid, _ in self.store.bm25_top(query, 10 * m, scope, self.config.bm25_scan_budget)
+                if nid in allowed
+            ][:m]
+        for nid in lexical:
+            out[nid] = None
+        return list(out)
+
     def _dense(self, qv: np.ndarray, k: int, scope: Mapping[str, str | None]) -> list[tuple[str, float]]:
         return self.store.vectors.search_scope(self.store.conn, qv, k, scope)[0]
 
@@ -899,19 +939,20 @@ class FluxMemory:
         cfg = self.config
         m = max(cfg.search_candidates, top_k)
         qv = self._encode([query])[0]
-        k_dense = m * 10 if filters else m
-        seen: dict[str, None] = {}
-        for nid, _ in self._dense(qv, k_dense, scope):
-            seen[nid] = None
-        for nid, _ in self.store.bm25_top(query, m * 10 if filters else m, scope, cfg.bm25_scan_budget):
-            seen[nid] = None
-        if not seen:
-            return []
         light = not filters  # ranking needs content and scope ids; metadata only for filters
-        nodes = self.graph.nodes_by_id(list(seen), light=light)
-        ok = [n for n in seen if n in nodes and self._matches(nodes[n], scope, filters)]
         if filters:
-            ok = ok[: 2 * m]
+            ok = self._filtered_candidates(query, qv, scope, filters, m)
+            nodes = self.graph.nodes_by_id(ok, light=True)
+        else:
+            seen: dict[str, None] = {}
+            for nid, _ in self._dense(qv, m, scope):
+                seen[nid] = None
+            for nid, _ in self.store.bm25_top(query, m, scope, cfg.bm25_scan_budget):
+                seen[nid] = None
+            nodes = self.graph.nodes_by_id(list(seen), light=True)
+            ok = [n for n in seen if n in nodes and self._matches(nodes[n], scope, None)]
+        if not ok:
+            return []
         cand: dict[str, None] = dict.fromkeys(ok)
         edges = self.graph.edges_touching(ok) if ok else []
         if cfg.context_weight > 0 and edges:
@@ -1357,6 +1398,9 @@ class FluxMemory:
         with self._lock, self.store.write():
             report = consolidate(self, scope, replay=replay)
         return report
+
+
+_EXACT_LEXICAL_MAX = 20_000  # admitted nodes up to which a filtered search scores bm25 exactly
 
 
 def _chunks(items: Sequence[str], n: int) -> Iterable[list[str]]:
