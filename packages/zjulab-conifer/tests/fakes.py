@@ -46,10 +46,11 @@ def weak_reply(conv):
 class FakeModel:
     """ChatModel with token usage (one token per word) and optional failure injection."""
 
-    def __init__(self, reply=strong_reply, fail_on=None, remote_failures=0):
+    def __init__(self, reply=strong_reply, fail_on=None, remote_failures=0, remote_status=503):
         self.reply = reply
         self.fail_on = fail_on  # callable(conv) -> bool: raise RuntimeError (a crash)
         self.remote_failures = remote_failures
+        self.remote_status = remote_status  # 503: unavailable (an outage); 400: refused
         self.usage = Usage()
         self.asked = []
         self._lock = threading.Lock()
@@ -58,7 +59,9 @@ class FakeModel:
         with self._lock:
             if self.remote_failures:
                 self.remote_failures -= 1
-                raise RemoteModelError("HTTP 503: overloaded")
+                err = RemoteModelError(f"HTTP {self.remote_status}: no")
+                err.status = self.remote_status
+                raise err
         out = []
         for conv in conversations:
             if self.fail_on is not None and self.fail_on(conv):

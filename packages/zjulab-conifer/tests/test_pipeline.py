@@ -569,7 +569,7 @@ def test_non_ascii_run_killed_twice_resumes_every_row(tmp_path, seeds):
 
 def test_failed_requests_are_retried_up_to_the_cap_then_reported(tmp_path):
     def attempt(**kw):
-        strong = FakeModel(remote_failures=10**6)
+        strong = FakeModel(remote_failures=10**6, remote_status=400)  # refused, not unavailable
         res = Pipeline(
             strong, FakeModel(weak_reply), config(tmp_path, max_remote_retries=0, batch_size=1, **kw)
         ).run(load_seeds(SEEDS))
@@ -588,6 +588,21 @@ def test_failed_requests_are_retried_up_to_the_cap_then_reported(tmp_path):
         load_seeds(SEEDS), retry_abandoned=True
     )
     assert res.complete and len(res.records) == 12
+
+
+def test_an_outage_longer_than_the_cap_is_asked_again_when_the_server_is_back(tmp_path):
+    for _ in range(4):  # the server is unavailable (503) for more runs than max_request_failures
+        strong = FakeModel(remote_failures=10**6, remote_status=503)
+        res = Pipeline(
+            strong, FakeModel(weak_reply), config(tmp_path, max_remote_retries=0, max_request_failures=2)
+        ).run(load_seeds(SEEDS))
+        assert res.records == [] and res.failed == 4 and not res.complete
+        assert {r["state"] for r in res.set_aside()} == {"failed"}  # never "abandoned"
+    strong = FakeModel()
+    res = Pipeline(strong, FakeModel(weak_reply), config(tmp_path, max_request_failures=2)).run(
+        load_seeds(SEEDS)
+    )
+    assert res.complete and len(res.records) == 12 and len(strong.asked) > 0
 
 
 class _PartlyFailingBatchModel(FakeModel):

@@ -65,6 +65,36 @@ def test_outage_then_recovery_reaches_every_record(tmp_path):
     assert manifest["complete"] is True and manifest["status"] == "complete"
 
 
+def test_an_outage_outlasting_max_request_failures_still_recovers(tmp_path):
+    ref = reference(tmp_path)
+    with StubServer() as stub:
+        stub.down = True  # HTTP 503 for more runs than the cap
+        for _ in range(3):
+            res = Pipeline(
+                client(stub), FakeModel(weak_reply), cfg(tmp_path / "run", max_request_failures=2)
+            ).run(load_seeds(SEEDS))
+            assert res.records == [] and {r["state"] for r in res.set_aside()} == {"failed"}
+        stub.down = False
+        before = stub.total()
+        res = Pipeline(client(stub), FakeModel(weak_reply), cfg(tmp_path / "run", max_request_failures=2)).run(
+            load_seeds(SEEDS)
+        )
+    assert res.complete and stub.total() > before and res.records == ref.records
+
+
+def test_a_request_refused_in_max_request_failures_runs_is_abandoned(tmp_path):
+    victim = "L2: Q1 on How do I keep a sourdough starter alive??"
+    with StubServer() as stub:
+        stub.refuse(lambda text: text == victim)  # HTTP 400 every time
+        for _ in range(3):
+            res = Pipeline(
+                client(stub), FakeModel(weak_reply), cfg(tmp_path / "run", max_request_failures=2)
+            ).run(load_seeds(SEEDS))
+        states = [r["state"] for r in res.set_aside() if r["stage"] == "answer"]
+        calls = sum(b["messages"][-1]["content"] == victim for b in stub.bodies)
+    assert states == ["abandoned"] and calls == 2  # asked in two runs, not in the third
+
+
 def test_one_refused_request_sets_aside_only_its_record(tmp_path):
     ref = reference(tmp_path)
     victim = "L2: Q1 on How do I keep a sourdough starter alive??"

@@ -54,8 +54,11 @@ class PipelineConfig:
         max_remote_retries: Re-tries of one request after a remote model error (on top of the
             client's own retries).
         retry_backoff: Seconds before the first re-try (doubles each time).
-        max_request_failures: Runs in which a request may fail before later runs stop asking
-            it (it is then reported as abandoned; ``retry_abandoned`` asks again).
+        max_request_failures: Runs in which the server may refuse a request (an HTTP 4xx other
+            than 408/409/429, or a body that is not a completion) before later runs stop asking
+            it (it is then reported as abandoned; ``retry_abandoned`` asks again). An outage
+            (no answer, a timeout, HTTP 408/409/429/5xx) is never counted: those requests are
+            asked again in every run until the server answers.
         max_new_tokens: Answer length of the structured stages.
         verdict_max_new_tokens: Answer length of the filter stages (a short JSON verdict).
         answer_max_new_tokens: Answer length of the answer stages.

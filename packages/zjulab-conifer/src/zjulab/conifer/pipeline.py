@@ -275,7 +275,11 @@ class RequestCache:
     """Model answers keyed by :func:`request_key`, appended and fsynced one at a time.
 
     A line is ``{"key", "stage", "text"}`` for an answer or ``{"key", "stage", "error", "run"}``
-    for a failed request. Thread-safe; one writer process at a time (the pipeline holds a lock).
+    for a failed request, with ``"transient": true`` when the server could not be reached or
+    was unavailable (a timeout, a refused connection, HTTP 408/409/429/5xx). Transient failures
+    never count towards ``max_request_failures``: an outage, however many runs it lasts, is asked
+    again once the server is back. Thread-safe; one writer process at a time (the pipeline holds
+    a lock).
     """
 
     def __init__(self, path: Path) -> None:
@@ -291,7 +295,7 @@ class RequestCache:
                 self._answers[key] = str(row["text"])
                 if row.get("finish"):
                     self._finish[key] = str(row["finish"])
-            elif "error" in row:
+            elif "error" in row and row.get("transient") is not True:
                 self._failures.setdefault(key, set()).add(str(row.get("run", "")))
 
     def __len__(self) -> int:
@@ -302,7 +306,7 @@ class RequestCache:
         return self._answers.get(key)
 
     def failed_runs(self, key: str) -> int:
-        """How many runs this request failed in (it has no answer yet)."""
+        """How many runs this request was refused in (it has no answer yet; outages not counted)."""
         return len(self._failures.get(key, ()))
 
     def _append(self, row: dict[str, Any]) -> None:
@@ -331,11 +335,15 @@ class RequestCache:
             if finish:
                 self._finish[key] = finish
 
-    def put_failure(self, key: str, stage: str, error: str, run: str) -> None:
-        """Record that a request failed in run ``run``."""
+    def put_failure(self, key: str, stage: str, error: str, run: str, *, transient: bool = False) -> None:
+        """Record that a request failed in run ``run`` (``transient``: the server was unavailable)."""
         with self._lock:
-            self._append({"key": key, "stage": stage, "error": error, "run": run})
-            self._failures.setdefault(key, set()).add(run)
+            row: dict[str, Any] = {"key": key, "stage": stage, "error": error, "run": run}
+            if transient:
+                row["transient"] = True
+            self._append(row)
+            if not transient:
+                self._failures.setdefault(key, set()).add(run)
 
     def close(self) -> None:
         """Close the append handle."""
@@ -497,6 +505,7 @@ class _CachedModel:
         last: Exception | None = None
         answers: dict[int, ChatResult] = {}
         pending = list(range(len(convs)))
+        transient: dict[int, bool] = {}
         for attempt in range(self.config.max_remote_retries + 1):
             try:
                 got_results = self._call([convs[i] for i in pending], sampling)
@@ -524,6 +533,9 @@ class _CachedModel:
                     self.cache.put(keys[i], self.stage, res.text, finish=res.finish_reason)
                 with self._lock:
                     self.counters["asked"] += len(got)
+                for j, i in enumerate(pending):
+                    if j not in got:
+                        transient[i] = _is_transient(_item_error(exc, j) or exc)
                 pending = [i for j, i in enumerate(pending) if j not in got]
                 if attempt < self.config.max_remote_retries:
                     logger.warning("stage %s: remote error (%s); retrying in %.1fs", self.stage, exc, delay)
@@ -544,8 +556,32 @@ class _CachedModel:
             return [answers[i] for i in range(len(convs))]
         reason = f"{type(last).__name__}: {last}"
         for i in pending:
-            self.cache.put_failure(keys[i], self.stage, reason, self.run_id)
+            self.cache.put_failure(keys[i], self.stage, reason, self.run_id, transient=transient.get(i, False))
         raise _RequestFailed(reason)
+
+
+def _item_error(exc: Exception, j: int) -> BaseException | None:
+    """The error of conversation ``j`` of a failed batch call, when the client reports it."""
+    results = getattr(exc, "results", None)
+    if isinstance(results, list) and 0 <= j < len(results):
+        err = getattr(results[j], "error", None)
+        if isinstance(err, BaseException):
+            return err
+    return None
+
+
+def _is_transient(err: BaseException) -> bool:
+    """Whether a failure says the server was unavailable rather than that it refused the request.
+
+    Unavailable: HTTP 408, 409, 429 or 5xx, or no HTTP answer at all (a timeout, a refused
+    connection). A refusal (any other 4xx) or a body that is not a completion is not.
+    """
+    if not isinstance(err, RemoteModelError):
+        return False
+    status = getattr(err, "status", None)
+    if isinstance(status, int):
+        return status in (408, 409, 429) or status >= 500
+    return "malformed body" not in str(err) and "refused the request" not in str(err)
 
 
 def _answered(exc: Exception, n: int) -> dict[int, ChatResult]:
