@@ -212,7 +212,7 @@ def test_a_deeply_nested_file_is_a_typed_error_everywhere(tmp_path, depth):
     trace_file.write_text(text)
     for argv in (["attribute", str(trace_file), "--gold", "Milo"], ["show", str(trace_file)]):
         assert main(argv) == 2  # a one-line error, never a RecursionError traceback
-    with pytest.raises(TraceFileError, match="deep.json.*nested"):
+    with pytest.raises(TraceFileError, match=r"deep\.json.*nested"):
         from zjulab.memtrace import load_trace
 
         load_trace(trace_file)
@@ -222,6 +222,6 @@ def test_a_deeply_nested_file_is_a_typed_error_everywhere(tmp_path, depth):
     assert main(["show", str(trace_file), "--attribution", str(att)]) == 2
     lo = tmp_path / "locomo10.json"
     lo.write_text("[" * depth + "]" * depth)
-    with pytest.raises(TraceFileError, match="locomo10.json.*nested"):
+    with pytest.raises(TraceFileError, match=r"locomo10\.json.*nested"):
         load_locomo(lo)
     assert not list(tmp_path.glob("deep.html")) and not list(tmp_path.glob("deep.attribution.json"))

@@ -66,3 +66,24 @@ def test_a_dead_server_is_reported_not_passed_off_as_a_finding():
         att = attribute(_trace(), GOLD, ChatJudge(client))
     assert att.degraded and att.decisive_ops == ["op4"]
     assert att.summary().endswith("; degraded: the judge gave no usable answer]")
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_a_misconfigured_judge_is_an_error_not_a_degraded_finding(status):
+    # a wrong key, model name or URL fails every question the same way: the user hears of it
+    from zjulab.common.errors import ConfigError
+    from zjulab.memtrace import attribute_all_at_once
+
+    key = "sk-proj-Q7mZr2Lx9KpW4vNt8YbC3dHs"
+    with ChatServer(ScriptedChatModel(_reply, model_id="judge")) as server:
+        server.fail_next(100, status=status)
+        client = OpenAIChatModel(
+            "judge", base_url=server.url, api_key=key, timeout=0.5, max_retries=1, backoff=0.01
+        )
+        with pytest.raises(ConfigError, match=str(status)) as info:
+            attribute(_trace(), GOLD, ChatJudge(client))
+        assert key not in str(info.value)
+        with pytest.raises(ConfigError):
+            attribute_all_at_once(_trace(), GOLD, client)
+        sent = len(server.log)
+    assert sent == 2  # one question each, never retried: it cannot succeed

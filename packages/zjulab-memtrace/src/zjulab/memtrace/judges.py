@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from zjulab.common.errors import ConfigError
 from zjulab.common.protocols import ChatModel, Conversation
 from zjulab.common.structured import generate_structured, schema_prompt
 from zjulab.memtrace.gold import Gold
@@ -457,11 +458,22 @@ def ask_structured(
 ) -> Any:
     """One system+user question through :func:`~zjulab.common.structured.generate_structured`.
 
-    Greedy by default. Returns the parsed value, or None when the answer stays unusable.
+    Greedy by default. Returns the parsed value, or None when the answer stays unusable (an
+    unparsable answer, a server that stays down).
+
+    Raises:
+        ConfigError: The model is misconfigured (a served model rejected the API key, or has
+            no such model or route): every later question would fail the same way, so this
+            is never turned into "no verdict".
     """
     conv: Conversation = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     kw: dict[str, Any] = {"temperature": 0.0, "max_new_tokens": max_new_tokens, **sampling}
-    return generate_structured(model, [conv], schema, max_retries=max_retries, on_error="none", **kw)[0]
+    got = generate_structured(model, [conv], schema, max_retries=max_retries, on_error="error", **kw)[0]
+    if isinstance(got, ConfigError):
+        raise got
+    if isinstance(got, BaseException):
+        return None
+    return got
 
 
 def render_operations(trace: Trace, op_ids: Sequence[str], max_chars: int) -> str:
