@@ -193,3 +193,41 @@ def test_empty_body_skill_routes_on_name_and_description(pool):
         [*pool, bare]
     )
     assert r.route("convert metric units to imperial", k=1)[0].skill.id == "unit-converter"
+
+
+def test_every_reranker_tokenizer_call_holds_the_tokenizer_lock(tmp_path):
+    """A served router scores from worker threads: each call the profile scorer makes on the
+    shared tokenizer (chat-template rendering included) holds common's tokenizer lock, so a
+    thread never renders or tokenizes while another has the tokenizer's sides switched."""
+    from zjulab.common.batching import tokenizer_lock
+    from zjulab.skillrouter.scoring import ProfileYesNoScorer
+
+    _path, model, tok = _tiny_qwen3(tmp_path)
+    tok.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    prof = PROFILES["embedded"]
+    assert prof.rerank_prefix is None  # the profile that renders the chat template
+    scorer = ProfileYesNoScorer(model, tok, profile=prof, max_length=64, batch_size=2, device="cpu")
+    unlocked: list[str] = []
+    base = type(tok)
+
+    def watch(name):
+        def call(self, *a, **kw):
+            if not tokenizer_lock(self)._is_owned():
+                unlocked.append(name)
+            return getattr(base, name)(self, *a, **kw)
+
+        return call
+
+    names = ("__call__", "apply_chat_template", "encode", "decode", "convert_tokens_to_ids")
+    tok.__class__ = type("Watched", (base,), {n: watch(n) for n in names})
+    try:
+        scores = scorer.score([("merge pdfs", "pdf-tools | Merge PDF files. " * 20), ("ocr", "x | y")])
+        # the double can fail: a call made without the lock is recorded
+        tok("outside any lock")
+    finally:
+        tok.__class__ = base
+    assert scores.shape == (2,) and np.isfinite(scores).all()
+    assert unlocked == ["__call__"]

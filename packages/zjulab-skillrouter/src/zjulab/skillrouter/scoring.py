@@ -5,13 +5,16 @@ one change, the prompt: the profile's (for the Qwen3 family the literal chat fra
 cards, ``\\n\\n`` separators for the SkillRouter reranker) instead of common's fixed layout.
 Everything else is common's: the document cut to fit ``max_length``, left padding under the
 tokenizer's lock (threads sharing a tokenizer take turns), and the LM head run at the last
-position only (``logits_to_keep=1``, with a fallback for models that do not take it).
+position only (``logits_to_keep=1``, with a fallback for models that do not take it). The
+chat template is rendered under the same lock: every call this module makes on the shared
+tokenizer holds :func:`~zjulab.common.batching.tokenizer_lock`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from zjulab.common.batching import tokenizer_lock
 from zjulab.common.deps import require
 from zjulab.skillrouter.profiles import Profile
 
@@ -52,11 +55,12 @@ class ProfileYesNoScorer(YesNoScorer):
         if p.rerank_prefix is not None:
             return p.rerank_prefix + user + p.rerank_suffix
         if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(
-                [{"role": "system", "content": self.system}, {"role": "user", "content": user}],
-                tokenize=False,
-                add_generation_prompt=True,
-            )
+            with tokenizer_lock(self.tokenizer):  # a served router scores from worker threads
+                text = self.tokenizer.apply_chat_template(
+                    [{"role": "system", "content": self.system}, {"role": "user", "content": user}],
+                    tokenize=False,
+                    add_generation_prompt=True,
+                )
         else:
             text = f"{self.system}\n\n{user}\nAnswer: "
         return str(text) + p.rerank_suffix
