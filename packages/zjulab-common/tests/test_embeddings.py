@@ -80,6 +80,13 @@ def test_malformed_bodies_are_typed_errors(server, body, match):
         enc(server, max_retries=2).encode(["a"])
 
 
+def test_an_error_object_sent_with_http_200_keeps_the_servers_message(server):
+    server.fail_next(1, 200, body={"error": {"message": "input is too long for the model", "code": 400}})
+    with pytest.raises(RemoteModelError, match="HTTP 200 with an error: input is too long"):
+        enc(server, max_retries=3).encode(["a"])
+    assert len(server.requests) == 1  # a refusal is not sent again
+
+
 def test_slow_server_times_out(server):
     server.fail_next(2, 200, delay=1.0)
     t0 = time.monotonic()

@@ -125,6 +125,67 @@ def test_reasoning_text_is_kept():
     assert (res.text, res.reasoning, res.prompt_tokens, res.completion_tokens) == ("4", "2+2 is 4", 3, 7)
 
 
+def test_content_given_as_parts_is_joined_and_thinking_kept_apart():
+    # Mistral-style content: a list of parts, not a string (was returned as the list's repr)
+    body = {
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "thinking", "thinking": [{"type": "text", "text": "capital of France"}]},
+                        {"type": "text", "text": "Par"},
+                        {"type": "text", "text": "is"},
+                    ],
+                },
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    with ChatServer(ScriptedChatModel(default="x"), models=["m"]) as srv:
+        srv.fail_next(1, 200, body=body)
+        res = OpenAIChatModel("m", base_url=srv.url).generate_results([q("capital?")])[0]
+    assert (res.text, res.reasoning, res.finish_reason) == ("Paris", "capital of France", "stop")
+
+
+@pytest.mark.parametrize(
+    ("message", "why"),
+    [
+        (None, "the first choice has no message"),
+        ({"role": "assistant", "content": 42}, "content is int, not text"),
+        ({"role": "assistant", "content": [{"type": "image_url", "image_url": "x"}]}, "unknown kind"),
+    ],
+)
+def test_a_message_that_is_not_text_is_a_malformed_body(message, why):
+    body = {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+    with ChatServer(ScriptedChatModel(default="fine"), models=["m"]) as srv:
+        srv.fail_next(1, 200, body=body)
+        res = OpenAIChatModel("m", base_url=srv.url, max_retries=1, backoff=0.01).generate_results([q("a")])[
+            0
+        ]
+        assert len(srv.requests) == 2  # retried like any malformed body, then answered
+    assert (res.text, res.attempts, res.error) == ("fine", 2, None)
+    with ChatServer(ScriptedChatModel(default="fine"), models=["m"]) as srv:
+        srv.fail_next(1, 200, body=body)
+        res = OpenAIChatModel("m", base_url=srv.url, max_retries=0).generate_results([q("a")])[0]
+    assert isinstance(res.error, RemoteModelError) and why in str(res.error)
+
+
+def test_an_error_object_sent_with_http_200_keeps_the_servers_message(server):
+    # some proxies answer 200 {"error": ...}: the message was lost ("no choices") and retried
+    server.fail_next(
+        1, 200, body={"error": {"message": "maximum context length is 4096 tokens", "code": 400}}
+    )
+    res = client(server, max_retries=3).generate_results([q("long")])[0]
+    assert isinstance(res.error, RemoteModelError)
+    assert "HTTP 200 with an error: maximum context length is 4096 tokens" in str(res.error)
+    assert (res.attempts, len(server.requests)) == (1, 1)  # a refusal is not sent again
+    server.fail_next(1, 200, body={"error": {"message": "overloaded", "code": 503}})
+    res = client(server, max_retries=3).generate_results([q("again")])[0]
+    assert (res.text, res.attempts) == ("echo: again", 2)  # a "try again" code is retried
+
+
 # -- nothing received is thrown away ----------------------------------------------------------
 
 
@@ -422,7 +483,9 @@ def test_text_a_server_cannot_receive_is_refused_before_any_request(server):
     """A lone surrogate fails inside the HTTP client's JSON encoder; an unknown role is a 400 from
     vLLM. Both are refused up front, naming the conversation, the message and the character."""
     client = OpenAIChatModel("tiny", base_url=server.url)
-    with pytest.raises(InputError, match=r"conversation 1 message 0: character 3 \(\\ud800\) is a lone surrogate"):
+    with pytest.raises(
+        InputError, match=r"conversation 1 message 0: character 3 \(\\ud800\) is a lone surrogate"
+    ):
         client.generate([[{"role": "user", "content": "ok"}], [{"role": "user", "content": "abc\ud800"}]])
     with pytest.raises(InputError, match=r"conversation 0 message 1: role 'wizard' is not one of"):
         client.generate([[{"role": "user", "content": "a"}, {"role": "wizard", "content": "b"}]])

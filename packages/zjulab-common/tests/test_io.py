@@ -52,7 +52,9 @@ def test_unserialisable_json_leaves_target_untouched(tmp_path):
 def test_non_finite_floats_are_written_as_null(tmp_path):
     # Python's NaN/Infinity tokens are not JSON: a strict reader must be able to read the file
     target = tmp_path / "f.json"
-    write_json(target, {"se": float("nan"), "rates": [1.5, float("inf"), -float("inf")], "t": (float("nan"),)})
+    write_json(
+        target, {"se": float("nan"), "rates": [1.5, float("inf"), -float("inf")], "t": (float("nan"),)}
+    )
     text = target.read_text(encoding="utf-8")
     assert "NaN" not in text and "Infinity" not in text
     strict = json.loads(text, parse_constant=lambda tok: pytest.fail(f"non-standard token {tok}"))

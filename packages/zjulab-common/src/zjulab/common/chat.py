@@ -379,6 +379,68 @@ class _MalformedBody(Exception):
     """A 200 answer whose body is not a chat completion."""
 
 
+class _ErrorBody(Exception):
+    """A 200 answer whose body is an error object (``{"error": {...}}``) instead of an answer.
+
+    Proxies and some servers report a refused request this way; the server's own message is
+    kept, and only a code that says "try again" (429, 5xx) is retried.
+    """
+
+    def __init__(self, message: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def _error_body(resp: Any) -> _ErrorBody | None:
+    extra = getattr(resp, "model_extra", None) or {}
+    err = extra.get("error")
+    if not err:
+        return None
+    if isinstance(err, dict):
+        message = str(err.get("message") or err)
+        code = err.get("code") or err.get("status")
+    else:
+        message, code = str(err), None
+    try:
+        status = int(code)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        status = 0
+    return _ErrorBody(message[:300], status == 429 or status >= 500)
+
+
+def _content_text(content: Any) -> tuple[str, str | None]:
+    """The answer text, and any reasoning, of a message's ``content``.
+
+    ``content`` is a string, ``None``, or (Mistral, some proxies) a list of parts such as
+    ``{"type": "text", "text": ...}`` and ``{"type": "thinking", ...}``: text parts are joined,
+    thinking parts are reasoning, never answer text.
+
+    Raises:
+        _MalformedBody: Content of another kind.
+    """
+    if content is None:
+        return "", None
+    if isinstance(content, str):
+        return content, None
+    if isinstance(content, list):
+        text: list[str] = []
+        thought: list[str] = []
+        for part in content:
+            if isinstance(part, str):
+                text.append(part)
+            elif isinstance(part, dict) and part.get("type") in ("text", "output_text"):
+                text.append(str(part.get("text") or ""))
+            elif isinstance(part, dict) and part.get("type") in ("thinking", "reasoning"):
+                inner = part.get("thinking", part.get("text", ""))
+                if isinstance(inner, list):
+                    inner = "".join(str(p.get("text", "")) if isinstance(p, dict) else str(p) for p in inner)
+                thought.append(str(inner or ""))
+            else:
+                raise _MalformedBody(f"a content part of unknown kind: {str(part)[:120]!r}")
+        return "".join(text), ("".join(thought) or None)
+    raise _MalformedBody(f"content is {type(content).__name__}, not text: {str(content)[:120]!r}")
+
+
 class OpenAIChatModel:
     """A client for any OpenAI-compatible ``/v1/chat/completions`` endpoint, on the ``openai`` SDK.
 
@@ -602,6 +664,12 @@ class OpenAIChatModel:
             err = RemoteModelError(f"{where} refused the request: {detail}")
             err.status = status  # type: ignore[attr-defined]
             return err, False, None
+        if isinstance(exc, _ErrorBody):
+            return (
+                RemoteModelError(f"{where} answered HTTP 200 with an error: {self._redact(str(exc))}"),
+                exc.retryable,
+                None,
+            )
         if isinstance(exc, (_MalformedBody, json.JSONDecodeError)):
             return RemoteModelError(f"{where} returned a malformed body: {exc}"), True, None
         if isinstance(exc, openai.OpenAIError):
@@ -611,7 +679,7 @@ class OpenAIChatModel:
     def _parse(self, resp: Any) -> ChatResult:
         try:
             return self._parse_body(resp)
-        except _MalformedBody:
+        except (_MalformedBody, _ErrorBody):
             raise
         except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
             raise _MalformedBody(f"{type(exc).__name__}: {exc}") from None
@@ -619,18 +687,23 @@ class OpenAIChatModel:
     def _parse_body(self, resp: Any) -> ChatResult:
         if isinstance(resp, (str, bytes)):
             raise _MalformedBody(f"not a chat completion: {str(resp)[:200]!r}")
-        choices = resp.choices
+        choices = getattr(resp, "choices", None)
         if not choices:
+            server_error = _error_body(resp)
+            if server_error is not None:
+                raise server_error
             raise _MalformedBody("the body has no choices")
         choice = choices[0]
         message = choice.message
+        if message is None:
+            raise _MalformedBody("the first choice has no message")
         extra = getattr(message, "model_extra", None) or {}
-        text = message.content if message is not None else None
-        reasoning = extra.get("reasoning_content") or extra.get("reasoning")
+        text, thought = _content_text(message.content)
+        reasoning = extra.get("reasoning_content") or extra.get("reasoning") or thought
         refusal = getattr(message, "refusal", None)
         usage = getattr(resp, "usage", None)
         return ChatResult(
-            text="" if text is None else str(text),
+            text=text,
             finish_reason=choice.finish_reason,
             prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
             completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),

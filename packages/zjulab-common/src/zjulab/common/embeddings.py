@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from zjulab.common.chat import OpenAIChatModel, _MalformedBody
+from zjulab.common.chat import OpenAIChatModel, _error_body, _MalformedBody
 from zjulab.common.errors import ConfigError, InputError, RemoteModelError
 from zjulab.common.text import check_text
 
@@ -142,6 +142,10 @@ class OpenAIEncoder:
     def _parse(self, resp: Any, n: int) -> np.ndarray:
         if isinstance(resp, (str, bytes)):
             raise _MalformedBody(f"not an embeddings answer: {str(resp)[:200]!r}")
+        if getattr(resp, "data", None) is None:
+            server_error = _error_body(resp)
+            if server_error is not None:
+                raise server_error
         try:
             data = list(resp.data)
             items = [(int(d.index), d.embedding) for d in data]

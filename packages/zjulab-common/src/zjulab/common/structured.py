@@ -53,9 +53,12 @@ def _balanced_span(text: str, start: int) -> int | None:
 
 
 def _scan(text: str, start: int) -> tuple[int | None, bool]:
-    """``(end, False)`` for a balanced value at ``start``; ``(None, True)`` when the text ends
-    inside it (every later bracket is nested in this unfinished value); ``(None, False)`` on a
-    mismatched closing bracket (prose, not JSON)."""
+    """Scan the JSON value opening at ``text[start]``.
+
+    Returns ``(end, False)`` for a balanced value; ``(None, True)`` when the text ends inside it
+    (every later bracket is nested in this unfinished value); ``(None, False)`` on a mismatched
+    closing bracket (prose, not JSON).
+    """
     stack: list[str] = []
     in_str = esc = False
     for i in range(start, len(text)):

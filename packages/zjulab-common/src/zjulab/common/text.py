@@ -1,6 +1,6 @@
-"""Checks on text that will be sent to a server, stored or indexed.
+r"""Checks on text that will be sent to a server, stored or indexed.
 
-Python strings can hold lone surrogates (``"\\ud800"``, e.g. from ``json.loads`` of an escaped
+Python strings can hold lone surrogates (``"\ud800"``, e.g. from ``json.loads`` of an escaped
 half pair, or ``surrogateescape``-decoded file names) that cannot be encoded as UTF-8. Left
 alone they fail far from where they came in, with a ``UnicodeEncodeError`` inside an HTTP
 client, a JSON writer or SQLite. :func:`check_text` refuses them at the door, naming the value.
