@@ -80,6 +80,25 @@ def test_delete_erases_skills_steps_and_trajectories_that_copied_it(enc):
     assert not any("X12345" in t["text"] for t in mem.trajectories())
 
 
+def test_update_drops_the_trajectories_that_copied_the_old_text(enc):
+    """No consolidation yet: the trajectories are the only copies, and a later one would revive them."""
+    mem = FluxMemory(enc, None, FluxMemConfig(max_links=0, num_clusters=1))
+    pp = mem.add("My passport number is X12345", user_id="sam")["results"][0]["id"]
+    other = mem.add("I fly from Lisbon airport", user_id="sam")["results"][0]["id"]
+    mem.feedback("Book my flight", "success", [pp], user_id="sam")
+    mem.feedback("Which airport?", "success", [other], user_id="sam")
+    assert any("X12345" in t["text"] for t in mem.trajectories(user_id="sam"))
+    mem.update(pp, "My passport number is Y99999")
+    assert [t["query"] for t in mem.trajectories(user_id="sam")] == ["Which airport?"]
+    (sk,) = mem.consolidate(user_id="sam").skills
+    assert not any("X12345" in s for s in sk.steps)
+    mem.update(other, "My phone is 555", metadata={"k": 1})  # text and metadata together
+    assert mem.trajectories(user_id="sam") == []
+    mem.feedback("Which phone?", "success", [other], user_id="sam")
+    mem.update(other, metadata={"k": 2})  # metadata only: the text the trajectory copies stands
+    assert [t["query"] for t in mem.trajectories(user_id="sam")] == ["Which phone?"]
+
+
 def test_delete_erases_reshaped_parts(enc):
     mem = FluxMemory(enc, config=FluxMemConfig(max_links=0, max_refinement_rounds=1))
     (t,) = [r["id"] for r in mem.add("I moved to Lisbon. My PIN is 4921.", user_id="u")["results"]]

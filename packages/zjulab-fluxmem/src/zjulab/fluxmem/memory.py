@@ -1083,6 +1083,7 @@ class FluxMemory:
                 )
                 derived = self._derived_closure({memory_id}) - {memory_id}
                 self._erase(derived, {memory_id}, "user", reason=f"source {memory_id} updated")
+                self._drop_trajectories({memory_id})  # their text copies the old content
             else:
                 self._record(
                     memory_id,
@@ -1184,16 +1185,7 @@ class FluxMemory:
                             "reason": "erased",
                         },
                     )
-        # trajectories that used an erased memory (their text copies it: the evidence, else the
-        # first three results) go too; the others only forget that it was retrieved
-        rows = conn.execute("SELECT id, evidence, retrieved, skill_id FROM trajectories").fetchall()
-        for tid, ev, ret, skill in rows:
-            evidence, retrieved = json.loads(ev), json.loads(ret)
-            if set(evidence or retrieved[:3]) & gone or (skill is not None and skill in gone):
-                conn.execute("DELETE FROM trajectories WHERE id = ?", (tid,))
-            elif set(retrieved) & gone:
-                kept = [r for r in retrieved if r not in gone]
-                conn.execute("UPDATE trajectories SET retrieved = ? WHERE id = ?", (json.dumps(kept), tid))
+        self._drop_trajectories(gone)
         for chunk in _chunks(sorted(gone), 400):
             q = ",".join("?" * len(chunk))
             conn.execute(
@@ -1202,6 +1194,23 @@ class FluxMemory:
         for nid in sorted(gone):
             self._record(nid, "DELETE", stage, detail={"reason": reason, "cascade": nid not in requested})
         self.store.scrub()
+
+    def _drop_trajectories(self, gone: set[str]) -> None:
+        """Delete the trajectories whose text copies one of ``gone`` (inside a write).
+
+        A trajectory's text copies its evidence, else its first three results: those go (an
+        erased or rewritten memory must not come back through a later consolidation); the
+        others only forget that one of ``gone`` was retrieved.
+        """
+        conn = self.store.conn
+        rows = conn.execute("SELECT id, evidence, retrieved, skill_id FROM trajectories").fetchall()
+        for tid, ev, ret, skill in rows:
+            evidence, retrieved = json.loads(ev), json.loads(ret)
+            if set(evidence or retrieved[:3]) & gone or (skill is not None and skill in gone):
+                conn.execute("DELETE FROM trajectories WHERE id = ?", (tid,))
+            elif set(retrieved) & gone:
+                kept = [r for r in retrieved if r not in gone]
+                conn.execute("UPDATE trajectories SET retrieved = ? WHERE id = ?", (json.dumps(kept), tid))
 
     def history(self, memory_id: str) -> list[dict[str, Any]]:
         """Every change to a memory, oldest first, each with the stage that made it.
