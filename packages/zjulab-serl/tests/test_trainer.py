@@ -333,11 +333,21 @@ def test_judge_micro_batches_give_the_same_gradient(tmp_path, loss_type):
         make_trainer(tmp_path / "bad", judge_micro_batch_size=0)
 
 
-@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo"])
-def test_per_row_weights_equal_across_gradient_accumulation(tmp_path, loss_type):
+@pytest.mark.parametrize(
+    ("loss_type", "extra"),
+    [
+        ("grpo", {}),
+        ("dapo", {}),
+        ("dr_grpo", {}),
+        ("sapo", {}),
+        ("cispo", {}),
+        ("grpo", {"mask_truncated_completions": True, "scale_rewards": "batch"}),
+    ],
+)
+def test_per_row_weights_equal_across_gradient_accumulation(tmp_path, loss_type, extra):
     """The accumulated gradient (so every row's weight) is the same at accumulation 1, 2 and 4."""
     source = make_trainer(
-        tmp_path / "src", num_generations=2, per_device_train_batch_size=4, loss_type=loss_type
+        tmp_path / "src", num_generations=2, per_device_train_batch_size=4, loss_type=loss_type, **extra
     )
     source.model.train()
     torch.manual_seed(1)
@@ -348,11 +358,11 @@ def test_per_row_weights_equal_across_gradient_accumulation(tmp_path, loss_type)
     width = batch["completion_mask"].size(1)
     batch["completion_mask"] = torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
     batch["advantages"] = torch.tensor([1.0, -0.5, 0.3, -0.8, 0.9, -0.9, 0.4, -0.2])
-    ref, ref_loss, _, _ = _accumulated_grad(tmp_path, batch, 1, loss_type)
+    ref, ref_loss, _, _ = _accumulated_grad(tmp_path, batch, 1, loss_type, **extra)
     assert ref.abs().sum() > 0
     for acc in (2, 4):
         for seed in range(4):  # several shuffles
-            grad, loss, roles, trainer = _accumulated_grad(tmp_path, batch, acc, loss_type, seed)
+            grad, loss, roles, trainer = _accumulated_grad(tmp_path, batch, acc, loss_type, seed, **extra)
             # every micro-batch holds the same number of rows of each role
             assert all(r.count(0) == 4 // acc and r.count(1) == 4 // acc for r in roles)
             torch.testing.assert_close(grad, ref, atol=1e-6, rtol=1e-4)
@@ -365,6 +375,25 @@ def test_per_row_weights_equal_across_gradient_accumulation(tmp_path, loss_type)
     )
     # TRL's loss metrics are kept per role
     assert "actor/entropy" in logged and "judge/entropy" in logged and "entropy" not in logged
+
+
+def test_entropy_options_that_would_change_the_gradient_are_refused(tmp_path):
+    """TRL's entropy bonus and quantile are per forward pass, its adaptive controller per loss call."""
+    for extra in ({"entropy_coef": 0.1}, {"top_entropy_quantile": 0.5}):
+        with pytest.raises(SERLConfigError, match="judge_micro_batch_size cannot be combined"):
+            make_trainer(tmp_path / f"jmb{list(extra)}", judge_micro_batch_size=1, **extra)
+    # without chunking both are TRL's per-micro-batch terms, taken once per role
+    make_trainer(tmp_path / "plain", entropy_coef=0.1, top_entropy_quantile=0.5)
+    with pytest.raises(SERLConfigError, match="use_adaptive_entropy"):
+        make_trainer(tmp_path / "adaptive", use_adaptive_entropy=True, entropy_coef=0.01)
+    from trl import GRPOConfig
+
+    plain = GRPOConfig(
+        output_dir=str(tmp_path / "g"), use_adaptive_entropy=True, entropy_coef=0.01,
+        per_device_train_batch_size=2, num_generations=2, use_cpu=True, bf16=False, report_to=[],
+    )  # fmt: skip
+    with pytest.raises(SERLConfigError, match="use_adaptive_entropy"):
+        SERLConfig.from_grpo_config(plain)
 
 
 def test_judge_completions_get_their_own_table(tmp_path):

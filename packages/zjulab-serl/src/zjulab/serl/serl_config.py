@@ -68,7 +68,10 @@ class SERLConfig(GRPOConfig):
             for GRPO holds ``per_device_train_batch_size`` actor rows and ``(N - 1) * K / 2``
             times as many judge rows; with this set the judge rows are run in chunks, each
             back-propagated before the next (gradients accumulate without synchronisation, so the
-            result equals one pass). Not supported under DeepSpeed.
+            result equals one pass). Not supported under DeepSpeed, nor with ``entropy_coef`` or
+            ``top_entropy_quantile < 1`` (TRL takes those per forward pass).
+
+    TRL's ``use_adaptive_entropy`` is refused: its controller would step once per role.
     """
 
     num_judge_generations: int = field(
@@ -139,7 +142,8 @@ class SERLConfig(GRPOConfig):
         ``loss_type``, ...) are taken as they are.
 
         Raises:
-            SERLConfigError: ``args`` is not a GRPOConfig, or its batch does not hold whole groups.
+            SERLConfigError: ``args`` is not a GRPOConfig, its batch does not hold whole groups, or
+                it turns on a TRL option SERL refuses (``use_adaptive_entropy``).
         """
         if isinstance(args, cls):
             return args
@@ -167,6 +171,20 @@ class SERLConfig(GRPOConfig):
         if jmb is not None and getattr(self, "deepspeed", None):
             raise SERLConfigError(
                 "judge_micro_batch_size is not supported with DeepSpeed (it runs its own backward)"
+            )
+        if jmb is not None and (
+            getattr(self, "entropy_coef", 0.0) or getattr(self, "top_entropy_quantile", 1.0) < 1.0
+        ):
+            raise SERLConfigError(
+                "judge_micro_batch_size cannot be combined with entropy_coef or top_entropy_quantile < 1: "
+                "TRL takes the entropy bonus and the entropy quantile per forward pass, so the chunked "
+                "judge gradient would differ from one pass"
+            )
+        if getattr(self, "use_adaptive_entropy", False):
+            raise SERLConfigError(
+                "use_adaptive_entropy is not supported by SERLTrainer: the actor and judge losses are two "
+                "TRL loss calls per micro-batch, so TRL's entropy controller would step twice per optimizer "
+                "step (once on the judge rows alone); use a fixed entropy_coef"
             )
         for name in ("alpha_cap", "beta_floor", "actor_loss_weight", "judge_loss_weight"):
             if getattr(self, name) < 0:
