@@ -1,7 +1,5 @@
 """OpenAIEncoder against ChatServer's /v1/embeddings route."""
 
-import time
-
 import numpy as np
 import pytest
 
@@ -89,10 +87,9 @@ def test_an_error_object_sent_with_http_200_keeps_the_servers_message(server):
 
 def test_slow_server_times_out(server):
     server.fail_next(2, 200, delay=1.0)
-    t0 = time.monotonic()
     with pytest.raises(RemoteModelError, match="timed out"):
         enc(server, timeout=0.3, max_retries=1).encode(["a"])
-    assert time.monotonic() - t0 < 2.5
+    assert len(server.requests) == 2  # each attempt gave up before the late answer came
 
 
 def test_dimension_check(server):

@@ -2,7 +2,6 @@
 
 import logging
 import threading
-import time
 
 import pytest
 
@@ -253,13 +252,14 @@ def test_retry_after_is_honoured(server):
     assert c.usage.retries == 1 and c.usage.calls == 1
 
 
-def test_retry_after_longer_than_allowed_fails_at_once(server):
+def test_retry_after_longer_than_allowed_fails_at_once(server, monkeypatch):
     server.fail_next(1, 503, retry_after=30)
     c = client(server, max_retry_wait=1)
-    t0 = time.monotonic()
+    slept = []
+    monkeypatch.setattr("zjulab.common.chat.time.sleep", slept.append)
     res = c.generate_results(CONVS[:1])[0]
-    assert time.monotonic() - t0 < 5 and "asked to wait 30s" in str(res.error)
-    assert len(server.requests) == 1
+    assert "asked to wait 30s" in str(res.error)
+    assert len(server.requests) == 1 and slept == []  # failed at once, without waiting
 
 
 def test_retries_after_500_then_succeeds(server):
@@ -289,11 +289,10 @@ def test_malformed_body_is_retried_then_reported(server):
 def test_timeout_bounds_a_trickling_response(server):
     # headers at once, then 16 bytes every 0.1 s: no single read waits long, the whole does
     server.fail_next(1, 200, drip=0.1)
+    # the whole answer takes > 3 s to trickle in; only the whole-request deadline can stop it
     c = client(server, timeout=0.5, max_retries=0)
-    t0 = time.monotonic()
     res = c.generate_results([q("x" * 300)])[0]
-    assert "timed out after 0.5s" in str(res.error)
-    assert time.monotonic() - t0 < 1.5
+    assert "timed out after 0.5s" in str(res.error) and res.text == ""
 
 
 def test_timeout_on_a_slow_server(server):

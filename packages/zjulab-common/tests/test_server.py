@@ -1,7 +1,6 @@
 """ChatServer answers the way OpenAI-compatible servers do, and fails when told to."""
 
 import json
-import time
 
 import httpx
 import pytest
@@ -111,20 +110,19 @@ def test_slow_responses_and_in_flight_counter():
             threading.Thread(target=post, args=(srv, "/chat/completions", {"model": "m", "messages": MSG}))
             for _ in range(3)
         ]
-        t0 = time.monotonic()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        assert srv.max_in_flight == 3 and srv.in_flight == 0
-        assert time.monotonic() - t0 < 0.9  # served concurrently
+        assert srv.max_in_flight == 3 and srv.in_flight == 0  # served concurrently
 
 
+@pytest.mark.timeout(60)  # a hang fails the test instead of stalling the suite
 def test_stop_does_not_hang_on_idle_keep_alive_connections():
     srv = ChatServer(ScriptedChatModel(default="ok"), models=["m"]).start()
     client = httpx.Client()
     assert client.post(srv.url + "/chat/completions", json={"model": "m", "messages": MSG}).status_code == 200
-    t0 = time.monotonic()
     srv.stop()
-    assert time.monotonic() - t0 < 2
+    with pytest.raises(httpx.TransportError):  # the kept-alive connection was closed by stop()
+        client.post(srv.url + "/chat/completions", json={"model": "m", "messages": MSG})
     client.close()
