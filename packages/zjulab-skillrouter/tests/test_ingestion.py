@@ -201,3 +201,38 @@ def test_strings_that_cannot_be_utf8_are_refused_at_the_skill():
 
     with pytest.raises(InvalidSkillError, match="'id' holds characters that are not valid Unicode"):
         Skill(name="x", description="d", body="b", id="caf\udce9")
+
+
+def _skill_md(folder, front: str, body: str = "Body.") -> None:
+    folder.mkdir(parents=True)
+    (folder / "SKILL.md").write_text(f"---\n{front}\n---\n{body}\n", encoding="utf-8")
+
+
+def test_front_matter_source_path_is_reserved_not_overwritten(tmp_path):
+    """The loader records each file's path under metadata['source_path']: a front matter that
+    sets that key would lose its value, so it is refused with the file and the key's line."""
+    from zjulab.skillrouter import load_skills_dir
+
+    _skill_md(tmp_path / "a", "name: a\ndescription: first")
+    _skill_md(tmp_path / "b", "name: b\ndescription: second\nsource_path: ../upstream/b.md")
+    with pytest.raises(SkillParseError) as err:
+        load_skills_dir(tmp_path)
+    assert err.value.path == str(tmp_path / "b" / "SKILL.md") and err.value.line == 4
+    assert "'source_path'" in str(err.value) and "reserved" in str(err.value)
+    got = load_skills_dir(tmp_path, errors="skip")
+    assert [s.id for s in got] == ["a"]
+    assert got[0].metadata["source_path"] == str(tmp_path / "a" / "SKILL.md")
+    assert [(s.line, "reserved" in s.reason) for s in got.skipped] == [(4, True)]
+
+
+def test_where_on_id_and_name_reads_the_skill_fields(tmp_path):
+    """``id`` and ``name`` are fields of the skill, never metadata: a filter on them matches the
+    skill's own values instead of silently matching nothing."""
+    from zjulab.skillrouter import Skill
+
+    skills = [
+        Skill(name=f"pdf-{i}", description="Merge PDF files.", body="pypdf merge", id=f"s{i}") for i in range(4)
+    ]
+    r = SkillRouter(HashingEncoder(64), None, RouterConfig(rerank=False)).index(skills)
+    assert [x.skill.id for x in r.route("merge pdf", k=4, where={"name": "pdf-2"})] == ["s2"]
+    assert sorted(x.skill.id for x in r.route("merge pdf", k=4, where={"id": ["s1", "s3"]})) == ["s1", "s3"]

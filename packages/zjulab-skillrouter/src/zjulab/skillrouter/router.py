@@ -105,9 +105,13 @@ class RoutedSkill:
         }
 
 
+# filter keys read from the skill itself; any other key is looked up in its metadata
+_FIELD_FILTERS = frozenset({"id", "name", "category"})
+
+
 def _matches(skill: Skill, where: Mapping[str, Any]) -> bool:
     for key, want in where.items():
-        have = skill.category if key == "category" else skill.metadata.get(key)
+        have = getattr(skill, key) if key in _FIELD_FILTERS else skill.metadata.get(key)
         wants = set(map(str, want)) if isinstance(want, (list, tuple, set, frozenset)) else {str(want)}
         haves = set(map(str, have)) if isinstance(have, (list, tuple, set, frozenset)) else {str(have)}
         if have is None or have == "" or not wants & haves:
@@ -524,7 +528,8 @@ class SkillRouter:
             rerank: Override ``config.rerank`` for this call.
             where: Metadata filter, applied before the top-``k`` cut: ``{"category": "pdf"}``,
                 ``{"tags": ["ocr", "scan"]}`` (a skill matches when the field equals the value,
-                or a list field contains it; a list of values means any of them).
+                or a list field contains it; a list of values means any of them). ``id``,
+                ``name`` and ``category`` read the skill's fields, other keys its metadata.
 
         Raises:
             NotIndexedError: Nothing indexed.

@@ -319,6 +319,20 @@ def _skill_files(base: Path, pattern: str) -> list[Path]:
     return sorted(found)
 
 
+SOURCE_PATH = "source_path"
+"""The metadata key :func:`load_skills_dir` fills with a skill file's absolute path."""
+
+
+def _key_line(data: bytes, key: str) -> int:
+    """The 1-based line of ``key:`` in a file's front matter (2 when not found verbatim)."""
+    for i, line in enumerate(data.decode("utf-8-sig", errors="replace").splitlines()[1:], start=2):
+        if line.strip() in ("---", "..."):
+            break
+        if line.split(":", 1)[0].strip().strip("'\"") == key:
+            return i
+    return 2
+
+
 def load_skills_dir(
     root: str | os.PathLike[str], pattern: str = "SKILL.md", *, errors: str = "strict"
 ) -> LoadedSkills:
@@ -327,7 +341,8 @@ def load_skills_dir(
     The id of a skill is its folder's path relative to ``root`` (``"docs/pdf-tools"``), so it
     stays the same however the files are listed. Symlinked skill folders are followed. Front
     matter values of any YAML type are kept JSON-ready (dates as ISO strings). The file's
-    absolute path is kept in ``metadata["source_path"]``.
+    absolute path is kept in ``metadata["source_path"]``, a reserved key: a front matter that
+    sets it is refused (:class:`SkillParseError` naming the file and line), never overwritten.
 
     Args:
         root: The folder.
@@ -374,9 +389,16 @@ def load_skills_dir(
                 SkippedFile(_shown(f), line, reason[len(prefix) :] if reason.startswith(prefix) else reason)
             )
             continue
+        if SOURCE_PATH in skill.metadata:  # the loader's key: a user's value would be overwritten
+            line = _key_line(data, SOURCE_PATH)
+            reason = f"front matter sets {SOURCE_PATH!r}, a key reserved for the file's path; rename it"
+            if errors == "strict":
+                raise SkillParseError(reason, str(f), line)
+            skipped.append(SkippedFile(_shown(f), line, reason))
+            continue
         # absolute, so a served index hands agents a path that opens from any working directory
         where = os.path.abspath(f)
-        out.append(Skill(**{**skill.__dict__, "metadata": {**skill.metadata, "source_path": where}}))
+        out.append(Skill(**{**skill.__dict__, "metadata": {**skill.metadata, SOURCE_PATH: where}}))
     if not out:
         raise EmptyPoolError(f"no readable {pattern} below {base}: {len(skipped)} skipped")
     logger.info("loaded %d skills from %s (%d skipped)", len(out), base, len(skipped))
