@@ -66,6 +66,21 @@ def test_search_and_get_all_return_exactly_the_filtered_cells(enc, f):
     assert [r["id"] for r in listed] == [ids[c] for c in CELLS if matches(c, f)]  # insertion order
 
 
+def test_get_shows_context_only_from_the_memorys_own_scope(enc):
+    mem, ids = build(enc)
+    linked = 0
+    for nid in ids.values():
+        linked += len(mem.graph.neighbors(nid))
+        assert [c["id"] for c in mem.get(nid)["context"]] == []  # one memory per cell
+    assert linked  # Stage I did link across the user's agents and runs
+    (row,) = mem.add("shared note of u1 a1 r1 again, harbour", user_id="u1", agent_id="a1", run_id="r1")[
+        "results"
+    ]
+    assert ids[("u1", "a1", "r1")] in [c["id"] for c in mem.get(row["id"])["context"]]
+    (wide,) = mem.add("a note of u2 for every agent, harbour", user_id="u2")["results"]
+    assert {c["id"] for c in mem.get(wide["id"])["context"]} <= {ids[c] for c in CELLS if c[0] == "u2"}
+
+
 @pytest.mark.parametrize("f", FILTERS, ids=lambda f: "-".join(v or "*" for v in f))
 def test_delete_all_erases_exactly_the_filtered_cells(enc, f):
     mem, ids = build(enc)

@@ -980,7 +980,11 @@ class FluxMemory:
     # ------------------------------------------------------------------ CRUD
 
     def get(self, memory_id: str) -> dict[str, Any]:
-        """The record of one memory, with its context.
+        """The record of one memory, with its context inside the memory's own scope.
+
+        The context lists only linked units matching every scope id the memory carries, so a
+        planner's memory never shows a coder agent's or another run's text, though Stage I
+        links a user's units across agents and runs.
 
         Raises:
             MemoryNotFoundError: No such id.
@@ -988,7 +992,9 @@ class FluxMemory:
         """
         memory_id = _check_id(memory_id)
         with self._lock:
-            return self.node_dict(self.graph.node(memory_id), context=True)
+            node = self.graph.node(memory_id)
+            own = {f: getattr(node, f) for f in SCOPE_FIELDS if getattr(node, f) is not None}
+            return self.node_dict(node, context=True, scope=own or None)
 
     def get_all(
         self,
