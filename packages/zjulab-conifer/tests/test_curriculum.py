@@ -90,6 +90,32 @@ def test_normalize_errors():
         normalize_record({"id": "x", "diff": "hard", "instruction": "i", "answer": "a"})
 
 
+@pytest.mark.parametrize(
+    "record, match",
+    [
+        (["user", "assistant"], "record 0 is a list"),
+        ({"id": "x", "level": True, "instruction": "i", "answer": "a"}, "level True"),
+        ({"id": "x", "level": 0, "instruction": "i", "answer": "a"}, "level 0"),
+        ({"id": "x", "level": 1, "instruction": ["i"], "answer": "a"}, "'instruction'.*list"),
+        ({"id": "x", "level": 1, "instruction": "i", "answer": 3}, "'answer'.*int"),
+        ({"id": "x", "level": 1, "instruction": "i", "answer": "a", "query": 7}, "'query'.*int"),
+    ],
+)
+def test_records_are_taken_as_written_or_refused(record, match):
+    # a list (a conversation, or the authors' external-feedback value) was an AttributeError, a
+    # bool level was level 1, a list instruction became its repr in the training text
+    with pytest.raises(ConiferInputError, match=match):
+        easy_to_hard([record])
+
+
+def test_dpo_pairs_refuse_a_weak_answer_that_is_not_text():
+    rec = {"id": "x", "level": 1, "instruction": "i", "answer": "a", "follows": False, "feedback": "f"}
+    with pytest.raises(ConiferInputError, match="'weak_answer'.*list"):
+        dpo_pairs([dict(rec, weak_answer=["w"])])
+    with pytest.raises(ConiferInputError, match="'feedback'.*dict"):
+        dpo_pairs([dict(rec, weak_answer="w", feedback={"a": 1})])
+
+
 def test_to_dataset_keeps_order_and_messages():
     convs = [
         [{"role": "user", "content": f"u{i}"}, {"role": "assistant", "content": f"a{i}"}] for i in range(3)

@@ -42,24 +42,49 @@ Ordering = Literal["easy_to_hard", "level", "shuffled"]
 _LEVEL = re.compile(r"(\d+)")
 
 
-def normalize_record(record: Mapping[str, Any]) -> dict[str, Any]:
+def normalize_record(record: Mapping[str, Any], *, index: int | None = None) -> dict[str, Any]:
     """Fields ``query``, ``level`` (int), ``instruction`` and ``answer`` of one record.
 
+    Args:
+        record: A curated record (this package's field names or the authors').
+        index: Its position in the input, named in errors.
+
     Raises:
-        ConiferInputError: The record lacks a question, an answer or a readable level.
+        ConiferInputError: Not a mapping; no question or no answer; a level that is not a
+            positive integer or a ``"Difficulty N"`` string; a text field (instruction,
+            answer, query, weak answer, feedback) that is not a string; ``follows`` that is
+            not a boolean.
     """
+    where = f"record {index}" if index is not None else "record"
+    if not isinstance(record, Mapping):
+        raise ConiferInputError(
+            f"{where} is a {type(record).__name__}, not a curated record (a mapping with "
+            "'instruction' and 'answer'); a conversation (a list of messages) is not a record"
+        )
+    if record.get("id") is not None:
+        where = f"{where} {record['id']!s}" if index is not None else f"record {record['id']!s}"
     instruction = record.get("instruction", record.get("question"))
     answer = record.get("answer")
     level_raw = record.get("level", record.get("diff"))
     if not instruction or answer is None:
-        raise ConiferInputError(f"record {record.get('id', '?')} needs an instruction and an answer")
+        raise ConiferInputError(f"{where} needs an instruction and an answer")
+    for key in ("instruction", "question", "answer", "query", "seed", "weak_answer", "feedback"):
+        value = record.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ConiferInputError(f"{where}: {key!r} must be a string, got {type(value).__name__} {value!r:.80}")
+    if "follows" in record and record["follows"] is not None and not isinstance(record["follows"], bool):
+        raise ConiferInputError(f"{where}: 'follows' must be true or false, got {record['follows']!r}")
+    if isinstance(level_raw, bool) or not isinstance(level_raw, (int, str)):
+        raise ConiferInputError(f"{where}: unreadable level {level_raw!r}")
     if isinstance(level_raw, int):
         level = level_raw
     else:
-        m = _LEVEL.search(str(level_raw or ""))
+        m = _LEVEL.search(level_raw)
         if not m:
-            raise ConiferInputError(f"record {record.get('id', '?')}: unreadable level {level_raw!r}")
+            raise ConiferInputError(f"{where}: unreadable level {level_raw!r}")
         level = int(m.group(1))
+    if level < 1:
+        raise ConiferInputError(f"{where}: level {level_raw!r} is not a positive integer")
     out = dict(record)
     out.update(
         query=str(record.get("query") or record.get("seed") or instruction),
@@ -72,8 +97,8 @@ def normalize_record(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def _grouped(records: Iterable[Mapping[str, Any]]) -> list[list[dict[str, Any]]]:
     groups: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        n = normalize_record(r)
+    for i, r in enumerate(records):
+        n = normalize_record(r, index=i)
         groups.setdefault(n["query"], []).append(n)
     return [sorted(g, key=lambda r: r["level"]) for g in groups.values()]  # sorted() is stable
 
@@ -101,8 +126,8 @@ def easy_to_hard(records: Iterable[Mapping[str, Any]], *, max_turns: int | None 
 def single_turn(records: Iterable[Mapping[str, Any]]) -> list[tuple[int, Conversation]]:
     """``(level, [user, assistant])`` for every answered record, in input order."""
     out: list[tuple[int, Conversation]] = []
-    for r in records:
-        n = normalize_record(r)
+    for i, r in enumerate(records):
+        n = normalize_record(r, index=i)
         out.append(
             (
                 n["level"],
@@ -123,9 +148,9 @@ def internal_feedback(records: Iterable[Mapping[str, Any]]) -> list[Conversation
     ``process`` steps (``mode="verifiable"``) gives an answer that starts with the steps.
     """
     out: list[Conversation] = []
-    for r in records:
+    for i, r in enumerate(records):
+        n = normalize_record(r, index=i)
         if r.get("process_in_answer"):
-            n = normalize_record(r)
             out.append(
                 [
                     {"role": "user", "content": n["instruction"]},
@@ -136,7 +161,6 @@ def internal_feedback(records: Iterable[Mapping[str, Any]]) -> list[Conversation
         steps = r.get("process")
         if not steps:
             continue
-        n = normalize_record(r)
         plan = "How this answer meets the requirements:\n" + "\n".join(f"- {s}" for s in steps)
         out.append(
             [
@@ -154,10 +178,10 @@ def external_feedback(records: Iterable[Mapping[str, Any]]) -> list[Conversation
     with ``feedback``) are used.
     """
     out: list[Conversation] = []
-    for r in records:
-        if r.get("follows", True) or not r.get("feedback") or not r.get("weak_answer"):
+    for i, r in enumerate(records):
+        n = normalize_record(r, index=i)
+        if r.get("follows", True) is not False or not r.get("feedback") or not r.get("weak_answer"):
             continue
-        n = normalize_record(r)
         out.append(
             [
                 {"role": "user", "content": n["instruction"]},

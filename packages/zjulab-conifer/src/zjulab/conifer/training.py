@@ -146,11 +146,18 @@ def dpo_pairs(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 f"dpo_pairs: item {i} is a {type(r).__name__}; pass curated records (dicts with "
                 "'instruction', 'answer', 'weak_answer', 'follows', 'feedback'), not conversations"
             )
+        for key in ("weak_answer", "feedback"):
+            if r.get(key) is not None and not isinstance(r[key], str):
+                raise ConiferInputError(
+                    f"dpo_pairs: record {i}: {key!r} must be a string, got {type(r[key]).__name__} {r[key]!r:.80}"
+                )
+        if r.get("follows") is not None and not isinstance(r["follows"], bool):
+            raise ConiferInputError(f"dpo_pairs: record {i}: 'follows' must be true or false, got {r['follows']!r}")
         if r.get("follows", True) is not False or not r.get("feedback") or not r.get("weak_answer"):
             continue
         if not r.get("answer"):
             continue
-        n = normalize_record(r)
+        n = normalize_record(r, index=i)
         if str(r["weak_answer"]).strip() == n["answer"].strip():
             continue
         out.append(
