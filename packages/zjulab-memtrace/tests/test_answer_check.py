@@ -63,3 +63,24 @@ def test_labelled_set_errors():
     # no wrong answer is accepted; the one miss is a synonym ("fiddle" for "violin")
     assert [r["prediction"] for r in strict] == ["She plays the fiddle"]
     assert len(old) >= 20 and len(f1) >= 20
+
+
+@pytest.mark.parametrize(
+    "gold,pred,ok",
+    [
+        ("No", "no", True),
+        ("No", "No, she did not.", True),
+        ("no", "NO!", True),
+        ("None", "none.", True),
+        ("Never", "Never", True),
+        ("No", "No idea", False),
+        ("No", "I know", False),
+        ("No", "Yes", False),
+        ("No", "yes, no", False),
+        ("No", "", False),
+    ],
+)
+def test_a_gold_answer_of_function_words_only(gold, pred, ok):
+    # "No" has no content words: it used to refuse every reply, the right one included, so a
+    # correct run was attributed as a failure
+    assert Gold(gold).is_correct(pred) is ok

@@ -334,6 +334,17 @@ class AnswerCheck:
     recall: float = 0.0
 
 
+def _answers_with(pred: str, gtoks: list[str]) -> bool:
+    spaced = " ".join(_TOKEN.findall(str(pred).lower().replace("n't", " not").replace("’", "'")))
+    lead = " ".join(gtoks)
+    if spaced == lead:
+        return True
+    head = re.match(
+        r"\W*" + r"\W+".join(re.escape(t) for t in lead.split()) + r"\s*([,.;:!?]|$)", str(pred).lower()
+    )
+    return head is not None
+
+
 def check_answer(
     prediction: Any, gold: str, question: str | None = None, threshold: float = 1.0
 ) -> AnswerCheck:
@@ -352,6 +363,9 @@ def check_answer(
        "and" also joins clauses) is refused when a listed item holds no word of the gold
        answer — a list of candidates is no answer.
 
+    A gold answer of function words only ("No", "None", "Never") is matched by the reply
+    answering with those words, alone or before a pause ("No, she did not"), not "No idea".
+
     Args:
         prediction: The reply (strings inside a nested value are joined).
         gold: The gold answer.
@@ -368,7 +382,14 @@ def check_answer(
     gtoks, ptoks = _tokens(gold), _tokens(pred)
     gold_content = _content(gold, qwords) or _content(gold)
     if not gold_content:
-        return AnswerCheck(False, "the gold answer has no content words")
+        # "No", "None", "Never": the answer is its function words, so the reply must answer
+        # with them, alone or before a pause ("No, she did not"), not "No idea" or "I know"
+        if gtoks and _answers_with(pred, gtoks):
+            return AnswerCheck(True, "the reply answers with the gold words", 1.0)
+        return AnswerCheck(
+            False,
+            "the reply does not answer with the gold words" if gtoks else "the gold answer has no words",
+        )
     pc = set(_content(pred))
     hit = sum(1 for t in gold_content if t in pc)
     recall = hit / len(gold_content)
