@@ -84,3 +84,18 @@ def test_a_gold_answer_of_function_words_only(gold, pred, ok):
     # "No" has no content words: it used to refuse every reply, the right one included, so a
     # correct run was attributed as a failure
     assert Gold(gold).is_correct(pred) is ok
+
+
+@pytest.mark.parametrize(
+    "gold,pred,ok",
+    [
+        ("7 May 2023", "2023-05-07", True),
+        ("2023-05-07", "She went on May 7th, 2023.", True),
+        ("7 May 2023", "2023-05-08", False),
+        ("7 May 2023", "2023-07-05", False),
+        ("7 May 2023", "2023-13-07", False),
+        ("007", "7", True),
+    ],
+)
+def test_iso_dates_and_leading_zeros_read_as_what_they_are(gold, pred, ok):
+    assert Gold(gold).is_correct(pred) is ok

@@ -280,12 +280,25 @@ def _stem(token: str) -> str:
     return t
 
 
+_ISO_DATE = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
+_MONTH_NAMES = {i: m for m, i in _MONTHS.items() if len(m) > 4 or m in ("may", "june", "july")}
+
+
+def _iso_date(m: re.Match[str]) -> str:
+    year, month, day = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    if 1 <= month <= 12 and 1 <= day <= 31:  # an ISO date reads as the date it is
+        return f"{day} {_MONTH_NAMES[month]} {year}"
+    return m.group(0)
+
+
 def _tokens(text: str) -> list[str]:
-    text = str(text).lower().replace("n't", " not").replace("’", "'")
+    text = _ISO_DATE.sub(_iso_date, str(text).lower().replace("n't", " not").replace("’", "'"))
     out = []
     for t in _TOKEN.findall(text):
         t = _NUM_WORDS.get(t, t)
         t = re.sub(r"(\d+)(st|nd|rd|th)$", r"\1", t)
+        if t.isdigit():
+            t = t.lstrip("0") or "0"  # "07" is 7
         out.append(t)
     return out
 
@@ -362,6 +375,9 @@ def check_answer(
        words split by commas, "or", "and", "/"; of one word when only "and" splits them, since
        "and" also joins clauses) is refused when a listed item holds no word of the gold
        answer — a list of candidates is no answer.
+
+    An ISO date (``2023-05-07``) reads as the date it names and leading zeros of a number
+    are dropped, so "2023-05-07" answers "7 May 2023".
 
     A gold answer of function words only ("No", "None", "Never") is matched by the reply
     answering with those words, alone or before a pause ("No, she did not"), not "No idea".
