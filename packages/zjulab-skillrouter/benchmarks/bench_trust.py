@@ -118,10 +118,42 @@ def server(out: dict, n_requests: int) -> None:
     from zjulab.skillrouter.demo_pool import load_demo_pool
     from zjulab.skillrouter.models import embedded_encoder
 
+    import os
+
+    from zjulab.skillrouter.formatting import format_query
+
     pool = load_demo_pool()
     tmp = Path(tempfile.mkdtemp())
     idx = SkillRouter(embedded_encoder(device="cpu"), None, RouterConfig(profile="embedded", rerank=False))
     idx.index(pool.skills).save(tmp / "idx")
+    # the same requests in-process: what the query encoder alone and a whole route cost, so the
+    # served figure splits into encoder, the library's own work, and HTTP
+    queries = [pool.test[i % len(pool.test)].query for i in range(n_requests)]
+    enc_lat, route_lat = [], []
+    idx.route(queries[0], k=5)
+    for q in queries:
+        text = format_query(q, prompt=idx._query_prompt, max_chars=idx.config.query_max_chars)
+        t = time.perf_counter()
+        idx.encoder.encode([text])
+        enc_lat.append(1000 * (time.perf_counter() - t))
+        t = time.perf_counter()
+        idx.route(q, k=5)
+        route_lat.append(1000 * (time.perf_counter() - t))
+    load_before = os.getloadavg()[0]
+    # the library's own work per route: the same index with a near-free hashing encoder
+    from zjulab.common.testing import HashingEncoder
+    from zjulab.skillrouter.serve import route_records
+
+    cheap_enc = HashingEncoder(384)
+    cheap = SkillRouter(cheap_enc, None, RouterConfig(profile="embedded", rerank=False)).index(pool.skills)
+    own = []
+    for q in queries * 4:
+        text = format_query(q, prompt=cheap._query_prompt, max_chars=cheap.config.query_max_chars)
+        t = time.perf_counter()
+        cheap_enc.encode([text])
+        e = time.perf_counter()
+        route_records(cheap, q, 5)
+        own.append(1000 * ((time.perf_counter() - e) - (e - t)))
     q = pool.test[0].query
     t = time.perf_counter()
     subprocess.run(
@@ -159,6 +191,10 @@ def server(out: dict, n_requests: int) -> None:
     out["server"] = {
         "skills": len(pool.skills),
         "warm_p50_ms": round(statistics.median(lat), 1),
+        "in_process_encode_p50_ms": round(statistics.median(enc_lat), 2),
+        "in_process_route_p50_ms": round(statistics.median(route_lat), 2),
+        "library_own_ms_per_route_p50": round(statistics.median(own), 3),
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "warm_p95_ms": round(sorted(lat)[int(0.95 * len(lat)) - 1], 1),
         "cold_cli_route_s": round(cold, 2),
         "requests": n_requests,
