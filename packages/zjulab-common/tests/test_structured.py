@@ -115,8 +115,16 @@ def test_cut_off_answer_with_a_nested_value_is_reasked():
     assert len(model.calls) == 2
 
 
-def test_prose_with_stray_brackets_before_the_answer_still_parses():
-    assert parse_json('Pick one of {x] and say: {"pick": 1}') == {"pick": 1}
+@pytest.mark.parametrize(
+    "raw",
+    [
+        'Pick one of {x] and say: {"pick": 1}',
+        'I will answer [as asked, with {"pick": 1}',  # an unclosed bracket in prose, then the answer
+        '<think>options (a) [b or {c</think>\n{"pick": 1}',
+    ],
+)
+def test_prose_with_stray_brackets_before_the_answer_still_parses(raw):
+    assert parse_json(raw) == {"pick": 1}
 
 
 def test_extract_prefers_fenced_block():

@@ -91,10 +91,10 @@ def extract_json(text: str) -> str:
     first balanced ``{...}`` or ``[...]``; the stripped text itself (which then fails to parse
     if it is not JSON, e.g. a cut-off object).
 
-    A value that opens and is still open when the text ends is returned as it is (and fails to
-    parse as incomplete): a complete value nested inside it, such as ``["a", "b"]`` in the
+    A JSON value that opens and is still open when the text ends is returned as it is (and fails
+    to parse as incomplete): a complete value nested inside it, such as ``["a", "b"]`` in the
     cut-off ``{"tags": ["a", "b"], "note": "unfin``, is a fragment of the unfinished answer,
-    never the answer.
+    never the answer. An unclosed bracket in prose (``[the answer is {"a": 1}``) is skipped.
     """
     for m in _FENCE.finditer(text):
         inner = m.group(1).strip()
@@ -104,9 +104,24 @@ def extract_json(text: str) -> str:
         end, open_at_end = _scan(text, s)
         if end is not None:
             return text[s:end]
-        if open_at_end:
+        if open_at_end and _is_cut_off_json(text[s:]):
             return text[s:].strip()
     return text.strip()
+
+
+def _is_cut_off_json(fragment: str) -> bool:
+    """Whether ``fragment`` is the beginning of a JSON value that the text ends inside.
+
+    pydantic-core parses it as partial JSON; prose holding an unclosed bracket (``[the answer
+    is {"a": 1}``) is not JSON and fails, so the search goes on past it.
+    """
+    from pydantic_core import from_json
+
+    try:
+        from_json(fragment, allow_partial="trailing-strings")
+    except ValueError:
+        return False
+    return True
 
 
 def parse_json(text: str) -> Any:
