@@ -299,3 +299,38 @@ def test_a_masked_truncated_response_keeps_the_rewards_scores(tmp_path, fresh_ti
     assert batch["completion_mask"].sum() == 0  # no EOS: both are cut off and masked
     assert trainer.last_credit.scores.flatten().tolist() == [-1.0, 1.0]  # not [1, 1] from ""
     assert trainer._metrics["train"]["rtt/rubric_accuracy"][-1] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("scale_rewards", "a_resp"),
+    # TRL divides by the group's unbiased std plus 1e-4
+    [("none", [-0.5, 0.5, 0.5, -0.5]), ("group", [x * 0.5 / (3**-0.5 + 1e-4) for x in (-1, 1, 1, -1)])],
+)
+def test_scale_rewards_scales_the_response_term_only(
+    tmp_path, fresh_tiny, make_args, fixed_rollout, scale_rewards, a_resp
+):
+    """TRL's scale_rewards divides A_resp by the group's std; A_tok keeps its own normalisation."""
+    model, tok = fresh_tiny
+    # no-comma rubric, all-or-nothing reward: 0, 1, 1, 0 (mean 0.5, unbiased std 0.57735)
+    rollout = fixed_rollout(tok, ["no, yes, ok", "yes no", "no no no", "a, b"])
+    ds = Dataset.from_list([{"prompt": "Answer yes or no", "rubrics": [NO_COMMA]}])
+    trainer = RTTGRPOTrainer(
+        model,
+        RubricReward(aggregate="all"),
+        SpanRelevance(),
+        RTTConfig(lam=0.5),
+        args=make_args(tmp_path, batch=4, generations=4, max_completion_length=24, scale_rewards=scale_rewards),
+        train_dataset=ds,
+        processing_class=tok,
+        rollout_func=rollout,
+    )
+    trainer.model.train()
+    batch = trainer._generate_and_score_completions([dict(ds[0])] * 4)
+    credit = trainer.last_credit
+    torch.testing.assert_close(credit.response_advantages, torch.tensor(a_resp), atol=1e-5, rtol=0)
+    # intra-sample A_tok of the failing "no, yes, ok": the comma token blamed, the same under either setting
+    a_tok = credit.token_advantages
+    assert a_tok[0].min() < -1.0 and a_tok[1].abs().max() == 0
+    mask = batch["completion_mask"].bool()
+    expected = torch.tensor(a_resp).unsqueeze(1) + 0.5 * a_tok
+    torch.testing.assert_close(batch["advantages"][mask], expected[mask], atol=1e-5, rtol=0)
