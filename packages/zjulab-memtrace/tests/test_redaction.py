@@ -200,3 +200,30 @@ def test_a_secret_after_an_escape_in_a_repr_is_redacted():
     # the escapes themselves are kept, and a key spanning escaped line breaks goes whole
     key = "-----BEGIN RSA PRIVATE KEY-----\\nMIIEabc\\n-----END RSA PRIVATE KEY----- ok"
     assert r.text(key) == "[REDACTED:private_key] ok"
+
+
+@pytest.mark.parametrize(
+    "text,secret",
+    [
+        ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA"),
+        ('{"Authorization": "Token 9f8e7d6c5b4a39281706"}', "9f8e7d6c5b4a39281706"),
+        ("postgres://app:p4ssw0rd-Q9@db.internal:5432/prod", "p4ssw0rd-Q9"),
+        ("redis://:s3cr3t-pw-77@localhost:6379/0", "s3cr3t-pw-77"),
+    ],
+)
+def test_credentials_in_headers_and_urls_are_redacted(text, secret):
+    out = Redactor()(text)
+    assert secret not in out and "[REDACTED:" in out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "fixed in commit 9b07edb3a1c2d4e5f60718293a4b5c6d7e8f9012",  # a git SHA is no AWS key
+        "a basic understanding of Python",
+        "see https://docs.python.org/3/library/re.html",
+        "https://example.com/a:b@c",
+    ],
+)
+def test_hashes_and_plain_urls_are_kept(text):
+    assert Redactor()(text) == text

@@ -7,8 +7,9 @@ tuples, sets, dicts and dataclasses and replaces what it finds with ``[REDACTED:
   GitHub / GitLab / Slack / Stripe / OpenAI / PyPI tokens, JWTs, private keys, basic-auth
   URLs, ``secret = "..."`` keywords, ...), the maintained detector this library builds on;
 - patterns it misses in free text: ``sk-`` / ``hf_`` style API keys, GitHub fine-grained
-  tokens, AWS secret keys, Google API keys, whole JWTs, bearer tokens, ``?token=`` query
-  parameters, ``password: ...`` assignments, e-mail addresses and phone numbers.
+  tokens, AWS secret keys, Google API keys, whole JWTs, bearer tokens, ``Authorization: Basic``
+  (or ``Token``) credentials, ``user:password@`` in URLs, ``?token=`` query parameters,
+  ``password: ...`` assignments, e-mail addresses and phone numbers.
 
 Phone numbers need a phone shape (a ``+`` country code or separated digit groups, 9 to 15
 digits), so dates (``2023-05-07``, ``12.05.2023``) and order numbers (``#123456789``) pass.
@@ -41,10 +42,13 @@ DEFAULT_PATTERNS: dict[str, str] = {
     "jwt": r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
     "github_token": r"\b(?:github_pat_[A-Za-z0-9_]{20,}|gh[pousr]_[A-Za-z0-9]{20,})\b",
     "aws_access_key": r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{16}\b",
-    "aws_secret_key": r"(?i)(?<![A-Za-z0-9/+])(?=[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=]))(?=[^\s]*[0-9])(?=[^\s]*[A-Z])(?=[^\s]*[a-z])[A-Za-z0-9/+]{40}",
+    # case-sensitive on purpose: a secret key mixes cases, a 40-digit hex hash (a git SHA) does not
+    "aws_secret_key": r"(?<![A-Za-z0-9/+])(?=[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=]))(?=[^\s]*[0-9])(?=[^\s]*[A-Z])(?=[^\s]*[a-z])[A-Za-z0-9/+]{40}",
     "google_api_key": r"\bAIza[0-9A-Za-z_-]{35}\b",
     "api_key": r"(?i)\b(?:sk|pk|rk|hf|xox[abprs]|glpat)[-_][A-Za-z0-9_-]{12,}\b",
     "bearer": r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{12,}",
+    "auth_header": r"(?i)(?<=authorization)[\"']?\s*[:=]\s*[\"']?(?:basic|token|digest|apikey)\s+[^\s,;\"']+",
+    "url_credentials": r"(?<=://)[^/\s:@]*:[^/\s@]+(?=@)",
     "url_secret": rf"(?i)(?<=[?&;]){_SECRET_KEYS}=[^&#\s]+",
     "assignment": rf"(?i)\b{_SECRET_KEYS}\b\s*[:=]\s*(?:\"[^\"]*\"|'[^']*'|[^\s,;]+)",
     "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
