@@ -83,5 +83,17 @@ def test_bad_settings():
         ContaminationGuard(EVAL, threshold=1.5)
     with pytest.raises(ConiferConfigError, match="at least one"):
         ContaminationGuard([])
+    # a bool is not an n-gram length, a string not a threshold (was a raw TypeError), a
+    # bare string is not a list of prompts (was one prompt per character)
+    with pytest.raises(ConiferConfigError, match="n must"):
+        ContaminationGuard(EVAL, n=True)
+    with pytest.raises(ConiferConfigError, match="threshold must be a number"):
+        ContaminationGuard(EVAL, threshold="0.3")
+    with pytest.raises(ConiferConfigError, match="list of prompt texts"):
+        ContaminationGuard("Write a limerick about Hannah.")
+    with pytest.raises(ConiferConfigError, match="prompt 1 is a int"):
+        ContaminationGuard(["Write a poem.", 3])
+    with pytest.raises(ConiferConfigError, match="contamination_n"):
+        PipelineConfig(contamination_n=True)
     with pytest.raises(ConiferConfigError, match="contamination_action"):
         PipelineConfig(contamination_action="delete")

@@ -336,11 +336,24 @@ def test_constraint_stage_accepts_a_list_of_categories():
     out = st.apply(
         {"id": "x", "query": "q"}, Categories(["Tone: formal, casual", "Length: short", "Audience: kids"])
     )
-    assert out[0]["constraints"] == {"Tone": ["formal", "casual"], "Length": ["short"]}
+    # max_categories is what the prompt asks for; what the model gave is kept as written
+    assert out[0]["constraints"] == {"Tone": ["formal", "casual"], "Length": ["short"], "Audience": ["kids"]}
     with pytest.raises(Rejection, match="no constraint category"):
         st.apply({"id": "x", "query": "q"}, Categories(["junk"]))
     with pytest.raises(Rejection, match="no constraint category"):
         st.apply({"id": "x", "query": "q"}, Categories({}))
+
+
+def test_every_category_the_model_wrote_reaches_the_recombination():
+    # The authors pass every category to the recombination (their samples hold 6 to 8 per
+    # question; their prompt's example 12). Categories beyond max_categories used to be cut.
+    from zjulab.conifer.stages import Categories, ConstraintStage, RecombineStage
+
+    cats = {f"Kind {i}": [f"option {i}a", f"option {i}b"] for i in range(1, 9)}
+    (rec,) = ConstraintStage().apply({"id": "x", "query": "q"}, Categories(cats))
+    assert rec["constraints"] == cats
+    prompt = RecombineStage().prompt(rec)
+    assert all(f"Kind {i}:" in prompt for i in range(1, 9))
 
 
 def test_each_stage_asks_for_its_own_answer_length(tmp_path):

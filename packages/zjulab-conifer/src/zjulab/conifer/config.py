@@ -30,7 +30,8 @@ class PipelineConfig:
         min_levels: Fewest levels a recombination answer may have (0: all ``num_levels``);
             shorter ladders are kept with levels 1..k.
         min_categories: Fewest constraint categories asked for per question.
-        max_categories: Most constraint categories asked for per question.
+        max_categories: Most constraint categories asked for per question (the prompt's
+            number; categories the model adds beyond it are kept, as the authors keep them).
         few_shot: Show each structured stage's worked example (one user/assistant exchange)
             before the real prompt; helps models that drift from the JSON shape.
         filters: Run the two model filter stages (first and second filter).
@@ -194,7 +195,7 @@ class PipelineConfig:
             raise ConiferConfigError(
                 f"contamination_action must be 'drop' or 'flag', got {self.contamination_action!r}"
             )
-        if not isinstance(self.contamination_n, int) or self.contamination_n < 1:
+        if isinstance(self.contamination_n, bool) or not isinstance(self.contamination_n, int) or self.contamination_n < 1:
             raise ConiferConfigError(
                 f"contamination_n must be a positive integer, got {self.contamination_n!r}"
             )

@@ -64,12 +64,21 @@ class ContaminationGuard:
         threshold: Containment at or above which a text is flagged.
 
     Raises:
-        ConiferConfigError: ``n`` < 1, ``threshold`` outside (0, 1], or no prompts.
+        ConiferConfigError: ``n`` not an integer >= 1, ``threshold`` not a number in (0, 1],
+            no prompts, or a prompt that is not a string.
     """
 
     def __init__(self, eval_prompts: Sequence[str], *, n: int = 3, threshold: float = 0.3) -> None:
-        if not isinstance(n, int) or n < 1:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConiferConfigError(f"n must be an integer >= 1, got {n!r}")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            raise ConiferConfigError(f"threshold must be a number in (0, 1], got {threshold!r}")
+        if isinstance(eval_prompts, (str, bytes)):
+            raise ConiferConfigError("eval_prompts must be a list of prompt texts, got one string")
+        eval_prompts = list(eval_prompts)
+        for j, prompt in enumerate(eval_prompts):
+            if not isinstance(prompt, str):
+                raise ConiferConfigError(f"prompt {j} is a {type(prompt).__name__}, not a text: {prompt!r:.80}")
         if not 0 < threshold <= 1:
             raise ConiferConfigError(f"threshold must be in (0, 1], got {threshold}")
         self.n = n

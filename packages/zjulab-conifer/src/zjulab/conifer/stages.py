@@ -740,12 +740,16 @@ class ConstraintStage(ModelStage):
         return Categories(found) if found else None
 
     def apply(self, record: Record, parsed: Any) -> list[Record]:
-        """The record with ``constraints``; rejected when no category has an option."""
+        """The record with every category the model wrote; rejected when none has an option.
+
+        ``max_categories`` is the number asked for, not a cut: the authors pass every category
+        of the answer to the recombination (their samples hold six to eight per question).
+        """
         cats = dict(parsed.categories)
         if not cats:
             note = getattr(parsed, "shape_note", "")
             raise Rejection("no constraint category with options" + (f" ({note})" if note else ""))
-        return [dict(record, constraints=dict(list(cats.items())[: self.max_categories]))]
+        return [dict(record, constraints=cats)]
 
 
 def format_constraints(constraints: dict[str, list[str]]) -> str:
