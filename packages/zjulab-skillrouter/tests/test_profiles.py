@@ -187,11 +187,20 @@ def test_profile_is_stored_in_the_index(tmp_path, pool):
     )
 
 
-def test_empty_body_skill_routes_on_name_and_description(pool):
+def test_empty_body_skill_routes_on_name_and_description(pool, caplog):
+    import logging
+
+    from zjulab.skillrouter.formatting import format_skill
+
     bare = Skill(name="unit-converter", description="Convert units between metric and imperial.", body="")
-    r = SkillRouter(HashingEncoder(64), None, RouterConfig(rerank=False, profile="embedded")).index(
-        [*pool, bare]
-    )
+    blank = Skill(name="noop", description="Does nothing.", body="  \n ")
+    assert format_skill(bare) == "unit-converter | Convert units between metric and imperial."
+    assert format_skill(blank, desc_max=4) == "noop | Does"
+    with caplog.at_level(logging.INFO, logger="zjulab.skillrouter"):
+        r = SkillRouter(HashingEncoder(64), None, RouterConfig(rerank=False, profile="embedded")).index(
+            [*pool, bare, blank]
+        )
+    assert f"2 of {len(pool) + 2} skills have no body" in caplog.text
     assert r.route("convert metric units to imperial", k=1)[0].skill.id == "unit-converter"
 
 
