@@ -240,3 +240,28 @@ def test_every_reranker_tokenizer_call_holds_the_tokenizer_lock(tmp_path):
         tok.__class__ = base
     assert scores.shape == (2,) and np.isfinite(scores).all()
     assert unlocked == ["__call__"]
+
+
+def test_a_loaded_encoder_gets_the_profiles_query_prompt(pool, tmp_path):
+    """Passing an already-loaded encoder (not a hub id) still feeds it the profile's query text,
+    also after a save/load with the encoder handed back."""
+
+    class Recording(HashingEncoder):
+        def __init__(self):
+            super().__init__(64)
+            self.seen: list[str] = []
+
+        def encode(self, texts, batch_size=32, **kw):
+            self.seen += list(texts)
+            return super().encode(texts, batch_size=batch_size, **kw)
+
+    for profile, instruction in (("skillrouter", SR_QUERY_INSTRUCTION), ("embedded", "")):
+        enc = Recording()
+        r = SkillRouter(enc, None, RouterConfig(rerank=False, profile=profile)).index(pool)
+        enc.seen.clear()
+        r.route("merge pdf", k=2)
+        assert enc.seen == [instruction + "merge pdf"]
+        back = SkillRouter.load(r.save(tmp_path / profile), encoder=enc)
+        enc.seen.clear()
+        back.route("rotate pages", k=2)
+        assert enc.seen == [instruction + "rotate pages"]
