@@ -112,15 +112,14 @@ def incremental(out: dict, n: int) -> None:
 
 
 def server(out: dict, n_requests: int) -> None:
+    import os
+
     import httpx
 
     from zjulab.skillrouter import RouterConfig, SkillRouter
     from zjulab.skillrouter.demo_pool import load_demo_pool
-    from zjulab.skillrouter.models import embedded_encoder
-
-    import os
-
     from zjulab.skillrouter.formatting import format_query
+    from zjulab.skillrouter.models import embedded_encoder
 
     pool = load_demo_pool()
     tmp = Path(tempfile.mkdtemp())

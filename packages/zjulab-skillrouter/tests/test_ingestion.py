@@ -231,7 +231,8 @@ def test_where_on_id_and_name_reads_the_skill_fields(tmp_path):
     from zjulab.skillrouter import Skill
 
     skills = [
-        Skill(name=f"pdf-{i}", description="Merge PDF files.", body="pypdf merge", id=f"s{i}") for i in range(4)
+        Skill(name=f"pdf-{i}", description="Merge PDF files.", body="pypdf merge", id=f"s{i}")
+        for i in range(4)
     ]
     r = SkillRouter(HashingEncoder(64), None, RouterConfig(rerank=False)).index(skills)
     assert [x.skill.id for x in r.route("merge pdf", k=4, where={"name": "pdf-2"})] == ["s2"]

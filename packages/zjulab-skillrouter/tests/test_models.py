@@ -50,7 +50,11 @@ def test_max_length_is_settable_from_the_router_and_the_cli(tiny_encoder_path, p
 
     r = SkillRouter(str(tiny_encoder_path), None, RouterConfig(rerank=False, encoder_max_length=128))
     assert r.encoder.max_length == 128
-    args = build_parser().parse_args(["index", str(tmp_path), "--out", str(tmp_path / "o"), "--max-length", "77"])
+    args = build_parser().parse_args(
+        ["index", str(tmp_path), "--out", str(tmp_path / "o"), "--max-length", "77"]
+    )
     cfg = _config(args)
     assert (cfg.encoder_max_length, cfg.reranker_max_length) == (77, 77)
-    assert _config(build_parser().parse_args(["index", str(tmp_path), "--out", "o"])).encoder_max_length == 4096
+    assert (
+        _config(build_parser().parse_args(["index", str(tmp_path), "--out", "o"])).encoder_max_length == 4096
+    )
