@@ -319,7 +319,9 @@ def test_scale_rewards_scales_the_response_term_only(
         RubricReward(aggregate="all"),
         SpanRelevance(),
         RTTConfig(lam=0.5),
-        args=make_args(tmp_path, batch=4, generations=4, max_completion_length=24, scale_rewards=scale_rewards),
+        args=make_args(
+            tmp_path, batch=4, generations=4, max_completion_length=24, scale_rewards=scale_rewards
+        ),
         train_dataset=ds,
         processing_class=tok,
         rollout_func=rollout,

@@ -342,6 +342,8 @@ def test_judge_micro_batches_give_the_same_gradient(tmp_path, loss_type):
         ("sapo", {}),
         ("cispo", {}),
         ("grpo", {"mask_truncated_completions": True, "scale_rewards": "batch"}),
+        ("grpo", {"num_iterations": 2}),
+        ("dapo", {"num_iterations": 2, "epsilon": 0.05}),
     ],
 )
 def test_per_row_weights_equal_across_gradient_accumulation(tmp_path, loss_type, extra):
@@ -358,6 +360,13 @@ def test_per_row_weights_equal_across_gradient_accumulation(tmp_path, loss_type,
     width = batch["completion_mask"].size(1)
     batch["completion_mask"] = torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
     batch["advantages"] = torch.tensor([1.0, -0.5, 0.3, -0.8, 0.9, -0.9, 0.4, -0.2])
+    if extra.get("num_iterations", 1) > 1:
+        # a later iteration over the same rollouts: the sampling policy differs, so ratios clip
+        old = batch["old_per_token_logps"]
+        assert old is not None and old.shape == batch["completion_mask"].shape
+        batch["old_per_token_logps"] = old + 0.3 * torch.randn(
+            old.shape, generator=torch.Generator().manual_seed(2)
+        )
     ref, ref_loss, _, _ = _accumulated_grad(tmp_path, batch, 1, loss_type, **extra)
     assert ref.abs().sum() > 0
     for acc in (2, 4):
@@ -375,6 +384,9 @@ def test_per_row_weights_equal_across_gradient_accumulation(tmp_path, loss_type,
     )
     # TRL's loss metrics are kept per role
     assert "actor/entropy" in logged and "judge/entropy" in logged and "entropy" not in logged
+    if extra.get("num_iterations", 1) > 1:  # the ratios were clipped on both roles' rows
+        assert max(logged["actor/clip_ratio/region_mean"]) > 0
+        assert max(logged["judge/clip_ratio/region_mean"]) > 0
 
 
 def test_entropy_options_that_would_change_the_gradient_are_refused(tmp_path):
