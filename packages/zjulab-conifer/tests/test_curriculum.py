@@ -110,9 +110,9 @@ def test_records_are_taken_as_written_or_refused(record, match):
 
 def test_dpo_pairs_refuse_a_weak_answer_that_is_not_text():
     rec = {"id": "x", "level": 1, "instruction": "i", "answer": "a", "follows": False, "feedback": "f"}
-    with pytest.raises(ConiferInputError, match="'weak_answer'.*list"):
+    with pytest.raises(ConiferInputError, match=r"'weak_answer'.*list"):
         dpo_pairs([dict(rec, weak_answer=["w"])])
-    with pytest.raises(ConiferInputError, match="'feedback'.*dict"):
+    with pytest.raises(ConiferInputError, match=r"'feedback'.*dict"):
         dpo_pairs([dict(rec, weak_answer="w", feedback={"a": 1})])
 
 

@@ -165,3 +165,17 @@ def test_bad_ifeval_files_are_typed_errors_naming_the_line(tmp_path, content, ma
     path.write_bytes(content)
     with pytest.raises(ConiferInputError, match=match):
         load_ifeval(path)
+
+
+def test_a_line_separator_inside_a_json_string_is_not_a_line_break(tmp_path):
+    # U+2028 is legal raw inside a JSON string (json.dumps(..., ensure_ascii=False) writes it);
+    # str.splitlines broke such a row in two and the file was refused as invalid JSON
+    prompt = "Write a poem\u2028about rivers.\u0085Use no commas."
+    row = {"key": 1, "prompt": prompt, "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
+    path = tmp_path / "input_data.jsonl"
+    path.write_bytes(("\ufeff" + json.dumps(row, ensure_ascii=False) + "\r\n").encode("utf-8"))
+    (loaded,) = load_ifeval(path)
+    assert loaded.prompt == prompt
+    from zjulab.conifer import load_prompt_texts
+
+    assert load_prompt_texts(path) == [prompt]

@@ -393,6 +393,19 @@ def test_non_utf8_seed_file_is_a_typed_error(tmp_path):
         load_seeds(j)
 
 
+def test_seed_files_are_read_line_by_line_as_written(tmp_path):
+    # a JSONL row with a raw U+2028 inside its string was cut in two by str.splitlines and
+    # refused; a text file's line with one became two seeds; a BOM became part of the first seed
+    q = "How do I keep a starter\u2028 alive through winter?"
+    j = tmp_path / "seeds.jsonl"
+    j.write_text(json.dumps({"query": q}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert load_seeds(j) == load_seeds([q])
+    t = tmp_path / "seeds.txt"
+    t.write_bytes(("\ufeff" + q + "\r\nWhat is a good first language?\r\n").encode("utf-8"))
+    # two seeds, the first without the BOM
+    assert load_seeds(t) == load_seeds([q, "What is a good first language?"])
+
+
 def test_output_files_get_the_usual_mode(tmp_path):
     import os
     import stat

@@ -76,9 +76,9 @@ def test_an_outage_outlasting_max_request_failures_still_recovers(tmp_path):
             assert res.records == [] and {r["state"] for r in res.set_aside()} == {"failed"}
         stub.down = False
         before = stub.total()
-        res = Pipeline(client(stub), FakeModel(weak_reply), cfg(tmp_path / "run", max_request_failures=2)).run(
-            load_seeds(SEEDS)
-        )
+        res = Pipeline(
+            client(stub), FakeModel(weak_reply), cfg(tmp_path / "run", max_request_failures=2)
+        ).run(load_seeds(SEEDS))
     assert res.complete and stub.total() > before and res.records == ref.records
 
 

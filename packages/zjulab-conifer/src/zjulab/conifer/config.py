@@ -195,7 +195,11 @@ class PipelineConfig:
             raise ConiferConfigError(
                 f"contamination_action must be 'drop' or 'flag', got {self.contamination_action!r}"
             )
-        if isinstance(self.contamination_n, bool) or not isinstance(self.contamination_n, int) or self.contamination_n < 1:
+        if (
+            isinstance(self.contamination_n, bool)
+            or not isinstance(self.contamination_n, int)
+            or self.contamination_n < 1
+        ):
             raise ConiferConfigError(
                 f"contamination_n must be a positive integer, got {self.contamination_n!r}"
             )

@@ -78,7 +78,9 @@ class ContaminationGuard:
         eval_prompts = list(eval_prompts)
         for j, prompt in enumerate(eval_prompts):
             if not isinstance(prompt, str):
-                raise ConiferConfigError(f"prompt {j} is a {type(prompt).__name__}, not a text: {prompt!r:.80}")
+                raise ConiferConfigError(
+                    f"prompt {j} is a {type(prompt).__name__}, not a text: {prompt!r:.80}"
+                )
         if not 0 < threshold <= 1:
             raise ConiferConfigError(f"threshold must be in (0, 1], got {threshold}")
         self.n = n

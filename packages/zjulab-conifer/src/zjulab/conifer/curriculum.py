@@ -71,7 +71,9 @@ def normalize_record(record: Mapping[str, Any], *, index: int | None = None) -> 
     for key in ("instruction", "question", "answer", "query", "seed", "weak_answer", "feedback"):
         value = record.get(key)
         if value is not None and not isinstance(value, str):
-            raise ConiferInputError(f"{where}: {key!r} must be a string, got {type(value).__name__} {value!r:.80}")
+            raise ConiferInputError(
+                f"{where}: {key!r} must be a string, got {type(value).__name__} {value!r:.80}"
+            )
     if "follows" in record and record["follows"] is not None and not isinstance(record["follows"], bool):
         raise ConiferInputError(f"{where}: 'follows' must be true or false, got {record['follows']!r}")
     if isinstance(level_raw, bool) or not isinstance(level_raw, (int, str)):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zjulab.conifer._lines import file_lines
 from zjulab.conifer.checkers import CheckerRegistry, default_registry
 from zjulab.conifer.errors import ConiferInputError
 
@@ -66,7 +67,7 @@ def load_ifeval(path: str | os.PathLike[str]) -> list[IFEvalPrompt]:
         line = data[: exc.start].count(b"\n") + 1
         raise ConiferInputError(f"{p}:{line}: not UTF-8 (byte {data[exc.start]:#04x})") from None
     out: list[IFEvalPrompt] = []
-    for lineno, line_text in enumerate(text.splitlines(), 1):
+    for lineno, line_text in enumerate(file_lines(text), 1):
         if not line_text.strip():
             continue
         try:
@@ -102,7 +103,7 @@ def load_prompt_texts(path: str | os.PathLike[str]) -> list[str]:
     if not p.is_file():
         raise ConiferInputError(f"{p}: no such prompt file")
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        lines = file_lines(p.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConiferInputError(f"{p}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     out: list[str] = []

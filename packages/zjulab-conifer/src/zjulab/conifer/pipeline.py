@@ -41,6 +41,7 @@ from zjulab.common.io import read_json, read_jsonl, write_json, write_jsonl
 from zjulab.common.progress import progress
 from zjulab.common.protocols import ChatModel, Conversation
 from zjulab.common.structured import extract_json, generate_structured
+from zjulab.conifer._lines import file_lines
 from zjulab.conifer.config import PipelineConfig
 from zjulab.conifer.errors import CheckpointError, ConiferConfigError, ConiferInputError
 from zjulab.conifer.stages import Dropped, LocalStage, ModelStage, Record, Rejection, Stage, default_stages
@@ -100,7 +101,7 @@ def load_seeds(source: str | os.PathLike[str] | Iterable[str], *, column: str = 
                 "re-encode the file as UTF-8"
             ) from None
         if p.suffix == ".jsonl":
-            for i, line_text in enumerate(content.splitlines(), 1):
+            for i, line_text in enumerate(file_lines(content), 1):
                 if not line_text.strip():
                     continue
                 try:
@@ -115,7 +116,7 @@ def load_seeds(source: str | os.PathLike[str] | Iterable[str], *, column: str = 
                     )
                 texts.append(row[column])
         else:
-            texts = [line for line in content.splitlines() if line.strip()]
+            texts = [line for line in file_lines(content) if line.strip()]
     else:
         for i, row in enumerate(source):
             if isinstance(row, str):
@@ -556,7 +557,9 @@ class _CachedModel:
             return [answers[i] for i in range(len(convs))]
         reason = f"{type(last).__name__}: {last}"
         for i in pending:
-            self.cache.put_failure(keys[i], self.stage, reason, self.run_id, transient=transient.get(i, False))
+            self.cache.put_failure(
+                keys[i], self.stage, reason, self.run_id, transient=transient.get(i, False)
+            )
         raise _RequestFailed(reason)
 
 

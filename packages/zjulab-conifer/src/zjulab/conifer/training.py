@@ -152,7 +152,9 @@ def dpo_pairs(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                     f"dpo_pairs: record {i}: {key!r} must be a string, got {type(r[key]).__name__} {r[key]!r:.80}"
                 )
         if r.get("follows") is not None and not isinstance(r["follows"], bool):
-            raise ConiferInputError(f"dpo_pairs: record {i}: 'follows' must be true or false, got {r['follows']!r}")
+            raise ConiferInputError(
+                f"dpo_pairs: record {i}: 'follows' must be true or false, got {r['follows']!r}"
+            )
         if r.get("follows", True) is not False or not r.get("feedback") or not r.get("weak_answer"):
             continue
         if not r.get("answer"):
