@@ -41,6 +41,21 @@ def test_format_table_and_five_task_table():
         SuiteConfig(tasks=("chat",))
 
 
+def test_five_task_table_states_the_all_tied_count_out_of_the_examples():
+    # all_tied is a count of examples, not a rate: "3 of 60", never "3.0000"
+    res = [
+        TaskResult(
+            "recommendation",
+            "attribute match",
+            "baseline",
+            {"hit@10": 0.5, "hit@50": 1.0, "mrr@10": 0.25, "all_tied": 3.0},
+            n_test=60,
+        )
+    ]
+    table = five_task_table(res, with_paper=False)
+    assert "all_tied 3 of 60" in table and "3.0000" not in table
+
+
 def test_cli_demo_runs_one_task(capsys):
     assert main(["demo", "--tasks", "evaluation", "--steps", "3"]) == 0
     out = capsys.readouterr().out

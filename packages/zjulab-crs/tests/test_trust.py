@@ -626,3 +626,99 @@ def test_chinese_defaults_for_uneed_data():
     for cfg in (TaggerConfig(), ElicitationConfig(), RankerConfig(), QualityConfig()):
         assert cfg.model_name_or_path == "bert-base-chinese"
     assert GeneratorConfig().model_name_or_path == "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+# --- found while auditing the classes above ---------------------------------------------------
+
+
+def test_split_overlap_reports_recommendation_pairs_seen_in_train():
+    # a test recommendation whose needs and target are a train example's can be answered by
+    # lookup: the overlap report counts it (same needs in another order is the same pair)
+    def dlg(sid: str, needs: list[tuple[str, str]], target: str) -> Dialogue:
+        text = " ".join(v for _, v in needs)
+        attrs, pos = [], 0
+        for k, v in needs:
+            attrs.append(Attribute(k, v, pos, pos + len(v)))
+            pos += len(v) + 1
+        return Dialogue(
+            sid,
+            "beauty",
+            [
+                Utterance(1, "user", text, "user_need", attributes=attrs),
+                Utterance(2, "assistant", "try this", "system_recommend", rec_item_ids=[target]),
+            ],
+        )
+
+    corpus = UNeedCorpus(
+        dialogues={
+            "train": [dlg("a", [("skin", "dry"), ("size", "small")], "i1")],
+            "test": [
+                dlg("b", [("size", "small"), ("skin", "dry")], "i1"),  # seen pair
+                dlg("c", [("skin", "dry")], "i1"),  # other needs
+                dlg("d", [("skin", "dry"), ("size", "small")], "i2"),  # other target
+            ],
+        }
+    )
+    o = split_overlap(corpus)
+    assert (o["recommendation_total"], o["recommendation_exact"]) == (3, 1)
+
+
+def test_stray_file_in_the_backbone_is_a_typed_error(tagger_ckpt: Path, tmp_path: Path):
+    # a file the manifest does not list would be read by from_pretrained (an index or adapter
+    # file changes what loads), so the checkpoint is not the one that was saved
+    broken = tmp_path / "ck"
+    shutil.copytree(tagger_ckpt, broken)
+    (broken / "backbone" / "adapter_config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"adapter_config\.json"):
+        SpanTagger.load(broken, device="cpu")
+    # a note next to the checkpoint (outside backbone/) is not part of the model
+    shutil.rmtree(broken)
+    shutil.copytree(tagger_ckpt, broken)
+    (broken / "NOTES.txt").write_text("trained on the sample")
+    SpanTagger.load(broken, device="cpu")
+
+
+def test_heads_start_from_the_configured_seed_whatever_ran_before():
+    # TrainConfig.seed promises reproducible initialisation: a head built after other code
+    # drew from the global RNG must equal one built from a fresh state (before, the tagger's
+    # BiLSTM/CRF, the multi-label and regression heads took the global RNG, so the same run
+    # gave another model in each process)
+    import torch
+
+    from zjulab.crs.config import ElicitationConfig
+    from zjulab.crs.elicitation import AttributeClassifier
+    from zjulab.crs.tagger import bio_tag_set
+
+    def heads(draw: int) -> list[torch.Tensor]:
+        torch.manual_seed(draw)
+        torch.rand(7)
+        out = []
+        m, t = tiny_encoder(2)
+        tagger = SpanTagger(TaggerConfig(device="cpu", seed=3), model=m, tokenizer=t)
+        tagger._build(bio_tag_set(["skin", "size"]))
+        m, t = tiny_encoder(2)
+        clf = AttributeClassifier(ElicitationConfig(device="cpu", seed=3), model=m, tokenizer=t)
+        clf._build(["skin", "size"])
+        m, t = tiny_encoder(2)
+        reg = QualityRegressor(QualityConfig(device="cpu", seed=3), model=m, tokenizer=t)
+        reg._build()
+        for net in (tagger.net, clf.net, reg.net):
+            out += [p.detach().clone() for n, p in net.named_parameters() if not n.startswith("encoder.")]
+        return out
+
+    a, b = heads(1), heads(2)
+    assert len(a) == len(b) > 3
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    # the seed matters
+    m, t = tiny_encoder(2)
+    other = SpanTagger(TaggerConfig(device="cpu", seed=4), model=m, tokenizer=t)
+    other._build(bio_tag_set(["skin", "size"]))
+    first = next(p for n, p in other.net.named_parameters() if not n.startswith("encoder."))
+    assert not torch.equal(a[0], first)
+    # and building a head leaves the global RNG where it was
+    m, t = tiny_encoder(2)
+    torch.manual_seed(5)
+    expected = torch.rand(1)
+    torch.manual_seed(5)
+    SpanTagger(TaggerConfig(device="cpu", seed=4), model=m, tokenizer=t)._build(bio_tag_set(["skin"]))
+    assert torch.equal(torch.rand(1), expected)

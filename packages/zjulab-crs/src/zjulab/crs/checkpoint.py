@@ -2,7 +2,8 @@
 
 A checkpoint loads whole or not at all: ``crs.json`` lists every file of the directory with its
 SHA-256, and :func:`read_checkpoint` refuses (:class:`~zjulab.crs.errors.CheckpointError`) a
-checkpoint whose listed file is missing or whose bytes differ.
+checkpoint whose listed file is missing or whose bytes differ, or whose ``backbone/`` holds a
+file the manifest does not list.
 """
 
 from __future__ import annotations
@@ -94,8 +95,9 @@ def read_checkpoint(
         NotTrainedError: No checkpoint at ``path``.
         SchemaVersionError: The checkpoint has another format version.
         UnknownLabelError: The checkpoint belongs to another task.
-        CheckpointError: A listed file is missing or its hash differs, or ``head.pt`` is
-            missing from a checkpoint that was saved with one.
+        CheckpointError: A listed file is missing or its hash differs, a file under
+            ``backbone/`` is not listed, or ``head.pt`` is missing from a checkpoint that was
+            saved with one.
     """
     from zjulab.crs.errors import UnknownLabelError
 
@@ -119,6 +121,17 @@ def read_checkpoint(
             raise CheckpointError(f"{root}: checkpoint file {rel} is missing")
         if _sha256(f) != digest:
             raise CheckpointError(f"{root}: checkpoint file {rel} does not match its recorded SHA-256")
+    backbone = root / "backbone"
+    if backbone.is_dir():
+        stray = sorted(
+            p.relative_to(root).as_posix()
+            for p in backbone.rglob("*")
+            if p.is_file() and p.relative_to(root).as_posix() not in files
+        )
+        if stray:
+            # from_pretrained reads what it finds (an index, an adapter): an unlisted file can
+            # change what loads, so the directory is not the checkpoint that was saved
+            raise CheckpointError(f"{root}: checkpoint file(s) {stray} are not in its manifest (crs.json)")
     has_head = bool(info.get("has_head"))
     if has_head and "head.pt" not in files:
         raise CheckpointError(f"{root}: checkpoint was saved with a head but head.pt is not listed")

@@ -24,7 +24,7 @@ from zjulab.crs.encoder_model import EncoderModel
 from zjulab.crs.errors import NotTrainedError
 from zjulab.crs.samples import ElicitationExample, render_context
 from zjulab.crs.task_scores import elicitation_scores
-from zjulab.crs.training import TrainHistory, module_device, train_loop
+from zjulab.crs.training import TrainHistory, module_device, seeded_init, train_loop
 
 __all__ = ["AttributeClassifier", "FrequencyElicitor", "elicitation_text"]
 
@@ -69,7 +69,9 @@ class AttributeClassifier(EncoderModel):
             self._model_src, self._tok_src, device=cfg.device, dtype=cfg.dtype
         )
         self.labels = list(labels)
-        self.net = EncoderHead(encoder, len(self.labels), cfg.pooling).to(module_device(encoder))
+        with seeded_init(cfg.seed):
+            net = EncoderHead(encoder, len(self.labels), cfg.pooling)
+        self.net = net.to(module_device(encoder))
 
     def _encode(self, examples: Sequence[ElicitationExample]) -> dict[str, torch.Tensor]:
         assert self.net is not None

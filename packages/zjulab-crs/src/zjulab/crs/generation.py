@@ -27,7 +27,7 @@ from zjulab.crs.config import GeneratorConfig
 from zjulab.crs.errors import NotTrainedError
 from zjulab.crs.samples import GenerationExample, render_context
 from zjulab.crs.task_scores import generation_scores
-from zjulab.crs.training import TrainHistory, module_device, train_loop
+from zjulab.crs.training import TrainHistory, module_device, seeded_init, train_loop
 
 __all__ = ["ResponseGenerator", "RetrievalResponder", "generation_prompt"]
 
@@ -96,7 +96,8 @@ class ResponseGenerator:
             target_modules=targets,
             task_type="CAUSAL_LM",
         )
-        self.model = get_peft_model(self.model, lora)
+        with seeded_init(self.config.seed):  # LoRA's A matrices are random
+            self.model = get_peft_model(self.model, lora)
 
     def _features(self, batch: Sequence[GenerationExample]) -> dict[str, torch.Tensor]:
         tok, cfg = self.tokenizer, self.config

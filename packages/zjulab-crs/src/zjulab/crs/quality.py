@@ -26,7 +26,7 @@ from zjulab.crs.encoder_model import EncoderModel
 from zjulab.crs.errors import NotTrainedError
 from zjulab.crs.samples import EvaluationExample, render_context
 from zjulab.crs.task_scores import evaluation_scores
-from zjulab.crs.training import TrainHistory, module_device, train_loop
+from zjulab.crs.training import TrainHistory, module_device, seeded_init, train_loop
 
 __all__ = ["QualityRegressor", "Ruber", "RuberScorer"]
 
@@ -67,7 +67,9 @@ class QualityRegressor(EncoderModel):
             encoder, self.tokenizer = load_backbone(
                 self._model_src, self._tok_src, device=cfg.device, dtype=cfg.dtype
             )
-            self.net = EncoderHead(encoder, 1, cfg.pooling).to(module_device(encoder))
+            with seeded_init(cfg.seed):
+                net = EncoderHead(encoder, 1, cfg.pooling)
+            self.net = net.to(module_device(encoder))
         return self.net
 
     def _encode(self, examples: Sequence[EvaluationExample]) -> dict[str, torch.Tensor]:

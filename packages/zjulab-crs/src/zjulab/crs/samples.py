@@ -65,14 +65,27 @@ def near_duplicate_key(text: str) -> str:
 
 
 def split_overlap(corpus: UNeedCorpus, train: str = "train", test: str = "test") -> dict[str, int]:
-    """How much of ``test`` is already in ``train``: task-1 utterances and task-4 references.
+    """How much of ``test`` is already in ``train`` (utterances, references, needs-target pairs).
+
+    Counted: task-1 utterances, task-4 references and task-3 (needs, target) pairs.
 
     Returns:
         ``{"understanding_total", "understanding_exact", "understanding_near", "generation_total",
-        "generation_exact", "generation_near"}``: the number of test texts, of those that appear
-        verbatim among the train texts, and of those whose :func:`near_duplicate_key` does.
+        "generation_exact", "generation_near", "recommendation_total", "recommendation_exact"}``:
+        the number of test texts, of those that appear verbatim among the train texts, and of
+        those whose :func:`near_duplicate_key` does; the number of test recommendation examples
+        and of those whose category, set of needs and target are those of a train example (one
+        a lookup table answers).
     """
     out: dict[str, int] = {}
+
+    def rec_keys(ds: Sequence[Dialogue]) -> list[tuple[str, frozenset[tuple[str, str]], str]]:
+        return [(e.category, frozenset(e.needs), e.targets[0]) for e in build_recommendation(ds)]
+
+    seen = set(rec_keys(corpus.split(train)))
+    held = rec_keys(corpus.split(test))
+    out["recommendation_total"] = len(held)
+    out["recommendation_exact"] = sum(k in seen for k in held)
     for task, texts in (
         ("understanding", lambda ds: [e.text for e in build_understanding(ds)]),
         ("generation", lambda ds: [e.response for e in build_generation(ds, corpus)]),

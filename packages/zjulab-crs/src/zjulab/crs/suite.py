@@ -350,6 +350,12 @@ def _fmt(x: float) -> str:
     return "nan" if math.isnan(x) else f"{x:.4f}"
 
 
+def _also(name: str, r: TaskResult) -> str:
+    if name == "all_tied":  # a count of examples, not a rate
+        return f"{name} {int(r.metrics[name])} of {r.n_test}"
+    return f"{name} {_fmt(r.metrics[name])}"
+
+
 def five_task_table(results: Sequence[TaskResult], *, with_paper: bool = True) -> str:
     """The summary table: task, system, headline metrics, throughput, loss first -> last."""
     rows = []
@@ -360,7 +366,7 @@ def five_task_table(results: Sequence[TaskResult], *, with_paper: bool = True) -
             "system": r.system,
             "metric": names[0],
             "value": _fmt(r.metrics.get(names[0], float("nan"))),
-            "also": ", ".join(f"{n} {_fmt(r.metrics[n])}" for n in names[1:] if n in r.metrics),
+            "also": ", ".join(_also(n, r) for n in names[1:] if n in r.metrics),
             "train ex/s": f"{r.train_examples_per_s:.1f}" if r.kind == "trained" else "-",
             "infer ex/s": f"{r.infer_examples_per_s:.1f}",
             "loss": f"{r.first_loss:.3f} -> {r.last_loss:.3f}" if r.kind == "trained" else "-",

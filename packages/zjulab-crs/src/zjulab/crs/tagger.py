@@ -27,7 +27,7 @@ from zjulab.crs.encoder_model import EncoderModel
 from zjulab.crs.errors import CrsConfigError, NotTrainedError
 from zjulab.crs.samples import UnderstandingExample
 from zjulab.crs.task_scores import understanding_scores
-from zjulab.crs.training import TrainHistory, module_device, train_loop
+from zjulab.crs.training import TrainHistory, module_device, seeded_init, train_loop
 
 __all__ = [
     "LexiconTagger",
@@ -238,14 +238,16 @@ class SpanTagger(EncoderModel):
             raise CrsConfigError(
                 f"SpanTagger needs a fast tokenizer (character offsets); {type(self.tokenizer).__name__} is not one"
             )
-        self.net = TaggerNet(
-            encoder,
-            tags,
-            use_lstm=cfg.use_lstm,
-            use_crf=cfg.use_crf,
-            lstm_hidden=cfg.lstm_hidden,
-            dropout=cfg.dropout,
-        ).to(module_device(encoder))
+        with seeded_init(cfg.seed):
+            net = TaggerNet(
+                encoder,
+                tags,
+                use_lstm=cfg.use_lstm,
+                use_crf=cfg.use_crf,
+                lstm_hidden=cfg.lstm_hidden,
+                dropout=cfg.dropout,
+            )
+        self.net = net.to(module_device(encoder))
 
     def _encode(self, texts: Sequence[str]) -> tuple[dict[str, torch.Tensor], list[list[tuple[int, int]]]]:
         assert self.net is not None

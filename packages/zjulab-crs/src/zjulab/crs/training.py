@@ -7,6 +7,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ from zjulab.common.seeding import seed_everything
 from zjulab.crs.config import TrainConfig
 from zjulab.crs.errors import DataFormatError
 
-__all__ = ["TrainHistory", "module_device", "train_loop"]
+__all__ = ["TrainHistory", "module_device", "seeded_init", "train_loop"]
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +140,19 @@ def train_loop(
         history.seconds = time.perf_counter() - start
     logger.info("%s: %d steps, %.1f samples/s", desc, history.steps, history.examples_per_second)
     return history
+
+
+@contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """Draw the weights built inside from ``seed``, leaving the global RNG as it was.
+
+    The heads a model adds to its backbone (BiLSTM, CRF, linear layers, LoRA matrices) are
+    built under it, so one config gives one initial model in every process, whatever drew
+    from the global generator before.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def module_device(module: nn.Module) -> torch.device:
