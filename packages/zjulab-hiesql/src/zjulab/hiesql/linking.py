@@ -259,7 +259,8 @@ def _read_values(
     :class:`~zjulab.hiesql.sandbox.SQLiteSandbox` (read-only, authorizer, function allow-list,
     value and row caps; by default in a worker process killed at the deadline). Views are not
     read. One statement takes at most a quarter of the budget, so one slow table cannot starve
-    the others. The result is cached per file (path, inode, size, mtime, and those of its WAL).
+    the others. A complete read is cached per file (path, inode, size, mtime, and those of its
+    WAL); one cut by the time budget is used but not cached, so the next turn reads again.
     """
     path = Path(db_path).resolve()
     text_cols = tuple(
@@ -284,6 +285,7 @@ def _read_values(
     assert box is not None
     deadline = time.monotonic() + timeout_s
     per_statement = max(0.25, timeout_s / 4)
+    complete = True  # a read cut by time is used for this graph but never cached
     try:
         try:  # views are skipped: their values come from tables, and evaluating them may be costly
             views = {
@@ -301,6 +303,7 @@ def _read_values(
             left = deadline - time.monotonic()
             if left <= 0:
                 logger.warning("value matching stopped after %gs in %s", timeout_s, db_path)
+                complete = False
                 break
             qc, qt = col.replace('"', '""'), table.replace('"', '""')
             sql = (
@@ -311,11 +314,14 @@ def _read_values(
                 rows = box.execute(sql, max_rows=int(limit), timeout_s=min(left, per_statement)).rows
             except SandboxError as exc:  # a slow, refused or broken view or column: skip it
                 logger.warning("value matching skipped %s.%s in %s: %s", table, col, db_path, exc)
+                complete = complete and not ("time limit" in str(exc) or "no time left" in str(exc))
                 continue
             values[c_idx] = {" ".join(words(str(r[0]))) for r in rows if str(r[0]).strip()}
     finally:
         if own:
             box.close()
+    if not complete:
+        return values
     with _VALUE_LOCK:
         _VALUE_CACHE[key] = values
         while len(_VALUE_CACHE) > _VALUE_CACHE_SIZE:

@@ -268,7 +268,7 @@ def schema_from_sqlite(
         SchemaFileError: When the path is not an existing file, not a SQLite database, or its
             schema cannot be read within the limits.
     """
-    from zjulab.hiesql.errors import SandboxError, SandboxPermissionError
+    from zjulab.hiesql.errors import SandboxError, SandboxLimitError, SandboxPermissionError
     from zjulab.hiesql.sandbox import READ_SANDBOX, SQLiteSandbox
 
     p = Path(path)
@@ -294,15 +294,17 @@ def schema_from_sqlite(
             "AND name NOT LIKE 'sqlite_%' ORDER BY type = 'view', rowid"
         )
         rows = []
+        infos: dict[str, list[tuple[Any, ...]]] = {}
         for name, kind in listed:
-            if kind == "view":  # a view that cannot be prepared (unknown or unsafe function) is left out
-                try:
-                    query("SELECT name FROM pragma_table_info(?)", (name,))
-                except SandboxError as exc:
-                    if time.monotonic() >= deadline:
-                        raise
-                    logger.warning("%s: view %r left out of the schema: %s", p, name, exc)
-                    continue
+            # columns of each table and view, read once; a view that cannot be prepared within
+            # one statement's limit (unknown or refused function, too slow) is left out
+            try:
+                infos[name] = query("SELECT name, type, pk FROM pragma_table_info(?)", (name,))
+            except SandboxError as exc:
+                if kind != "view" or time.monotonic() >= deadline:
+                    raise
+                logger.warning("%s: view %r left out of the schema: %s", p, name, exc)
+                continue
             rows.append((name, kind))
         tables = [r[0] for r in rows]
         cols: list[tuple[int, str]] = [(-1, "*")]
@@ -311,7 +313,7 @@ def schema_from_sqlite(
         table_pks: dict[str, list[int]] = {}
         index: dict[tuple[str, str], int] = {}
         for t_idx, table in enumerate(tables):
-            info = query("SELECT name, type, pk FROM pragma_table_info(?)", (table,))
+            info = infos[table]
             keyed = sorted((pk, len(cols) + k) for k, (_n, _t, pk) in enumerate(info) if pk)
             table_pks[table.lower()] = [c for _pk, c in keyed]
             for name, ctype, pk in info:
@@ -351,9 +353,11 @@ def schema_from_sqlite(
                     )
     except SandboxPermissionError as exc:
         raise SchemaFileError(f"{p}: the schema cannot be read inside the sandbox ({exc})") from exc
-    except SandboxError as exc:
+    except SandboxLimitError as exc:
         if time.monotonic() >= deadline:
             raise SchemaFileError(f"{p}: reading the schema took longer than {timeout_s:g}s ({exc})") from exc
+        raise SchemaFileError(f"{p}: reading the schema exceeded the sandbox's limits ({exc})") from exc
+    except SandboxError as exc:
         raise SchemaFileError(f"{p}: not a readable SQLite database ({exc})") from exc
     finally:
         if own:
