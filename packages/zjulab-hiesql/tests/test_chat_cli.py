@@ -60,3 +60,30 @@ def test_retries_recover_a_transient_500(monkeypatch, capsys, concert_db):
         server.fail_next(1, 500)
         rc, out = _chat(monkeypatch, capsys, concert_db, server, ["Old?"], "--retries", "2")
     assert rc == 0 and "rows (1): name" in out and "failed:" not in out
+
+
+def test_demo_prints_the_result_rows_of_each_turn(monkeypatch, capsys):
+    # the demo's mechanics with a model that writes the right SQL: rows hand-read from
+    # resources/bookshop.sql (Canada: Chloe Martin, Elena Petrova; their four books)
+    from zjulab.hiesql import cli
+    from zjulab.hiesql.llm_parser import LLMParser
+
+    model = ScriptedChatModel(
+        [
+            "```sql\nSELECT name FROM author ORDER BY name\n```",
+            "```sql\nSELECT name FROM author WHERE country = 'Canada' ORDER BY name\n```",
+            "```sql\nSELECT T2.title FROM author AS T1 JOIN book AS T2 ON T1.author_id = T2.author_id "
+            "WHERE T1.country = 'Canada' ORDER BY T2.title\n```",
+        ]
+    )
+    monkeypatch.setattr(cli, "_llm_parser", lambda args, examples=None: LLMParser(model, num_candidates=1))
+    assert main(["demo"]) == 0
+    turns = capsys.readouterr().out.split("[turn ")[1:]
+    rows = [[line.strip() for line in t.split("rows (", 1)[1].splitlines()[1:] if line.startswith("    ")] for t in turns]
+    assert [t.split("rows (", 1)[1].split(")")[0] for t in turns] == ["5", "2", "4"]
+    assert rows == [
+        ["Ada Lindqvist", "Bruno Alves", "Chloe Martin", "Dev Raman", "Elena Petrova"],
+        ["Chloe Martin", "Elena Petrova"],
+        ["Maple and Stone", "Quiet Machines", "Small Hours", "Winter Atlas"],
+    ]
+    assert "country" in turns[1].split("linked schema:")[1].split("SQL:")[0]  # 'Canada' linked by value
