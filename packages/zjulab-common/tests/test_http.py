@@ -2,6 +2,7 @@
 
 import logging
 import threading
+import time
 
 import pytest
 
@@ -250,6 +251,25 @@ def test_retry_after_is_honoured(server):
     assert first.status == 429 and second.status == 200
     assert second.arrived - first.arrived >= 0.6
     assert c.usage.retries == 1 and c.usage.calls == 1
+
+
+@pytest.mark.parametrize("value", ["soon", "nan", "-", "Wed, 99 Foo 2015 07:28:00 GMT"])
+def test_a_retry_after_that_is_not_a_delay_falls_back_to_backoff(server, value):
+    # it raised ValueError out of generate_results, losing every answer of the batch
+    server.fail_next(1, 429, retry_after=value)
+    c = client(server, backoff=0.01)
+    assert c.generate([q("a"), q("b")]) == ["echo: a", "echo: b"]
+    assert c.usage.retries == 1
+
+
+def test_retry_after_as_an_http_date_is_waited_out(server, monkeypatch):
+    import email.utils
+
+    slept = []
+    monkeypatch.setattr("zjulab.common.chat.time.sleep", slept.append)
+    server.fail_next(1, 503, retry_after=email.utils.formatdate(time.time() + 30, usegmt=True))
+    assert client(server, max_retry_wait=60).generate([q("a")]) == ["echo: a"]
+    assert len(slept) == 1 and 10 < slept[0] <= 31  # the date is 30 s ahead, to the second
 
 
 def test_retry_after_longer_than_allowed_fails_at_once(server, monkeypatch):

@@ -14,10 +14,12 @@ on first access of the name.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import importlib
 import json
 import logging
+import math
 import numbers
 import os
 import random
@@ -296,25 +298,37 @@ def _read_key_file(path: str | os.PathLike[str]) -> str:
 
 
 def _retry_after(headers: Any) -> float | None:
-    """Seconds a server asked to wait (``retry-after-ms``, ``retry-after`` seconds or HTTP date)."""
+    """Seconds a server asked to wait (``retry-after-ms``, ``retry-after`` seconds or HTTP date).
+
+    A value that is none of these (``"soon"``, ``"nan"``) is no request: ``None``, and the
+    usual back-off applies.
+    """
     if headers is None:
         return None
     ms = headers.get("retry-after-ms")
     if ms is not None:
         try:
-            return max(0.0, float(ms) / 1000)
+            wait = float(ms) / 1000
+            if not math.isnan(wait):
+                return max(0.0, wait)
         except ValueError:
             pass
     value = headers.get("retry-after")
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        wait = float(value)
+        return None if math.isnan(wait) else max(0.0, wait)
     except ValueError:
         pass
-    parsed = email.utils.parsedate_to_datetime(value) if value.strip() else None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value) if value.strip() else None
+    except (TypeError, ValueError, IndexError):  # Python 3.10+ raises on what is not a date
+        return None
     if parsed is None:
         return None
+    if parsed.tzinfo is None:  # HTTP dates are GMT
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
     return max(0.0, parsed.timestamp() - time.time())
 
 

@@ -30,7 +30,8 @@ class Fault:
 
     Attributes:
         status: HTTP status sent (200 with ``body`` sends a malformed success).
-        retry_after: ``Retry-After`` header value in seconds, if any.
+        retry_after: ``Retry-After`` header value in seconds, if any (a string is sent as it is:
+            an HTTP date, or garbage a misbehaving server sends).
         body: Raw bytes (or a dict, sent as JSON) replacing the normal body. ``None`` sends the
             normal answer for status 200 and an OpenAI-style JSON error otherwise.
         delay: Seconds to wait before sending anything.
@@ -40,7 +41,7 @@ class Fault:
     """
 
     status: int = 500
-    retry_after: float | None = None
+    retry_after: float | str | None = None
     body: bytes | dict[str, Any] | None = None
     delay: float = 0.0
     drip: float = 0.0
@@ -249,7 +250,8 @@ class ChatServer:
                     if fault is not None and (fault.status != 200 or fault.body is not None):
                         extra = {}
                         if fault.retry_after is not None:
-                            extra["Retry-After"] = f"{fault.retry_after:g}"
+                            ra = fault.retry_after
+                            extra["Retry-After"] = ra if isinstance(ra, str) else f"{ra:g}"
                         if fault.body is not None:
                             self._send(fault.status, fault.body, headers=extra, drip=fault.drip)
                         else:
@@ -426,7 +428,7 @@ class ChatServer:
         n: int = 1,
         status: int = 500,
         *,
-        retry_after: float | None = None,
+        retry_after: float | str | None = None,
         body: bytes | dict[str, Any] | None = None,
         delay: float = 0.0,
         drip: float = 0.0,
