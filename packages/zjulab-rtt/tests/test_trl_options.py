@@ -336,3 +336,48 @@ def test_scale_rewards_scales_the_response_term_only(
     mask = batch["completion_mask"].bool()
     expected = torch.tensor(a_resp).unsqueeze(1) + 0.5 * a_tok
     torch.testing.assert_close(batch["advantages"][mask], expected[mask], atol=1e-5, rtol=0)
+
+
+def test_every_token_wise_loss_type_reads_each_tokens_advantage(
+    tmp_path, fresh_tiny, make_args, fixed_rollout
+):
+    """Each loss type clips / weighs every token by the sign and size of its own advantage A[i, t]."""
+    _, tok = fresh_tiny
+    rollout = fixed_rollout(tok, ["no, yes, ok", "yes no"])
+    trainer, ds = _trainer(tmp_path, fresh_tiny, make_args, rollout, cfg=RTTConfig(lam=2.0))
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    batch = _loss_batch(trainer, ds)
+    adv, mask = batch["advantages"], batch["completion_mask"].float()
+    # the failing response has tokens of both signs, so a per-sequence reading would show
+    assert adv.dim() == 2 and (adv[0][mask[0].bool()] > 0).any() and (adv[0][mask[0].bool()] < 0).any()
+    with torch.no_grad():
+        ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+        att = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+        logp, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, ids, att, batch["completion_ids"].shape[1]
+        )
+    noise = torch.tensor([0.5, -0.5]).repeat(logp.numel() // 2 + 1)[: logp.numel()].view_as(logp)
+    batch["old_per_token_logps"] = logp + noise  # ratios e^-0.5 and e^0.5: clipped on some tokens
+    r = torch.exp(-noise)
+    eps_lo, eps_hi = trainer.epsilon_low, trainer.epsilon_high
+    clipped = -torch.min(r * adv, r.clamp(1 - eps_lo, 1 + eps_hi) * adv) * mask
+    tau = torch.where(adv > 0, trainer.args.sapo_temperature_pos, trainer.args.sapo_temperature_neg)
+    soft = -(torch.sigmoid(tau * (r - 1)) * 4 / tau) * adv * mask
+    expected = {
+        "grpo": (clipped.sum(1) / mask.sum(1)).mean(),
+        "bnpo": clipped.sum() / mask.sum(),
+        "dr_grpo": clipped.sum() / (adv.size(0) * trainer.max_completion_length),
+        "dapo": clipped.sum() / batch["num_items_in_batch"],
+        "sapo": (soft.sum(1) / mask.sum(1)).mean(),
+        "cispo": (-(r.clamp(max=eps_hi) * adv * logp) * mask).sum() / batch["num_items_in_batch"],
+    }
+    for loss_type, value in expected.items():
+        trainer.loss_type = loss_type
+        loss = trainer._compute_loss(trainer.model, batch)
+        assert float(loss) == pytest.approx(float(value), abs=1e-5), loss_type
+    # the same rule fed each response's mean advantage gives another loss (so the check can fail)
+    trainer.loss_type = "grpo"
+    mean = ((adv * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True)).expand_as(adv)
+    per_seq = -torch.min(r * mean, r.clamp(1 - eps_lo, 1 + eps_hi) * mean) * mask
+    assert abs(float((per_seq.sum(1) / mask.sum(1)).mean()) - float(expected["grpo"])) > 1e-3
