@@ -185,6 +185,37 @@ def test_changing_the_model_reissues_its_calls(tmp_path):
         assert stub.total() == 2 * n
 
 
+def test_changing_the_clients_server_settings_reissues_its_calls(tmp_path):
+    # extra_body (vLLM/SGLang sampling such as top_k, or chat_template_kwargs) shapes every
+    # answer; it was not in the request key, so a run with new settings replayed the old answers
+    with StubServer() as stub:
+        run = lambda **kw: Pipeline(client(stub, **kw), FakeModel(weak_reply), cfg(tmp_path / "run")).run(  # noqa: E731
+            load_seeds(SEEDS)
+        )
+        first = run(extra_body={"top_k": 20})
+        n = stub.total()
+        assert {b.get("top_k") for b in stub.bodies} == {20}
+        second = run(extra_body={"top_k": 40})
+        assert stub.total() == 2 * n and second.records == first.records
+        assert {b.get("top_k") for b in stub.bodies[n:]} == {40}
+        run(extra_body={"top_k": 40})  # unchanged settings: everything replayed
+        assert stub.total() == 2 * n
+
+
+def test_a_client_without_server_settings_keeps_its_request_keys(tmp_path):
+    # keys of a client with no extra_body are the plain (stage, conversation, model, sampling)
+    # hash, so caches written before server settings entered the key stay valid
+    from zjulab.conifer import request_key
+    from zjulab.conifer.pipeline import RequestCache
+
+    with StubServer() as stub:
+        Pipeline(client(stub), FakeModel(weak_reply), cfg(tmp_path / "run")).run(load_seeds(SEEDS))
+        first = stub.bodies[0]
+    sampling = {"max_new_tokens": first["max_tokens"], "temperature": first["temperature"]}
+    key = request_key("reframe", first["messages"], "stub-model", sampling)
+    assert RequestCache(tmp_path / "run" / "requests.jsonl").get(key) is not None
+
+
 RUNNER = textwrap.dedent(
     """
     import sys

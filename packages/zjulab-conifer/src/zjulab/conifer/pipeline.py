@@ -387,6 +387,7 @@ class _CachedModel:
     ) -> None:
         self.model = model
         self.model_id = _model_id(model)
+        self.key_model = _key_model(model)
         # guided JSON: generate_structured sends response_format when the model declares support
         self.json_schema = bool(getattr(model, "json_schema", False) is True and config.guided_json)
         self.cache = cache
@@ -440,7 +441,7 @@ class _CachedModel:
             raise _AnswerRefused(f"the answer ended with {how!r} and the client refuses such answers", text)
 
     def _generate(self, conversations: Sequence[Conversation], **sampling: Any) -> list[ChatResult]:
-        keys = [request_key(self.stage, list(c), self.model_id, sampling) for c in conversations]
+        keys = [request_key(self.stage, list(c), self.key_model, sampling) for c in conversations]
         out: list[ChatResult | None] = []
         for k in keys:
             text = self.cache.get(k)
@@ -611,6 +612,19 @@ def _model_id(model: Any) -> str:
         if isinstance(value, str) and value:
             return value
     return type(model).__qualname__
+
+
+def _key_model(model: Any) -> str:
+    """The model as the request key sees it: its id, plus the server settings it always sends.
+
+    ``extra_body`` (vLLM/SGLang sampling such as ``top_k``, chat-template switches) shapes the
+    answers as much as the sampling keywords do. A client without such settings is keyed by its
+    id alone, as before.
+    """
+    extra = getattr(model, "extra_body", None)
+    if isinstance(extra, dict) and extra:
+        return f"{_model_id(model)} {json.dumps(extra, sort_keys=True, ensure_ascii=False, default=repr)}"
+    return _model_id(model)
 
 
 def _is_server_client(model: Any) -> bool:
