@@ -114,3 +114,11 @@ def test_generation_scores_pick_the_chinese_tokenizer_for_chinese_references():
     assert generation_scores(ex, ["补水面膜"])["bleu1"] == pytest.approx(0.75, abs=1e-6)
     out = generation_scores(ex, ["补水面膜"], tokenize="13a")
     assert out["corpus_bleu1"] == 0.0 and out["bleu1"] == pytest.approx(0.75)
+
+
+def test_cli_task5_baseline_is_the_papers_ruber_trained_on_the_train_split(capsys):
+    # the paper's task-5 baseline is RUBER (a trained unreferenced scorer), not the untrained
+    # context/response cosine
+    assert main(["eval", "evaluation"]) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    assert ", Ruber, " in head, head

@@ -165,7 +165,7 @@ def _load(task: str, path: str, corpus: Any, device: str) -> Any:
 def _baseline(task: str, corpus: Any, train: Sequence[Any]) -> Any:
     from zjulab.crs.elicitation import FrequencyElicitor
     from zjulab.crs.generation import RetrievalResponder
-    from zjulab.crs.quality import RuberScorer
+    from zjulab.crs.quality import Ruber, RuberScorer
     from zjulab.crs.recommendation import AttributeMatchRanker
     from zjulab.crs.tagger import LexiconTagger
 
@@ -177,7 +177,21 @@ def _baseline(task: str, corpus: Any, train: Sequence[Any]) -> Any:
         return AttributeMatchRanker(corpus.items, corpus.behaviours)
     if task == "generation":
         return RetrievalResponder().fit(train)
-    return RuberScorer()
+    # the paper's task-5 baseline: RUBER, its unreferenced network trained by negative sampling
+    # on the train split's (context, response) pairs (no human score is used); without scored
+    # train utterances the pairs come from the train split's assistant responses
+    pairs = list(train)
+    if len(pairs) < 2:
+        from zjulab.crs.samples import EvaluationExample, build_generation
+
+        pairs = [
+            EvaluationExample(e.context, e.response, 0.0, e.category, e.sid)
+            for e in build_generation(corpus.split("train"), corpus)
+        ]
+    if len(pairs) < 2:
+        logger.warning("fewer than 2 train responses: task-5 baseline is the untrained RUBER cosine")
+        return RuberScorer()
+    return Ruber().fit(pairs)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
