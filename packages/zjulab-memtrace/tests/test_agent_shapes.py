@@ -118,3 +118,75 @@ def test_the_summary_line_is_redacted():
     att = attribute(trace, Gold("Rex", (REX,)), EvidenceJudge())
     assert att.crashed and "401" in att.summary()
     assert key not in att.summary() and "AbCdEfGhIj" not in att.summary()
+
+
+def _streaming(tracer: Tracer, drop: bool):
+    @tracer.operation("extract", outputs=("facts",))
+    def extract(messages):
+        return [m for m in messages if not (drop and "dog" in m)]
+
+    @tracer.operation("generate", outputs=("tokens",))
+    def generate(question, facts):  # streams its answer word by word
+        hit = [f for f in facts if "dog" in f]
+        yield from (hit[0].split()[-1:] if hit else ["I", "don't", "know"])
+
+    @tracer.operation("noise")
+    def noise(x):
+        return x
+
+    @tracer.operation("answer", outputs=("answer",))
+    def answer(question, facts):
+        words = []
+        for w in generate(question, facts):
+            words.append(w)
+            noise(w)  # the consumer's own steps between items
+        return " ".join(words)
+
+    return extract, answer
+
+
+def test_a_streaming_step_records_what_it_yielded_and_replays(tmp_path):
+    tracer = Tracer()
+    extract, answer = _streaming(tracer, drop=True)
+    with tracer.trace() as trace:
+        assert answer("What is the dog called?", extract([REX, "Bob: hi"])) == "I don't know"
+    gen = trace.find_operations("generate")[0]
+    assert trace.variables[gen.outputs[0]].value == ["I", "don't", "know"]
+    ans = trace.find_operations("answer")[0]
+    assert gen.parent == ans.id  # it ran inside answer
+    assert all(trace.operations[o.id].parent == ans.id for o in trace.find_operations("noise"))
+    # replaying generate re-runs the generator and records its items, not a generator object
+    from zjulab.memtrace import replay
+
+    fixed = replay(trace, {trace.find_operations("extract")[0].id: [REX, "Bob: hi"]})
+    assert fixed.final == "Rex"
+    rep = replay(trace, {}, patches={gen.id: {}})
+    assert rep.executed[0] == gen.id and rep.values[gen.outputs[0]] == ["I", "don't", "know"]
+    att = attribute(trace, Gold("Rex", (REX,)), EvidenceJudge())
+    assert [trace.operation_label(o) for o in att.decisive_ops] == ["extract#0"] and att.verified
+    back = load_trace(save_trace(trace, tmp_path / "t.json"))
+    assert back.variables[gen.outputs[0]].value == ["I", "don't", "know"]
+
+
+def test_a_stream_stopped_early_or_failing_is_recorded():
+    tracer = Tracer()
+
+    @tracer.operation("generate", outputs=("tokens",))
+    def generate(n):
+        for i in range(n):
+            if i == 3:
+                raise RuntimeError("stream broke")
+            yield f"w{i}"
+
+    with tracer.trace() as trace:
+        stream = generate(10)
+        assert next(stream) == "w0" and next(stream) == "w1"
+        stream.close()  # the consumer stops after two items
+        with pytest.raises(RuntimeError, match="stream broke"):
+            list(generate(10))
+    first, second = trace.find_operations("generate")
+    assert trace.variables[first.outputs[0]].value == ["w0", "w1"] and first.error is None
+    assert second.error is not None and "stream broke" in second.meta["traceback"]
+    with tracer.trace() as again:
+        list(generate(2))
+    assert [o.parent for o in again.operations.values()] == [None]

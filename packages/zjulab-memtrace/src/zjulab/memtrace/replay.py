@@ -10,6 +10,7 @@ the list of operations it executed. The original trace is left untouched.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -185,6 +186,8 @@ def replay(
         }
         try:
             result = fn(*args, **kwargs)
+            if inspect.isgenerator(result):  # a streaming step's output is what it yields
+                result = list(result)
         except Exception as exc:
             from zjulab.memtrace.redaction import DEFAULT_REDACTOR
 

@@ -338,6 +338,48 @@ class OperationSpec:
             sig = None
         spec = self
 
+        if inspect.isgeneratorfunction(fn):
+            # a streaming step: recorded from its first item to its last, its output the list
+            # of what it yielded (a generator object would tell a reader and replay nothing)
+
+            @functools.wraps(fn)
+            def gwrapper(*args: Any, **kwargs: Any) -> Any:
+                rec = active.get()
+                if rec is None:
+                    return (yield from fn(*args, **kwargs))
+                call = tracer._begin(rec, spec, fn, sig, args, kwargs)
+                tracer._current_op.reset(call.token)  # the consumer runs between items, outside it
+                items: list[Any] = []
+
+                def finish(result: Any, exc: BaseException | None) -> None:
+                    call.token = tracer._current_op.set(call.op_id)
+                    tracer._end(rec, call, result, exc)
+
+                gen = fn(*args, **kwargs)
+                try:
+                    while True:
+                        token = tracer._current_op.set(call.op_id)  # steps it calls nest in it
+                        try:
+                            item = next(gen)
+                        except StopIteration:
+                            break
+                        finally:
+                            tracer._current_op.reset(token)
+                        items.append(item)
+                        yield item
+                except GeneratorExit:  # the consumer stopped early: the output is what it got
+                    gen.close()
+                    finish(items, None)
+                    raise
+                except BaseException as exc:
+                    finish(None, exc)
+                    raise
+                finish(items, None)
+                return None
+
+            gwrapper.__memtrace_spec__ = spec  # type: ignore[attr-defined]
+            return gwrapper  # type: ignore[return-value]
+
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
