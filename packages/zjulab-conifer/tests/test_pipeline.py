@@ -166,6 +166,14 @@ def test_corrupt_cache_middle_line(tmp_path):
     )
     with pytest.raises(CheckpointError, match=r"requests.jsonl:2"):
         Pipeline(FakeModel(), FakeModel(weak_reply), cfg).run(load_seeds(SEEDS))
+    # JSON that is not a row (a list, a string, a text that is not a string) was an AttributeError
+    # or became the text "None"/"[1]" replayed as an answer
+    for bad in ("[1, 2]", '"text"', '{"key": "b", "stage": "x", "text": [1]}'):
+        (tmp_path / "run" / "requests.jsonl").write_text(
+            f'{{"key": "a", "stage": "x", "text": "t"}}\n{bad}\n'
+        )
+        with pytest.raises(CheckpointError, match=r"requests.jsonl:2"):
+            Pipeline(FakeModel(), FakeModel(weak_reply), cfg).run(load_seeds(SEEDS))
 
 
 @pytest.mark.parametrize("text", ["纸上得来终觉浅，绝知此事要躬行。", "Crème brûlée für Zoë"])

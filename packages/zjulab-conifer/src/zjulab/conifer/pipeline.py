@@ -29,7 +29,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,14 +220,22 @@ class PipelineResult:
         return rows
 
 
-def read_jsonl_tolerant(path: Path, *, repair: bool = True) -> list[dict[str, Any]]:
+def read_jsonl_tolerant(
+    path: Path, *, repair: bool = True, check: Callable[[dict[str, Any]], str | None] | None = None
+) -> list[dict[str, Any]]:
     """Rows of an append-only JSONL file whose last line may be torn by a crash.
 
     The good prefix is measured in bytes (the file may hold any UTF-8 text); a torn last line
     is dropped and, with ``repair``, cut off the file so the next append starts clean.
 
+    Args:
+        path: The file.
+        repair: Cut a torn last line off the file.
+        check: Returns what is wrong with a row (``None``: nothing), named with its line.
+
     Raises:
-        CheckpointError: A line other than the last is not JSON, or the file is not UTF-8.
+        CheckpointError: A line other than the last is not JSON, a complete line is not a
+            JSON object or fails ``check``, or the file is not UTF-8.
     """
     if not path.exists():
         return []
@@ -251,6 +259,10 @@ def read_jsonl_tolerant(path: Path, *, repair: bool = True) -> list[dict[str, An
                     break
                 lineno = raw[:pos].count(b"\n") + 1
                 raise CheckpointError(f"{path}:{lineno}: invalid line in checkpoint: {exc}") from None
+            problem = "not a JSON object" if not isinstance(row, dict) else (check(row) if check else None)
+            if problem:
+                lineno = raw[:pos].count(b"\n") + 1
+                raise CheckpointError(f"{path}:{lineno}: invalid line in checkpoint: {problem}")
             rows.append(row)
         good = nxt
         pos = nxt
@@ -272,6 +284,16 @@ def request_key(stage: str, conversation: Conversation, model_id: str, sampling:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def _cache_row_problem(row: dict[str, Any]) -> str | None:
+    if not isinstance(row.get("key"), str) or not row["key"]:
+        return "no string 'key'"
+    if "text" in row and not isinstance(row["text"], str):
+        return f"'text' is a {type(row['text']).__name__}, not a string"
+    if "text" not in row and "error" not in row:
+        return "neither 'text' nor 'error'"
+    return None
+
+
 class RequestCache:
     """Model answers keyed by :func:`request_key`, appended and fsynced one at a time.
 
@@ -290,7 +312,7 @@ class RequestCache:
         self._failures: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         self._fh: IO[bytes] | None = None
-        for row in read_jsonl_tolerant(path):
+        for row in read_jsonl_tolerant(path, check=_cache_row_problem):
             key = str(row.get("key", ""))
             if "text" in row:
                 self._answers[key] = str(row["text"])
