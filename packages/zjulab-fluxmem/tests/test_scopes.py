@@ -165,3 +165,28 @@ def test_metadata_filtered_search_with_many_matches_still_finds_the_best_one(enc
     hits = mem.search("harbour ferry leaves", user_id="sam", filters={"tag": "new"}, top_k=5)["results"]
     assert hits[0]["id"] == best
     assert all(h["metadata"]["tag"] == "new" for h in hits) and len(hits) == 5
+
+
+@pytest.mark.parametrize(
+    ("meta", "flt"),
+    [
+        ({"n": 7}, {"n": 7}),
+        ({"n": 7.0}, {"n": 7}),
+        ({"flag": True}, {"flag": True}),
+        ({'k"ey': "v"}, {'k"ey': "v"}),
+        ({"tag": "rare", "other": -1}, {"tag": "rare", "other": {"lt": 0}, "kind": "episodic"}),
+    ],
+    ids=str,
+)
+def test_a_rare_filter_matches_the_same_values_as_get_all(enc, meta, flt):
+    """The scan behind a rare filter (SQL pre-filter, then the Python match) agrees with get_all."""
+    mem = FluxMemory(enc, config=FluxMemConfig(max_links=0, link_adjacent=False, search_candidates=5))
+    for i in range(120):
+        mem.add(f"harbour ferry note {i}", user_id="u", metadata={"n": "7", "flag": 1, "other": i})
+    rare = mem.add("quiet morning", user_id="u", metadata=meta)["results"][0]["id"]
+    want = [r["id"] for r in mem.get_all(user_id="u", filters=flt, limit=500)["results"]]
+    got = [h["id"] for h in mem.search("harbour ferry", user_id="u", filters=flt, top_k=3)["results"]]
+    assert set(got) <= set(want) and len(got) == min(3, len(want))
+    if len(want) == 1:
+        assert got == [rare]
+    assert rare in want

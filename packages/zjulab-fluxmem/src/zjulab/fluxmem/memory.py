@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -42,7 +43,7 @@ from zjulab.fluxmem.errors import (
 from zjulab.fluxmem.nodes import MemoryEdge, MemoryNode, NodeKind, Stage, new_id, now_iso
 from zjulab.fluxmem.reasoner import MemoryReasoner
 from zjulab.fluxmem.scoring import hybrid_scores
-from zjulab.fluxmem.store import DB_NAME, SCOPE_FIELDS, SQLiteStore
+from zjulab.fluxmem.store import _NODE_COLS, DB_NAME, SCOPE_FIELDS, SQLiteStore, _node, where_scope
 from zjulab.fluxmem.validation import check_text, check_text_tree
 
 __all__ = ["FluxMemory", "scope_filter", "scope_key", "validate_metadata"]
@@ -590,16 +591,25 @@ class FluxMemory:
         filters: Mapping[str, Any],
         m: int,
     ) -> list[str]:
-        """Candidates of a filtered search, drawn from the nodes the filters admit.
+        """Candidates of a filtered search: the ``m`` best admitted nodes by cosine and by bm25.
 
         The filters narrow the candidate set before ranking, as Mem0's vector stores apply
-        them inside the search: the scope's nodes are read once and matched, then the ``m``
-        best of those by cosine (exact) and by bm25 are the candidates. Taking the
-        unfiltered top candidates and filtering them would miss a match that ranks below
-        them (a search for a rare tag would come back empty).
+        them inside the search; filtering the unfiltered top candidates instead would miss a
+        match ranked below them (a search for a rare tag would come back empty). First the
+        scope's top ``10 m`` of each list are read and filtered: when each list yields ``m``
+        admitted nodes (or was exhausted), those are the best admitted ones. Otherwise the
+        scope's nodes are read once (with an SQL pre-filter on plain metadata equalities) and
+        matched, and the best admitted ones are found among them.
         """
-        nodes = [n for n in self.graph.nodes(scope) if self._matches(n, scope, filters)]
-        admitted = [n.id for n in nodes]
+        k = 10 * m
+        dense_top = [nid for nid, _ in self._dense(qv, k, scope)]
+        lex_top = [nid for nid, _ in self.store.bm25_top(query, k, scope, self.config.bm25_scan_budget)]
+        seen = self.graph.nodes_by_id(dense_top + lex_top)
+        dense_ok = [n for n in dense_top if n in seen and self._matches(seen[n], scope, filters)]
+        lex_ok = [n for n in lex_top if n in seen and self._matches(seen[n], scope, filters)]
+        if (len(dense_ok) >= m or len(dense_top) < k) and (len(lex_ok) >= m or len(lex_top) < k):
+            return list(dict.fromkeys(dense_ok[:m] + lex_ok[:m]))
+        admitted = self._admitted(scope, filters)
         if len(admitted) <= 2 * m:
             return admitted
         out: dict[str, None] = {}
@@ -609,18 +619,31 @@ class FluxMemory:
         for i in np.argsort(-dense, kind="stable")[:m]:
             out[admitted[int(i)]] = None
         if len(admitted) <= _EXACT_LEXICAL_MAX:
-            bm = self.store.bm25_scores(query, admitted, [n.content for n in nodes])
+            bm = self.store.bm25_scores(query, admitted)
             lexical = [admitted[int(i)] for i in np.argsort(-bm, kind="stable")[:m] if bm[int(i)] > 0]
-        else:  # many admitted: the budgeted FTS5 candidates of the scope that are admitted
-            allowed = set(admitted)
-            lexical = [
-                nid
-                for nid, _ in self.store.bm25_top(query, 10 * m, scope, self.config.bm25_scan_budget)
-                if nid in allowed
-            ][:m]
+        else:  # many admitted: the admitted ones among the scope's budgeted FTS5 candidates
+            lexical = lex_ok[:m]
         for nid in lexical:
             out[nid] = None
         return list(out)
+
+    def _admitted(self, scope: Mapping[str, str | None], filters: Mapping[str, Any]) -> list[str]:
+        """Ids of the scope's nodes the filters admit, in insertion order.
+
+        Plain equalities on metadata keys (a string or an int) become ``json_extract``
+        conditions that narrow the rows read; every row read is still matched in Python, so
+        the SQL part only ever drops rows the match would drop.
+        """
+        sql, params = where_scope(scope)
+        for key, want in filters.items():
+            if key in _NODE_FIELDS or not _SAFE_KEY.fullmatch(key):
+                continue
+            if (isinstance(want, str) and want != "*") or type(want) is int:
+                sql += f""" AND json_extract(metadata, '$."{key}"') = ?"""
+                params.append(want)
+        cols = _NODE_COLS.replace("content", "''")
+        rows = self.store.conn.execute(f"SELECT {cols} FROM nodes WHERE {sql} ORDER BY rid", params)
+        return [row[1] for row in rows if self._matches(_node(row), scope, filters)]
 
     def _dense(self, qv: np.ndarray, k: int, scope: Mapping[str, str | None]) -> list[tuple[str, float]]:
         return self.store.vectors.search_scope(self.store.conn, qv, k, scope)[0]
@@ -1416,6 +1439,7 @@ class FluxMemory:
 
 
 _EXACT_LEXICAL_MAX = 20_000  # admitted nodes up to which a filtered search scores bm25 exactly
+_SAFE_KEY = re.compile(r"[A-Za-z0-9_\- ]+")  # metadata keys usable in a json_extract path
 
 
 def _chunks(items: Sequence[str], n: int) -> Iterable[list[str]]:
