@@ -172,6 +172,29 @@ def test_a_message_that_is_not_text_is_a_malformed_body(message, why):
     assert isinstance(res.error, RemoteModelError) and why in str(res.error)
 
 
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b'\xff\xfe{"choices": []}', "malformed body"),  # not UTF-8: escaped as UnicodeDecodeError
+        (
+            b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "\xff"}, '
+            b'"finish_reason": "stop"}]}',
+            "malformed body",
+        ),
+        (
+            b'{"choices": [{"index": 0, "message": {"content": "x"}, "finish_reason": 5}]}',
+            "finish_reason is 5",
+        ),
+    ],
+)
+def test_an_undecodable_answer_fails_alone(server, body, why):
+    server.fail_next(1, 200, body=body)
+    res = client(server, max_retries=0).generate_results([q("a"), q("b")])
+    bad = [r for r in res if not r.ok]
+    assert len(bad) == 1 and why in str(bad[0].error)
+    assert [r.text for r in res if r.ok] in (["echo: a"], ["echo: b"])  # the other answer is kept
+
+
 def test_an_error_object_sent_with_http_200_keeps_the_servers_message(server):
     # some proxies answer 200 {"error": ...}: the message was lost ("no choices") and retried
     server.fail_next(

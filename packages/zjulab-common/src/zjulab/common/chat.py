@@ -684,11 +684,17 @@ class OpenAIChatModel:
                 exc.retryable,
                 None,
             )
-        if isinstance(exc, (_MalformedBody, json.JSONDecodeError)):
+        if isinstance(exc, (_MalformedBody, json.JSONDecodeError, UnicodeDecodeError)):
+            # a body that is not UTF-8 used to escape as UnicodeDecodeError, losing the batch
             return RemoteModelError(f"{where} returned a malformed body: {exc}"), True, None
         if isinstance(exc, openai.OpenAIError):
             return RemoteModelError(f"{where}: {self._redact(str(exc))}"), False, None
-        raise exc
+        # anything else stays with its conversation: one odd answer never discards the batch
+        return (
+            RemoteModelError(f"{where}: unexpected {type(exc).__name__}: {self._redact(str(exc))}"),
+            False,
+            None,
+        )
 
     def _parse(self, resp: Any) -> ChatResult:
         try:
@@ -708,6 +714,8 @@ class OpenAIChatModel:
                 raise server_error
             raise _MalformedBody("the body has no choices")
         choice = choices[0]
+        if choice.finish_reason is not None and not isinstance(choice.finish_reason, str):
+            raise _MalformedBody(f"finish_reason is {choice.finish_reason!r}, not a string")
         message = choice.message
         if message is None:
             raise _MalformedBody("the first choice has no message")
