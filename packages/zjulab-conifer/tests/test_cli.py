@@ -72,6 +72,28 @@ def test_eval_ifeval(tmp_path, capsys, ifeval_path):
     assert "punctuation:no_comma" in out
 
 
+def test_conifer_export_keeps_every_answer_and_says_what_no_feedback_leaves_out(tmp_path, capsys):
+    cfg = PipelineConfig(out_dir=str(tmp_path / "run"), num_reframes=1, num_levels=3, few_shot=False)
+    res = Pipeline(FakeModel(), FakeModel(weak_reply), cfg).run(
+        load_seeds(["How do I keep a starter alive?"])
+    )
+    answers = [r["answer"] for r in res.records]
+    with_process = sum(bool(r.get("process_in_answer")) for r in res.records)
+    assert with_process == 3 and len(answers) == 6
+    out = tmp_path / "sft.jsonl"
+    assert main(["export", str(tmp_path / "run"), "--out", str(out)]) == 0
+    said = {m["content"] for x in out.read_text().splitlines() for m in json.loads(x)["messages"]}
+    assert all(a in said for a in answers)  # no answered record missing from the export
+    capsys.readouterr()
+    lean = tmp_path / "lean.jsonl"
+    assert main(["export", str(tmp_path / "run"), "--out", str(lean), "--no-feedback"]) == 0
+    said = {m["content"] for x in lean.read_text().splitlines() for m in json.loads(x)["messages"]}
+    assert sum(a not in said for a in answers) == with_process
+    assert (
+        "left out 3 answered records whose answers carry their internal feedback" in capsys.readouterr().out
+    )
+
+
 def test_export_jsonl_and_hf(tmp_path, capsys):
     cfg = PipelineConfig(
         mode="verifiable",

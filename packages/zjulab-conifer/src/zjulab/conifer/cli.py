@@ -198,6 +198,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     what = "preference pairs" if args.kind == "dpo" else f"conversations ({args.ordering})"
     print(f"wrote {n} {what} to {args.out}{label}")
+    left = sum(bool(r.get("process_in_answer")) and r.get("answer") is not None for r in records)
+    if args.kind != "dpo" and args.no_feedback and left:
+        print(
+            f"left out {left} answered records whose answers carry their internal feedback "
+            "(format/number variants); export without --no-feedback to keep them"
+        )
     return 0
 
 

@@ -211,7 +211,10 @@ def build_conversations(
             variant without process feedback as a single-turn example; ``"level"``: single-turn examples sorted by level, easiest
             first (a curriculum over the whole set); ``"shuffled"``: single-turn examples in
             random order (the baseline without curriculum).
-        include_feedback: Append the internal- and external-feedback conversations.
+        include_feedback: Append the internal- and external-feedback conversations. Without
+            it, records whose answers end with their process feedback (``process_in_answer``,
+            the format/number variants of ``mode="conifer"``) are left out: those answers are
+            internal-feedback data.
         seed: Shuffling seed.
 
     Raises:
