@@ -29,7 +29,9 @@ def build(path: Path, views: int) -> None:
     conn.execute("CREATE VIEW v0 AS SELECT name FROM city")
     for i in range(1, 11):
         p = f"v{i - 1}"
-        conn.execute(f"CREATE VIEW v{i} AS SELECT name FROM {p} UNION ALL SELECT name FROM {p} UNION ALL SELECT name FROM {p}")
+        conn.execute(
+            f"CREATE VIEW v{i} AS SELECT name FROM {p} UNION ALL SELECT name FROM {p} UNION ALL SELECT name FROM {p}"
+        )
     for k in range(views):
         conn.execute(f"CREATE VIEW w{k} AS SELECT name FROM v10")
     conn.commit()
@@ -59,15 +61,21 @@ def main() -> None:
             except SchemaFileError:
                 outcome = "SchemaFileError"
             dt = time.perf_counter() - t0
-            print(f"schema_from_sqlite(timeout_s={budget:g}): {outcome} after {dt:.2f} s = {dt / budget:.2f} x budget, {dt / bare:.3f} x bare")
+            print(
+                f"schema_from_sqlite(timeout_s={budget:g}): {outcome} after {dt:.2f} s = {dt / budget:.2f} x budget, {dt / bare:.3f} x bare"
+            )
         small = Path(tmp) / "small.sqlite"
         build(small, 2)
         schema = schema_from_sqlite(small, timeout_s=60)
         t0 = time.perf_counter()
-        graph = build_linking_graph(schema, "Which city is Lyon?", [], None, small, LinkingConfig(value_timeout_s=2.0))
+        graph = build_linking_graph(
+            schema, "Which city is Lyon?", [], None, small, LinkingConfig(value_timeout_s=2.0)
+        )
         dt = time.perf_counter() - t0
         linked = "value_match" in " ".join(graph.linked_schema().get("city.name", []))
-        print(f"value linking over {len(schema.table_names_original)} tables and views: {dt:.2f} s = {dt / 2.0:.2f} x budget; Lyon linked by value: {linked}")
+        print(
+            f"value linking over {len(schema.table_names_original)} tables and views: {dt:.2f} s = {dt / 2.0:.2f} x budget; Lyon linked by value: {linked}"
+        )
 
 
 if __name__ == "__main__":

@@ -144,7 +144,9 @@ def main() -> None:
                 f"{name:6} {label:10} {len(gold_turns):>6} {unreadable:>15} {same:>6}/{len(both):<5} "
                 f"{same_level:>7}/{len(both):<5} {em_o:>11.4f} {em_m:>8.4f} {t_official / t_ours:>10.1f}"
             )
-            for (a, b), (p, _), (g, db) in zip(zip(theirs, mine, strict=True), pred_turns, gold_turns, strict=True):
+            for (a, b), (p, _), (g, db) in zip(
+                zip(theirs, mine, strict=True), pred_turns, gold_turns, strict=True
+            ):
                 if a is not None and b is not None and a != b:
                     print(f"  differs on {db}: official {a}, ours {b}\n    pred {p}\n    gold {g}")
 

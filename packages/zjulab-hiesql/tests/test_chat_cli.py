@@ -79,7 +79,10 @@ def test_demo_prints_the_result_rows_of_each_turn(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_llm_parser", lambda args, examples=None: LLMParser(model, num_candidates=1))
     assert main(["demo"]) == 0
     turns = capsys.readouterr().out.split("[turn ")[1:]
-    rows = [[line.strip() for line in t.split("rows (", 1)[1].splitlines()[1:] if line.startswith("    ")] for t in turns]
+    rows = [
+        [line.strip() for line in t.split("rows (", 1)[1].splitlines()[1:] if line.startswith("    ")]
+        for t in turns
+    ]
     assert [t.split("rows (", 1)[1].split(")")[0] for t in turns] == ["5", "2", "4"]
     assert rows == [
         ["Ada Lindqvist", "Bruno Alves", "Chloe Martin", "Dev Raman", "Elena Petrova"],

@@ -188,5 +188,7 @@ def test_views_of_the_file_keep_the_function_allow_list(tmp_path):
                 ("vl", "load_extension()"),
                 ("vf", "PRAGMA function_list"),
             ):
-                with pytest.raises(SandboxPermissionError, match=named.replace("(", r"\(").replace(")", r"\)")):
+                with pytest.raises(
+                    SandboxPermissionError, match=named.replace("(", r"\(").replace(")", r"\)")
+                ):
                     box.execute(f"SELECT * FROM {view}")

@@ -145,7 +145,9 @@ class HieSqlParser:
         if ctx == "utterance":
             hist = []
         sql = last_sql if ctx == "history_sql" else None
-        graph = build_linking_graph(schema, utterance, hist, sql, db_path, self.config.linking, sandbox=sandbox)
+        graph = build_linking_graph(
+            schema, utterance, hist, sql, db_path, self.config.linking, sandbox=sandbox
+        )
         enc = build_encoder_input(self.encoder_tokenizer, graph, ctx, self.config.encoder.max_length)
         return enc, self._prompt_ids(schema, utterance, hist, sql, graph)
 

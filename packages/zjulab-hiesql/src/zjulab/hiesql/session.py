@@ -128,9 +128,7 @@ class Text2SQLSession:
         # the schema is read through the session's sandbox too (a user's file is untrusted)
         try:
             self.schema = (
-                schema
-                if schema is not None
-                else schema_from_sqlite(self.db_path, sandbox=self.sandbox)  # type: ignore[arg-type]
+                schema if schema is not None else schema_from_sqlite(self.db_path, sandbox=self.sandbox)  # type: ignore[arg-type]
             )
         except BaseException:
             self.close()
