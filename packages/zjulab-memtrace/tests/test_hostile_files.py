@@ -225,3 +225,49 @@ def test_a_deeply_nested_file_is_a_typed_error_everywhere(tmp_path, depth):
     with pytest.raises(TraceFileError, match=r"locomo10\.json.*nested"):
         load_locomo(lo)
     assert not list(tmp_path.glob("deep.html")) and not list(tmp_path.glob("deep.attribution.json"))
+
+
+def test_lone_surrogates_never_fail_an_output(tmp_path, capsys):
+    # a string decoded with surrogateescape (a file name, subprocess bytes) cannot be UTF-8;
+    # JSON files can hold such strings as \udcff escapes
+    tracer = Tracer()
+
+    @tracer.operation("extract", outputs=("facts",))
+    def extract(messages):
+        return [m for m in messages if "cat" not in m]
+
+    with tracer.trace("run \udcff") as trace:
+        extract(["Ann: my cat is Milo", "log line \udcff\ud800 from a pipe"])
+    path = save_trace(trace, tmp_path / "t.json")
+    from zjulab.memtrace import load_trace
+    from zjulab.memtrace.render import write_picture
+
+    back = load_trace(path)
+    facts = back.variables[back.operations["op1"].outputs[0]]
+    assert facts.value == ["log line \ufffd\ufffd from a pipe"] and not facts.serializable
+    assert len(write_picture(trace, tmp_path / "pic")) == 2
+    hostile = tmp_path / "h.json"
+    hostile.write_text(path.read_text().replace("\ufffd", "\\udcff"))
+    assert "\\udcff" in hostile.read_text()
+    assert main(["show", str(hostile)]) == 0
+    assert main(["attribute", str(hostile), "--gold", "Milo", "--evidence", "Ann: my cat is Milo"]) == 0
+    json.loads((tmp_path / "h.attribution.json").read_text(encoding="utf-8"))
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from zjulab.memtrace.otel import export_otel
+
+    mem = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(mem))
+    export_otel(load_trace(hostile), tracer_provider=provider)
+    spans = mem.get_finished_spans()
+    assert len(spans) == 2
+    for span in spans:  # what an OTLP exporter encodes must be valid UTF-8
+        span.name.encode("utf-8")
+        for value in span.attributes.values():
+            for v in value if isinstance(value, tuple) else (value,):
+                if isinstance(v, str):
+                    v.encode("utf-8")

@@ -126,7 +126,7 @@ def _cmd_attribute(args: argparse.Namespace) -> int:
     from zjulab.memtrace.config import AttributionConfig
     from zjulab.memtrace.gold import Gold
     from zjulab.memtrace.judges import ChatJudge, EvidenceJudge, Judge
-    from zjulab.memtrace.outputs import check_replaceable
+    from zjulab.memtrace.outputs import check_replaceable, utf8_safe
     from zjulab.memtrace.store import load_trace
 
     if args.trust_handles and not args.allow_module:
@@ -150,7 +150,7 @@ def _cmd_attribute(args: argparse.Namespace) -> int:
     att = attribute(trace, gold, judge, config=AttributionConfig(verify=verify))
     out = Path(args.out) if args.out else Path(args.trace).with_suffix(".attribution.json")
     check_replaceable(out)
-    write_json(out, att.to_dict())
+    write_json(out, utf8_safe(att.to_dict()))
     _say(att.summary())
     for d in att.decisive:
         _say(f"{d.label} [{d.op_id}] mode={d.mode}: {d.rationale}")

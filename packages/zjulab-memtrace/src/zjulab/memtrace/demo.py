@@ -146,7 +146,8 @@ def run_demo(
     att = attribute(trace, DEMO_GOLD, j)
     trace_path = save_trace(trace, out / "trace.json")
     from zjulab.common.io import write_json
+    from zjulab.memtrace.outputs import utf8_safe
 
-    write_json(out / "trace.attribution.json", att.to_dict())
+    write_json(out / "trace.attribution.json", utf8_safe(att.to_dict()))
     pics = write_picture(trace, out / "trace", att)
     return DemoResult(answer, att, trace_path, pics, getattr(enc, "model_id", type(enc).__name__))

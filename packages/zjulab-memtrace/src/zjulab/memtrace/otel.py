@@ -174,22 +174,29 @@ def span_attributes(
         if op.id in attribution.decisive_ops:
             attrs["memtrace.decisive"] = True
             attrs["memtrace.failure_mode"] = next(d.mode for d in attribution.decisive if d.op_id == op.id)
-    return attrs
+    from zjulab.memtrace.outputs import utf8_safe
+
+    # OTLP encodes attributes as UTF-8: a lone surrogate would fail the whole export batch
+    return {k: utf8_safe(v) if isinstance(v, (str, list)) else v for k, v in attrs.items()}
 
 
 def root_attributes(
     trace: Trace, *, redact: RedactFn | None = DEFAULT_REDACTOR, max_chars: int = 4000
 ) -> dict[str, Any]:
     """Attributes of a trace's root span (valid JSON where the mime type says JSON)."""
+    from zjulab.memtrace.outputs import utf8_safe
+
     out, mime = _json_value(trace.final_value, redact, max_chars)
-    return {
-        "memtrace.trace.id": trace.id,
-        "memtrace.trace.name": redact_text(trace.name, redact),
-        "openinference.span.kind": "CHAIN",
-        "memtrace.final": trace.final or "",
-        "output.value": out,
-        "output.mime_type": mime,
-    }
+    return utf8_safe(
+        {
+            "memtrace.trace.id": trace.id,
+            "memtrace.trace.name": redact_text(trace.name, redact),
+            "openinference.span.kind": "CHAIN",
+            "memtrace.final": trace.final or "",
+            "output.value": out,
+            "output.mime_type": mime,
+        }
+    )
 
 
 def export_otel(
@@ -226,8 +233,10 @@ def export_otel(
     ops = [trace.operations[o] for o in trace.topological_operations()]
     starts = [o.start_ns for o in ops if o.start_ns] or [0]
     ends = [o.end_ns for o in ops if o.end_ns] or [0]
+    from zjulab.memtrace.outputs import utf8_safe
+
     root = tracer.start_span(
-        f"memtrace {redact_text(trace.name, redact)}",
+        utf8_safe(f"memtrace {redact_text(trace.name, redact)}"),
         start_time=min(starts) or None,
         attributes=root_attributes(trace, redact=redact, max_chars=max_chars),
     )
@@ -237,7 +246,7 @@ def export_otel(
         parent = by_op.get(op.parent) if op.parent else None
         ctx = ot.set_span_in_context(parent if parent is not None else root)
         span = tracer.start_span(
-            op.name,
+            utf8_safe(op.name),
             context=ctx,
             start_time=op.start_ns or None,
             attributes=span_attributes(
@@ -289,15 +298,19 @@ class LiveExporter:
         self._spans: dict[tuple[str, str], Any] = {}
 
     def on_trace_start(self, trace: Trace) -> None:  # noqa: D102
+        from zjulab.memtrace.outputs import utf8_safe
+
         self._roots[trace.id] = self._tracer.start_span(
-            f"memtrace {redact_text(trace.name, self.redact)}",
+            utf8_safe(f"memtrace {redact_text(trace.name, self.redact)}"),
             attributes={"openinference.span.kind": "CHAIN", "memtrace.trace.id": trace.id},
         )
 
     def on_op_start(self, trace: Trace, op_id: str, parent: str | None, name: str) -> None:  # noqa: D102
         up = self._spans.get((trace.id, parent)) if parent else None
         ctx = self._ot.set_span_in_context(up if up is not None else self._roots[trace.id])
-        self._spans[(trace.id, op_id)] = self._tracer.start_span(name, context=ctx)
+        from zjulab.memtrace.outputs import utf8_safe
+
+        self._spans[(trace.id, op_id)] = self._tracer.start_span(utf8_safe(name), context=ctx)
 
     def on_op_end(self, trace: Trace, op: Operation) -> None:  # noqa: D102
         from opentelemetry.trace import Status, StatusCode

@@ -12,11 +12,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 from zjulab.memtrace.errors import OutputExistsError
 
-__all__ = ["ATTRIBUTION_SCHEMA", "DOT_SIGNATURE", "HTML_SIGNATURE", "check_replaceable", "written_here"]
+__all__ = [
+    "ATTRIBUTION_SCHEMA",
+    "DOT_SIGNATURE",
+    "HTML_SIGNATURE",
+    "check_replaceable",
+    "utf8_safe",
+    "written_here",
+]
 
 ATTRIBUTION_SCHEMA = "zjulab.memtrace.attribution"
 """``schema`` field of an attribution JSON document."""
@@ -75,3 +84,22 @@ def check_replaceable(path: str | os.PathLike[str]) -> Path:
     if p.parent.exists() and not p.parent.is_dir():
         raise OutputExistsError(f"{p.parent}: is a file, not a folder; cannot write {p.name} inside it")
     return p
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def utf8_safe(value: Any) -> Any:
+    """``value`` (a string or JSON-shaped) with lone surrogates replaced by U+FFFD.
+
+    A string decoded with ``surrogateescape`` (file names, bytes from a subprocess) or cut
+    through a surrogate pair cannot be written as UTF-8; every output replaces those code
+    points rather than fail and lose the whole file.
+    """
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+    if isinstance(value, dict):
+        return {utf8_safe(k): utf8_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [utf8_safe(v) for v in value]
+    return value

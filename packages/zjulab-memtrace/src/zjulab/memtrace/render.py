@@ -20,7 +20,7 @@ from zjulab.common.io import atomic_write_text
 from zjulab.memtrace.attribution import Attribution
 from zjulab.memtrace.graph import Trace
 from zjulab.memtrace.judges import describe_value
-from zjulab.memtrace.outputs import DOT_SIGNATURE, HTML_SIGNATURE, check_replaceable
+from zjulab.memtrace.outputs import DOT_SIGNATURE, HTML_SIGNATURE, check_replaceable, utf8_safe
 from zjulab.memtrace.redaction import DEFAULT_REDACTOR, RedactFn, apply_redaction, redact_text
 
 __all__ = ["layered_layout", "to_dot", "to_html", "write_picture"]
@@ -252,6 +252,6 @@ def write_picture(
             if fmt == "html"
             else to_dot(trace, attribution, redact=redact)
         )
-        atomic_write_text(target, text)
+        atomic_write_text(target, utf8_safe(text))
         out.append(target)
     return out

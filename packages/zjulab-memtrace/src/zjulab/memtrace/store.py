@@ -13,6 +13,7 @@ import importlib
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,6 +31,7 @@ __all__ = ["SCHEMA", "SCHEMA_VERSION", "load_trace", "save_trace", "trace_from_d
 logger = logging.getLogger(__name__)
 
 SCHEMA = "zjulab.memtrace.trace"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 SCHEMA_VERSION = 1
 
 
@@ -46,6 +48,9 @@ def _encode(value: Any, where: str) -> tuple[Any, bool]:
     except (TypeError, ValueError):
         logger.warning("%s: %s value is not JSON-serialisable; stored by repr", where, type(value).__name__)
         return {"__repr__": DEFAULT_REDACTOR.text(repr(value))}, False
+    if _SURROGATE.search(text):  # not writable as UTF-8: replaced, and marked lossy
+        logger.warning("%s: lone surrogates in a string; replaced by U+FFFD and marked lossy", where)
+        return json.loads(_SURROGATE.sub("\ufffd", text)), False
     back = json.loads(text)
     if not _same(back, value):
         logger.warning("%s: %s value changes type through JSON; marked lossy", where, type(value).__name__)
@@ -157,10 +162,10 @@ def save_trace(
         OutputExistsError: ``path`` is a folder or a file this library did not write (a
             user's file is never replaced).
     """
-    from zjulab.memtrace.outputs import check_replaceable
+    from zjulab.memtrace.outputs import check_replaceable, utf8_safe
 
     check_replaceable(path)
-    doc = trace_to_dict(trace, redact=redact)
+    doc = utf8_safe(trace_to_dict(trace, redact=redact))
     write_json(path, doc)
     return Path(path)
 
