@@ -82,6 +82,33 @@ def test_replaced_file_keeps_its_group_and_owner(tmp_path):
         assert store.stat().st_uid == uid
 
 
+def test_a_file_in_the_way_of_the_folder_is_a_typed_error(tmp_path):
+    # was a bare FileExistsError "File exists: 'afile'", naming neither the target nor the cause
+    (tmp_path / "afile").write_text("keep me")
+    for write in (
+        lambda: write_json(tmp_path / "afile" / "sub" / "x.json", {}),
+        lambda: atomic_directory(tmp_path / "afile" / "store").__enter__(),
+    ):
+        with pytest.raises(StoreError, match=r"cannot be written, .*afile is a file, not a folder"):
+            write()
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_a_refused_write_is_a_typed_error(tmp_path, monkeypatch):
+    # a read-only folder (simulated: the suite may run as root, who may write anywhere)
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", kwargs.get("dir"))
+
+    monkeypatch.setattr("zjulab.common.io.tempfile.mkstemp", refuse)
+    monkeypatch.setattr("zjulab.common.io.tempfile.mkdtemp", refuse)
+    with pytest.raises(StoreError, match=r"x\.json: permission denied writing in"):
+        write_json(tmp_path / "x.json", {})
+    with pytest.raises(OSError):  # StoreError is an OSError: old handlers still catch it
+        with atomic_directory(tmp_path / "store"):
+            pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".store.lock"]
+
+
 def test_new_file_follows_the_umask(tmp_path):
     old = os.umask(0o002)
     try:

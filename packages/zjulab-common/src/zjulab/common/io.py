@@ -167,6 +167,28 @@ def _resolve_target(path: Path) -> Path:
     return path
 
 
+def _make_parent(target: Path) -> None:
+    """Create ``target``'s folder; a file in the way or a refused write is a ``StoreError``.
+
+    ``StoreError`` is an ``OSError``: code that caught the bare ``OSError`` still does.
+    """
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        blocker = next((p for p in [target.parent, *target.parent.parents] if p.is_file()), target.parent)
+        raise StoreError(f"{target}: cannot be written, {blocker} is a file, not a folder") from exc
+    except PermissionError as exc:
+        raise StoreError(f"{target}: permission denied creating {exc.filename or target.parent}") from exc
+
+
+def _temp_dir_beside(target: Path) -> str:
+    """A new temporary directory beside ``target``."""
+    try:
+        return tempfile.mkdtemp(prefix=_tmp_prefix(target), suffix=".tmp", dir=target.parent)
+    except PermissionError as exc:
+        raise StoreError(f"{target}: permission denied writing in {target.parent}") from exc
+
+
 def _tmp_prefix(target: Path) -> str:
     return f".{target.name}.{os.getpid()}."
 
@@ -224,10 +246,13 @@ def _atomic_write(path: Path, mode: str, encoding: str) -> Iterator[IO[Any]]:
     path = _resolve_target(path)
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a file")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path)
     remove_stale_temps(path)
     file_mode = _new_mode(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
+    except PermissionError as exc:
+        raise StoreError(f"{path}: permission denied writing in {path.parent}") from exc
     tmp = Path(tmp_name)
     try:
         _keep_owner(path, fd=fd)
@@ -394,7 +419,7 @@ def directory_lock(path: str | os.PathLike[str], *, timeout: float = -1) -> Iter
     from filelock import FileLock, Timeout
 
     target = _resolve_target(Path(path))
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(target)
     lock = FileLock(str(_lock_path(target)), timeout=timeout, mode=_new_mode(_lock_path(target)))
     try:
         with lock:
@@ -430,12 +455,12 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = _resolve_target(Path(path))
     if target.exists() and not target.is_dir():
         raise InputError(f"{target}: exists and is not a directory")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(target)
     with directory_lock(target):
         _recover(target)
         remove_stale_temps(target)
         dir_mode = _new_mode(target, directory=True)
-    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(target), suffix=".tmp", dir=target.parent))
+    tmp = Path(_temp_dir_beside(target))
     _keep_owner(target, path=tmp)
     os.chmod(tmp, dir_mode)  # mkdtemp makes 0700; keep the old directory's bits or mkdir's
     try:
