@@ -23,7 +23,11 @@ URL_TOKEN = "tok_9f8e7d6c5b4a3921"
 PASSWORD = "Tr0ub4dor&3xyz"
 EMAIL = "ann.lee@example.org"
 PHONE = "+1 415 555 0134"
+BASIC = "YW5uOlRyMHViNGRvciYzeHl6"
+DB_PASSWORD = "pg-Q7mZr2Lx9Kp"
 SECRETS = [
+    BASIC,
+    DB_PASSWORD,
     OPENAI,
     GITHUB_FG,
     GITHUB_CLASSIC,
@@ -65,6 +69,7 @@ def _run():
         f"Ann: session {JWT}",
         f"Ann: password: {PASSWORD} mail {EMAIL} call {PHONE}",
         "Ann: order #123456789 shipped on 2023-05-07, arriving 12.05.2023",
+        f"Ann: Authorization: Basic {BASIC} for postgres://ann:{DB_PASSWORD}@db.internal/shop",
     ]
     with tracer.trace() as trace, pytest.raises(RuntimeError):
         generate("What is Ann's order number?", extract(messages, Client()), Client())
@@ -102,12 +107,18 @@ def test_every_artefact_is_clean_by_default(tmp_path):
         )
     )
     files.append(spans)
+    attribution = tmp_path / "t.attribution.json"
+    attribution.write_text(json.dumps(att.to_dict()))
+    summary = tmp_path / "summary.txt"
+    summary.write_text(att.summary())
+    assert "401" in summary.read_text()  # the crash is reported, its key is not
+    files += [attribution, summary]
     for f in files:
         text = f.read_text()
         leaked = [s for s in SECRETS if s in text]
         assert not leaked, (f.name, leaked)
         # what is no secret survives: dates and order numbers are not phone numbers
-        if f.suffix != ".dot":  # DOT labels are cut at 48 characters
+        if f.suffix in (".json", ".html") and f.name != "t.attribution.json":  # DOT labels are cut
             assert "123456789" in text and "2023-05-07" in text, f.name
     with default_settings():
         found = SecretsCollection()
