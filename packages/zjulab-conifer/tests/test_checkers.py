@@ -8,7 +8,9 @@ import pytest
 from zjulab.conifer import (
     CheckerRegistry,
     ConiferConfigError,
+    ConiferInputError,
     InstructionArgumentError,
+    PipelineConfig,
     UnknownInstructionError,
     default_registry,
     loose_variants,
@@ -398,6 +400,20 @@ def test_every_typed_checker_is_covered():
     reg = default_registry()
     untyped = [i for i in reg.ids() if set(reg.get(i).params) - set(reg.get(i).types) - {"prompt"}]
     assert untyped == []
+
+
+def test_a_language_the_detector_never_answers_is_refused():
+    # "xx" (or "zh", which the detector reports as zh-cn/zh-tw) could never be met: it was
+    # checked and always failed
+    reg = default_registry()
+    for code in ("xx", "zh"):
+        with pytest.raises(ConiferInputError, match=r"language:response_language: argument 'language'"):
+            reg.check("language:response_language", "Bonjour tout le monde", {"language": code})
+    assert reg.check(
+        "language:response_language", "Bonjour tout le monde, comment allez-vous ?", {"language": "fr"}
+    )
+    with pytest.raises(ConiferConfigError, match=r"languages: \['english'\] never detected"):
+        PipelineConfig(languages=["english"])
 
 
 def test_keywords_as_a_string_is_refused_not_split_into_letters():

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from zjulab.conifer.errors import ConiferConfigError, InstructionArgumentError, UnknownInstructionError
-from zjulab.conifer.language import detect_language
+from zjulab.conifer.language import detect_language, supported_languages
 from zjulab.conifer.sentences import count_sentences, count_words, word_tokens
 
 __all__ = [
@@ -314,6 +314,11 @@ def _language(value: Any) -> str:
     value = _text(value)
     if not re.fullmatch(r"[a-z]{2,3}(-[a-z]{2,4})?", value):
         raise ValueError(f"expected an ISO 639-1 language code such as 'en', got {value!r}")
+    known = supported_languages()
+    if value not in known:  # the detector never answers it: the check could never pass
+        raise ValueError(
+            f"expected a language code the detector knows ({', '.join(sorted(known))}), got {value!r}"
+        )
     return value
 
 

@@ -242,6 +242,14 @@ class PipelineConfig:
                 raise ConiferConfigError(f"{name} must be an integer, got {value!r}")
         if not isinstance(self.languages, list) or not all(isinstance(x, str) for x in self.languages):
             raise ConiferConfigError(f"languages must be a list of language codes, got {self.languages!r}")
+        from zjulab.conifer.language import supported_languages
+
+        unknown = [x for x in self.languages if x not in supported_languages()]
+        if unknown:
+            raise ConiferConfigError(
+                f"languages: {unknown} never detected (every seed would be dropped); known codes: "
+                f"{', '.join(sorted(supported_languages()))}"
+            )
         for name in ("strong_model", "weak_model"):
             if not isinstance(getattr(self, name), dict):
                 raise ConiferConfigError(f"{name} must be an object, got {getattr(self, name)!r}")

@@ -11,12 +11,25 @@ import functools
 import logging
 import threading
 
-__all__ = ["detect_language"]
+__all__ = ["detect_language", "supported_languages"]
 
 logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _seeded = False
+
+
+@functools.lru_cache(maxsize=1)
+def supported_languages() -> frozenset[str]:
+    """The codes :func:`detect_language` can return (langdetect's profiles: ``"en"``, ``"zh-cn"``...).
+
+    A language instruction or filter naming any other code could never be met.
+    """
+    import os
+
+    from langdetect.detector_factory import PROFILES_DIRECTORY
+
+    return frozenset(os.listdir(PROFILES_DIRECTORY))
 
 
 @functools.lru_cache(maxsize=4096)
