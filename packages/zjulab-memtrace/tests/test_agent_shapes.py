@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from zjulab.memtrace import EvidenceJudge, Gold, Tracer, attribute, load_trace, save_trace
+from zjulab.memtrace import EvidenceJudge, Gold, Tracer, attribute, load_trace, replay, save_trace
 from zjulab.memtrace.matching import carries, flatten_text
 
 REX = "My dog is called Rex"
@@ -190,3 +190,49 @@ def test_a_stream_stopped_early_or_failing_is_recorded():
     with tracer.trace() as again:
         list(generate(2))
     assert [o.parent for o in again.operations.values()] == [None]
+
+
+def _async_agent(tracer: Tracer):
+    import asyncio
+
+    @tracer.operation("extract", outputs=("facts",))
+    async def extract(messages):
+        await asyncio.sleep(0)
+        return [m for m in messages if "dog" not in m]
+
+    @tracer.operation("generate", outputs=("tokens",))
+    async def generate(question, facts):  # an async stream
+        hit = [f for f in facts if "dog" in f]
+        for w in hit[0].split()[-1:] if hit else ["I", "don't", "know"]:
+            await asyncio.sleep(0)
+            yield w
+
+    @tracer.operation("answer", outputs=("answer",))
+    async def answer(question, facts):
+        return " ".join([w async for w in generate(question, facts)])
+
+    async def run():
+        with tracer.trace() as trace:
+            await answer("What is the dog called?", await extract([REX, "Bob: hi"]))
+        return trace
+
+    return run
+
+
+def test_async_steps_and_async_streams_are_recorded_and_replayed():
+    import asyncio
+
+    trace = asyncio.run(_async_agent(Tracer())())
+    gen = trace.find_operations("generate")[0]
+    assert trace.variables[gen.outputs[0]].value == ["I", "don't", "know"]
+    assert trace.final_value == "I don't know"
+    ext = trace.find_operations("extract")[0]
+    # replay awaits the async steps (it put a coroutine object in the answer's place)
+    assert replay(trace, {ext.id: [REX, "Bob: hi"]}).final == "Rex"
+
+    async def from_async_code():  # replay called inside a running event loop
+        return replay(trace, {ext.id: [REX]}).final
+
+    assert asyncio.run(from_async_code()) == "Rex"
+    att = attribute(trace, Gold("Rex", (REX,)), EvidenceJudge())
+    assert [trace.operation_label(o) for o in att.decisive_ops] == ["extract#0"] and att.verified

@@ -9,6 +9,8 @@ the list of operations it executed. The original trace is left untouched.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import copy
 import inspect
 import logging
@@ -95,6 +97,23 @@ def _rebuild(
         else:
             raise ReplayError(f"operation {op.id} ({op.name}): cannot rebuild an argument at {key!r}")
     return tuple(seq) if isinstance(out, tuple) else seq
+
+
+def _run_async(obj: Any) -> Any:
+    """The result of an async step's coroutine (or the items of its async stream)."""
+
+    async def collect() -> Any:
+        if inspect.isasyncgen(obj):
+            return [item async for item in obj]
+        return await obj
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(collect())
+    # called from async code: the step runs on its own loop in a worker thread
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, collect()).result()
 
 
 def replay(
@@ -188,6 +207,8 @@ def replay(
             result = fn(*args, **kwargs)
             if inspect.isgenerator(result):  # a streaming step's output is what it yields
                 result = list(result)
+            elif inspect.iscoroutine(result) or inspect.isasyncgen(result):
+                result = _run_async(result)
         except Exception as exc:
             from zjulab.memtrace.redaction import DEFAULT_REDACTOR
 

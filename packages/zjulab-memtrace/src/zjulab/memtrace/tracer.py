@@ -380,6 +380,47 @@ class OperationSpec:
             gwrapper.__memtrace_spec__ = spec  # type: ignore[attr-defined]
             return gwrapper  # type: ignore[return-value]
 
+        if inspect.isasyncgenfunction(fn):  # the same for an async stream
+
+            @functools.wraps(fn)
+            async def agwrapper(*args: Any, **kwargs: Any) -> Any:
+                rec = active.get()
+                if rec is None:
+                    async for item in fn(*args, **kwargs):
+                        yield item
+                    return
+                call = tracer._begin(rec, spec, fn, sig, args, kwargs)
+                tracer._current_op.reset(call.token)
+                items: list[Any] = []
+
+                def finish(result: Any, exc: BaseException | None) -> None:
+                    call.token = tracer._current_op.set(call.op_id)
+                    tracer._end(rec, call, result, exc)
+
+                agen = fn(*args, **kwargs)
+                try:
+                    while True:
+                        token = tracer._current_op.set(call.op_id)
+                        try:
+                            item = await agen.__anext__()
+                        except StopAsyncIteration:
+                            break
+                        finally:
+                            tracer._current_op.reset(token)
+                        items.append(item)
+                        yield item
+                except GeneratorExit:
+                    await agen.aclose()
+                    finish(items, None)
+                    raise
+                except BaseException as exc:
+                    finish(None, exc)
+                    raise
+                finish(items, None)
+
+            agwrapper.__memtrace_spec__ = spec  # type: ignore[attr-defined]
+            return agwrapper  # type: ignore[return-value]
+
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
