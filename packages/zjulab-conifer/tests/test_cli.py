@@ -2,7 +2,7 @@
 
 import json
 
-from zjulab.conifer import Pipeline, PipelineConfig, load_seeds
+from zjulab.conifer import Pipeline, PipelineConfig, load_ifeval, load_seeds
 from zjulab.conifer.cli import main
 
 from .fakes import FakeModel, weak_reply
@@ -236,6 +236,34 @@ def test_generate_ifeval_answers_scores_and_resumes(tmp_path, capsys, ifeval_pat
     assert rows[0] == {"prompt": first["prompt"], "response": f"Answer to <{first['prompt']}>"}
     scores = json.loads((tmp_path / "gen" / "scores.json").read_text())
     assert scores["complete"] is True and scores["num_prompts"] == 12
+
+
+def test_an_unfinished_generate_ifeval_run_never_scores_as_finished(tmp_path, capsys, ifeval_path):
+    # the prompts that got no answer were written as empty responses, indistinguishable from
+    # real empty answers: eval-ifeval scored the unfinished file as a finished one
+    from .stub import StubServer
+
+    prompts = load_ifeval(ifeval_path)[:4]
+    with StubServer() as stub:
+        stub.refuse(lambda text: text == prompts[1].prompt)
+        argv = [
+            "generate-ifeval",
+            "--prompts",
+            str(ifeval_path),
+            "--limit",
+            "4",
+            "--out-dir",
+            str(tmp_path / "g"),
+        ]
+        argv += ["--model", "m", "--base-url", stub.url, "--max-in-flight", "2"]
+        assert main(argv) == 3
+    rows = [json.loads(x) for x in (tmp_path / "g" / "responses.jsonl").read_text().splitlines()]
+    assert [r.get("answered", True) for r in rows] == [True, False, True, True]
+    scores = json.loads((tmp_path / "g" / "scores.json").read_text())
+    assert scores["complete"] is False and scores["unanswered"] == 1
+    capsys.readouterr()
+    code = main(["eval-ifeval", str(tmp_path / "g" / "responses.jsonl"), "--prompts", str(ifeval_path)])
+    assert code != 0 and "response row 1 was never answered" in capsys.readouterr().err
 
 
 def test_export_push_to_hub_dry_run_and_upload(tmp_path, capsys, monkeypatch):

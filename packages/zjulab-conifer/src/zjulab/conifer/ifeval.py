@@ -185,6 +185,11 @@ def _response_lookup(
         for i, row in enumerate(items):
             if "response" not in row or not ({"prompt", "key"} & set(row)):
                 raise ConiferInputError(f"response row {i} needs 'response' and 'prompt' or 'key'")
+            if row.get("answered") is False:
+                raise ConiferInputError(
+                    f"response row {i} was never answered (written by an incomplete generate-ifeval "
+                    "run); run generate-ifeval again to ask the prompts still missing"
+                )
             table[row.get("prompt", row.get("key"))] = row["response"]
         return _response_lookup(table, prompts)
     if len(items) != len(prompts):
@@ -329,9 +334,26 @@ def generate_ifeval(
     rows = [{"key": p.key, "prompt": p.prompt, "response": answered.get(p.key, "")} for p in items]
     scores = evaluate_ifeval([r["response"] for r in rows], items, registry=registry)
     out = Path(out_dir)
-    write_jsonl(out / "responses.jsonl", ({"prompt": r["prompt"], "response": r["response"]} for r in rows))
+    # a prompt without an answer is scored as failed here and marked in the file, so the file
+    # of an unfinished run is never scored later as if it were finished
+    write_jsonl(
+        out / "responses.jsonl",
+        (
+            {"prompt": r["prompt"], "response": r["response"]}
+            if r["key"] in answered
+            else {"prompt": r["prompt"], "response": "", "answered": False}
+            for r in rows
+        ),
+    )
+    unanswered = sum(p.key not in answered for p in items)
     write_json(
-        out / "scores.json", {**scores.as_dict(), "complete": result.complete, "model": _model_name(model)}
+        out / "scores.json",
+        {
+            **scores.as_dict(),
+            "complete": result.complete,
+            "unanswered": unanswered,
+            "model": _model_name(model),
+        },
     )
     return rows, scores, result.complete
 
