@@ -271,3 +271,22 @@ def test_lone_surrogates_never_fail_an_output(tmp_path, capsys):
             for v in value if isinstance(value, tuple) else (value,):
                 if isinstance(v, str):
                     v.encode("utf-8")
+
+
+def test_graph_errors_from_a_file_name_the_file(tmp_path):
+    good = _doc(tmp_path)
+    two = copy.deepcopy(good)
+    first = two["operations"][0]
+    two["operations"][1]["outputs"] = [*two["operations"][1]["outputs"], first["outputs"][0]]
+    dup = copy.deepcopy(good)
+    dup["variables"].append(dict(dup["variables"][0]))
+    for doc, kind in ((two, TraceFileError), (dup, TraceFileError)):
+        with pytest.raises(kind, match=r"^bad\.json: "):
+            trace_from_dict(doc, source="bad.json")
+    loop = copy.deepcopy(good)
+    op = loop["operations"][0]
+    op["outputs"] = [op["inputs"][0]]
+    from zjulab.memtrace.errors import CycleError
+
+    with pytest.raises(CycleError, match=r"^bad\.json: "):
+        trace_from_dict(loop, source="bad.json")

@@ -22,7 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from zjulab.common.errors import StoreError
 from zjulab.common.io import read_json, write_json
-from zjulab.memtrace.errors import DanglingVariableError, MemTraceError, TraceFileError, TraceSchemaError
+from zjulab.memtrace.errors import (
+    CycleError,
+    DanglingVariableError,
+    MemTraceError,
+    TraceFileError,
+    TraceSchemaError,
+)
 from zjulab.memtrace.graph import Slot, Trace
 from zjulab.memtrace.redaction import DEFAULT_REDACTOR, RedactFn, apply_redaction, redact_text
 
@@ -427,8 +433,15 @@ def trace_from_dict(
                 meta=ometa,
             )
         _check_parents(trace, source)
-    except MemTraceError:
+    except (TraceFileError, TraceSchemaError):
         raise
+    except MemTraceError as exc:  # the graph refused the file's content: name the file
+        msg = str(exc.args[0]) if exc.args else str(exc)
+        if msg.startswith(source):
+            raise
+        if isinstance(exc, (CycleError, DanglingVariableError)):
+            raise type(exc)(f"{source}: {msg}") from None
+        raise TraceFileError(f"{source}: {msg}") from None
     except (KeyError, TypeError, ValueError) as exc:  # pragma: no cover - the schema catches these
         raise TraceFileError(f"{source}: malformed trace ({type(exc).__name__}: {exc})") from exc
     if checked.final is not None:
