@@ -144,6 +144,24 @@ def test_finish_reason_and_token_counts(tiny_chat_model):
     assert res.completion_tokens < 12
 
 
+def test_a_stop_string_that_begins_in_the_prompt_does_not_stop_the_answer(tiny_chat_model):
+    # transformers' stop-string criterion reads the prompt too: a stop string made of the
+    # prompt's last characters and the answer's first one ended the answer at its first token
+    conv = [[{"role": "user", "content": "tell me about the sea"}]]
+    full = tiny_chat_model.generate_results(conv, max_new_tokens=12)[0]
+    prompt = tiny_chat_model.render(conv[0])
+    across = prompt[-3:] + full.text[:1]
+    assert across not in full.text
+    res = tiny_chat_model.generate_results(conv, max_new_tokens=12, stop=[across])[0]
+    assert (res.text, res.finish_reason, res.completion_tokens) == (full.text, "length", 12)
+    # a stop string inside the answer still stops it, in a batch with another prompt too
+    inside = full.text[4:7]
+    other = [{"role": "user", "content": "name a colour"}]
+    both = tiny_chat_model.generate_results([conv[0], other], max_new_tokens=12, stop=[inside])
+    assert both[0].finish_reason == "stop" and full.text.startswith(both[0].text)
+    assert inside not in both[0].text and both[0].completion_tokens < 12
+
+
 def test_truncation_policy_raises(tiny_causal_lm):
     from zjulab.common import IncompleteAnswerError
 

@@ -52,6 +52,28 @@ class _GumbelSampler:
         return scores.float() + gumbel
 
 
+class _StopInAnswer:
+    r"""A stopping criterion: a row is done once its generated text holds a stop string.
+
+    Only the tokens after the prompt are read, as vLLM and OpenAI do: transformers' own
+    stop-string criterion looks at the sequence's end, prompt included, so a stop string that
+    began in the prompt (``"\n\n"`` after a template ending in ``"\n"``) ended the answer
+    at its first token.
+    """
+
+    def __init__(self, tokenizer: Any, stop: Sequence[str], prompt_len: int) -> None:
+        self.tokenizer = tokenizer
+        self.stop = [s for s in stop if s]
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        rows = input_ids[:, self.prompt_len :].tolist()
+        with tokenizer_lock(self.tokenizer):
+            texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+        done = [any(s in text for s in self.stop) for text in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
 class TransformersChatModel:
     """A local chat model: a causal LM with a chat template, batched generation.
 
@@ -293,8 +315,6 @@ class TransformersChatModel:
             "top_k": None,
             "logits_processor": processors,
         }
-        if stop:
-            gen_kwargs.update(stop_strings=list(stop), tokenizer=tok)
         gen_cfg = getattr(model, "generation_config", None)
         eos = getattr(gen_cfg, "eos_token_id", None)
         if eos is None:
@@ -310,6 +330,12 @@ class TransformersChatModel:
                     padding=True,
                     add_special_tokens=False,
                 ).to(device)
+                if stop:
+                    from transformers import StoppingCriteriaList
+
+                    gen_kwargs["stopping_criteria"] = StoppingCriteriaList(
+                        [_StopInAnswer(tok, stop, batch["input_ids"].shape[1])]
+                    )
                 gen = model.generate(**batch, pad_token_id=pad_id, **gen_kwargs)
                 new = gen[:, batch["input_ids"].shape[1] :].tolist()
                 for row, i in zip(new, idx):
