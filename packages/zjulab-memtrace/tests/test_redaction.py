@@ -238,3 +238,8 @@ def test_credentials_in_headers_and_urls_are_redacted(text, secret):
 )
 def test_hashes_and_plain_urls_are_kept(text):
     assert Redactor()(text) == text
+
+
+def test_a_long_api_key_is_removed_whole_under_its_own_name():
+    out = Redactor()("agent sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcd end")
+    assert out == "agent [REDACTED:api_key] end"  # not "sk-proj-" left before an AWS label

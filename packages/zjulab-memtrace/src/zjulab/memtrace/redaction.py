@@ -42,10 +42,10 @@ DEFAULT_PATTERNS: dict[str, str] = {
     "jwt": r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
     "github_token": r"\b(?:github_pat_[A-Za-z0-9_]{20,}|gh[pousr]_[A-Za-z0-9]{20,})\b",
     "aws_access_key": r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{16}\b",
+    "api_key": r"(?i)\b(?:sk|pk|rk|hf|xox[abprs]|glpat)[-_][A-Za-z0-9_-]{12,}\b",
     # case-sensitive on purpose: a secret key mixes cases, a 40-digit hex hash (a git SHA) does not
     "aws_secret_key": r"(?<![A-Za-z0-9/+])(?=[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=]))(?=[^\s]*[0-9])(?=[^\s]*[A-Z])(?=[^\s]*[a-z])[A-Za-z0-9/+]{40}",
     "google_api_key": r"\bAIza[0-9A-Za-z_-]{35}\b",
-    "api_key": r"(?i)\b(?:sk|pk|rk|hf|xox[abprs]|glpat)[-_][A-Za-z0-9_-]{12,}\b",
     "bearer": r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{12,}",
     "auth_header": r"(?i)(?<=authorization)[\"']?\s*[:=]\s*[\"']?(?:basic|token|digest|apikey)\s+[^\s,;\"']+",
     "url_credentials": r"(?<=://)[^/\s:@]*:[^/\s@]+(?=@)",
