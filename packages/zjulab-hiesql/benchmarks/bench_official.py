@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from zjulab.hiesql import Evaluator, load_tables, read_turn_file
+from zjulab.hiesql.spider_sql import empty_sql
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -61,19 +62,8 @@ def _official_schemas(tables: Path, psql: Any) -> dict[str, Any]:
 
 
 def _empty() -> dict[str, Any]:
-    # what the official script scores an unparsable prediction against
-    return {
-        "select": [False, []],
-        "from": {"table_units": [], "conds": []},
-        "where": [],
-        "groupBy": [],
-        "having": [],
-        "orderBy": [],
-        "limit": None,
-        "intersect": None,
-        "union": None,
-        "except": None,
-    }
+    # what the official script scores an unparsable prediction against (its select is a list)
+    return {**empty_sql(), "select": [False, []]}
 
 
 def _official_turn(ev: Any, psql: Any, schema: Any, kmap: Any, pred: str, gold: str) -> tuple[int, str]:
