@@ -351,10 +351,6 @@ class OperationSpec:
                 tracer._current_op.reset(call.token)  # the consumer runs between items, outside it
                 items: list[Any] = []
 
-                def finish(result: Any, exc: BaseException | None) -> None:
-                    call.token = tracer._current_op.set(call.op_id)
-                    tracer._end(rec, call, result, exc)
-
                 gen = fn(*args, **kwargs)
                 try:
                     while True:
@@ -369,12 +365,12 @@ class OperationSpec:
                         yield item
                 except GeneratorExit:  # the consumer stopped early: the output is what it got
                     gen.close()
-                    finish(items, None)
+                    tracer._end_stream(rec, call, items, None)
                     raise
                 except BaseException as exc:
-                    finish(None, exc)
+                    tracer._end_stream(rec, call, None, exc)
                     raise
-                finish(items, None)
+                tracer._end_stream(rec, call, items, None)
                 return None
 
             gwrapper.__memtrace_spec__ = spec  # type: ignore[attr-defined]
@@ -393,10 +389,6 @@ class OperationSpec:
                 tracer._current_op.reset(call.token)
                 items: list[Any] = []
 
-                def finish(result: Any, exc: BaseException | None) -> None:
-                    call.token = tracer._current_op.set(call.op_id)
-                    tracer._end(rec, call, result, exc)
-
                 agen = fn(*args, **kwargs)
                 try:
                     while True:
@@ -411,12 +403,12 @@ class OperationSpec:
                         yield item
                 except GeneratorExit:
                     await agen.aclose()
-                    finish(items, None)
+                    tracer._end_stream(rec, call, items, None)
                     raise
                 except BaseException as exc:
-                    finish(None, exc)
+                    tracer._end_stream(rec, call, None, exc)
                     raise
-                finish(items, None)
+                tracer._end_stream(rec, call, items, None)
 
             agwrapper.__memtrace_spec__ = spec  # type: ignore[attr-defined]
             return agwrapper  # type: ignore[return-value]
@@ -769,6 +761,11 @@ class Tracer:
             model,
             _usage_of(model) if model is not None else None,
         )
+
+    def _end_stream(self, rec: _Recording, call: _Call, result: Any, exc: BaseException | None) -> None:
+        """End a generator step: its context was reset between items, so enter it again first."""
+        call.token = self._current_op.set(call.op_id)
+        self._end(rec, call, result, exc)
 
     def _end(self, rec: _Recording, call: _Call, result: Any, exc: BaseException | None) -> None:
         end = time.time_ns()
