@@ -538,3 +538,97 @@ def test_text_a_server_cannot_receive_is_refused_before_any_request(server):
 def test_a_base_url_that_is_not_http_is_a_config_error_at_once(url):
     with pytest.raises(ConfigError, match="base_url must be an http"):
         OpenAIChatModel("m", base_url=url)
+
+
+# -- the length field, extra choices, pickling --------------------------------------------------
+
+REFUSE_MAX_TOKENS = {
+    "error": {
+        "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+        "Use 'max_completion_tokens' instead.",
+        "type": "invalid_request_error",
+        "param": "max_tokens",
+        "code": "unsupported_parameter",
+    }
+}
+
+
+def test_a_server_refusing_max_tokens_is_asked_with_max_completion_tokens(server, caplog):
+    server.fail_if(lambda b: "max_tokens" in b, 400, body=REFUSE_MAX_TOKENS)
+    c = client(server, max_retries=0)
+    with caplog.at_level(logging.WARNING, logger="zjulab.common"):
+        first = c.generate_results([q("a")], max_new_tokens=9)[0]
+    assert (first.text, first.attempts) == ("echo: a", 1)
+    assert [sorted(k for k in r if k.startswith("max")) for r in server.requests] == [
+        ["max_tokens"],
+        ["max_completion_tokens"],
+    ]
+    assert server.requests[1]["max_completion_tokens"] == 9
+    assert c.max_tokens_field == "max_completion_tokens"
+    assert sum("sending max_completion_tokens" in r.getMessage() for r in caplog.records) == 1
+    # later calls, from any thread, go straight to the accepted field
+    server.clear()
+    server.fail_if(lambda b: "max_tokens" in b, 400, body=REFUSE_MAX_TOKENS)
+    assert c.generate([q("b"), q("c")], max_new_tokens=4) == ["echo: b", "echo: c"]
+    assert all("max_tokens" not in r and r["max_completion_tokens"] == 4 for r in server.requests)
+
+
+def test_another_400_is_not_sent_again_with_the_other_field(server):
+    server.fail_if(lambda b: True, 400, times=1, message="prompt too long")
+    res = client(server, max_retries=3).generate_results([q("a")])[0]
+    assert isinstance(res.error, RemoteModelError) and "prompt too long" in str(res.error)
+    assert len(server.requests) == 1
+
+
+def test_max_completion_tokens_can_be_chosen_and_is_validated(server):
+    c = client(server, max_tokens_field="max_completion_tokens")
+    assert c.generate([q("a")], max_tokens=3) == ["echo: a"]
+    assert server.requests[0]["max_completion_tokens"] == 3 and "max_tokens" not in server.requests[0]
+    with pytest.raises(ConfigError, match="max_tokens_field must be one of"):
+        client(server, max_tokens_field="max_new_tokens")
+
+
+def test_extra_choices_are_reported_once_and_the_first_is_used(server, caplog):
+    def two(k):
+        return {"index": k, "message": {"role": "assistant", "content": f"c{k}"}, "finish_reason": "stop"}
+
+    body = {"choices": [two(0), two(1)], "usage": {"prompt_tokens": 1, "completion_tokens": 2}}
+    server.fail_next(2, 200, body=body)
+    c = client(server)
+    with caplog.at_level(logging.WARNING, logger="zjulab.common"):
+        assert c.generate([q("a")]) == ["c0"] and c.generate([q("b")]) == ["c0"]
+    assert sum("answered with 2 choices" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_pickled_client_keeps_its_settings_and_starts_its_own_pool_and_usage(server):
+    import pickle
+
+    c = client(server, api_key="sk-test-123", concurrency=3, max_tokens_field="max_completion_tokens")
+    assert c.generate([q("a")]) == ["echo: a"] and c.usage.calls == 1
+    copy = pickle.loads(pickle.dumps(c))
+    assert (copy.base_url, copy.concurrency, copy.max_tokens_field, copy.has_api_key) == (
+        c.base_url,
+        3,
+        "max_completion_tokens",
+        True,
+    )
+    assert copy.usage.calls == 0 and copy._client is None
+    assert copy.generate([q("b")]) == ["echo: b"] and copy.usage.calls == 1 and c.usage.calls == 1
+    assert server.requests[-1]["max_completion_tokens"] == 512
+    counted = pickle.loads(pickle.dumps(c.usage))
+    assert counted.as_dict() == c.usage.as_dict()
+    counted.add(1, 0, 0)  # its lock works
+
+
+def test_a_pickled_encoder_client_encodes():
+    import pickle
+
+    import numpy as np
+
+    from zjulab.common import OpenAIEncoder
+    from zjulab.common.testing import HashingEncoder
+
+    with ChatServer(encoder=HashingEncoder(16), models=["e"]) as srv:
+        enc = OpenAIEncoder("e", base_url=srv.url)
+        copy = pickle.loads(pickle.dumps(enc))
+        np.testing.assert_allclose(copy.encode(["a b"]), enc.encode(["a b"]))

@@ -94,6 +94,13 @@ class Usage:
             self.failed += failed
             self.retries += retries
 
+    def __getstate__(self) -> dict[str, int]:
+        return self.as_dict()
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def as_dict(self) -> dict[str, int]:
         """The counts as a plain dict."""
         return {
@@ -487,6 +494,11 @@ class OpenAIChatModel:
             that conversation at once.
         concurrency: Requests in flight at once, across all threads using this client.
         max_new_tokens: Default answer length (``max_tokens`` in the request).
+        max_tokens_field: The request field that carries the answer length: ``"max_tokens"``
+            (every OpenAI-compatible server) or ``"max_completion_tokens"`` (OpenAI's reasoning
+            models refuse ``max_tokens``). A server that refuses ``max_tokens`` with HTTP 400 and
+            names ``max_completion_tokens`` is asked again with it, once, and the client keeps
+            using it (logged).
         extra_body: Extra JSON fields sent with every request.
         json_schema: The server supports ``response_format={"type": "json_schema", ...}``
             (vLLM, SGLang, OpenAI); :func:`~zjulab.common.structured.generate_structured` then
@@ -500,6 +512,10 @@ class OpenAIChatModel:
             error, with ``.results`` (every :class:`ChatResult`) and ``.failed`` (positions)
             attached, or ``"return"`` ``None`` in their place.
         default_headers: Extra HTTP headers sent with every request.
+
+    The client can be pickled (``multiprocessing``, ``datasets.map(num_proc=...)``): the copy
+    holds the settings and the API key, opens its own connection pool and starts its own
+    :attr:`usage` at zero.
     """
 
     def __init__(
@@ -517,6 +533,7 @@ class OpenAIChatModel:
         max_retry_wait: float = 120.0,
         concurrency: int = 8,
         max_new_tokens: int = 512,
+        max_tokens_field: str = "max_tokens",
         extra_body: dict[str, Any] | None = None,
         json_schema: bool = False,
         on_truncation: Policy = "warn",
@@ -535,6 +552,9 @@ class OpenAIChatModel:
             raise ConfigError("backoff, max_backoff and max_retry_wait must be >= 0")
         if max_new_tokens <= 0:
             raise ConfigError(f"max_new_tokens must be positive, got {max_new_tokens}")
+        self.max_tokens_field = _check_policy(
+            "max_tokens_field", max_tokens_field, ("max_tokens", "max_completion_tokens")
+        )
         self.on_truncation = _check_policy("on_truncation", on_truncation)
         self.on_content_filter = _check_policy("on_content_filter", on_content_filter)
         self.on_empty = _check_policy("on_empty", on_empty)
@@ -565,9 +585,24 @@ class OpenAIChatModel:
         self.json_schema = json_schema
         self.default_headers = dict(default_headers or {})
         self.usage = Usage()
-        self._slots = threading.BoundedSemaphore(concurrency)
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        self._slots = threading.BoundedSemaphore(self.concurrency)
         self._client_lock = threading.Lock()
         self._client: Any = None
+        self._warned_choices = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for key in ("_slots", "_client_lock", "_client", "_warned_choices"):
+            state.pop(key, None)
+        state["usage"] = Usage()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_runtime()
 
     # -- secrets ------------------------------------------------------------------------------
 
@@ -713,6 +748,13 @@ class OpenAIChatModel:
             if server_error is not None:
                 raise server_error
             raise _MalformedBody("the body has no choices")
+        if len(choices) > 1 and not self._warned_choices:
+            self._warned_choices = True
+            logger.warning(
+                "%s answered with %d choices to a request for one; the first is used",
+                self.base_url,
+                len(choices),
+            )
         choice = choices[0]
         if choice.finish_reason is not None and not isinstance(choice.finish_reason, str):
             raise _MalformedBody(f"finish_reason is {choice.finish_reason!r}, not a string")
@@ -798,9 +840,45 @@ class OpenAIChatModel:
         delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
         return delay + random.uniform(0, delay / 4)
 
+    def _with_length_field(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        field_name = self.max_tokens_field
+        if field_name == "max_tokens":
+            return kwargs
+        out = dict(kwargs)
+        out[field_name] = out.pop("max_tokens")
+        return out
+
+    def _asks_for_completion_tokens(self, exc: Exception, sent: dict[str, Any]) -> bool:
+        """A 400 refusing ``max_tokens`` that names ``max_completion_tokens`` (OpenAI o-series)."""
+        import openai
+
+        if not isinstance(exc, openai.BadRequestError) or "max_tokens" not in sent:
+            return False
+        try:
+            body = exc.response.text
+        except Exception:
+            body = str(exc)
+        if "max_completion_tokens" not in body:
+            return False
+        if self.max_tokens_field != "max_completion_tokens":
+            self.max_tokens_field = "max_completion_tokens"
+            logger.warning(
+                "%s (model %r) refuses max_tokens; sending max_completion_tokens from now on",
+                self.base_url,
+                self.model_id,
+            )
+        return True
+
     def _one(self, kwargs: dict[str, Any], stop_event: threading.Event) -> ChatResult:
         def send() -> ChatResult:
-            return self._parse(self.client.chat.completions.create(**self._auth(kwargs)))
+            sent = self._with_length_field(kwargs)
+            try:
+                return self._parse(self.client.chat.completions.create(**self._auth(sent)))
+            except Exception as exc:
+                if not self._asks_for_completion_tokens(exc, sent):
+                    raise
+            sent = self._with_length_field(kwargs)
+            return self._parse(self.client.chat.completions.create(**self._auth(sent)))
 
         result, err, attempts = self._call(send, stop_event, "chat")
         if err is not None:

@@ -97,6 +97,15 @@ class OpenAIEncoder:
         self._dim = dim if dim is not None else dimensions
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def __repr__(self) -> str:
         key = "***" if self._conn.has_api_key else None
         return f"OpenAIEncoder(model={self.model_id!r}, base_url={self.base_url!r}, api_key={key}, dim={self._dim})"
