@@ -43,6 +43,22 @@ def test_yes_no_score_equals_hand_computation(tiny_causal_lm):
         assert s == pytest.approx(expected, abs=1e-5)
 
 
+def test_a_subclass_user_message_is_framed_and_cut_like_the_default(tiny_causal_lm):
+    model, tok = tiny_causal_lm
+
+    class Plain(YesNoScorer):
+        def user_message(self, query, document):
+            return f"Q={query}|D={document}"
+
+    scorer = Plain(model, tok, device="cpu", system="S", max_length=60)
+    assert scorer.build_prompt("a", "b") == (
+        "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ=a|D=b<|im_end|>\n<|im_start|>assistant\n"
+    )
+    cut = scorer.fit_prompt("a", "word " * 200)
+    assert cut.startswith("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ=a|D=word")
+    assert len(tok(cut, add_special_tokens=False)["input_ids"]) <= 60 + 2
+
+
 def test_yes_no_truncates_document_not_prompt_end(tiny_causal_lm):
     model, tok = tiny_causal_lm
     scorer = YesNoScorer(model, tok, device="cpu", max_length=240)

@@ -169,15 +169,24 @@ class YesNoScorer:
             tid = ids[0]
         return int(tid)
 
+    def user_message(self, query: str, document: str) -> str:
+        """The user turn for one pair (a subclass with another prompt layout overrides this)."""
+        return f"<Instruct>: {self.instruction}\n<Query>: {query}\n<Document>: {document}"
+
     def build_prompt(self, query: str, document: str) -> str:
-        """The full prompt text for one pair (before truncation)."""
-        user = f"<Instruct>: {self.instruction}\n<Query>: {query}\n<Document>: {document}"
+        """The full prompt text for one pair (before truncation).
+
+        The chat template, when the tokenizer has one, frames :attr:`system` and
+        :meth:`user_message`; it is rendered under the tokenizer's lock (threads share it).
+        """
+        user = self.user_message(query, document)
         if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(
-                [{"role": "system", "content": self.system}, {"role": "user", "content": user}],
-                tokenize=False,
-                add_generation_prompt=True,
-            )
+            with tokenizer_lock(self.tokenizer):
+                text = self.tokenizer.apply_chat_template(
+                    [{"role": "system", "content": self.system}, {"role": "user", "content": user}],
+                    tokenize=False,
+                    add_generation_prompt=True,
+                )
         else:
             text = f"{self.system}\n\n{user}\nAnswer: "
         return str(text) + self.assistant_prefix

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from zjulab.common.batching import tokenizer_lock
 from zjulab.common.deps import require
 from zjulab.skillrouter.profiles import Profile
 
@@ -48,19 +47,17 @@ class ProfileYesNoScorer(YesNoScorer):
         )
         self.profile = profile
 
+    def user_message(self, query: str, document: str) -> str:
+        """The profile's user turn for one pair."""
+        return self.profile.rerank_user(query, document)
+
     def build_prompt(self, query: str, document: str) -> str:
-        """The full prompt for one pair, before truncation."""
+        """The full prompt for one pair, before truncation.
+
+        A profile with a literal frame (``rerank_prefix``) is used as written; otherwise
+        common's chat-template framing of :meth:`user_message`, then the profile's suffix.
+        """
         p = self.profile
-        user = p.rerank_user(query, document)
         if p.rerank_prefix is not None:
-            return p.rerank_prefix + user + p.rerank_suffix
-        if getattr(self.tokenizer, "chat_template", None):
-            with tokenizer_lock(self.tokenizer):  # a served router scores from worker threads
-                text = self.tokenizer.apply_chat_template(
-                    [{"role": "system", "content": self.system}, {"role": "user", "content": user}],
-                    tokenize=False,
-                    add_generation_prompt=True,
-                )
-        else:
-            text = f"{self.system}\n\n{user}\nAnswer: "
-        return str(text) + p.rerank_suffix
+            return p.rerank_prefix + self.user_message(query, document) + p.rerank_suffix
+        return super().build_prompt(query, document)
