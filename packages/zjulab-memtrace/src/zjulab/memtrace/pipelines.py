@@ -32,6 +32,7 @@ from zjulab.common.protocols import ChatModel, Conversation, TextEncoder
 from zjulab.memtrace.config import PipelineConfig
 from zjulab.memtrace.errors import TracingError
 from zjulab.memtrace.graph import Trace
+from zjulab.memtrace.matching import FUNCTION_WORDS
 from zjulab.memtrace.tracer import Tracer
 
 __all__ = [
@@ -59,73 +60,7 @@ FAULT_MODES: dict[str, str] = {
 """The failure mode each planted fault kind stands for."""
 
 _WORD = re.compile(r"\w+")
-_STOP = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "to",
-        "in",
-        "on",
-        "at",
-        "for",
-        "and",
-        "or",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "do",
-        "does",
-        "did",
-        "what",
-        "when",
-        "where",
-        "who",
-        "whom",
-        "which",
-        "why",
-        "how",
-        "i",
-        "you",
-        "he",
-        "she",
-        "it",
-        "we",
-        "they",
-        "my",
-        "your",
-        "his",
-        "her",
-        "its",
-        "our",
-        "their",
-        "me",
-        "him",
-        "us",
-        "them",
-        "that",
-        "this",
-        "with",
-        "from",
-        "by",
-        "as",
-        "about",
-        "has",
-        "have",
-        "had",
-        "will",
-        "would",
-        "can",
-        "could",
-        "should",
-        "s",
-        "t",
-    ]
-)
+_STOP = FUNCTION_WORDS
 
 ANSWER_PROMPT = "Answer the question in a few words using only the memories."
 
