@@ -858,7 +858,10 @@ class OpenAIChatModel:
             body = exc.response.text
         except Exception:
             body = str(exc)
-        if "max_completion_tokens" not in body:
+        low = body.lower()
+        # "Unsupported parameter: 'max_tokens' ... Use 'max_completion_tokens' instead." (OpenAI);
+        # vLLM's "'max_tokens' or 'max_completion_tokens' is too large" is not a refusal of the name
+        if "max_completion_tokens" not in low or not ("unsupported" in low or "not supported" in low):
             return False
         if self.max_tokens_field != "max_completion_tokens":
             self.max_tokens_field = "max_completion_tokens"
