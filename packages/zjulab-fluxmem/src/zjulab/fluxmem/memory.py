@@ -43,7 +43,16 @@ from zjulab.fluxmem.errors import (
 from zjulab.fluxmem.nodes import MemoryEdge, MemoryNode, NodeKind, Stage, new_id, now_iso
 from zjulab.fluxmem.reasoner import MemoryReasoner
 from zjulab.fluxmem.scoring import hybrid_scores
-from zjulab.fluxmem.store import _NODE_COLS, DB_NAME, SCOPE_FIELDS, SQLiteStore, _node, where_scope
+from zjulab.fluxmem.store import (
+    _NODE_COLS,
+    DB_NAME,
+    HNSW_NAME,
+    SCOPE_FIELDS,
+    SQLiteStore,
+    VectorCache,
+    _node,
+    where_scope,
+)
 from zjulab.fluxmem.validation import check_text, check_text_tree
 
 __all__ = ["FluxMemory", "scope_filter", "scope_key", "validate_metadata"]
@@ -309,7 +318,7 @@ class FluxMemory:
         self._lock = threading.RLock()
         self.config = config or FluxMemConfig()  # provisional: the stored one is read below
         dim = int(encoder.dim)
-        self.store = SQLiteStore(self.path, dim)
+        self.store = SQLiteStore(self.path, dim, vectors=False)  # the cache follows the config
         self.graph = self.store.graph
         stored_name, stored_dim = self.store.get_meta("encoder"), self.store.get_meta("dim")
         name = encoder_name(encoder)
@@ -332,10 +341,18 @@ class FluxMemory:
         if stored_cfg != self.config.to_dict():
             with self.store.write():
                 self.store.set_meta("config", self.config.to_dict())
-        if self.config.ivf_min_nodes is not None:
-            from zjulab.fluxmem.store import VectorCache
-
-            self.store.vectors = VectorCache(dim, self.config.ivf_min_nodes, self.config.ivf_nprobe)
+        if self.config.vector_backend == "faiss":
+            cfg = self.config
+            self.store.vectors = VectorCache(
+                dim,
+                cfg.ivf_min_nodes,
+                cfg.ivf_nprobe,
+                hnsw_min=cfg.hnsw_min_nodes,
+                hnsw_m=cfg.hnsw_m,
+                hnsw_ef_construction=cfg.hnsw_ef_construction,
+                hnsw_ef_search=cfg.hnsw_ef_search,
+                index_path=None if self.path is None else self.path / HNSW_NAME,
+            )
         if self.config.vector_backend == "qdrant":
             from zjulab.fluxmem.qdrant_backend import QdrantVectors
 
@@ -475,7 +492,8 @@ class FluxMemory:
         except BaseException:
             store.conn.execute("ROLLBACK")
             raise
-        store.vectors.invalidate()
+        if store.vectors is not None:
+            store.vectors.invalidate()
         logger.info("re-embedded %d memories with %s", len(rows), name)
 
     # ------------------------------------------------------------------ internals

@@ -28,7 +28,9 @@ import math
 import os
 import re
 import sqlite3
+import struct
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,17 +38,28 @@ from typing import Any
 
 import numpy as np
 
+from zjulab.common.errors import StoreError
 from zjulab.fluxmem.errors import FluxStoreError, FluxStoreVersionError, MemoryNotFoundError
 from zjulab.fluxmem.nodes import MemoryEdge, MemoryNode
 from zjulab.fluxmem.validation import check_text
 
-__all__ = ["DB_NAME", "FORMAT", "FORMAT_VERSION", "SQLGraph", "SQLiteStore", "VectorCache", "fts_query"]
+__all__ = [
+    "DB_NAME",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "HNSW_NAME",
+    "SQLGraph",
+    "SQLiteStore",
+    "VectorCache",
+    "fts_query",
+]
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "zjulab-fluxmem-sqlite"
 FORMAT_VERSION = 2
 DB_NAME = "fluxmem.sqlite3"
+MMAP_BYTES = 1 << 30  # address space only; pages are read on demand
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)  # what FTS5's unicode61 tokenizer calls a token
 BM25_K1 = 1.2  # FTS5's bm25() defaults
 BM25_B = 0.75
@@ -148,21 +161,279 @@ def where_scope(filters: Mapping[str, str | None], alias: str = "") -> tuple[str
     return (" AND ".join(parts) or "1"), params
 
 
+HNSW_NAME = "fluxmem.hnsw"
+_HNSW_MAGIC = b"ZJFXHNSW"
+_HNSW_VERSION = 1
+
+
+class _HNSW:
+    """An HNSW graph (faiss ``IndexHNSWFlat``, inner product) over vectors addressed by rid.
+
+    faiss cannot remove a vector from an HNSW graph, so a vector's *label* (its position in
+    the graph) maps to its rid through ``label_rid``, and a removed or replaced vector leaves a
+    tombstone that an ``IDSelectorBitmap`` hides from every search; the graph is rebuilt
+    without them once they are many. Changes made inside a write transaction are recorded and
+    undone if it rolls back.
+    """
+
+    def __init__(self, faiss: Any, dim: int, m: int, ef_construction: int, ef_search: int) -> None:
+        self._faiss = faiss
+        self.dim, self.m, self.ef_construction, self.ef_search = dim, m, ef_construction, ef_search
+        self.index = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+        self.index.hnsw.efConstruction = ef_construction
+        self._storage = faiss.downcast_index(self.index.storage)
+        self.label_rid = np.empty(0, dtype=np.int64)  # label -> rid
+        self.alive = np.empty(0, dtype=bool)  # label -> not a tombstone
+        self.rid_label = np.empty(0, dtype=np.int64)  # rid -> label of its live vector, -1 if none
+        self.n = 0  # labels used
+        self.live = 0
+        self._txn: list[tuple[bool, int, int]] | None = None  # (added?, rid, label)
+
+    @property
+    def dead(self) -> int:
+        return self.n - self.live
+
+    def _grow(self, need_labels: int, max_rid: int) -> None:
+        if need_labels > len(self.label_rid):
+            cap = max(need_labels, 2 * len(self.label_rid), 1024)
+            lr, al = np.full(cap, -1, dtype=np.int64), np.zeros(cap, dtype=bool)
+            lr[: self.n], al[: self.n] = self.label_rid[: self.n], self.alive[: self.n]
+            self.label_rid, self.alive = lr, al
+        if max_rid >= len(self.rid_label):
+            rl = np.full(max(max_rid + 1, 2 * len(self.rid_label), 1024), -1, dtype=np.int64)
+            rl[: len(self.rid_label)] = self.rid_label
+            self.rid_label = rl
+
+    def xb(self) -> np.ndarray:
+        """A view of the stored vectors, one row per label (valid until the next add)."""
+        if not self.index.ntotal:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        ptr = self._storage.get_xb()
+        return self._faiss.rev_swig_ptr(ptr, self.index.ntotal * self.dim).reshape(-1, self.dim)
+
+    def add_with_ids(self, vecs: np.ndarray, rids: np.ndarray) -> None:
+        vecs = np.ascontiguousarray(vecs, dtype=np.float32).reshape(-1, self.dim)
+        rids = np.asarray(rids, dtype=np.int64)
+        if not len(rids):
+            return
+        self.remove_ids(rids[self._has(rids)])  # a replaced vector leaves a tombstone
+        start = self.n
+        self._grow(start + len(rids), int(rids.max()))
+        self.index.add(vecs)
+        labels = np.arange(start, start + len(rids), dtype=np.int64)
+        self.label_rid[labels] = rids
+        self.alive[labels] = True
+        self.rid_label[rids] = labels
+        self.n += len(rids)
+        self.live += len(rids)
+        if self._txn is not None:
+            self._txn.extend((True, int(r), int(lab)) for r, lab in zip(rids, labels))
+
+    def _has(self, rids: np.ndarray) -> np.ndarray:
+        inside = rids < len(self.rid_label)
+        out = np.zeros(len(rids), dtype=bool)
+        out[inside] = self.rid_label[rids[inside]] >= 0
+        return out
+
+    def labels_of(self, rids: np.ndarray) -> np.ndarray:
+        """Labels of the live vectors among ``rids`` (unknown rids are skipped)."""
+        rids = np.asarray(rids, dtype=np.int64)
+        rids = rids[rids < len(self.rid_label)]
+        labels = self.rid_label[rids]
+        return labels[labels >= 0]
+
+    def remove_ids(self, rids: np.ndarray) -> None:
+        for r in np.asarray(rids, dtype=np.int64).tolist():
+            if r >= len(self.rid_label) or self.rid_label[r] < 0:
+                continue
+            label = int(self.rid_label[r])
+            self.rid_label[r] = -1
+            self.alive[label] = False
+            self.live -= 1
+            if self._txn is not None:
+                self._txn.append((False, r, label))
+
+    def reconstruct_batch(self, rids: np.ndarray) -> np.ndarray:
+        return self.xb()[self.rid_label[np.asarray(rids, dtype=np.int64)]]
+
+    def begin(self) -> None:
+        self._txn = []
+
+    def commit(self) -> int:
+        """End the transaction; returns how many changes it made."""
+        done = len(self._txn or ())
+        self._txn = None
+        return done
+
+    def rollback(self) -> None:
+        for added, rid, label in reversed(self._txn or ()):
+            if added:  # the label becomes a tombstone
+                self.alive[label] = False
+                self.rid_label[rid] = -1
+                self.live -= 1
+            else:
+                self.alive[label] = True
+                self.rid_label[rid] = label
+                self.live += 1
+        self._txn = None
+
+    def search(self, q: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, rids)`` of the top ``k`` live vectors (among ``allowed`` rids), -1 padded.
+
+        A scope that admits few of the vectors is scanned exactly (faiss's flat scan with the
+        same selector): HNSW with a sparse filter would walk most of the graph and lose
+        recall. An HNSW search that returns fewer than ``k`` of the admitted vectors (the
+        filter cut the graph's paths) is redone exactly too.
+        """
+        faiss = self._faiss
+        if allowed is None:
+            members = self.live
+            mask = None if self.live == self.n else self.alive[: self.n]
+        else:
+            labels = self.labels_of(allowed)
+            members = len(labels)
+            mask = np.zeros(self.n, dtype=bool)
+            mask[labels] = True
+        k = min(k, members)
+        nq = len(q)
+        if k <= 0:
+            return np.zeros((nq, 0), dtype=np.float32), np.zeros((nq, 0), dtype=np.int64)
+        bits = None if mask is None else np.packbits(mask, bitorder="little")
+        sel = None if bits is None else faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(bits))
+        exact = members < max(4 * self.ef_search, self.n // 10)
+        if not exact:
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = max(self.ef_search, k)
+            if sel is not None:
+                params.sel = sel
+            scores, labels_out = self.index.search(q, k, params=params)
+            exact = bool((labels_out < 0).any())
+        if exact:
+            params = faiss.SearchParameters()
+            if sel is not None:
+                params.sel = sel
+            scores, labels_out = self._storage.search(q, k, params=params)
+        rids = np.where(labels_out >= 0, self.label_rid[np.maximum(labels_out, 0)], -1)
+        return scores, rids
+
+    # ------------------------------------------------------------ persistence
+
+    def save(self, path: Path, seq: int, seq_row: tuple[int, str]) -> None:
+        """Write the graph (not the vectors, which stay in the database) atomically."""
+        from zjulab.common.io import atomic_write
+
+        head = json.dumps(
+            {
+                "version": _HNSW_VERSION,
+                "dim": self.dim,
+                "m": self.m,
+                "ef_construction": self.ef_construction,
+                "labels": self.n,
+                "seq": seq,
+                "seq_rid": seq_row[0],
+                "seq_op": seq_row[1],
+            }
+        ).encode()
+        with atomic_write(path, "wb") as fh:
+            fh.write(_HNSW_MAGIC + struct.pack("<Q", len(head)) + head)
+            fh.write(self.label_rid[: self.n].tobytes())
+            fh.write(self.alive[: self.n].astype(np.uint8).tobytes())
+            writer = self._faiss.PyCallbackIOWriter(fh.write)
+            self._faiss.write_index(self.index, writer, self._faiss.IO_FLAG_SKIP_STORAGE)
+            del writer
+
+    @classmethod
+    def load(
+        cls, faiss: Any, path: Path, dim: int, m: int, ef_construction: int, ef_search: int
+    ) -> tuple[_HNSW, dict[str, Any]] | None:
+        """The graph saved at ``path`` without its vectors, or None when it cannot be used."""
+        try:
+            data = path.read_bytes()
+            if data[:8] != _HNSW_MAGIC:
+                return None
+            (hlen,) = struct.unpack("<Q", data[8:16])
+            head = json.loads(data[16 : 16 + hlen])
+            n = int(head["labels"])
+            if (head["version"], head["dim"], head["m"], head["ef_construction"]) != (
+                _HNSW_VERSION,
+                dim,
+                m,
+                ef_construction,
+            ):
+                return None
+            pos = 16 + hlen
+            label_rid = np.frombuffer(data, dtype=np.int64, count=n, offset=pos).copy()
+            pos += 8 * n
+            alive = np.frombuffer(data, dtype=np.uint8, count=n, offset=pos).astype(bool)
+            pos += n
+            cursor = [pos]
+
+            def read(size: int) -> bytes:
+                chunk = data[cursor[0] : cursor[0] + size]
+                cursor[0] += size
+                return chunk
+
+            reader = faiss.PyCallbackIOReader(read)
+            index = faiss.read_index(reader, faiss.IO_FLAG_SKIP_STORAGE)
+            del reader
+        except (OSError, ValueError, KeyError, TypeError, struct.error, RuntimeError) as exc:
+            logger.info("%s: not usable (%s); the HNSW index is rebuilt", path, exc)
+            return None
+        if index.ntotal != n or not isinstance(index, faiss.IndexHNSWFlat):
+            return None
+        self = cls(faiss, dim, m, ef_construction, ef_search)
+        self.index = index
+        self.label_rid, self.alive = label_rid, alive
+        self.n = n
+        live = label_rid[alive]
+        self.live = len(live)
+        if self.live:
+            self._grow(n, int(live.max()))
+            self.rid_label[live] = np.flatnonzero(alive)
+        return self, head
+
+    def attach_vectors(self, vecs: np.ndarray) -> None:
+        """Give a loaded graph its vectors (one row per label)."""
+        storage = self._faiss.IndexFlatIP(self.dim)
+        storage.add(np.ascontiguousarray(vecs, dtype=np.float32))
+        self.index.storage = storage
+        storage.this.disown()  # the index owns (and frees) it from now on
+        self.index.own_fields = True
+        self._storage = self._faiss.downcast_index(self.index.storage)
+
+
 class VectorCache:
     """This process's faiss view of ``nodes.vec``, kept in step through ``vec_log``.
 
-    faiss ids are the nodes' integer ``rid``. :meth:`sync` applies the log entries past the last
-    one seen; :meth:`invalidate` forces a rebuild from the table on the next sync.
+    The index is exact (a flat scan, ids are the nodes' integer ``rid``) for small stores, an
+    HNSW graph from ``hnsw_min`` vectors on (switched to in-process as a store grows, its graph
+    persisted next to the database), or an IVF index from ``ivf_min`` on when that is asked
+    for. :meth:`sync` applies the log entries past the last one seen; :meth:`invalidate` forces a
+    rebuild from the table on the next sync.
     """
 
-    def __init__(self, dim: int, ivf_min: int | None = None, nprobe: int = 64) -> None:
+    def __init__(
+        self,
+        dim: int,
+        ivf_min: int | None = None,
+        nprobe: int = 64,
+        *,
+        hnsw_min: int | None = None,
+        hnsw_m: int = 32,
+        hnsw_ef_construction: int = 80,
+        hnsw_ef_search: int = 256,
+        index_path: Path | None = None,
+    ) -> None:
         import faiss
 
         self._faiss = faiss
         self.dim = dim
         self.ivf_min = ivf_min
         self.nprobe = nprobe
-        self.approximate = False
+        self.hnsw_min = None if ivf_min is not None else hnsw_min
+        self.hnsw_params = (hnsw_m, hnsw_ef_construction, hnsw_ef_search)
+        self.index_path = index_path
+        self.kind = "exact"
         self._index: Any = None
         self.rid_to_id: dict[int, str] = {}
         self.id_to_rid: dict[str, int] = {}
@@ -170,6 +441,16 @@ class VectorCache:
         self.rid_scope: dict[int, tuple[str | None, str | None, str | None]] = {}
         # scope filter -> (committed rids array, rids added since); kept up to date on put
         self._filters: dict[tuple[Any, ...], tuple[np.ndarray, list[int]]] = {}
+        # (rid, id before, scope before) of each change of the open write, to undo a rollback
+        self._undo: list[tuple[int, str | None, tuple[str | None, str | None, str | None] | None]] | None = (
+            None
+        )
+        self._unsaved = 0  # HNSW changes not in the saved graph
+
+    @property
+    def approximate(self) -> bool:
+        """Whether searches are approximate (an HNSW or IVF index)."""
+        return self.kind != "exact"
 
     def __len__(self) -> int:
         return len(self.rid_to_id)
@@ -177,17 +458,31 @@ class VectorCache:
     def invalidate(self) -> None:
         """Drop the cache (rebuilt from the database on the next :meth:`sync`)."""
         self._index = None
+        self.kind = "exact"
         self.rid_to_id.clear()
         self.id_to_rid.clear()
         self.rid_scope.clear()
         self.seq = -1
         self._filters.clear()
+        self._undo = None
+
+    def _hnsw(self) -> _HNSW:
+        m, efc, efs = self.hnsw_params
+        return _HNSW(self._faiss, self.dim, m, efc, efs)
 
     def _rebuild(self, conn: sqlite3.Connection) -> None:
         faiss = self._faiss
         n = int(conn.execute("SELECT count(*) FROM nodes").fetchone()[0])
-        self.approximate = self.ivf_min is not None and n >= self.ivf_min
-        if self.approximate:
+        self.rid_to_id.clear()
+        self.id_to_rid.clear()
+        self.rid_scope.clear()
+        self._filters.clear()
+        self._undo = None
+        if self.hnsw_min is not None and n >= self.hnsw_min:
+            if self._load_hnsw(conn, n):
+                return
+            self.kind, self._index = "hnsw", self._hnsw()
+        elif self.ivf_min is not None and n >= self.ivf_min:
             # an inverted-file index for large stores: trained once on a sample of the stored
             # vectors (faiss's k-means has a fixed seed), searched over `nprobe` of its lists
             nlist = max(16, int(4 * math.sqrt(n)))
@@ -206,12 +501,9 @@ class VectorCache:
             ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
             ivf.nprobe = self.nprobe
             self._quantizer = quantizer  # keep it alive as long as the index
-            self._index = ivf
+            self.kind, self._index = "ivf", ivf
         else:
-            self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
-        self.rid_to_id.clear()
-        self.id_to_rid.clear()
-        self.rid_scope.clear()
+            self.kind, self._index = "exact", faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
         row = conn.execute("SELECT coalesce(max(seq), 0) FROM vec_log").fetchone()
         self.seq = int(row[0])
         batch_r: list[int] = []
@@ -229,7 +521,48 @@ class VectorCache:
                 batch_r, batch_v = [], []
         if batch_r:
             self._add_raw(batch_r, batch_v)
-        self._filters.clear()
+        if self.kind == "hnsw":
+            self._save(conn)
+
+    def _load_hnsw(self, conn: sqlite3.Connection, n: int) -> bool:
+        """Reuse the saved graph: its vectors from the database, the log replayed past it."""
+        if self.index_path is None or not self.index_path.exists():
+            return False
+        m, efc, efs = self.hnsw_params
+        got = _HNSW.load(self._faiss, self.index_path, self.dim, m, efc, efs)
+        if got is None:
+            return False
+        g, head = got
+        row = conn.execute("SELECT rid, op FROM vec_log WHERE seq = ?", (int(head["seq"]),)).fetchone()
+        if row is None or (int(row[0]), row[1]) != (head["seq_rid"], head["seq_op"]):
+            logger.info(
+                "%s belongs to another state of the store; the HNSW index is rebuilt", self.index_path
+            )
+            return False
+        vecs = np.zeros((g.n, self.dim), dtype=np.float32)
+        for rid, nid, blob, u, a, r in conn.execute(
+            "SELECT rid, id, vec, user_id, agent_id, run_id FROM nodes"
+        ):
+            label = int(g.rid_label[rid]) if rid < len(g.rid_label) else -1
+            if label < 0:
+                continue  # added after the saved graph: replayed from the log below
+            vecs[label] = np.frombuffer(blob, dtype=np.float32)
+            self.rid_to_id[rid] = nid
+            self.id_to_rid[nid] = rid
+            self.rid_scope[rid] = (u, a, r)
+        # live in the saved graph but gone from the database: deleted since (the log says so)
+        gone = np.asarray([r for r in g.label_rid[g.alive[: g.n]].tolist() if r not in self.rid_to_id])
+        g.remove_ids(gone)
+        g.attach_vectors(vecs)
+        self.kind, self._index, self.seq = "hnsw", g, int(head["seq"])
+        self.sync(conn)
+        if len(self.rid_to_id) != n or g.live != n:
+            logger.info("%s disagrees with the database; the HNSW index is rebuilt", self.index_path)
+            self.invalidate()
+            return False
+        if g.dead > g.n // 4:
+            self._compact(conn)
+        return True
 
     def _add_raw(self, rids: list[int], blobs: list[bytes]) -> None:
         vecs = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(rids), self.dim)
@@ -272,6 +605,8 @@ class VectorCache:
                 self._note(r)
             if present:
                 self._add_raw(present, [got[r][1] for r in present])
+        if self.kind == "hnsw":
+            self._unsaved += len(rows)
 
     def _note(self, rid: int) -> None:
         scope = self.rid_scope[rid]
@@ -279,12 +614,17 @@ class VectorCache:
             if all(want is None or want == have for want, have in zip(key, scope)):
                 pending.append(rid)
 
+    def _remember(self, rid: int) -> None:
+        if self._undo is not None:
+            self._undo.append((rid, self.rid_to_id.get(rid), self.rid_scope.get(rid)))
+
     def put(
         self, rid: int, node_id: str, vec: np.ndarray, scope: tuple[str | None, str | None, str | None]
     ) -> None:
         """Index one vector now (inside the transaction that wrote it)."""
         if rid in self.rid_to_id:
             self.drop([rid])
+        self._remember(rid)
         self.rid_to_id[rid] = node_id
         self.id_to_rid[node_id] = rid
         self.rid_scope[rid] = scope
@@ -298,6 +638,7 @@ class VectorCache:
         """Remove vectors by rid (unknown rids are ignored)."""
         gone = [r for r in rids if r in self.rid_to_id]
         for r in gone:
+            self._remember(r)
             del self.id_to_rid[self.rid_to_id.pop(r)]
             self.rid_scope.pop(r, None)
         if gone:
@@ -320,11 +661,15 @@ class VectorCache:
         if not n or k <= 0 or not len(q):
             return [[] for _ in range(len(q))]
         k = min(k, n)
-        if allowed is None or len(allowed) == len(self.rid_to_id):
+        if allowed is not None and len(allowed) == len(self.rid_to_id):
+            allowed = None
+        if self.kind == "hnsw":
+            scores, ids = self._index.search(q, k, allowed)
+        elif allowed is None:
             scores, ids = self._index.search(q, k)
         else:
             sel = self._faiss.IDSelectorBatch(allowed)
-            if self.approximate:
+            if self.kind == "ivf":
                 params = self._faiss.SearchParametersIVF(sel=sel, nprobe=self.nprobe)
             else:
                 params = self._faiss.SearchParameters(sel=sel)
@@ -340,15 +685,92 @@ class VectorCache:
         """Top-``k`` ``(node id, cosine)`` per query row among the rows a scope filter admits."""
         return self.search(queries, k, self.allowed(conn, filters))
 
-    def close(self) -> None:
-        """Nothing to release (the index lives in this process)."""
+    def begin(self) -> None:
+        """Called once a write transaction holds the lock and the cache is in step."""
+        if self.kind == "hnsw":
+            self._undo = []
+            self._index.begin()
 
     def committed(self, conn: sqlite3.Connection) -> None:
-        """Called after a write commits (faiss already holds the transaction's vectors)."""
+        """Called after a write commits (faiss already holds the transaction's vectors).
+
+        Switches a store that has grown to ``hnsw_min`` vectors to the HNSW index, rebuilds a
+        graph that is half tombstones, and saves the graph every so many changes.
+        """
+        self._undo = None
+        if self.kind == "hnsw":
+            self._unsaved += self._index.commit()
+            if self._index.dead > self._index.n // 2:
+                self._compact(conn)
+            elif self._unsaved >= max(1000, len(self.rid_to_id) // 20):
+                self._save(conn)
+        elif self.kind == "exact" and self.hnsw_min is not None and len(self.rid_to_id) >= self.hnsw_min:
+            self._switch_to_hnsw(conn)
 
     def discard(self) -> None:
-        """Called after a write rolls back: rebuild from the database on the next sync."""
-        self.invalidate()
+        """Called after a write rolls back: undo its changes (HNSW) or rebuild on the next sync."""
+        if self.kind != "hnsw" or self._undo is None:
+            self.invalidate()
+            return
+        self._index.rollback()
+        for rid, nid, scope in reversed(self._undo):
+            cur = self.rid_to_id.pop(rid, None)
+            if cur is not None:
+                self.id_to_rid.pop(cur, None)
+            self.rid_scope.pop(rid, None)
+            if nid is not None:
+                self.rid_to_id[rid] = nid
+                self.id_to_rid[nid] = rid
+                self.rid_scope[rid] = scope  # type: ignore[assignment]
+        self._undo = None
+        self._filters.clear()
+
+    def _switch_to_hnsw(self, conn: sqlite3.Connection) -> None:
+        t0 = time.perf_counter()
+        rids = np.asarray(sorted(self.rid_to_id), dtype=np.int64)
+        g = self._hnsw()
+        for i in range(0, len(rids), 8192):
+            chunk = rids[i : i + 8192]
+            g.add_with_ids(self._index.reconstruct_batch(chunk), chunk)
+        self.kind, self._index = "hnsw", g
+        self.sync(conn)  # own entries, so the saved graph's watermark is the newest
+        self._save(conn)
+        logger.info("%d vectors: switched to an HNSW index in %.1f s", len(rids), time.perf_counter() - t0)
+
+    def _compact(self, conn: sqlite3.Connection) -> None:
+        """Rebuild the graph from its live vectors (dropping the tombstones)."""
+        old: _HNSW = self._index
+        live = np.flatnonzero(old.alive[: old.n])
+        xb = old.xb()
+        g = self._hnsw()
+        for i in range(0, len(live), 8192):
+            labels = live[i : i + 8192]
+            g.add_with_ids(xb[labels], old.label_rid[labels])
+        self._index = g
+        self._save(conn)
+        logger.info("HNSW index rebuilt without %d removed vectors", old.n - len(live))
+
+    def _save(self, conn: sqlite3.Connection) -> None:
+        if self.index_path is None or self.kind != "hnsw":
+            return
+        row = conn.execute("SELECT rid, op FROM vec_log WHERE seq = ?", (self.seq,)).fetchone()
+        if row is None:
+            return
+        try:
+            self._index.save(self.index_path, self.seq, (int(row[0]), row[1]))
+        except (OSError, RuntimeError, StoreError) as exc:  # a read-only directory: rebuilt on the next open
+            logger.warning("cannot save the HNSW index to %s: %s", self.index_path, exc)
+            return
+        self._unsaved = 0
+
+    def persist(self, conn: sqlite3.Connection) -> None:
+        """Save an HNSW graph with unsaved changes (before the store closes)."""
+        if self.kind == "hnsw" and self._unsaved and not self._undo:
+            self.sync(conn)
+            self._save(conn)
+
+    def close(self) -> None:
+        """Nothing to release (the index lives in this process)."""
 
     def allowed(self, conn: sqlite3.Connection, filters: Mapping[str, str | None]) -> np.ndarray | None:
         """The rids a scope filter admits, None when it admits every indexed vector.
@@ -562,7 +984,7 @@ class SQLiteStore:
         FluxStoreError: The database cannot be opened.
     """
 
-    def __init__(self, path: Path | None, dim: int) -> None:
+    def __init__(self, path: Path | None, dim: int, *, vectors: bool = True) -> None:
         self.path = path
         self.dim = dim
         self._lock = threading.RLock()
@@ -597,6 +1019,9 @@ class SQLiteStore:
             if path is not None:
                 self.conn.execute("PRAGMA journal_mode = WAL")
                 self.conn.execute("PRAGMA synchronous = NORMAL")
+                # reads through a memory map: a search reads ~100 rows scattered over a large
+                # file, and copying each page out of the OS cache cost about half of that
+                self.conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
             self.conn.execute("PRAGMA secure_delete = ON")
             with self.write():
                 for stmt in _SCHEMA.split(";"):
@@ -617,7 +1042,8 @@ class SQLiteStore:
                 f"{target}: store format {fmt!r} version {self.get_meta('version')!r}, "
                 f"this library reads {FORMAT} version {FORMAT_VERSION}"
             )
-        self.vectors = VectorCache(dim)
+        # the caller may attach a configured cache instead (before the first read)
+        self.vectors: Any = VectorCache(dim) if vectors else None
         self.graph = SQLGraph(self)
 
     # ---------------------------------------------------------------- transactions
@@ -638,6 +1064,9 @@ class SQLiteStore:
             try:
                 if getattr(self, "vectors", None) is not None:
                     self.vectors.sync(self.conn)
+                    begin = getattr(self.vectors, "begin", None)
+                    if begin is not None:
+                        begin()
                 yield
             except BaseException:
                 self._depth = 0
@@ -654,7 +1083,7 @@ class SQLiteStore:
     def read(self) -> Iterator[None]:
         """Bring the vector cache up to date, then read under the lock."""
         with self._lock:
-            if not self._depth:
+            if not self._depth and self.vectors is not None:
                 self.vectors.sync(self.conn)
             yield
 
@@ -666,13 +1095,17 @@ class SQLiteStore:
     def close(self) -> None:
         """Checkpoint and close (the WAL files go away with the last connection)."""
         with self._lock:
+            persist = getattr(self.vectors, "persist", None)
+            if persist is not None:
+                persist(self.conn)
             try:
                 if self.path is not None:
                     self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error:  # another process holds a read snapshot
                 pass
             self.conn.close()
-            self.vectors.close()
+            if self.vectors is not None:
+                self.vectors.close()
 
     # ---------------------------------------------------------------- meta
 
