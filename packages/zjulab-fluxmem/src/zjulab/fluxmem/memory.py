@@ -443,7 +443,9 @@ class FluxMemory:
             raise FluxStoreError(f"{target} exists and is not a directory")
         if target.exists():
             foreign = [
-                p for p in os.listdir(target) if not (p.startswith(DB_NAME) or p.startswith(f".{DB_NAME}."))
+                p
+                for p in os.listdir(target)
+                if not any(p == n or p.startswith((n + "-", f".{n}.")) for n in (DB_NAME, HNSW_NAME))
             ]
             if foreign:
                 raise FluxStoreError(
@@ -451,7 +453,7 @@ class FluxMemory:
                 )
         target.mkdir(parents=True, exist_ok=True)
         tmp = target / f".{DB_NAME}.save-tmp"
-        with self._lock:
+        with self._lock, self.store.read():
             if tmp.exists():
                 tmp.unlink()  # our own leftover from an interrupted save
             self.store.conn.execute("VACUUM INTO ?", (str(tmp),))
@@ -460,6 +462,13 @@ class FluxMemory:
                 if side.exists():
                     side.unlink()
             os.replace(tmp, target / DB_NAME)
+            # the copy's HNSW graph: ours (the copy keeps every rid and the change log), or
+            # none, so that a graph of the store that was replaced is never reused
+            save_graph = getattr(self.store.vectors, "save_graph", None)
+            if save_graph is not None and save_graph(self.store.conn, target / HNSW_NAME):
+                pass
+            elif (target / HNSW_NAME).exists():
+                (target / HNSW_NAME).unlink()
         return target
 
     def close(self) -> None:
@@ -980,6 +989,7 @@ class FluxMemory:
         cfg = self.config
         m = max(cfg.search_candidates, top_k)
         qv = self._encode([query])[0]
+        stats = self.store.lexical_stats(query)  # one read of the lexical statistics per search
         light = not filters  # ranking needs content and scope ids; metadata only for filters
         if filters:
             ok = self._filtered_candidates(query, qv, scope, filters, m)
@@ -988,7 +998,7 @@ class FluxMemory:
             seen: dict[str, None] = {}
             for nid, _ in self._dense(qv, m, scope):
                 seen[nid] = None
-            for nid, _ in self.store.bm25_top(query, m, scope, cfg.bm25_scan_budget):
+            for nid, _ in self.store.bm25_top(query, m, scope, cfg.bm25_scan_budget, stats):
                 seen[nid] = None
             nodes = self.graph.nodes_by_id(list(seen), light=True)
             ok = [n for n in seen if n in nodes and self._matches(nodes[n], scope, None)]
@@ -1008,7 +1018,7 @@ class FluxMemory:
         if not ids:
             return []
         dense = self.store.vectors.vectors(ids) @ qv
-        bm = self.store.bm25_scores(query, ids, [nodes[i].content for i in ids])
+        bm = self.store.bm25_scores(query, ids, [nodes[i].content for i in ids], stats)
         llm = None
         if cfg.verify_on_search and self.reasoner.enabled:
             ver = self.reasoner.verify_links([(query, [nodes[i].content for i in ids])])[0]

@@ -115,6 +115,7 @@ CREATE TABLE IF NOT EXISTS fts_stats (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
 _NODE_COLS = (
     "rid, id, kind, content, user_id, agent_id, run_id, speaker, timestamp, metadata, created_at, updated_at"
 )
+_LIGHT_COLS = "rid, id, kind, content, user_id, agent_id, run_id, NULL, NULL, '{}', '', ''"
 SCOPE_FIELDS = ("user_id", "agent_id", "run_id")
 
 
@@ -300,7 +301,7 @@ class _HNSW:
             return np.zeros((nq, 0), dtype=np.float32), np.zeros((nq, 0), dtype=np.int64)
         bits = None if mask is None else np.packbits(mask, bitorder="little")
         sel = None if bits is None else faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(bits))
-        exact = members < max(4 * self.ef_search, self.n // 10)
+        exact = self.scan_exactly(members)
         if not exact:
             params = faiss.SearchParametersHNSW()
             params.efSearch = max(self.ef_search, k)
@@ -315,6 +316,14 @@ class _HNSW:
             scores, labels_out = self._storage.search(q, k, params=params)
         rids = np.where(labels_out >= 0, self.label_rid[np.maximum(labels_out, 0)], -1)
         return scores, rids
+
+    def scan_exactly(self, members: int) -> bool:
+        """Whether a search admitting ``members`` vectors scans them instead of the graph.
+
+        A flat scan of a few thousand vectors costs about what the graph walk does; below a
+        tenth of the graph a filtered walk mostly visits vectors the filter rejects.
+        """
+        return members < max(4 * self.ef_search, self.n // 10)
 
     # ------------------------------------------------------------ persistence
 
@@ -433,6 +442,10 @@ class VectorCache:
         self.hnsw_min = None if ivf_min is not None else hnsw_min
         self.hnsw_params = (hnsw_m, hnsw_ef_construction, hnsw_ef_search)
         self.index_path = index_path
+        if index_path is not None and index_path.parent.is_dir():
+            from zjulab.common.io import remove_stale_temps
+
+            remove_stale_temps(index_path)  # a save that a kill interrupted
         self.kind = "exact"
         self._index: Any = None
         self.rid_to_id: dict[int, str] = {}
@@ -751,17 +764,25 @@ class VectorCache:
         logger.info("HNSW index rebuilt without %d removed vectors", old.n - len(live))
 
     def _save(self, conn: sqlite3.Connection) -> None:
-        if self.index_path is None or self.kind != "hnsw":
-            return
-        row = conn.execute("SELECT rid, op FROM vec_log WHERE seq = ?", (self.seq,)).fetchone()
-        if row is None:
+        if self.index_path is None:
             return
         try:
-            self._index.save(self.index_path, self.seq, (int(row[0]), row[1]))
+            saved = self.save_graph(conn, self.index_path)
         except (OSError, RuntimeError, StoreError) as exc:  # a read-only directory: rebuilt on the next open
             logger.warning("cannot save the HNSW index to %s: %s", self.index_path, exc)
             return
-        self._unsaved = 0
+        if saved:
+            self._unsaved = 0
+
+    def save_graph(self, conn: sqlite3.Connection, path: Path) -> bool:
+        """Write the HNSW graph to ``path`` (a copy of the store); False when there is none."""
+        if self.kind != "hnsw":
+            return False
+        row = conn.execute("SELECT rid, op FROM vec_log WHERE seq = ?", (self.seq,)).fetchone()
+        if row is None:
+            return False
+        self._index.save(path, self.seq, (int(row[0]), row[1]))
+        return True
 
     def persist(self, conn: sqlite3.Connection) -> None:
         """Save an HNSW graph with unsaved changes (before the store closes)."""
@@ -833,15 +854,25 @@ class SQLGraph:
         return _node(row)
 
     def nodes_by_id(self, node_ids: Sequence[str], *, light: bool = False) -> dict[str, MemoryNode]:
-        """The nodes among ``node_ids`` that exist, by id (``light``: without their metadata)."""
+        """The nodes among ``node_ids`` that exist, by id.
+
+        ``light``: only id, kind, content and scope ids are read (speaker, timestamp, times and
+        metadata come back empty), what ranking needs.
+        """
         out: dict[str, MemoryNode] = {}
         ids = list(dict.fromkeys(node_ids))
-        cols = _NODE_COLS.replace("metadata", "'{}'") if light else _NODE_COLS
-        for i in range(0, len(ids), 900):
-            chunk = ids[i : i + 900]
-            q = ",".join("?" * len(chunk))
-            for row in self._c.execute(f"SELECT {cols} FROM nodes WHERE id IN ({q})", chunk):
-                out[row[1]] = _node(row)
+        cols = _LIGHT_COLS if light else _NODE_COLS
+        # an id's rid never changes, so the vector cache's map finds the rows by primary key
+        # (one b-tree descent instead of two); ids it does not know are looked up by id
+        known = getattr(self._s.vectors, "id_to_rid", None) or {}
+        rids = [known[i] for i in ids if i in known]
+        rest = [i for i in ids if i not in known]
+        for key, keys in (("rid", rids), ("id", rest)):
+            for i in range(0, len(keys), 900):
+                chunk = keys[i : i + 900]
+                q = ",".join("?" * len(chunk))
+                for row in self._c.execute(f"SELECT {cols} FROM nodes WHERE {key} IN ({q})", chunk):
+                    out[row[1]] = _node(row)
         return out
 
     def nodes(
@@ -1229,15 +1260,6 @@ class SQLiteStore:
 
     # ---------------------------------------------------------------- lexical
 
-    def _df(self, terms: Sequence[str]) -> dict[str, int]:
-        """Document frequencies, kept per term with every FTS5 insert and delete."""
-        ts = list(dict.fromkeys(terms))
-        q = ",".join("?" * len(ts))
-        rows = self.conn.execute(
-            f"SELECT term, df FROM fts_terms WHERE term IN ({q}) AND df > 0", ts
-        ).fetchall()
-        return {t: int(d) for t, d in rows}
-
     def _corpus(self) -> tuple[int, float]:
         """FTS5's row count and mean row length, from the counters kept with every FTS5 change.
 
@@ -1247,8 +1269,30 @@ class SQLiteStore:
         n, total = int(got.get("docs", 0)), int(got.get("tokens", 0))
         return n, (total / n if n else 0.0)
 
+    def lexical_stats(self, query: str) -> tuple[int, float, dict[str, int]]:
+        """``(rows, mean row length, {term: document frequency})`` for ``query``'s terms.
+
+        One read of the counters kept with every FTS5 change; a search passes the result to
+        :meth:`bm25_top` and :meth:`bm25_scores` so both see the same statistics.
+        """
+        qt = list(dict.fromkeys(tokens(query)))
+        q = ",".join("?" * len(qt))
+        rows = self.conn.execute(
+            f"SELECT 0, k, v FROM fts_stats WHERE k IN ('docs', 'tokens') "
+            f"UNION ALL SELECT 1, term, df FROM fts_terms WHERE term IN ({q}) AND df > 0",
+            qt,
+        ).fetchall()
+        stats = {k: int(v) for tag, k, v in rows if tag == 0}
+        n, total = stats.get("docs", 0), stats.get("tokens", 0)
+        return n, (total / n if n else 0.0), {t: int(d) for tag, t, d in rows if tag == 1}
+
     def bm25_top(
-        self, query: str, k: int, filters: Mapping[str, str | None], scan_budget: int = 500
+        self,
+        query: str,
+        k: int,
+        filters: Mapping[str, str | None],
+        scan_budget: int = 500,
+        stats: tuple[int, float, dict[str, int]] | None = None,
     ) -> list[tuple[str, float]]:
         """The ``k`` best FTS5 ``bm25()`` matches inside the scope filter, ``(id, -bm25)`` best first.
 
@@ -1261,8 +1305,7 @@ class SQLiteStore:
         qt = list(dict.fromkeys(tokens(query)))
         if not qt or k <= 0:
             return []
-        n, _ = self._corpus()
-        df = self._df(qt)
+        n, _, df = stats if stats is not None else self.lexical_stats(query)
         ranked = sorted((t for t in qt if df.get(t, 0)), key=lambda t: df[t])
         useful: list[str] = []
         total = 0
@@ -1283,7 +1326,11 @@ class SQLiteStore:
         return [(nid, -float(s)) for nid, s in rows]
 
     def bm25_scores(
-        self, query: str, node_ids: Sequence[str], contents: Sequence[str] | None = None
+        self,
+        query: str,
+        node_ids: Sequence[str],
+        contents: Sequence[str] | None = None,
+        stats: tuple[int, float, dict[str, int]] | None = None,
     ) -> np.ndarray:
         """FTS5's ``bm25()`` of ``query`` for each of ``node_ids`` (as a positive score).
 
@@ -1306,10 +1353,9 @@ class SQLiteStore:
                 )
             )
             contents = [got.get(n, "") for n in node_ids]
-        n, avgdl = self._corpus()
+        n, avgdl, df = stats if stats is not None else self.lexical_stats(query)
         if not n:
             return out
-        df = self._df(qt)
         idf = {t: max(math.log((n - df[t] + 0.5) / (df[t] + 0.5)), 1e-6) for t in qt if df.get(t)}
         if not idf:
             return out
