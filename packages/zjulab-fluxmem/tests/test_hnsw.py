@@ -212,7 +212,7 @@ def test_changes_of_another_writer_after_the_save_are_replayed_on_open(enc, tmp_
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "other store"])
-def test_a_broken_or_foreign_graph_file_is_rebuilt_not_trusted(enc, tmp_path, damage):
+def test_a_broken_or_foreign_graph_file_is_rebuilt_not_trusted(enc, tmp_path, damage, monkeypatch):
     rng = np.random.default_rng(7)
     path = tmp_path / "s"
     mem = FluxMemory.open(path, enc, config=cfg(hnsw_ef_search=2000))  # exact: rebuilds agree
@@ -231,8 +231,11 @@ def test_a_broken_or_foreign_graph_file_is_rebuilt_not_trusted(enc, tmp_path, da
         foreign.add(texts(np.random.default_rng(99), 350), user_id="u", infer=False)
         foreign.close()
         f.write_bytes((tmp_path / "o" / HNSW_NAME).read_bytes())
+    reused = []
+    monkeypatch.setattr(_HNSW, "attach_vectors", lambda self, vecs: reused.append(1))
     mem = FluxMemory.open(path, enc)
     assert [[h["id"] for h in mem.search(q, user_id="u")["results"]] for q in qs] == before
+    assert reused == []  # the file was not used
     assert len(mem.store.vectors) == 400 and mem.store.vectors._index.n == 400
     mem.close()
     assert f.read_bytes()[:8] == b"ZJFXHNSW"

@@ -31,6 +31,7 @@ import sqlite3
 import struct
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -165,6 +166,12 @@ def where_scope(filters: Mapping[str, str | None], alias: str = "") -> tuple[str
 HNSW_NAME = "fluxmem.hnsw"
 _HNSW_MAGIC = b"ZJFXHNSW"
 _HNSW_VERSION = 1
+
+
+def _store_id(conn: sqlite3.Connection) -> str | None:
+    """The random id a store gets when it is created (a copy made by ``save`` keeps it)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()
+    return None if row is None else json.loads(row[0])
 
 
 class _HNSW:
@@ -327,7 +334,7 @@ class _HNSW:
 
     # ------------------------------------------------------------ persistence
 
-    def save(self, path: Path, seq: int, seq_row: tuple[int, str]) -> None:
+    def save(self, path: Path, seq: int, seq_row: tuple[int, str], store_id: str | None) -> None:
         """Write the graph (not the vectors, which stay in the database) atomically."""
         from zjulab.common.io import atomic_write
 
@@ -341,6 +348,7 @@ class _HNSW:
                 "seq": seq,
                 "seq_rid": seq_row[0],
                 "seq_op": seq_row[1],
+                "store": store_id,
             }
         ).encode()
         with atomic_write(path, "wb") as fh:
@@ -547,7 +555,11 @@ class VectorCache:
             return False
         g, head = got
         row = conn.execute("SELECT rid, op FROM vec_log WHERE seq = ?", (int(head["seq"]),)).fetchone()
-        if row is None or (int(row[0]), row[1]) != (head["seq_rid"], head["seq_op"]):
+        if (
+            row is None
+            or (int(row[0]), row[1]) != (head["seq_rid"], head["seq_op"])
+            or head.get("store") != _store_id(conn)
+        ):
             logger.info(
                 "%s belongs to another state of the store; the HNSW index is rebuilt", self.index_path
             )
@@ -781,7 +793,7 @@ class VectorCache:
         row = conn.execute("SELECT rid, op FROM vec_log WHERE seq = ?", (self.seq,)).fetchone()
         if row is None:
             return False
-        self._index.save(path, self.seq, (int(row[0]), row[1]))
+        self._index.save(path, self.seq, (int(row[0]), row[1]), _store_id(conn))
         return True
 
     def persist(self, conn: sqlite3.Connection) -> None:
@@ -1073,6 +1085,9 @@ class SQLiteStore:
                 f"{target}: store format {fmt!r} version {self.get_meta('version')!r}, "
                 f"this library reads {FORMAT} version {FORMAT_VERSION}"
             )
+        if self.get_meta("store_id") is None:  # ties a saved HNSW graph to this store
+            with self.write():
+                self.set_meta("store_id", uuid.uuid4().hex)
         # the caller may attach a configured cache instead (before the first read)
         self.vectors: Any = VectorCache(dim) if vectors else None
         self.graph = SQLGraph(self)
