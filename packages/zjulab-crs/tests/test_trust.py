@@ -607,13 +607,17 @@ def test_ruber_referenced_and_combination_hand_worked():
         EvaluationExample([("user", "x")], "a", 3.0, reference="c"),  # cos -1 -> 0.0
     ]
     r = Ruber(Fixed(), steps=1, batch_size=2).fit(exs)
-    assert r.referenced(exs) == pytest.approx([1.0, 0.5, 0.0])
+    assert r.referenced(exs) == pytest.approx([1.0, 0.5, 0.0], abs=1e-6)
     # the unreferenced score is the same for identical (context, response): normalised to 0.5
     mean = Ruber(Fixed(), steps=1, batch_size=2, combine="min").fit(exs)
-    assert mean.predict(exs) == pytest.approx([0.5, 0.5, 0.0])
-    assert Ruber(Fixed(), steps=1, batch_size=2).fit(exs).predict(exs) == pytest.approx([0.75, 0.5, 0.25])
+    assert mean.predict(exs) == pytest.approx([0.5, 0.5, 0.0], abs=1e-6)
+    assert Ruber(Fixed(), steps=1, batch_size=2).fit(exs).predict(exs) == pytest.approx(
+        [0.75, 0.5, 0.25], abs=1e-6
+    )
     with pytest.raises(Exception, match="combine must be"):
         Ruber(Fixed(), combine="median")
+    with pytest.raises(Exception, match="referenced_pooling must be"):
+        Ruber(Fixed(), referenced_pooling="mean")
     with pytest.raises(DataFormatError, match="at least 2"):
         Ruber(Fixed()).fit(exs[:1])
 
@@ -722,3 +726,37 @@ def test_heads_start_from_the_configured_seed_whatever_ran_before():
     torch.manual_seed(5)
     SpanTagger(TaggerConfig(device="cpu", seed=4), model=m, tokenizer=t)._build(bio_tag_set(["skin"]))
     assert torch.equal(torch.rand(1), expected)
+
+
+def test_ruber_referenced_score_is_the_cosine_of_max_min_pooled_word_vectors():
+    from typing import ClassVar
+
+    import numpy as np
+
+    from zjulab.crs.quality import Ruber
+    from zjulab.crs.samples import EvaluationExample
+
+    class Words:
+        dim = 2
+        table: ClassVar[dict[str, list[float]]] = {
+            "a": [1.0, 0.0],
+            "b": [0.0, 1.0],
+            "c": [-1.0, 0.0],
+            "面": [1.0, 0.0],
+            "膜": [0.0, 1.0],
+        }
+
+        def encode(self, texts):
+            return np.asarray([self.table.get(t, [0.5, 0.5]) for t in texts], dtype=np.float32)
+
+    exs = [
+        # "a b": max [1, 1], min [0, 0]; "a c": max [1, 0], min [-1, 0]; cos = 1 / (√2·√2) = 0.5
+        EvaluationExample([("user", "x")], "a b", 1.0, reference="a c"),
+        # one token per CJK character: "面膜" pools like "a b" -> cos 1
+        EvaluationExample([("user", "x")], "面膜", 2.0, reference="a b"),
+        EvaluationExample([("user", "x")], "a b", 3.0, reference=""),  # no reference
+    ]
+    r = Ruber(Words(), steps=1, batch_size=2)
+    assert r.referenced(exs) == pytest.approx([0.75, 1.0, None])
+    # the sentence variant embeds the whole texts (both unknown here: [0.5, 0.5] each, cos 1)
+    assert Ruber(Words(), referenced_pooling="sentence").referenced(exs)[:2] == pytest.approx([1.0, 1.0])

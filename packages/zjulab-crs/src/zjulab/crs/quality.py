@@ -178,8 +178,13 @@ class _Unreferenced(nn.Module):
 class Ruber:
     """RUBER (Tao et al., 2018): referenced + trained unreferenced response scores.
 
-    * **Referenced**: cosine of the response's and the reference's embeddings, mapped to
-      ``[0, 1]``; used when an example has a ``reference`` (the gold response).
+    * **Referenced**: as in RUBER, the cosine of the response's and the reference's
+      max-min pooled word embeddings (each text's word vectors reduced to their element-wise
+      maximum and minimum, concatenated), mapped to ``[0, 1]``; used when an example has a
+      ``reference`` (the gold response). Words are :func:`~zjulab.crs.metrics.text_tokens`
+      (one per CJK character, one per other word), each embedded alone by ``encoder``.
+      ``referenced_pooling="sentence"`` uses the cosine of whole-sentence embeddings instead
+      (the BERT-RUBER variant).
     * **Unreferenced**: a small network on the context and response embeddings trained, as in
       RUBER, by negative sampling: the true response of a training context must outscore a
       response drawn from another example by ``margin`` (hinge loss). No human score is used.
@@ -200,6 +205,7 @@ class Ruber:
         hidden: Hidden width of the network.
         combine: How the two scores are combined.
         seed: Seed of negative sampling and initialisation.
+        referenced_pooling: ``"max-min"`` (RUBER's) or ``"sentence"``.
     """
 
     task = "evaluation"
@@ -216,11 +222,17 @@ class Ruber:
         hidden: int = 128,
         combine: str = "mean",
         seed: int = 0,
+        referenced_pooling: str = "max-min",
     ) -> None:
         from zjulab.crs.errors import CrsConfigError
 
         if combine not in ("mean", "min", "max", "gmean"):
             raise CrsConfigError(f"combine must be one of mean, min, max, gmean; got {combine!r}")
+        if referenced_pooling not in ("max-min", "sentence"):
+            raise CrsConfigError(
+                f"referenced_pooling must be 'max-min' or 'sentence'; got {referenced_pooling!r}"
+            )
+        self.referenced_pooling = referenced_pooling
         if steps < 1 or batch_size < 2 or margin <= 0:
             raise CrsConfigError("steps >= 1, batch_size >= 2 and margin > 0 are required")
         if encoder is None:
@@ -276,13 +288,36 @@ class Ruber:
         """Cosine of response and reference mapped to ``[0, 1]`` (``None`` without a reference)."""
         has = [i for i, e in enumerate(examples) if e.reference]
         out: list[float | None] = [None] * len(examples)
-        if has:
+        if not has:
+            return out
+        if self.referenced_pooling == "sentence":
             a = self._embed([examples[i].response for i in has])
             b = self._embed([examples[i].reference for i in has])
-            cos = nn.functional.cosine_similarity(a, b, dim=-1)
-            for i, v in zip(has, cos.tolist()):
-                out[i] = (v + 1.0) / 2.0
+        else:
+            a = self._max_min([examples[i].response for i in has])
+            b = self._max_min([examples[i].reference for i in has])
+        cos = nn.functional.cosine_similarity(a, b, dim=-1)  # 0 when a text has no word
+        for i, v in zip(has, cos.tolist()):
+            out[i] = (v + 1.0) / 2.0
         return out
+
+    def _max_min(self, texts: Sequence[str]) -> torch.Tensor:
+        """RUBER's sentence vectors: ``[max; min]`` over each text's word embeddings."""
+        from zjulab.crs.metrics import text_tokens
+
+        words = [text_tokens(t) for t in texts]
+        vocab = list(dict.fromkeys(w for ws in words for w in ws))
+        table = self._embed(vocab) if vocab else torch.zeros((0, 1))
+        index = {w: j for j, w in enumerate(vocab)}
+        dim = table.size(-1) if vocab else 1
+        rows = []
+        for ws in words:
+            if not ws:
+                rows.append(torch.zeros(2 * dim))
+                continue
+            vecs = table[[index[w] for w in ws]]
+            rows.append(torch.cat([vecs.max(0).values, vecs.min(0).values]))
+        return torch.stack(rows)
 
     def predict(self, examples: Sequence[EvaluationExample]) -> list[float]:
         """The combined RUBER score of each example."""
