@@ -429,6 +429,8 @@ def test_side_file_round_trip_and_task5_on_real_files(uneed_dir: Path, tmp_path:
         ("sid,seq_no,score\nd1,2,nan\n", ":2: score 'nan' is not finite"),
         ("sid,seq_no,score\nd1,2,3\nd1,2,4\n", ":3: sid d1 seq_no 2 already scored on line 2"),
         ("sid,seq_no,score\n,2,3\n", ":2: empty sid"),
+        ("sid,seq_no,score,ref\n", "header must be sid,seq_no,score or sid,seq_no,score,reference"),
+        ("sid,seq_no,score,reference\nd1,2,3\n", ":2: expected 4 fields, got 3"),
     ],
 )
 def test_side_file_errors_name_file_and_line(tmp_path: Path, body: str, message: str):
@@ -436,6 +438,61 @@ def test_side_file_errors_name_file_and_line(tmp_path: Path, body: str, message:
     p.write_text(body)
     with pytest.raises(DataFormatError, match=message):
         load_quality_scores(p)
+
+
+def test_side_file_reference_column_reaches_the_evaluation_examples(uneed_dir: Path, tmp_path: Path):
+    from zjulab.crs.loaders import load_quality_references
+
+    corpus = load_uneed_dir(uneed_dir)
+    gold = {}
+    for ds in corpus.dialogues.values():
+        for d in ds:
+            for k, u in enumerate(x for x in d.utterances if not x.is_user):
+                d.quality[u.seq_no] = 3.0
+                if k % 2 == 0:  # every other rated turn has a gold response, with a comma in it
+                    d.references[u.seq_no] = gold[(d.sid, u.seq_no)] = f"参考回复, {u.seq_no}"
+    out = tmp_path / "u"
+    save_uneed_dir(out, corpus)
+    for f in out.glob("*_dialogue.json"):  # scores and references travel only in the side file
+        recs = json.loads(f.read_text())
+        for r in recs:
+            r.pop("quality", None)
+            r.pop("references", None)
+        f.write_text(json.dumps(recs, ensure_ascii=False))
+    side = out / "quality_scores.csv"
+    save_quality_scores(side, [d for ds in corpus.dialogues.values() for d in ds])
+    assert side.read_text().splitlines()[0] == "sid,seq_no,score,reference"
+    assert load_quality_references(side) == gold
+    again = load_uneed_dir(out)
+    exs = [e for split in ("train", "valid", "test") for e in task_examples(again, split, "evaluation")]
+    assert {e.reference for e in exs} == set(gold.values()) | {""}
+    side.write_text("sid,seq_no,score\n" + "".join(f"{s},{q},3\n" for s, q in gold))  # no column: none
+    assert load_quality_references(side) == {}
+
+
+def test_synthetic_corpus_records_gold_explanations_and_ruber_uses_them():
+    from zjulab.common.testing import HashingEncoder
+    from zjulab.crs.quality import Ruber
+    from zjulab.crs.samples import build_evaluation
+    from zjulab.crs.synthetic import SyntheticConfig, synthetic_corpus
+
+    corpus = synthetic_corpus(
+        SyntheticConfig(dialogues_per_category=8, items_per_category=25, users=20, seed=3)
+    )
+    again = synthetic_corpus(
+        SyntheticConfig(dialogues_per_category=8, items_per_category=25, users=20, seed=3)
+    )
+    exs = build_evaluation([d for ds in corpus.dialogues.values() for d in ds])
+    assert exs and all(e.reference for e in exs)
+    assert [e.reference for e in exs] == [
+        e.reference for e in build_evaluation([d for ds in again.dialogues.values() for d in ds])
+    ]
+    good = [e for e in exs if e.score >= 4.0]
+    assert good and sum(e.reference == e.response for e in good) >= len(good) // 4
+    r = Ruber(HashingEncoder(128), steps=20, batch_size=8).fit(exs)
+    ref = r.referenced(exs)
+    assert all(v is not None for v in ref)
+    assert r.predict(exs) != pytest.approx(r.unreferenced(exs))
 
 
 def test_side_file_rows_must_name_assistant_utterances(uneed_dir: Path, tmp_path: Path):

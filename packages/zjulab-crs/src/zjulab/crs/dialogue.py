@@ -135,6 +135,8 @@ class Dialogue:
         ds: Date stamp ``YYYYMMDD``.
         quality: Optional human quality scores of assistant turns, keyed by ``seq_no``
             (used by task 5; not part of the public U-NEED release).
+        references: Optional gold responses of assistant turns, keyed by ``seq_no`` (RUBER's
+            referenced score in task 5).
     """
 
     sid: str
@@ -144,6 +146,7 @@ class Dialogue:
     user_id: str = ""
     ds: str = ""
     quality: dict[int, float] = field(default_factory=dict)
+    references: dict[int, str] = field(default_factory=dict)
 
     @property
     def category(self) -> str:

@@ -11,7 +11,8 @@ U-NEED ships (on application; only tiny samples are public):
 * ``item_kg.txt`` -- CSV ``item_id_encrypt,seller_id_encrypt,relation_name,value``.
 * ``user_action.txt`` -- CSV ``seller_id_encrypt,user_id_encrypt,item_id_encrypt,actime,action_id``.
 * ``quality_scores.csv`` (a side file; not part of the public release, which ships no human
-  scores for task 5) -- CSV ``sid,seq_no,score``: one human quality score per assistant
+  scores for task 5) -- CSV ``sid,seq_no,score`` (and optionally ``reference``, a gold response
+  for RUBER's referenced score): one human quality score per assistant
   utterance, keyed by dialogue id and utterance number. :func:`load_uneed_dir` merges it into
   :attr:`Dialogue.quality`.
 * ``saved_data/{json,jsonl}/*`` and ``prompt4LLM/*`` -- prepared task samples (``input``,
@@ -57,6 +58,7 @@ __all__ = [
     "load_behaviours",
     "load_dialogues",
     "load_items",
+    "load_quality_references",
     "load_quality_scores",
     "load_task_samples",
     "load_uneed_dir",
@@ -213,6 +215,13 @@ def dialogue_from_record(record: Any, where: str = "dialogue", *, strict: bool =
         quality = {int(k): float(v) for k, v in quality_raw.items()}
     except (TypeError, ValueError) as exc:
         raise DataFormatError(f"{where}: field 'quality' has a non-numeric entry: {exc}") from exc
+    refs_raw = record.get("references", {})
+    if not isinstance(refs_raw, dict) or not all(isinstance(v, str) for v in refs_raw.values()):
+        raise DataFormatError(f"{where}: field 'references' must be an object of seq_no -> text")
+    try:
+        references = {int(k): v for k, v in refs_raw.items()}
+    except ValueError as exc:
+        raise DataFormatError(f"{where}: field 'references' has a non-integer seq_no: {exc}") from exc
     return Dialogue(
         sid=sid,
         domain=domain,
@@ -221,6 +230,7 @@ def dialogue_from_record(record: Any, where: str = "dialogue", *, strict: bool =
         user_id=_str_id(record, "userid", where),
         ds=_str_id(record, "ds", where),
         quality=quality,
+        references=references,
     )
 
 
@@ -254,6 +264,8 @@ def dialogue_to_record(dialogue: Dialogue) -> dict[str, Any]:
     }
     if dialogue.quality:
         out["quality"] = {str(k): v for k, v in sorted(dialogue.quality.items())}
+    if dialogue.references:
+        out["references"] = {str(k): v for k, v in sorted(dialogue.references.items())}
     return out
 
 
@@ -282,7 +294,11 @@ def save_dialogues(path: PathLike, dialogues: Iterable[Dialogue]) -> None:
     atomic_write_text(path, json.dumps(records, ensure_ascii=False, indent=4) + "\n")
 
 
-def _csv_rows(path: Path, header: list[str]) -> list[tuple[int, list[str]]]:
+def _csv_rows(path: Path, header: list[str], optional: Sequence[str] = ()) -> list[tuple[int, list[str]]]:
+    """Rows after the header (file:line errors); ``optional`` columns may follow ``header``.
+
+    Rows are returned padded with ``""`` for optional columns the file does not have.
+    """
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError as exc:
@@ -291,16 +307,19 @@ def _csv_rows(path: Path, header: list[str]) -> list[tuple[int, list[str]]]:
         raise DataFormatError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
     reader = csv.reader(io.StringIO(text))
     rows = list(reader)
-    if not rows or [h.strip() for h in rows[0]] != header:
-        got = rows[0] if rows else []
-        raise DataFormatError(f"{path}:1: header must be {','.join(header)}, got {','.join(got)!r}")
+    got = [h.strip() for h in rows[0]] if rows else []
+    allowed = [header + list(optional[:i]) for i in range(len(optional) + 1)]
+    if got not in allowed:
+        want = " or ".join(",".join(h) for h in allowed)
+        raise DataFormatError(f"{path}:1: header must be {want}, got {','.join(got)!r}")
     out = []
+    pad = [""] * (len(header) + len(optional) - len(got))
     for lineno, row in enumerate(rows[1:], start=2):
         if not row or all(not c.strip() for c in row):
             continue
-        if len(row) != len(header):
-            raise DataFormatError(f"{path}:{lineno}: expected {len(header)} fields, got {len(row)}: {row!r}")
-        out.append((lineno, row))
+        if len(row) != len(got):
+            raise DataFormatError(f"{path}:{lineno}: expected {len(got)} fields, got {len(row)}: {row!r}")
+        out.append((lineno, row + pad))
     return out
 
 
@@ -352,7 +371,7 @@ def load_behaviours(path: PathLike) -> list[Behaviour]:
 
 
 def load_quality_scores(path: PathLike) -> dict[tuple[str, int], float]:
-    """Read a ``quality_scores.csv`` side file (``sid,seq_no,score``).
+    """Read a ``quality_scores.csv`` side file (``sid,seq_no,score[,reference]``).
 
     Returns:
         ``{(sid, seq_no): score}``.
@@ -362,12 +381,27 @@ def load_quality_scores(path: PathLike) -> dict[tuple[str, int], float]:
             empty sid, a non-integer ``seq_no``, a non-finite score, or a ``(sid, seq_no)`` given
             twice (file:line).
     """
+    return {k: score for k, (score, _) in _read_quality(Path(path)).items()}
+
+
+def load_quality_references(path: PathLike) -> dict[tuple[str, int], str]:
+    """The gold responses of a ``quality_scores.csv`` with the optional ``reference`` column.
+
+    Returns:
+        ``{(sid, seq_no): reference}`` for the rows whose reference is not empty.
+
+    Raises:
+        DataFormatError: As :func:`load_quality_scores`.
+    """
+    return {k: ref for k, (_, ref) in _read_quality(Path(path)).items() if ref}
+
+
+def _read_quality(p: Path) -> dict[tuple[str, int], tuple[float, str]]:
     import math
 
-    p = Path(path)
-    out: dict[tuple[str, int], float] = {}
+    out: dict[tuple[str, int], tuple[float, str]] = {}
     first: dict[tuple[str, int], int] = {}
-    for lineno, (sid, seq, score) in _csv_rows(p, _QUALITY_HEADER):
+    for lineno, (sid, seq, score, reference) in _csv_rows(p, _QUALITY_HEADER, ("reference",)):
         sid = sid.strip()
         if not sid:
             raise DataFormatError(f"{p}:{lineno}: empty sid")
@@ -386,26 +420,32 @@ def load_quality_scores(path: PathLike) -> dict[tuple[str, int], float]:
             raise DataFormatError(
                 f"{p}:{lineno}: sid {sid} seq_no {seq_no} already scored on line {first[key]}"
             )
-        out[key] = value
+        out[key] = (value, reference.strip())
         first[key] = lineno
     return out
 
 
 def save_quality_scores(path: PathLike, dialogues: Iterable[Dialogue]) -> None:
-    """Write the dialogues' quality scores as a ``quality_scores.csv`` side file (atomic)."""
+    """Write the dialogues' quality scores as a ``quality_scores.csv`` side file (atomic).
+
+    The ``reference`` column is written when any dialogue has a reference for a scored turn.
+    """
+    ds = list(dialogues)
+    with_refs = any(seq in d.references for d in ds for seq in d.quality)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(_QUALITY_HEADER)
-    for d in dialogues:
+    w.writerow(_QUALITY_HEADER + (["reference"] if with_refs else []))
+    for d in ds:
         for seq_no, score in sorted(d.quality.items()):
-            w.writerow([d.sid, seq_no, repr(float(score))])
+            row = [d.sid, seq_no, repr(float(score))]
+            w.writerow([*row, d.references.get(seq_no, "")] if with_refs else row)
     atomic_write_text(path, buf.getvalue())
 
 
 def _merge_quality(corpus: UNeedCorpus, path: Path) -> None:
-    scores = load_quality_scores(path)
+    scores = _read_quality(path)
     utts = {(d.sid, u.seq_no): (d, u) for ds in corpus.dialogues.values() for d in ds for u in d.utterances}
-    for (sid, seq_no), value in scores.items():
+    for (sid, seq_no), (value, reference) in scores.items():
         hit = utts.get((sid, seq_no))
         if hit is None:
             raise DataFormatError(f"{path}: sid {sid} seq_no {seq_no} is no utterance of any dialogue file")
@@ -415,6 +455,8 @@ def _merge_quality(corpus: UNeedCorpus, path: Path) -> None:
                 f"{path}: sid {sid} seq_no {seq_no} is a user utterance; scores rate assistant turns"
             )
         d.quality[seq_no] = value
+        if reference:
+            d.references[seq_no] = reference
 
 
 def save_behaviours(path: PathLike, behaviours: Iterable[Behaviour]) -> None:

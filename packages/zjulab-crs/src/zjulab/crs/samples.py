@@ -432,7 +432,12 @@ def build_evaluation(dialogues: Sequence[Dialogue]) -> list[EvaluationExample]:
             if u.seq_no in d.quality:
                 out.append(
                     EvaluationExample(
-                        [_turn(x) for x in d.utterances[:i]], u.text, d.quality[u.seq_no], d.category, d.sid
+                        [_turn(x) for x in d.utterances[:i]],
+                        u.text,
+                        d.quality[u.seq_no],
+                        d.category,
+                        d.sid,
+                        d.references.get(u.seq_no, ""),
                     )
                 )
     return out

@@ -370,8 +370,15 @@ def _dialogue(
         utt = b.add("assistant", "system_explain", [(text, None)])
         score = min(5.0, max(1.0, base + rng.gauss(0.0, 0.4)))
         quality[utt.seq_no] = round(score, 2)
+        # the gold explanation (RUBER's reference), drawn from its own stream so the corpus
+        # itself is the same as without references
+        gold = random.Random(f"{cfg.seed}/{counter}/{utt.seq_no}")
+        references[utt.seq_no] = gold.choice(sp["explain_templates"]).format(
+            p=iv["product"], v1=iv[k1], v2=iv[k2]
+        )
 
     quality: dict[int, float] = {}
+    references: dict[int, str] = {}
     recommend_and_explain(target, known)
     if rng.random() < cfg.feedback_rate:
         a = rng.choice(attrs)
@@ -392,4 +399,5 @@ def _dialogue(
         user_id=uid,
         ds=start.strftime("%Y%m%d"),
         quality=quality,
+        references=references,
     )
