@@ -302,3 +302,61 @@ def test_kills_during_graph_saves_leave_no_temp_files_and_lose_nothing(enc, tmp_
     assert len(mem.store.vectors) == n == mem.store.vectors._index.live
     mem.close()
     assert set(os.listdir(path)) == {DB_NAME, HNSW_NAME}
+
+
+def test_a_copy_made_by_save_is_its_own_store_for_the_graph(enc, tmp_path, monkeypatch):
+    rng = np.random.default_rng(10)
+    a = FluxMemory.open(tmp_path / "a", enc, config=cfg())
+    a.add(texts(rng, 400), user_id="u", infer=False)
+    a.save(tmp_path / "b")
+    a.add(texts(rng, 50), user_id="u", infer=False)
+    a.close()
+    b = FluxMemory.open(tmp_path / "b", enc)
+    b.add(texts(rng, 50), user_id="u", infer=False)
+    b.close()
+    (tmp_path / "b" / HNSW_NAME).write_bytes((tmp_path / "a" / HNSW_NAME).read_bytes())  # diverged twin
+    reused = []
+    monkeypatch.setattr(_HNSW, "attach_vectors", lambda self, vecs: reused.append(1))
+    b = FluxMemory.open(tmp_path / "b", enc)
+    b.search("w1 w2", user_id="u")
+    assert reused == [] and len(b.store.vectors) == 450
+    b.close()
+
+
+@pytest.mark.parametrize(
+    "damage", ['"seq": "abc"', '"seq": null', '"seq": 1e300', "rid 2**40", "rid -5", "a directory"]
+)
+def test_a_graph_file_with_bad_fields_or_in_the_way_never_breaks_the_store(enc, tmp_path, damage):
+    import json
+    import struct
+
+    rng = np.random.default_rng(11)
+    path = tmp_path / "s"
+    mem = FluxMemory.open(path, enc, config=cfg())
+    mem.add(texts(rng, 400), user_id="u", infer=False)
+    mem.close()
+    f = path / HNSW_NAME
+    data = f.read_bytes()
+    (hlen,) = struct.unpack("<Q", data[8:16])
+    head = json.loads(data[16 : 16 + hlen])
+    labels = np.frombuffer(data, dtype=np.int64, count=head["labels"], offset=16 + hlen).copy()
+    if damage.startswith('"seq"'):
+        head["seq"] = json.loads(damage.split(": ")[1])
+    elif damage == "rid 2**40":
+        labels[3] = 2**40
+    elif damage == "rid -5":
+        labels[:] = -5
+    new_head = json.dumps(head).encode()
+    body = data[16 + hlen + 8 * len(labels) :]
+    f.write_bytes(data[:8] + struct.pack("<Q", len(new_head)) + new_head + labels.tobytes() + body)
+    if damage == "a directory":
+        f.unlink()
+        f.mkdir()
+    mem = FluxMemory.open(path, enc)
+    assert len(mem.search("w1 w2", user_id="u")["results"]) == 10
+    mem.add("one more", user_id="u", infer=False)
+    assert len(mem.store.vectors) == 401
+    mem.close()
+    again = FluxMemory.open(path, enc)
+    assert len(again.get_all(user_id="u", limit=1000)["results"]) == 401
+    again.close()

@@ -22,7 +22,9 @@ import logging
 import math
 import os
 import re
+import sqlite3
 import threading
+import uuid
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -457,6 +459,14 @@ class FluxMemory:
             if tmp.exists():
                 tmp.unlink()  # our own leftover from an interrupted save
             self.store.conn.execute("VACUUM INTO ?", (str(tmp),))
+            # the copy is a store of its own from now on: a graph saved for one of the two
+            # must never be taken for the other's once they diverge
+            copy_id = uuid.uuid4().hex
+            copy = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                copy.execute("INSERT OR REPLACE INTO meta VALUES ('store_id', ?)", (json.dumps(copy_id),))
+            finally:
+                copy.close()
             for suffix in ("-wal", "-shm"):
                 side = target / (DB_NAME + suffix)
                 if side.exists():
@@ -465,7 +475,7 @@ class FluxMemory:
             # the copy's HNSW graph: ours (the copy keeps every rid and the change log), or
             # none, so that a graph of the store that was replaced is never reused
             save_graph = getattr(self.store.vectors, "save_graph", None)
-            if save_graph is not None and save_graph(self.store.conn, target / HNSW_NAME):
+            if save_graph is not None and save_graph(self.store.conn, target / HNSW_NAME, copy_id):
                 pass
             elif (target / HNSW_NAME).exists():
                 (target / HNSW_NAME).unlink()

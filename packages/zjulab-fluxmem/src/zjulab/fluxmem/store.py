@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from zjulab.common.errors import StoreError
+from zjulab.common.errors import ZjulabError
 from zjulab.fluxmem.errors import FluxStoreError, FluxStoreVersionError, MemoryNotFoundError
 from zjulab.fluxmem.nodes import MemoryEdge, MemoryNode
 from zjulab.fluxmem.validation import check_text
@@ -60,6 +60,7 @@ logger = logging.getLogger(__name__)
 FORMAT = "zjulab-fluxmem-sqlite"
 FORMAT_VERSION = 2
 DB_NAME = "fluxmem.sqlite3"
+OPTIMIZES_PER_REBUILD = 250
 MMAP_BYTES = 1 << 30  # address space only; pages are read on demand
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)  # what FTS5's unicode61 tokenizer calls a token
 BM25_K1 = 1.2  # FTS5's bm25() defaults
@@ -361,9 +362,14 @@ class _HNSW:
 
     @classmethod
     def load(
-        cls, faiss: Any, path: Path, dim: int, m: int, ef_construction: int, ef_search: int
+        cls, faiss: Any, path: Path, dim: int, m: int, ef_construction: int, ef_search: int, max_rid: int
     ) -> tuple[_HNSW, dict[str, Any]] | None:
-        """The graph saved at ``path`` without its vectors, or None when it cannot be used."""
+        """The graph saved at ``path`` without its vectors, or None when it cannot be used.
+
+        ``max_rid`` bounds the rids a graph of this store can name (the change log's largest).
+        """
+        if not path.is_file():
+            return None
         try:
             data = path.read_bytes()
             if data[:8] != _HNSW_MAGIC:
@@ -390,10 +396,16 @@ class _HNSW:
                 cursor[0] += size
                 return chunk
 
+            live = label_rid[alive]
+            if len(live) and (live.min() < 1 or live.max() > max_rid or len(np.unique(live)) != len(live)):
+                raise ValueError("its label map names rids this store never had")
+            head["seq"], head["seq_rid"] = int(head["seq"]), int(head["seq_rid"])
+            if not (0 < head["seq"] < 1 << 62 and 0 < head["seq_rid"] < 1 << 62):
+                raise ValueError("its change-log position is out of range")
             reader = faiss.PyCallbackIOReader(read)
             index = faiss.read_index(reader, faiss.IO_FLAG_SKIP_STORAGE)
             del reader
-        except (OSError, ValueError, KeyError, TypeError, struct.error, RuntimeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, OverflowError, struct.error, RuntimeError) as exc:
             logger.info("%s: not usable (%s); the HNSW index is rebuilt", path, exc)
             return None
         if index.ntotal != n or not isinstance(index, faiss.IndexHNSWFlat):
@@ -550,7 +562,8 @@ class VectorCache:
         if self.index_path is None or not self.index_path.exists():
             return False
         m, efc, efs = self.hnsw_params
-        got = _HNSW.load(self._faiss, self.index_path, self.dim, m, efc, efs)
+        (max_rid,) = conn.execute("SELECT coalesce(max(rid), 0) FROM vec_log").fetchone()
+        got = _HNSW.load(self._faiss, self.index_path, self.dim, m, efc, efs, int(max_rid))
         if got is None:
             return False
         g, head = got
@@ -780,20 +793,23 @@ class VectorCache:
             return
         try:
             saved = self.save_graph(conn, self.index_path)
-        except (OSError, RuntimeError, StoreError) as exc:  # a read-only directory: rebuilt on the next open
+        except (OSError, RuntimeError, ZjulabError) as exc:  # unwritable: rebuilt on the next open
             logger.warning("cannot save the HNSW index to %s: %s", self.index_path, exc)
             return
         if saved:
             self._unsaved = 0
 
-    def save_graph(self, conn: sqlite3.Connection, path: Path) -> bool:
-        """Write the HNSW graph to ``path`` (a copy of the store); False when there is none."""
+    def save_graph(self, conn: sqlite3.Connection, path: Path, store_id: str | None = None) -> bool:
+        """Write the HNSW graph to ``path``; False when there is none.
+
+        ``store_id``: the id of the store the graph is for (a copy's; default this store's).
+        """
         if self.kind != "hnsw":
             return False
         row = conn.execute("SELECT rid, op FROM vec_log WHERE seq = ?", (self.seq,)).fetchone()
         if row is None:
             return False
-        self._index.save(path, self.seq, (int(row[0]), row[1]), _store_id(conn))
+        self._index.save(path, self.seq, (int(row[0]), row[1]), store_id or _store_id(conn))
         return True
 
     def persist(self, conn: sqlite3.Connection) -> None:
@@ -1264,6 +1280,15 @@ class SQLiteStore:
     def scrub(self) -> None:
         """Rewrite the FTS index without deleted entries and checkpoint the WAL (after erasure)."""
         self.conn.execute("INSERT INTO fts (fts) VALUES ('optimize')")
+        # SQLite 3.40's FTS5 reports its own index malformed after about a thousand
+        # delete + optimize rounds; a rebuild (from the table's own content) every
+        # OPTIMIZES_PER_REBUILD rounds resets the index structure before that happens
+        (done,) = self.conn.execute(
+            "INSERT INTO fts_stats VALUES ('optimizes', 1) ON CONFLICT(k) DO UPDATE SET v = v + 1 RETURNING v"
+        ).fetchone()
+        if done >= OPTIMIZES_PER_REBUILD:
+            self.conn.execute("INSERT INTO fts (fts) VALUES ('rebuild')")
+            self.conn.execute("UPDATE fts_stats SET v = 0 WHERE k = 'optimizes'")
 
     def checkpoint(self) -> None:
         """Move the WAL into the database file and truncate it (outside a write)."""
