@@ -360,3 +360,38 @@ def test_a_graph_file_with_bad_fields_or_in_the_way_never_breaks_the_store(enc, 
     again = FluxMemory.open(path, enc)
     assert len(again.get_all(user_id="u", limit=1000)["results"]) == 401
     again.close()
+
+
+@pytest.mark.parametrize("threshold", [None, 300])
+def test_a_commit_by_another_handle_right_after_the_sync_neither_leaks_scopes_nor_crashes(
+    enc, tmp_path, threshold
+):
+    rng = np.random.default_rng(12)
+    path = tmp_path / "s"
+    writer = FluxMemory.open(path, enc, config=cfg(hnsw_min_nodes=threshold))
+    writer.add(texts(rng, 400), user_id="u", infer=False)
+    secret = writer.add("SECRET of user v: the vault code is 4711", user_id="v", infer=False)["results"][0][
+        "id"
+    ]
+    reader = FluxMemory.open(path, enc)
+    reader.search("warm up", user_id="v")
+    vc = reader.store.vectors
+    real_sync, fired = vc.sync, []
+
+    def sync_then_other_commit(conn):
+        real_sync(conn)
+        if not fired:
+            fired.append(1)
+            writer.add("SECRET of user u too: the vault code is 4711", user_id="u", infer=False)
+
+    vc.sync = sync_then_other_commit
+    for _ in range(3):  # the first search races the commit; later ones see it
+        res = reader.search("SECRET of user v: the vault code is 4711", user_id="u", top_k=5)["results"]
+        assert res and all(r["user_id"] == "u" for r in res)
+        dense = vc.search_scope(
+            reader.store.conn, enc.encode(["SECRET vault code 4711"]), 5, {"user_id": "u"}
+        )[0]
+        assert secret not in {n for n, _ in dense}
+    assert res[0]["memory"].startswith("SECRET of user u")
+    reader.close()
+    writer.close()

@@ -1024,7 +1024,11 @@ class FluxMemory:
                     cand[o] = None
                     nodes[o] = n
             edges = self.graph.edges_among(list(cand))
-        ids = list(cand)
+        known = getattr(self.store.vectors, "id_to_rid", None)
+        if known is not None:  # rows committed by another process after this search's sync
+            ids = [i for i in cand if i in known]
+        else:
+            ids = list(cand)
         if not ids:
             return []
         dense = self.store.vectors.vectors(ids) @ qv

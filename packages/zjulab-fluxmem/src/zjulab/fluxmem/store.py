@@ -834,6 +834,9 @@ class VectorCache:
             arr = np.fromiter(
                 (r for (r,) in conn.execute(f"SELECT rid FROM nodes WHERE {sql}", params)), dtype=np.int64
             )
+            # rows another process committed since the last sync are not indexed yet: the next
+            # sync notes them (counting them here would make a scope look like "every vector")
+            arr = arr[np.isin(arr, np.fromiter(self.rid_to_id, dtype=np.int64, count=len(self.rid_to_id)))]
             if len(self._filters) > 256:
                 self._filters.clear()
             entry = (arr, [])
