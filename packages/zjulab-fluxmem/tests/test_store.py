@@ -484,3 +484,20 @@ def test_a_thousand_deletes_in_random_order_keep_the_full_text_index_sound(tmp_p
     again.add("one more note", user_id="u", infer=False)
     assert len(again.get_all(user_id="u", limit=2000)["results"]) == 101
     again.close()
+
+
+def test_a_handle_left_open_while_another_reembeds_to_another_size_refuses_to_write(tmp_path):
+    path = tmp_path / "s"
+    old = FluxMemory.open(path, HashingEncoder(64), config=FluxMemConfig(max_links=0))
+    old.add(["Ana moved to Lisbon", "Bob plays chess"], user_id="u", infer=False)
+    new = FluxMemory.open(path, HashingEncoder(32), reembed=True)
+    new.close()
+    with pytest.raises(FluxStoreEncoderError, match="reopen it with the store"):
+        old.search("Ana", user_id="u")
+    with pytest.raises(FluxStoreEncoderError, match="reopen it with the store"):
+        old.add("Carla likes tea", user_id="u", infer=False)
+    old.close()
+    again = FluxMemory.open(path, HashingEncoder(32))
+    assert {len(b) for (b,) in again.store.conn.execute("SELECT vec FROM nodes")} == {4 * 32}
+    assert again.search("Ana moved", user_id="u")["results"][0]["memory"] == "Ana moved to Lisbon"
+    again.close()

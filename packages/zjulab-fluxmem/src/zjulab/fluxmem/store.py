@@ -40,7 +40,12 @@ from typing import Any
 import numpy as np
 
 from zjulab.common.errors import ZjulabError
-from zjulab.fluxmem.errors import FluxStoreError, FluxStoreVersionError, MemoryNotFoundError
+from zjulab.fluxmem.errors import (
+    FluxStoreEncoderError,
+    FluxStoreError,
+    FluxStoreVersionError,
+    MemoryNotFoundError,
+)
 from zjulab.fluxmem.nodes import MemoryEdge, MemoryNode
 from zjulab.fluxmem.validation import check_text
 
@@ -603,6 +608,12 @@ class VectorCache:
         return True
 
     def _add_raw(self, rids: list[int], blobs: list[bytes]) -> None:
+        if any(len(b) != 4 * self.dim for b in blobs):
+            self.invalidate()  # nothing of this sync is trusted
+            raise FluxStoreEncoderError(
+                f"the store holds vectors of another size than this handle's {self.dim}-d ones "
+                "(re-embedded by another process?); reopen it with the store's encoder"
+            )
         vecs = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(rids), self.dim)
         self._index.add_with_ids(np.ascontiguousarray(vecs), np.asarray(rids, dtype=np.int64))
 
@@ -1128,6 +1139,14 @@ class SQLiteStore:
             self._depth = 1
             try:
                 if getattr(self, "vectors", None) is not None:
+                    stored_dim = self.get_meta("dim")
+                    if stored_dim is not None and stored_dim != self.dim:
+                        # another process re-embedded the store to another dimension since this
+                        # one opened it: writing this process's vectors would mix two sizes
+                        raise FluxStoreEncoderError(
+                            f"{self.path}: the store now holds {stored_dim}-d vectors, this handle "
+                            f"writes {self.dim}-d ones; reopen it with the store's encoder"
+                        )
                     self.vectors.sync(self.conn)
                     begin = getattr(self.vectors, "begin", None)
                     if begin is not None:
