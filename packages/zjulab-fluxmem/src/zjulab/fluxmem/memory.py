@@ -475,9 +475,8 @@ class FluxMemory:
             # the copy's HNSW graph: ours (the copy keeps every rid and the change log), or
             # none, so that a graph of the store that was replaced is never reused
             save_graph = getattr(self.store.vectors, "save_graph", None)
-            if save_graph is not None and save_graph(self.store.conn, target / HNSW_NAME, copy_id):
-                pass
-            elif (target / HNSW_NAME).exists():
+            saved = save_graph is not None and save_graph(self.store.conn, target / HNSW_NAME, copy_id)
+            if not saved and (target / HNSW_NAME).exists():
                 (target / HNSW_NAME).unlink()
         return target
 
