@@ -330,7 +330,9 @@ def run_suite(
         else:
             results.append(_run(task, "RUBER cosine", "baseline", RuberScorer(text_encoder), tr, te))
             results.append(
-                _run(task, "RUBER (referenced + trained unreferenced)", "baseline", Ruber(text_encoder), tr, te)
+                _run(
+                    task, "RUBER (referenced + trained unreferenced)", "baseline", Ruber(text_encoder), tr, te
+                )
             )
             m, t = encoder_factory()
             results.append(
