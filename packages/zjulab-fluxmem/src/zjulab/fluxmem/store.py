@@ -774,14 +774,18 @@ class VectorCache:
         self._undo = None
         self._filters.clear()
 
-    def _switch_to_hnsw(self, conn: sqlite3.Connection) -> None:
-        t0 = time.perf_counter()
-        rids = np.asarray(sorted(self.rid_to_id), dtype=np.int64)
+    def _graph_of(self, rids: np.ndarray) -> _HNSW:
+        """A new graph holding the current index's vectors of ``rids``, in that order."""
         g = self._hnsw()
         for i in range(0, len(rids), 8192):
             chunk = rids[i : i + 8192]
             g.add_with_ids(self._index.reconstruct_batch(chunk), chunk)
-        self.kind, self._index = "hnsw", g
+        return g
+
+    def _switch_to_hnsw(self, conn: sqlite3.Connection) -> None:
+        t0 = time.perf_counter()
+        rids = np.asarray(sorted(self.rid_to_id), dtype=np.int64)
+        self.kind, self._index = "hnsw", self._graph_of(rids)
         self.sync(conn)  # own entries, so the saved graph's watermark is the newest
         self._save(conn)
         logger.info("%d vectors: switched to an HNSW index in %.1f s", len(rids), time.perf_counter() - t0)
@@ -789,15 +793,9 @@ class VectorCache:
     def _compact(self, conn: sqlite3.Connection) -> None:
         """Rebuild the graph from its live vectors (dropping the tombstones)."""
         old: _HNSW = self._index
-        live = np.flatnonzero(old.alive[: old.n])
-        xb = old.xb()
-        g = self._hnsw()
-        for i in range(0, len(live), 8192):
-            labels = live[i : i + 8192]
-            g.add_with_ids(xb[labels], old.label_rid[labels])
-        self._index = g
+        self._index = self._graph_of(old.label_rid[np.flatnonzero(old.alive[: old.n])])
         self._save(conn)
-        logger.info("HNSW index rebuilt without %d removed vectors", old.n - len(live))
+        logger.info("HNSW index rebuilt without %d removed vectors", old.n - old.live)
 
     def _save(self, conn: sqlite3.Connection) -> None:
         if self.index_path is None:
@@ -1323,13 +1321,9 @@ class SQLiteStore:
     # ---------------------------------------------------------------- lexical
 
     def _corpus(self) -> tuple[int, float]:
-        """FTS5's row count and mean row length, from the counters kept with every FTS5 change.
-
-        ``count(*)`` would visit every row of a large store on each search.
-        """
-        got = dict(self.conn.execute("SELECT k, v FROM fts_stats WHERE k IN ('docs', 'tokens')").fetchall())
-        n, total = int(got.get("docs", 0)), int(got.get("tokens", 0))
-        return n, (total / n if n else 0.0)
+        """FTS5's row count and mean row length (see :meth:`lexical_stats`)."""
+        n, avgdl, _ = self.lexical_stats("")
+        return n, avgdl
 
     def lexical_stats(self, query: str) -> tuple[int, float, dict[str, int]]:
         """``(rows, mean row length, {term: document frequency})`` for ``query``'s terms.
