@@ -5,8 +5,9 @@ One database file, ``STORE_DIR/fluxmem.sqlite3``, holds everything:
 * ``nodes`` (one row per memory unit, with its float32 embedding as a blob),
   ``edges``, ``history``, ``trajectories``, ``tails`` (the last message of each conversation
   thread) and ``meta`` (format version, encoder name and dimension, configuration);
-* ``fts``, an FTS5 table over node contents (rowid = ``nodes.rid``) whose built-in ``bm25()``
-  ranks the lexical side of search and is updated with every insert and delete;
+* ``fts``, an FTS5 table over node contents (rowid = ``nodes.rid``), updated with every insert
+  and delete, whose postings and row sizes give the lexical side of search its candidates,
+  ranked by FTS5's ``bm25()`` formula;
 * ``vec_log``, an append-only log of vector inserts and deletes. Each process keeps a faiss
   index of the vectors in memory and replays the log entries it has not seen before every read
   and inside every write transaction, so it always agrees with the database, including the
@@ -70,6 +71,7 @@ MMAP_BYTES = 1 << 30  # address space only; pages are read on demand
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)  # what FTS5's unicode61 tokenizer calls a token
 BM25_K1 = 1.2  # FTS5's bm25() defaults
 BM25_B = 0.75
+_POSTINGS = "fluxmem_postings"  # the temp fts5vocab table over ``fts``
 
 
 def tokens(text: str) -> list[str]:
@@ -857,6 +859,82 @@ class VectorCache:
         return None if len(arr) == len(self.rid_to_id) else arr
 
 
+class _DocSizes:
+    """FTS5's token count of every row (``fts_docsize``), by rid, for lexical ranking.
+
+    Read whole on first use (one scan, ~40 ms at 100K rows), then kept in step like the vector
+    cache: a row's size changes only with its content, and every content change (insert,
+    update, delete, reset) writes a ``vec_log`` entry for its rid, so :meth:`refresh` forgets
+    the rids of the entries past its watermark, and the store's own writes forget theirs
+    (:meth:`forget`) as they happen. A forgotten or unknown rid is read again when needed.
+    Inside a write nothing read is kept (a rollback would leave it wrong) and the watermark
+    stays (the transaction's log entries may be rolled back and their numbers reused).
+    """
+
+    def __init__(self) -> None:
+        self.sizes: np.ndarray | None = None  # rid -> size, -1 when unknown
+        self.seq = 0
+
+    def refresh(self, conn: sqlite3.Connection, *, advance: bool) -> None:
+        """Forget the rows changed since the watermark (loading every size the first time)."""
+        if self.sizes is None:
+            if not advance:
+                return
+            (self.seq,) = conn.execute("SELECT coalesce(max(seq), 0) FROM vec_log").fetchone()
+            got = conn.execute("SELECT id, sz FROM fts_docsize").fetchall()
+            top = max((r for r, _ in got), default=0)
+            sizes = np.full(top + 1024, -1, dtype=np.int64)
+            for r, sz in got:
+                sizes[r] = sz[0] if sz[0] < 0x80 else _varint(sz)
+            self.sizes = sizes
+            return
+        rows = conn.execute("SELECT seq, rid FROM vec_log WHERE seq > ? ORDER BY seq", (self.seq,)).fetchall()
+        if not rows:
+            return
+        for _, r in rows:
+            self.forget(r)
+        if advance:
+            self.seq = int(rows[-1][0])
+
+    def forget(self, rid: int) -> None:
+        """Drop what is known of ``rid`` (its content is being changed)."""
+        if self.sizes is not None and 0 <= rid < len(self.sizes):
+            self.sizes[rid] = -1
+
+    def clear(self) -> None:
+        self.sizes = None
+        self.seq = 0
+
+    def of(self, conn: sqlite3.Connection, rids: np.ndarray, *, cache: bool) -> np.ndarray:
+        """The sizes of ``rids`` (FTS5 rows), read from ``fts_docsize`` where unknown."""
+        sizes = self.sizes
+        out = np.full(len(rids), -1, dtype=np.int64)
+        if sizes is not None:
+            inside = rids < len(sizes)
+            out[inside] = sizes[rids[inside]]
+        missing = rids[out < 0].tolist()
+        if not missing:
+            return out
+        got: dict[int, int] = {}
+        for i in range(0, len(missing), 900):
+            chunk = missing[i : i + 900]
+            q = ",".join("?" * len(chunk))
+            for r, sz in conn.execute(f"SELECT id, sz FROM fts_docsize WHERE id IN ({q})", chunk):
+                got[r] = sz[0] if sz[0] < 0x80 else _varint(sz)
+        pos = np.flatnonzero(out < 0)
+        out[pos] = [got.get(r, 0) for r in missing]
+        if cache and sizes is not None:
+            top = max(missing)
+            if top >= len(sizes):
+                grown = np.full(max(top + 1, 2 * len(sizes)), -1, dtype=np.int64)
+                grown[: len(sizes)] = sizes
+                self.sizes = sizes = grown
+            for r in missing:
+                if r in got:
+                    sizes[r] = got[r]
+        return out
+
+
 class SQLGraph:
     """The memory graph, read from and written to the ``nodes`` and ``edges`` tables."""
 
@@ -1060,6 +1138,7 @@ class SQLiteStore:
         self.dim = dim
         self._lock = threading.RLock()
         self._depth = 0
+        self._sizes = _DocSizes()  # FTS5 row sizes for lexical ranking
         if path is not None:
             # SQLite takes UTF-8 file names: a name decoded with surrogateescape cannot be opened
             check_text(str(path), "store path")
@@ -1116,6 +1195,16 @@ class SQLiteStore:
         if self.get_meta("store_id") is None:  # ties a saved HNSW graph to this store
             with self.write():
                 self.set_meta("store_id", uuid.uuid4().hex)
+        # the FTS5 index's postings (term, row, column, offset), read by lexical candidate
+        # generation; a TEMP table of this connection, so the store file is not changed
+        try:
+            self.conn.execute(
+                f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.{_POSTINGS} USING fts5vocab(main, 'fts', 'instance')"
+            )
+            self._postings = True
+        except sqlite3.Error as exc:  # pragma: no cover - an SQLite without fts5vocab
+            logger.debug("no fts5vocab table (%s): lexical candidates are ranked by FTS5 bm25()", exc)
+            self._postings = False
         # the caller may attach a configured cache instead (before the first read)
         self.vectors: Any = VectorCache(dim) if vectors else None
         self.graph = SQLGraph(self)
@@ -1230,6 +1319,7 @@ class SQLiteStore:
         return rid
 
     def _fts_add(self, rid: int, content: str) -> None:
+        self._sizes.forget(rid)
         toks = tokens(content)
         self.conn.execute("INSERT INTO fts (rowid, content) VALUES (?, ?)", (rid, content))
         self.conn.executemany(
@@ -1245,6 +1335,7 @@ class SQLiteStore:
         row = self.conn.execute("SELECT content FROM fts WHERE rowid = ?", (rid,)).fetchone()
         if row is None:
             return
+        self._sizes.forget(rid)
         toks = tokens(row[0])
         self.conn.execute("DELETE FROM fts WHERE rowid = ?", (rid,))
         self.conn.executemany(
@@ -1357,11 +1448,18 @@ class SQLiteStore:
         terms in half the documents or more are never used (FTS5 floors their idf at 1e-6).
         This bounds the rows SQLite visits on a large store; the candidates are then scored
         with every query term by :meth:`bm25_scores`, and dense search supplies the rest.
+
+        The ranking is that of ``ORDER BY bm25(fts) LIMIT k`` over a ``MATCH`` of those terms
+        (ties broken by the lower rowid, which SQLite's top-``k`` sort keeps). For terms that
+        are plain ASCII words it is computed from the index's postings and row sizes with
+        FTS5's formula and operation order (the same doubles, see :meth:`_bm25_postings`);
+        FTS5's own ``bm25()`` ranks the others (and every term on an SQLite without
+        ``fts5vocab``).
         """
         qt = list(dict.fromkeys(tokens(query)))
         if not qt or k <= 0:
             return []
-        n, _, df = stats if stats is not None else self.lexical_stats(query)
+        n, avgdl, df = stats if stats is not None else self.lexical_stats(query)
         ranked = sorted((t for t in qt if df.get(t, 0)), key=lambda t: df[t])
         useful: list[str] = []
         total = 0
@@ -1370,7 +1468,15 @@ class SQLiteStore:
                 break
             useful.append(t)
             total += df[t]
-        match = fts_query(useful)
+        if useful and self._postings and all(t.isascii() for t in useful):
+            return self._bm25_postings(useful, k, filters, n, avgdl, df)
+        return self._bm25_fts5(useful, k, filters)
+
+    def _bm25_fts5(
+        self, terms: Sequence[str], k: int, filters: Mapping[str, str | None]
+    ) -> list[tuple[str, float]]:
+        """:meth:`bm25_top`'s ranking by FTS5 itself (``ORDER BY bm25(fts)``)."""
+        match = fts_query(terms)
         if match is None:
             return []
         sql, params = where_scope(filters, "n")
@@ -1380,6 +1486,104 @@ class SQLiteStore:
             [match, *params, int(k)],
         ).fetchall()
         return [(nid, -float(s)) for nid, s in rows]
+
+    def _bm25_postings(
+        self,
+        terms: Sequence[str],
+        k: int,
+        filters: Mapping[str, str | None],
+        n: int,
+        avgdl: float,
+        df: Mapping[str, int],
+    ) -> list[tuple[str, float]]:
+        """:meth:`bm25_top`'s ranking from the postings of ``terms`` (a few hundred rows).
+
+        FTS5's ``bm25()`` scores each matching row through its auxiliary-function API (a
+        row-size read each) and sorts them; here the rows and term frequencies come from the
+        ``fts5vocab`` instance table (rowid order), the row sizes from :class:`_DocSizes`, and
+        the score is FTS5's expression evaluated in the same order on the same doubles, so
+        equal rows get equal scores and the top ``k`` are the same rows. The scope is checked
+        down the ranking until ``k`` rows pass. The reads share one snapshot.
+        """
+        own = not self.conn.in_transaction
+        if own:
+            self.conn.execute("BEGIN")
+        try:
+            self._sizes.refresh(self.conn, advance=not self._depth)
+            docs, cols = [], []
+            for j, t in enumerate(terms):
+                got = self.conn.execute(f"SELECT doc FROM temp.{_POSTINGS} WHERE term = ?", (t,)).fetchall()
+                docs.append(np.fromiter((d for (d,) in got), dtype=np.int64, count=len(got)))
+                cols.append(np.full(len(got), j, dtype=np.int64))
+            every = np.concatenate(docs)
+            if not len(every):
+                return []
+            rids, inv = np.unique(every, return_inverse=True)
+            nt = len(terms)
+            freq = (
+                np.bincount(inv * nt + np.concatenate(cols), minlength=len(rids) * nt)
+                .reshape(len(rids), nt)
+                .astype(np.float64)
+            )
+            size = self._sizes.of(self.conn, rids, cache=not self._depth).astype(np.float64)
+            score = np.zeros(len(rids), dtype=np.float64)
+            for j, t in enumerate(terms):  # FTS5's fts5Bm25Function (fts5_aux.c), term by term
+                idf = math.log((n - df[t] + 0.5) / (df[t] + 0.5))
+                if idf <= 0.0:
+                    idf = 1e-6
+                f = freq[:, j]
+                score = score + idf * (
+                    (f * (BM25_K1 + 1.0)) / (f + BM25_K1 * (1 - BM25_B + BM25_B * size / avgdl))
+                )
+            order = np.lexsort((rids, -score))
+            out: list[tuple[str, float]] = []
+            pos, step = 0, max(2 * int(k), 64)
+            while len(out) < k and pos < len(order):
+                chunk = order[pos : pos + step]
+                pos += len(chunk)
+                ids = self._ids_in_scope(rids[chunk].tolist(), filters)
+                for i in chunk.tolist():
+                    nid = ids.get(int(rids[i]))
+                    if nid is not None:
+                        out.append((nid, float(score[i])))
+                        if len(out) == k:
+                            break
+            return out
+        finally:
+            if own:
+                self.conn.execute("COMMIT")
+
+    def _ids_in_scope(self, rids: list[int], filters: Mapping[str, str | None]) -> dict[int, str]:
+        """``{rid: node id}`` of the rows among ``rids`` inside the scope filter.
+
+        The vector cache knows the id and scope of every row it has synced (a row's scope ids
+        never change); the rest (rows another process committed since, or every row when
+        there is no such cache) are read from ``nodes``.
+        """
+        want = [(i, filters.get(f)) for i, f in enumerate(SCOPE_FIELDS) if filters.get(f) is not None]
+        rid_id = getattr(self.vectors, "rid_to_id", None)
+        rid_scope = getattr(self.vectors, "rid_scope", None)
+        out: dict[int, str] = {}
+        rest: list[int] = []
+        if rid_id is None or rid_scope is None:
+            rest = rids
+        else:
+            for r in rids:
+                nid = rid_id.get(r)
+                sc = rid_scope.get(r)
+                if nid is None or sc is None:
+                    rest.append(r)
+                elif all(sc[i] == v for i, v in want):
+                    out[r] = nid
+        for i in range(0, len(rest), 900):
+            chunk = rest[i : i + 900]
+            q = ",".join("?" * len(chunk))
+            for r, nid, *sc in self.conn.execute(
+                f"SELECT rid, id, user_id, agent_id, run_id FROM nodes WHERE rid IN ({q})", chunk
+            ):
+                if all(sc[j] == v for j, v in want):
+                    out[r] = nid
+        return out
 
     def bm25_scores(
         self,
@@ -1426,6 +1630,16 @@ class SQLiteStore:
                     counts[t] = counts.get(t, 0) + 1
             out[i] = sum(idf[t] * tf * (BM25_K1 + 1) / (tf + norm) for t, tf in counts.items())
         return out
+
+
+def _varint(buf: bytes) -> int:
+    """An SQLite varint (big-endian 7-bit groups, a set high bit continues; the 9th byte is whole)."""
+    v = 0
+    for i in range(8):
+        v = (v << 7) | (buf[i] & 0x7F)
+        if buf[i] < 0x80:
+            return v
+    return (v << 8) | buf[8]
 
 
 def is_finite_number(x: object) -> bool:
