@@ -999,29 +999,37 @@ class FluxMemory:
         m = max(cfg.search_candidates, top_k)
         qv = self._encode([query])[0]
         stats = self.store.lexical_stats(query)  # one read of the lexical statistics per search
-        light = not filters  # ranking needs content and scope ids; metadata only for filters
+        # ranking reads a candidate's content and scope ids (as tuples); full nodes for filters
+        want = [(1 + SCOPE_FIELDS.index(k), v) for k, v in scope.items() if v is not None]
+        content: dict[str, str] = {}
         if filters:
             ok = self._filtered_candidates(query, qv, scope, filters, m)
-            nodes = self.graph.nodes_by_id(ok, light=True)
+            content = {nid: n.content for nid, n in self.graph.nodes_by_id(ok, light=True).items()}
         else:
             seen: dict[str, None] = {}
             for nid, _ in self._dense(qv, m, scope):
                 seen[nid] = None
             for nid, _ in self.store.bm25_top(query, m, scope, cfg.bm25_scan_budget, stats):
                 seen[nid] = None
-            nodes = self.graph.nodes_by_id(list(seen), light=True)
-            ok = [n for n in seen if n in nodes and self._matches(nodes[n], scope, None)]
+            rows = self.graph.scoped_contents(list(seen))
+            ok = [n for n in seen if n in rows and all(rows[n][i] == v for i, v in want)]
+            content = {n: rows[n][0] for n in ok}
         if not ok:
             return []
         cand: dict[str, None] = dict.fromkeys(ok)
         edges = self.graph.edges_touching(ok) if ok else []
         if cfg.context_weight > 0 and edges:
-            others = [e.target if e.source in cand else e.source for e in edges]
-            extra = self.graph.nodes_by_id([o for o in others if o not in cand], light=light)
-            for o, n in extra.items():
-                if self._matches(n, scope, filters):
-                    cand[o] = None
-                    nodes[o] = n
+            others = [o for o in (e.target if e.source in cand else e.source for e in edges) if o not in cand]
+            if filters:
+                for o, n in self.graph.nodes_by_id(others).items():
+                    if self._matches(n, scope, filters):
+                        cand[o] = None
+                        content[o] = n.content
+            else:
+                for o, row in self.graph.scoped_contents(others).items():
+                    if all(row[i] == v for i, v in want):
+                        cand[o] = None
+                        content[o] = row[0]
             edges = self.graph.edges_among(list(cand))
         known = getattr(self.store.vectors, "id_to_rid", None)
         if known is not None:  # rows committed by another process after this search's sync
@@ -1031,10 +1039,10 @@ class FluxMemory:
         if not ids:
             return []
         dense = self.store.vectors.vectors(ids) @ qv
-        bm = self.store.bm25_scores(query, ids, [nodes[i].content for i in ids], stats)
+        bm = self.store.bm25_scores(query, ids, [content[i] for i in ids], stats)
         llm = None
         if cfg.verify_on_search and self.reasoner.enabled:
-            ver = self.reasoner.verify_links([(query, [nodes[i].content for i in ids])])[0]
+            ver = self.reasoner.verify_links([(query, [content[i] for i in ids])])[0]
             llm = None if ver is None else np.asarray(ver)
         base = _hybrid(cfg, dense, bm, llm)
         final = propagate(ids, base, edges, cfg.context_weight)

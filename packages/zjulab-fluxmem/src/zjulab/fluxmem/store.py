@@ -993,6 +993,33 @@ class SQLGraph:
                     out[row[1]] = _node(row)
         return out
 
+    def scoped_contents(
+        self, node_ids: Sequence[str]
+    ) -> dict[str, tuple[str, str | None, str | None, str | None]]:
+        """``{id: (content, user_id, agent_id, run_id)}`` of the nodes among ``node_ids`` that exist.
+
+        What ranking reads of a candidate, as plain tuples (no :class:`MemoryNode`).
+        """
+        out: dict[str, tuple[str, str | None, str | None, str | None]] = {}
+        ids = list(dict.fromkeys(node_ids))
+        known = getattr(self._s.vectors, "id_to_rid", None) or {}
+        rids, rest = [], []
+        for i in ids:
+            r = known.get(i)
+            if r is None:
+                rest.append(i)
+            else:
+                rids.append(r)
+        for key, keys in (("rid", rids), ("id", rest)):
+            for i in range(0, len(keys), 900):
+                chunk = keys[i : i + 900]
+                q = ",".join("?" * len(chunk))
+                for nid, *row in self._c.execute(
+                    f"SELECT id, content, user_id, agent_id, run_id FROM nodes WHERE {key} IN ({q})", chunk
+                ):
+                    out[nid] = tuple(row)  # type: ignore[assignment]
+        return out
+
     def nodes(
         self, filters: Mapping[str, str | None] | None = None, limit: int | None = None
     ) -> Iterator[MemoryNode]:
@@ -1619,15 +1646,20 @@ class SQLiteStore:
         idf = {t: max(math.log((n - df[t] + 0.5) / (df[t] + 0.5)), 1e-6) for t in qt if df.get(t)}
         if not idf:
             return out
+        find = _TOKEN.findall
         for i, text in enumerate(contents):
-            toks = tokens(text)
-            if not toks:
+            toks = find(text.lower())  # tokens(text)
+            hits = [t for t in toks if t in idf]
+            if not hits:
                 continue
             norm = BM25_K1 * (1 - BM25_B + BM25_B * len(toks) / avgdl)
+            if len(hits) == 1:
+                t = hits[0]
+                out[i] = idf[t] * 1 * (BM25_K1 + 1) / (1 + norm)
+                continue
             counts: dict[str, int] = {}
-            for t in toks:
-                if t in idf:
-                    counts[t] = counts.get(t, 0) + 1
+            for t in hits:  # in the row's order, as the sum below is
+                counts[t] = counts.get(t, 0) + 1
             out[i] = sum(idf[t] * tf * (BM25_K1 + 1) / (tf + norm) for t, tf in counts.items())
         return out
 
