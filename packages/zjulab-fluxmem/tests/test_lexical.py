@@ -196,3 +196,24 @@ def test_a_non_ascii_term_is_ranked_by_fts5_itself(tmp_path, monkeypatch):
         got = mem.store.bm25_top("café", 5, {"user_id": "u"})
     assert len(got) == 2
     mem.close()
+
+
+def test_a_bulk_change_by_another_handle_reloads_the_row_sizes(tmp_path):
+    rng = np.random.default_rng(9)
+    vocab = _vocab(rng)
+    a = _build(tmp_path / "s", rng, vocab, n=600)
+    b = FluxMemory.open(tmp_path / "s", HashingEncoder(64), config=FluxMemConfig(max_links=0))
+    q = f"{vocab[40]} {vocab[300]}"
+    _agree(*_both(a.store, q, {"user_id": "u0"}))
+    seen_seq = a.store._sizes.seq
+    victims = [m["id"] for m in a.get_all(user_id="u0")["results"][:10]]
+    for nid in victims:  # sizes a holds change: 1 word <-> 160
+        b.update(nid, vocab[40] if rng.random() < 0.5 else " ".join([vocab[300]] * 160))
+    for _ in range(5):  # more log entries than the cache forgets one by one
+        b.add([_text(rng, vocab) + f" {vocab[40]}" for _ in range(1000)], user_id="u0", infer=False)
+    _agree(*_both(a.store, q, {"user_id": "u0"}))
+    cache = a.store._sizes
+    assert cache.seq > seen_seq + 5000 and cache.sizes is not None
+    assert int((cache.sizes >= 0).sum()) == len(a.graph)  # every row's size, read in one pass
+    b.close()
+    a.close()

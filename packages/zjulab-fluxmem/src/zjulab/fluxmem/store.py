@@ -888,8 +888,15 @@ class _DocSizes:
                 sizes[r] = sz[0] if sz[0] < 0x80 else _varint(sz)
             self.sizes = sizes
             return
-        rows = conn.execute("SELECT seq, rid FROM vec_log WHERE seq > ? ORDER BY seq", (self.seq,)).fetchall()
+        many = max(4096, len(self.sizes) // 8)
+        rows = conn.execute(
+            "SELECT seq, rid FROM vec_log WHERE seq > ? ORDER BY seq LIMIT ?", (self.seq, many + 1)
+        ).fetchall()
         if not rows:
+            return
+        if len(rows) > many:  # a bulk change (a large add, another process's import): read anew
+            self.clear()
+            self.refresh(conn, advance=advance)
             return
         for _, r in rows:
             self.forget(r)
@@ -902,6 +909,7 @@ class _DocSizes:
             self.sizes[rid] = -1
 
     def clear(self) -> None:
+        """Drop every size (read whole again on the next refresh outside a write)."""
         self.sizes = None
         self.seq = 0
 
