@@ -11,6 +11,7 @@ from zjulab.crs.config import (
     GeneratorConfig,
     QualityConfig,
     RankerConfig,
+    SASRecConfig,
     TaggerConfig,
     TrainConfig,
 )
@@ -85,6 +86,7 @@ from zjulab.crs.samples import (
     split_overlap,
     task_examples,
 )
+from zjulab.crs.sequential import SASRecRanker
 from zjulab.crs.suite import SuiteConfig, TaskResult, category_table, five_task_table, run_suite
 from zjulab.crs.synthetic import SyntheticConfig, synthetic_corpus
 from zjulab.crs.tagger import LexiconTagger, SpanTagger
@@ -127,6 +129,8 @@ __all__ = [
     "RetrievalResponder",
     "Ruber",
     "RuberScorer",
+    "SASRecConfig",
+    "SASRecRanker",
     "SpanTagger",
     "SuiteConfig",
     "SyntheticConfig",

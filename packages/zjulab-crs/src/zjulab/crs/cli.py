@@ -61,6 +61,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
         chat = default_chat_model(device=args.device, max_new_tokens=64)
     results = run_suite(corpus, enc_f, lm_f, config=cfg, chat_model=chat)
+    from zjulab.common.deps import available
+
+    if "recommendation" in cfg.tasks and not available("hopwise"):
+        from zjulab.crs.sequential import SASREC_EXTRA
+
+        print(f"SASRec baseline not run: hopwise is not installed ({SASREC_EXTRA})")
     print()
     print(five_task_table(results))
     if args.by_category:
@@ -162,7 +168,15 @@ def _load(task: str, path: str, corpus: Any, device: str) -> Any:
     return cls.load(path, device=device)
 
 
-def _baseline(task: str, corpus: Any, train: Sequence[Any]) -> Any:
+def _baseline(
+    task: str,
+    corpus: Any,
+    train: Sequence[Any],
+    test: Sequence[Any] = (),
+    name: str = "",
+    device: str = "auto",
+    sasrec_epochs: int = 50,
+) -> Any:
     from zjulab.crs.elicitation import FrequencyElicitor
     from zjulab.crs.generation import RetrievalResponder
     from zjulab.crs.quality import Ruber, RuberScorer
@@ -173,7 +187,22 @@ def _baseline(task: str, corpus: Any, train: Sequence[Any]) -> Any:
         return LexiconTagger().fit(train)
     if task == "elicitation":
         return FrequencyElicitor().fit(train)
+    from zjulab.crs.errors import CrsConfigError
+
+    if name and task != "recommendation":
+        raise CrsConfigError(f"--baseline {name} is a recommendation baseline; {task} has one baseline")
     if task == "recommendation":
+        if name == "popularity":
+            return AttributeMatchRanker.popularity(corpus.items, corpus.behaviours)
+        if name == "sasrec":
+            from zjulab.crs.config import SASRecConfig
+            from zjulab.crs.sequential import SASRecRanker
+
+            ranker = SASRecRanker(
+                corpus.items, corpus.behaviours, SASRecConfig(epochs=sasrec_epochs, device=device)
+            )
+            ranker.fit(train, exclude=test)  # nothing of a test user from its test time on
+            return ranker
         return AttributeMatchRanker(corpus.items, corpus.behaviours)
     if task == "generation":
         return RetrievalResponder().fit(train)
@@ -200,11 +229,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     corpus = _corpus(args.data)
     test = task_examples(corpus, args.split, args.task, candidates=args.candidates)
+    if args.checkpoint and args.baseline:
+        from zjulab.crs.errors import CrsConfigError
+
+        raise CrsConfigError("give --checkpoint or --baseline, not both")
     if args.checkpoint:
         system = _load(args.task, args.checkpoint, corpus, args.device)
     else:
         train = getattr(build_task_samples(corpus, "train"), args.task)
-        system = _baseline(args.task, corpus, train)
+        system = _baseline(args.task, corpus, train, test, args.baseline, args.device, args.sasrec_epochs)
     by_cat, seconds = evaluate_by_category(system, args.task, test)
     print(f"{args.task} on {args.split} ({len(test)} samples, {type(system).__name__}, {seconds:.1f} s)")
     print(format_table([{"category": c, **m} for c, m in by_cat.items()]))
@@ -305,6 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--checkpoint", default="", help="directory written by train --out (default: the baseline)"
             )
+            p.add_argument(
+                "--baseline",
+                default="",
+                choices=("", "attribute", "popularity", "sasrec"),
+                help="recommendation baseline: attribute match (default), popularity, or SASRec "
+                "trained on the behaviour log (pip install 'zjulab-crs[sasrec]')",
+            )
+            p.add_argument("--sasrec-epochs", type=int, default=50, help="SASRec's training epochs")
         p.set_defaults(fn=fn)
 
     s = sub.add_parser("synth", help="write the synthetic corpus in U-NEED's file layout")

@@ -16,6 +16,7 @@ __all__ = [
     "GeneratorConfig",
     "QualityConfig",
     "RankerConfig",
+    "SASRecConfig",
     "TaggerConfig",
     "TrainConfig",
 ]
@@ -214,3 +215,77 @@ class QualityConfig(TrainConfig):
             raise CrsConfigError(f"max_turns must be >= 1, got {self.max_turns}")
         if self.pooling not in ("cls", "mean"):
             raise CrsConfigError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
+
+
+@dataclass
+class SASRecConfig:
+    """Task 3 baseline: SASRec trained by hopwise (RecBole); defaults are RecBole's SASRec ones.
+
+    Args:
+        n_layers: Transformer layers.
+        n_heads: Attention heads.
+        hidden_size: Item embedding and hidden width.
+        inner_size: Feed-forward width.
+        hidden_dropout_prob: Dropout on embeddings and hidden states.
+        attn_dropout_prob: Dropout on attention weights.
+        hidden_act: Feed-forward activation (``"gelu"``, ``"relu"``, ``"swish"``, ``"tanh"``, ``"sigmoid"``).
+        layer_norm_eps: LayerNorm epsilon.
+        initializer_range: Standard deviation of the initial weights.
+        loss_type: ``"CE"`` (softmax over every item) or ``"BPR"`` (one sampled negative).
+        max_seq_length: Most recent items of a sequence the model reads.
+        epochs: Passes over the (prefix, next item) cases.
+        batch_size: Cases per step.
+        learning_rate: Adam learning rate.
+        weight_decay: Weight decay.
+        seed: Seed of initialisation and shuffling (and of the tie order).
+        device: ``"auto"``, ``"cpu"``, ``"cuda:0"``...
+    """
+
+    n_layers: int = 2  # RecBole's SASRec.yaml
+    n_heads: int = 2
+    hidden_size: int = 64
+    inner_size: int = 256
+    hidden_dropout_prob: float = 0.5
+    attn_dropout_prob: float = 0.5
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    loss_type: Literal["CE", "BPR"] = "CE"
+    max_seq_length: int = 50  # RecBole's MAX_ITEM_LIST_LENGTH
+    epochs: int = 50  # RecBole trains up to 300 with early stopping; 50 suits U-NEED-size logs
+    batch_size: int = 2048  # RecBole's train_batch_size
+    learning_rate: float = 1e-3  # RecBole's default
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in (
+            "n_layers",
+            "n_heads",
+            "hidden_size",
+            "inner_size",
+            "max_seq_length",
+            "epochs",
+            "batch_size",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise CrsConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.hidden_size % self.n_heads:
+            raise CrsConfigError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of n_heads ({self.n_heads})"
+            )
+        for name in ("hidden_dropout_prob", "attn_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise CrsConfigError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if self.hidden_act not in ("gelu", "relu", "swish", "tanh", "sigmoid"):
+            raise CrsConfigError(
+                f"hidden_act must be gelu, relu, swish, tanh or sigmoid, got {self.hidden_act!r}"
+            )
+        if self.loss_type not in ("CE", "BPR"):
+            raise CrsConfigError(f"loss_type must be 'CE' or 'BPR', got {self.loss_type!r}")
+        if not self.learning_rate > 0 or self.weight_decay < 0 or not self.layer_norm_eps > 0:
+            raise CrsConfigError("learning_rate and layer_norm_eps must be positive and weight_decay >= 0")
+        if not self.initializer_range > 0:
+            raise CrsConfigError(f"initializer_range must be positive, got {self.initializer_range!r}")

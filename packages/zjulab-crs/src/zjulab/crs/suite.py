@@ -15,10 +15,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from zjulab.common.deps import available
 from zjulab.common.protocols import ChatModel, TextEncoder
-from zjulab.crs.config import ElicitationConfig, GeneratorConfig, QualityConfig, RankerConfig, TaggerConfig
+from zjulab.crs.config import (
+    ElicitationConfig,
+    GeneratorConfig,
+    QualityConfig,
+    RankerConfig,
+    SASRecConfig,
+    TaggerConfig,
+)
 from zjulab.crs.elicitation import AttributeClassifier, FrequencyElicitor
-from zjulab.crs.errors import CrsConfigError
+from zjulab.crs.errors import CrsConfigError, DataFormatError
 from zjulab.crs.generation import ResponseGenerator, RetrievalResponder
 from zjulab.crs.llm import LLMElicitor, LLMResponder, LLMUnderstanding
 from zjulab.crs.loaders import UNeedCorpus
@@ -26,6 +34,7 @@ from zjulab.crs.quality import QualityRegressor, Ruber, RuberScorer
 from zjulab.crs.recommendation import AttributeMatchRanker, BiEncoderRanker
 from zjulab.crs.report import HEADLINE, PAPER_BASELINES, evaluate_by_category, format_table
 from zjulab.crs.samples import TASKS, build_task_samples
+from zjulab.crs.sequential import SASREC_EXTRA, SASRecRanker
 from zjulab.crs.tagger import LexiconTagger, SpanTagger
 
 __all__ = [
@@ -62,6 +71,9 @@ class SuiteConfig:
         max_new_tokens: Generation length.
         device: Device for every model.
         seed: Seed.
+        sasrec: Add the SASRec baseline of task 3 (hopwise; ``None``: when hopwise is
+            installed, and a log line says so when it is not).
+        sasrec_epochs: SASRec's training epochs.
     """
 
     tasks: tuple[str, ...] = TASKS
@@ -78,11 +90,15 @@ class SuiteConfig:
     max_new_tokens: int = 24  # synthetic responses are about a dozen words
     device: str = "auto"
     seed: int = 0
+    sasrec: bool | None = None
+    sasrec_epochs: int = 30  # the synthetic log's loss flattens by then
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown:
             raise CrsConfigError(f"unknown task(s) {unknown}; expected some of {list(TASKS)}")
+        if self.sasrec_epochs < 1:
+            raise CrsConfigError(f"sasrec_epochs must be >= 1, got {self.sasrec_epochs}")
         if self.steps < 0 or self.epochs < 1 or self.batch_size < 1 or self.generator_batch_size < 1:
             raise CrsConfigError("steps >= 0, epochs >= 1 and batch sizes >= 1 are required")
         if self.max_eval < 0:
@@ -163,9 +179,15 @@ class TaskResult:
 
 
 def _run(
-    task: str, name: str, kind: str, system: Any, train: Sequence[Any], test: Sequence[Any]
+    task: str,
+    name: str,
+    kind: str,
+    system: Any,
+    train: Sequence[Any],
+    test: Sequence[Any],
+    **fit_kwargs: Any,
 ) -> TaskResult:
-    hist = system.fit(train)
+    hist = system.fit(train, **fit_kwargs)
     by_cat, seconds = evaluate_by_category(system, task, test)
     res = TaskResult(task, name, kind, by_cat["all"], by_cat, n_train=len(train), n_test=len(test))
     res.infer_examples_per_s = len(test) / seconds if seconds > 0 else 0.0
@@ -279,6 +301,19 @@ def run_suite(
                     te,
                 )
             )
+            if cfg.sasrec or (cfg.sasrec is None and available("hopwise")):
+                sas = SASRecRanker(
+                    corpus.items,
+                    corpus.behaviours,
+                    SASRecConfig(epochs=cfg.sasrec_epochs, seed=cfg.seed, device=cfg.device),
+                )
+                try:
+                    # the test examples' users contribute nothing from their test time on
+                    results.append(_run(task, "SASRec (hopwise)", "baseline", sas, tr, te, exclude=te))
+                except DataFormatError as exc:
+                    logger.warning("SASRec baseline skipped: %s", exc)
+            elif cfg.sasrec is None:
+                logger.info("SASRec baseline not run: hopwise is not installed (%s)", SASREC_EXTRA)
             m, t = encoder_factory()
             rcfg = RankerConfig(**{**common, "batch_size": max(1, cfg.batch_size // 2)}, num_negatives=3)
             results.append(
