@@ -122,3 +122,42 @@ def test_cli_task5_baseline_is_the_papers_ruber_trained_on_the_train_split(capsy
     assert main(["eval", "evaluation"]) == 0
     head = capsys.readouterr().out.splitlines()[0]
     assert ", Ruber, " in head, head
+
+
+def test_ruber_encoder_defaults_to_a_chinese_bert_on_uneed_and_hashing_on_synthetic(monkeypatch):
+    from zjulab.crs import cli
+
+    assert cli.RUBER_ZH_ENCODER == "bert-base-chinese"
+    assert cli._ruber_encoder("auto", "synthetic", "cpu") is None  # Ruber's own offline default
+    assert cli._ruber_encoder("hashing", "path/to/u_need", "cpu") is None
+    seen = {}
+
+    class Recorder:
+        def __init__(self, model, **kw):
+            seen.update(model=model, **kw)
+
+    monkeypatch.setattr("zjulab.common.encoders.TransformersEncoder", Recorder)
+    assert isinstance(cli._ruber_encoder("auto", "path/to/u_need", "cpu"), Recorder)
+    assert seen == {"model": "bert-base-chinese", "pooling": "mean", "max_length": 128, "device": "cpu"}
+
+
+def test_unavailable_ruber_encoder_names_the_model_and_the_offline_choice(monkeypatch):
+    from zjulab.common.errors import ModelNotAvailableError
+    from zjulab.crs import cli
+
+    def missing(model, **kw):
+        raise ModelNotAvailableError(f"{model}: not in the local cache")
+
+    monkeypatch.setattr("zjulab.common.encoders.TransformersEncoder", missing)
+    with pytest.raises(ModelNotAvailableError, match=r"'bert-base-chinese'.*--encoder hashing"):
+        cli._ruber_encoder("auto", "u_need", "cpu")
+
+
+def test_eval_evaluation_scores_with_the_encoder_it_is_given(tiny_encoder_path, capsys):
+    from zjulab.crs.cli import main
+
+    assert main(["eval", "evaluation", "--encoder", str(tiny_encoder_path), "--device", "cpu"]) == 0
+    with_model = capsys.readouterr().out
+    assert main(["eval", "evaluation", "--encoder", "hashing"]) == 0
+    lexical = capsys.readouterr().out
+    assert "Ruber" in with_model and with_model.splitlines()[1:] != lexical.splitlines()[1:]

@@ -16,6 +16,8 @@ __all__ = ["main"]
 
 logger = logging.getLogger(__name__)
 
+#: RUBER's encoder on U-NEED data (Chinese): a Chinese BERT, as the task models default to.
+RUBER_ZH_ENCODER = "bert-base-chinese"
 TASK_NAMES = ("understanding", "elicitation", "recommendation", "generation", "evaluation")
 
 
@@ -169,13 +171,7 @@ def _load(task: str, path: str, corpus: Any, device: str) -> Any:
 
 
 def _baseline(
-    task: str,
-    corpus: Any,
-    train: Sequence[Any],
-    test: Sequence[Any] = (),
-    name: str = "",
-    device: str = "auto",
-    sasrec_epochs: int = 50,
+    task: str, corpus: Any, train: Sequence[Any], test: Sequence[Any], args: argparse.Namespace
 ) -> Any:
     from zjulab.crs.elicitation import FrequencyElicitor
     from zjulab.crs.generation import RetrievalResponder
@@ -189,6 +185,7 @@ def _baseline(
         return FrequencyElicitor().fit(train)
     from zjulab.crs.errors import CrsConfigError
 
+    name = args.baseline
     if name and task != "recommendation":
         raise CrsConfigError(f"--baseline {name} is a recommendation baseline; {task} has one baseline")
     if task == "recommendation":
@@ -199,7 +196,7 @@ def _baseline(
             from zjulab.crs.sequential import SASRecRanker
 
             ranker = SASRecRanker(
-                corpus.items, corpus.behaviours, SASRecConfig(epochs=sasrec_epochs, device=device)
+                corpus.items, corpus.behaviours, SASRecConfig(epochs=args.sasrec_epochs, device=args.device)
             )
             ranker.fit(train, exclude=test)  # nothing of a test user from its test time on
             return ranker
@@ -217,10 +214,31 @@ def _baseline(
             EvaluationExample(e.context, e.response, 0.0, e.category, e.sid)
             for e in build_generation(corpus.split("train"), corpus)
         ]
+    encoder = _ruber_encoder(args.encoder, args.data, args.device)
     if len(pairs) < 2:
         logger.warning("fewer than 2 train responses: task-5 baseline is the untrained RUBER cosine")
-        return RuberScorer()
-    return Ruber().fit(pairs)
+        return RuberScorer(encoder)
+    return Ruber(encoder).fit(pairs)
+
+
+def _ruber_encoder(name: str, data: str, device: str) -> Any:
+    """RUBER's frozen encoder: the lexical stand-in on synthetic data, a Chinese BERT on U-NEED."""
+    if name == "auto":
+        name = "hashing" if data == "synthetic" else RUBER_ZH_ENCODER
+    if name == "hashing":
+        return None  # RUBER's default: the offline hashing encoder (lexical, any language)
+    from zjulab.common.encoders import TransformersEncoder
+    from zjulab.common.errors import ModelNotAvailableError
+
+    try:
+        # mean pooling of the last hidden states: the usual sentence vector of a BERT without
+        # a pooling head of its own; U-NEED turns are short, 128 tokens hold them
+        return TransformersEncoder(name, pooling="mean", max_length=128, device=device)
+    except ModelNotAvailableError as exc:
+        raise ModelNotAvailableError(
+            f"RUBER's encoder {name!r} is not available ({exc}); --encoder hashing scores with the "
+            "offline lexical stand-in instead"
+        ) from exc
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -237,7 +255,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         system = _load(args.task, args.checkpoint, corpus, args.device)
     else:
         train = getattr(build_task_samples(corpus, "train"), args.task)
-        system = _baseline(args.task, corpus, train, test, args.baseline, args.device, args.sasrec_epochs)
+        system = _baseline(args.task, corpus, train, test, args)
     by_cat, seconds = evaluate_by_category(system, args.task, test)
     print(f"{args.task} on {args.split} ({len(test)} samples, {type(system).__name__}, {seconds:.1f} s)")
     print(format_table([{"category": c, **m} for c, m in by_cat.items()]))
@@ -346,6 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "trained on the behaviour log (pip install 'zjulab-crs[sasrec]')",
             )
             p.add_argument("--sasrec-epochs", type=int, default=50, help="SASRec's training epochs")
+            p.add_argument(
+                "--encoder",
+                default="auto",
+                help="RUBER's frozen encoder (task 5): a hub id or directory, 'hashing' for the offline "
+                f"lexical stand-in, or 'auto': hashing on synthetic data, {RUBER_ZH_ENCODER} on U-NEED",
+            )
         p.set_defaults(fn=fn)
 
     s = sub.add_parser("synth", help="write the synthetic corpus in U-NEED's file layout")
