@@ -1547,9 +1547,13 @@ class SQLiteStore:
             self._sizes.refresh(self.conn, advance=not self._depth)
             docs, cols = [], []
             for j, t in enumerate(terms):
-                got = self.conn.execute(f"SELECT doc FROM temp.{_POSTINGS} WHERE term = ?", (t,)).fetchall()
-                docs.append(np.fromiter((d for (d,) in got), dtype=np.int64, count=len(got)))
-                cols.append(np.full(len(got), j, dtype=np.int64))
+                # one row per occurrence, in rowid order; one string back instead of a row each
+                (got,) = self.conn.execute(
+                    f"SELECT group_concat(doc) FROM temp.{_POSTINGS} WHERE term = ?", (t,)
+                ).fetchone()
+                d = np.array(got.split(","), dtype=np.int64) if got else np.zeros(0, dtype=np.int64)
+                docs.append(d)
+                cols.append(np.full(len(d), j, dtype=np.int64))
             every = np.concatenate(docs)
             if not len(every):
                 return []
@@ -1572,7 +1576,7 @@ class SQLiteStore:
                 )
             order = np.lexsort((rids, -score))
             out: list[tuple[str, float]] = []
-            pos, step = 0, max(2 * int(k), 64)
+            pos, step = 0, int(k) + 16
             while len(out) < k and pos < len(order):
                 chunk = order[pos : pos + step]
                 pos += len(chunk)
@@ -1602,13 +1606,22 @@ class SQLiteStore:
         rest: list[int] = []
         if rid_id is None or rid_scope is None:
             rest = rids
+        elif len(want) == 1:  # the usual scope: one id
+            ((at, value),) = want
+            for r in rids:
+                sc = rid_scope.get(r)
+                nid = rid_id.get(r) if sc is not None else None
+                if nid is None:
+                    rest.append(r)
+                elif sc[at] == value:  # type: ignore[index]
+                    out[r] = nid
         else:
             for r in rids:
-                nid = rid_id.get(r)
                 sc = rid_scope.get(r)
-                if nid is None or sc is None:
+                nid = rid_id.get(r) if sc is not None else None
+                if nid is None:
                     rest.append(r)
-                elif all(sc[i] == v for i, v in want):
+                elif all(sc[i] == v for i, v in want):  # type: ignore[index]
                     out[r] = nid
         for i in range(0, len(rest), 900):
             chunk = rest[i : i + 900]
