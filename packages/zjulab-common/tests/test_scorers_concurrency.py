@@ -97,3 +97,39 @@ def test_threads_with_long_prompts_of_different_lengths_score_as_sequential(tiny
         got = list(pool.map(go, range(6)))
     for g in got:
         np.testing.assert_allclose(g, want, rtol=0, atol=1e-4)
+
+
+def test_sentence_transformer_encoder_holds_its_tokenizer_lock_while_encoding():
+    """Another thread that uses the same tokenizer waits until an encode call has finished."""
+    import threading
+
+    import numpy as np
+
+    from zjulab.common.batching import tokenizer_lock
+    from zjulab.common.encoders import SentenceTransformerEncoder
+
+    seen = []
+
+    class FakeST:
+        tokenizer = object.__new__(type("Tok", (), {}))
+
+        def to(self, device):
+            return self
+
+        def get_sentence_embedding_dimension(self):
+            return 2
+
+        def encode(self, texts, **kw):
+            got = []
+            t = threading.Thread(
+                target=lambda: got.append(tokenizer_lock(self.tokenizer).acquire(blocking=False))
+            )
+            t.start()
+            t.join()
+            seen.extend(got)
+            return np.ones((len(texts), 2), dtype=np.float32) / np.sqrt(2)
+
+    enc = SentenceTransformerEncoder(FakeST(), device="cpu")
+    out = enc.encode(["a", "b"])
+    assert out.shape == (2, 2) and seen == [False]  # the lock was held during the model's encode
+    assert tokenizer_lock(FakeST.tokenizer).acquire(blocking=False)  # and released after it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from zjulab.common.batching import length_buckets, padding_side
+from zjulab.common.batching import length_buckets, padding_side, tokenizer_lock
 from zjulab.common.deps import require
 from zjulab.common.device import DeviceLike, DtypeLike, resolve_device
 from zjulab.common.errors import ConfigError, InputError
@@ -214,11 +215,15 @@ class SentenceTransformerEncoder:
             import sys
 
             show = sys.stderr.isatty()
-        emb = self.model.encode(
-            [prompt + t for t in items],
-            batch_size=batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=show,
-        )
+        # the model's tokenizer may be shared with other encoders or scorers in other threads:
+        # its backend padding/truncation state is set on every call, so calls take turns
+        tok = getattr(self.model, "tokenizer", None)
+        with tokenizer_lock(tok) if tok is not None else contextlib.nullcontext():
+            emb = self.model.encode(
+                [prompt + t for t in items],
+                batch_size=batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=show,
+            )
         return np.asarray(emb, dtype=np.float32)
