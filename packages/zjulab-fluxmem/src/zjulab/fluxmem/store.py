@@ -883,7 +883,7 @@ class _DocSizes:
             (self.seq,) = conn.execute("SELECT coalesce(max(seq), 0) FROM vec_log").fetchone()
             got = conn.execute("SELECT id, sz FROM fts_docsize").fetchall()
             top = max((r for r, _ in got), default=0)
-            sizes = np.full(top + 1024, -1, dtype=np.int64)
+            sizes = np.full(top + 1024, -1, dtype=np.int32)
             for r, sz in got:
                 sizes[r] = sz[0] if sz[0] < 0x80 else _varint(sz)
             self.sizes = sizes
@@ -934,7 +934,7 @@ class _DocSizes:
         if cache and sizes is not None:
             top = max(missing)
             if top >= len(sizes):
-                grown = np.full(max(top + 1, 2 * len(sizes)), -1, dtype=np.int64)
+                grown = np.full(max(top + 1, 2 * len(sizes)), -1, dtype=np.int32)
                 grown[: len(sizes)] = sizes
                 self.sizes = sizes = grown
             for r in missing:
