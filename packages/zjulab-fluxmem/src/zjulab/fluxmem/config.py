@@ -14,7 +14,8 @@ __all__ = ["FluxMemConfig"]
 class FluxMemConfig:
     """Settings of the three FluxMem stages and of search.
 
-    The lexical side is SQLite FTS5's built-in ``bm25()`` (k1 = 1.2, b = 0.75, fixed by SQLite).
+    The lexical side is SQLite FTS5's ``bm25()`` (k1 = 1.2, b = 0.75, fixed by SQLite), computed
+    from the FTS5 index's postings and row sizes.
 
     Args:
         dense_weight: Weight of the (min-max normalised) cosine similarity in the hybrid score.
@@ -89,7 +90,7 @@ class FluxMemConfig:
     llm_max_retries: int = 2  # the common structured-output default
     encode_batch_size: int = 64  # fits MiniLM on CPU without memory spikes
 
-    bm25_scan_budget: int = 500  # bounds the FTS5 rows bm25() ranks per search (~3 ms) at any size
+    bm25_scan_budget: int = 500  # bounds the FTS5 postings ranked per search at any size
     ivf_min_nodes: int | None = None  # exact search by default; an IVF index from this size on open
     ivf_nprobe: int = 64  # inverted lists an IVF search visits (90% of the exact top-10 at 100K)
     hnsw_min_nodes: int | None = 20_000  # below this the exact scan costs < 2 ms; above it grows O(n)
