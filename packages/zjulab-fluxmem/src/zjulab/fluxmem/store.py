@@ -1504,7 +1504,8 @@ class SQLiteStore:
             useful.append(t)
             total += df[t]
         if useful and self._postings and all(t.isascii() for t in useful):
-            return self._bm25_postings(useful, k, filters, n, avgdl, df)
+            with self._lock:  # its reads share one snapshot of this connection
+                return self._bm25_postings(useful, k, filters, n, avgdl, df)
         return self._bm25_fts5(useful, k, filters)
 
     def _bm25_fts5(
