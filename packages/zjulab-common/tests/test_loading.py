@@ -57,3 +57,31 @@ def test_peft_adapter_is_applied(tmp_path, tiny_causal_lm_path):
         expected = peft_model(input_ids=ids).logits
     assert torch.allclose(adapted, expected, atol=1e-5)
     assert not torch.allclose(adapted, plain, atol=1e-4)
+
+
+def test_paths_that_cannot_be_models_are_typed_errors(tmp_path):
+    """A file, an empty directory or a missing path is named as such, never a raw transformers error."""
+    import pytest
+
+    from zjulab.common.errors import ModelNotAvailableError
+    from zjulab.common.loading import load_encoder, load_tokenizer
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    afile = tmp_path / "weights.bin"
+    afile.write_bytes(b"x")
+    for load in (load_encoder, load_tokenizer):
+        with pytest.raises(ModelNotAvailableError, match=r"without config\.json"):
+            load(str(empty))
+        with pytest.raises(ModelNotAvailableError, match="is a file, not a model directory"):
+            load(str(afile))
+        with pytest.raises(ModelNotAvailableError, match="no such directory"):
+            load(str(tmp_path / "missing" / "model"))
+        with pytest.raises(ModelNotAvailableError, match="no such directory"):
+            load("./not-here")
+
+
+def test_a_saved_model_directory_still_loads(tiny_encoder_path):
+    from zjulab.common.loading import load_encoder
+
+    assert load_encoder(str(tiny_encoder_path)) is not None

@@ -42,7 +42,7 @@ def _ex(user: str, history: list[str], target: str, time: str, candidates: list[
     return RecommendationExample(
         needs=[],
         history=history,
-        candidates=candidates or list(ITEMS),
+        candidates=list(ITEMS) if candidates is None else candidates,
         targets=[target],
         user_id=user,
         time=time,
@@ -237,3 +237,95 @@ def test_cli_eval_runs_the_sasrec_baseline_and_refuses_it_elsewhere(capsys: pyte
     )
     out = capsys.readouterr().out
     assert "SASRecRanker" in out and "| all " in out
+
+
+def test_evaluated_users_keep_no_behaviour_of_unknown_time_or_of_their_test_day_by_date_alone():
+    """Review findings: a blank stamp or a date alone on the test day reached training."""
+    log = [
+        Behaviour("s", "a", "blank", ""),
+        Behaviour("s", "a", "same-day", "2024-01-05"),
+        Behaviour("s", "a", "day-before", "2024-01-04"),
+        _b("a", "early", 5, 9),
+        _b("a", "late", 5, 11),
+        Behaviour("s", "b", "blank-b", ""),
+    ]
+    held = [_ex("a", [], "x", "2024-01-05 10:00:00")]
+    seqs = SASRecRanker({}, log).sequences(exclude=held)
+    assert seqs == {"a": ["day-before", "early"], "b": ["blank-b"]}  # b is not evaluated
+
+
+def test_test_history_and_popularity_treat_a_date_alone_as_its_days_last_moment():
+    from zjulab.crs.dialogue import happened_before, latest_time
+    from zjulab.crs.recommendation import AttributeMatchRanker
+
+    assert latest_time("2024-01-05") == "2024-01-05 23:59:59.999999"
+    assert latest_time(" 2024-01-05T08:00 ") == "2024-01-05 08:00:00"
+    assert not happened_before("2024-01-05", "2024-01-05 10:00:00")
+    assert happened_before("2024-01-04", "2024-01-05 00:00:00")
+    assert not happened_before("", "2024-01-05 10:00:00") and not happened_before("2024-01-04", "")
+    pop = AttributeMatchRanker({}, [Behaviour("s", "u", "i", "2024-01-05"), _b("u", "i", 4)])
+    assert pop.count_before("i", "2024-01-05 10:00:00") == 1
+    assert pop.count_before("i", "2024-01-06 00:00:00") == 2
+
+
+def test_empty_candidate_list_scores_nothing(trained):
+    ranker, _ = trained
+    assert ranker.scores([_ex("n", ["i1", "i2"], "i3", "2024-03-01 00:00:00", candidates=[])]) == [[]]
+
+
+def test_the_first_fit_restores_what_importing_hopwise_changes():
+    """Review finding: importing hopwise (first fit of a process) reseeded `random`, added
+    warning filters and environment variables outside the confinement."""
+    pytest.importorskip("hopwise")
+    import subprocess
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import os, random, sys, warnings
+        sys.path[:0] = %r
+        from zjulab.crs.config import SASRecConfig
+        from zjulab.crs.dialogue import Behaviour
+        from zjulab.crs.sequential import SASRecRanker
+        log = [Behaviour("s", f"u{u}", f"i{(u + t) %% 5}", f"2024-01-0{1 + t} 00:00:00") for u in range(6) for t in range(4)]
+        env, filters = dict(os.environ), list(warnings.filters)
+        random.seed(7); expected = random.random(); random.seed(7)
+        SASRecRanker({}, log, SASRecConfig(epochs=1, hidden_size=8, n_heads=1, inner_size=8, device="cpu")).fit()
+        assert "hopwise" in sys.modules
+        assert random.random() == expected, "random state"
+        assert dict(os.environ) == env, set(os.environ.items()) ^ set(env.items())
+        assert warnings.filters == filters, "warning filters"
+        print("ok")
+        """
+    ) % (sys.path,)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_scratch_directories_of_killed_runs_are_removed_and_live_ones_kept(tmp_path, monkeypatch):
+    import subprocess
+    import tempfile
+
+    from zjulab.crs import sequential
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"zjulab-crs-sasrec-{dead.pid}-abc"
+    (stale / "data").mkdir(parents=True)
+    live = tmp_path / f"zjulab-crs-sasrec-{os.getpid()}-def"
+    live.mkdir()
+    other = tmp_path / "zjulab-crs-sasrec-notapid-x"
+    other.mkdir()
+    user = tmp_path / "my-data"
+    user.mkdir()
+    sequential._remove_stale_scratch()
+    assert not stale.exists() and live.exists() and other.exists() and user.exists()
+
+
+def test_cli_rejects_a_non_positive_epoch_count_naming_the_flag(capsys: pytest.CaptureFixture):
+    from zjulab.crs.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["eval", "recommendation", "--baseline", "sasrec", "--sasrec-epochs", "0"])
+    assert stop.value.code == 2 and "--sasrec-epochs: must be >= 1, got 0" in capsys.readouterr().err

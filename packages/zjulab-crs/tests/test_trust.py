@@ -666,11 +666,13 @@ def test_ruber_referenced_and_combination_hand_worked():
     r = Ruber(Fixed(), steps=1, batch_size=2).fit(exs)
     assert r.referenced(exs) == pytest.approx([1.0, 0.5, 0.0], abs=1e-6)
     # the unreferenced score is the same for identical (context, response): normalised to 0.5
-    mean = Ruber(Fixed(), steps=1, batch_size=2, combine="min").fit(exs)
-    assert mean.predict(exs) == pytest.approx([0.5, 0.5, 0.0], abs=1e-6)
+    # min is the default, as in the reference code's hybrid score
+    assert Ruber(Fixed(), steps=1, batch_size=2).combine == "min"
     assert Ruber(Fixed(), steps=1, batch_size=2).fit(exs).predict(exs) == pytest.approx(
-        [0.75, 0.5, 0.25], abs=1e-6
+        [0.5, 0.5, 0.0], abs=1e-6
     )
+    mean = Ruber(Fixed(), steps=1, batch_size=2, combine="mean").fit(exs)
+    assert mean.predict(exs) == pytest.approx([0.75, 0.5, 0.25], abs=1e-6)
     with pytest.raises(Exception, match="combine must be"):
         Ruber(Fixed(), combine="median")
     with pytest.raises(Exception, match="referenced_pooling must be"):
@@ -817,3 +819,24 @@ def test_ruber_referenced_score_is_the_cosine_of_max_min_pooled_word_vectors():
     assert r.referenced(exs) == pytest.approx([0.75, 1.0, None])
     # the sentence variant embeds the whole texts (both unknown here: [0.5, 0.5] each, cos 1)
     assert Ruber(Words(), referenced_pooling="sentence").referenced(exs)[:2] == pytest.approx([1.0, 1.0])
+
+
+def test_ruber_blank_texts_neither_crash_nor_count_as_references(caplog):
+    """Review findings: a batch without any word on one side crashed (width 2 instead of 2*dim);
+    a white-space reference was scored as a reference with cosine 0."""
+    from zjulab.common.testing import HashingEncoder
+    from zjulab.crs.quality import Ruber
+    from zjulab.crs.samples import EvaluationExample
+
+    r = Ruber(HashingEncoder(16), steps=1, batch_size=2)
+    assert r.referenced([EvaluationExample([], "a b", 0.0, reference="   ")]) == [None]
+    assert r.referenced([EvaluationExample([], "", 0.0, reference="a")]) == pytest.approx([0.5])  # cos 0
+    exs = [
+        EvaluationExample([("user", "x")], "a b", 1.0, reference="a b"),
+        EvaluationExample([("user", "y")], "c", 2.0, reference=" "),
+    ]
+    r.fit(exs)
+    assert r.referenced(exs) == pytest.approx([1.0, None])
+    with caplog.at_level("WARNING"):
+        assert len(r.predict(exs)) == 2
+    assert "1 of 2 examples have no reference" in caplog.text

@@ -96,7 +96,41 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-def _guard(name: str, fn: Callable[[], T]) -> T:
+# Files one of which every loadable local directory holds: a transformers model or tokenizer,
+# a sentence-transformers model, a peft adapter.
+_MODEL_FILES = (
+    "config.json",
+    "modules.json",
+    "adapter_config.json",
+    "tokenizer_config.json",
+    "tokenizer.json",
+)
+
+
+def _check_local(name: str, subfolder: str = "") -> None:
+    """Refuse, with a typed error, a path that cannot be a model (before transformers fails on it)."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        raise ModelNotAvailableError(f"{name!r} is a file, not a model directory")
+    if path.is_dir():
+        if not any((path / subfolder / f).is_file() for f in _MODEL_FILES):
+            raise ModelNotAvailableError(
+                f"{name!r} is a directory without config.json (nor any other model file): not a model "
+                "directory"
+            )
+        return
+    # not on disk: "org/name" is a hub id; an absolute, home, relative or deeper path is a path
+    if (
+        path.is_absolute()
+        or name.startswith(("./", "../", "~", ".\\"))
+        or name.count("/") > 1
+        or "\\" in name
+    ):
+        raise ModelNotAvailableError(f"{name!r}: no such directory")
+
+
+def _guard(name: str, fn: Callable[[], T], subfolder: str = "") -> T:
+    _check_local(str(name), subfolder)
     # A model on disk needs no download, so its per-tensor "Loading weights" bar is only noise;
     # for a hub id the bars stay (they also show download progress).
     quiet = Path(str(name)).exists()
@@ -131,7 +165,7 @@ def load_tokenizer(name_or_path: str | os.PathLike[str], **kwargs: Any) -> Any:
     from transformers import AutoTokenizer
 
     name = str(name_or_path)
-    tok = _guard(name, lambda: AutoTokenizer.from_pretrained(name, **kwargs))
+    tok = _guard(name, lambda: AutoTokenizer.from_pretrained(name, **kwargs), kwargs.get("subfolder") or "")
     if getattr(tok, "pad_token", None) is None and getattr(tok, "eos_token", None) is not None:
         tok.pad_token = tok.eos_token
     return tok
@@ -172,7 +206,7 @@ def _load(
             torch_dtype = resolve_dtype("auto", "auto")
         kwargs["dtype"] = torch_dtype
     placed = "device_map" in kwargs
-    model = _guard(name, lambda: auto_cls.from_pretrained(name, **kwargs))
+    model = _guard(name, lambda: auto_cls.from_pretrained(name, **kwargs), kwargs.get("subfolder") or "")
     return _finish(model, device, dtype, placed, adapter)
 
 

@@ -226,7 +226,7 @@ def _ruber_encoder(name: str, data: str, device: str) -> Any:
     if name == "auto":
         name = "hashing" if data == "synthetic" else RUBER_ZH_ENCODER
     if name == "hashing":
-        return None  # RUBER's default: the offline hashing encoder (lexical, any language)
+        return None  # RUBER's default: the offline hashing test double (white-space words)
     from zjulab.common.encoders import TransformersEncoder
     from zjulab.common.errors import ModelNotAvailableError
 
@@ -255,9 +255,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         system = _load(args.task, args.checkpoint, corpus, args.device)
     else:
         train = getattr(build_task_samples(corpus, "train"), args.task)
+        start = time.perf_counter()
         system = _baseline(args.task, corpus, train, test, args)
+        built = time.perf_counter() - start
     by_cat, seconds = evaluate_by_category(system, args.task, test)
-    print(f"{args.task} on {args.split} ({len(test)} samples, {type(system).__name__}, {seconds:.1f} s)")
+    fitted = f", built/trained in {built:.1f} s" if not args.checkpoint else ""
+    print(
+        f"{args.task} on {args.split} ({len(test)} samples, {type(system).__name__}{fitted}, "
+        f"scored in {seconds:.1f} s)"
+    )
     print(format_table([{"category": c, **m} for c, m in by_cat.items()]))
     return 0
 
@@ -298,6 +304,17 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     else:
         print(f"{p}: {len(load_task_samples(p))} task samples: OK")
     return 0
+
+
+def _positive(text: str) -> int:
+    """An argparse type: an integer >= 1 (the message names the flag)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -363,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="recommendation baseline: attribute match (default), popularity, or SASRec "
                 "trained on the behaviour log (pip install 'zjulab-crs[sasrec]')",
             )
-            p.add_argument("--sasrec-epochs", type=int, default=50, help="SASRec's training epochs")
+            p.add_argument("--sasrec-epochs", type=_positive, default=50, help="SASRec's training epochs")
             p.add_argument(
                 "--encoder",
                 default="auto",

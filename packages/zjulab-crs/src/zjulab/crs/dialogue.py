@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from zjulab.crs.errors import DataFormatError
@@ -266,6 +266,36 @@ def canonical_time(value: str, where: str = "time") -> str:
     if when.tzinfo is not None:
         raise DataFormatError(f"{where} {value!r} has a time-zone offset; write local times without one")
     return when.isoformat(sep=" ")
+
+
+def latest_time(stamp: str, where: str = "time") -> str:
+    """The latest moment ``stamp`` may stand for, in :func:`canonical_time` form.
+
+    A stamp holding a date alone is known to the day only: it stands for the last microsecond
+    of that day, so an event dated to the day of a recommendation never counts as before it.
+    Other stamps are their :func:`canonical_time`; ``""`` stays ``""``.
+
+    Raises:
+        DataFormatError: ``stamp`` is not a date or date-time (the message starts with ``where``).
+    """
+    t = canonical_time(stamp, where)
+    if not t:
+        return ""
+    try:
+        date.fromisoformat(stamp.strip())
+    except ValueError:
+        return t  # a date and a time
+    return f"{t[:10]} 23:59:59.999999"
+
+
+def happened_before(stamp: str, when: str, where: str = "time") -> bool:
+    """Whether an event stamped ``stamp`` certainly happened strictly before ``when``.
+
+    ``when`` is in :func:`canonical_time` form; an unknown stamp or ``when`` (``""``) is never
+    before anything, and a date alone counts as its day's last moment (:func:`latest_time`).
+    """
+    t = latest_time(stamp, where)
+    return bool(t and when and t < when)
 
 
 _PAIR_SEP = re.compile(r"[；;]")

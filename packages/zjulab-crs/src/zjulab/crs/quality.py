@@ -2,9 +2,10 @@
 
 :class:`QualityRegressor` encodes ``(context, response)`` as a sentence pair and regresses the
 score with a linear head on the pooled output (mean-squared error on standardised scores), in
-the spirit of the paper's DEB baseline. :class:`RuberScorer` is the training-free baseline: the
-unreferenced part of RUBER, the cosine between the embeddings of the context and the response
-(the paper's ``Bert-RUBER`` row).
+the spirit of the paper's DEB baseline. :class:`Ruber` is RUBER: a referenced score (max-min
+pooled word embeddings of response and reference) and an unreferenced network trained by
+negative sampling, normalised and combined. :class:`RuberScorer` is an untrained stand-in: the
+cosine between the embeddings of the context and the response (no training, no reference).
 """
 
 from __future__ import annotations
@@ -190,10 +191,16 @@ class Ruber:
       response drawn from another example by ``margin`` (hinge loss). No human score is used.
 
     The two are min-max normalised over the scored batch and combined by ``combine``
-    (``"mean"`` arithmetic, ``"min"``, ``"max"``, ``"gmean"`` geometric; RUBER's heuristics);
-    without references only the unreferenced score is returned. Embeddings come from
-    ``encoder`` (frozen); the default is the lexical hashing encoder, which is a stand-in: for
-    U-NEED pass a Chinese sentence encoder (e.g. a ``bert-base-chinese`` based one).
+    (``"min"``, the default of the RUBER-and-Bert-RUBER reference code's hybrid score;
+    ``"mean"`` arithmetic, ``"max"``, ``"gmean"`` geometric: RUBER's other heuristics);
+    without references only the unreferenced score is returned. Scores are therefore relative
+    to the batch scored together (one example alone always scores 0.5): score a whole test set
+    in one call. In a batch where only some examples have a reference, those without one get
+    their normalised unreferenced score alone (a warning says so). Embeddings come from
+    ``encoder`` (frozen); the default is the hashing test-double encoder, which hashes
+    white-space-delimited words: on Chinese text without spaces a whole phrase is one token and
+    it carries next to no signal, so for U-NEED pass a Chinese encoder (the CLI uses
+    ``bert-base-chinese`` there).
 
     Args:
         encoder: A :class:`~zjulab.common.protocols.TextEncoder`.
@@ -220,7 +227,7 @@ class Ruber:
         learning_rate: float = 1e-3,
         margin: float = 0.5,
         hidden: int = 128,
-        combine: str = "mean",
+        combine: str = "min",  # the reference code's hybrid default
         seed: int = 0,
         referenced_pooling: str = "max-min",
     ) -> None:
@@ -286,7 +293,8 @@ class Ruber:
 
     def referenced(self, examples: Sequence[EvaluationExample]) -> list[float | None]:
         """Cosine of response and reference mapped to ``[0, 1]`` (``None`` without a reference)."""
-        has = [i for i, e in enumerate(examples) if e.reference]
+        # a blank reference is no reference (a file may hold an empty or white-space cell)
+        has = [i for i, e in enumerate(examples) if e.reference and e.reference.strip()]
         out: list[float | None] = [None] * len(examples)
         if not has:
             return out
@@ -307,9 +315,10 @@ class Ruber:
 
         words = [text_tokens(t) for t in texts]
         vocab = list(dict.fromkeys(w for ws in words for w in ws))
-        table = self._embed(vocab) if vocab else torch.zeros((0, 1))
+        # the table of a batch without any word still has the encoder's width
+        table = self._embed(vocab) if vocab else self._embed([""])[:0]
         index = {w: j for j, w in enumerate(vocab)}
-        dim = table.size(-1) if vocab else 1
+        dim = table.size(-1)
         rows = []
         for ws in words:
             if not ws:
@@ -334,6 +343,12 @@ class Ruber:
 
         u = norm(un)
         have = np.array([x is not None for x in ref])
+        if not have.all():
+            logger.warning(
+                "RUBER: %d of %d examples have no reference and are scored by the unreferenced part alone",
+                int((~have).sum()),
+                len(ref),
+            )
         rv = np.array([x if x is not None else 0.0 for x in ref])
         rn = u.copy()
         rn[have] = norm(rv[have])

@@ -34,7 +34,7 @@ from zjulab.common.encoders import pool_hidden
 from zjulab.crs.backbone import load_backbone
 from zjulab.crs.checkpoint import read_checkpoint, save_checkpoint
 from zjulab.crs.config import RankerConfig
-from zjulab.crs.dialogue import Behaviour, Item, canonical_time
+from zjulab.crs.dialogue import Behaviour, Item, canonical_time, latest_time
 from zjulab.crs.errors import NotTrainedError
 from zjulab.crs.metrics import TieRule, rank_candidates
 from zjulab.crs.samples import RecommendationExample
@@ -239,9 +239,8 @@ class AttributeMatchRanker:
         self.seed = seed
         times: dict[str, list[str]] = defaultdict(list)
         for b in behaviours:
-            times[b.item_id].append(
-                canonical_time(b.time, f"behaviour of user {b.user_id} on item {b.item_id}")
-            )
+            # a date alone counts as its day's last moment: never before a turn of that day
+            times[b.item_id].append(latest_time(b.time, f"behaviour of user {b.user_id} on item {b.item_id}"))
         self._times = {k: sorted(v) for k, v in times.items()}
 
     def count_before(self, item_id: str, time: str) -> int:

@@ -11,8 +11,9 @@ example's behaviour history with each candidate's item embedding.
 
 hopwise changes process-wide state while it configures and trains (it reads ``--key=value``
 pairs from ``sys.argv``, sets ``CUDA_VISIBLE_DEVICES``, adds removed names back into NumPy's
-namespace, adds a resolver to PyYAML's ``FullLoader``, reseeds the global random generators and
-writes ``log_tensorboard/`` into the working directory). Every call into it runs inside
+namespace, adds a resolver to PyYAML's ``FullLoader``, reseeds the global random generators, sets
+environment variables and warning filters when imported, and writes ``log_tensorboard/`` and
+``saved/`` into the working directory). Every call into it runs inside
 :func:`_confined`, which restores each of these afterwards and runs hopwise in a scratch
 directory, under a module lock; the working directory is process-wide, so do not train two
 SASRec models from two threads while other threads depend on it.
@@ -30,6 +31,7 @@ import copy
 import logging
 import os
 import random
+import shutil
 import sys
 import tempfile
 import threading
@@ -46,7 +48,7 @@ import torch
 from zjulab.common.deps import require
 from zjulab.common.device import resolve_device
 from zjulab.crs.config import SASRecConfig
-from zjulab.crs.dialogue import Behaviour, Item, canonical_time
+from zjulab.crs.dialogue import Behaviour, Item, canonical_time, latest_time
 from zjulab.crs.errors import DataFormatError, NotTrainedError
 from zjulab.crs.metrics import TieRule
 from zjulab.crs.recommendation import _rank_all
@@ -75,7 +77,7 @@ def _confined(workdir: Path) -> Iterator[None]:
     with _LOCK:
         argv = sys.argv
         cwd = os.getcwd()
-        cuda_env = os.environ.get("CUDA_VISIBLE_DEVICES")
+        environ = dict(os.environ)
         np_names = {n: np.__dict__.get(n, _MISSING) for n in _NUMPY_NAMES}
         resolvers = yaml.FullLoader.__dict__.get("yaml_implicit_resolvers", _MISSING)
         resolvers = copy.deepcopy(resolvers) if resolvers is not _MISSING else _MISSING
@@ -84,20 +86,21 @@ def _confined(workdir: Path) -> Iterator[None]:
         cudnn = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
         root = logging.getLogger()
         handlers, level = list(root.handlers), root.level
-        filters = list(warnings.filters)
         try:
             sys.argv = [argv[0] if argv else "zjulab-crs"]
             os.chdir(workdir)
-            # RecBole's dataset turns read-only arrays into tensors (copied: harmless)
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            yield
+            with warnings.catch_warnings():  # restores the filters hopwise adds on import
+                # RecBole's dataset turns read-only arrays into tensors (copied: harmless)
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                yield
         finally:
             sys.argv = argv
             os.chdir(cwd)
-            if cuda_env is None:
-                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-            else:
-                os.environ["CUDA_VISIBLE_DEVICES"] = cuda_env
+            for key in set(os.environ) - set(environ):
+                del os.environ[key]
+            for key, value in environ.items():
+                if os.environ.get(key) != value:
+                    os.environ[key] = value
             for name, value in np_names.items():
                 if value is _MISSING:
                     np.__dict__.pop(name, None)
@@ -116,18 +119,41 @@ def _confined(workdir: Path) -> Iterator[None]:
             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
             root.handlers[:] = handlers
             root.setLevel(level)
-            warnings.filters[:] = filters
 
 
 def _hopwise() -> Any:
-    """Import hopwise's pieces, or name the install line."""
-    require("hopwise", SASREC_EXTRA, feature="SASRecRanker")
+    """Import hopwise's pieces (call inside :func:`_confined`)."""
     from hopwise.config import Config
     from hopwise.data import create_dataset, data_preparation
     from hopwise.model.sequential_recommender import SASRec
     from hopwise.trainer import Trainer
 
     return Config, create_dataset, data_preparation, SASRec, Trainer
+
+
+_SCRATCH = "zjulab-crs-sasrec-"
+
+
+def _remove_stale_scratch() -> None:
+    """Remove scratch directories of SASRec runs whose process is gone (killed mid-fit).
+
+    Only directories this module names (``zjulab-crs-sasrec-PID-*`` in the temp directory) are
+    touched, and only when no process with that id runs.
+    """
+    for path in Path(tempfile.gettempdir()).glob(f"{_SCRATCH}*-*"):
+        pid_text = path.name[len(_SCRATCH) :].split("-", 1)[0]
+        if not pid_text.isdigit() or not path.is_dir() or path.is_symlink():
+            continue
+        pid = int(pid_text)
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+            logger.info("removed the scratch directory %s of a SASRec run that did not finish", path)
+        except (PermissionError, OSError):
+            continue  # alive (another user's), or not ours to judge
 
 
 def _gpu_ids() -> str:
@@ -177,7 +203,10 @@ class SASRecRanker:
     ) -> dict[str, list[str]]:
         """The training sequences :meth:`fit` would use: item ids per user, oldest first.
 
-        Events at the same time keep the order in which they were given (behaviours first).
+        Events are ordered by time, then item id (as :func:`~zjulab.crs.samples.build_task_samples`
+        orders a history). An evaluated user (one of ``exclude``) keeps only events that
+        certainly happened before its earliest excluded example: none with an unknown time,
+        none dated to that example's day by a date alone.
 
         Raises:
             DataFormatError: A behaviour's or example's time is not a valid time stamp.
@@ -185,16 +214,19 @@ class SASRecRanker:
         cutoff: dict[str, str] = {}
         for e in exclude:
             when = canonical_time(e.time, f"excluded example {e.sid or e.user_id}")
-            if e.user_id and when and (e.user_id not in cutoff or when < cutoff[e.user_id]):
+            if not e.user_id:
+                continue
+            prev = cutoff.get(e.user_id)
+            if not when:
+                cutoff[e.user_id] = ""  # unknown time: nothing of this user can be placed before it
+            elif prev is None or (prev and when < prev):
                 cutoff[e.user_id] = when
-            elif e.user_id and not when:
-                cutoff[e.user_id] = ""  # unknown time: nothing of this user can be trusted
-        events: dict[str, list[tuple[str, int, str]]] = defaultdict(list)
-        order = 0
+        # (order key, item, latest moment): ordered as build_task_samples orders a history
+        # (time, then item id); compared with a cutoff by the latest moment a stamp may mean
+        events: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
         for b in self.behaviours:
-            when = canonical_time(b.time, f"behaviour of user {b.user_id} on item {b.item_id}")
-            events[b.user_id].append((when, order, b.item_id))
-            order += 1
+            where = f"behaviour of user {b.user_id} on item {b.item_id}"
+            events[b.user_id].append((canonical_time(b.time, where), b.item_id, latest_time(b.time, where)))
         skipped = 0
         for e in examples:
             when = canonical_time(e.time, f"recommendation example {e.sid or e.user_id}")
@@ -202,14 +234,18 @@ class SASRecRanker:
                 skipped += 1
                 continue
             for target in e.targets:
-                events[e.user_id].append((when, order, target))
-                order += 1
+                events[e.user_id].append((when, target, when))
         if skipped:
             logger.info("SASRec: %d training examples without user or time were not used", skipped)
         out = {}
         for user, evs in events.items():
-            limit = cutoff.get(user)
-            kept = [item for when, _, item in sorted(evs) if limit is None or (limit and when < limit)]
+            evs.sort(key=lambda x: (x[0], x[1]))
+            if user in cutoff:
+                # an evaluated user: only what certainly happened before its first test time
+                limit = cutoff[user]
+                kept = [item for _, item, latest in evs if latest and limit and latest < limit]
+            else:
+                kept = [item for _, item, _ in evs]
             if kept:
                 out[user] = kept
         return out
@@ -228,7 +264,7 @@ class SASRecRanker:
             MissingDependencyError: hopwise is not installed (names the install line).
             DataFormatError: No user has two events to learn a next item from.
         """
-        Config, create_dataset, data_preparation, SASRec, Trainer = _hopwise()
+        require("hopwise", SASREC_EXTRA, feature="SASRecRanker")
         cfg = self.config
         seqs = self.sequences(examples, exclude)
         cases = sum(len(s) - 1 for s in seqs.values())
@@ -243,7 +279,8 @@ class SASRecRanker:
         device = resolve_device(cfg.device)
         history = TrainHistory()
         start = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="zjulab-crs-sasrec-") as tmp:
+        _remove_stale_scratch()
+        with tempfile.TemporaryDirectory(prefix=f"{_SCRATCH}{os.getpid()}-") as tmp:
             root = Path(tmp)
             (root / "data" / "uneed").mkdir(parents=True)
             # Users and items are written as their positions, so no id can break the tab format.
@@ -292,6 +329,9 @@ class SASRecRanker:
                 "gpu_id": _gpu_ids(),
             }
             with _confined(root):
+                # imported here: importing hopwise reseeds Python's RNG, adds warning filters
+                # and sets environment variables, all undone when the block ends
+                Config, create_dataset, data_preparation, SASRec, Trainer = _hopwise()
                 config = Config(model="SASRec", dataset="uneed", config_dict=settings)
                 config["device"] = device
                 from hopwise.utils import init_seed
@@ -351,7 +391,7 @@ class SASRecRanker:
                     out.append([0.0] * len(e.candidates))
                     continue
                 ids = [self._ids.get(c, 0) for c in e.candidates]
-                vals = (weight[torch.tensor(ids, device=weight.device)] @ reps[j]).tolist()
+                vals = (weight[torch.tensor(ids, dtype=torch.long, device=weight.device)] @ reps[j]).tolist()
                 known_vals = [v for c, v in zip(e.candidates, vals) if c in self._ids]
                 floor = min(known_vals) - 1.0 if known_vals else 0.0
                 out.append([v if c in self._ids else floor for c, v in zip(e.candidates, vals)])

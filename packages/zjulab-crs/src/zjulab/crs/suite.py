@@ -91,7 +91,7 @@ class SuiteConfig:
     device: str = "auto"
     seed: int = 0
     sasrec: bool | None = None
-    sasrec_epochs: int = 30  # the synthetic log's loss flattens by then
+    sasrec_epochs: int = 50  # SASRecConfig's default
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]
