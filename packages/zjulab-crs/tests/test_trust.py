@@ -840,3 +840,15 @@ def test_ruber_blank_texts_neither_crash_nor_count_as_references(caplog):
     with caplog.at_level("WARNING"):
         assert len(r.predict(exs)) == 2
     assert "1 of 2 examples have no reference" in caplog.text
+
+
+def test_constant_task5_scores_say_why_the_correlations_are_nan(caplog):
+    import math
+
+    from zjulab.crs.samples import EvaluationExample
+    from zjulab.crs.task_scores import evaluation_scores
+
+    exs = [EvaluationExample([], "a", s) for s in (1.0, 2.0, 3.0)]
+    with caplog.at_level("WARNING"):
+        out = evaluation_scores(exs, [0.0, 0.0, 0.0])
+    assert math.isnan(out["pearson"]) and "every predicted score is 0.0 on 3 examples" in caplog.text

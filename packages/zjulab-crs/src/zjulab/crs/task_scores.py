@@ -6,6 +6,7 @@ Each function takes the task's examples and one prediction per example and retur
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 
@@ -35,6 +36,8 @@ from zjulab.crs.samples import (
     RecommendationExample,
     UnderstandingExample,
 )
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "elicitation_scores",
@@ -162,6 +165,14 @@ def evaluation_scores(examples: Sequence[EvaluationExample], predicted: Sequence
     predicted and human score vectors, the paper's three task-5 metrics.
     """
     gold = [e.score for e in examples]
+    for name, values in (("predicted", predicted), ("human", gold)):
+        if len(values) > 1 and len(set(values)) == 1:
+            logger.warning(
+                "task 5: every %s score is %r on %d examples: the correlations are undefined (nan)",
+                name,
+                values[0],
+                len(values),
+            )
     r, rp = pearson(predicted, gold)
     rho, sp = spearman(predicted, gold)
     a, b = np.asarray(predicted, dtype=np.float64), np.asarray(gold, dtype=np.float64)
