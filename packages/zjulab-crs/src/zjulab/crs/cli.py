@@ -48,7 +48,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         cfg = SuiteConfig(
             tasks=tuple(args.tasks), steps=args.steps or 20, device=args.device, max_eval=48, seed=args.seed
         )
-        print("models: embedded MiniLM-L6 encoder and SmolLM2-135M (LoRA)")
+        print(
+            "models: embedded MiniLM-L6 encoder (English-only: for U-NEED's Chinese use bert-base-chinese, "
+            "the task configs' default) and SmolLM2-135M (LoRA)"
+        )
     else:
         enc_f, lm_f = tiny_factories()
         cfg = SuiteConfig.tiny(
@@ -331,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--embedded",
         action="store_true",
-        help="use the embedded MiniLM / SmolLM2 instead of tiny models (minutes on CPU)",
+        help="use the embedded MiniLM (English-only) / SmolLM2 instead of tiny models (minutes on CPU)",
     )
     d.add_argument(
         "--llm",
