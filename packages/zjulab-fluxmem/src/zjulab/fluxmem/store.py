@@ -862,13 +862,14 @@ class VectorCache:
 class _DocSizes:
     """FTS5's token count of every row (``fts_docsize``), by rid, for lexical ranking.
 
-    Read whole on first use (one scan, ~40 ms at 100K rows), then kept in step like the vector
+    Read whole on first use (one scan, 40-60 ms at 100K rows), then kept in step like the vector
     cache: a row's size changes only with its content, and every content change (insert,
     update, delete, reset) writes a ``vec_log`` entry for its rid, so :meth:`refresh` forgets
     the rids of the entries past its watermark, and the store's own writes forget theirs
     (:meth:`forget`) as they happen. A forgotten or unknown rid is read again when needed.
-    Inside a write nothing read is kept (a rollback would leave it wrong) and the watermark
-    stays (the transaction's log entries may be rolled back and their numbers reused).
+    Inside a transaction (a write) nothing read is kept (a rollback would leave it wrong) and
+    the watermark stays (the transaction's log entries may be rolled back, their numbers
+    reused).
     """
 
     def __init__(self) -> None:
@@ -1545,7 +1546,8 @@ class SQLiteStore:
         if own:
             self.conn.execute("BEGIN")
         try:
-            self._sizes.refresh(self.conn, advance=not self._depth)
+            # only a snapshot of committed rows (a transaction this call began) is remembered
+            self._sizes.refresh(self.conn, advance=own)
             docs, cols = [], []
             for j, t in enumerate(terms):
                 # one row per occurrence, in rowid order; one string back instead of a row each
@@ -1565,7 +1567,7 @@ class SQLiteStore:
                 .reshape(len(rids), nt)
                 .astype(np.float64)
             )
-            size = self._sizes.of(self.conn, rids, cache=not self._depth).astype(np.float64)
+            size = self._sizes.of(self.conn, rids, cache=own).astype(np.float64)
             score = np.zeros(len(rids), dtype=np.float64)
             for j, t in enumerate(terms):  # FTS5's fts5Bm25Function (fts5_aux.c), term by term
                 idf = math.log((n - df[t] + 0.5) / (df[t] + 0.5))
