@@ -217,3 +217,89 @@ def test_a_bulk_change_by_another_handle_reloads_the_row_sizes(tmp_path):
     assert int((cache.sizes >= 0).sum()) == len(a.graph)  # every row's size, read in one pass
     b.close()
     a.close()
+
+
+def _both_paths(store, query: str, k: int, scope):
+    """(postings ranking, FTS5 bm25() ranking) of one query, from one handle."""
+    with store.read():
+        new = store.bm25_top(query, k, scope)
+        store._postings = False
+        try:
+            old = store.bm25_top(query, k, scope)
+        finally:
+            store._postings = True
+    return new, old
+
+
+def test_postings_agree_with_fts5_on_text_the_library_tokenises_differently(tmp_path):
+    """Review finding: with 'İstanbul' or emoji rows the library's own counters differ from
+    FTS5's (unicode61), and the postings ranking used them: 'I pizza' ranked another row first."""
+    mem = FluxMemory.open(tmp_path / "s", HashingEncoder(32), config=FluxMemConfig(max_links=0, link_adjacent=False))
+    texts = ["I like it", "pizza tonight", "pizza again", "pizza with olives"]
+    texts += ["İstanbul trip"] * 4 + ["ok🙂 fine", "hello🙂world", "cafe\u0301 au lait", "ΟΔΟΣ map"]
+    texts += [f"filler note {i}" for i in range(12)]
+    ids = [r["id"] for r in mem.add(texts, user_id="u", infer=False)["results"]]
+    name = dict(zip(ids, texts))
+    for query in ("I pizza", "ok", "fine note", "cafe", "map trip", "i"):
+        for k in (1, 2, 5, 30):
+            new, old = _both_paths(mem.store, query, k, {"user_id": "u"})
+            assert new == old, (query, k, [(name[i], s) for i, s in new], [(name[i], s) for i, s in old])
+    new, _ = _both_paths(mem.store, "I pizza", 1, {"user_id": "u"})
+    assert name[new[0][0]] == "I like it"  # what plain sqlite3's ORDER BY bm25(fts) gives
+    mem.close()
+
+
+def test_common_terms_are_ranked_by_fts5_itself_with_the_same_result(tmp_path, monkeypatch):
+    from zjulab.fluxmem import store as store_mod
+
+    mem = FluxMemory.open(tmp_path / "s", HashingEncoder(32), config=FluxMemConfig(max_links=0, link_adjacent=False))
+    mem.add([("the " * (i % 40 + 1)) + f"row {i}" for i in range(300)], user_id="u", infer=False)
+    calls = []
+    real = mem.store._bm25_fts5
+    monkeypatch.setattr(mem.store, "_bm25_fts5", lambda *a: calls.append(a) or real(*a))
+    new, old = _both_paths(mem.store, "the", 10, {"user_id": "u"})
+    assert new == old and len(calls) == 2  # > POSTINGS_MAX occurrences: FTS5 ranked both
+    monkeypatch.setattr(store_mod, "POSTINGS_MAX", 10**9)
+    calls.clear()
+    new, old = _both_paths(mem.store, "the", 10, {"user_id": "u"})
+    assert new == old and len(calls) == 1  # the postings path, same rows and floats
+    mem.close()
+
+
+def test_searches_and_updates_in_threads_on_one_handle_never_wedge_it(tmp_path):
+    """Review finding: a checkpoint after an update ran beside a search's COMMIT, which then
+    failed and left the shared connection inside a transaction (every later write failed)."""
+    import threading
+
+    rng = np.random.default_rng(3)
+    vocab = _vocab(rng)
+    mem = FluxMemory.open(tmp_path / "s", HashingEncoder(64), config=FluxMemConfig(max_links=0, link_adjacent=False))
+    ids = [r["id"] for r in mem.add([_text(rng, vocab) for _ in range(600)], user_id="u", infer=False)["results"]]
+    texts = [_text(rng, vocab) for _ in range(150)]
+    queries = [" ".join(rng.choice(vocab, size=2)) for _ in range(150)]
+    errors: list[BaseException] = []
+
+    def run(fn):
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    def searcher():
+        for q in queries:
+            mem.search(q, user_id="u")
+
+    def updater():
+        for nid, t in zip(ids, texts):
+            mem.update(nid, t)
+
+    threads = [threading.Thread(target=run, args=(searcher,)) for _ in range(3)]
+    threads.append(threading.Thread(target=run, args=(updater,)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and not mem.store.conn.in_transaction
+    assert mem.get(ids[149])["memory"] == texts[149]
+    mem.add("still writable afterwards", user_id="u", infer=False)
+    mem.close()

@@ -71,7 +71,10 @@ MMAP_BYTES = 1 << 30  # address space only; pages are read on demand
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)  # what FTS5's unicode61 tokenizer calls a token
 BM25_K1 = 1.2  # FTS5's bm25() defaults
 BM25_B = 0.75
-_POSTINGS = "fluxmem_postings"  # the temp fts5vocab table over ``fts``
+_POSTINGS = "fluxmem_postings"  # the temp fts5vocab tables over ``fts``: one row per occurrence,
+_TERMS = "fluxmem_terms"  # one row per term (rows holding it, occurrences)
+# above this many occurrences of the chosen terms FTS5's own bm25() ranks faster (measured)
+POSTINGS_MAX = 4096
 
 
 def tokens(text: str) -> list[str]:
@@ -1217,6 +1220,11 @@ class SQLiteStore:
                 if self.conn.execute("SELECT 1 FROM fts_stats WHERE k = 'docs'").fetchone() is None:
                     self.conn.execute("INSERT INTO fts_stats (k, v) SELECT 'docs', count(*) FROM fts")
         except sqlite3.DatabaseError as exc:
+            if "locked" in str(exc).lower():
+                raise FluxStoreError(
+                    f"{target}: the store is locked by another connection or process ({exc}); "
+                    "it was not opened"
+                ) from exc
             raise FluxStoreError(f"{target}: not a FluxMem SQLite store ({exc})") from exc
         fmt = self.get_meta("format")
         if fmt is None:
@@ -1236,6 +1244,9 @@ class SQLiteStore:
         try:
             self.conn.execute(
                 f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.{_POSTINGS} USING fts5vocab(main, 'fts', 'instance')"
+            )
+            self.conn.execute(
+                f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.{_TERMS} USING fts5vocab(main, 'fts', 'row')"
             )
             self._postings = True
         except sqlite3.Error as exc:  # pragma: no cover - an SQLite without fts5vocab
@@ -1282,7 +1293,17 @@ class SQLiteStore:
                     self.vectors.discard()
                 raise
             self._depth = 0
-            self.conn.execute("COMMIT")
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                # never leave the connection inside a transaction every later write would hit
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                if getattr(self, "vectors", None) is not None:
+                    self.vectors.discard()
+                raise FluxStoreError(
+                    f"{self.path}: the change could not be committed ({exc}); it was rolled back"
+                ) from exc
             if getattr(self, "vectors", None) is not None:
                 self.vectors.committed(self.conn)
 
@@ -1439,11 +1460,14 @@ class SQLiteStore:
 
     def checkpoint(self) -> None:
         """Move the WAL into the database file and truncate it (outside a write)."""
-        if self.path is not None and not self._depth:
-            try:
-                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error as exc:  # pragma: no cover - a reader of another process
-                logger.debug("checkpoint deferred: %s", exc)
+        # under the store lock: a checkpoint stepping while another thread's COMMIT runs on this
+        # connection makes that COMMIT fail ("SQL statements in progress")
+        with self._lock:
+            if self.path is not None and not self._depth and not self.conn.in_transaction:
+                try:
+                    self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.Error as exc:  # pragma: no cover - a reader of another process
+                    logger.debug("checkpoint deferred: %s", exc)
 
     # ---------------------------------------------------------------- lexical
 
@@ -1495,7 +1519,7 @@ class SQLiteStore:
         qt = list(dict.fromkeys(tokens(query)))
         if not qt or k <= 0:
             return []
-        n, avgdl, df = stats if stats is not None else self.lexical_stats(query)
+        n, _, df = stats if stats is not None else self.lexical_stats(query)
         ranked = sorted((t for t in qt if df.get(t, 0)), key=lambda t: df[t])
         useful: list[str] = []
         total = 0
@@ -1506,7 +1530,10 @@ class SQLiteStore:
             total += df[t]
         if useful and self._postings and all(t.isascii() for t in useful):
             with self._lock:  # its reads share one snapshot of this connection
-                return self._bm25_postings(useful, k, filters, n, avgdl, df)
+                if not self.conn.in_transaction:
+                    # inside a write FTS5 keeps its row count and token total in memory until
+                    # COMMIT: only FTS5's own bm25() sees them there
+                    return self._bm25_postings(useful, k, filters)
         return self._bm25_fts5(useful, k, filters)
 
     def _bm25_fts5(
@@ -1529,9 +1556,6 @@ class SQLiteStore:
         terms: Sequence[str],
         k: int,
         filters: Mapping[str, str | None],
-        n: int,
-        avgdl: float,
-        df: Mapping[str, int],
     ) -> list[tuple[str, float]]:
         """:meth:`bm25_top`'s ranking from the postings of ``terms`` (a few hundred rows).
 
@@ -1540,12 +1564,31 @@ class SQLiteStore:
         ``fts5vocab`` instance table (rowid order), the row sizes from :class:`_DocSizes`, and
         the score is FTS5's expression evaluated in the same order on the same doubles, so
         equal rows get equal scores and the top ``k`` are the same rows. The scope is checked
-        down the ranking until ``k`` rows pass. The reads share one snapshot.
+        down the ranking until ``k`` rows pass. The reads share one snapshot (called outside a
+        write only). Every statistic is FTS5's own: the row count and token total from its
+        averages record, each term's row count from the ``fts5vocab`` row table, the row sizes
+        from ``fts_docsize`` (the library's own counters tokenise like FTS5 only on plain
+        words, not on every script). When the terms occur more than :data:`POSTINGS_MAX` times,
+        FTS5's ``bm25()`` ranks them instead (faster there).
         """
         own = not self.conn.in_transaction
         if own:
             self.conn.execute("BEGIN")
         try:
+            df: dict[str, int] = {}
+            occurrences = 0
+            for t in terms:
+                row = self.conn.execute(f"SELECT doc, cnt FROM temp.{_TERMS} WHERE term = ?", (t,)).fetchone()
+                df[t] = int(row[0]) if row else 0
+                occurrences += int(row[1]) if row else 0
+            if occurrences > POSTINGS_MAX:
+                return self._bm25_fts5(terms, k, filters)
+            averages = self.conn.execute("SELECT block FROM fts_data WHERE id = 1").fetchone()
+            totals = _varints(averages[0]) if averages and averages[0] else []
+            n = totals[0] if totals else 0
+            if n <= 0:
+                return []
+            avgdl = float(sum(totals[1:])) / float(n)  # FTS5: (double)nToken / (double)nRow
             # only a snapshot of committed rows (a transaction this call began) is remembered
             self._sizes.refresh(self.conn, advance=own)
             docs, cols = [], []
@@ -1593,7 +1636,12 @@ class SQLiteStore:
             return out
         finally:
             if own:
-                self.conn.execute("COMMIT")
+                try:
+                    self.conn.execute("COMMIT")
+                except sqlite3.Error:  # never leave this read open on the shared connection
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                    raise
 
     def _ids_in_scope(self, rids: list[int], filters: Mapping[str, str | None]) -> dict[int, str]:
         """``{rid: node id}`` of the rows among ``rids`` inside the scope filter.
@@ -1686,6 +1734,24 @@ class SQLiteStore:
                 counts[t] = counts.get(t, 0) + 1
             out[i] = sum(idf[t] * tf * (BM25_K1 + 1) / (tf + norm) for t, tf in counts.items())
         return out
+
+
+def _varints(buf: bytes) -> list[int]:
+    """Every SQLite varint of ``buf``, in order (FTS5's averages record: rows, then tokens per column)."""
+    out, i = [], 0
+    while i < len(buf):
+        v = 0
+        for j in range(9):
+            b = buf[i + j]
+            if j == 8:
+                v = (v << 8) | b
+                break
+            v = (v << 7) | (b & 0x7F)
+            if b < 0x80:
+                break
+        i += j + 1
+        out.append(v)
+    return out
 
 
 def _varint(buf: bytes) -> int:
