@@ -234,7 +234,9 @@ def _both_paths(store, query: str, k: int, scope):
 def test_postings_agree_with_fts5_on_text_the_library_tokenises_differently(tmp_path):
     """Review finding: with 'İstanbul' or emoji rows the library's own counters differ from
     FTS5's (unicode61), and the postings ranking used them: 'I pizza' ranked another row first."""
-    mem = FluxMemory.open(tmp_path / "s", HashingEncoder(32), config=FluxMemConfig(max_links=0, link_adjacent=False))
+    mem = FluxMemory.open(
+        tmp_path / "s", HashingEncoder(32), config=FluxMemConfig(max_links=0, link_adjacent=False)
+    )
     texts = ["I like it", "pizza tonight", "pizza again", "pizza with olives"]
     texts += ["İstanbul trip"] * 4 + ["ok🙂 fine", "hello🙂world", "cafe\u0301 au lait", "ΟΔΟΣ map"]
     texts += [f"filler note {i}" for i in range(12)]
@@ -252,7 +254,9 @@ def test_postings_agree_with_fts5_on_text_the_library_tokenises_differently(tmp_
 def test_common_terms_are_ranked_by_fts5_itself_with_the_same_result(tmp_path, monkeypatch):
     from zjulab.fluxmem import store as store_mod
 
-    mem = FluxMemory.open(tmp_path / "s", HashingEncoder(32), config=FluxMemConfig(max_links=0, link_adjacent=False))
+    mem = FluxMemory.open(
+        tmp_path / "s", HashingEncoder(32), config=FluxMemConfig(max_links=0, link_adjacent=False)
+    )
     mem.add([("the " * (i % 40 + 1)) + f"row {i}" for i in range(300)], user_id="u", infer=False)
     calls = []
     real = mem.store._bm25_fts5
@@ -273,8 +277,12 @@ def test_searches_and_updates_in_threads_on_one_handle_never_wedge_it(tmp_path):
 
     rng = np.random.default_rng(3)
     vocab = _vocab(rng)
-    mem = FluxMemory.open(tmp_path / "s", HashingEncoder(64), config=FluxMemConfig(max_links=0, link_adjacent=False))
-    ids = [r["id"] for r in mem.add([_text(rng, vocab) for _ in range(600)], user_id="u", infer=False)["results"]]
+    mem = FluxMemory.open(
+        tmp_path / "s", HashingEncoder(64), config=FluxMemConfig(max_links=0, link_adjacent=False)
+    )
+    ids = [
+        r["id"] for r in mem.add([_text(rng, vocab) for _ in range(600)], user_id="u", infer=False)["results"]
+    ]
     texts = [_text(rng, vocab) for _ in range(150)]
     queries = [" ".join(rng.choice(vocab, size=2)) for _ in range(150)]
     errors: list[BaseException] = []
@@ -282,7 +290,7 @@ def test_searches_and_updates_in_threads_on_one_handle_never_wedge_it(tmp_path):
     def run(fn):
         try:
             fn()
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+        except BaseException as exc:  # collected and asserted below
             errors.append(exc)
 
     def searcher():
@@ -302,4 +310,41 @@ def test_searches_and_updates_in_threads_on_one_handle_never_wedge_it(tmp_path):
     assert errors == [] and not mem.store.conn.in_transaction
     assert mem.get(ids[149])["memory"] == texts[149]
     mem.add("still writable afterwards", user_id="u", infer=False)
+    mem.close()
+
+
+def test_two_writer_threads_on_one_handle_update_and_delete_without_errors(tmp_path):
+    """Review finding (older than the postings path): two threads updating and deleting through
+    one handle (what AsyncFluxMemory and the server's thread pool do) raised 'cannot start a
+    transaction within a transaction' after a checkpoint met a COMMIT."""
+    import threading
+
+    mem = FluxMemory.open(
+        tmp_path / "s", HashingEncoder(32), config=FluxMemConfig(max_links=0, link_adjacent=False)
+    )
+    ids = [
+        r["id"]
+        for r in mem.add(
+            [f"note number {i} about item {i % 7}" for i in range(400)], user_id="u", infer=False
+        )["results"]
+    ]
+    errors: list[BaseException] = []
+
+    def work(part):
+        try:
+            for j, nid in enumerate(part):
+                if j % 2:
+                    mem.delete(nid)
+                else:
+                    mem.update(nid, f"changed {nid}")
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(ids[k::2],)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and not mem.store.conn.in_transaction
+    assert len(mem.get_all(user_id="u", limit=1000)["results"]) == 200
     mem.close()
