@@ -127,7 +127,9 @@ def run(
             f"(CPU {row['search_cpu_p50']:.2f}) "
             f"(p90 {row['search_ms_p90']:.2f}), bare faiss p50 {row['flat_ms_p50']:.2f} ms, "
             f"ratio {row['search_ms_p50'] / row['flat_ms_p50']:.1f}x; dense recall@10 vs exact "
-            f"{row['dense_recall']:.3f}; search top-10 shared with exact {agree:.3f}; fill {fill_s:.0f} s",
+            f"{row['dense_recall']:.3f}; search top-10 shared with exact "
+            + ("- (the index is exact)" if agree != agree else f"{agree:.3f}")  # nan: nothing to compare
+            + f"; fill {fill_s:.0f} s",
             flush=True,
         )
     mem.close()
