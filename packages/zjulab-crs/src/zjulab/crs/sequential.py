@@ -296,13 +296,13 @@ class SASRecRanker:
                 "user_inter_num_interval": "[0,inf)",
                 "item_inter_num_interval": "[0,inf)",
                 "MAX_ITEM_LIST_LENGTH": cfg.max_seq_length,
+                # every case trains: no validation split, no validation pass
                 "eval_args": {
                     "split": {"RS": [1.0, 0.0, 0.0]},
                     "order": "TO",
                     "group_by": "user",
                     "mode": "full",
                 },
-                # every case trains: no validation split, no validation pass
                 "train_neg_sample_args": None
                 if cfg.loss_type == "CE"
                 else {"distribution": "uniform", "sample_num": 1},
