@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,15 +21,24 @@ def test_two_process_step(tmp_path):
         pytest.skip("torchrun not found")
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1"}
-    proc = subprocess.run(
+    # torchrun and its workers get their own session: on a timeout every one of them is ended
+    # (killing torchrun alone left a blocked worker running) and their output is shown
+    proc = subprocess.Popen(
         [torchrun, "--standalone", "--nproc_per_node", "2", str(WORKER), str(out)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=env,
-        timeout=300,
         cwd=tmp_path,
+        start_new_session=True,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    try:
+        _, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, stderr = proc.communicate()
+        pytest.fail(f"torchrun did not finish in 300 s; its output:\n{stderr[-6000:]}")
+    assert proc.returncode == 0, stderr[-3000:]
     recs = sorted((json.loads(p.read_text()) for p in out.glob("result-*.json")), key=lambda r: r["rank"])
     assert [r["rank"] for r in recs] == [0, 1] and all(r["world"] == 2 for r in recs)
     # DDP kept the two replicas identical, and the step moved the weights
