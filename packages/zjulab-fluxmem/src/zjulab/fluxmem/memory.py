@@ -999,8 +999,7 @@ class FluxMemory:
         m = max(cfg.search_candidates, top_k)
         qv = self._encode([query])[0]
         stats = self.store.lexical_stats(query)  # one read of the lexical statistics per search
-        # ranking reads a candidate's content and scope ids (as tuples); full nodes for filters
-        want = [(1 + SCOPE_FIELDS.index(k), v) for k, v in scope.items() if v is not None]
+        # ranking reads a candidate's content (scope checked in SQL rows); full nodes for filters
         content: dict[str, str] = {}
         if filters:
             ok = self._filtered_candidates(query, qv, scope, filters, m)
@@ -1011,9 +1010,8 @@ class FluxMemory:
                 seen[nid] = None
             for nid, _ in self.store.bm25_top(query, m, scope, cfg.bm25_scan_budget, stats):
                 seen[nid] = None
-            rows = self.graph.scoped_contents(list(seen))
-            ok = [n for n in seen if n in rows and all(rows[n][i] == v for i, v in want)]
-            content = {n: rows[n][0] for n in ok}
+            content = self.graph.scoped_contents(list(seen), scope)
+            ok = [n for n in seen if n in content]
         if not ok:
             return []
         cand: dict[str, None] = dict.fromkeys(ok)
@@ -1026,10 +1024,9 @@ class FluxMemory:
                         cand[o] = None
                         content[o] = n.content
             else:
-                for o, row in self.graph.scoped_contents(others).items():
-                    if all(row[i] == v for i, v in want):
-                        cand[o] = None
-                        content[o] = row[0]
+                for o, text in self.graph.scoped_contents(others, scope).items():
+                    cand[o] = None
+                    content[o] = text
             edges = self.graph.edges_among(list(cand))
         known = getattr(self.store.vectors, "id_to_rid", None)
         if known is not None:  # rows committed by another process after this search's sync

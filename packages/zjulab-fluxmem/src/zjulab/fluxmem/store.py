@@ -131,6 +131,16 @@ _LIGHT_COLS = "rid, id, kind, content, user_id, agent_id, run_id, NULL, NULL, '{
 SCOPE_FIELDS = ("user_id", "agent_id", "run_id")
 
 
+def scope_wanted(filters: Mapping[str, str | None]) -> list[tuple[int, str]]:
+    """``(position in SCOPE_FIELDS, value)`` of every scope id ``filters`` sets."""
+    return [(i, v) for i, f in enumerate(SCOPE_FIELDS) if (v := filters.get(f)) is not None]
+
+
+def scope_matches(ids: Sequence[str | None], wanted: Sequence[tuple[int, str]]) -> bool:
+    """Whether a row's ``(user_id, agent_id, run_id)`` holds every wanted scope id."""
+    return all(ids[i] == v for i, v in wanted)
+
+
 def fts_query(text: str | Sequence[str]) -> str | None:
     """An FTS5 ``MATCH`` expression: every word of ``text`` quoted, joined by ``OR``."""
     toks = list(dict.fromkeys(tokens(text) if isinstance(text, str) else text))
@@ -1005,14 +1015,13 @@ class SQLGraph:
                     out[row[1]] = _node(row)
         return out
 
-    def scoped_contents(
-        self, node_ids: Sequence[str]
-    ) -> dict[str, tuple[str, str | None, str | None, str | None]]:
-        """``{id: (content, user_id, agent_id, run_id)}`` of the nodes among ``node_ids`` that exist.
+    def scoped_contents(self, node_ids: Sequence[str], scope: Mapping[str, str | None]) -> dict[str, str]:
+        """``{id: content}`` of the nodes among ``node_ids`` that exist and lie in ``scope``.
 
-        What ranking reads of a candidate, as plain tuples (no :class:`MemoryNode`).
+        What ranking reads of a candidate, as plain values (no :class:`MemoryNode`).
         """
-        out: dict[str, tuple[str, str | None, str | None, str | None]] = {}
+        wanted = scope_wanted(scope)
+        out: dict[str, str] = {}
         ids = list(dict.fromkeys(node_ids))
         known = getattr(self._s.vectors, "id_to_rid", None) or {}
         rids, rest = [], []
@@ -1026,10 +1035,11 @@ class SQLGraph:
             for i in range(0, len(keys), 900):
                 chunk = keys[i : i + 900]
                 q = ",".join("?" * len(chunk))
-                for nid, *row in self._c.execute(
+                for nid, content, *sc in self._c.execute(
                     f"SELECT id, content, user_id, agent_id, run_id FROM nodes WHERE {key} IN ({q})", chunk
                 ):
-                    out[nid] = tuple(row)  # type: ignore[assignment]
+                    if scope_matches(sc, wanted):
+                        out[nid] = content
         return out
 
     def nodes(
@@ -1650,29 +1660,20 @@ class SQLiteStore:
         never change); the rest (rows another process committed since, or every row when
         there is no such cache) are read from ``nodes``.
         """
-        want = [(i, filters.get(f)) for i, f in enumerate(SCOPE_FIELDS) if filters.get(f) is not None]
+        want = scope_wanted(filters)
         rid_id = getattr(self.vectors, "rid_to_id", None)
         rid_scope = getattr(self.vectors, "rid_scope", None)
         out: dict[int, str] = {}
         rest: list[int] = []
         if rid_id is None or rid_scope is None:
             rest = rids
-        elif len(want) == 1:  # the usual scope: one id
-            ((at, value),) = want
-            for r in rids:
-                sc = rid_scope.get(r)
-                nid = rid_id.get(r) if sc is not None else None
-                if nid is None:
-                    rest.append(r)
-                elif sc[at] == value:  # type: ignore[index]
-                    out[r] = nid
         else:
             for r in rids:
                 sc = rid_scope.get(r)
                 nid = rid_id.get(r) if sc is not None else None
                 if nid is None:
                     rest.append(r)
-                elif all(sc[i] == v for i, v in want):  # type: ignore[index]
+                elif scope_matches(sc, want):
                     out[r] = nid
         for i in range(0, len(rest), 900):
             chunk = rest[i : i + 900]
@@ -1680,7 +1681,7 @@ class SQLiteStore:
             for r, nid, *sc in self.conn.execute(
                 f"SELECT rid, id, user_id, agent_id, run_id FROM nodes WHERE rid IN ({q})", chunk
             ):
-                if all(sc[j] == v for j, v in want):
+                if scope_matches(sc, want):
                     out[r] = nid
         return out
 
