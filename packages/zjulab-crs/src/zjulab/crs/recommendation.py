@@ -41,7 +41,7 @@ from zjulab.crs.samples import RecommendationExample
 from zjulab.crs.task_scores import recommendation_scores
 from zjulab.crs.training import TrainHistory, module_device, train_loop
 
-__all__ = ["AttributeMatchRanker", "BiEncoderRanker", "item_text", "query_text"]
+__all__ = ["AttributeMatchRanker", "BiEncoderRanker", "CandidateRanker", "item_text", "query_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,40 @@ def query_text(example: RecommendationExample, items: Mapping[str, Item], max_hi
     return text
 
 
+def _rank_all(
+    examples: Sequence[RecommendationExample], scores: Sequence[Sequence[float]], rule: TieRule, seed: int
+) -> list[list[str]]:
+    return [
+        rank_candidates(e.candidates, sc, targets=e.targets, rule=rule, seed=seed)
+        for e, sc in zip(examples, scores)
+    ]
+
+
+class CandidateRanker:
+    """What every task-3 ranker shares: ``rank`` and ``evaluate`` from its ``scores``.
+
+    A subclass provides ``scores(examples)`` (each example's candidate scores, in candidate
+    order) and ``tie_seed``; ties follow :func:`~zjulab.crs.metrics.rank_candidates`.
+    """
+
+    tie_seed: int
+
+    def scores(self, examples: Sequence[RecommendationExample]) -> list[list[float]]:
+        """Each example's candidate scores, in candidate order (the subclass's ranking)."""
+        raise NotImplementedError
+
+    def rank(self, examples: Sequence[RecommendationExample]) -> list[list[str]]:
+        """Each example's candidates, best first (ties in the seeded order)."""
+        return _rank_all(examples, self.scores(examples), "seeded", self.tie_seed)
+
+    def evaluate(
+        self, examples: Sequence[RecommendationExample], *, tie_rule: TieRule = "pessimistic"
+    ) -> dict[str, float]:
+        """Hit/NDCG/MRR at 10 and 50 and the all-tied count on ``examples``."""
+        sc = self.scores(examples)
+        return recommendation_scores(examples, _rank_all(examples, sc, tie_rule, self.tie_seed), scores=sc)
+
+
 class _Tower(nn.Module):
     def __init__(self, encoder: nn.Module, pooling: str) -> None:
         super().__init__()
@@ -73,7 +107,7 @@ class _Tower(nn.Module):
         return nn.functional.normalize(pool_hidden(h.float(), attention_mask, self.pooling), dim=-1)  # type: ignore[arg-type]
 
 
-class BiEncoderRanker:
+class BiEncoderRanker(CandidateRanker):
     """Trainable dense bi-encoder ranker (shared encoder for queries and items).
 
     Args:
@@ -162,16 +196,10 @@ class BiEncoderRanker:
                 out.append((torch.stack([table[c] for c in e.candidates]) @ q).tolist())
         return out
 
-    def rank(self, examples: Sequence[RecommendationExample]) -> list[list[str]]:
-        """Each example's candidates, best first (ties in the seeded order)."""
-        return _rank_all(examples, self.scores(examples), "seeded", self.config.seed)
-
-    def evaluate(
-        self, examples: Sequence[RecommendationExample], *, tie_rule: TieRule = "pessimistic"
-    ) -> dict[str, float]:
-        """Hit/NDCG/MRR at 10 and 50 and the all-tied count on ``examples``."""
-        sc = self.scores(examples)
-        return recommendation_scores(examples, _rank_all(examples, sc, tie_rule, self.config.seed), scores=sc)
+    @property
+    def tie_seed(self) -> int:
+        """Seed of the tie order."""
+        return self.config.seed
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write a checkpoint directory (the item table is not saved)."""
@@ -194,16 +222,7 @@ class BiEncoderRanker:
         return obj
 
 
-def _rank_all(
-    examples: Sequence[RecommendationExample], scores: Sequence[Sequence[float]], rule: TieRule, seed: int
-) -> list[list[str]]:
-    return [
-        rank_candidates(e.candidates, sc, targets=e.targets, rule=rule, seed=seed)
-        for e, sc in zip(examples, scores)
-    ]
-
-
-class AttributeMatchRanker:
+class AttributeMatchRanker(CandidateRanker):
     """Baseline ranker: needs matched by the item's knowledge, behaviour history, popularity.
 
     ``score = match_weight * matched_needs + history_weight * [item in history]
@@ -288,13 +307,7 @@ class AttributeMatchRanker:
             out.append([self.score(e, c, norm=norm) for c in e.candidates])
         return out
 
-    def rank(self, examples: Sequence[RecommendationExample]) -> list[list[str]]:
-        """Each example's candidates, best first (ties in the seeded order)."""
-        return _rank_all(examples, self.scores(examples), "seeded", self.seed)
-
-    def evaluate(
-        self, examples: Sequence[RecommendationExample], *, tie_rule: TieRule = "pessimistic"
-    ) -> dict[str, float]:
-        """Hit/NDCG/MRR at 10 and 50 and the all-tied count on ``examples``."""
-        sc = self.scores(examples)
-        return recommendation_scores(examples, _rank_all(examples, sc, tie_rule, self.seed), scores=sc)
+    @property
+    def tie_seed(self) -> int:
+        """Seed of the tie order."""
+        return self.seed

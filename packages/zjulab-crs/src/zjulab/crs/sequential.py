@@ -50,10 +50,8 @@ from zjulab.common.device import resolve_device
 from zjulab.crs.config import SASRecConfig
 from zjulab.crs.dialogue import Behaviour, Item, canonical_time, latest_time
 from zjulab.crs.errors import DataFormatError, NotTrainedError
-from zjulab.crs.metrics import TieRule
-from zjulab.crs.recommendation import _rank_all
+from zjulab.crs.recommendation import CandidateRanker
 from zjulab.crs.samples import RecommendationExample
-from zjulab.crs.task_scores import recommendation_scores
 from zjulab.crs.training import TrainHistory
 
 __all__ = ["SASREC_EXTRA", "SASRecRanker"]
@@ -164,7 +162,7 @@ def _gpu_ids() -> str:
     return ",".join(str(i) for i in range(torch.cuda.device_count()))
 
 
-class SASRecRanker:
+class SASRecRanker(CandidateRanker):
     """SASRec over the behaviour log, as a task-3 ranker (needs the ``sasrec`` extra).
 
     ``fit`` builds each user's event sequence from ``behaviours`` and the training examples'
@@ -397,13 +395,7 @@ class SASRecRanker:
                 out.append([v if c in self._ids else floor for c, v in zip(e.candidates, vals)])
         return out
 
-    def rank(self, examples: Sequence[RecommendationExample]) -> list[list[str]]:
-        """Each example's candidates, best first (ties in the seeded order)."""
-        return _rank_all(examples, self.scores(examples), "seeded", self.config.seed)
-
-    def evaluate(
-        self, examples: Sequence[RecommendationExample], *, tie_rule: TieRule = "pessimistic"
-    ) -> dict[str, float]:
-        """Hit/NDCG/MRR at 10 and 50 and the all-tied count on ``examples``."""
-        sc = self.scores(examples)
-        return recommendation_scores(examples, _rank_all(examples, sc, tie_rule, self.config.seed), scores=sc)
+    @property
+    def tie_seed(self) -> int:
+        """Seed of the tie order."""
+        return self.config.seed
