@@ -315,10 +315,9 @@ class Ruber:
 
         words = [text_tokens(t) for t in texts]
         vocab = list(dict.fromkeys(w for ws in words for w in ws))
-        # the table of a batch without any word still has the encoder's width
-        table = self._embed(vocab) if vocab else self._embed([""])[:0]
+        dim = self.encoder.dim  # also the width of a batch without any word
+        table = self._embed(vocab) if vocab else torch.zeros((0, dim))
         index = {w: j for j, w in enumerate(vocab)}
-        dim = table.size(-1)
         rows = []
         for ws in words:
             if not ws:

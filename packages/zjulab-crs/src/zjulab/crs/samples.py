@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from zjulab.crs.dialogue import Dialogue, Item, Utterance, canonical_time, happened_before
+from zjulab.crs.dialogue import Dialogue, Item, Utterance, canonical_time, latest_time
 from zjulab.crs.loaders import UNeedCorpus
 
 __all__ = [
@@ -339,12 +339,14 @@ def build_recommendation(
     history: dict[str, list[tuple[str, str]]] = defaultdict(list)
     by_cat: dict[str, list[str]] = defaultdict(list)
     if corpus is not None:
-        stamped = [
-            (canonical_time(b.time, f"behaviour of user {b.user_id} on item {b.item_id}"), b)
-            for b in corpus.behaviours
-        ]
-        for _, b in sorted(stamped, key=lambda x: (x[0], x[1].item_id)):
-            history[b.user_id].append((b.time, b.item_id))
+        # (order key, latest moment, behaviour), each stamp parsed once: a date alone counts as
+        # its day's last moment, so it is never before a turn of that day
+        stamped = []
+        for b in corpus.behaviours:
+            where = f"behaviour of user {b.user_id} on item {b.item_id}"
+            stamped.append((canonical_time(b.time, where), latest_time(b.time, where), b))
+        for _, latest, b in sorted(stamped, key=lambda x: (x[0], x[2].item_id)):
+            history[b.user_id].append((latest, b.item_id))
         for item in corpus.items.values():
             cat = (item.values("category") or item.values("一级类目") or [""])[0]
             by_cat[cat].append(item.item_id)
@@ -355,7 +357,7 @@ def build_recommendation(
                 continue
             prev = d.utterances[:i]
             when = turn_time(d, i)
-            past = [iid for t, iid in history.get(d.user_id, []) if happened_before(t, when)]
+            past = [iid for t, iid in history.get(d.user_id, []) if when and t and t < when]
             info = dict(x.split("@", 1) for x in u.rec_item_info if "@" in x)
             lists = u.rec_candidates or []
             for j, target in enumerate(u.rec_item_ids):
