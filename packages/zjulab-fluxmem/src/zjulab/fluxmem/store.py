@@ -880,20 +880,17 @@ class _DocSizes:
     update, delete, reset) writes a ``vec_log`` entry for its rid, so :meth:`refresh` forgets
     the rids of the entries past its watermark, and the store's own writes forget theirs
     (:meth:`forget`) as they happen. A forgotten or unknown rid is read again when needed.
-    Inside a transaction (a write) nothing read is kept (a rollback would leave it wrong) and
-    the watermark stays (the transaction's log entries may be rolled back, their numbers
-    reused).
+    It is read only in a snapshot of committed rows (the postings ranking never runs inside a
+    write), so nothing it keeps can be rolled back.
     """
 
     def __init__(self) -> None:
         self.sizes: np.ndarray | None = None  # rid -> size, -1 when unknown
         self.seq = 0
 
-    def refresh(self, conn: sqlite3.Connection, *, advance: bool) -> None:
+    def refresh(self, conn: sqlite3.Connection) -> None:
         """Forget the rows changed since the watermark (loading every size the first time)."""
         if self.sizes is None:
-            if not advance:
-                return
             (self.seq,) = conn.execute("SELECT coalesce(max(seq), 0) FROM vec_log").fetchone()
             got = conn.execute("SELECT id, sz FROM fts_docsize").fetchall()
             top = max((r for r, _ in got), default=0)
@@ -910,12 +907,11 @@ class _DocSizes:
             return
         if len(rows) > many:  # a bulk change (a large add, another process's import): read anew
             self.clear()
-            self.refresh(conn, advance=advance)
+            self.refresh(conn)
             return
         for _, r in rows:
             self.forget(r)
-        if advance:
-            self.seq = int(rows[-1][0])
+        self.seq = int(rows[-1][0])
 
     def forget(self, rid: int) -> None:
         """Drop what is known of ``rid`` (its content is being changed)."""
@@ -923,11 +919,11 @@ class _DocSizes:
             self.sizes[rid] = -1
 
     def clear(self) -> None:
-        """Drop every size (read whole again on the next refresh outside a write)."""
+        """Drop every size (read whole again on the next refresh)."""
         self.sizes = None
         self.seq = 0
 
-    def of(self, conn: sqlite3.Connection, rids: np.ndarray, *, cache: bool) -> np.ndarray:
+    def of(self, conn: sqlite3.Connection, rids: np.ndarray) -> np.ndarray:
         """The sizes of ``rids`` (FTS5 rows), read from ``fts_docsize`` where unknown."""
         sizes = self.sizes
         out = np.full(len(rids), -1, dtype=np.int64)
@@ -945,7 +941,7 @@ class _DocSizes:
                 got[r] = sz[0] if sz[0] < 0x80 else _varint(sz)
         pos = np.flatnonzero(out < 0)
         out[pos] = [got.get(r, 0) for r in missing]
-        if cache and sizes is not None:
+        if sizes is not None:
             top = max(missing)
             if top >= len(sizes):
                 grown = np.full(max(top + 1, 2 * len(sizes)), -1, dtype=np.int32)
@@ -1581,9 +1577,7 @@ class SQLiteStore:
         words, not on every script). When the terms occur more than :data:`POSTINGS_MAX` times,
         FTS5's ``bm25()`` ranks them instead (faster there).
         """
-        own = not self.conn.in_transaction
-        if own:
-            self.conn.execute("BEGIN")
+        self.conn.execute("BEGIN")
         try:
             df: dict[str, int] = {}
             occurrences = 0
@@ -1599,8 +1593,7 @@ class SQLiteStore:
             if n <= 0:
                 return []
             avgdl = float(sum(totals[1:])) / float(n)  # FTS5: (double)nToken / (double)nRow
-            # only a snapshot of committed rows (a transaction this call began) is remembered
-            self._sizes.refresh(self.conn, advance=own)
+            self._sizes.refresh(self.conn)
             docs, cols = [], []
             for j, t in enumerate(terms):
                 # one row per occurrence, in rowid order; one string back instead of a row each
@@ -1620,7 +1613,7 @@ class SQLiteStore:
                 .reshape(len(rids), nt)
                 .astype(np.float64)
             )
-            size = self._sizes.of(self.conn, rids, cache=own).astype(np.float64)
+            size = self._sizes.of(self.conn, rids).astype(np.float64)
             score = np.zeros(len(rids), dtype=np.float64)
             for j, t in enumerate(terms):  # FTS5's fts5Bm25Function (fts5_aux.c), term by term
                 idf = math.log((n - df[t] + 0.5) / (df[t] + 0.5))
@@ -1645,13 +1638,12 @@ class SQLiteStore:
                             break
             return out
         finally:
-            if own:
-                try:
-                    self.conn.execute("COMMIT")
-                except sqlite3.Error:  # never leave this read open on the shared connection
-                    if self.conn.in_transaction:
-                        self.conn.execute("ROLLBACK")
-                    raise
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error:  # never leave this read open on the shared connection
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
 
     def _ids_in_scope(self, rids: list[int], filters: Mapping[str, str | None]) -> dict[int, str]:
         """``{rid: node id}`` of the rows among ``rids`` inside the scope filter.
