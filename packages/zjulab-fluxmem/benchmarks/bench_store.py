@@ -128,7 +128,9 @@ def run(
             f"(p90 {row['search_ms_p90']:.2f}), bare faiss p50 {row['flat_ms_p50']:.2f} ms, "
             f"ratio {row['search_ms_p50'] / row['flat_ms_p50']:.1f}x; dense recall@10 vs exact "
             f"{row['dense_recall']:.3f}; search top-10 shared with exact "
-            + ("- (measured with --ivf-min only)" if agree != agree else f"{agree:.3f}")  # nan: nothing to compare
+            + (
+                "- (measured with --ivf-min only)" if agree != agree else f"{agree:.3f}"
+            )  # nan: nothing to compare
             + f"; fill {fill_s:.0f} s",
             flush=True,
         )
