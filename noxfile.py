@@ -13,10 +13,12 @@ Packages are discovered under packages/zjulab-*: a new library needs no edit her
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import nox
@@ -43,6 +45,10 @@ TEST_ENV = {
 # Optional extras whose code paths a package's suite covers (each package has its own venv).
 TEST_EXTRAS = {"zjulab-crs": "[test,sasrec]"}
 
+# CI sets ZJULAB_NOX_DISCARD_VENVS=1: each tests/lean venv (up to ~2 GiB with torch) is removed
+# when its session ends, so a full run needs the disk of one venv, not of all of them at once.
+DISCARD_VENVS = os.environ.get("ZJULAB_NOX_DISCARD_VENVS", "") not in {"", "0"}
+
 nox.options.sessions = ["tests"]
 nox.options.error_on_missing_interpreters = False
 
@@ -68,6 +74,18 @@ def _changed(ref: str) -> list[str]:
     return out.split()
 
 
+@contextlib.contextmanager
+def _venv_discarded_after(session: nox.Session) -> Iterator[None]:
+    """Remove the session's own venv when the session ends (pass or fail), if CI asks for it."""
+    try:
+        yield
+    finally:
+        location = getattr(session.virtualenv, "location", None)
+        if DISCARD_VENVS and location and (ROOT / ".nox") in Path(location).resolve().parents:
+            session.log(f"removing {location} (ZJULAB_NOX_DISCARD_VENVS)")
+            shutil.rmtree(location, ignore_errors=True)
+
+
 def _install_package(session: nox.Session, package: str, extras: str = "") -> None:
     """Install one package (and zjulab-common, which is not on an index yet) under the pins."""
     target = f"{ROOT / 'packages' / package}{extras}"
@@ -84,6 +102,11 @@ def tests(session: nox.Session, package: str) -> None:
     ref, args = _split_changed(session.posargs)
     if ref is not None and package not in _changed(ref):
         session.skip(f"{package} unchanged since {ref}")
+    with _venv_discarded_after(session):
+        _run_tests(session, package, args)
+
+
+def _run_tests(session: nox.Session, package: str, args: list[str]) -> None:
     _install_package(session, package, TEST_EXTRAS.get(package, "[test]"))
     session.run("python", str(ROOT / "tools" / "check_isolation.py"), package)
     # pytest exits 5 when a package has no tests yet: that is not a failure of the run.
@@ -162,6 +185,11 @@ def lean(session: nox.Session, package: str) -> None:
     Fails if torch, transformers or peft got installed or imported, then runs the library's README
     examples (blocks fenced ``fixture:needs_torch`` skip) and reports installed size and import time.
     """
+    with _venv_discarded_after(session):
+        _run_lean(session, package)
+
+
+def _run_lean(session: nox.Session, package: str) -> None:
     tmp = Path(session.create_tmp()).resolve()
     shutil.rmtree(tmp / "dist", ignore_errors=True)
     wheels = _wheels(session, tmp / "dist", "zjulab-common", package)
