@@ -397,6 +397,58 @@ def test_fifty_random_kills_during_adds_lose_no_committed_id(enc, tmp_path):
     assert set(os.listdir(path)) == {DB_NAME}
 
 
+_KILLED_SAVER = """
+import sys
+from zjulab.common.testing import HashingEncoder
+from zjulab.fluxmem import FluxMemory
+
+mem = FluxMemory(HashingEncoder(256))
+mem.add([f"memory {i} about the saving test, with some words to copy" for i in range(3000)], user_id="u")
+print("ready", flush=True)
+while True:
+    mem.save(sys.argv[1])
+"""
+
+
+def test_kills_during_save_leave_no_temporaries_once_the_copy_is_opened_or_saved_again(enc, tmp_path):
+    # save() copies the store into a folder beside the target; a kill at any moment leaves at
+    # most that folder (named with the dead pid), which the next open or save of the target removes
+    target = tmp_path / "copy"
+    rng = random.Random(1)
+    leftovers = 0
+    for _ in range(8):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _KILLED_SAVER, str(target)], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.05, 0.4))
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        names = set(os.listdir(target))
+        temps = {n for n in names if n.endswith(".tmp")}
+        assert names - temps <= OURS
+        assert all(n.startswith(f".{DB_NAME}.{proc.pid}.") for n in temps)
+        leftovers += len(temps)
+    assert leftovers > 0  # the kills did land inside a save
+    # a folder of a save still running in a live process is never touched
+    live = target / f".{DB_NAME}.{os.getpid()}.live.tmp"
+    live.mkdir()
+    with FluxMemory.open(target, enc) as copy:
+        assert len(copy.get_all(user_id="u", limit=10**4)["results"]) == 3000
+    assert {n for n in os.listdir(target) if n.endswith(".tmp")} == {live.name}
+    live.rmdir()
+    # a leftover of a killed save into a target is also removed by the next save into it
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    (target / f".{DB_NAME}.{int(dead.stdout)}.x1.tmp").mkdir()
+    (target / f".{DB_NAME}.save-tmp").write_bytes(b"older versions' leftover")
+    mem = build(enc)
+    mem.save(target)
+    assert set(os.listdir(target)) <= OURS
+
+
 def test_erasure_leaves_no_trace_in_the_saved_store(enc, tmp_path):
     from zjulab.common.testing import ScriptedChatModel
 

@@ -22,7 +22,9 @@ import logging
 import math
 import os
 import re
+import shutil
 import sqlite3
+import tempfile
 import threading
 import uuid
 import warnings
@@ -33,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from zjulab.common.io import remove_stale_temps
 from zjulab.common.protocols import ChatModel, TextEncoder
 from zjulab.fluxmem.config import FluxMemConfig
 from zjulab.fluxmem.errors import (
@@ -454,24 +457,35 @@ class FluxMemory:
                     f"{target} holds files that are not a FluxMem store: {sorted(foreign)[:5]}"
                 )
         target.mkdir(parents=True, exist_ok=True)
-        tmp = target / f".{DB_NAME}.save-tmp"
         with self._lock, self.store.read():
-            if tmp.exists():
-                tmp.unlink()  # our own leftover from an interrupted save
-            self.store.conn.execute("VACUUM INTO ?", (str(tmp),))
-            # the copy is a store of its own from now on: a graph saved for one of the two
-            # must never be taken for the other's once they diverge
-            copy_id = uuid.uuid4().hex
-            copy = sqlite3.connect(tmp, isolation_level=None)
+            # our own leftovers: the fixed-name file of older versions, and the temporary
+            # folders of saves whose process was killed (named with their pid, as zjulab.common
+            # names its temporaries; live saves' folders are never touched)
+            legacy = target / f".{DB_NAME}.save-tmp"
+            if legacy.is_file():
+                legacy.unlink()
+            remove_stale_temps(target / DB_NAME)
+            # the copy is written inside a folder of its own (journal included), so a kill at
+            # any moment leaves only that folder, which the next save or open removes
+            work = Path(tempfile.mkdtemp(prefix=f".{DB_NAME}.{os.getpid()}.", suffix=".tmp", dir=target))
             try:
-                copy.execute("INSERT OR REPLACE INTO meta VALUES ('store_id', ?)", (json.dumps(copy_id),))
+                tmp = work / DB_NAME
+                self.store.conn.execute("VACUUM INTO ?", (str(tmp),))
+                # the copy is a store of its own from now on: a graph saved for one of the two
+                # must never be taken for the other's once they diverge
+                copy_id = uuid.uuid4().hex
+                copy = sqlite3.connect(tmp, isolation_level=None)
+                try:
+                    copy.execute("INSERT OR REPLACE INTO meta VALUES ('store_id', ?)", (json.dumps(copy_id),))
+                finally:
+                    copy.close()
+                for suffix in ("-wal", "-shm"):
+                    side = target / (DB_NAME + suffix)
+                    if side.exists():
+                        side.unlink()
+                os.replace(tmp, target / DB_NAME)
             finally:
-                copy.close()
-            for suffix in ("-wal", "-shm"):
-                side = target / (DB_NAME + suffix)
-                if side.exists():
-                    side.unlink()
-            os.replace(tmp, target / DB_NAME)
+                shutil.rmtree(work, ignore_errors=True)
             # the copy's HNSW graph: ours (the copy keeps every rid and the change log), or
             # none, so that a graph of the store that was replaced is never reused
             save_graph = getattr(self.store.vectors, "save_graph", None)

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from zjulab.common.errors import ZjulabError
+from zjulab.common.io import atomic_write, remove_stale_temps
 from zjulab.fluxmem.errors import (
     FluxStoreEncoderError,
     FluxStoreError,
@@ -357,8 +358,6 @@ class _HNSW:
 
     def save(self, path: Path, seq: int, seq_row: tuple[int, str], store_id: str | None) -> None:
         """Write the graph (not the vectors, which stay in the database) atomically."""
-        from zjulab.common.io import atomic_write
-
         head = json.dumps(
             {
                 "version": _HNSW_VERSION,
@@ -483,8 +482,6 @@ class VectorCache:
         self.hnsw_params = (hnsw_m, hnsw_ef_construction, hnsw_ef_search)
         self.index_path = index_path
         if index_path is not None and index_path.parent.is_dir():
-            from zjulab.common.io import remove_stale_temps
-
             remove_stale_temps(index_path)  # a save that a kill interrupted
         self.kind = "exact"
         self._index: Any = None
@@ -1199,6 +1196,7 @@ class SQLiteStore:
             except OSError as exc:
                 raise FluxStoreError(f"cannot create store directory {path}: {exc}") from exc
             target = str(path / DB_NAME)
+            remove_stale_temps(path / DB_NAME)  # a save into this folder that a kill interrupted
         else:
             target = ":memory:"
         try:
