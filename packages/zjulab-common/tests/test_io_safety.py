@@ -23,6 +23,8 @@ from zjulab.common import (
     read_jsonl,
     recover_directory,
     remove_stale_temps,
+    temp_dir_beside,
+    temp_file_beside,
     write_json,
     write_jsonl,
 )
@@ -259,6 +261,35 @@ def test_live_writers_temporaries_are_never_removed(tmp_path):
         proc.kill()
         proc.wait(timeout=30)
     assert remove_stale_temps(target) == 1
+
+
+def _dead_pid() -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    return int(done.stdout)
+
+
+@pytest.mark.parametrize("make", [temp_dir_beside, temp_file_beside])
+def test_temporaries_handed_out_are_named_for_the_sweep_and_sweep_dead_ones_first(tmp_path, make):
+    target = tmp_path / "sub" / "store.db"  # the parent is created
+    dead = tmp_path / "sub" / f".store.db.{_dead_pid()}.k1ll3d.tmp"
+    live = tmp_path / "sub" / f".store.db.{os.getpid()}.l1ve.tmp"
+    other = tmp_path / "sub" / f".other.db.{_dead_pid()}.k1ll3d.tmp"
+    tmp = make(target)
+    assert tmp.parent == target.parent and tmp.name.startswith(f".store.db.{os.getpid()}.")
+    assert tmp.name.endswith(".tmp") and (tmp.is_dir() if make is temp_dir_beside else tmp.is_file())
+    for p in (dead, live, other):
+        p.mkdir()
+    make(target)
+    assert not dead.exists() and live.exists() and other.exists()  # only dead writers' own
+    assert remove_stale_temps(target) == 0  # ours (this pid) are left to the caller
+
+
+def test_temporaries_beside_a_path_under_a_file_are_a_store_error(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(StoreError, match="is a file"):
+        temp_dir_beside(tmp_path / "f" / "store.db")
 
 
 def test_legacy_temporaries_are_removed_only_when_old(tmp_path):

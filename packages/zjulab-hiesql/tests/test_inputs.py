@@ -167,6 +167,23 @@ def test_demo_database_never_replaces_a_file(tmp_path):
     assert sorted(p.name for p in fresh.parent.iterdir()) == ["b.sqlite"]  # no temporary left
 
 
+def test_demo_database_build_killed_midway_leaves_what_the_next_build_removes(tmp_path):
+    import subprocess
+    import sys
+
+    target = tmp_path / "b.sqlite"
+    # a build whose process died: its folder is named with the dead pid, as every zjulab temporary
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    left = tmp_path / f".b.sqlite.{int(done.stdout)}.abc.tmp"
+    left.mkdir()
+    (left / "b.sqlite").write_bytes(b"half a database")
+    (left / "b.sqlite-journal").write_bytes(b"its journal")
+    build_demo_database(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.sqlite"]
+
+
 def test_value_linking_reads_names_with_quotes(tmp_path):
     from zjulab.hiesql.linking import build_linking_graph
 

@@ -49,6 +49,8 @@ __all__ = [
     "read_jsonl",
     "recover_directory",
     "remove_stale_temps",
+    "temp_dir_beside",
+    "temp_file_beside",
     "write_json",
     "write_jsonl",
 ]
@@ -187,6 +189,35 @@ def _temp_dir_beside(target: Path) -> str:
         return tempfile.mkdtemp(prefix=_tmp_prefix(target), suffix=".tmp", dir=target.parent)
     except PermissionError as exc:
         raise StoreError(f"{target}: permission denied writing in {target.parent}") from exc
+
+
+def temp_dir_beside(target: str | os.PathLike[str]) -> Path:
+    """A new, empty temporary folder beside ``target`` for a writer that builds ``target`` itself.
+
+    Named ``.NAME.<pid>.<random>.tmp``, as every zjulab temporary, so that if the writer is killed
+    the next writer of ``target`` (any of them: :func:`remove_stale_temps` runs first) removes it.
+    The caller removes the folder when it is done, on success and on failure.
+
+    Raises:
+        StoreError: The parent folder is not writable.
+    """
+    path = Path(target)
+    _make_parent(path)
+    remove_stale_temps(path)
+    return Path(_temp_dir_beside(path))
+
+
+def temp_file_beside(target: str | os.PathLike[str]) -> Path:
+    """A new, empty temporary file beside ``target``, named and swept as :func:`temp_dir_beside`."""
+    path = Path(target)
+    _make_parent(path)
+    remove_stale_temps(path)
+    try:
+        fd, name = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
+    except PermissionError as exc:
+        raise StoreError(f"{path}: permission denied writing in {path.parent}") from exc
+    os.close(fd)
+    return Path(name)
 
 
 def _tmp_prefix(target: Path) -> str:

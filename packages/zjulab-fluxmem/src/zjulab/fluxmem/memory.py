@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import sqlite3
-import tempfile
 import threading
 import uuid
 import warnings
@@ -35,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from zjulab.common.io import remove_stale_temps
+from zjulab.common.io import temp_dir_beside
 from zjulab.common.protocols import ChatModel, TextEncoder
 from zjulab.fluxmem.config import FluxMemConfig
 from zjulab.fluxmem.errors import (
@@ -464,10 +463,9 @@ class FluxMemory:
             legacy = target / f".{DB_NAME}.save-tmp"
             if legacy.is_file():
                 legacy.unlink()
-            remove_stale_temps(target / DB_NAME)
             # the copy is written inside a folder of its own (journal included), so a kill at
             # any moment leaves only that folder, which the next save or open removes
-            work = Path(tempfile.mkdtemp(prefix=f".{DB_NAME}.{os.getpid()}.", suffix=".tmp", dir=target))
+            work = temp_dir_beside(target / DB_NAME)
             try:
                 tmp = work / DB_NAME
                 self.store.conn.execute("VACUUM INTO ?", (str(tmp),))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
-import tempfile
 from importlib import resources
 from pathlib import Path
 
+from zjulab.common.io import temp_dir_beside
 from zjulab.hiesql.errors import SchemaFileError
 
 __all__ = ["DEMO_EXAMPLES", "DEMO_QUESTIONS", "build_demo_database"]
@@ -53,24 +54,24 @@ def build_demo_database(path: str | Path, *, exist_ok: bool = False) -> Path:
             if schema_from_sqlite(target).table_names_original[:3] == ("author", "book", "sale"):
                 return target
         raise SchemaFileError(f"{target} already exists; build_demo_database never replaces a file")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-    os.close(fd)
+    # built inside a temporary folder (its journal too), named and swept as every zjulab
+    # temporary: a build killed midway leaves only that folder, which the next build removes
+    work = temp_dir_beside(target)
     try:
-        conn = sqlite3.connect(tmp_name)
+        tmp = work / target.name
+        conn = sqlite3.connect(tmp)
         try:
             conn.executescript(script)
         finally:
             conn.close()
         try:
-            os.link(tmp_name, target)  # fails if the path appeared meanwhile: never replaces it
+            os.link(tmp, target)  # fails if the path appeared meanwhile: never replaces it
         except FileExistsError as exc:
             raise SchemaFileError(
                 f"{target} already exists; build_demo_database never replaces a file"
             ) from exc
         except OSError:  # no hard links on this file system
-            os.replace(tmp_name, target)
+            os.replace(tmp, target)
     finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+        shutil.rmtree(work, ignore_errors=True)
     return target
