@@ -663,15 +663,17 @@ def test_ruber_referenced_and_combination_hand_worked():
         EvaluationExample([("user", "x")], "a", 2.0, reference="b"),  # cos 0 -> 0.5
         EvaluationExample([("user", "x")], "a", 3.0, reference="c"),  # cos -1 -> 0.0
     ]
-    r = Ruber(Fixed(), steps=1, batch_size=2).fit(exs)
+    # trained on two different responses (one alone is refused: every negative would equal it)
+    train = [EvaluationExample([("user", "x")], t, 1.0) for t in ("a", "b")]
+    r = Ruber(Fixed(), steps=1, batch_size=2).fit(train)
     assert r.referenced(exs) == pytest.approx([1.0, 0.5, 0.0], abs=1e-6)
     # the unreferenced score is the same for identical (context, response): normalised to 0.5
     # min is the default, as in the reference code's hybrid score
     assert Ruber(Fixed(), steps=1, batch_size=2).combine == "min"
-    assert Ruber(Fixed(), steps=1, batch_size=2).fit(exs).predict(exs) == pytest.approx(
+    assert Ruber(Fixed(), steps=1, batch_size=2).fit(train).predict(exs) == pytest.approx(
         [0.5, 0.5, 0.0], abs=1e-6
     )
-    mean = Ruber(Fixed(), steps=1, batch_size=2, combine="mean").fit(exs)
+    mean = Ruber(Fixed(), steps=1, batch_size=2, combine="mean").fit(train)
     assert mean.predict(exs) == pytest.approx([0.75, 0.5, 0.25], abs=1e-6)
     with pytest.raises(Exception, match="combine must be"):
         Ruber(Fixed(), combine="median")
@@ -679,6 +681,44 @@ def test_ruber_referenced_and_combination_hand_worked():
         Ruber(Fixed(), referenced_pooling="mean")
     with pytest.raises(DataFormatError, match="at least 2"):
         Ruber(Fixed()).fit(exs[:1])
+    with pytest.raises(DataFormatError, match="at least 2 different responses; all 3 examples have 'a'"):
+        Ruber(Fixed()).fit(exs)
+
+
+def test_ruber_never_trains_on_a_negative_equal_to_its_positive():
+    # half the examples share one response: a negative drawn among them equals its positive,
+    # scores the same and teaches nothing; those draws are redrawn, so every pair the network
+    # sees differs (recorded through the network's inputs)
+    from zjulab.common.testing import HashingEncoder
+    from zjulab.crs.quality import Ruber
+    from zjulab.crs.samples import EvaluationExample
+
+    exs = [
+        EvaluationExample([("user", f"need {i}")], "ok, here it is" if i % 2 else f"item {i}", 1.0)
+        for i in range(10)
+    ]
+    r = Ruber(HashingEncoder(64), steps=30, batch_size=8, seed=3)
+    enc = r.encoder
+    r.fit(exs)
+    seen = []
+    real = type(r.net).forward
+
+    def spy(net, c, resp):
+        seen.append(resp.detach().clone())
+        return real(net, c, resp)
+
+    import torch
+
+    vec = {e.response: torch.as_tensor(enc.encode([e.response])[0]) for e in exs}
+    type(r.net).forward = spy
+    try:
+        r.fit(exs)
+    finally:
+        type(r.net).forward = real
+    assert len(r.train_losses) == 30
+    for pos, neg in zip(seen[0::2], seen[1::2]):  # each step scores positives, then negatives
+        assert pos.shape == neg.shape and not any(torch.equal(a, b) for a, b in zip(pos, neg))
+    assert any(torch.equal(row, vec["ok, here it is"]) for batch in seen[0::2] for row in batch)
 
 
 def test_chinese_defaults_for_uneed_data():

@@ -262,6 +262,15 @@ class Ruber:
 
         if len(examples) < 2:
             raise DataFormatError("Ruber.fit needs at least 2 examples (negatives come from other examples)")
+        # a negative is another example's response; one equal to the positive scores the same
+        # and teaches nothing, so such draws are redrawn, and a set with one response is refused
+        groups: dict[str, int] = {}
+        resp = torch.tensor([groups.setdefault(e.response, len(groups)) for e in examples])
+        if len(groups) < 2:
+            raise DataFormatError(
+                f"Ruber.fit needs at least 2 different responses; all {len(examples)} examples have "
+                f"{examples[0].response!r}, so every negative would equal its positive"
+            )
         gen = torch.Generator().manual_seed(self.seed)
         c = self._embed([render_context(e.context, self.max_turns) for e in examples])
         r = self._embed([e.response for e in examples])
@@ -274,7 +283,16 @@ class Ruber:
         for _ in range(self.steps):
             idx = torch.randint(0, n, (min(self.batch_size, n),), generator=gen)
             neg = (idx + torch.randint(1, n, idx.shape, generator=gen)) % n  # another example
-            pos_s, neg_s = self.net(c[idx], r[idx]), self.net(c[idx], r[neg])
+            clash = resp[neg] == resp[idx]
+            for _ in range(8):  # redraw negatives equal to their positive (rare unless duplicated)
+                if not clash.any():
+                    break
+                neg[clash] = (idx[clash] + torch.randint(1, n, (int(clash.sum()),), generator=gen)) % n
+                clash = resp[neg] == resp[idx]
+            keep = ~clash  # what is still equal after the redraws is left out of this step
+            if not keep.any():
+                continue
+            pos_s, neg_s = self.net(c[idx[keep]], r[idx[keep]]), self.net(c[idx[keep]], r[neg[keep]])
             loss = torch.clamp(self.margin - pos_s + neg_s, min=0).mean()
             opt.zero_grad()
             loss.backward()
