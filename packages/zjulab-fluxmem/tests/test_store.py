@@ -553,3 +553,28 @@ def test_a_handle_left_open_while_another_reembeds_to_another_size_refuses_to_wr
     assert {len(b) for (b,) in again.store.conn.execute("SELECT vec FROM nodes")} == {4 * 32}
     assert again.search("Ana moved", user_id="u")["results"][0]["memory"] == "Ana moved to Lisbon"
     again.close()
+
+
+def test_reset_logs_one_vector_removal_per_live_memory_and_other_handles_follow(enc, tmp_path):
+    path = tmp_path / "s"
+    mem = FluxMemory.open(path, enc)
+    other = FluxMemory.open(path, enc)
+    ids = [
+        r["id"] for r in mem.add([f"note {i} about the harbour" for i in range(20)], user_id="u")["results"]
+    ]
+    for nid in ids[:15]:
+        mem.delete(nid)
+    assert len(other.search("harbour", user_id="u")["results"]) == 5  # the other handle is in step
+    (before,) = mem.store.conn.execute("SELECT count(*) FROM vec_log").fetchone()
+    mem.reset()
+    (after,) = mem.store.conn.execute("SELECT count(*) FROM vec_log").fetchone()
+    assert after - before == 5  # the five live vectors, not a removal per add ever logged (20)
+    for _ in range(3):
+        mem.reset()  # an empty store's reset logs nothing
+    assert mem.store.conn.execute("SELECT count(*) FROM vec_log").fetchone()[0] == after
+    assert other.search("harbour", user_id="u")["results"] == []
+    kept = mem.add("the harbour at dawn", user_id="u")["results"][0]["id"]
+    assert [h["id"] for h in other.search("harbour", user_id="u")["results"]] == [kept]
+    assert len(other.store.vectors) == 1
+    mem.close()
+    other.close()

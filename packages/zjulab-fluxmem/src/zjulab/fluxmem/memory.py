@@ -1328,6 +1328,9 @@ class FluxMemory:
     def reset(self) -> None:
         """Forget everything (committed at once)."""
         with self._lock, self.store.write():
+            # one 'del' per live vector (every node has one): each process's vector view drops
+            # exactly what it holds; a 'del' for every 'add' ever logged doubled the log per reset
+            self.store.conn.execute("INSERT INTO vec_log (rid, op) SELECT rid, 'del' FROM nodes ORDER BY rid")
             for table in (
                 "nodes",
                 "edges",
@@ -1339,9 +1342,6 @@ class FluxMemory:
                 "fts_terms",
             ):
                 self.store.conn.execute(f"DELETE FROM {table}")
-            self.store.conn.execute(
-                "INSERT INTO vec_log (rid, op) SELECT rid, 'del' FROM vec_log WHERE op='add'"
-            )
             self.store.vectors.invalidate()
             self.store.scrub()
         self.store.checkpoint()
