@@ -721,6 +721,26 @@ def test_ruber_never_trains_on_a_negative_equal_to_its_positive():
     assert any(torch.equal(row, vec["ok, here it is"]) for batch in seen[0::2] for row in batch)
 
 
+def test_ruber_trains_every_step_on_near_duplicate_data_and_names_the_one_response_shortly():
+    from zjulab.common.testing import HashingEncoder
+    from zjulab.crs.quality import Ruber
+    from zjulab.crs.samples import EvaluationExample
+
+    # 999 examples share a response (up to case and spacing); one differs: every step still trains,
+    # each positive of the large group meeting the one other response
+    exs = [
+        EvaluationExample([("user", f"need {i}")], "Here  it is" if i % 2 else "here it is", 1.0)
+        for i in range(999)
+    ]
+    exs.append(EvaluationExample([("user", "need more")], "something else entirely", 1.0))
+    r = Ruber(HashingEncoder(64), steps=50, batch_size=4, seed=0).fit(exs)
+    assert len(r.train_losses) == 50
+    long = [EvaluationExample([("user", f"u{i}")], "x" * 10_000, 1.0) for i in range(3)]
+    with pytest.raises(DataFormatError, match=r"all 3 examples have 'x{77}\.\.\.', so") as info:
+        Ruber(HashingEncoder(64)).fit(long)
+    assert len(str(info.value)) < 200
+
+
 def test_chinese_defaults_for_uneed_data():
     # U-NEED is Chinese: the encoder tasks default to the Chinese BERT of the hub card
     # "bert-base-chinese", the generator to a Chinese-capable chat LM; text is tokenised per character

@@ -262,15 +262,25 @@ class Ruber:
 
         if len(examples) < 2:
             raise DataFormatError("Ruber.fit needs at least 2 examples (negatives come from other examples)")
-        # a negative is another example's response; one equal to the positive scores the same
-        # and teaches nothing, so such draws are redrawn, and a set with one response is refused
+        # a negative is another example's response; one equal to the positive (up to case and
+        # spacing) scores the same and teaches nothing, so it is drawn again among the examples
+        # with another response, and a set with one response is refused
         groups: dict[str, int] = {}
-        resp = torch.tensor([groups.setdefault(e.response, len(groups)) for e in examples])
+        resp = torch.tensor(
+            [groups.setdefault(" ".join(e.response.split()).casefold(), len(groups)) for e in examples]
+        )
         if len(groups) < 2:
+            shown = (
+                examples[0].response if len(examples[0].response) <= 80 else examples[0].response[:77] + "..."
+            )
             raise DataFormatError(
                 f"Ruber.fit needs at least 2 different responses; all {len(examples)} examples have "
-                f"{examples[0].response!r}, so every negative would equal its positive"
+                f"{shown!r}, so every negative would equal its positive"
             )
+        # examples ordered by response group: group g holds order[start[g] : start[g] + size[g]]
+        order = torch.argsort(resp, stable=True)
+        size = torch.bincount(resp)
+        start = torch.cumsum(size, 0) - size
         gen = torch.Generator().manual_seed(self.seed)
         c = self._embed([render_context(e.context, self.max_turns) for e in examples])
         r = self._embed([e.response for e in examples])
@@ -284,15 +294,12 @@ class Ruber:
             idx = torch.randint(0, n, (min(self.batch_size, n),), generator=gen)
             neg = (idx + torch.randint(1, n, idx.shape, generator=gen)) % n  # another example
             clash = resp[neg] == resp[idx]
-            for _ in range(8):  # redraw negatives equal to their positive (rare unless duplicated)
-                if not clash.any():
-                    break
-                neg[clash] = (idx[clash] + torch.randint(1, n, (int(clash.sum()),), generator=gen)) % n
-                clash = resp[neg] == resp[idx]
-            keep = ~clash  # what is still equal after the redraws is left out of this step
-            if not keep.any():
-                continue
-            pos_s, neg_s = self.net(c[idx[keep]], r[idx[keep]]), self.net(c[idx[keep]], r[neg[keep]])
+            if clash.any():
+                # uniform over the examples outside the positive's group: the k-th of them
+                g = resp[idx[clash]]
+                k = (torch.rand(int(clash.sum()), generator=gen) * (n - size[g])).long()
+                neg[clash] = order[torch.where(k < start[g], k, k + size[g])]
+            pos_s, neg_s = self.net(c[idx], r[idx]), self.net(c[idx], r[neg])
             loss = torch.clamp(self.margin - pos_s + neg_s, min=0).mean()
             opt.zero_grad()
             loss.backward()
