@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 
@@ -246,3 +247,72 @@ def test_schema_from_sqlite_leaves_out_a_view_that_cannot_be_prepared(tmp_path):
     schema = schema_from_sqlite(db)
     assert schema.table_names_original == ("person", "names")
     assert schema.column_names_original == ((-1, "*"), (0, "id"), (0, "name"), (1, "name"))
+
+
+def test_demo_database_leftover_of_a_build_killed_after_linking_is_removed_by_the_next_call(tmp_path):
+    import subprocess
+    import sys
+
+    target = build_demo_database(tmp_path / "b.sqlite")
+    # killed after linking its database into place, before removing its folder (a hard link)
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    left = tmp_path / f".b.sqlite.{int(done.stdout)}.abc.tmp"
+    left.mkdir()
+    os.link(target, left / "b.sqlite")
+    assert build_demo_database(target, exist_ok=True) == target
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.sqlite"]
+    left.mkdir()
+    with pytest.raises(SchemaFileError, match="already exists"):
+        build_demo_database(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.sqlite"]
+
+
+def test_concurrent_demo_database_builds_with_exist_ok_all_return_it(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    racer = (
+        "import sys, time\n"
+        "from zjulab.hiesql.demo_db import build_demo_database\n"
+        "t0 = float(sys.argv[2])\n"
+        "while time.time() < t0: pass\n"
+        "print(build_demo_database(sys.argv[1], exist_ok=True))\n"
+    )
+    for round_ in range(2):
+        target = tmp_path / f"race{round_}.sqlite"
+        start = time.time() + 1.5
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", racer, str(target), str(start)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0, 0], [e[-500:] for _, e in outs]
+        assert all(o.strip() == str(target) for o, _ in outs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["race0.sqlite", "race1.sqlite"]
+
+
+def test_demo_database_without_hard_links_never_replaces_a_file_that_appeared(tmp_path, monkeypatch):
+    # a file system without hard links: the name is claimed exclusively before the rename, so a
+    # file that appeared during the build is refused, never replaced
+    target = tmp_path / "b.sqlite"
+
+    def no_links(src, dst):
+        target.write_text("appeared meanwhile")
+        raise PermissionError("no hard links here")
+
+    monkeypatch.setattr(os, "link", no_links)
+    with pytest.raises(SchemaFileError, match="already exists"):
+        build_demo_database(target)
+    assert target.read_text() == "appeared meanwhile"
+    monkeypatch.setattr(os, "link", lambda src, dst: (_ for _ in ()).throw(PermissionError("no links")))
+    fresh = build_demo_database(tmp_path / "c.sqlite")
+    assert build_demo_database(fresh, exist_ok=True) == fresh
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.sqlite", "c.sqlite"]

@@ -8,7 +8,7 @@ import sqlite3
 from importlib import resources
 from pathlib import Path
 
-from zjulab.common.io import temp_dir_beside
+from zjulab.common.io import remove_stale_temps, temp_dir_beside
 from zjulab.hiesql.errors import SchemaFileError
 
 __all__ = ["DEMO_EXAMPLES", "DEMO_QUESTIONS", "build_demo_database"]
@@ -48,14 +48,9 @@ def build_demo_database(path: str | Path, *, exist_ok: bool = False) -> Path:
     script = resources.files("zjulab.hiesql").joinpath("resources/bookshop.sql").read_text(encoding="utf-8")
     target = Path(path)
     if target.exists() or target.is_symlink():
-        if exist_ok and target.is_file():
-            from zjulab.hiesql.schema import schema_from_sqlite
-
-            if schema_from_sqlite(target).table_names_original[:3] == ("author", "book", "sale"):
-                return target
-        raise SchemaFileError(f"{target} already exists; build_demo_database never replaces a file")
+        return _existing(target, exist_ok)
     # built inside a temporary folder (its journal too), named and swept as every zjulab
-    # temporary: a build killed midway leaves only that folder, which the next build removes
+    # temporary: a build killed midway leaves only that folder, which the next call removes
     work = temp_dir_beside(target)
     try:
         tmp = work / target.name
@@ -66,12 +61,25 @@ def build_demo_database(path: str | Path, *, exist_ok: bool = False) -> Path:
             conn.close()
         try:
             os.link(tmp, target)  # fails if the path appeared meanwhile: never replaces it
-        except FileExistsError as exc:
-            raise SchemaFileError(
-                f"{target} already exists; build_demo_database never replaces a file"
-            ) from exc
-        except OSError:  # no hard links on this file system
+        except FileExistsError:
+            return _existing(target, exist_ok)  # another build won the race
+        except OSError:  # no hard links here: claim the name first, then replace only our claim
+            try:
+                os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            except FileExistsError:
+                return _existing(target, exist_ok)
             os.replace(tmp, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def _existing(target: Path, exist_ok: bool) -> Path:
+    """``target`` when it is the bookshop database and ``exist_ok``; otherwise the refusal."""
+    remove_stale_temps(target)  # a build killed after its database was linked into place
+    if exist_ok and target.is_file():
+        from zjulab.hiesql.schema import schema_from_sqlite
+
+        if schema_from_sqlite(target).table_names_original[:3] == ("author", "book", "sale"):
+            return target
+    raise SchemaFileError(f"{target} already exists; build_demo_database never replaces a file")
