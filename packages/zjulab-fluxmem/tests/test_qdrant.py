@@ -86,3 +86,35 @@ def test_qdrant_never_holds_a_rolled_back_vector_and_replays_after_a_crash(enc, 
     )
     assert len(back.store.vectors) == len(TEXTS) + 1
     back.close()
+
+
+def test_a_second_local_qdrant_handle_is_a_typed_error(enc, tmp_path):
+    from zjulab.fluxmem import FluxStoreError
+
+    mem = FluxMemory.open(tmp_path / "q", enc, config=FluxMemConfig(vector_backend="qdrant"))
+    fill(mem)
+    with pytest.raises(FluxStoreError, match="local mode lets one client open a folder"):
+        FluxMemory.open(tmp_path / "q", enc)
+    mem.close()
+    with FluxMemory.open(tmp_path / "q", enc) as back:  # the first handle closed: it opens
+        assert len(back.store.vectors) == len(TEXTS)
+
+
+def test_a_store_saved_over_a_qdrant_copy_gets_its_collection_rebuilt(enc, tmp_path):
+    # the copy's folder keeps the local collection of what it held before; the collection names
+    # the store it mirrors, so the content saved over it is never searched through the old one
+    cfg = FluxMemConfig(vector_backend="qdrant")
+    first = FluxMemory.open(tmp_path / "first", enc, config=cfg)
+    fill(first)
+    first.save(tmp_path / "copy")
+    with FluxMemory.open(tmp_path / "copy", enc) as copy:  # creates copy/qdrant
+        assert ranking(copy) == ranking(first)
+    second = FluxMemory.open(tmp_path / "second", enc, config=cfg)
+    second.add("Cleo repairs old boats in Faro", user_id="ana", agent_id="a1", run_id="r1")
+    second.save(tmp_path / "copy")  # the qdrant folder is the copy's own: accepted
+    with FluxMemory.open(tmp_path / "copy", enc) as copy:
+        assert len(copy.store.vectors) == 1
+        hits = copy.search("Lisbon bakery boats", user_id="ana")["results"]
+        assert [h["memory"] for h in hits] == ["Cleo repairs old boats in Faro"]
+    first.close()
+    second.close()

@@ -427,7 +427,8 @@ def test_kills_during_save_leave_no_temporaries_once_the_copy_is_opened_or_saved
         proc.stdout.close()
         names = set(os.listdir(target))
         temps = {n for n in names if n.endswith(".tmp")}
-        assert names - temps <= OURS
+        # SQLite's own rollback journal of a backup the kill interrupted: the next open rolls it back
+        assert names - temps <= OURS | {DB_NAME + "-journal"}
         assert all(n.startswith(f".{DB_NAME}.{proc.pid}.") for n in temps)
         leftovers += len(temps)
     assert leftovers > 0  # the kills did land inside a save
@@ -437,6 +438,7 @@ def test_kills_during_save_leave_no_temporaries_once_the_copy_is_opened_or_saved
     with FluxMemory.open(target, enc) as copy:
         assert len(copy.get_all(user_id="u", limit=10**4)["results"]) == 3000
     assert {n for n in os.listdir(target) if n.endswith(".tmp")} == {live.name}
+    assert set(os.listdir(target)) - {live.name} <= OURS
     live.rmdir()
     # a leftover of a killed save into a target is also removed by the next save into it
     dead = subprocess.run(
@@ -576,5 +578,161 @@ def test_reset_logs_one_vector_removal_per_live_memory_and_other_handles_follow(
     kept = mem.add("the harbour at dawn", user_id="u")["results"][0]["id"]
     assert [h["id"] for h in other.search("harbour", user_id="u")["results"]] == [kept]
     assert len(other.store.vectors) == 1
+    mem.close()
+    other.close()
+
+
+_WAL_WRITER = """
+import os, signal, sys
+from zjulab.common.testing import HashingEncoder
+from zjulab.fluxmem import FluxMemory
+mem = FluxMemory.open(sys.argv[1], HashingEncoder(256))
+mem.store.conn.execute("PRAGMA wal_autocheckpoint = 0")
+mem.add([f"kept only in the log {i}" for i in range(50)], user_id="u", infer=False)
+os.kill(os.getpid(), signal.SIGKILL)  # its commits stay in the WAL file
+"""
+
+_MID_BACKUP_SAVER = """
+import os, signal, sqlite3, sys
+import zjulab.fluxmem.memory as mm
+from zjulab.common.testing import HashingEncoder
+from zjulab.fluxmem import FluxMemory
+
+real = sqlite3.connect
+
+
+class Copy:  # the finished copy; killed after the first page of writing it over the target
+    def __init__(self, conn):
+        self.conn = conn
+
+    def backup(self, dest, **kw):
+        def die(status, remaining, total):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        self.conn.backup(dest, pages=1, progress=die)
+
+
+class Shim:
+    def __getattr__(self, name):
+        return getattr(sqlite3, name)
+
+    def connect(self, path, *a, **k):
+        conn = real(path, *a, **k)
+        return Copy(conn) if ".tmp" in str(path) and not a and not k else conn
+
+
+mm.sqlite3 = Shim()
+mem = FluxMemory.open(sys.argv[1], HashingEncoder(256))
+mem.save(sys.argv[2])
+"""
+
+
+def test_save_over_a_store_keeps_its_logged_commits_and_a_kill_mid_write_leaves_it_whole(enc, tmp_path):
+    # the target's last commits are still in its WAL (its writer was killed); a save over it
+    # killed in the middle of writing must leave the old store, those commits included
+    target, src = tmp_path / "target", tmp_path / "src"
+    with FluxMemory.open(target, HashingEncoder(256)) as mem:
+        mem.add([f"checkpointed {i}" for i in range(100)], user_id="u", infer=False)
+    subprocess.run([sys.executable, "-c", _WAL_WRITER, str(target)], check=False)
+    assert (target / (DB_NAME + "-wal")).stat().st_size > 0
+    with FluxMemory.open(src, HashingEncoder(256)) as mem:
+        mem.add(
+            [f"the new content {i} with enough words to fill some pages" for i in range(300)], user_id="u"
+        )
+    done = subprocess.run([sys.executable, "-c", _MID_BACKUP_SAVER, str(src), str(target)], check=False)
+    assert done.returncode == -9  # killed inside the write, as planned
+    with FluxMemory.open(target, HashingEncoder(256)) as mem:
+        got = [r["memory"] for r in mem.get_all(user_id="u", limit=1000)["results"]]
+    assert len(got) == 150 and sum("kept only in the log" in g for g in got) == 50
+    with FluxMemory.open(src, HashingEncoder(256)) as mem:
+        mem.save(target)  # uninterrupted: the new content
+    with FluxMemory.open(target, HashingEncoder(256)) as mem:
+        assert len(mem.get_all(user_id="u", limit=1000)["results"]) == 300
+    assert {n for n in os.listdir(target) if n.endswith(".tmp")} == set()
+
+
+def test_save_over_a_store_open_elsewhere_is_refused_and_loses_nothing(enc, tmp_path):
+    target = tmp_path / "live"
+    live = FluxMemory.open(target, enc)
+    live.add([f"live {i}" for i in range(10)], user_id="u", infer=False)
+    other = build(enc)
+    with pytest.raises(FluxStoreError, match="open in another handle or process"):
+        other.save(target)
+    ids = [r["id"] for r in live.add([f"after {i}" for i in range(5)], user_id="u", infer=False)["results"]]
+    live.close()
+    with FluxMemory.open(target, enc) as again:
+        stored = {r["id"] for r in again.get_all(user_id="u", limit=100)["results"]}
+    assert len(stored) == 15 and set(ids) <= stored
+
+
+def test_bad_save_targets_are_typed_errors_and_touch_nothing(enc, tmp_path):
+    import sqlite3
+
+    mem = build(enc)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    conn = sqlite3.connect(mine / DB_NAME)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.execute("INSERT INTO notes VALUES ('my own database')")
+    conn.commit()
+    conn.close()
+    before = (mine / DB_NAME).read_bytes()
+    with pytest.raises(FluxStoreError, match="FluxMem did not create"):
+        mem.save(mine)
+    assert (mine / DB_NAME).read_bytes() == before and os.listdir(mine) == [DB_NAME]
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    dirs = tmp_path / "dirs"
+    (dirs / DB_NAME).mkdir(parents=True)
+    hnsw = tmp_path / "hnsw"
+    (hnsw / "fluxmem.hnsw").mkdir(parents=True)
+    cases = {
+        tmp_path / "afile" / "sub": "is a file, not a folder",
+        tmp_path / "dangling": "symlink to a missing path",
+        dirs: "not a FluxMem file",
+        hnsw: "not a FluxMem file",
+        tmp_path / "afile": "not a directory",
+    }
+    for target, message in cases.items():
+        with pytest.raises(FluxStoreError, match=message):
+            mem.save(target)
+    for bad in ("", "a\x00b"):
+        with pytest.raises(MemoryInputError, match="non-empty path without NUL"):
+            mem.save(bad)
+    assert not (tmp_path / "nowhere").exists()
+    assert sorted(os.listdir(tmp_path)) == ["afile", "dangling", "dirs", "hnsw", "mine"]
+
+
+def test_a_search_reads_one_snapshot_while_another_handle_deletes(enc, tmp_path, monkeypatch):
+    # the ranking and the rows returned come from one state of the store: a delete committed by
+    # another handle (or process) in between used to raise KeyError from inside search
+    import sqlite3
+    import threading
+
+    path = tmp_path / "s"
+    mem, other = FluxMemory.open(path, enc), FluxMemory.open(path, enc)
+    ids = [r["id"] for r in mem.add([f"the harbour at hour {i}" for i in range(5)], user_id="u")["results"]]
+    real = mem._rank
+    # the delete's own checkpoint waits for the search's snapshot to end: it runs beside it
+    deleter = threading.Thread(target=other.delete, args=(ids[0],))
+
+    def rank_then_the_other_deletes(*args, **kwargs):
+        ranked = real(*args, **kwargs)
+        assert ids[0] in {nid for nid, _ in ranked}
+        deleter.start()
+        probe = sqlite3.connect(path / DB_NAME)
+        deadline = time.monotonic() + 60
+        while probe.execute("SELECT count(*) FROM nodes").fetchone()[0] != 4:  # committed
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        probe.close()
+        return ranked
+
+    monkeypatch.setattr(mem, "_rank", rank_then_the_other_deletes)
+    hits = mem.search("harbour", user_id="u")["results"]
+    assert {h["id"] for h in hits} == set(ids)  # as the store was when the search began
+    deleter.join(timeout=60)
+    monkeypatch.undo()
+    assert {h["id"] for h in mem.search("harbour", user_id="u")["results"]} == set(ids[1:])
     mem.close()
     other.close()

@@ -45,11 +45,13 @@ from zjulab.fluxmem.errors import (
     ScopeError,
 )
 from zjulab.fluxmem.nodes import MemoryEdge, MemoryNode, NodeKind, Stage, new_id, now_iso
+from zjulab.fluxmem.qdrant_backend import QDRANT_DIR
 from zjulab.fluxmem.reasoner import MemoryReasoner
 from zjulab.fluxmem.scoring import hybrid_scores
 from zjulab.fluxmem.store import (
     _NODE_COLS,
     DB_NAME,
+    FORMAT,
     HNSW_NAME,
     SCOPE_FIELDS,
     SQLiteStore,
@@ -425,11 +427,18 @@ class FluxMemory:
         """Write a consistent copy of the store to another directory (``VACUUM INTO``).
 
         Every change is already committed, so without ``path`` this only checkpoints. The copy
-        is written to a temporary file in the target directory and renamed into place.
+        is made in a temporary folder inside the target directory; a new target gets it by a
+        link (never replacing a file that appeared meanwhile). A target that already holds a
+        FluxMem store gets it through SQLite's backup API, one transaction of the target's own,
+        so a kill at any moment leaves the old content or the new one; that store must not be
+        open anywhere (a process writing to it would lose what it writes), and it is refused
+        while it is.
 
         Raises:
-            MemoryInputError: No path given and none set.
-            FluxStoreError: The target holds files that are not a FluxMem store.
+            MemoryInputError: No path given and none set; an empty path or one with a NUL.
+            FluxStoreError: The target is not a folder, holds files that are not a FluxMem
+                store, holds a database FluxMem did not create, is open in another handle or
+                process, or cannot be written.
         """
         if path is None:
             if self.path is None:
@@ -439,33 +448,31 @@ class FluxMemory:
             return self.path
         if not isinstance(path, (str, os.PathLike)):
             raise MemoryInputError(f"path must be a path, got {type(path).__name__}")
+        raw = os.fspath(path)
+        if not raw or "\x00" in str(raw):
+            raise MemoryInputError(f"save path must be a non-empty path without NUL characters, got {raw!r}")
         target = Path(path)
         check_text(str(target), "save path")
         if self.path is not None and target.resolve() == self.path.resolve():
             return self.save()
-        if target.exists() and not target.is_dir():
-            raise FluxStoreError(f"{target} exists and is not a directory")
-        if target.exists():
-            foreign = [
-                p
-                for p in os.listdir(target)
-                if not any(p == n or p.startswith((n + "-", f".{n}.")) for n in (DB_NAME, HNSW_NAME))
-            ]
-            if foreign:
-                raise FluxStoreError(
-                    f"{target} holds files that are not a FluxMem store: {sorted(foreign)[:5]}"
-                )
-        target.mkdir(parents=True, exist_ok=True)
-        with self._lock, self.store.read():
+        dest = target / DB_NAME
+        _check_save_target(target, dest)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FluxStoreError(f"cannot create the save folder {target}: {exc}") from exc
+        # VACUUM INTO cannot run inside a transaction: the copy is its own consistent snapshot
+        with self._lock, self.store.read(snapshot=False):
             # our own leftovers: the fixed-name file of older versions, and the temporary
             # folders of saves whose process was killed (named with their pid, as zjulab.common
             # names its temporaries; live saves' folders are never touched)
             legacy = target / f".{DB_NAME}.save-tmp"
             if legacy.is_file():
                 legacy.unlink()
-            # the copy is written inside a folder of its own (journal included), so a kill at
-            # any moment leaves only that folder, which the next save or open removes
-            work = temp_dir_beside(target / DB_NAME)
+            try:
+                work = temp_dir_beside(dest)
+            except OSError as exc:
+                raise FluxStoreError(f"cannot write in the save folder {target}: {exc}") from exc
             try:
                 tmp = work / DB_NAME
                 self.store.conn.execute("VACUUM INTO ?", (str(tmp),))
@@ -477,11 +484,7 @@ class FluxMemory:
                     copy.execute("INSERT OR REPLACE INTO meta VALUES ('store_id', ?)", (json.dumps(copy_id),))
                 finally:
                     copy.close()
-                for suffix in ("-wal", "-shm"):
-                    side = target / (DB_NAME + suffix)
-                    if side.exists():
-                        side.unlink()
-                os.replace(tmp, target / DB_NAME)
+                _put_store(tmp, dest)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             # the copy's HNSW graph: ours (the copy keeps every rid and the change log), or
@@ -1072,7 +1075,7 @@ class FluxMemory:
             MemoryInputError: An id UTF-8 cannot encode.
         """
         memory_id = _check_id(memory_id)
-        with self._lock:
+        with self._lock, self.store.snapshot():  # the memory and its context from one state
             node = self.graph.node(memory_id)
             own = {f: getattr(node, f) for f in SCOPE_FIELDS if getattr(node, f) is not None}
             return self.node_dict(node, context=True, scope=own or None)
@@ -1095,7 +1098,7 @@ class FluxMemory:
         limit = _check_int("limit", limit, 1)
         flt = _check_filters(filters)
         scope = scope_filter(user_id, agent_id, run_id)
-        with self._lock:
+        with self._lock, self.store.snapshot():
             out = []
             for node in self.graph.nodes(scope, None if flt else limit):
                 if self._matches(node, scope, flt):
@@ -1559,3 +1562,86 @@ def propagate(
         best[i] = max(best[i], float(base[j]) * e.weight)
         best[j] = max(best[j], float(base[i]) * e.weight)
     return final + weight * best
+
+
+def _check_save_target(target: Path, dest: Path) -> None:
+    """Refuse a save target that is not a FluxMem store folder (or a new one), before any write."""
+    if target.is_symlink() and not target.exists():
+        raise FluxStoreError(f"{target} is a symlink to a missing path; save into a folder")
+    if target.exists() and not target.is_dir():
+        raise FluxStoreError(f"{target} exists and is not a directory")
+    blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise FluxStoreError(f"{target} cannot be created: {blocker} is a file, not a folder")
+    if not target.exists():
+        return
+    ours = (DB_NAME, HNSW_NAME, QDRANT_DIR)
+    foreign = [
+        p for p in os.listdir(target) if not any(p == n or p.startswith((n + "-", f".{n}.")) for n in ours)
+    ]
+    if foreign:
+        raise FluxStoreError(f"{target} holds files that are not a FluxMem store: {sorted(foreign)[:5]}")
+    for name in (DB_NAME, HNSW_NAME):
+        if (target / name).is_dir() or ((target / name).is_symlink() and not (target / name).exists()):
+            raise FluxStoreError(f"{target / name} is not a FluxMem file (a folder or a broken link)")
+    if (target / QDRANT_DIR).exists() and not dest.exists():
+        raise FluxStoreError(f"{target} holds a {QDRANT_DIR!r} entry but no FluxMem store")
+
+
+def _put_store(copy: Path, dest: Path) -> None:
+    """Make the finished copy the store at ``dest`` without ever tearing or replacing a user's file."""
+    if not dest.exists():
+        try:
+            os.link(copy, dest)  # fails if the name appeared meanwhile: never replaces it
+            return
+        except FileExistsError:
+            pass  # another save got there first: written over below, under SQLite's locks
+        except OSError:  # no hard links here: claim the name, then replace only our claim
+            try:
+                os.close(os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            except FileExistsError:
+                pass
+            else:
+                os.replace(copy, dest)
+                return
+    try:
+        conn = sqlite3.connect(dest, isolation_level=None, timeout=5.0)
+    except sqlite3.Error as exc:
+        raise FluxStoreError(f"{dest}: cannot be opened ({exc}); nothing was written") from exc
+    try:
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            fmt = (
+                conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+                if "meta" in tables
+                else None
+            )
+        except sqlite3.DatabaseError as exc:
+            raise FluxStoreError(f"{dest} is not a FluxMem store ({exc}); it was left untouched") from exc
+        if fmt is None or json.loads(fmt[0]) != FORMAT:
+            raise FluxStoreError(
+                f"{dest} is an SQLite database that FluxMem did not create (tables: {sorted(tables)[:5]}); "
+                "it was left untouched"
+            )
+        # leaving WAL mode needs the only connection to the file: it fails while the store is open
+        # anywhere, and it first moves every commit still in the WAL into the database file
+        try:
+            mode = conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            mode = f"unchanged ({exc})"
+        if str(mode).lower() != "delete":
+            raise FluxStoreError(
+                f"{dest} is open in another handle or process (journal mode {mode}); close it before "
+                "saving over it: nothing was written"
+            )
+        src = sqlite3.connect(copy)
+        try:
+            src.backup(conn)  # one write transaction of the target's: a kill rolls it back
+        except sqlite3.Error as exc:
+            raise FluxStoreError(
+                f"{dest}: the copy could not be written ({exc}); the old store is intact"
+            ) from exc
+        finally:
+            src.close()
+    finally:
+        conn.close()

@@ -23,13 +23,16 @@ from typing import Any
 import numpy as np
 
 from zjulab.common.deps import require
-from zjulab.fluxmem.store import SCOPE_FIELDS
+from zjulab.fluxmem.errors import FluxStoreError
+from zjulab.fluxmem.store import SCOPE_FIELDS, _store_id
 
-__all__ = ["QDRANT_EXTRA", "QdrantVectors"]
+__all__ = ["QDRANT_DIR", "QDRANT_EXTRA", "QdrantVectors"]
 
 logger = logging.getLogger(__name__)
 
 QDRANT_EXTRA = "pip install 'zjulab-fluxmem[qdrant]'"
+#: The local-mode collection's folder inside a store directory.
+QDRANT_DIR = "qdrant"
 _META = 0  # point id holding the replay position (node rids start at 1)
 
 
@@ -69,10 +72,20 @@ class QdrantVectors:
         if config.qdrant_url:
             client = qc.QdrantClient(url=config.qdrant_url)
         elif store_path is not None:
-            client = qc.QdrantClient(path=str(store_path / "qdrant"))
+            folder = store_path / QDRANT_DIR
+            try:
+                client = qc.QdrantClient(path=str(folder))
+            except RuntimeError as exc:  # local mode locks its folder for one client
+                raise FluxStoreError(
+                    f"{folder}: Qdrant's local mode lets one client open a folder, and this one is "
+                    f"open in another handle or process ({exc}); close it first, or run a Qdrant "
+                    "server and set FluxMemConfig(qdrant_url=...) for several processes"
+                ) from exc
         else:
             client = qc.QdrantClient(location=":memory:")
-        return cls(dim, client, config.qdrant_collection)
+        out = cls(dim, client, config.qdrant_collection)
+        out.local = not config.qdrant_url
+        return out
 
     def close(self) -> None:
         """Close the client (releases local mode's directory lock)."""
@@ -80,6 +93,7 @@ class QdrantVectors:
 
     def _stored_seq(self) -> int:
         got = self.client.retrieve(self.collection, [_META], with_payload=True)
+        self._stored_store = got[0].payload.get("store") if got else None
         return int(got[0].payload.get("seq", 0)) if got else 0
 
     def __len__(self) -> int:
@@ -124,7 +138,10 @@ class QdrantVectors:
         self.seq = int(rows[-1][0])
         meta_vec = [1.0] + [0.0] * (self.dim - 1)
         self.client.upsert(
-            self.collection, points=[m.PointStruct(id=_META, vector=meta_vec, payload={"seq": self.seq})]
+            self.collection,
+            points=[
+                m.PointStruct(id=_META, vector=meta_vec, payload={"seq": self.seq, "store": self.store_id})
+            ],
         )
 
     def committed(self, conn: sqlite3.Connection) -> None:
@@ -170,10 +187,29 @@ class QdrantVectors:
         return np.stack([pend[n] if n in pend else got[n] for n in node_ids]).astype(np.float32)
 
     _conn: sqlite3.Connection | None = None
+    _stored_store: str | None = None
+    store_id: str | None = None
+    local = True
 
     def bind(self, conn: sqlite3.Connection) -> None:
-        """The database connection to read stored vectors from."""
+        """The database connection to read stored vectors from, and the store it mirrors.
+
+        A collection that mirrors another store (a saved copy holds a new store id; a copy saved
+        over a store keeps the old one's ``qdrant`` folder) is never replayed onto: a local one,
+        inside this store's own folder, is emptied and rebuilt; a server's is refused.
+        """
         self._conn = conn
+        self.store_id = _store_id(conn)
+        theirs = self._stored_store
+        if theirs is not None and self.store_id is not None and theirs != self.store_id:
+            if not self.local:
+                raise FluxStoreError(
+                    f"Qdrant collection {self.collection!r} mirrors another FluxMem store "
+                    f"({theirs}), not this one ({self.store_id}); give this store its own "
+                    "FluxMemConfig(qdrant_collection=...)"
+                )
+            logger.info("the local Qdrant collection mirrors another store: rebuilt from this one")
+            self.invalidate()
 
     def search_scope(
         self, conn: sqlite3.Connection, queries: np.ndarray, k: int, filters: Mapping[str, str | None]

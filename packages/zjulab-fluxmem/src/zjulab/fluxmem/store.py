@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -1312,9 +1312,32 @@ class SQLiteStore:
                 self.vectors.committed(self.conn)
 
     @contextmanager
-    def read(self) -> Iterator[None]:
-        """Bring the vector cache up to date, then read under the lock."""
+    def snapshot(self) -> Iterator[None]:
+        """Read under the lock from one snapshot of the store (one SQLite read transaction).
+
+        Several statements then see the same committed state: a search's ranking and the rows
+        it returns cannot be torn apart by another process's delete or reset committing in
+        between. Re-entrant; inside a write or an outer snapshot it adds nothing.
+        """
         with self._lock:
+            if self.conn.in_transaction:
+                yield
+                return
+            self.conn.execute("BEGIN")
+            try:
+                yield
+            finally:
+                try:
+                    self.conn.execute("COMMIT")
+                except sqlite3.Error:  # never leave this read open on the shared connection
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                    raise
+
+    @contextmanager
+    def read(self, *, snapshot: bool = True) -> Iterator[None]:
+        """Bring the vector cache up to date, then read under the lock (in one snapshot)."""
+        with self._lock, self.snapshot() if snapshot else nullcontext():
             if not self._depth and self.vectors is not None:
                 self.vectors.sync(self.conn)
             yield
@@ -1533,8 +1556,8 @@ class SQLiteStore:
             useful.append(t)
             total += df[t]
         if useful and self._postings and all(t.isascii() for t in useful):
-            with self._lock:  # its reads share one snapshot of this connection
-                if not self.conn.in_transaction:
+            with self._lock:
+                if not self._depth:
                     # inside a write FTS5 keeps its row count and token total in memory until
                     # COMMIT: only FTS5's own bm25() sees them there
                     return self._bm25_postings(useful, k, filters)
@@ -1575,8 +1598,7 @@ class SQLiteStore:
         words, not on every script). When the terms occur more than :data:`POSTINGS_MAX` times,
         FTS5's ``bm25()`` ranks them instead (faster there).
         """
-        self.conn.execute("BEGIN")
-        try:
+        with self.snapshot():
             df: dict[str, int] = {}
             occurrences = 0
             for t in terms:
@@ -1635,13 +1657,6 @@ class SQLiteStore:
                         if len(out) == k:
                             break
             return out
-        finally:
-            try:
-                self.conn.execute("COMMIT")
-            except sqlite3.Error:  # never leave this read open on the shared connection
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                raise
 
     def _ids_in_scope(self, rids: list[int], filters: Mapping[str, str | None]) -> dict[int, str]:
         """``{rid: node id}`` of the rows among ``rids`` inside the scope filter.
