@@ -81,7 +81,7 @@ def _venv_discarded_after(session: nox.Session) -> Iterator[None]:
         yield
     finally:
         location = getattr(session.virtualenv, "location", None)
-        if DISCARD_VENVS and location and (ROOT / ".nox") in Path(location).resolve().parents:
+        if DISCARD_VENVS and location and (ROOT / ".nox").resolve() in Path(location).resolve().parents:
             session.log(f"removing {location} (ZJULAB_NOX_DISCARD_VENVS)")
             shutil.rmtree(location, ignore_errors=True)
 
