@@ -365,3 +365,24 @@ def test_directory_lock_times_out_with_a_typed_error(tmp_path):
         t.join(10)
     assert err and "holds its lock" in err[0]
     assert json.dumps(err)  # the message is plain text
+
+
+def test_a_read_only_file_system_is_a_store_error_naming_it(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    for make in (temp_dir_beside, temp_file_beside):
+        with pytest.raises(StoreError, match=r"store\.db: read-only file system writing in"):
+            make(tmp_path / "store.db")
+    with pytest.raises(StoreError, match="read-only file system"):
+        atomic_write_text(tmp_path / "f.txt", "x")
+    from pathlib import Path
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(StoreError, match=r"new/f\.txt: read-only file system creating"):
+        atomic_write_text(tmp_path / "new" / "f.txt", "x")

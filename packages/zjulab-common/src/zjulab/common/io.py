@@ -23,6 +23,7 @@ version hold :func:`directory_lock` while they read.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -169,6 +170,14 @@ def _resolve_target(path: Path) -> Path:
     return path
 
 
+#: errno values of a write the system refuses: permission, and a read-only file system
+_REFUSED = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def _refusal(exc: OSError) -> str:
+    return "read-only file system" if exc.errno == errno.EROFS else "permission denied"
+
+
 def _make_parent(target: Path) -> None:
     """Create ``target``'s folder; a file in the way or a refused write is a ``StoreError``.
 
@@ -179,16 +188,20 @@ def _make_parent(target: Path) -> None:
     except (FileExistsError, NotADirectoryError) as exc:
         blocker = next((p for p in [target.parent, *target.parent.parents] if p.is_file()), target.parent)
         raise StoreError(f"{target}: cannot be written, {blocker} is a file, not a folder") from exc
-    except PermissionError as exc:
-        raise StoreError(f"{target}: permission denied creating {exc.filename or target.parent}") from exc
+    except OSError as exc:
+        if exc.errno not in _REFUSED:
+            raise
+        raise StoreError(f"{target}: {_refusal(exc)} creating {exc.filename or target.parent}") from exc
 
 
 def _temp_dir_beside(target: Path) -> str:
     """A new temporary directory beside ``target``."""
     try:
         return tempfile.mkdtemp(prefix=_tmp_prefix(target), suffix=".tmp", dir=target.parent)
-    except PermissionError as exc:
-        raise StoreError(f"{target}: permission denied writing in {target.parent}") from exc
+    except OSError as exc:
+        if exc.errno not in _REFUSED:
+            raise
+        raise StoreError(f"{target}: {_refusal(exc)} writing in {target.parent}") from exc
 
 
 def temp_dir_beside(target: str | os.PathLike[str]) -> Path:
@@ -214,8 +227,10 @@ def temp_file_beside(target: str | os.PathLike[str]) -> Path:
     remove_stale_temps(path)
     try:
         fd, name = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
-    except PermissionError as exc:
-        raise StoreError(f"{path}: permission denied writing in {path.parent}") from exc
+    except OSError as exc:
+        if exc.errno not in _REFUSED:
+            raise
+        raise StoreError(f"{path}: {_refusal(exc)} writing in {path.parent}") from exc
     os.close(fd)
     return Path(name)
 
@@ -282,8 +297,10 @@ def _atomic_write(path: Path, mode: str, encoding: str) -> Iterator[IO[Any]]:
     file_mode = _new_mode(path)
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
-    except PermissionError as exc:
-        raise StoreError(f"{path}: permission denied writing in {path.parent}") from exc
+    except OSError as exc:
+        if exc.errno not in _REFUSED:
+            raise
+        raise StoreError(f"{path}: {_refusal(exc)} writing in {path.parent}") from exc
     tmp = Path(tmp_name)
     try:
         _keep_owner(path, fd=fd)

@@ -297,7 +297,7 @@ class Ruber:
             if clash.any():
                 # uniform over the examples outside the positive's group: the k-th of them
                 g = resp[idx[clash]]
-                k = (torch.rand(int(clash.sum()), generator=gen) * (n - size[g])).long()
+                k = (torch.rand(int(clash.sum()), generator=gen, dtype=torch.float64) * (n - size[g])).long()
                 neg[clash] = order[torch.where(k < start[g], k, k + size[g])]
             pos_s, neg_s = self.net(c[idx], r[idx]), self.net(c[idx], r[neg])
             loss = torch.clamp(self.margin - pos_s + neg_s, min=0).mean()

@@ -1345,6 +1345,9 @@ class FluxMemory:
                 "fts_terms",
             ):
                 self.store.conn.execute(f"DELETE FROM {table}")
+            # a fresh full-text index structure (cheap when empty): the rebuild that every
+            # OPTIMIZES_PER_REBUILD erasures get would otherwise never come, as the count restarts
+            self.store.conn.execute("INSERT INTO fts (fts) VALUES ('rebuild')")
             self.store.vectors.invalidate()
             self.store.scrub()
         self.store.checkpoint()
@@ -1624,9 +1627,16 @@ def _put_store(copy: Path, dest: Path) -> None:
                 "it was left untouched"
             )
         # leaving WAL mode needs the only connection to the file: it fails while the store is open
-        # anywhere, and it first moves every commit still in the WAL into the database file
+        # anywhere, and it first moves every commit still in the WAL into the database file; the
+        # exclusive lock taken then is held (locking_mode EXCLUSIVE) until the copy is written,
+        # so no process can open the store in between
         try:
+            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
             mode = conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0]
+            if str(mode).lower() == "delete":
+                conn.execute("BEGIN EXCLUSIVE")
+                conn.execute("COMMIT")
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         except sqlite3.OperationalError as exc:
             mode = f"unchanged ({exc})"
         if str(mode).lower() != "delete":

@@ -67,6 +67,8 @@ logger = logging.getLogger(__name__)
 FORMAT = "zjulab-fluxmem-sqlite"
 FORMAT_VERSION = 2
 DB_NAME = "fluxmem.sqlite3"
+#: How long a checkpoint waits for other processes' readers (milliseconds).
+CHECKPOINT_WAIT_MS = 200
 OPTIMIZES_PER_REBUILD = 250
 MMAP_BYTES = 1 << 30  # address space only; pages are read on demand
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)  # what FTS5's unicode61 tokenizer calls a token
@@ -1491,10 +1493,18 @@ class SQLiteStore:
         # connection makes that COMMIT fail ("SQL statements in progress")
         with self._lock:
             if self.path is not None and not self._depth and not self.conn.in_transaction:
+                # a reader of another process on an older snapshot makes TRUNCATE wait, holding
+                # the writer lock: it waits a moment at most, and the next checkpoint (the next
+                # erasure, save or close) finishes the job
+                self.conn.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")
                 try:
-                    self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                    if busy:
+                        logger.debug("checkpoint deferred: a reader holds an older snapshot")
                 except sqlite3.Error as exc:  # pragma: no cover - a reader of another process
                     logger.debug("checkpoint deferred: %s", exc)
+                finally:
+                    self.conn.execute("PRAGMA busy_timeout = 60000")
 
     # ---------------------------------------------------------------- lexical
 
