@@ -196,8 +196,18 @@ def _make_parent(target: Path) -> None:
 
 def _temp_dir_beside(target: Path) -> str:
     """A new temporary directory beside ``target``."""
+    return _beside("mkdtemp", target)
+
+
+def _mkstemp_beside(target: Path) -> tuple[int, str]:
+    """A new temporary file beside ``target``: ``(fd, name)``."""
+    return _beside("mkstemp", target)
+
+
+def _beside(kind: str, target: Path) -> Any:
+    """``tempfile.KIND`` beside ``target``, zjulab-named; a refused write is a ``StoreError``."""
     try:
-        return tempfile.mkdtemp(prefix=_tmp_prefix(target), suffix=".tmp", dir=target.parent)
+        return getattr(tempfile, kind)(prefix=_tmp_prefix(target), suffix=".tmp", dir=target.parent)
     except OSError as exc:
         if exc.errno not in _REFUSED:
             raise
@@ -225,12 +235,7 @@ def temp_file_beside(target: str | os.PathLike[str]) -> Path:
     path = Path(target)
     _make_parent(path)
     remove_stale_temps(path)
-    try:
-        fd, name = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        if exc.errno not in _REFUSED:
-            raise
-        raise StoreError(f"{path}: {_refusal(exc)} writing in {path.parent}") from exc
+    fd, name = _mkstemp_beside(path)
     os.close(fd)
     return Path(name)
 
@@ -295,12 +300,7 @@ def _atomic_write(path: Path, mode: str, encoding: str) -> Iterator[IO[Any]]:
     _make_parent(path)
     remove_stale_temps(path)
     file_mode = _new_mode(path)
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        if exc.errno not in _REFUSED:
-            raise
-        raise StoreError(f"{path}: {_refusal(exc)} writing in {path.parent}") from exc
+    fd, tmp_name = _mkstemp_beside(path)
     tmp = Path(tmp_name)
     try:
         _keep_owner(path, fd=fd)
