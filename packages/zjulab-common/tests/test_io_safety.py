@@ -24,7 +24,6 @@ from zjulab.common import (
     recover_directory,
     remove_stale_temps,
     temp_dir_beside,
-    temp_file_beside,
     write_json,
     write_jsonl,
 )
@@ -270,18 +269,17 @@ def _dead_pid() -> int:
     return int(done.stdout)
 
 
-@pytest.mark.parametrize("make", [temp_dir_beside, temp_file_beside])
-def test_temporaries_handed_out_are_named_for_the_sweep_and_sweep_dead_ones_first(tmp_path, make):
+def test_temporaries_handed_out_are_named_for_the_sweep_and_sweep_dead_ones_first(tmp_path):
     target = tmp_path / "sub" / "store.db"  # the parent is created
     dead = tmp_path / "sub" / f".store.db.{_dead_pid()}.k1ll3d.tmp"
     live = tmp_path / "sub" / f".store.db.{os.getpid()}.l1ve.tmp"
     other = tmp_path / "sub" / f".other.db.{_dead_pid()}.k1ll3d.tmp"
-    tmp = make(target)
+    tmp = temp_dir_beside(target)
     assert tmp.parent == target.parent and tmp.name.startswith(f".store.db.{os.getpid()}.")
-    assert tmp.name.endswith(".tmp") and (tmp.is_dir() if make is temp_dir_beside else tmp.is_file())
+    assert tmp.name.endswith(".tmp") and tmp.is_dir()
     for p in (dead, live, other):
         p.mkdir()
-    make(target)
+    temp_dir_beside(target)
     assert not dead.exists() and live.exists() and other.exists()  # only dead writers' own
     assert remove_stale_temps(target) == 0  # ours (this pid) are left to the caller
 
@@ -376,9 +374,8 @@ def test_a_read_only_file_system_is_a_store_error_naming_it(tmp_path, monkeypatc
 
     monkeypatch.setattr(tempfile, "mkdtemp", read_only)
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
-    for make in (temp_dir_beside, temp_file_beside):
-        with pytest.raises(StoreError, match=r"store\.db: read-only file system writing in"):
-            make(tmp_path / "store.db")
+    with pytest.raises(StoreError, match=r"store\.db: read-only file system writing in"):
+        temp_dir_beside(tmp_path / "store.db")
     with pytest.raises(StoreError, match="read-only file system"):
         atomic_write_text(tmp_path / "f.txt", "x")
     from pathlib import Path
@@ -386,3 +383,24 @@ def test_a_read_only_file_system_is_a_store_error_naming_it(tmp_path, monkeypatc
     monkeypatch.setattr(Path, "mkdir", read_only)
     with pytest.raises(StoreError, match=r"new/f\.txt: read-only file system creating"):
         atomic_write_text(tmp_path / "new" / "f.txt", "x")
+
+
+@pytest.mark.parametrize("links", [True, False])
+def test_place_new_file_never_replaces_what_is_there(tmp_path, monkeypatch, links):
+    from zjulab.common import place_new_file
+
+    if not links:  # a file system without hard links: the name is claimed, then renamed onto
+
+        def no_links(src, dst):
+            raise PermissionError("no hard links here")
+
+        monkeypatch.setattr(os, "link", no_links)
+    work = temp_dir_beside(tmp_path / "out.bin")
+    (work / "a").write_bytes(b"first")
+    assert place_new_file(work / "a", tmp_path / "out.bin") is True
+    (work / "b").write_bytes(b"second")
+    assert place_new_file(work / "b", tmp_path / "out.bin") is False
+    assert (tmp_path / "out.bin").read_bytes() == b"first"
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    assert place_new_file(work / "b", tmp_path / "dangling") is False
+    assert not (tmp_path / "nowhere").exists()

@@ -46,12 +46,12 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "directory_lock",
+    "place_new_file",
     "read_json",
     "read_jsonl",
     "recover_directory",
     "remove_stale_temps",
     "temp_dir_beside",
-    "temp_file_beside",
     "write_json",
     "write_jsonl",
 ]
@@ -230,14 +230,31 @@ def temp_dir_beside(target: str | os.PathLike[str]) -> Path:
     return Path(_temp_dir_beside(path))
 
 
-def temp_file_beside(target: str | os.PathLike[str]) -> Path:
-    """A new, empty temporary file beside ``target``, named and swept as :func:`temp_dir_beside`."""
-    path = Path(target)
-    _make_parent(path)
-    remove_stale_temps(path)
-    fd, name = _mkstemp_beside(path)
-    os.close(fd)
-    return Path(name)
+def place_new_file(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> bool:
+    """Give the finished file ``source`` the name ``target`` unless ``target`` exists; never replace it.
+
+    A hard link where the file system has them (it fails if ``target`` appeared meanwhile);
+    elsewhere ``target`` is claimed with ``O_EXCL`` and ``source`` renamed onto that claim, so only
+    the claim is replaced. ``source`` is normally in a folder from :func:`temp_dir_beside`, which
+    the caller removes either way.
+
+    Returns:
+        True when ``target`` now holds ``source``'s file; False when ``target`` already existed
+        (left as it was).
+    """
+    src, dest = Path(source), Path(target)
+    try:
+        os.link(src, dest)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links on this file system
+        try:
+            os.close(os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            return False
+        os.replace(src, dest)
+        return True
 
 
 def _tmp_prefix(target: Path) -> str:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from zjulab.common.io import temp_dir_beside
+from zjulab.common.io import place_new_file, temp_dir_beside
 from zjulab.common.protocols import ChatModel, TextEncoder
 from zjulab.fluxmem.config import FluxMemConfig
 from zjulab.fluxmem.errors import (
@@ -1593,20 +1593,8 @@ def _check_save_target(target: Path, dest: Path) -> None:
 
 def _put_store(copy: Path, dest: Path) -> None:
     """Make the finished copy the store at ``dest`` without ever tearing or replacing a user's file."""
-    if not dest.exists():
-        try:
-            os.link(copy, dest)  # fails if the name appeared meanwhile: never replaces it
-            return
-        except FileExistsError:
-            pass  # another save got there first: written over below, under SQLite's locks
-        except OSError:  # no hard links here: claim the name, then replace only our claim
-            try:
-                os.close(os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-            except FileExistsError:
-                pass
-            else:
-                os.replace(copy, dest)
-                return
+    if not dest.exists() and place_new_file(copy, dest):
+        return  # a new store; when another save got there first, it is written over below
     try:
         conn = sqlite3.connect(dest, isolation_level=None, timeout=5.0)
     except sqlite3.Error as exc:

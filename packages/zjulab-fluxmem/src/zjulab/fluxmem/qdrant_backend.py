@@ -63,7 +63,7 @@ class QdrantVectors:
                         collection, name, field_schema=models.PayloadSchemaType.KEYWORD
                     )
         self._pending: dict[int, tuple[str, np.ndarray, tuple[Any, ...]]] = {}
-        self.seq = self._stored_seq()
+        self.seq, self._stored_store = self._stored_meta()
 
     @classmethod
     def from_config(cls, config: Any, dim: int, store_path: Path | None) -> QdrantVectors:
@@ -91,10 +91,12 @@ class QdrantVectors:
         """Close the client (releases local mode's directory lock)."""
         self.client.close()
 
-    def _stored_seq(self) -> int:
+    def _stored_meta(self) -> tuple[int, str | None]:
+        """The replay position and the store id kept in the collection (0, None when new)."""
         got = self.client.retrieve(self.collection, [_META], with_payload=True)
-        self._stored_store = got[0].payload.get("store") if got else None
-        return int(got[0].payload.get("seq", 0)) if got else 0
+        if not got:
+            return 0, None
+        return int(got[0].payload.get("seq", 0)), got[0].payload.get("store")
 
     def __len__(self) -> int:
         n = int(self.client.count(self.collection, exact=True).count)
@@ -187,7 +189,6 @@ class QdrantVectors:
         return np.stack([pend[n] if n in pend else got[n] for n in node_ids]).astype(np.float32)
 
     _conn: sqlite3.Connection | None = None
-    _stored_store: str | None = None
     store_id: str | None = None
     local = True
 

@@ -1355,11 +1355,7 @@ class SQLiteStore:
             persist = getattr(self.vectors, "persist", None)
             if persist is not None:
                 persist(self.conn)
-            try:
-                if self.path is not None:
-                    self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error:  # another process holds a read snapshot
-                pass
+            self.checkpoint()
             self.conn.close()
             if self.vectors is not None:
                 self.vectors.close()

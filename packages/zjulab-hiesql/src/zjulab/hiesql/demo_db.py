@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 from importlib import resources
 from pathlib import Path
 
-from zjulab.common.io import remove_stale_temps, temp_dir_beside
+from zjulab.common.io import place_new_file, remove_stale_temps, temp_dir_beside
 from zjulab.hiesql.errors import SchemaFileError
 
 __all__ = ["DEMO_EXAMPLES", "DEMO_QUESTIONS", "build_demo_database"]
@@ -59,16 +58,8 @@ def build_demo_database(path: str | Path, *, exist_ok: bool = False) -> Path:
             conn.executescript(script)
         finally:
             conn.close()
-        try:
-            os.link(tmp, target)  # fails if the path appeared meanwhile: never replaces it
-        except FileExistsError:
-            return _existing(target, exist_ok)  # another build won the race
-        except OSError:  # no hard links here: claim the name first, then replace only our claim
-            try:
-                os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-            except FileExistsError:
-                return _existing(target, exist_ok)
-            os.replace(tmp, target)
+        if not place_new_file(tmp, target):  # never replaces a file: another build won the race
+            return _existing(target, exist_ok)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
